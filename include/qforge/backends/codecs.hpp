@@ -1,0 +1,96 @@
+#pragma once
+/// @file
+/// How codes sit in the bytes of each packed format, and what a kernel needs to walk a format's
+/// rows. Formats describe their bytes (formats/); this file adapts them for kernels, so adding a
+/// format means one FormatTraits specialisation here plus codec primitives per backend.
+#include <cstdint>
+
+#include "qforge/backends/activation.hpp"
+#include "qforge/core/half.hpp"
+#include "qforge/formats/dense.hpp"
+#include "qforge/formats/gguf.hpp"
+
+namespace qforge {
+
+// ---- codecs: the byte-level encodings the backends implement ----
+/// LSB-first bitstream of B-bit codes (Dense<B>).
+template <int B>
+struct Bitstream {
+    static constexpr int bits = B;
+};
+/// 16 bytes holding 32 nibbles: low nibble of byte j is code j, high nibble code j+16 (Q4_0, Q4_1).
+struct NibbleBlock {
+    static constexpr int bits = 4;
+};
+/// Signed bytes; the unsigned code is the byte plus 128 (Q8_0).
+struct SignedBytes {
+    static constexpr int bits = 8;
+};
+
+/// One group of one row, as a kernel sees it.
+struct GroupRef {
+    const std::uint8_t* bytes;  ///< the group's first code byte
+    int length;                 ///< codes in this group
+    float scale;
+    int zero_code;              ///< the code of 0 (symmetric and integer grids)
+    float min;                  ///< ZeroPoint::float_min
+};
+
+template <class F>
+struct FormatTraits {
+    static_assert(sizeof(F) == 0,
+                  "qforge: this format has no kernel traits; specialise qforge::FormatTraits for it");
+};
+
+template <int B>
+struct FormatTraits<Dense<B>> {
+    using View = DenseView;
+    using codec = Bitstream<B>;
+    static constexpr LaneOrder order = B == 4 ? LaneOrder::pairs : B == 2 ? LaneOrder::quads : LaneOrder::natural;
+    static constexpr std::size_t sub_block_bytes = std::size_t(act_sub_block) * B / 8;
+
+    static int rows(const View& v) noexcept { return v.rows; }
+    static int cols(const View& v) noexcept { return v.cols; }
+    static int group_length(const View& v) noexcept { return v.group_length; }
+    static int groups(const View& v) noexcept { return v.groups_per_row; }
+    static ZeroPoint zero(const View& v) noexcept { return v.zero; }
+
+    static GroupRef group(const View& v, int r, int g) noexcept {
+        const std::size_t gi = v.gi(r, g);
+        const int len = v.group_length < v.cols - g * v.group_length ? v.group_length : v.cols - g * v.group_length;
+        return {v.group_codes(r, g), len, half_to_float(v.scales[gi]),
+                v.zero == ZeroPoint::integer ? int(v.zeros[gi]) : (1 << (B - 1)),
+                v.zero == ZeroPoint::float_min ? half_to_float(v.mins[gi]) : 0.0f};
+    }
+};
+
+template <class Block, ZeroPoint Zero, class Codec>
+struct BlockFormatTraits {
+    using View = BlockView<Block>;
+    using codec = Codec;
+    static constexpr LaneOrder order = LaneOrder::natural;
+    static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per 32-weight group
+
+    static int rows(const View& v) noexcept { return v.rows; }
+    static int cols(const View& v) noexcept { return v.cols; }
+    static int group_length(const View&) noexcept { return gguf_block; }
+    static int groups(const View& v) noexcept { return v.blocks_per_row(); }
+    static ZeroPoint zero(const View&) noexcept { return Zero; }
+
+    static GroupRef group(const View& v, int r, int g) noexcept {
+        const Block& b = v.block(r, g);
+        float min = 0.0f;
+        if constexpr (Zero == ZeroPoint::float_min) min = half_to_float(b.m);
+        return {reinterpret_cast<const std::uint8_t*>(b.qs), gguf_block, half_to_float(b.d),
+                1 << (Codec::bits - 1), min};
+    }
+};
+
+template <>
+struct FormatTraits<Q4_0> : BlockFormatTraits<block_q4_0, ZeroPoint::symmetric, NibbleBlock> {};
+template <>
+struct FormatTraits<Q4_1> : BlockFormatTraits<block_q4_1, ZeroPoint::float_min, NibbleBlock> {};
+template <>
+struct FormatTraits<Q8_0> : BlockFormatTraits<block_q8_0, ZeroPoint::symmetric, SignedBytes> {};
+
+}  // namespace qforge

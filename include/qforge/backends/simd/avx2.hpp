@@ -1,0 +1,100 @@
+#pragma once
+/// @file
+/// AVX2 + FMA primitives. Integer dots use vpmaddubsw (u8 x s8 -> saturating i16 pairs), so
+/// every code is kept small enough that no i16 sum can saturate: 2-, 3- and 4-bit codes are
+/// used as they are (at most 4 * 2 * 15 * 127 = 15240 per lane); 8-bit codes go through the
+/// sign trick (q - 128 as signed, |q - 128| * sign(x)), at most 2 * 128 * 127 per lane.
+/// Compiled only where the compiler targets AVX2 and FMA.
+#include "qforge/backends/backend.hpp"
+#include "qforge/backends/codecs.hpp"
+#include "qforge/backends/simd/arch.hpp"
+#include "qforge/backends/simd/x86_common.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+namespace qforge {
+
+template <>
+struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
+    using base = simd::detail::X86<simd::avx2>;
+    using base::decode;
+
+    QFORGE_INLINE static __m256i load(const void* p) noexcept {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    }
+    QFORGE_INLINE static __m256i mad(__m256i codes, const std::int8_t* x) noexcept {
+        return _mm256_maddubs_epi16(codes, load(x));
+    }
+    /// sum (c_i - 128) * x_i for 32 bytes of codes c (any 0..255), as i16 pairs.
+    QFORGE_INLINE static __m256i mad_signed(__m256i codes, const std::int8_t* x) noexcept {
+        const __m256i s = _mm256_xor_si256(codes, _mm256_set1_epi8(char(0x80)));
+        const __m256i xv = load(x);
+        return _mm256_maddubs_epi16(_mm256_abs_epi8(s), _mm256_sign_epi8(xv, s));
+    }
+    QFORGE_INLINE static std::int32_t finish(__m256i i16_pairs) noexcept {
+        return hsum(_mm256_madd_epi16(i16_pairs, _mm256_set1_epi16(1)));
+    }
+    /// sum x_i over n <= 128 slots, for the +128 of the sign trick.
+    QFORGE_INLINE static std::int32_t slot_sum(const std::int8_t* x, int n) noexcept {
+        const __m256i ones = _mm256_set1_epi8(1);
+        __m256i s = _mm256_setzero_si256();
+        for (int i = 0; i < n; i += 32) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(ones, load(x + i)));
+        return finish(s);
+    }
+
+    template <int B>
+    static std::int32_t sub_dot(Bitstream<B>, const std::uint8_t* bytes, int n, const std::int8_t* x,
+                                LaneOrder) noexcept {
+        const int nb = (n * B + 7) / 8;
+        alignas(32) std::uint8_t tmp[128 + 16] = {};
+        if constexpr (B == 3) {
+            if (n < act_sub_block) {
+                std::memcpy(tmp + 4, bytes, std::size_t(nb));
+                bytes = tmp + 4;
+            }
+            __m256i s = _mm256_setzero_si256();
+            for (int c = 0; c * 32 < n; ++c) s = _mm256_add_epi16(s, mad(decode3x32(bytes + 12 * c, c == 3), x + 32 * c));
+            return finish(s);
+        } else {
+            if (nb < act_sub_block * B / 8) {
+                std::memcpy(tmp, bytes, std::size_t(nb));
+                bytes = tmp;
+            }
+            if constexpr (B == 8) {
+                __m256i s = _mm256_setzero_si256();
+                for (int i = 0; i < n; i += 32) s = _mm256_add_epi32(s, _mm256_madd_epi16(mad_signed(load(bytes + i), x + i), _mm256_set1_epi16(1)));
+                return hsum(s) + 128 * slot_sum(x, n);
+            } else if constexpr (B == 4) {
+                const __m256i m = _mm256_set1_epi8(0x0f);
+                const __m256i v0 = load(bytes), v1 = load(bytes + 32);
+                __m256i s = mad(_mm256_and_si256(v0, m), x);
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(v1, m), x + 32));
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m), x + 64));
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m), x + 96));
+                return finish(s);
+            } else {  // B == 2
+                const __m256i m = _mm256_set1_epi8(0x03);
+                const __m256i v = load(bytes);
+                __m256i s = mad(_mm256_and_si256(v, m), x);
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 2), m), x + 32));
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), x + 64));
+                s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 6), m), x + 96));
+                return finish(s);
+            }
+        }
+    }
+
+    static std::int32_t sub_dot(NibbleBlock, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
+        const __m128i m = _mm_set1_epi8(0x0f);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+        const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+        return finish(mad(codes, x));
+    }
+
+    static std::int32_t sub_dot(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
+        const __m256i codes = _mm256_xor_si256(load(bytes), _mm256_set1_epi8(char(0x80)));
+        return finish(mad_signed(codes, x)) + 128 * slot_sum(x, 32);
+    }
+};
+
+}  // namespace qforge
+#endif

@@ -1,0 +1,105 @@
+#pragma once
+/// @file
+/// AVX-512 (F/BW/VL) + VNNI + VBMI primitives. vpdpbusd multiplies u8 codes by s8 activations
+/// and adds groups of four into i32 without saturation, so codes of every width are used as
+/// they are. Partial sub-blocks use masked loads, so nothing past a row's bytes is read.
+/// 3-bit streams are unpacked with vpermb + vpmultishiftqb (VBMI). Compiled only where the
+/// compiler targets these extensions.
+#include "qforge/backends/backend.hpp"
+#include "qforge/backends/codecs.hpp"
+#include "qforge/backends/simd/arch.hpp"
+#include "qforge/backends/simd/x86_common.hpp"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
+    defined(__AVX512VBMI__)
+namespace qforge {
+
+template <>
+struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni> {
+    using base = simd::detail::X86<simd::avx512_vnni>;
+
+    QFORGE_INLINE static __m512i load(const void* p) noexcept { return _mm512_loadu_si512(p); }
+    QFORGE_INLINE static __m512i load_n(const void* p, int n) noexcept {
+        const __mmask64 m = n >= 64 ? ~__mmask64(0) : ((__mmask64(1) << n) - 1);
+        return _mm512_maskz_loadu_epi8(m, p);
+    }
+    /// 64 natural-order 3-bit codes (codes 64*upper .. 64*upper+63 of a sub-block) from `v`.
+    QFORGE_INLINE static __m512i unpack3x64(__m512i v, int upper) noexcept {
+        // qword lane c gets bytes 24*upper + 3c .. + 3; multishift then picks 8 bits at
+        // offsets 0, 3, ..., 21 of each lane, i.e. codes 8c .. 8c + 7.
+        struct Table {
+            alignas(64) std::uint8_t idx[2][64];
+        };
+        static constexpr Table table = [] {
+            Table t{};
+            for (int h = 0; h < 2; ++h)
+                for (int c = 0; c < 8; ++c)
+                    for (int j = 0; j < 8; ++j) t.idx[h][8 * c + j] = std::uint8_t(24 * h + 3 * c + (j < 4 ? j : 3));
+            return t;
+        }();
+        const std::uint8_t* idx = table.idx[upper];
+        const __m512i gathered = _mm512_permutexvar_epi8(_mm512_load_si512(reinterpret_cast<const void*>(idx)), v);
+        const __m512i ctrl = _mm512_set1_epi64(0x15120f0c09060300LL);  // 0,3,6,...,21
+        return _mm512_and_si512(_mm512_multishift_epi64_epi8(ctrl, gathered), _mm512_set1_epi8(7));
+    }
+
+    template <int B>
+    static void decode(Bitstream<B> codec, const std::uint8_t* bytes, int n, std::uint8_t* out) noexcept {
+        if constexpr (B == 3) {
+            const __m512i v = load_n(bytes, (3 * n + 7) / 8);
+            _mm512_storeu_si512(out, unpack3x64(v, 0));
+            if (n > 64) _mm512_storeu_si512(out + 64, unpack3x64(v, 1));
+        } else {
+            base::decode(codec, bytes, n, out);
+        }
+    }
+    using base::decode;
+
+    template <int B>
+    static std::int32_t sub_dot(Bitstream<B>, const std::uint8_t* bytes, int n, const std::int8_t* x,
+                                LaneOrder) noexcept {
+        const int nb = (n * B + 7) / 8;
+        __m512i acc = _mm512_setzero_si512();
+        if constexpr (B == 8) {
+            acc = _mm512_dpbusd_epi32(acc, load_n(bytes, nb), load(x));
+            if (n > 64) acc = _mm512_dpbusd_epi32(acc, load_n(bytes + 64, nb - 64), load(x + 64));
+        } else if constexpr (B == 4) {
+            const __m512i m = _mm512_set1_epi8(0x0f);
+            const __m512i v = load_n(bytes, nb);
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(v, m), load(x));
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), load(x + 64));
+        } else if constexpr (B == 2) {
+            const __m512i m = _mm512_set1_epi8(0x03);
+            const __m256i half = _mm256_maskz_loadu_epi8(nb >= 32 ? ~__mmask32(0) : ((__mmask32(1) << nb) - 1), bytes);
+            const __m512i v = _mm512_broadcast_i64x4(half);
+            const __m512i s01 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002LL, 0x0002000200020002LL,
+                                                  0x0002000200020002LL, 0x0002000200020002LL);
+            const __m512i s23 = _mm512_add_epi16(s01, _mm512_set1_epi16(4));
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srlv_epi16(v, s01), m), load(x));
+            acc = _mm512_dpbusd_epi32(acc, _mm512_and_si512(_mm512_srlv_epi16(v, s23), m), load(x + 64));
+        } else {  // B == 3
+            const __m512i v = load_n(bytes, nb);
+            acc = _mm512_dpbusd_epi32(acc, unpack3x64(v, 0), load(x));
+            if (n > 64) acc = _mm512_dpbusd_epi32(acc, unpack3x64(v, 1), load(x + 64));
+        }
+        return _mm512_reduce_add_epi32(acc);
+    }
+
+    static std::int32_t sub_dot(NibbleBlock, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
+        const __m128i m = _mm_set1_epi8(0x0f);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+        const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+        return hsum(_mm256_dpbusd_epi32(_mm256_setzero_si256(), codes,
+                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))));
+    }
+
+    static std::int32_t sub_dot(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
+        const __m256i codes = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes)),
+                                               _mm256_set1_epi8(char(0x80)));
+        return hsum(_mm256_dpbusd_epi32(_mm256_setzero_si256(), codes,
+                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))));
+    }
+};
+
+}  // namespace qforge
+#endif

@@ -1,0 +1,59 @@
+#pragma once
+/// @file
+/// The output of every quantizer: one unsigned code per weight plus per-group scales and zeros,
+/// not yet packed. It is the common currency between quantizers and formats, and its
+/// `dequantize` is the definition of what a quantized weight means.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "qforge/core/spec.hpp"
+
+namespace qforge {
+
+struct QuantizedMatrix {
+    QuantSpec spec{};
+    int rows = 0;
+    int cols = 0;
+    std::vector<std::uint8_t> codes;  ///< rows x cols, row-major, 0 .. 2^bits-1
+    std::vector<float> scales;        ///< rows x groups_per_row
+    std::vector<std::uint8_t> zeros;  ///< rows x groups (ZeroPoint::integer only)
+    std::vector<float> mins;          ///< rows x groups (ZeroPoint::float_min only)
+
+    QuantizedMatrix() = default;
+    QuantizedMatrix(const QuantSpec& s, int r, int c)
+        : spec(s), rows(r), cols(c), codes(std::size_t(r) * std::size_t(c)),
+          scales(std::size_t(r) * std::size_t(s.groups_per_row(c))) {
+        if (s.zero == ZeroPoint::integer) zeros.resize(scales.size());
+        if (s.zero == ZeroPoint::float_min) mins.resize(scales.size());
+    }
+
+    int groups_per_row() const noexcept { return spec.groups_per_row(cols); }
+    int group_of(int col) const noexcept { return col / spec.group_length(cols); }
+    std::size_t group_index(int row, int group) const noexcept {
+        return std::size_t(row) * std::size_t(groups_per_row()) + std::size_t(group);
+    }
+
+    /// The reference meaning of a stored code (see spec.hpp for the conventions).
+    float dequantize(int row, int col) const noexcept {
+        const std::size_t gi = group_index(row, group_of(col));
+        const int q = codes[std::size_t(row) * std::size_t(cols) + std::size_t(col)];
+        switch (spec.zero) {
+            case ZeroPoint::symmetric: return scales[gi] * float(q - spec.symmetric_zero());
+            case ZeroPoint::integer: return scales[gi] * float(q - int(zeros[gi]));
+            case ZeroPoint::float_min: return std::fma(scales[gi], float(q), mins[gi]);
+        }
+        return 0.0f;
+    }
+
+    /// The whole matrix dequantized, row-major.
+    std::vector<float> dequantize() const {
+        std::vector<float> out(codes.size());
+        for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < cols; ++c)
+                out[std::size_t(r) * std::size_t(cols) + std::size_t(c)] = dequantize(r, c);
+        return out;
+    }
+};
+
+}  // namespace qforge

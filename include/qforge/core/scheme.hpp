@@ -1,0 +1,201 @@
+#pragma once
+/// @file
+/// Quantization schemes, chosen at compile time (`Scheme<Rtn, Int<4>, Group<128>, Asym>`) or at
+/// run time from text (`rtn:w4g128a`). Both produce the same QuantSpec, and a compile-time
+/// scheme's `text()` parses back to the equal runtime scheme.
+///
+/// Text grammar:
+///     scheme := method ":" "w" bits [ "g" group ] [ zero ] { "," option }
+///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
+///     option := "clip" (MSE clip search) | "f32" (fp32 scales)
+/// Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
+/// text round-trips exactly.
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "qforge/core/spec.hpp"
+
+namespace qforge {
+
+// ---- method tags (the *what*; quantizers/ holds the *how*) ----
+struct Rtn {
+    static constexpr std::string_view name = "rtn";
+};
+
+/// Methods a runtime scheme may name. Later methods append their name here.
+inline constexpr std::array<std::string_view, 1> known_methods{Rtn::name};
+
+// ---- grid policies ----
+template <int B>
+struct Int {
+    static_assert(B == 2 || B == 3 || B == 4 || B == 8,
+                  "qforge::Int<B>: only 2, 3, 4 and 8-bit codes are supported");
+    static constexpr int bits = B;
+};
+
+template <int G>
+struct Group {
+    static_assert(G > 0 && G <= QuantSpec::max_group_size,
+                  "qforge::Group<G>: the group size must be positive (use PerChannel for one "
+                  "group per row)");
+    static constexpr int size = G;
+};
+
+struct PerChannel {
+    static constexpr int size = 0;
+};
+
+struct Sym {
+    static constexpr ZeroPoint zero = ZeroPoint::symmetric;
+};
+struct Asym {
+    static constexpr ZeroPoint zero = ZeroPoint::integer;
+};
+struct AsymMin {
+    static constexpr ZeroPoint zero = ZeroPoint::float_min;
+};
+
+// ---- options ----
+/// Search a shrink factor of each group's range that minimises the weight MSE.
+struct Clip {};
+/// Keep scales in fp32 instead of fp16 (not every packed format can store them).
+struct ScaleF32 {};
+
+/// Options that change how a quantizer runs but not the grid itself.
+struct SchemeOptions {
+    bool clip = false;
+    friend constexpr bool operator==(const SchemeOptions&, const SchemeOptions&) = default;
+};
+
+/// A scheme known only at run time: what the CLI builds from `--scheme`.
+struct RuntimeScheme {
+    std::string method = "rtn";
+    QuantSpec spec{};
+    SchemeOptions options{};
+    friend bool operator==(const RuntimeScheme&, const RuntimeScheme&) = default;
+};
+
+namespace detail {
+template <class T>
+concept MethodTag = requires { { T::name } -> std::convertible_to<std::string_view>; };
+template <class T>
+concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
+template <class T>
+concept GroupingTag = requires { { T::size } -> std::convertible_to<int>; };
+template <class T>
+concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
+template <class T>
+concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ScaleF32>;
+}  // namespace detail
+
+/// Canonical text of a runtime scheme.
+inline std::string to_string(const RuntimeScheme& s) {
+    // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "g" + std::to_string(...)
+    std::string out = s.method;
+    out += ":w";
+    out += std::to_string(s.spec.bits);
+    if (!s.spec.per_channel()) {
+        out += 'g';
+        out += std::to_string(s.spec.group_size);
+    }
+    out += s.spec.zero == ZeroPoint::symmetric ? "s"
+           : s.spec.zero == ZeroPoint::integer ? "a"
+                                               : "m";
+    if (s.options.clip) out += ",clip";
+    if (s.spec.scale_type == ScaleType::f32) out += ",f32";
+    return out;
+}
+
+/// Parses scheme text; throws InvalidArgument quoting the text and saying what is wrong.
+inline RuntimeScheme parse_scheme(std::string_view text) {
+    const auto fail = [&](const std::string& why) -> RuntimeScheme {
+        throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why +
+                              " (expected e.g. rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip)");
+    };
+    RuntimeScheme s;
+    const auto colon = text.find(':');
+    if (colon == std::string_view::npos || colon == 0) return fail("missing 'method:'");
+    s.method = std::string(text.substr(0, colon));
+    if (std::find(known_methods.begin(), known_methods.end(), s.method) == known_methods.end())
+        return fail("unknown method '" + s.method + "'");
+
+    std::string_view rest = text.substr(colon + 1);
+    const auto comma = rest.find(',');
+    std::string_view grid = rest.substr(0, comma);
+    std::string_view options = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+    if (comma != std::string_view::npos && (options.empty() || options.back() == ','))
+        return fail("empty option after ','");
+
+    const auto read_int = [&](std::string_view& sv, const char* what) {
+        int value = 0;
+        const auto [ptr, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), value);
+        if (ec != std::errc{} || ptr == sv.data())
+            fail(std::string("expected a number after '") + what + "'");
+        sv.remove_prefix(std::size_t(ptr - sv.data()));
+        return value;
+    };
+    if (grid.empty() || grid.front() != 'w') return fail("the grid must start with 'w<bits>'");
+    grid.remove_prefix(1);
+    s.spec.bits = read_int(grid, "w");
+    if (!grid.empty() && grid.front() == 'g') {
+        grid.remove_prefix(1);
+        s.spec.group_size = read_int(grid, "g");
+        if (s.spec.group_size <= 0) return fail("the group size must be positive");
+    }
+    if (!grid.empty()) {
+        switch (grid.front()) {
+            case 's': s.spec.zero = ZeroPoint::symmetric; break;
+            case 'a': s.spec.zero = ZeroPoint::integer; break;
+            case 'm': s.spec.zero = ZeroPoint::float_min; break;
+            default: return fail("unknown zero-point letter '" + std::string(1, grid.front()) + "'");
+        }
+        grid.remove_prefix(1);
+    }
+    if (!grid.empty()) return fail("unexpected '" + std::string(grid) + "'");
+
+    while (!options.empty()) {
+        const auto next = options.find(',');
+        const std::string_view opt = options.substr(0, next);
+        if (opt == "clip") s.options.clip = true;
+        else if (opt == "f32") s.spec.scale_type = ScaleType::f32;
+        else return fail("unknown option '" + std::string(opt) + "'");
+        options = next == std::string_view::npos ? "" : options.substr(next + 1);
+    }
+    try {
+        s.spec.validate();
+    } catch (const InvalidArgument& e) {
+        return fail(e.what());
+    }
+    return s;
+}
+
+/// A scheme fixed at compile time. The primary template checks each parameter and says in words
+/// which one is wrong.
+template <class Method, class Bits, class Grouping = PerChannel, class Zero = Asym, class... Options>
+struct Scheme {
+    static_assert(detail::MethodTag<Method>,
+                  "qforge::Scheme: the first parameter must be a method tag such as qforge::Rtn");
+    static_assert(detail::BitsTag<Bits>,
+                  "qforge::Scheme: the second parameter must be qforge::Int<bits>");
+    static_assert(detail::GroupingTag<Grouping>,
+                  "qforge::Scheme: the third parameter must be qforge::Group<G> or qforge::PerChannel");
+    static_assert(detail::ZeroTag<Zero>,
+                  "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
+    static_assert((detail::OptionTag<Options> && ...),
+                  "qforge::Scheme: options must be qforge::Clip or qforge::ScaleF32");
+
+    using method = Method;
+    static constexpr QuantSpec spec{
+        Bits::bits, Grouping::size, Zero::zero,
+        (std::is_same_v<Options, ScaleF32> || ...) ? ScaleType::f32 : ScaleType::f16};
+    static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...)};
+
+    static RuntimeScheme runtime() { return {std::string(Method::name), spec, options}; }
+    static std::string text() { return to_string(runtime()); }
+};
+
+}  // namespace qforge

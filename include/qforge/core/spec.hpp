@@ -1,0 +1,84 @@
+#pragma once
+/// @file
+/// The quantization grid: how many bits, how weights are grouped, and how zero is represented.
+///
+/// Conventions (every quantizer, format and kernel follows them):
+/// - A weight matrix has rows = output features and columns = input features. Groups run along a
+///   row: group g of a row covers columns [g*G, min((g+1)*G, cols)). The last group of a row may be
+///   shorter. `group_size == 0` (per-channel) or `group_size >= cols` means one group per row.
+/// - Codes are stored unsigned, 0 .. 2^b-1, and dequantize as
+///   - `ZeroPoint::symmetric`: w = s * (q - 2^(b-1)). The signed code c = q - 2^(b-1) spans
+///     -2^(b-1) .. 2^(b-1)-1. The scale is s = m / -2^(b-1) where m is the group's weight of
+///     largest magnitude (the first one on ties), so m is represented exactly and every one of the
+///     2^b levels is usable (the rule of GGUF's Q4_0); s carries m's sign, so it may be negative.
+///   - `ZeroPoint::integer` (GPTQ/AWQ style asymmetric): w = s * (q - z) with an integer zero
+///     z in 0 .. 2^b-1. The range is [min(w_min, 0), max(w_max, 0)] so 0 is exactly representable,
+///     s = range / (2^b - 1), z = round(-lo / s).
+///   - `ZeroPoint::float_min` (GGUF Q4_1 style): w = s * q + m with a float minimum m = w_min and
+///     s = (w_max - w_min) / (2^b - 1); evaluated as one fused multiply-add.
+/// - Codes are computed as clamp(round_half_even(w / s) + offset) against the *stored* scale: a
+///   scale kept as fp16 is rounded to fp16 first, so packing to fp16 is lossless.
+/// - A group whose range is 0 (all zeros, or all equal under float_min) gets s = 0 and dequantizes
+///   to exactly its value (0, or m).
+/// - Bits per weight count everything a format stores: codes, scales, zeros, block headers.
+#include <cstdint>
+#include <string>
+
+#include "qforge/core/error.hpp"
+
+namespace qforge {
+
+/// How the zero of the grid is represented.
+enum class ZeroPoint : std::uint8_t { symmetric, integer, float_min };
+
+/// Precision in which scales (and float minimums) are stored.
+enum class ScaleType : std::uint8_t { f16, f32 };
+
+/// A runtime description of one quantization grid. Compile-time schemes produce one of these.
+struct QuantSpec {
+    int bits = 4;
+    int group_size = 0;  ///< 0: per-channel (one group per row)
+    ZeroPoint zero = ZeroPoint::integer;
+    ScaleType scale_type = ScaleType::f16;
+
+    /// The largest group size accepted; larger values would only mean "per-channel".
+    static constexpr int max_group_size = 1 << 24;
+
+    constexpr int max_code() const noexcept { return (1 << bits) - 1; }
+    /// The code that stands for 0 on the symmetric grid.
+    constexpr int symmetric_zero() const noexcept { return 1 << (bits - 1); }
+    constexpr bool per_channel() const noexcept { return group_size == 0; }
+
+    /// Length of every group but possibly the last, for rows of `cols` columns.
+    constexpr int group_length(int cols) const noexcept {
+        return (group_size == 0 || group_size >= cols) ? cols : group_size;
+    }
+    constexpr int groups_per_row(int cols) const noexcept {
+        const int g = group_length(cols);
+        return g == 0 ? 0 : (cols + g - 1) / g;
+    }
+
+    /// Throws InvalidArgument naming the problem when the spec cannot be used.
+    void validate() const {
+        if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+            throw InvalidArgument("unsupported bit width " + std::to_string(bits) +
+                                  " (supported: 2, 3, 4, 8)");
+        if (group_size < 0 || group_size > max_group_size)
+            throw InvalidArgument("group size " + std::to_string(group_size) +
+                                  " is out of range (0 for per-channel, or 1.." +
+                                  std::to_string(max_group_size) + ")");
+    }
+
+    friend constexpr bool operator==(const QuantSpec&, const QuantSpec&) = default;
+};
+
+inline const char* to_string(ZeroPoint z) {
+    switch (z) {
+        case ZeroPoint::symmetric: return "symmetric";
+        case ZeroPoint::integer: return "asymmetric (integer zero)";
+        case ZeroPoint::float_min: return "asymmetric (float minimum)";
+    }
+    return "?";
+}
+
+}  // namespace qforge

@@ -1,0 +1,156 @@
+#pragma once
+/// @file
+/// The generic packed format: b-bit codes (b = 2, 3, 4, 8) densely bit-packed, fp16 scales,
+/// and uint8 zeros or fp16 minimums per group.
+///
+/// Byte layout of `Dense<b>::Packed` (all little-endian):
+/// - `codes`: rows x row_bytes, row_bytes = ceil(cols * b / 8). Row r is an LSB-first
+///   bitstream: code c occupies bits [c*b, c*b + b) of the row, where bit k of the stream is bit
+///   (k mod 8) of byte k / 8. A 3-bit row of 64 codes therefore takes exactly 24 bytes. Unused bits
+///   at the end of a row are 0. The buffer carries `tail_padding` extra zero bytes after the last
+///   row so vector kernels may load whole registers.
+/// - `scales`: rows x groups fp16 bit patterns.
+/// - `zeros`: rows x groups uint8 (ZeroPoint::integer only).
+/// - `mins`: rows x groups fp16 bit patterns (ZeroPoint::float_min only).
+/// Groups must start on byte boundaries: group_length * b is a multiple of 8, or there is one
+/// group per row. Bits per weight = 8 * (codes + scales + zeros + mins bytes) / (rows * cols).
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qforge/core/half.hpp"
+#include "qforge/core/quantized.hpp"
+
+namespace qforge {
+
+inline constexpr std::size_t tail_padding = 64;
+
+/// Read-only view of packed rows that kernels consume (plain pointers, no ownership).
+struct DenseView {
+    int bits = 0, rows = 0, cols = 0;
+    int group_length = 0, groups_per_row = 0;
+    ZeroPoint zero = ZeroPoint::integer;
+    std::size_t row_bytes = 0;
+    const std::uint8_t* codes = nullptr;
+    const std::uint16_t* scales = nullptr;
+    const std::uint8_t* zeros = nullptr;
+    const std::uint16_t* mins = nullptr;
+
+    const std::uint8_t* group_codes(int r, int g) const noexcept {
+        return codes + std::size_t(r) * row_bytes + std::size_t(g) * std::size_t(group_length) * std::size_t(bits) / 8;
+    }
+    std::size_t gi(int r, int g) const noexcept { return std::size_t(r) * std::size_t(groups_per_row) + std::size_t(g); }
+};
+
+namespace detail {
+/// Writes code `q` at position `i` of an LSB-first bitstream.
+inline void put_bits(std::uint8_t* stream, std::size_t i, int bits, unsigned q) noexcept {
+    const std::size_t bit = i * std::size_t(bits);
+    const unsigned shifted = q << (bit % 8);
+    stream[bit / 8] |= std::uint8_t(shifted);
+    if ((bit % 8) + std::size_t(bits) > 8) stream[bit / 8 + 1] |= std::uint8_t(shifted >> 8);
+}
+/// fp16 bits of a scale the quantizer already rounded to fp16; anything else is a caller error.
+inline std::uint16_t exact_half(float v, const std::string& format) {
+    const std::uint16_t h = float_to_half(v);
+    if (!(half_to_float(h) == v || (v != v)))
+        throw InvalidData(format + ": scale " + std::to_string(v) +
+                          " is not an fp16 value (quantize with ScaleType::f16)");
+    return h;
+}
+inline unsigned get_bits(const std::uint8_t* stream, std::size_t i, int bits) noexcept {
+    const std::size_t bit = i * std::size_t(bits);
+    unsigned v = stream[bit / 8];
+    if ((bit % 8) + std::size_t(bits) > 8) v |= unsigned(stream[bit / 8 + 1]) << 8;
+    return (v >> (bit % 8)) & ((1u << bits) - 1u);
+}
+}  // namespace detail
+
+template <int Bits>
+struct Dense {
+    static_assert(Bits == 2 || Bits == 3 || Bits == 4 || Bits == 8,
+                  "qforge::Dense<B>: only 2, 3, 4 and 8-bit codes are packed");
+    static constexpr int bits = Bits;
+    static std::string name() { return "dense" + std::to_string(Bits); }
+
+    struct Packed {
+        QuantSpec spec{};
+        int rows = 0, cols = 0;
+        std::size_t row_bytes = 0;
+        std::vector<std::uint8_t> codes;
+        std::vector<std::uint16_t> scales, mins;
+        std::vector<std::uint8_t> zeros;
+
+        /// Bytes the format stores (padding excluded).
+        std::size_t bytes() const noexcept {
+            return std::size_t(rows) * row_bytes + 2 * scales.size() + zeros.size() + 2 * mins.size();
+        }
+        DenseView view() const noexcept {
+            return {Bits, rows, cols, spec.group_length(cols), spec.groups_per_row(cols), spec.zero,
+                    row_bytes, codes.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(),
+                    mins.empty() ? nullptr : mins.data()};
+        }
+    };
+
+    /// Empty when the matrix can be packed, otherwise why not.
+    static std::string unsupported(const QuantSpec& spec, int rows, int cols) {
+        if (spec.bits != Bits)
+            return name() + " stores " + std::to_string(Bits) + "-bit codes, the spec has " +
+                   std::to_string(spec.bits);
+        if (rows <= 0 || cols <= 0) return "empty matrix";
+        if (spec.scale_type != ScaleType::f16) return name() + " stores fp16 scales; the spec asks for f32";
+        const int g = spec.group_length(cols);
+        if (spec.groups_per_row(cols) > 1 && (g * Bits) % 8 != 0)
+            return name() + " needs groups that start on a byte (group size * bits a multiple of 8); got group size " +
+                   std::to_string(g);
+        return {};
+    }
+
+    static Packed pack(const QuantizedMatrix& q) {
+        if (auto why = unsupported(q.spec, q.rows, q.cols); !why.empty()) throw InvalidArgument(why);
+        Packed p;
+        p.spec = q.spec;
+        p.rows = q.rows;
+        p.cols = q.cols;
+        p.row_bytes = (std::size_t(q.cols) * Bits + 7) / 8;
+        p.codes.assign(std::size_t(q.rows) * p.row_bytes + tail_padding, 0);
+        for (int r = 0; r < q.rows; ++r) {
+            std::uint8_t* row = p.codes.data() + std::size_t(r) * p.row_bytes;
+            const std::uint8_t* src = q.codes.data() + std::size_t(r) * std::size_t(q.cols);
+            if constexpr (Bits == 8) {
+                std::memcpy(row, src, std::size_t(q.cols));
+            } else {
+                for (int c = 0; c < q.cols; ++c) {
+                    if (src[c] >> Bits) throw InvalidData("code out of range for " + name());
+                    detail::put_bits(row, std::size_t(c), Bits, src[c]);
+                }
+            }
+        }
+        p.scales.resize(q.scales.size());
+        for (std::size_t i = 0; i < q.scales.size(); ++i) p.scales[i] = detail::exact_half(q.scales[i], name());
+        if (q.spec.zero == ZeroPoint::integer) p.zeros = q.zeros;
+        if (q.spec.zero == ZeroPoint::float_min) {
+            p.mins.resize(q.mins.size());
+            for (std::size_t i = 0; i < q.mins.size(); ++i) p.mins[i] = detail::exact_half(q.mins[i], name());
+        }
+        return p;
+    }
+
+    static QuantizedMatrix unpack(const Packed& p) {
+        QuantizedMatrix q(p.spec, p.rows, p.cols);
+        for (int r = 0; r < p.rows; ++r) {
+            const std::uint8_t* row = p.codes.data() + std::size_t(r) * p.row_bytes;
+            for (int c = 0; c < p.cols; ++c)
+                q.codes[std::size_t(r) * std::size_t(p.cols) + std::size_t(c)] =
+                    std::uint8_t(detail::get_bits(row, std::size_t(c), Bits));
+        }
+        for (std::size_t i = 0; i < p.scales.size(); ++i) q.scales[i] = half_to_float(p.scales[i]);
+        if (p.spec.zero == ZeroPoint::integer) q.zeros = p.zeros;
+        for (std::size_t i = 0; i < p.mins.size(); ++i) q.mins[i] = half_to_float(p.mins[i]);
+        return q;
+    }
+};
+
+}  // namespace qforge

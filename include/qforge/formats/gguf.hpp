@@ -1,0 +1,137 @@
+#pragma once
+/// @file
+/// GGUF-compatible blocks (ggml's Q4_0, Q4_1, Q8_0): 32 weights per block, byte-identical to
+/// llama.cpp's `block_q4_0`, `block_q4_1` and `block_q8_0`. A packed row is cols / 32 blocks,
+/// so these formats need cols to be a multiple of 32 and a group size of exactly 32.
+///
+/// | block      | bytes | layout                                                    | weight i    |
+/// |------------|-------|-----------------------------------------------------------|-------------|
+/// | block_q4_0 | 18    | d: fp16; qs[16]: low nibble = weight j, high = weight j+16 | d*(q-8)     |
+/// | block_q4_1 | 20    | d: fp16; m: fp16; qs[16]: nibbles as Q4_0                 | d*q + m     |
+/// | block_q8_0 | 34    | d: fp16; qs[32]: int8                                     | d*qs[i]     |
+///
+/// In qforge's terms Q4_0 is the 4-bit symmetric grid with group 32, Q4_1 the 4-bit float-min
+/// grid with group 32, and Q8_0 the 8-bit symmetric grid with group 32 (ggml's signed int8 q is
+/// qforge's unsigned code minus 128).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qforge/core/half.hpp"
+#include "qforge/core/quantized.hpp"
+#include "qforge/formats/dense.hpp"
+
+namespace qforge {
+
+inline constexpr int gguf_block = 32;
+
+struct block_q4_0 {
+    std::uint16_t d;       // fp16 scale
+    std::uint8_t qs[16];   // nibbles
+};
+struct block_q4_1 {
+    std::uint16_t d;       // fp16 scale
+    std::uint16_t m;       // fp16 minimum
+    std::uint8_t qs[16];   // nibbles
+};
+struct block_q8_0 {
+    std::uint16_t d;       // fp16 scale
+    std::int8_t qs[32];    // signed codes
+};
+static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must match ggml's 18-byte layout");
+static_assert(sizeof(block_q4_1) == 20, "block_q4_1 must match ggml's 20-byte layout");
+static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must match ggml's 34-byte layout");
+
+/// Kernel-side view of a matrix of GGUF blocks.
+template <class Block>
+struct BlockView {
+    int rows = 0, cols = 0;
+    const Block* blocks = nullptr;
+    int blocks_per_row() const noexcept { return cols / gguf_block; }
+    const Block& block(int r, int b) const noexcept {
+        return blocks[std::size_t(r) * std::size_t(blocks_per_row()) + std::size_t(b)];
+    }
+};
+
+namespace detail {
+template <class Block, ZeroPoint Zero, int Bits, const char* Name>
+struct GgufFormat {
+    using block_type = Block;
+    static constexpr int bits = Bits;
+    static std::string name() { return Name; }
+
+    struct Packed {
+        QuantSpec spec{Bits, gguf_block, Zero, ScaleType::f16};
+        int rows = 0, cols = 0;
+        std::vector<Block> blocks;
+        std::size_t bytes() const noexcept { return blocks.size() * sizeof(Block); }
+        BlockView<Block> view() const noexcept { return {rows, cols, blocks.data()}; }
+    };
+
+    static std::string unsupported(const QuantSpec& spec, int rows, int cols) {
+        const QuantSpec want{Bits, gguf_block, Zero, ScaleType::f16};
+        if (rows <= 0 || cols <= 0) return "empty matrix";
+        if (cols % gguf_block != 0)
+            return name() + " needs rows of whole 32-weight blocks; got " + std::to_string(cols) + " columns";
+        if (!(spec == want))
+            return name() + " stores the " + std::to_string(Bits) + "-bit " + to_string(Zero) +
+                   " grid with group size 32 and fp16 scales; the spec differs";
+        return {};
+    }
+
+    static Packed pack(const QuantizedMatrix& q) {
+        if (auto why = unsupported(q.spec, q.rows, q.cols); !why.empty()) throw InvalidArgument(why);
+        Packed p;
+        p.rows = q.rows;
+        p.cols = q.cols;
+        p.blocks.resize(std::size_t(q.rows) * std::size_t(q.cols / gguf_block));
+        for (int r = 0; r < q.rows; ++r)
+            for (int b = 0; b < q.cols / gguf_block; ++b) {
+                Block& blk = p.blocks[std::size_t(r) * std::size_t(q.cols / gguf_block) + std::size_t(b)];
+                const std::size_t gi = q.group_index(r, b);
+                const std::uint8_t* codes = q.codes.data() + std::size_t(r) * std::size_t(q.cols) + std::size_t(b) * gguf_block;
+                blk.d = exact_half(q.scales[gi], name());
+                if constexpr (Bits == 8) {
+                    for (int i = 0; i < 32; ++i) blk.qs[i] = std::int8_t(int(codes[i]) - 128);
+                } else {
+                    if constexpr (Zero == ZeroPoint::float_min) blk.m = exact_half(q.mins[gi], name());
+                    for (int i = 0; i < 16; ++i) {
+                        if ((codes[i] | codes[i + 16]) >> 4) throw InvalidData("code out of range for " + name());
+                        blk.qs[i] = std::uint8_t(codes[i] | (codes[i + 16] << 4));
+                    }
+                }
+            }
+        return p;
+    }
+
+    static QuantizedMatrix unpack(const Packed& p) {
+        QuantizedMatrix q(p.spec, p.rows, p.cols);
+        for (int r = 0; r < p.rows; ++r)
+            for (int b = 0; b < p.cols / gguf_block; ++b) {
+                const Block& blk = p.view().block(r, b);
+                const std::size_t gi = q.group_index(r, b);
+                std::uint8_t* codes = q.codes.data() + std::size_t(r) * std::size_t(p.cols) + std::size_t(b) * gguf_block;
+                q.scales[gi] = half_to_float(blk.d);
+                if constexpr (Bits == 8) {
+                    for (int i = 0; i < 32; ++i) codes[i] = std::uint8_t(int(blk.qs[i]) + 128);
+                } else {
+                    if constexpr (Zero == ZeroPoint::float_min) q.mins[gi] = half_to_float(blk.m);
+                    for (int i = 0; i < 16; ++i) {
+                        codes[i] = blk.qs[i] & 0x0f;
+                        codes[i + 16] = blk.qs[i] >> 4;
+                    }
+                }
+            }
+        return q;
+    }
+};
+inline constexpr char q4_0_name[] = "q4_0";
+inline constexpr char q4_1_name[] = "q4_1";
+inline constexpr char q8_0_name[] = "q8_0";
+}  // namespace detail
+
+struct Q4_0 : detail::GgufFormat<block_q4_0, ZeroPoint::symmetric, 4, detail::q4_0_name> {};
+struct Q4_1 : detail::GgufFormat<block_q4_1, ZeroPoint::float_min, 4, detail::q4_1_name> {};
+struct Q8_0 : detail::GgufFormat<block_q8_0, ZeroPoint::symmetric, 8, detail::q8_0_name> {};
+
+}  // namespace qforge

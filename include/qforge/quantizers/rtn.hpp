@@ -1,0 +1,196 @@
+#pragma once
+/// @file
+/// Round-to-nearest quantization, per channel or per group, with an optional MSE clip search.
+/// The per-group helpers here are the grid that every other quantizer (GPTQ, AWQ) rounds onto.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include "qforge/core/half.hpp"
+#include "qforge/core/parallel.hpp"
+#include "qforge/core/quantized.hpp"
+#include "qforge/core/scheme.hpp"
+#include "qforge/core/validate.hpp"
+#include "qforge/core/view.hpp"
+
+namespace qforge {
+
+/// The parameters of one group's grid.
+struct GroupParams {
+    float scale = 0.0f;
+    int zero = 0;       ///< ZeroPoint::integer
+    float min = 0.0f;   ///< ZeroPoint::float_min
+};
+
+namespace detail {
+inline float store_scale(float s, ScaleType t) {
+    const float stored = t == ScaleType::f16 ? round_to_half(s) : s;
+    if (!std::isfinite(stored))
+        throw InvalidData("a group's scale (" + std::to_string(s) +
+                          ") does not fit the scale type; weights are too large for fp16 scales");
+    return stored;
+}
+}  // namespace detail
+
+/// Grid parameters for `values` with its range shrunk by `shrink` (1 = plain min/max).
+inline GroupParams find_group_params(std::span<const float> values, const QuantSpec& spec,
+                                     float shrink = 1.0f) {
+    GroupParams p;
+    if (values.empty()) return p;
+    switch (spec.zero) {
+        case ZeroPoint::symmetric: {
+            float extreme = 0.0f;
+            for (const float v : values)
+                if (std::fabs(v) > std::fabs(extreme)) extreme = v;
+            p.scale = detail::store_scale(extreme * shrink / -float(spec.symmetric_zero()),
+                                          spec.scale_type);
+            break;
+        }
+        case ZeroPoint::integer: {
+            const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+            const float lo = std::min(*lo_it, 0.0f) * shrink, hi = std::max(*hi_it, 0.0f) * shrink;
+            p.scale = detail::store_scale((hi - lo) / float(spec.max_code()), spec.scale_type);
+            p.zero = p.scale == 0.0f
+                         ? 0
+                         : std::clamp(int(std::nearbyint(-lo / p.scale)), 0, spec.max_code());
+            break;
+        }
+        case ZeroPoint::float_min: {
+            const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+            p.min = detail::store_scale(*lo_it * shrink, spec.scale_type);
+            p.scale = detail::store_scale((*hi_it * shrink - p.min) / float(spec.max_code()),
+                                          spec.scale_type);
+            if (p.scale < 0.0f) p.scale = 0.0f;  // fp16 rounding of min can pass a tiny range
+            break;
+        }
+    }
+    return p;
+}
+
+/// The code of one weight on a group's grid.
+inline std::uint8_t quantize_value(float w, const GroupParams& p, const QuantSpec& spec) noexcept {
+    switch (spec.zero) {
+        case ZeroPoint::symmetric: {
+            if (p.scale == 0.0f) return std::uint8_t(spec.symmetric_zero());
+            const float c = std::nearbyint(w / p.scale);
+            const float half = float(spec.symmetric_zero());
+            return std::uint8_t(int(std::clamp(c, -half, half - 1.0f)) + spec.symmetric_zero());
+        }
+        case ZeroPoint::integer: {
+            if (p.scale == 0.0f) return std::uint8_t(p.zero);
+            const float q = std::nearbyint(w / p.scale) + float(p.zero);
+            return std::uint8_t(std::clamp(q, 0.0f, float(spec.max_code())));
+        }
+        case ZeroPoint::float_min: {
+            if (p.scale == 0.0f) return 0;
+            const float q = std::nearbyint((w - p.min) / p.scale);
+            return std::uint8_t(std::clamp(q, 0.0f, float(spec.max_code())));
+        }
+    }
+    return 0;
+}
+
+/// The value a code stands for; identical to QuantizedMatrix::dequantize.
+inline float dequantize_value(int q, const GroupParams& p, const QuantSpec& spec) noexcept {
+    switch (spec.zero) {
+        case ZeroPoint::symmetric: return p.scale * float(q - spec.symmetric_zero());
+        case ZeroPoint::integer: return p.scale * float(q - p.zero);
+        case ZeroPoint::float_min: return std::fma(p.scale, float(q), p.min);
+    }
+    return 0.0f;
+}
+
+/// Settings of the MSE clip search: shrink factors 1 - max_shrink * i / grid, i = 0..grid.
+struct ClipSearch {
+    int grid = 20;
+    float max_shrink = 0.5f;
+};
+
+/// Squared error of `values` on the grid `p`.
+inline double group_squared_error(std::span<const float> values, const GroupParams& p,
+                                  const QuantSpec& spec) noexcept {
+    double err = 0.0;
+    for (const float v : values) {
+        const double d = double(v) - double(dequantize_value(quantize_value(v, p, spec), p, spec));
+        err += d * d;
+    }
+    return err;
+}
+
+/// Grid parameters minimising the group's squared error over the clip-search shrink factors.
+/// Shrink 1 (plain min/max) is tried first and kept on ties, so the search never does worse.
+inline GroupParams search_group_params(std::span<const float> values, const QuantSpec& spec,
+                                       const ClipSearch& search) {
+    GroupParams best = find_group_params(values, spec, 1.0f);
+    double best_err = group_squared_error(values, best, spec);
+    for (int i = 1; i <= search.grid; ++i) {
+        const float shrink = 1.0f - search.max_shrink * float(i) / float(search.grid);
+        const GroupParams p = find_group_params(values, spec, shrink);
+        const double err = group_squared_error(values, p, spec);
+        if (err < best_err) {
+            best_err = err;
+            best = p;
+        }
+    }
+    return best;
+}
+
+/// Round-to-nearest quantizer.
+class RtnQuantizer {
+public:
+    explicit RtnQuantizer(const QuantSpec& spec, bool clip_search = false, ClipSearch search = {},
+                          int threads = 0)
+        : spec_(spec), clip_(clip_search), search_(search), threads_(threads) {
+        spec_.validate();
+        if (clip_ && (search_.grid < 1 || !(search_.max_shrink > 0.0f && search_.max_shrink < 1.0f)))
+            throw InvalidArgument("clip search needs grid >= 1 and 0 < max_shrink < 1");
+    }
+    explicit RtnQuantizer(const RuntimeScheme& s, int threads = 0)
+        : RtnQuantizer(s.spec, s.options.clip, {}, threads) {
+        if (s.method != Rtn::name)
+            throw InvalidArgument("RtnQuantizer cannot run scheme '" + to_string(s) + "'");
+    }
+
+    const QuantSpec& spec() const noexcept { return spec_; }
+
+    QuantizedMatrix quantize(MatrixView<const float> w) const {
+        require_finite_matrix(w, "weight matrix");
+        require_int_shape(w.rows, w.cols, "weight matrix");
+        QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
+        const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
+        parallel_for(w.rows, threads_, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r) {
+                const auto row = w.row(r);
+                for (int gi = 0; gi < groups; ++gi) {
+                    const int c0 = gi * g, c1 = std::min(q.cols, c0 + g);
+                    const auto values = row.subspan(std::size_t(c0), std::size_t(c1 - c0));
+                    const GroupParams p = clip_ ? search_group_params(values, spec_, search_)
+                                                : find_group_params(values, spec_);
+                    const std::size_t idx = q.group_index(int(r), gi);
+                    q.scales[idx] = p.scale;
+                    if (spec_.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(p.zero);
+                    if (spec_.zero == ZeroPoint::float_min) q.mins[idx] = p.min;
+                    std::uint8_t* out = q.codes.data() + r * std::size_t(q.cols);
+                    for (int c = c0; c < c1; ++c) out[c] = quantize_value(row[std::size_t(c)], p, spec_);
+                }
+            }
+        });
+        return q;
+    }
+
+private:
+    QuantSpec spec_;
+    bool clip_;
+    ClipSearch search_;
+    int threads_;
+};
+
+/// Quantizes with a compile-time scheme: `quantize<Scheme<Rtn, Int<4>, Group<128>, Asym>>(w)`.
+template <class S>
+    requires std::is_same_v<typename S::method, Rtn>
+QuantizedMatrix quantize(MatrixView<const float> w, int threads = 0) {
+    return RtnQuantizer(S::spec, S::options.clip, {}, threads).quantize(w);
+}
+
+}  // namespace qforge

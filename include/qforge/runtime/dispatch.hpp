@@ -1,0 +1,172 @@
+#pragma once
+/// @file
+/// Run-time choice of instruction set, and the convenience entry points built on it:
+/// dequantize, GEMV and GEMM on any packed format, rows split over threads.
+///
+/// Needs the compiled target `qforge::dispatch` (one translation unit per instruction set, each
+/// built with its own flags). The scalar backend is always there; vector backends are used when
+/// both compiled in and supported by the running CPU. `QFORGE_ISA=scalar|avx2|avx512_vnni` caps
+/// the choice (to test a narrower path on a wider CPU, or to rule a path out).
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qforge/backends/kernels.hpp"
+#include "qforge/backends/scalar/primitives.hpp"
+#include "qforge/backends/simd/arch.hpp"
+#include "qforge/core/parallel.hpp"
+#include "qforge/core/validate.hpp"
+#include "qforge/core/view.hpp"
+
+namespace qforge {
+
+/// Instruction sets in increasing order of preference.
+enum class Isa { scalar = 0, avx2 = 1, avx512_vnni = 2 };
+
+inline std::string_view isa_name(Isa isa) noexcept {
+    switch (isa) {
+        case Isa::scalar: return "scalar";
+        case Isa::avx2: return simd::avx2::name();
+        case Isa::avx512_vnni: return simd::avx512_vnni::name();
+    }
+    return "?";
+}
+
+inline Isa parse_isa(std::string_view s) {
+    for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512_vnni})
+        if (isa_name(i) == s) return i;
+    throw InvalidArgument("unknown instruction set '" + std::string(s) + "' (scalar, avx2, avx512_vnni)");
+}
+
+/// Compiled into qforge::dispatch (its CMake target defines these macros for consumers).
+inline bool isa_compiled(Isa isa) noexcept {
+    switch (isa) {
+        case Isa::scalar: return true;
+#ifdef QFORGE_DISPATCH_AVX2
+        case Isa::avx2: return true;
+#endif
+#ifdef QFORGE_DISPATCH_AVX512_VNNI
+        case Isa::avx512_vnni: return true;
+#endif
+        default: return false;
+    }
+}
+
+/// Compiled in and supported by this CPU.
+inline bool isa_usable(Isa isa) noexcept {
+    if (!isa_compiled(isa)) return false;
+    switch (isa) {
+        case Isa::scalar: return true;
+        case Isa::avx2: return simd::avx2::available();
+        case Isa::avx512_vnni: return simd::avx512_vnni::available();
+    }
+    return false;
+}
+
+/// The best usable instruction set, capped by QFORGE_ISA when set.
+inline Isa best_isa() {
+    Isa cap = Isa::avx512_vnni;
+    if (const char* env = std::getenv("QFORGE_ISA"); env && *env) cap = parse_isa(env);
+    for (int i = int(cap); i > 0; --i)
+        if (isa_usable(Isa(i))) return Isa(i);
+    return Isa::scalar;
+}
+
+/// The row kernels of one format on one backend, as plain function pointers.
+template <class F>
+struct RowFunctions {
+    using View = typename FormatTraits<F>::View;
+    std::string_view isa;  ///< the backend these pointers were compiled for
+    void (*dequantize_rows)(const View&, int, int, float*) noexcept = nullptr;
+    void (*gemv_rows)(const View&, const QuantizedActivation&, int, int, float*) noexcept = nullptr;
+    void (*gemm_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
+};
+
+template <class B, class F>
+constexpr RowFunctions<F> row_functions_of() noexcept {
+    return {B::name(), &Kernels<B, F>::dequantize_rows, &Kernels<B, F>::gemv_rows, &Kernels<B, F>::gemm_rows};
+}
+
+/// Defined, for each tag in QFORGE_DISPATCH_ARCHS and each packed format, by qforge::dispatch.
+template <class Arch, class F>
+RowFunctions<F> simd_row_functions() noexcept;
+
+template <class F>
+RowFunctions<F> row_functions(Isa isa) {
+    if (!isa_usable(isa))
+        throw InvalidArgument("instruction set " + std::string(isa_name(isa)) +
+                              " is not usable here (not compiled into qforge::dispatch or not supported by this CPU)");
+    switch (isa) {
+#ifdef QFORGE_DISPATCH_AVX2
+        case Isa::avx2: return simd_row_functions<simd::avx2, F>();
+#endif
+#ifdef QFORGE_DISPATCH_AVX512_VNNI
+        case Isa::avx512_vnni: return simd_row_functions<simd::avx512_vnni, F>();
+#endif
+        default: return row_functions_of<Scalar, F>();
+    }
+}
+
+namespace detail {
+inline void require_finite(std::span<const float> x, const char* what) {
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isfinite(x[i]))
+            throw InvalidData(std::string(what) + " has a non-finite value at index " + std::to_string(i));
+}
+}  // namespace detail
+
+/// y = W x for a packed W (rows x cols); x has cols entries, y rows entries.
+template <class F>
+void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float> y, Isa isa, int threads = 0) {
+    if (x.size() != std::size_t(w.cols) || y.size() != std::size_t(w.rows))
+        throw InvalidArgument("gemv: shape mismatch: W is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                              ", x has " + std::to_string(x.size()) + ", y has " + std::to_string(y.size()));
+    detail::require_finite(x, "gemv input vector");
+    const auto fns = row_functions<F>(isa);
+    const auto view = w.view();
+    const QuantizedActivation a = quantize_activation(x, FormatTraits<F>::group_length(view), FormatTraits<F>::order);
+    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
+        fns.gemv_rows(view, a, int(r0), int(r1), y.data());
+    });
+}
+template <class F>
+void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float> y) {
+    gemv<F>(w, x, y, best_isa());
+}
+
+/// Y = X W^T: X is n x cols (one activation per row), Y is n x rows.
+template <class F>
+void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads = 0) {
+    if (x.cols != std::size_t(w.cols) || y.cols != std::size_t(w.rows) || x.rows != y.rows)
+        throw InvalidArgument("gemm: shape mismatch: W is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                              ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y is " +
+                              std::to_string(y.rows) + " x " + std::to_string(y.cols));
+    const auto fns = row_functions<F>(isa);
+    const auto view = w.view();
+    std::vector<QuantizedActivation> xs;
+    xs.reserve(x.rows);
+    for (std::size_t t = 0; t < x.rows; ++t) {
+        detail::require_finite(x.row(t), "gemm input matrix");
+        xs.push_back(quantize_activation(x.row(t), FormatTraits<F>::group_length(view), FormatTraits<F>::order));
+    }
+    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
+        fns.gemm_rows(view, xs.data(), int(xs.size()), int(r0), int(r1), y.data, y.row_stride);
+    });
+}
+
+/// The whole packed matrix as FP32, row-major rows x cols.
+template <class F>
+std::vector<float> dequantize(const typename F::Packed& w, Isa isa, int threads = 0) {
+    const auto fns = row_functions<F>(isa);
+    const auto view = w.view();
+    std::vector<float> out(std::size_t(w.rows) * std::size_t(w.cols));
+    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
+        fns.dequantize_rows(view, int(r0), int(r1), out.data() + r0 * std::size_t(w.cols));
+    });
+    return out;
+}
+
+}  // namespace qforge

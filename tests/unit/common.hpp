@@ -1,0 +1,47 @@
+#pragma once
+// Helpers shared by the unit tests: deterministic random matrices and the data-file setting.
+#include <boost/test/unit_test.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace qtest {
+
+/// QFORGE_DATA if set, else the build's default (../shared/data beside the project).
+inline std::string data_dir() {
+    const char* env = std::getenv("QFORGE_DATA");
+    return env && *env ? env : QFORGE_DEFAULT_DATA;
+}
+inline std::string data_path(const std::string& rel) { return data_dir() + "/" + rel; }
+inline bool data_required() {
+    const char* env = std::getenv("QFORGE_REQUIRE_DATA");
+    return env && std::string(env) == "1";
+}
+
+/// Boost.Test precondition: skip (saying why) when a data file is missing, unless
+/// QFORGE_REQUIRE_DATA=1, in which case the test runs and fails on the missing file.
+struct needs_data {
+    std::string rel;
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        const std::string path = data_path(rel);
+        if (std::filesystem::exists(path) || data_required()) return true;
+        boost::test_tools::assertion_result r(false);
+        r.message() << "data file missing: " << path << " (set QFORGE_DATA; QFORGE_REQUIRE_DATA=1 makes this a failure)";
+        return r;
+    }
+};
+
+/// Gaussian weights with a few large outliers, like real LLM rows.
+inline std::vector<float> random_weights(std::size_t n, unsigned seed, float outlier_rate = 0.01f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    std::vector<float> w(n);
+    for (auto& v : w) v = normal(rng) * (unit(rng) < outlier_rate ? 8.0f : 1.0f) * 0.05f;
+    return w;
+}
+
+}  // namespace qtest

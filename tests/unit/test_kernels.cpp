@@ -1,0 +1,221 @@
+#define BOOST_TEST_MODULE kernels
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "common.hpp"
+#include "qforge/quantizers/rtn.hpp"
+#include "qforge/runtime/dispatch.hpp"
+
+using namespace qforge;
+
+namespace {
+
+struct Case {
+    int rows, cols;
+    QuantSpec spec;
+};
+
+/// The recipe of activation.hpp written out directly from the unpacked matrix, natural order:
+/// an implementation independent of formats, codecs and backends.
+std::vector<float> recipe_gemv(const QuantizedMatrix& q, const std::vector<float>& x) {
+    const int g = q.spec.group_length(q.cols);
+    const QuantizedActivation a = quantize_activation(x, g, LaneOrder::natural);
+    std::vector<float> y(std::size_t(q.rows));
+    for (int r = 0; r < q.rows; ++r) {
+        float acc_y = 0.0f;
+        for (int gi = 0; gi < q.groups_per_row(); ++gi) {
+            const std::size_t idx = q.group_index(r, gi);
+            const int zero = q.spec.zero == ZeroPoint::integer ? q.zeros[idx] : q.spec.symmetric_zero();
+            const bool fm = q.spec.zero == ZeroPoint::float_min;
+            float acc = 0.0f;
+            for (int k = 0; k < a.sub_blocks_in_group(gi); ++k) {
+                const int sub = a.sub_index(gi, k);
+                std::int32_t d = 0;
+                for (int i = 0; i < act_sub_block && gi * g + k * act_sub_block + i < std::min(q.cols, (gi + 1) * g); ++i)
+                    d += q.codes[std::size_t(r) * std::size_t(q.cols) + std::size_t(gi * g + k * act_sub_block + i)] *
+                         a.slots(sub)[i];
+                acc = std::fma(a.scale[std::size_t(sub)], float(fm ? d : d - zero * a.sum[std::size_t(sub)]), acc);
+            }
+            acc_y = std::fma(q.scales[idx], acc, acc_y);
+            if (fm) acc_y = std::fma(q.mins[idx], a.group_sum[std::size_t(gi)], acc_y);
+        }
+        y[std::size_t(r)] = acc_y;
+    }
+    return y;
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<Isa> vector_isas() {
+    std::vector<Isa> out;
+    for (Isa i : {Isa::avx2, Isa::avx512_vnni})
+        if (isa_usable(i)) out.push_back(i);
+    return out;
+}
+
+/// Every check for one format and case: scalar against independent truth, every vector ISA
+/// against the scalar oracle bit for bit.
+template <class F>
+void check_format(const Case& c, unsigned seed) {
+    const auto w = qtest::random_weights(std::size_t(c.rows) * std::size_t(c.cols), seed);
+    const auto q = RtnQuantizer(c.spec).quantize(MatrixView<const float>(w.data(), std::size_t(c.rows), std::size_t(c.cols)));
+    const auto p = F::pack(q);
+    const std::string what = F::name() + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " g" +
+                             std::to_string(c.spec.group_size) + " " + to_string(c.spec.zero);
+
+    // dequantize: scalar equals the definition exactly
+    const auto reference = q.dequantize();
+    const auto scalar_dq = dequantize<F>(p, Isa::scalar, 1);
+    BOOST_TEST(bitwise_equal(scalar_dq, reference), what);
+
+    // gemv: scalar equals the written-out recipe exactly ...
+    auto x = qtest::random_weights(std::size_t(c.cols), seed + 1, 0.05f);
+    for (auto& v : x) v *= 20.0f;
+    std::vector<float> y_scalar(std::size_t(c.rows));
+    gemv<F>(p, x, y_scalar, Isa::scalar, 1);
+    BOOST_TEST(bitwise_equal(y_scalar, recipe_gemv(q, x)), what);
+
+    // ... and is within the stated tolerance of the exact product W_hat x: the only error is the
+    // activation rounding, |x_i - dx*xq_i| <= dx/2, plus float accumulation.
+    const QuantizedActivation a = quantize_activation(x, c.spec.group_length(c.cols), LaneOrder::natural);
+    for (int r = 0; r < c.rows; ++r) {
+        double exact = 0, bound = 0, magnitude = 0;
+        for (int col = 0; col < c.cols; ++col) {
+            const double wv = reference[std::size_t(r) * std::size_t(c.cols) + std::size_t(col)];
+            const int gi = col / c.spec.group_length(c.cols);
+            const int sub = a.sub_index(gi, (col - gi * c.spec.group_length(c.cols)) / act_sub_block);
+            exact += wv * x[std::size_t(col)];
+            bound += std::fabs(wv) * a.scale[std::size_t(sub)] * 0.5;
+            magnitude += std::fabs(wv * x[std::size_t(col)]);
+        }
+        BOOST_TEST_REQUIRE(std::fabs(y_scalar[std::size_t(r)] - exact) <= bound * 1.0001 + 1e-5 * magnitude + 1e-30,
+                           what << " row " << r);
+    }
+
+    // GEMM of several activations equals one GEMV per activation
+    const int n = 3;
+    std::vector<float> xs(std::size_t(n) * std::size_t(c.cols)), ys(std::size_t(n) * std::size_t(c.rows));
+    for (int t = 0; t < n; ++t)
+        for (int col = 0; col < c.cols; ++col) xs[std::size_t(t * c.cols + col)] = x[std::size_t(col)] * float(t + 1) - 0.01f * float(t);
+
+    for (Isa isa : [] { auto v = vector_isas(); v.insert(v.begin(), Isa::scalar); return v; }()) {
+        const auto fns = row_functions<F>(isa);
+        BOOST_TEST(fns.isa == isa_name(isa), "the kernels that ran were compiled for " << fns.isa);
+        BOOST_TEST(bitwise_equal(dequantize<F>(p, isa, 2), reference), what << " dequantize on " << isa_name(isa));
+        std::vector<float> y(std::size_t(c.rows));
+        gemv<F>(p, x, y, isa, 2);
+        BOOST_TEST(bitwise_equal(y, y_scalar), what << " gemv on " << isa_name(isa));
+        gemm<F>(p, MatrixView<const float>(xs.data(), std::size_t(n), std::size_t(c.cols)),
+                MatrixView<float>(ys.data(), std::size_t(n), std::size_t(c.rows)), isa, 2);
+        for (int t = 0; t < n; ++t) {
+            std::vector<float> xt(xs.begin() + t * c.cols, xs.begin() + (t + 1) * c.cols), yt(std::size_t(c.rows));
+            gemv<F>(p, xt, yt, Isa::scalar, 1);
+            BOOST_TEST(bitwise_equal(std::vector<float>(ys.begin() + t * c.rows, ys.begin() + (t + 1) * c.rows), yt),
+                       what << " gemm column " << t << " on " << isa_name(isa));
+        }
+    }
+}
+
+const std::vector<int> dense_cols{1, 5, 31, 32, 33, 64, 100, 127, 128, 129, 172, 255, 300, 576, 1000};
+
+template <int B>
+void check_dense() {
+    unsigned seed = 100 * B;
+    for (int cols : dense_cols)
+        for (int group : {0, 8, 32, 64, 128, 256})
+            for (ZeroPoint z : {ZeroPoint::symmetric, ZeroPoint::integer, ZeroPoint::float_min})
+                check_format<Dense<B>>({7, cols, {B, group, z}}, ++seed);
+}
+
+}  // namespace
+
+// A silent scalar fallback must not pass: where the CPU has an instruction set, its kernels must
+// be compiled in, usable, and be the ones the function table points to.
+BOOST_AUTO_TEST_CASE(vector_paths_are_really_there) {
+    BOOST_TEST_MESSAGE("best instruction set here: " << isa_name(best_isa()));
+    if (simd::avx2::available()) {
+        BOOST_TEST_REQUIRE(isa_usable(Isa::avx2));
+        const auto f = row_functions<Dense<4>>(Isa::avx2);
+        BOOST_TEST(f.isa == "avx2");
+        BOOST_TEST(f.gemv_rows != row_functions<Dense<4>>(Isa::scalar).gemv_rows);
+    }
+    if (simd::avx512_vnni::available()) {
+        BOOST_TEST_REQUIRE(isa_usable(Isa::avx512_vnni));
+        const auto f = row_functions<Dense<4>>(Isa::avx512_vnni);
+        BOOST_TEST(f.isa == "avx512_vnni");
+        BOOST_TEST(f.gemv_rows != row_functions<Dense<4>>(Isa::avx2).gemv_rows);
+    }
+    if (!simd::avx2::available()) BOOST_TEST_MESSAGE("CPU without AVX2: only the scalar backend runs");
+}
+
+BOOST_AUTO_TEST_CASE(dense2) { check_dense<2>(); }
+BOOST_AUTO_TEST_CASE(dense3) { check_dense<3>(); }
+BOOST_AUTO_TEST_CASE(dense4) { check_dense<4>(); }
+BOOST_AUTO_TEST_CASE(dense8) { check_dense<8>(); }
+
+BOOST_AUTO_TEST_CASE(gguf_blocks) {
+    unsigned seed = 7;
+    for (int cols : {32, 64, 96, 576}) {
+        check_format<Q4_0>({9, cols, {4, 32, ZeroPoint::symmetric}}, ++seed);
+        check_format<Q4_1>({9, cols, {4, 32, ZeroPoint::float_min}}, ++seed);
+        check_format<Q8_0>({9, cols, {8, 32, ZeroPoint::symmetric}}, ++seed);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(extreme_codes_and_activations) {
+    // all codes at the top of the grid and activations at +-max: the integer paths must not
+    // saturate (vpmaddubsw) or overflow
+    for (int bits : {2, 3, 4, 8}) {
+        QuantizedMatrix q({bits, 128, ZeroPoint::integer}, 4, 384);
+        std::fill(q.codes.begin(), q.codes.end(), std::uint8_t(q.spec.max_code()));
+        std::fill(q.scales.begin(), q.scales.end(), 1.0f);
+        std::fill(q.zeros.begin(), q.zeros.end(), std::uint8_t(0));
+        std::vector<float> x(384, 3.0f);
+        for (std::size_t i = 0; i < x.size(); i += 3) x[i] = -3.0f;
+        const auto ref = recipe_gemv(q, x);
+        const auto run = [&](auto format, Isa isa) {
+            using F = decltype(format);
+            std::vector<float> y(4);
+            gemv<F>(F::pack(q), x, y, isa, 1);
+            return y;
+        };
+        for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512_vnni}) {
+            if (!isa_usable(isa)) continue;
+            std::vector<float> y;
+            if (bits == 2) y = run(Dense<2>{}, isa);
+            if (bits == 3) y = run(Dense<3>{}, isa);
+            if (bits == 4) y = run(Dense<4>{}, isa);
+            if (bits == 8) y = run(Dense<8>{}, isa);
+            BOOST_TEST(bitwise_equal(y, ref), "w" << bits << " on " << isa_name(isa));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
+    const auto w = qtest::random_weights(301 * 256, 3);
+    const auto p = Dense<4>::pack(RtnQuantizer(QuantSpec{4, 128}).quantize(MatrixView<const float>(w.data(), 301, 256)));
+    const auto x = qtest::random_weights(256, 4);
+    std::vector<float> y1(301), y2(301), y7(301);
+    gemv<Dense<4>>(p, x, y1, best_isa(), 1);
+    gemv<Dense<4>>(p, x, y2, best_isa(), 2);
+    gemv<Dense<4>>(p, x, y7, best_isa(), 7);
+    BOOST_TEST(bitwise_equal(y1, y2));
+    BOOST_TEST(bitwise_equal(y1, y7));
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
+    const auto w = qtest::random_weights(4 * 64, 3);
+    const auto p = Dense<4>::pack(RtnQuantizer(QuantSpec{4, 32}).quantize(MatrixView<const float>(w.data(), 4, 64)));
+    std::vector<float> x(64, 1.0f), y(4), short_x(63, 1.0f), short_y(3);
+    BOOST_CHECK_THROW(gemv<Dense<4>>(p, short_x, y, Isa::scalar), InvalidArgument);
+    BOOST_CHECK_THROW(gemv<Dense<4>>(p, x, short_y, Isa::scalar), InvalidArgument);
+    x[17] = std::numeric_limits<float>::quiet_NaN();
+    BOOST_CHECK_EXCEPTION(gemv<Dense<4>>(p, x, y, Isa::scalar), InvalidData, [](const InvalidData& e) {
+        return std::string(e.what()).find("index 17") != std::string::npos;
+    });
+    BOOST_CHECK_THROW(parse_isa("sse9"), InvalidArgument);
+}

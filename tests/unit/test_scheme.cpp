@@ -1,0 +1,62 @@
+#define BOOST_TEST_MODULE scheme
+#include "common.hpp"
+#include "qforge/core/scheme.hpp"
+
+using namespace qforge;
+
+BOOST_AUTO_TEST_CASE(compile_time_scheme_text_and_spec) {
+    using S = Scheme<Rtn, Int<4>, Group<128>, Asym>;
+    static_assert(S::spec == QuantSpec{4, 128, ZeroPoint::integer, ScaleType::f16});
+    BOOST_TEST(S::text() == "rtn:w4g128a");
+    BOOST_TEST((Scheme<Rtn, Int<3>, PerChannel, Sym>::text() == "rtn:w3s"));
+    BOOST_TEST((Scheme<Rtn, Int<2>, Group<64>, AsymMin, Clip>::text() == "rtn:w2g64m,clip"));
+    BOOST_TEST((Scheme<Rtn, Int<8>, Group<32>, Sym, ScaleF32>::text() == "rtn:w8g32s,f32"));
+}
+
+BOOST_AUTO_TEST_CASE(text_round_trips) {
+    for (const char* t : {"rtn:w4g128a", "rtn:w3s", "rtn:w2g64m,clip", "rtn:w8g32s,f32", "rtn:w4g32s,clip,f32"}) {
+        const RuntimeScheme s = parse_scheme(t);
+        BOOST_TEST(to_string(s) == t);
+        BOOST_TEST((parse_scheme(to_string(s)) == s));
+    }
+    // the compile-time and run-time routes give the same scheme
+    BOOST_TEST((parse_scheme("rtn:w2g64m,clip") == Scheme<Rtn, Int<2>, Group<64>, AsymMin, Clip>::runtime()));
+}
+
+BOOST_AUTO_TEST_CASE(defaults) {
+    const RuntimeScheme s = parse_scheme("rtn:w4g128");
+    BOOST_TEST((s.spec.zero == ZeroPoint::integer));
+    BOOST_TEST((s.spec.scale_type == ScaleType::f16));
+    BOOST_TEST(!s.options.clip);
+    BOOST_TEST(to_string(s) == "rtn:w4g128a");
+    BOOST_TEST(parse_scheme("rtn:w3").spec.per_channel());
+}
+
+BOOST_AUTO_TEST_CASE(bad_text_is_a_clear_error) {
+    for (const char* t : {"", "w4g128", ":w4", "gptx:w4", "rtn:", "rtn:4", "rtn:w5g128", "rtn:w4g0", "rtn:w4g-3",
+                          "rtn:w4g", "rtn:wg128", "rtn:w4g128x", "rtn:w4g128a,bogus", "rtn:w4g128aa", "rtn:w4g99999999999",
+                          "rtn:w4g128a,"}) {
+        BOOST_CHECK_EXCEPTION(parse_scheme(t), InvalidArgument, [&](const InvalidArgument& e) {
+            const std::string msg = e.what();
+            return msg.find("bad scheme '" + std::string(t) + "'") != std::string::npos;
+        });
+    }
+    try {
+        parse_scheme("rtn:w5g128");
+    } catch (const InvalidArgument& e) {
+        BOOST_TEST(std::string(e.what()).find("unsupported bit width 5") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(spec_groups) {
+    const QuantSpec g128{4, 128};
+    BOOST_TEST(g128.groups_per_row(576) == 5);   // SmolLM2's dim: 4 full groups + one of 64
+    BOOST_TEST(g128.group_length(576) == 128);
+    BOOST_TEST(g128.group_length(64) == 64);     // group >= row: one group per row
+    BOOST_TEST(g128.groups_per_row(64) == 1);
+    const QuantSpec g64{4, 64};
+    BOOST_TEST(g64.groups_per_row(172) == 3);    // stories260K's hidden dim: 64, 64, 44
+    BOOST_CHECK_THROW((QuantSpec{5, 32}.validate()), InvalidArgument);
+    BOOST_CHECK_THROW((QuantSpec{4, -1}.validate()), InvalidArgument);
+    BOOST_CHECK_THROW((QuantSpec{4, QuantSpec::max_group_size + 1}.validate()), InvalidArgument);
+}
