@@ -1,0 +1,39 @@
+// The qforge command-line tool. One subcommand per file; each takes --help and --json.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include <qforge/core/error.hpp>
+
+int cmd_weights(int argc, char** argv);
+
+namespace {
+const char* usage = R"(usage: qforge <command> [options]
+
+commands:
+  weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
+
+Run 'qforge <command> --help' for the options of a command. Data files are found through
+QFORGE_DATA (default: ../shared/data beside the source tree).
+)";
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+        std::fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const std::string command = argv[1];
+    try {
+        if (command == "weights") return cmd_weights(argc, argv);
+        std::fprintf(stderr, "qforge: unknown command '%s'\n%s", command.c_str(), usage);
+        return 2;
+    } catch (const qforge::Error& e) {
+        std::fprintf(stderr, "qforge %s: %s\n", command.c_str(), e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "qforge %s: %s\n", command.c_str(), e.what());
+        return 2;
+    }
+}
