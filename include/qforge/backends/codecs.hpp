@@ -54,13 +54,16 @@ struct FormatTraits<Dense<B>> {
     static int group_length(const View& v) noexcept { return v.group_length; }
     static int groups(const View& v) noexcept { return v.groups_per_row; }
     static ZeroPoint zero(const View& v) noexcept { return v.zero; }
+    static std::size_t row_stride(const View& v) noexcept { return v.row_bytes; }
 
-    static GroupRef group(const View& v, int r, int g) noexcept {
+    /// `Prims` supplies fp16 -> float (bit-identical on every backend; vector ones use F16C).
+    template <class Prims>
+    [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
         const std::size_t gi = v.gi(r, g);
         const int len = v.group_length < v.cols - g * v.group_length ? v.group_length : v.cols - g * v.group_length;
-        return {v.group_codes(r, g), len, half_to_float(v.scales[gi]),
+        return {v.group_codes(r, g), len, Prims::fp16(v.scales[gi]),
                 v.zero == ZeroPoint::integer ? int(v.zeros[gi]) : (1 << (B - 1)),
-                v.zero == ZeroPoint::float_min ? half_to_float(v.mins[gi]) : 0.0f};
+                v.zero == ZeroPoint::float_min ? Prims::fp16(v.mins[gi]) : 0.0f};
     }
 };
 
@@ -76,12 +79,14 @@ struct BlockFormatTraits {
     static int group_length(const View&) noexcept { return gguf_block; }
     static int groups(const View& v) noexcept { return v.blocks_per_row(); }
     static ZeroPoint zero(const View&) noexcept { return Zero; }
+    static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
 
-    static GroupRef group(const View& v, int r, int g) noexcept {
+    template <class Prims>
+    [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
         const Block& b = v.block(r, g);
         float min = 0.0f;
-        if constexpr (Zero == ZeroPoint::float_min) min = half_to_float(b.m);
-        return {reinterpret_cast<const std::uint8_t*>(b.qs), gguf_block, half_to_float(b.d),
+        if constexpr (Zero == ZeroPoint::float_min) min = Prims::fp16(b.m);
+        return {reinterpret_cast<const std::uint8_t*>(b.qs), gguf_block, Prims::fp16(b.d),
                 1 << (Codec::bits - 1), min};
     }
 };

@@ -11,6 +11,8 @@ namespace qforge {
 
 template <>
 struct Primitives<Scalar> {
+    static float fp16(std::uint16_t h) noexcept { return half_to_float(h); }
+
     template <int B>
     static void decode(Bitstream<B>, const std::uint8_t* bytes, int n, std::uint8_t* out) noexcept {
         for (int i = 0; i < n; ++i) out[i] = std::uint8_t(detail::get_bits(bytes, std::size_t(i), B));

@@ -30,39 +30,43 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
         const __m256i xv = load(x);
         return _mm256_maddubs_epi16(_mm256_abs_epi8(s), _mm256_sign_epi8(xv, s));
     }
-    QFORGE_INLINE static std::int32_t finish(__m256i i16_pairs) noexcept {
-        return hsum(_mm256_madd_epi16(i16_pairs, _mm256_set1_epi16(1)));
-    }
     /// sum x_i over n <= 128 slots, for the +128 of the sign trick.
     QFORGE_INLINE static std::int32_t slot_sum(const std::int8_t* x, int n) noexcept {
         const __m256i ones = _mm256_set1_epi8(1);
         __m256i s = _mm256_setzero_si256();
         for (int i = 0; i < n; i += 32) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(ones, load(x + i)));
-        return finish(s);
+        return hsum(_mm256_madd_epi16(s, _mm256_set1_epi16(1)));
     }
 
+    QFORGE_INLINE static __m256i widen(__m256i i16_pairs) noexcept {
+        return _mm256_madd_epi16(i16_pairs, _mm256_set1_epi16(1));
+    }
+
+    /// Unreduced int32 partial dots of one sub-block; `correction` is added after reduction
+    /// (the +128 of the sign trick, the same for every row).
     template <int B>
-    static std::int32_t sub_dot(Bitstream<B>, const std::uint8_t* bytes, int n, const std::int8_t* x,
-                                LaneOrder) noexcept {
+    QFORGE_INLINE static __m256i acc(Bitstream<B>, const std::uint8_t* bytes, int n, const std::int8_t* x) noexcept {
         const int nb = (n * B + 7) / 8;
-        alignas(32) std::uint8_t tmp[128 + 16] = {};
+        alignas(32) std::uint8_t tmp[128 + 16];
         if constexpr (B == 3) {
             if (n < act_sub_block) {
+                std::memset(tmp, 0, sizeof tmp);
                 std::memcpy(tmp + 4, bytes, std::size_t(nb));
                 bytes = tmp + 4;
             }
             __m256i s = _mm256_setzero_si256();
             for (int c = 0; c * 32 < n; ++c) s = _mm256_add_epi16(s, mad(decode3x32(bytes + 12 * c, c == 3), x + 32 * c));
-            return finish(s);
+            return widen(s);
         } else {
             if (nb < act_sub_block * B / 8) {
+                std::memset(tmp, 0, sizeof tmp);
                 std::memcpy(tmp, bytes, std::size_t(nb));
                 bytes = tmp;
             }
             if constexpr (B == 8) {
                 __m256i s = _mm256_setzero_si256();
-                for (int i = 0; i < n; i += 32) s = _mm256_add_epi32(s, _mm256_madd_epi16(mad_signed(load(bytes + i), x + i), _mm256_set1_epi16(1)));
-                return hsum(s) + 128 * slot_sum(x, n);
+                for (int i = 0; i < n; i += 32) s = _mm256_add_epi32(s, widen(mad_signed(load(bytes + i), x + i)));
+                return s;
             } else if constexpr (B == 4) {
                 const __m256i m = _mm256_set1_epi8(0x0f);
                 const __m256i v0 = load(bytes), v1 = load(bytes + 32);
@@ -70,7 +74,7 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(v1, m), x + 32));
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m), x + 64));
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m), x + 96));
-                return finish(s);
+                return widen(s);
             } else {  // B == 2
                 const __m256i m = _mm256_set1_epi8(0x03);
                 const __m256i v = load(bytes);
@@ -78,21 +82,37 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 2), m), x + 32));
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), x + 64));
                 s = _mm256_add_epi16(s, mad(_mm256_and_si256(_mm256_srli_epi16(v, 6), m), x + 96));
-                return finish(s);
+                return widen(s);
             }
         }
     }
-
-    static std::int32_t sub_dot(NibbleBlock, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
-        const __m128i m = _mm_set1_epi8(0x0f);
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-        const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-        return finish(mad(codes, x));
+    template <int B>
+    QFORGE_INLINE static std::int32_t correction(Bitstream<B>, const std::int8_t* x, int n) noexcept {
+        return B == 8 ? 128 * slot_sum(x, n) : 0;
     }
 
-    static std::int32_t sub_dot(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x, LaneOrder) noexcept {
-        const __m256i codes = _mm256_xor_si256(load(bytes), _mm256_set1_epi8(char(0x80)));
-        return finish(mad_signed(codes, x)) + 128 * slot_sum(x, 32);
+    QFORGE_INLINE static __m256i acc(NibbleBlock, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
+        const __m128i m = _mm_set1_epi8(0x0f);
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+        return widen(mad(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m)), x));
+    }
+    QFORGE_INLINE static std::int32_t correction(NibbleBlock, const std::int8_t*, int) noexcept { return 0; }
+
+    QFORGE_INLINE static __m256i acc(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
+        return widen(mad_signed(_mm256_xor_si256(load(bytes), _mm256_set1_epi8(char(0x80))), x));
+    }
+    QFORGE_INLINE static std::int32_t correction(SignedBytes, const std::int8_t* x, int) noexcept { return 128 * slot_sum(x, 32); }
+
+    template <class Codec>
+    static std::int32_t sub_dot(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* x, LaneOrder) noexcept {
+        return hsum(acc(codec, bytes, n, x)) + correction(codec, x, n);
+    }
+    template <class Codec>
+    static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
+                         std::int32_t* d) noexcept {
+        hsum4(acc(codec, bytes[0], n, x), acc(codec, bytes[1], n, x), acc(codec, bytes[2], n, x), acc(codec, bytes[3], n, x), d);
+        const std::int32_t c = correction(codec, x, n);
+        for (int i = 0; i < 4; ++i) d[i] += c;
     }
 };
 

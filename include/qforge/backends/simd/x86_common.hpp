@@ -20,11 +20,24 @@ namespace qforge::simd::detail {
 
 template <class Arch>
 struct X86 {
+    /// fp16 -> float by F16C; equal to qforge::half_to_float for every input (tests/unit/test_half).
+    QFORGE_INLINE static float fp16(std::uint16_t h) noexcept { return _cvtsh_ss(h); }
+
+    /// A hint only: prefetching past the end of a buffer is harmless.
+    QFORGE_INLINE static void prefetch(const void* p) noexcept { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
     QFORGE_INLINE static std::int32_t hsum(__m256i v) noexcept {
         __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
         s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
         return _mm_cvtsi128_si32(s);
+    }
+
+    /// Horizontal sums of four vectors of int32 into d[0..4).
+    QFORGE_INLINE static void hsum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3, std::int32_t* d) noexcept {
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
+                         _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
     }
 
     /// 32 natural-order 3-bit codes from an LSB-first stream; reads bytes [0, 16) of `p`

@@ -1,0 +1,181 @@
+// Dequantize and GEMV throughput on packed weights, next to a streaming-read baseline measured
+// in the same process, so each result also prints its fraction of the memory bandwidth.
+//
+// The last-level cache holds tens of MB, so every benchmark cycles through enough copies of
+// its matrix that the working set is at least QFORGE_BENCH_WORKING_SET bytes (default 512 MiB):
+// the figures measure memory, not cache.
+//
+// Counters: GB/s = bytes moved per second (GEMV: packed bytes read; dequantize: packed bytes
+// read + FP32 bytes written); frac_of_stream = GB/s / the streaming-read baseline.
+// QFORGE_THREADS sets the thread count (default: every hardware thread).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+
+#include <immintrin.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <qforge/qforge.hpp>
+#include <qforge/runtime/dispatch.hpp>
+
+namespace {
+
+double g_stream_bytes_per_second = 0.0;
+int g_threads = 0;
+
+std::size_t working_set() {
+    const char* env = std::getenv("QFORGE_BENCH_WORKING_SET");
+    return env ? std::size_t(std::strtoull(env, nullptr, 10)) : (std::size_t(512) << 20);
+}
+
+std::vector<float> weights(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    std::vector<float> w(n);
+    for (auto& v : w) v = normal(rng);
+    return w;
+}
+
+/// Sums a buffer far larger than the caches, split over the same threads the kernels use.
+double stream_read_once(const std::vector<std::uint64_t>& buffer) {
+    std::vector<std::uint64_t> partial(std::size_t(g_threads) * 8);
+    qforge::parallel_for(std::size_t(g_threads), g_threads, [&](std::size_t t0, std::size_t t1) {
+        for (std::size_t t = t0; t < t1; ++t) {
+            const std::size_t n = buffer.size() / 4, begin = n * t / std::size_t(g_threads) * 4,
+                              end = n * (t + 1) / std::size_t(g_threads) * 4;
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+            const auto* p = reinterpret_cast<const __m256i*>(buffer.data());
+            for (std::size_t i = begin / 4; i + 4 <= end / 4; i += 4) {
+                a0 = _mm256_add_epi64(a0, _mm256_load_si256(p + i));
+                a1 = _mm256_add_epi64(a1, _mm256_load_si256(p + i + 1));
+                a2 = _mm256_add_epi64(a2, _mm256_load_si256(p + i + 2));
+                a3 = _mm256_add_epi64(a3, _mm256_load_si256(p + i + 3));
+            }
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(&partial[t * 8]),
+                                _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+        }
+    });
+    return double(std::accumulate(partial.begin(), partial.end(), std::uint64_t(0)));
+}
+
+void BM_StreamRead(benchmark::State& state) {
+    std::vector<std::uint64_t> buffer(working_set() / 8, 1);
+    for (auto _ : state) benchmark::DoNotOptimize(stream_read_once(buffer));
+    state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * double(buffer.size() * 8) / 1e9,
+                                                benchmark::Counter::kIsRate);
+    state.counters["frac_of_stream"] = benchmark::Counter(
+        double(state.iterations()) * double(buffer.size() * 8) / g_stream_bytes_per_second, benchmark::Counter::kIsRate);
+}
+
+template <class F>
+struct Copies {
+    std::vector<typename F::Packed> packed;
+    std::size_t bytes_each = 0;
+    Copies(int rows, int cols, const qforge::QuantSpec& spec, std::size_t extra_per_copy = 0) {
+        const auto w = weights(std::size_t(rows) * std::size_t(cols), 1);
+        const auto q = qforge::RtnQuantizer(spec).quantize(qforge::MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols)));
+        packed.push_back(F::pack(q));
+        bytes_each = packed[0].bytes();
+        const std::size_t copies = std::max<std::size_t>(2, working_set() / (bytes_each + extra_per_copy) + 1);
+        while (packed.size() < copies) packed.push_back(packed[0]);
+    }
+};
+
+void report(benchmark::State& state, double bytes_per_iteration) {
+    const double total = double(state.iterations()) * bytes_per_iteration;
+    state.counters["GB/s"] = benchmark::Counter(total / 1e9, benchmark::Counter::kIsRate);
+    state.counters["frac_of_stream"] = benchmark::Counter(total / g_stream_bytes_per_second, benchmark::Counter::kIsRate);
+}
+
+template <class F>
+void BM_Gemv(benchmark::State& state) {
+    const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
+    const auto isa = qforge::Isa(state.range(3));
+    if (!qforge::isa_usable(isa)) {
+        state.SkipWithError("instruction set not usable on this machine");
+        return;
+    }
+    const Copies<F> set(rows, cols, {F::bits, group, F::bits == 8 ? qforge::ZeroPoint::symmetric : qforge::ZeroPoint::integer});
+    const auto x = weights(std::size_t(cols), 2);
+    std::vector<float> y(static_cast<std::size_t>(rows));
+    std::size_t i = 0;
+    for (auto _ : state) {
+        qforge::gemv<F>(set.packed[i], x, y, isa, g_threads);
+        benchmark::DoNotOptimize(y.data());
+        i = (i + 1) % set.packed.size();
+    }
+    state.SetLabel(std::string(qforge::isa_name(isa)) + ", " + std::to_string(set.packed.size()) + " copies");
+    report(state, double(set.bytes_each));
+}
+
+template <class F>
+void BM_Dequantize(benchmark::State& state) {
+    const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
+    const auto isa = qforge::Isa(state.range(3));
+    const std::size_t out_bytes = std::size_t(rows) * std::size_t(cols) * 4;
+    // the FP32 output alone is larger than the cache, so a few input copies suffice
+    const Copies<F> set(rows, cols, {F::bits, group, F::bits == 8 ? qforge::ZeroPoint::symmetric : qforge::ZeroPoint::integer},
+                        out_bytes);
+    std::size_t i = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(qforge::dequantize<F>(set.packed[i], isa, g_threads).data());
+        i = (i + 1) % set.packed.size();
+    }
+    state.SetLabel(std::string(qforge::isa_name(isa)));
+    report(state, double(set.bytes_each + out_bytes));
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+    const long best = long(qforge::best_isa());
+    for (long rows : {4096L, 11008L}) b->Args({rows, 4096, 128, best});
+    b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+void shapes_q4_0(benchmark::internal::Benchmark* b) {
+    const long best = long(qforge::best_isa());
+    for (long rows : {4096L, 11008L}) b->Args({rows, 4096, 32, best});
+    b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+void every_isa(benchmark::internal::Benchmark* b) {
+    for (long isa : {0L, 1L, 2L}) b->Args({4096, 4096, 128, isa});
+    b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+BENCHMARK(BM_StreamRead)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Gemv<qforge::Dense<4>>)->Apply(shapes);
+BENCHMARK(BM_Gemv<qforge::Dense<3>>)->Apply(shapes);
+BENCHMARK(BM_Gemv<qforge::Dense<8>>)->Apply(shapes);
+BENCHMARK(BM_Gemv<qforge::Q4_0>)->Apply(shapes_q4_0);
+BENCHMARK(BM_Gemv<qforge::Dense<4>>)->Name("BM_Gemv<Dense<4>>/isa")->Apply(every_isa);
+BENCHMARK(BM_Dequantize<qforge::Dense<4>>)->Apply(shapes);
+BENCHMARK(BM_Dequantize<qforge::Dense<3>>)->Apply(shapes);
+BENCHMARK(BM_Dequantize<qforge::Dense<8>>)->Apply(shapes);
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    g_threads = std::getenv("QFORGE_THREADS") ? std::atoi(std::getenv("QFORGE_THREADS")) : qforge::default_threads();
+    {  // the baseline every fraction is relative to, measured here and now
+        std::vector<std::uint64_t> buffer(working_set() / 8, 1);
+        stream_read_once(buffer);  // fault the pages in
+        const int reps = 10;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int r = 0; r < reps; ++r) benchmark::DoNotOptimize(stream_read_once(buffer));
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        g_stream_bytes_per_second = double(reps) * double(buffer.size() * 8) / s;
+    }
+    std::printf("threads: %d, best instruction set: %s, working set per benchmark: %zu MiB, streaming-read baseline: %.1f GB/s\n",
+                g_threads, std::string(qforge::isa_name(qforge::best_isa())).c_str(), working_set() >> 20,
+                g_stream_bytes_per_second / 1e9);
+    std::fflush(stdout);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
