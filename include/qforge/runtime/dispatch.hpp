@@ -157,15 +157,25 @@ void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<flo
     });
 }
 
+/// The whole packed matrix as FP32 into the caller's rows x cols buffer.
+template <class F>
+void dequantize(const typename F::Packed& w, MatrixView<float> out, Isa isa, int threads = 0) {
+    if (out.rows != std::size_t(w.rows) || out.cols != std::size_t(w.cols))
+        throw InvalidArgument("dequantize: output is " + std::to_string(out.rows) + " x " + std::to_string(out.cols) +
+                              ", the matrix is " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
+    if (out.row_stride != out.cols) throw InvalidArgument("dequantize: the output must be contiguous rows");
+    const auto fns = row_functions<F>(isa);
+    const auto view = w.view();
+    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
+        fns.dequantize_rows(view, int(r0), int(r1), out.data + r0 * std::size_t(w.cols));
+    });
+}
+
 /// The whole packed matrix as FP32, row-major rows x cols.
 template <class F>
 std::vector<float> dequantize(const typename F::Packed& w, Isa isa, int threads = 0) {
-    const auto fns = row_functions<F>(isa);
-    const auto view = w.view();
     std::vector<float> out(std::size_t(w.rows) * std::size_t(w.cols));
-    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
-        fns.dequantize_rows(view, int(r0), int(r1), out.data() + r0 * std::size_t(w.cols));
-    });
+    dequantize<F>(w, MatrixView<float>(out.data(), std::size_t(w.rows), std::size_t(w.cols)), isa, threads);
     return out;
 }
 
