@@ -39,14 +39,25 @@ public:
     Llama2cCheckpoint(Llama2cCheckpoint&&) noexcept = default;
     Llama2cCheckpoint& operator=(Llama2cCheckpoint&&) noexcept = default;
 
+    /// Reads and validates a checkpoint file; errors name the file and the problem.
     static Llama2cCheckpoint load(const std::string& path) {
         std::ifstream in(path, std::ios::binary | std::ios::ate);
         if (!in) throw FileError(path, "cannot open file");
-        const auto file_size = std::uint64_t(in.tellg());
+        const auto file_size = std::size_t(in.tellg());
         in.seekg(0);
+        std::vector<char> bytes(file_size);
+        in.read(bytes.data(), std::streamsize(file_size));
+        if (!in) throw FileError(path, "read failed");
+        return parse(path, bytes.data(), bytes.size());
+    }
+
+    /// Validates and copies a checkpoint held in memory; `label` names it in errors.
+    static Llama2cCheckpoint parse(const std::string& label, const char* data, std::size_t size) {
+        const std::string& path = label;
+        const std::uint64_t file_size = size;
         if (file_size < 28) throw FileError(path, "truncated: " + std::to_string(file_size) + " bytes, the header alone is 28");
         std::int32_t h[7];
-        in.read(reinterpret_cast<char*>(h), sizeof h);
+        std::memcpy(h, data, sizeof h);
         Llama2cCheckpoint ck;
         auto& c = ck.config_;
         c.dim = h[0];
@@ -78,8 +89,7 @@ public:
         if (file_size > expected)
             throw FileError(path, "size mismatch: " + std::to_string(file_size) + " bytes, the header promises " + std::to_string(expected));
         ck.storage_.resize(floats);
-        in.read(reinterpret_cast<char*>(ck.storage_.data()), std::streamsize(floats * 4));
-        if (!in) throw FileError(path, "read failed");
+        std::memcpy(ck.storage_.data(), data + 28, floats * 4);
 
         std::size_t offset = 0;
         const auto take = [&](const std::string& name, std::uint64_t layers, std::uint64_t rows, std::uint64_t cols, bool linear) {
