@@ -13,7 +13,7 @@
 namespace qforge {
 
 // ---- codecs: the byte-level encodings the backends implement ----
-/// LSB-first bitstream of B-bit codes (Dense<B>).
+/// LSB-first bitstream of B-bit codes (`Dense<B>`).
 template <int B>
 struct Bitstream {
     static constexpr int bits = B;
@@ -56,14 +56,22 @@ struct FormatTraits<Dense<B>> {
     static ZeroPoint zero(const View& v) noexcept { return v.zero; }
     static std::size_t row_stride(const View& v) noexcept { return v.row_bytes; }
 
+    /// Scales, zeros and minimums are contiguous per row (rows x groups arrays).
+    static constexpr bool row_arrays = true;
+    static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.group_codes(r, g); }
+    static const std::uint16_t* row_scales(const View& v, int r) noexcept { return v.scales + v.gi(r, 0); }
+    static const std::uint8_t* row_zeros(const View& v, int r) noexcept { return v.zeros + v.gi(r, 0); }
+    static const std::uint16_t* row_mins(const View& v, int r) noexcept { return v.mins + v.gi(r, 0); }
+
     /// `Prims` supplies fp16 -> float (bit-identical on every backend; vector ones use F16C).
-    template <class Prims>
+    /// `Zero` must equal zero(v); kernels pass it as a constant so no test is left per group.
+    template <class Prims, ZeroPoint Zero>
     [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
         const std::size_t gi = v.gi(r, g);
         const int len = v.group_length < v.cols - g * v.group_length ? v.group_length : v.cols - g * v.group_length;
         return {v.group_codes(r, g), len, Prims::fp16(v.scales[gi]),
-                v.zero == ZeroPoint::integer ? int(v.zeros[gi]) : (1 << (B - 1)),
-                v.zero == ZeroPoint::float_min ? Prims::fp16(v.mins[gi]) : 0.0f};
+                Zero == ZeroPoint::integer ? int(v.zeros[gi]) : (1 << (B - 1)),
+                Zero == ZeroPoint::float_min ? Prims::fp16(v.mins[gi]) : 0.0f};
     }
 };
 
@@ -80,8 +88,9 @@ struct BlockFormatTraits {
     static int groups(const View& v) noexcept { return v.blocks_per_row(); }
     static ZeroPoint zero(const View&) noexcept { return Zero; }
     static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
+    static constexpr bool row_arrays = false;  // scales live inside each block
 
-    template <class Prims>
+    template <class Prims, ZeroPoint = Zero>
     [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
         const Block& b = v.block(r, g);
         float min = 0.0f;

@@ -6,6 +6,7 @@
 /// is computed the same way whatever the split.
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include "qforge/backends/activation.hpp"
 #include "qforge/backends/backend.hpp"
@@ -20,15 +21,30 @@ struct Kernels {
     using View = typename traits::View;
     using codec = typename traits::codec;
 
+    /// Calls fn(std::integral_constant<ZeroPoint, z>) for the view's zero-point kind, so kernels
+    /// see it as a constant.
+    template <class Fn>
+    static void with_zero(const View& v, Fn&& fn) noexcept {
+        switch (traits::zero(v)) {
+            case ZeroPoint::symmetric: return fn(std::integral_constant<ZeroPoint, ZeroPoint::symmetric>{});
+            case ZeroPoint::integer: return fn(std::integral_constant<ZeroPoint, ZeroPoint::integer>{});
+            case ZeroPoint::float_min: return fn(std::integral_constant<ZeroPoint, ZeroPoint::float_min>{});
+        }
+    }
+
     /// out[(r - r0) * cols + c] = dequantized weight (r, c), for rows [r0, r1).
+    static void dequantize_rows(const View& v, int r0, int r1, float* out) noexcept {
+        with_zero(v, [&](auto zero) { dequantize_rows<zero()>(v, r0, r1, out); });
+    }
+    template <ZeroPoint Zero>
     static void dequantize_rows(const View& v, int r0, int r1, float* out) noexcept {
         alignas(64) std::uint8_t codes[act_sub_block];
         const int cols = traits::cols(v);
-        const bool float_min = traits::zero(v) == ZeroPoint::float_min;
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
         for (int r = r0; r < r1; ++r) {
             float* row = out + std::size_t(r - r0) * std::size_t(cols);
             for (int g = 0; g < traits::groups(v); ++g) {
-                const GroupRef grp = traits::template group<prims>(v, r, g);
+                const GroupRef grp = traits::template group<prims, Zero>(v, r, g);
                 float* dst = row + std::size_t(g) * std::size_t(traits::group_length(v));
                 for (int off = 0, k = 0; off < grp.length; off += act_sub_block, ++k) {
                     const int n = std::min(act_sub_block, grp.length - off);
@@ -45,14 +61,17 @@ struct Kernels {
 
     /// The recipe of activation.hpp for rows [r, r + Rows). Each row's arithmetic is exactly
     /// that of a row computed alone; Rows is a constant so the per-row state stays in registers.
-    template <int Rows>
+    template <int Rows, ZeroPoint Zero>
     static void dot_rows(const View& v, const QuantizedActivation& a, int r, float* y) noexcept {
-        const bool float_min = traits::zero(v) == ZeroPoint::float_min;
+        if constexpr (traits::row_arrays) {
+            if (a.subs_per_group == 1) return dot_rows_split<Rows, Zero>(v, a, r, y);
+        }
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
         float out[Rows] = {};
         for (int g = 0; g < traits::groups(v); ++g) {
             GroupRef grp[Rows];
             float acc[Rows] = {};
-            for (int i = 0; i < Rows; ++i) grp[i] = traits::template group<prims>(v, r + i, g);
+            for (int i = 0; i < Rows; ++i) grp[i] = traits::template group<prims, Zero>(v, r + i, g);
             const int length = grp[0].length;
             for (int off = 0, k = 0; off < length; off += act_sub_block, ++k) {
                 const int n = std::min(act_sub_block, length - off);
@@ -77,11 +96,88 @@ struct Kernels {
         for (int i = 0; i < Rows; ++i) y[i] = out[i];
     }
 
+    /// The same recipe for formats whose scales and zeros are per-row arrays, when every group
+    /// is one sub-block (groups of at most 128): the integer dots of a run of groups come first,
+    /// then each row's float steps run over contiguous arrays, the elementwise part vectorised.
+    /// The operations and their order per row are those of dot_rows.
+    /// d[i][g - g0] for rows r + i and groups [g0, g0 + count) of one sub-block each;
+    /// Length = the codes per group when constant, 0 to compute it per group.
+    template <int Rows, int Length>
+    [[gnu::always_inline]] static void integer_dots(const View& v, const QuantizedActivation& a, int r, int g0, int count,
+                                                    std::int32_t (*d)[64]) noexcept {
+        const std::uint8_t* bytes[Rows];
+        for (int i = 0; i < Rows; ++i) bytes[i] = traits::group_bytes(v, r + i, g0);
+        const std::size_t step = std::size_t(traits::group_length(v)) * std::size_t(codec::bits) / 8;
+        const std::size_t ahead = prefetch_rows * traits::row_stride(v);
+        for (int g = 0; g < count; ++g) {
+            if constexpr (requires { prims::prefetch(bytes[0]); }) {
+                for (int i = 0; i < Rows; ++i) prims::prefetch(bytes[i] + ahead);
+            }
+            const int n = Length ? Length
+                                 : std::min(traits::group_length(v), traits::cols(v) - (g0 + g) * traits::group_length(v));
+            const std::int8_t* x = a.slots(g0 + g);
+            std::int32_t dots[Rows];
+            if constexpr (Rows == row_block && requires { prims::sub_dot4(codec{}, bytes, n, x, a.order, dots); }) {
+                prims::sub_dot4(codec{}, bytes, n, x, a.order, dots);
+            } else {
+                for (int i = 0; i < Rows; ++i) dots[i] = prims::sub_dot(codec{}, bytes[i], n, x, a.order);
+            }
+            for (int i = 0; i < Rows; ++i) {
+                d[i][g] = dots[i];
+                bytes[i] += step;
+            }
+        }
+    }
+
+    template <int Rows, ZeroPoint Zero>
+    static void dot_rows_split(const View& v, const QuantizedActivation& a, int r, float* y) noexcept {
+        constexpr int chunk = 64;
+        const int groups = traits::groups(v);
+        alignas(64) std::int32_t d[Rows][chunk];
+        static_assert(chunk == 64, "integer_dots writes rows of 64");
+        alignas(64) float scale[Rows][chunk], term[Rows][chunk], min[Zero == ZeroPoint::float_min ? Rows : 1][chunk];
+        float out[Rows] = {};
+        for (int g0 = 0; g0 < groups; g0 += chunk) {
+            const int count = std::min(chunk, groups - g0);
+            // full 128-code groups get a constant length, so the codec's length tests fold away
+            if (traits::group_length(v) == act_sub_block && (g0 + count) * act_sub_block <= traits::cols(v))
+                integer_dots<Rows, act_sub_block>(v, a, r, g0, count, d);
+            else
+                integer_dots<Rows, 0>(v, a, r, g0, count, d);
+            const float* dx = a.scale.data() + g0;
+            const std::int32_t* sx = a.sum.data() + g0;
+            const float* xsum = a.group_sum.data() + g0;
+            for (int i = 0; i < Rows; ++i) {  // elementwise: vectorised
+                prims::fp16_n(traits::row_scales(v, r + i) + g0, count, scale[i]);
+                if constexpr (Zero == ZeroPoint::float_min) {
+                    prims::fp16_n(traits::row_mins(v, r + i) + g0, count, min[i]);
+                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g]), 0.0f);
+                } else if constexpr (Zero == ZeroPoint::integer) {
+                    const std::uint8_t* z = traits::row_zeros(v, r + i) + g0;
+                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g] - int(z[g]) * sx[g]), 0.0f);
+                } else {
+                    const int z = 1 << (codec::bits - 1);
+                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g] - z * sx[g]), 0.0f);
+                }
+            }
+            for (int g = 0; g < count; ++g)  // the sequential chains, Rows of them side by side
+                for (int i = 0; i < Rows; ++i) {
+                    out[i] = std::fma(scale[i][g], term[i][g], out[i]);
+                    if constexpr (Zero == ZeroPoint::float_min) out[i] = std::fma(min[i][g], xsum[g], out[i]);
+                }
+        }
+        for (int i = 0; i < Rows; ++i) y[i] = out[i];
+    }
+
     /// Rows [r0, r1) of one activation: blocks of row_block, then single rows.
+    template <ZeroPoint Zero>
     static void dot_range(const View& v, const QuantizedActivation& a, int r0, int r1, float* y) noexcept {
         int r = r0;
-        for (; r + row_block <= r1; r += row_block) dot_rows<row_block>(v, a, r, y + (r - r0));
-        for (; r < r1; ++r) dot_rows<1>(v, a, r, y + (r - r0));
+        for (; r + row_block <= r1; r += row_block) dot_rows<row_block, Zero>(v, a, r, y + (r - r0));
+        for (; r < r1; ++r) dot_rows<1, Zero>(v, a, r, y + (r - r0));
+    }
+    static void dot_range(const View& v, const QuantizedActivation& a, int r0, int r1, float* y) noexcept {
+        with_zero(v, [&](auto zero) { dot_range<zero()>(v, a, r0, r1, y); });
     }
 
     /// y[r] = row r . x for rows [r0, r1).

@@ -12,6 +12,9 @@ namespace qforge {
 template <>
 struct Primitives<Scalar> {
     static float fp16(std::uint16_t h) noexcept { return half_to_float(h); }
+    static void fp16_n(const std::uint16_t* h, int n, float* out) noexcept {
+        for (int i = 0; i < n; ++i) out[i] = half_to_float(h[i]);
+    }
 
     template <int B>
     static void decode(Bitstream<B>, const std::uint8_t* bytes, int n, std::uint8_t* out) noexcept {

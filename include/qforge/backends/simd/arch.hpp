@@ -3,14 +3,14 @@
 /// qforge's instruction-set tags and run-time detection.
 ///
 /// Each tag names an instruction set and the xsimd architecture used for its float work. Kernels
-/// for a tag live in backends/simd/<tag>.hpp and compile only where the compiler targets that
+/// for a tag live in backends/simd/TAG.hpp and compile only where the compiler targets that
 /// instruction set (`-mavx2 -mfma`, or `-march=...`). Two ways to use them:
 /// - fixed at compile time: include the header and use `Kernels<Simd<simd::avx2>, F>` in code
 ///   built for that target (what an engine that ships one binary per CPU does);
 /// - chosen at run time: link `qforge::dispatch`, which compiles every tag in `all_archs` in its
 ///   own translation unit with that tag's flags; runtime/dispatch.hpp then picks the best tag
 ///   this CPU supports (the CLI binaries do this, so they run on any x86-64).
-/// Adding an instruction set = a new tag here (with `available()`), a new <tag>.hpp with its
+/// Adding an instruction set = a new tag here (with `available()`), a new TAG.hpp with its
 /// Primitives, and one entry in CMake's QFORGE_DISPATCH_ARCHS.
 #include <string_view>
 

@@ -113,8 +113,13 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     template <class Codec>
     static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
                          std::int32_t* d) noexcept {
-        hsum4(fold(acc(codec, bytes[0], n, x)), fold(acc(codec, bytes[1], n, x)), fold(acc(codec, bytes[2], n, x)),
-              fold(acc(codec, bytes[3], n, x)), d);
+        // a constant n for the common full sub-block lets every length test fold away
+        const auto four = [&](int len) {
+            hsum4(fold(acc(codec, bytes[0], len, x)), fold(acc(codec, bytes[1], len, x)),
+                  fold(acc(codec, bytes[2], len, x)), fold(acc(codec, bytes[3], len, x)), d);
+        };
+        if (n == act_sub_block) four(act_sub_block);
+        else four(n);
     }
 };
 

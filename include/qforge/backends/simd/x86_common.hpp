@@ -22,6 +22,12 @@ template <class Arch>
 struct X86 {
     /// fp16 -> float by F16C; equal to qforge::half_to_float for every input (tests/unit/test_half).
     QFORGE_INLINE static float fp16(std::uint16_t h) noexcept { return _cvtsh_ss(h); }
+    QFORGE_INLINE static void fp16_n(const std::uint16_t* h, int n, float* out) noexcept {
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+        for (; i < n; ++i) out[i] = _cvtsh_ss(h[i]);
+    }
 
     /// A hint only: prefetching past the end of a buffer is harmless.
     QFORGE_INLINE static void prefetch(const void* p) noexcept { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
