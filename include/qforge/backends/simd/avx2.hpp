@@ -104,11 +104,11 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
     QFORGE_INLINE static std::int32_t correction(SignedBytes, const std::int8_t* x, int) noexcept { return 128 * slot_sum(x, 32); }
 
     template <class Codec>
-    static std::int32_t sub_dot(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* x, LaneOrder) noexcept {
+    QFORGE_INLINE static std::int32_t sub_dot(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* x, LaneOrder) noexcept {
         return hsum(acc(codec, bytes, n, x)) + correction(codec, x, n);
     }
     template <class Codec>
-    static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
+    QFORGE_INLINE static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
                          std::int32_t* d) noexcept {
         hsum4(acc(codec, bytes[0], n, x), acc(codec, bytes[1], n, x), acc(codec, bytes[2], n, x), acc(codec, bytes[3], n, x), d);
         const std::int32_t c = correction(codec, x, n);

@@ -107,19 +107,14 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     QFORGE_INLINE static __m256i fold(__m256i v) noexcept { return v; }
 
     template <class Codec>
-    static std::int32_t sub_dot(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* x, LaneOrder) noexcept {
+    QFORGE_INLINE static std::int32_t sub_dot(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* x, LaneOrder) noexcept {
         return hsum(fold(acc(codec, bytes, n, x)));
     }
     template <class Codec>
-    static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
+    QFORGE_INLINE static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,
                          std::int32_t* d) noexcept {
-        // a constant n for the common full sub-block lets every length test fold away
-        const auto four = [&](int len) {
-            hsum4(fold(acc(codec, bytes[0], len, x)), fold(acc(codec, bytes[1], len, x)),
-                  fold(acc(codec, bytes[2], len, x)), fold(acc(codec, bytes[3], len, x)), d);
-        };
-        if (n == act_sub_block) four(act_sub_block);
-        else four(n);
+        hsum4(fold(acc(codec, bytes[0], n, x)), fold(acc(codec, bytes[1], n, x)), fold(acc(codec, bytes[2], n, x)),
+              fold(acc(codec, bytes[3], n, x)), d);
     }
 };
 
