@@ -56,12 +56,14 @@ struct FormatTraits<Dense<B>> {
     static ZeroPoint zero(const View& v) noexcept { return v.zero; }
     static std::size_t row_stride(const View& v) noexcept { return v.row_bytes; }
 
-    /// Scales, zeros and minimums are contiguous per row (rows x groups arrays).
-    static constexpr bool row_arrays = true;
+    // Runs of groups, for kernels that take a row's integer dots first and its float steps after.
     static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.group_codes(r, g); }
-    static const std::uint16_t* row_scales(const View& v, int r) noexcept { return v.scales + v.gi(r, 0); }
-    static const std::uint8_t* row_zeros(const View& v, int r) noexcept { return v.zeros + v.gi(r, 0); }
-    static const std::uint16_t* row_mins(const View& v, int r) noexcept { return v.mins + v.gi(r, 0); }
+    static std::size_t group_step(const View& v) noexcept { return std::size_t(v.group_length) * B / 8; }
+    template <class Prims>
+    static void scales(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.scales + v.gi(r, g0), n, out); }
+    template <class Prims>
+    static void mins(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.mins + v.gi(r, g0), n, out); }
+    static const std::uint8_t* zeros(const View& v, int r, int g0) noexcept { return v.zeros + v.gi(r, g0); }
 
     /// `Prims` supplies fp16 -> float (bit-identical on every backend; vector ones use F16C).
     /// `Zero` must equal zero(v); kernels pass it as a constant so no test is left per group.
@@ -88,7 +90,20 @@ struct BlockFormatTraits {
     static int groups(const View& v) noexcept { return v.blocks_per_row(); }
     static ZeroPoint zero(const View&) noexcept { return Zero; }
     static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
-    static constexpr bool row_arrays = false;  // scales live inside each block
+    static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept {
+        return reinterpret_cast<const std::uint8_t*>(v.block(r, g).qs);
+    }
+    static std::size_t group_step(const View&) noexcept { return sizeof(Block); }
+    template <class Prims>
+    static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
+        for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).d);
+    }
+    template <class Prims>
+    static void mins(const View& v, int r, int g0, int n, float* out) noexcept {
+        if constexpr (Zero == ZeroPoint::float_min)
+            for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).m);
+    }
+    static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }  // no integer zeros
 
     template <class Prims, ZeroPoint = Zero>
     [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {

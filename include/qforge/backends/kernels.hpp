@@ -63,9 +63,7 @@ struct Kernels {
     /// that of a row computed alone; Rows is a constant so the per-row state stays in registers.
     template <int Rows, ZeroPoint Zero>
     static void dot_rows(const View& v, const QuantizedActivation& a, int r, float* y) noexcept {
-        if constexpr (traits::row_arrays) {
-            if (a.subs_per_group == 1) return dot_rows_split<Rows, Zero>(v, a, r, y);
-        }
+        if (a.subs_per_group == 1) return dot_rows_split<Rows, Zero>(v, a, r, y);
         constexpr bool float_min = Zero == ZeroPoint::float_min;
         float out[Rows] = {};
         for (int g = 0; g < traits::groups(v); ++g) {
@@ -96,9 +94,9 @@ struct Kernels {
         for (int i = 0; i < Rows; ++i) y[i] = out[i];
     }
 
-    /// The same recipe for formats whose scales and zeros are per-row arrays, when every group
-    /// is one sub-block (groups of at most 128): the integer dots of a run of groups come first,
-    /// then each row's float steps run over contiguous arrays, the elementwise part vectorised.
+    /// The same recipe when every group is one sub-block (groups of at most 128 codes): the
+    /// integer dots of a run of groups come first, then each row's float steps run over arrays,
+    /// the elementwise part vectorised.
     /// The operations and their order per row are those of dot_rows.
     /// d[i][g - g0] for rows r + i and groups [g0, g0 + count) of one sub-block each;
     /// Length = the codes per group when constant, 0 to compute it per group.
@@ -107,7 +105,7 @@ struct Kernels {
                                                     std::int32_t (*d)[64]) noexcept {
         const std::uint8_t* bytes[Rows];
         for (int i = 0; i < Rows; ++i) bytes[i] = traits::group_bytes(v, r + i, g0);
-        const std::size_t step = std::size_t(traits::group_length(v)) * std::size_t(codec::bits) / 8;
+        const std::size_t step = traits::group_step(v);
         const std::size_t ahead = prefetch_rows * traits::row_stride(v);
         for (int g = 0; g < count; ++g) {
             if constexpr (requires { prims::prefetch(bytes[0]); }) {
@@ -139,21 +137,24 @@ struct Kernels {
         float out[Rows] = {};
         for (int g0 = 0; g0 < groups; g0 += chunk) {
             const int count = std::min(chunk, groups - g0);
-            // full 128-code groups get a constant length, so the codec's length tests fold away
-            if (traits::group_length(v) == act_sub_block && (g0 + count) * act_sub_block <= traits::cols(v))
+            // full groups of 128 or 32 codes get a constant length, so length tests fold away
+            const bool full = (g0 + count) * traits::group_length(v) <= traits::cols(v);
+            if (traits::group_length(v) == act_sub_block && full)
                 integer_dots<Rows, act_sub_block>(v, a, r, g0, count, d);
+            else if (traits::group_length(v) == 32 && full)
+                integer_dots<Rows, 32>(v, a, r, g0, count, d);
             else
                 integer_dots<Rows, 0>(v, a, r, g0, count, d);
             const float* dx = a.scale.data() + g0;
             const std::int32_t* sx = a.sum.data() + g0;
             const float* xsum = a.group_sum.data() + g0;
             for (int i = 0; i < Rows; ++i) {  // elementwise: vectorised
-                prims::fp16_n(traits::row_scales(v, r + i) + g0, count, scale[i]);
+                traits::template scales<prims>(v, r + i, g0, count, scale[i]);
                 if constexpr (Zero == ZeroPoint::float_min) {
-                    prims::fp16_n(traits::row_mins(v, r + i) + g0, count, min[i]);
+                    traits::template mins<prims>(v, r + i, g0, count, min[i]);
                     for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g]), 0.0f);
                 } else if constexpr (Zero == ZeroPoint::integer) {
-                    const std::uint8_t* z = traits::row_zeros(v, r + i) + g0;
+                    const std::uint8_t* z = traits::zeros(v, r + i, g0);
                     for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g] - int(z[g]) * sx[g]), 0.0f);
                 } else {
                     const int z = 1 << (codec::bits - 1);
