@@ -7,8 +7,8 @@
 /// - `codes`: rows x row_bytes, row_bytes = ceil(cols * b / 8). Row r is an LSB-first
 ///   bitstream: code c occupies bits [c*b, c*b + b) of the row, where bit k of the stream is bit
 ///   (k mod 8) of byte k / 8. A 3-bit row of 64 codes therefore takes exactly 24 bytes. Unused bits
-///   at the end of a row are 0. The buffer carries `tail_padding` extra zero bytes after the last
-///   row so vector kernels may load whole registers.
+///   at the end of a row are 0. Kernels never read past a row's last byte, so a view may point
+///   into a caller's buffer of exactly rows * row_bytes bytes.
 /// - `scales`: rows x groups fp16 bit patterns.
 /// - `zeros`: rows x groups uint8 (ZeroPoint::integer only).
 /// - `mins`: rows x groups fp16 bit patterns (ZeroPoint::float_min only).
@@ -24,8 +24,6 @@
 #include "qforge/core/quantized.hpp"
 
 namespace qforge {
-
-inline constexpr std::size_t tail_padding = 64;
 
 /// Read-only view of packed rows that kernels consume (plain pointers, no ownership).
 struct DenseView {
@@ -115,7 +113,7 @@ struct Dense {
         p.rows = q.rows;
         p.cols = q.cols;
         p.row_bytes = (std::size_t(q.cols) * Bits + 7) / 8;
-        p.codes.assign(std::size_t(q.rows) * p.row_bytes + tail_padding, 0);
+        p.codes.assign(std::size_t(q.rows) * p.row_bytes, 0);
         for (int r = 0; r < q.rows; ++r) {
             std::uint8_t* row = p.codes.data() + std::size_t(r) * p.row_bytes;
             const std::uint8_t* src = q.codes.data() + std::size_t(r) * std::size_t(q.cols);
