@@ -145,27 +145,21 @@ struct Kernels {
                 integer_dots<Rows, 32>(v, a, r, g0, count, d);
             else
                 integer_dots<Rows, 0>(v, a, r, g0, count, d);
-            const float* dx = a.scale.data() + g0;
-            const std::int32_t* sx = a.sum.data() + g0;
-            const float* xsum = a.group_sum.data() + g0;
+            constexpr bool float_min = Zero == ZeroPoint::float_min;
             for (int i = 0; i < Rows; ++i) {  // elementwise: vectorised
                 traits::template scales<prims>(v, r + i, g0, count, scale[i]);
-                if constexpr (Zero == ZeroPoint::float_min) {
-                    traits::template mins<prims>(v, r + i, g0, count, min[i]);
-                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g]), 0.0f);
-                } else if constexpr (Zero == ZeroPoint::integer) {
+                if constexpr (float_min) traits::template mins<prims>(v, r + i, g0, count, min[i]);
+                if constexpr (Zero == ZeroPoint::integer) {
                     const std::uint8_t* z = traits::zeros(v, r + i, g0);
-                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g] - int(z[g]) * sx[g]), 0.0f);
+                    for (int g = 0; g < count; ++g) term[i][g] = accumulate_sub(0.0f, d[i][g], a, g0 + g, false, int(z[g]));
                 } else {
                     const int z = 1 << (codec::bits - 1);
-                    for (int g = 0; g < count; ++g) term[i][g] = std::fma(dx[g], float(d[i][g] - z * sx[g]), 0.0f);
+                    for (int g = 0; g < count; ++g) term[i][g] = accumulate_sub(0.0f, d[i][g], a, g0 + g, float_min, z);
                 }
             }
             for (int g = 0; g < count; ++g)  // the sequential chains, Rows of them side by side
-                for (int i = 0; i < Rows; ++i) {
-                    out[i] = std::fma(scale[i][g], term[i][g], out[i]);
-                    if constexpr (Zero == ZeroPoint::float_min) out[i] = std::fma(min[i][g], xsum[g], out[i]);
-                }
+                for (int i = 0; i < Rows; ++i)
+                    out[i] = finish_group(out[i], term[i][g], a, g0 + g, float_min, scale[i][g], float_min ? min[i][g] : 0.0f);
         }
         for (int i = 0; i < Rows; ++i) y[i] = out[i];
     }
