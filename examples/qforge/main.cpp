@@ -7,12 +7,14 @@
 #include <qforge/core/error.hpp>
 
 int cmd_weights(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 
 namespace {
 const char* usage = R"(usage: qforge <command> [options]
 
 commands:
   weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
+  generate  text from a llama2.c checkpoint, FP32 or quantized on the fly (greedy or sampled)
 
 Run 'qforge <command> --help' for the options of a command. Data files are found through
 QFORGE_DATA (default: ../shared/data beside the source tree).
@@ -27,6 +29,7 @@ int main(int argc, char** argv) {
     const std::string command = argv[1];
     try {
         if (command == "weights") return cmd_weights(argc, argv);
+        if (command == "generate") return cmd_generate(argc, argv);
         std::fprintf(stderr, "qforge: unknown command '%s'\n%s", command.c_str(), usage);
         return 2;
     } catch (const qforge::Error& e) {

@@ -1,0 +1,83 @@
+#pragma once
+/// @file
+/// A linear layer as a policy: FP32 weights, or any packed format, multiplied by the scalar or
+/// vector backend without materialising FP32 weights.
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "qforge/formats/dense.hpp"
+#include "qforge/formats/gguf.hpp"
+#include "qforge/runtime/dispatch.hpp"
+
+namespace qforge::llama {
+
+/// Plain FP32 weights, rows x cols row-major; y = W x with float accumulation in column order.
+struct Fp32Matrix {
+    int rows = 0, cols = 0;
+    std::vector<float> data;
+};
+
+using LinearWeights = std::variant<Fp32Matrix, Dense<2>::Packed, Dense<3>::Packed, Dense<4>::Packed, Dense<8>::Packed,
+                                   Q4_0::Packed, Q4_1::Packed, Q8_0::Packed>;
+
+/// The format a packed matrix type belongs to.
+template <class P> struct format_of_packed;
+template <> struct format_of_packed<Dense<2>::Packed> { using type = Dense<2>; };
+template <> struct format_of_packed<Dense<3>::Packed> { using type = Dense<3>; };
+template <> struct format_of_packed<Dense<4>::Packed> { using type = Dense<4>; };
+template <> struct format_of_packed<Dense<8>::Packed> { using type = Dense<8>; };
+template <> struct format_of_packed<Q4_0::Packed> { using type = Q4_0; };
+template <> struct format_of_packed<Q4_1::Packed> { using type = Q4_1; };
+template <> struct format_of_packed<Q8_0::Packed> { using type = Q8_0; };
+
+class Linear {
+public:
+    Linear() = default;
+    explicit Linear(LinearWeights w) : w_(std::move(w)) {}
+
+    int rows() const {
+        return std::visit([](const auto& w) { return w.rows; }, w_);
+    }
+    int cols() const {
+        return std::visit([](const auto& w) { return w.cols; }, w_);
+    }
+    const LinearWeights& weights() const noexcept { return w_; }
+
+    /// Stored bytes of the weights.
+    std::size_t bytes() const {
+        return std::visit(
+            [](const auto& w) -> std::size_t {
+                if constexpr (std::is_same_v<std::decay_t<decltype(w)>, Fp32Matrix>) return w.data.size() * 4;
+                else return w.bytes();
+            },
+            w_);
+    }
+
+    /// y = W x. FP32 rows run over `threads`; packed weights go through the dispatched kernels.
+    void forward(std::span<const float> x, std::span<float> y, Isa isa, int threads) const {
+        std::visit(
+            [&](const auto& w) {
+                using T = std::decay_t<decltype(w)>;
+                if constexpr (std::is_same_v<T, Fp32Matrix>) {
+                    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
+                        for (std::size_t r = r0; r < r1; ++r) {
+                            const float* row = w.data.data() + r * std::size_t(w.cols);
+                            float acc = 0.0f;
+                            for (int c = 0; c < w.cols; ++c) acc += row[c] * x[std::size_t(c)];
+                            y[r] = acc;
+                        }
+                    });
+                } else {
+                    gemv<typename format_of_packed<T>::type>(w, x, y, isa, threads);
+                }
+            },
+            w_);
+    }
+
+private:
+    LinearWeights w_;
+};
+
+}  // namespace qforge::llama
