@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Peer test: llama.cpp's `gguf` Python package dequantizes every SmolLM2 tensor, and qforge's
+# reader must give the same floats bit for bit. Usage: run_gguf_peer.sh SOURCE_DIR TEST_BINARY
+set -euo pipefail
+src=$1
+bin=$2
+cache=${QFORGE_CACHE:-$HOME/.cache/qforge}
+model=$(bash "$src/scripts/fetch-models.sh")
+venv=$cache/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c "import gguf, numpy" 2>/dev/null || "$venv/bin/pip" install --quiet gguf==0.19.0 numpy==2.4.6
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$venv/bin/python" "$src/tests/peer/gguf_dequant.py" "$model" "$out"
+QFORGE_GGUF_PEER_DIR=$out QFORGE_SMOLLM2=$model "$bin" --run_test=smollm2_matches_gguf_py --log_level=test_suite
