@@ -63,18 +63,22 @@ inline Weights from_llama2c(const io::Llama2cCheckpoint& ck) {
 /// One sequence being decoded: its KV cache and scratch buffers.
 class Session {
 public:
-    Session(const Weights& w, Isa isa, int threads = 0)
-        : w_(w), isa_(isa), threads_(threads), x_(dim()), xb_(dim()), xb2_(dim()), q_(dim()), k_(kv_dim()), v_(kv_dim()),
-          hb_(std::size_t(w.config.hidden_dim)), hb2_(std::size_t(w.config.hidden_dim)),
-          att_(std::size_t(w.config.seq_len)), logits_(std::size_t(w.config.vocab_size)),
-          key_cache_(std::size_t(w.config.n_layers) * std::size_t(w.config.seq_len) * kv_dim()),
-          value_cache_(key_cache_.size()) {}
+    /// `context` caps the positions this session holds (0: the model's whole context); the KV
+    /// cache is sized by it.
+    Session(const Weights& w, Isa isa, int threads = 0, int context = 0)
+        : w_(w), isa_(isa), threads_(threads),
+          context_(context > 0 ? std::min(context, w.config.seq_len) : w.config.seq_len), x_(dim()), xb_(dim()),
+          xb2_(dim()), q_(dim()), k_(kv_dim()), v_(kv_dim()), hb_(std::size_t(w.config.hidden_dim)),
+          hb2_(std::size_t(w.config.hidden_dim)), att_(std::size_t(context_)), logits_(std::size_t(w.config.vocab_size)),
+          key_cache_(std::size_t(w.config.n_layers) * std::size_t(context_) * kv_dim()), value_cache_(key_cache_.size()) {}
+
+    int context() const noexcept { return context_; }
 
     /// Logits for the next token after `token` at position `pos` (positions in order from 0).
     std::span<const float> forward(int token, int pos) {
         const Config& c = w_.config;
         if (token < 0 || token >= c.vocab_size) throw InvalidArgument("token id " + std::to_string(token) + " out of range");
-        if (pos < 0 || pos >= c.seq_len) throw InvalidArgument("position " + std::to_string(pos) + " beyond the context");
+        if (pos < 0 || pos >= context_) throw InvalidArgument("position " + std::to_string(pos) + " beyond the context");
         const std::size_t D = dim(), KV = kv_dim();
         const int hs = c.head_size();
         std::copy_n(w_.token_embedding.begin() + std::ptrdiff_t(std::size_t(token) * D), D, x_.begin());
@@ -91,8 +95,8 @@ public:
                 rotate(q_[i], q_[i + 1], fc, fs);
                 if (i < KV) rotate(k_[i], k_[i + 1], fc, fs);
             }
-            float* kc = key_cache_.data() + (std::size_t(l) * std::size_t(c.seq_len)) * KV;
-            float* vc = value_cache_.data() + (std::size_t(l) * std::size_t(c.seq_len)) * KV;
+            float* kc = key_cache_.data() + (std::size_t(l) * std::size_t(context_)) * KV;
+            float* vc = value_cache_.data() + (std::size_t(l) * std::size_t(context_)) * KV;
             std::copy(k_.begin(), k_.end(), kc + std::size_t(pos) * KV);
             std::copy(v_.begin(), v_.end(), vc + std::size_t(pos) * KV);
             const int group = c.n_heads / c.n_kv_heads;
@@ -149,6 +153,7 @@ private:
     const Weights& w_;
     Isa isa_;
     int threads_;
+    int context_;
     std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, key_cache_, value_cache_;
 };
 
