@@ -1,0 +1,175 @@
+#pragma once
+/// @file
+/// Byte-level BPE tokenizer (GPT-2 style) from GGUF metadata: `tokenizer.ggml.tokens`, `.merges`,
+/// `.token_type` and the pre-tokenizer named by `tokenizer.ggml.pre`. Needs PCRE2 for the
+/// pre-tokenizer's Unicode categories (CMake target `qforge::text`).
+///
+/// Encoding, as llama.cpp does it: (1) control and user-defined tokens found in the text are taken
+/// whole; (2) the rest is split by the pre-tokenizer's regexes in sequence, each regex splitting
+/// every piece of the previous one into matches and the text between them; (3) each piece's bytes
+/// are spelled with GPT-2's printable stand-ins and merged pairwise, lowest merge rank first.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <array>
+#include <climits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "qforge/io/gguf.hpp"
+
+namespace qforge::io {
+
+class BpeTokenizer {
+public:
+    static BpeTokenizer from_gguf(const GgufFile& f) {
+        BpeTokenizer t;
+        const std::string model = f.get("tokenizer.ggml.model").as_string();
+        if (model != "gpt2") throw FileError(f.path(), "tokenizer model '" + model + "' is not byte-level BPE (gpt2)");
+        const std::string pre = f.has("tokenizer.ggml.pre") ? f.get("tokenizer.ggml.pre").as_string() : "default";
+        const char* gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+        if (pre == "smollm") t.compile({"\\p{N}", gpt2}, f.path());
+        else if (pre == "gpt2" || pre == "default") t.compile({gpt2}, f.path());
+        else throw FileError(f.path(), "pre-tokenizer '" + pre + "' is not supported (gpt2, smollm)");
+
+        const auto& tokens = f.get("tokenizer.ggml.tokens").as_array();
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            t.pieces_.push_back(tokens[i].as_string());
+            t.ids_.emplace(t.pieces_.back(), int(i));
+        }
+        if (f.has("tokenizer.ggml.token_type")) {
+            const auto& types = f.get("tokenizer.ggml.token_type").as_array();
+            for (std::size_t i = 0; i < types.size() && i < tokens.size(); ++i)
+                if (const auto type = types[i].as_int(); type == 3 || type == 4) t.specials_.push_back(int(i));
+        }
+        const auto& merges = f.get("tokenizer.ggml.merges").as_array();
+        for (std::size_t i = 0; i < merges.size(); ++i) t.ranks_.emplace(merges[i].as_string(), int(i));
+
+        std::array<bool, 256> printable{};  // GPT-2's byte -> code point table
+        for (int b = '!'; b <= '~'; ++b) printable[std::size_t(b)] = true;
+        for (int b = 0xA1; b <= 0xAC; ++b) printable[std::size_t(b)] = true;
+        for (int b = 0xAE; b <= 0xFF; ++b) printable[std::size_t(b)] = true;
+        int next = 256;
+        for (int b = 0; b < 256; ++b) {
+            const unsigned cp = printable[std::size_t(b)] ? unsigned(b) : unsigned(next++);
+            std::string s;
+            if (cp < 0x80) s += char(cp);
+            else {
+                s += char(0xC0 | (cp >> 6));
+                s += char(0x80 | (cp & 0x3F));
+            }
+            t.byte_chars_[std::size_t(b)] = s;
+        }
+        return t;
+    }
+
+    std::vector<int> encode(std::string_view text, bool parse_special = true) const {
+        std::vector<int> out;
+        std::size_t at = 0;
+        while (at < text.size()) {
+            std::size_t next_special = text.size();
+            int special = -1;
+            if (parse_special)
+                for (const int id : specials_) {  // earliest, then longest, special token
+                    const std::string& s = pieces_[std::size_t(id)];
+                    if (s.empty()) continue;
+                    const auto pos = text.find(s, at);
+                    if (pos < next_special || (pos == next_special && pos != text.size() && special >= 0 &&
+                                               s.size() > pieces_[std::size_t(special)].size())) {
+                        next_special = pos;
+                        special = id;
+                    }
+                }
+            encode_plain(text.substr(at, next_special - at), out);
+            if (special < 0) break;
+            out.push_back(special);
+            at = next_special + pieces_[std::size_t(special)].size();
+        }
+        return out;
+    }
+
+    int size() const noexcept { return int(pieces_.size()); }
+
+private:
+    struct Code {
+        std::shared_ptr<pcre2_code> code;
+        std::shared_ptr<pcre2_match_data> match;
+    };
+
+    void compile(std::initializer_list<const char*> patterns, const std::string& path) {
+        for (const char* p : patterns) {
+            int err = 0;
+            PCRE2_SIZE offset = 0;
+            pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                                             &err, &offset, nullptr);
+            if (!code) throw FileError(path, std::string("cannot compile pre-tokenizer regex ") + p);
+            regexes_.push_back({std::shared_ptr<pcre2_code>(code, pcre2_code_free),
+                                std::shared_ptr<pcre2_match_data>(pcre2_match_data_create_from_pattern(code, nullptr),
+                                                                  pcre2_match_data_free)});
+        }
+    }
+
+    /// Splits every piece by one regex into matches and the text between them.
+    std::vector<std::string_view> split(const std::vector<std::string_view>& pieces, const Code& re) const {
+        std::vector<std::string_view> out;
+        for (const auto piece : pieces) {
+            std::size_t start = 0, gap = 0;
+            while (start < piece.size()) {
+                const int rc = pcre2_match(re.code.get(), reinterpret_cast<PCRE2_SPTR>(piece.data()), piece.size(), start,
+                                           PCRE2_NO_UTF_CHECK, re.match.get(), nullptr);
+                if (rc < 0) break;
+                const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(re.match.get());
+                if (ov[1] == ov[0]) {  // empty match: step one byte
+                    ++start;
+                    continue;
+                }
+                if (ov[0] > gap) out.push_back(piece.substr(gap, ov[0] - gap));
+                out.push_back(piece.substr(ov[0], ov[1] - ov[0]));
+                start = gap = ov[1];
+            }
+            if (gap < piece.size()) out.push_back(piece.substr(gap));
+        }
+        return out;
+    }
+
+    void encode_plain(std::string_view text, std::vector<int>& out) const {
+        if (text.empty()) return;
+        std::vector<std::string_view> pieces{text};
+        for (const auto& re : regexes_) pieces = split(pieces, re);
+        for (const auto piece : pieces) {
+            std::vector<std::string> symbols;
+            for (const char c : piece) symbols.push_back(byte_chars_[static_cast<unsigned char>(c)]);
+            for (;;) {  // merge the lowest-ranked adjacent pair, leftmost first
+                int best = INT_MAX;
+                std::size_t best_at = 0;
+                for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
+                    const auto it = ranks_.find(symbols[i] + " " + symbols[i + 1]);
+                    if (it != ranks_.end() && it->second < best) {
+                        best = it->second;
+                        best_at = i;
+                    }
+                }
+                if (best == INT_MAX) break;
+                symbols[best_at] += symbols[best_at + 1];
+                symbols.erase(symbols.begin() + std::ptrdiff_t(best_at) + 1);
+            }
+            for (const auto& s : symbols) {
+                const auto it = ids_.find(s);
+                if (it == ids_.end()) throw InvalidArgument("byte-level BPE: no token for a merged symbol");
+                out.push_back(it->second);
+            }
+        }
+    }
+
+    std::vector<Code> regexes_;
+    std::vector<std::string> pieces_;
+    std::unordered_map<std::string, int> ids_;
+    std::unordered_map<std::string, int> ranks_;
+    std::vector<int> specials_;
+    std::array<std::string, 256> byte_chars_;
+};
+
+}  // namespace qforge::io
