@@ -4,7 +4,12 @@
 #include <cstdio>
 #include <string>
 
+#ifdef QFORGE_HAVE_TEXT
+#include <qforge/io/bpe_tokenizer.hpp>
+#endif
+#include <qforge/io/gguf_vocab.hpp>
 #include <qforge/io/llama2c_tokenizer.hpp>
+#include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/model.hpp>
 #include <qforge/models/llama/sampler.hpp>
 
@@ -13,10 +18,12 @@
 namespace {
 const char* help = R"(usage: qforge generate [options]
 
-Generates text from a llama2.c checkpoint.
+Generates text from a llama2.c checkpoint or a GGUF Llama model (format from the file name).
 
-  --model PATH        llama2.c checkpoint (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH    llama2.c tokenizer.bin (default: tok512.bin beside the default model)
+  --model PATH        .bin (llama2.c) or .gguf (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
+  --tokenizer PATH    llama2.c tokenizer.bin (default: tok512.bin beside the default model; GGUF
+                      models carry their own)
+  --chat              wrap the prompt in the ChatML template (<|im_start|>user ... assistant)
   --prompt TEXT       text to continue (default: empty, start from BOS)
   --max-tokens N      tokens to generate (default 128, at most the model's context)
   --temperature T     0 = greedy (default 0)
@@ -29,16 +36,65 @@ Generates text from a llama2.c checkpoint.
 )";
 }
 
+namespace {
+/// GGUF models: packed layers used in place, byte-level BPE from the file's metadata.
+int generate_gguf(const cli::Args& args, const std::string& path) {
+#ifndef QFORGE_HAVE_TEXT
+    (void)args;
+    throw qforge::InvalidArgument(path + ": GGUF models need the byte-level BPE tokenizer; rebuild with PCRE2 (libpcre2-dev)");
+#else
+    const auto file = qforge::io::GgufFile::open(path);
+    auto weights = qforge::llama::from_gguf(file);
+    const auto tokenizer = qforge::io::BpeTokenizer::from_gguf(file);
+    const qforge::io::GgufVocab vocab(file);
+    const int threads = args.get_int("threads", 0);
+    std::string prompt = args.get("prompt", "");
+    if (args.has("chat")) prompt = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n";
+    auto ids = tokenizer.encode(prompt);
+    if (ids.empty() || ids.front() != vocab.bos()) ids.insert(ids.begin(), vocab.bos());
+    const int context = std::min(weights.config.seq_len, int(ids.size()) + args.get_int("max-tokens", 128));
+    qforge::llama::Session session(weights, qforge::best_isa(), threads, context);
+    qforge::llama::Sampler sampler(std::stof(args.get("temperature", "0")), std::stof(args.get("top-p", "0.9")),
+                                   std::uint64_t(args.get_int("seed", 1)));
+    const bool json = args.has("json");
+    std::string text;
+    int generated = 0;
+    const auto start = std::chrono::steady_clock::now();
+    int next = 0;
+    for (int pos = 0; pos < context; ++pos) {
+        const auto logits = session.forward(pos < int(ids.size()) ? ids[std::size_t(pos)] : next, pos);
+        if (pos + 1 < int(ids.size())) continue;
+        next = sampler.next(logits);
+        if (next == vocab.eos() || vocab.piece(next) == "<|im_end|>") break;
+        ++generated;
+        const std::string piece = vocab.decode(next);
+        text += piece;
+        if (!json) {
+            std::fputs(piece.c_str(), stdout);
+            std::fflush(stdout);
+        }
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (json) std::printf("{\"text\":%s,\"tokens\":%d,\"seconds\":%.4f}\n", cli::json_string(text).c_str(), generated, seconds);
+    else std::printf("\n");
+    std::fprintf(stderr, "%zu prompt + %d generated tokens in %.3f s\n", ids.size(), generated, seconds);
+    return 0;
+#endif
+}
+}  // namespace
+
 int cmd_generate(int argc, char** argv) {
     const auto args = cli::parse(argc, argv, 2,
                                  {"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-p", "seed", "scheme", "threads"},
-                                 {"json", "help"});
+                                 {"json", "help", "chat"});
     if (args.has("help")) {
         std::fputs(help, stdout);
         return 0;
     }
+    const std::string model_path = args.get("model", "");
+    if (model_path.size() > 5 && model_path.substr(model_path.size() - 5) == ".gguf") return generate_gguf(args, model_path);
     const std::string dir = cli::data_dir() + "/models/stories260K/";
-    const auto ck = qforge::io::Llama2cCheckpoint::load(args.get("model", dir + "stories260K.bin"));
+    const auto ck = qforge::io::Llama2cCheckpoint::load(model_path.empty() ? dir + "stories260K.bin" : model_path);
     const auto tok = qforge::io::Llama2cTokenizer::load(args.get("tokenizer", dir + "tok512.bin"), ck.config().vocab_size);
     const int threads = args.get_int("threads", 0);
     auto weights = qforge::llama::from_llama2c(ck);
