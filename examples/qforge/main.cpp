@@ -8,13 +8,15 @@
 
 int cmd_weights(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
+int cmd_ppl(int argc, char** argv);
 
 namespace {
 const char* usage = R"(usage: qforge <command> [options]
 
 commands:
   weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
-  generate  text from a llama2.c checkpoint, FP32 or quantized on the fly (greedy or sampled)
+  generate  text from a llama2.c or GGUF model, FP32 or quantized on the fly (greedy or sampled)
+  ppl       perplexity on a text; with --scheme, KL divergence / top-1 / PPL ratio vs the reference
 
 Run 'qforge <command> --help' for the options of a command. Data files are found through
 QFORGE_DATA (default: ../shared/data beside the source tree).
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
     try {
         if (command == "weights") return cmd_weights(argc, argv);
         if (command == "generate") return cmd_generate(argc, argv);
+        if (command == "ppl") return cmd_ppl(argc, argv);
         std::fprintf(stderr, "qforge: unknown command '%s'\n%s", command.c_str(), usage);
         return 2;
     } catch (const qforge::Error& e) {

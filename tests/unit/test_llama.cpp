@@ -112,3 +112,68 @@ BOOST_AUTO_TEST_CASE(sampled_frequencies_follow_the_softmax) {
     llama::Sampler nucleus(1.0f, 0.3f, 7);
     for (int i = 0; i < 100; ++i) BOOST_TEST(nucleus.next(logits) == 2);
 }
+
+#include "qforge/models/llama/evaluate.hpp"
+
+namespace {
+const char* story =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, "
+    "red ball. She wanted to play with it, but it was too high. Lily asked her mom for help. Her mom smiled and got the "
+    "ball down. Lily was very happy. She played with the ball all day long. At night, she went to bed and dreamed of "
+    "the big red ball.";
+}
+
+BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precondition(qtest::needs_data{model_file}) *
+                                                          boost::unit_test::precondition(qtest::needs_data{tokenizer_file})) {
+    const auto ck = io::Llama2cCheckpoint::load(qtest::data_path(model_file));
+    const auto tok = io::Llama2cTokenizer::load(qtest::data_path(tokenizer_file), ck.config().vocab_size);
+    const auto w = llama::from_llama2c(ck);
+    const auto tokens = tok.encode(story, true, false);
+    const int context = 32;
+
+    // independent: windows of `context`, every prediction after a window's first token, by hand
+    double nll = 0;
+    long count = 0;
+    for (std::size_t start = 0; start + 1 < tokens.size(); start += context) {
+        llama::Session s(w, Isa::scalar, 1, context);
+        for (std::size_t i = start; i + 1 < std::min(tokens.size(), start + context); ++i) {
+            const auto logits = s.forward(tokens[i], int(i - start));
+            double z = 0;
+            for (float l : logits) z += std::exp(double(l));
+            nll += std::log(z) - logits[std::size_t(tokens[i + 1])];
+            ++count;
+        }
+    }
+    llama::EvalOptions o;
+    o.context = context;
+    const auto alone = llama::evaluate(w, nullptr, tokens, o);
+    BOOST_TEST(alone.tokens == count);
+    BOOST_TEST(alone.perplexity() == std::exp(nll / double(count)), boost::test_tools::tolerance(1e-9));
+    BOOST_TEST(alone.perplexity() < 20.0);  // in-domain text for this model
+
+    // a model against itself: no divergence, full agreement
+    const auto self = llama::evaluate(w, &w, tokens, o);
+    BOOST_TEST(self.mean_kl() < 1e-9);
+    BOOST_TEST(self.top1() == 1.0);
+
+    // sliding windows score every token once, with more history: no worse than disjoint windows
+    o.stride = 8;
+    const auto sliding = llama::evaluate(w, nullptr, tokens, o);
+    BOOST_TEST(sliding.tokens == long(tokens.size()) - 1);
+    BOOST_TEST(sliding.perplexity() <= alone.perplexity() * 1.05);
+
+    // quantized against FP32: KL grows as bits shrink
+    o.stride = 0;
+    double previous_kl = 0;
+    for (const char* scheme : {"rtn:w8g32a", "rtn:w4g32a", "rtn:w2g32a"}) {
+        const auto q = llama::map_block_linears(
+            w, [&](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme(scheme)); });
+        o.isa = best_isa();
+        const auto stats = llama::evaluate(q, &w, tokens, o);
+        BOOST_TEST_MESSAGE(scheme << ": PPL " << stats.perplexity() << " (FP32 " << stats.reference_perplexity() << "), KL "
+                                  << stats.mean_kl() << ", top-1 " << stats.top1());
+        BOOST_TEST(stats.reference_perplexity() == alone.perplexity(), boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(stats.mean_kl() > previous_kl, scheme);
+        previous_kl = stats.mean_kl();
+    }
+}
