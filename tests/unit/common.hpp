@@ -34,6 +34,26 @@ struct needs_data {
     }
 };
 
+/// The SmolLM2 GGUF the setup fetches (scripts/fetch-models.sh into QFORGE_CACHE, default
+/// ~/.cache/qforge), or the file QFORGE_SMOLLM2 names.
+inline std::string smollm2_path() {
+    if (const char* p = std::getenv("QFORGE_SMOLLM2"); p && *p) return p;
+    const char* cache = std::getenv("QFORGE_CACHE");
+    const char* home = std::getenv("HOME");
+    return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/qforge") +
+           "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+/// Precondition like needs_data, for the SmolLM2 model.
+struct needs_smollm2 {
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        if (std::filesystem::exists(smollm2_path()) || data_required()) return true;
+        boost::test_tools::assertion_result r(false);
+        r.message() << "SmolLM2 missing: " << smollm2_path() << " (run scripts/fetch-models.sh)";
+        return r;
+    }
+};
+
 /// Gaussian weights with a few large outliers, like real LLM rows.
 inline std::vector<float> random_weights(std::size_t n, unsigned seed, float outlier_rate = 0.01f) {
     std::mt19937 rng(seed);

@@ -10,28 +10,13 @@
 using namespace qforge;
 
 namespace {
-std::string smollm2_path() {
-    if (const char* p = std::getenv("QFORGE_SMOLLM2"); p && *p) return p;
-    const char* cache = std::getenv("QFORGE_CACHE");
-    const char* home = std::getenv("HOME");
-    return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/qforge") +
-           "/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-struct needs_smollm2 {
-    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-        if (std::filesystem::exists(smollm2_path()) || qtest::data_required()) return true;
-        boost::test_tools::assertion_result r(false);
-        r.message() << "SmolLM2 missing: " << smollm2_path() << " (run scripts/fetch-models.sh)";
-        return r;
-    }
-};
 const char* flores = "eval/flores200/devtest";
 }  // namespace
 
 // Invariant: decoding the ids gives the text back, in every FLORES language.
-BOOST_AUTO_TEST_CASE(round_trip_in_ten_languages, *boost::unit_test::precondition(needs_smollm2{}) *
+BOOST_AUTO_TEST_CASE(round_trip_in_ten_languages, *boost::unit_test::precondition(qtest::needs_smollm2{}) *
                                                       boost::unit_test::precondition(qtest::needs_data{flores})) {
-    const auto f = io::GgufFile::open(smollm2_path());
+    const auto f = io::GgufFile::open(qtest::smollm2_path());
     const auto tok = io::BpeTokenizer::from_gguf(f);
     const io::GgufVocab vocab(f);
     int files = 0;
@@ -50,8 +35,8 @@ BOOST_AUTO_TEST_CASE(round_trip_in_ten_languages, *boost::unit_test::preconditio
     BOOST_TEST(files == 10);
 }
 
-BOOST_AUTO_TEST_CASE(special_tokens_and_digits, *boost::unit_test::precondition(needs_smollm2{})) {
-    const auto f = io::GgufFile::open(smollm2_path());
+BOOST_AUTO_TEST_CASE(special_tokens_and_digits, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
+    const auto f = io::GgufFile::open(qtest::smollm2_path());
     const auto tok = io::BpeTokenizer::from_gguf(f);
     const io::GgufVocab vocab(f);
     const auto ids = tok.encode("<|im_start|>user\nIn 2024<|im_end|>");
@@ -64,14 +49,14 @@ BOOST_AUTO_TEST_CASE(special_tokens_and_digits, *boost::unit_test::precondition(
 }
 
 // Peer check against Hugging Face `tokenizers` (tests/peer/run_bpe_peer.sh writes the ids).
-BOOST_AUTO_TEST_CASE(bpe_matches_hf_tokenizers, *boost::unit_test::precondition(needs_smollm2{}) *
+BOOST_AUTO_TEST_CASE(bpe_matches_hf_tokenizers, *boost::unit_test::precondition(qtest::needs_smollm2{}) *
                                                     boost::unit_test::precondition(qtest::needs_data{flores})) {
     const char* ids_file = std::getenv("QFORGE_BPE_PEER_IDS");
     if (!ids_file) {
         BOOST_TEST_MESSAGE("QFORGE_BPE_PEER_IDS not set: the peer comparison runs from the 'peer' ctest label");
         return;
     }
-    const auto tok = io::BpeTokenizer::from_gguf(io::GgufFile::open(smollm2_path()));
+    const auto tok = io::BpeTokenizer::from_gguf(io::GgufFile::open(qtest::smollm2_path()));
     std::ifstream peer(ids_file);
     std::string row, current;
     std::ifstream text;

@@ -99,22 +99,6 @@ std::string write_file(const std::string& name, const std::vector<std::uint8_t>&
     return path;
 }
 
-/// The SmolLM2 GGUF the setup fetches (scripts/fetch-models.sh), or QFORGE_SMOLLM2.
-std::string smollm2_path() {
-    if (const char* p = std::getenv("QFORGE_SMOLLM2"); p && *p) return p;
-    const char* cache = std::getenv("QFORGE_CACHE");
-    const char* home = std::getenv("HOME");
-    return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/qforge") +
-           "/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-struct needs_smollm2 {
-    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-        if (std::filesystem::exists(smollm2_path()) || qtest::data_required()) return true;
-        boost::test_tools::assertion_result r(false);
-        r.message() << "SmolLM2 missing: " << smollm2_path() << " (run scripts/fetch-models.sh)";
-        return r;
-    }
-};
 
 }  // namespace
 
@@ -179,8 +163,8 @@ BOOST_AUTO_TEST_CASE(bad_files_name_the_file_and_problem) {
     BOOST_CHECK_THROW(f.dequantize(f.tensor("norm.weight")), FileError);
 }
 
-BOOST_AUTO_TEST_CASE(smollm2_metadata, *boost::unit_test::precondition(needs_smollm2{})) {
-    const auto f = GgufFile::open(smollm2_path());
+BOOST_AUTO_TEST_CASE(smollm2_metadata, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
+    const auto f = GgufFile::open(qtest::smollm2_path());
     BOOST_TEST(f.get("general.architecture").as_string() == "llama");
     BOOST_TEST(f.get("llama.block_count").as_int() == 30);
     BOOST_TEST(f.get("llama.embedding_length").as_int() == 576);
@@ -194,13 +178,13 @@ BOOST_AUTO_TEST_CASE(smollm2_metadata, *boost::unit_test::precondition(needs_smo
 
 // Peer check: every tensor as qforge dequantizes it equals what llama.cpp's `gguf` Python package
 // dequantizes (tests/peer/run_gguf_peer.sh writes those into QFORGE_GGUF_PEER_DIR).
-BOOST_AUTO_TEST_CASE(smollm2_matches_gguf_py, *boost::unit_test::precondition(needs_smollm2{})) {
+BOOST_AUTO_TEST_CASE(smollm2_matches_gguf_py, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
     const char* dir = std::getenv("QFORGE_GGUF_PEER_DIR");
     if (!dir) {
         BOOST_TEST_MESSAGE("QFORGE_GGUF_PEER_DIR not set: the peer comparison runs from the 'peer' ctest label");
         return;
     }
-    const auto f = GgufFile::open(smollm2_path());
+    const auto f = GgufFile::open(qtest::smollm2_path());
     std::size_t checked = 0;
     for (const auto& t : f.tensors()) {
         const auto ours = f.dequantize(t);

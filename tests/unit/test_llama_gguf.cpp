@@ -8,30 +8,12 @@
 
 using namespace qforge;
 
-namespace {
-std::string smollm2_path() {
-    if (const char* p = std::getenv("QFORGE_SMOLLM2"); p && *p) return p;
-    const char* cache = std::getenv("QFORGE_CACHE");
-    const char* home = std::getenv("HOME");
-    return (cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/qforge") +
-           "/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-struct needs_smollm2 {
-    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
-        if (std::filesystem::exists(smollm2_path()) || qtest::data_required()) return true;
-        boost::test_tools::assertion_result r(false);
-        r.message() << "SmolLM2 missing: " << smollm2_path() << " (run scripts/fetch-models.sh)";
-        return r;
-    }
-};
-}  // namespace
-
 // SmolLM2's Q4_1 / Q8_0 blocks used in place by the integer-dot kernels, against the same blocks
 // dequantized by the GGUF reader and run in FP32: only the 8-bit activation rounding (blocks of 32,
 // as llama.cpp's Q8_0 activations) differs. Stated tolerance over 24 greedy positions: mean KL
 // of the next-token distributions < 0.01 nats and top-1 agreement >= 90%.
-BOOST_AUTO_TEST_CASE(smollm2_packed_matches_dequantized, *boost::unit_test::precondition(needs_smollm2{})) {
-    const auto f = io::GgufFile::open(smollm2_path());
+BOOST_AUTO_TEST_CASE(smollm2_packed_matches_dequantized, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
+    const auto f = io::GgufFile::open(qtest::smollm2_path());
     const auto packed = llama::from_gguf(f);
     BOOST_TEST(packed.config.n_layers == 30);
     BOOST_TEST(packed.config.kv_dim() == 192);
@@ -74,8 +56,8 @@ BOOST_AUTO_TEST_CASE(smollm2_packed_matches_dequantized, *boost::unit_test::prec
     BOOST_TEST(agree >= steps * 9 / 10);
 }
 
-BOOST_AUTO_TEST_CASE(smollm2_vocab_decodes_bytes, *boost::unit_test::precondition(needs_smollm2{})) {
-    const io::GgufVocab vocab(io::GgufFile::open(smollm2_path()));
+BOOST_AUTO_TEST_CASE(smollm2_vocab_decodes_bytes, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
+    const io::GgufVocab vocab(io::GgufFile::open(qtest::smollm2_path()));
     BOOST_TEST(vocab.size() == 49152);
     BOOST_TEST(vocab.decode(vocab.bos()).empty());  // control token
     int space_the = -1;
