@@ -57,12 +57,12 @@ struct QuantizedActivation {
     std::vector<std::int32_t> sum; ///< sx per sub-block
     std::vector<float> group_sum;  ///< xsum per group
 
-    int sub_blocks_in_group(int g) const noexcept {
+    [[gnu::always_inline]] int sub_blocks_in_group(int g) const noexcept {
         const int len = std::min(group_length, cols - g * group_length);
         return (len + act_sub_block - 1) / act_sub_block;
     }
-    int sub_index(int g, int k) const noexcept { return g * subs_per_group + k; }
-    const std::int8_t* slots(int sub) const noexcept { return q.data() + std::size_t(sub) * act_sub_block; }
+    [[gnu::always_inline]] int sub_index(int g, int k) const noexcept { return g * subs_per_group + k; }
+    [[gnu::always_inline]] const std::int8_t* slots(int sub) const noexcept { return q.data() + std::size_t(sub) * act_sub_block; }
 };
 
 /// Quantizes x for weights of `cols` columns grouped by `group_length`. x must be finite

@@ -49,21 +49,21 @@ struct FormatTraits<Dense<B>> {
     static constexpr LaneOrder order = B == 4 ? LaneOrder::pairs : B == 2 ? LaneOrder::quads : LaneOrder::natural;
     static constexpr std::size_t sub_block_bytes = std::size_t(act_sub_block) * B / 8;
 
-    static int rows(const View& v) noexcept { return v.rows; }
-    static int cols(const View& v) noexcept { return v.cols; }
-    static int group_length(const View& v) noexcept { return v.group_length; }
-    static int groups(const View& v) noexcept { return v.groups_per_row; }
-    static ZeroPoint zero(const View& v) noexcept { return v.zero; }
-    static std::size_t row_stride(const View& v) noexcept { return v.row_bytes; }
+    [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
+    [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }
+    [[gnu::always_inline]] static int group_length(const View& v) noexcept { return v.group_length; }
+    [[gnu::always_inline]] static int groups(const View& v) noexcept { return v.groups_per_row; }
+    [[gnu::always_inline]] static ZeroPoint zero(const View& v) noexcept { return v.zero; }
+    [[gnu::always_inline]] static std::size_t row_stride(const View& v) noexcept { return v.row_bytes; }
 
     // Runs of groups, for kernels that take a row's integer dots first and its float steps after.
-    static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.group_codes(r, g); }
-    static std::size_t group_step(const View& v) noexcept { return std::size_t(v.group_length) * B / 8; }
+    [[gnu::always_inline]] static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.group_codes(r, g); }
+    [[gnu::always_inline]] static std::size_t group_step(const View& v) noexcept { return std::size_t(v.group_length) * B / 8; }
     template <class Prims>
-    static void scales(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.scales + v.gi(r, g0), n, out); }
+    [[gnu::always_inline]] static void scales(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.scales + v.gi(r, g0), n, out); }
     template <class Prims>
-    static void mins(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.mins + v.gi(r, g0), n, out); }
-    static const std::uint8_t* zeros(const View& v, int r, int g0) noexcept { return v.zeros + v.gi(r, g0); }
+    [[gnu::always_inline]] static void mins(const View& v, int r, int g0, int n, float* out) noexcept { Prims::fp16_n(v.mins + v.gi(r, g0), n, out); }
+    [[gnu::always_inline]] static const std::uint8_t* zeros(const View& v, int r, int g0) noexcept { return v.zeros + v.gi(r, g0); }
 
     /// `Prims` supplies fp16 -> float (bit-identical on every backend; vector ones use F16C).
     /// `Zero` must equal zero(v); kernels pass it as a constant so no test is left per group.
@@ -84,26 +84,26 @@ struct BlockFormatTraits {
     static constexpr LaneOrder order = LaneOrder::natural;
     static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per 32-weight group
 
-    static int rows(const View& v) noexcept { return v.rows; }
-    static int cols(const View& v) noexcept { return v.cols; }
-    static int group_length(const View&) noexcept { return gguf_block; }
-    static int groups(const View& v) noexcept { return v.blocks_per_row(); }
-    static ZeroPoint zero(const View&) noexcept { return Zero; }
-    static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
-    static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept {
+    [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
+    [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }
+    [[gnu::always_inline]] static int group_length(const View&) noexcept { return gguf_block; }
+    [[gnu::always_inline]] static int groups(const View& v) noexcept { return v.blocks_per_row(); }
+    [[gnu::always_inline]] static ZeroPoint zero(const View&) noexcept { return Zero; }
+    [[gnu::always_inline]] static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
+    [[gnu::always_inline]] static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept {
         return reinterpret_cast<const std::uint8_t*>(v.block(r, g).qs);
     }
-    static std::size_t group_step(const View&) noexcept { return sizeof(Block); }
+    [[gnu::always_inline]] static std::size_t group_step(const View&) noexcept { return sizeof(Block); }
     template <class Prims>
-    static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
+    [[gnu::always_inline]] static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
         for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).d);
     }
     template <class Prims>
-    static void mins(const View& v, int r, int g0, int n, float* out) noexcept {
+    [[gnu::always_inline]] static void mins(const View& v, int r, int g0, int n, float* out) noexcept {
         if constexpr (Zero == ZeroPoint::float_min)
             for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).m);
     }
-    static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }  // no integer zeros
+    [[gnu::always_inline]] static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }  // no integer zeros
 
     template <class Prims, ZeroPoint = Zero>
     [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {

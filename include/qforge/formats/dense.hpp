@@ -36,10 +36,10 @@ struct DenseView {
     const std::uint8_t* zeros = nullptr;
     const std::uint16_t* mins = nullptr;
 
-    const std::uint8_t* group_codes(int r, int g) const noexcept {
+    [[gnu::always_inline]] const std::uint8_t* group_codes(int r, int g) const noexcept {
         return codes + std::size_t(r) * row_bytes + std::size_t(g) * std::size_t(group_length) * std::size_t(bits) / 8;
     }
-    std::size_t gi(int r, int g) const noexcept { return std::size_t(r) * std::size_t(groups_per_row) + std::size_t(g); }
+    [[gnu::always_inline]] std::size_t gi(int r, int g) const noexcept { return std::size_t(r) * std::size_t(groups_per_row) + std::size_t(g); }
 };
 
 namespace detail {
