@@ -4,12 +4,8 @@
 set -euo pipefail
 src=$1
 bin=$2
-cache=${QFORGE_CACHE:-$HOME/.cache/qforge}
-model=$(bash "$src/scripts/fetch-models.sh")
-venv=$cache/venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import gguf, numpy" 2>/dev/null || "$venv/bin/pip" install --quiet gguf==0.19.0 numpy==2.4.6
+source "$src/tests/peer/env.sh"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$venv/bin/python" "$src/tests/peer/gguf_dequant.py" "$model" "$out"
+"$python" "$src/tests/peer/gguf_dequant.py" "$model" "$out"
 QFORGE_GGUF_PEER_DIR=$out QFORGE_SMOLLM2=$model "$bin" --run_test=smollm2_matches_gguf_py --log_level=test_suite
