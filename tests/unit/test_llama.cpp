@@ -172,7 +172,7 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
         const auto stats = llama::evaluate(q, &w, tokens, o);
         BOOST_TEST_MESSAGE(scheme << ": PPL " << stats.perplexity() << " (FP32 " << stats.reference_perplexity() << "), KL "
                                   << stats.mean_kl() << ", top-1 " << stats.top1());
-        BOOST_TEST(stats.reference_perplexity() == alone.perplexity(), boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(stats.reference_perplexity() == alone.perplexity(), boost::test_tools::tolerance(1e-5));
         BOOST_TEST(stats.mean_kl() > previous_kl, scheme);
         previous_kl = stats.mean_kl();
     }

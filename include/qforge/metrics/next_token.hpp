@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <span>
+#include <vector>
 
 namespace qforge {
 
@@ -31,6 +32,28 @@ inline double kl_divergence(std::span<const float> reference, std::span<const fl
     }
     return std::max(kl, 0.0);
 }
+
+/// A reference distribution prepared once so that the KL divergence of several models from it
+/// costs one pass each: KL = sum p_i (l_i - zr) - sum p_i (q_i - zq).
+struct ReferenceDistribution {
+    std::span<const float> logits;
+    double log_z = 0.0, p_dot_l = 0.0;  ///< log sum exp, and sum p_i l_i
+    std::vector<double> p;
+    int argmax = 0;
+    explicit ReferenceDistribution(std::span<const float> l) : logits(l), log_z(log_sum_exp(l)), p(l.size()) {
+        argmax = int(std::max_element(l.begin(), l.end()) - l.begin());
+        for (std::size_t i = 0; i < l.size(); ++i) {
+            p[i] = std::exp(double(l[i]) - log_z);
+            p_dot_l += p[i] * double(l[i]);
+        }
+    }
+    /// KL(P_ref || Q) for Q = softmax(q) with log_sum_exp(q) = zq.
+    double kl_to(std::span<const float> q, double zq) const {
+        double p_dot_q = 0.0;
+        for (std::size_t i = 0; i < q.size(); ++i) p_dot_q += p[i] * double(q[i]);
+        return std::max((p_dot_l - log_z) - (p_dot_q - zq), 0.0);
+    }
+};
 
 /// Running totals for perplexity and agreement with a reference.
 struct NextTokenStats {

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "qforge/backends/fp32.hpp"
 #include "qforge/backends/kernels.hpp"
 #include "qforge/backends/scalar/primitives.hpp"
 #include "qforge/backends/simd/arch.hpp"
@@ -108,6 +109,60 @@ RowFunctions<F> row_functions(Isa isa) {
 #endif
         default: return row_functions_of<Scalar, F>();
     }
+}
+
+/// The FP32 kernels of one backend, as plain function pointers.
+struct Fp32Functions {
+    std::string_view isa;
+    float (*dot)(const float*, const float*, int) noexcept = nullptr;
+    void (*axpy)(float, const float*, float*, int) noexcept = nullptr;
+    void (*gemm_rows)(const float*, std::size_t, const float*, std::size_t, int, int, int, int, float*,
+                      std::size_t) noexcept = nullptr;
+};
+
+template <class B>
+constexpr Fp32Functions fp32_functions_of() noexcept {
+    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows};
+}
+
+/// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
+template <class Arch>
+Fp32Functions simd_fp32_functions() noexcept;
+// Declared extern so that a TU compiled for one instruction set never instantiates another's.
+#ifdef QFORGE_DISPATCH_AVX2
+extern template Fp32Functions simd_fp32_functions<simd::avx2>() noexcept;
+#endif
+#ifdef QFORGE_DISPATCH_AVX512_VNNI
+extern template Fp32Functions simd_fp32_functions<simd::avx512_vnni>() noexcept;
+#endif
+
+inline Fp32Functions fp32_functions(Isa isa) {
+    if (!isa_usable(isa))
+        throw InvalidArgument("instruction set " + std::string(isa_name(isa)) +
+                              " is not usable here (not compiled into qforge::dispatch or not supported by this CPU)");
+    switch (isa) {
+#ifdef QFORGE_DISPATCH_AVX2
+        case Isa::avx2: return simd_fp32_functions<simd::avx2>();
+#endif
+#ifdef QFORGE_DISPATCH_AVX512_VNNI
+        case Isa::avx512_vnni: return simd_fp32_functions<simd::avx512_vnni>();
+#endif
+        default: return fp32_functions_of<Scalar>();
+    }
+}
+
+/// Y = X W^T on FP32 weights: W is rows x cols, X is n x cols, Y is n x rows; rows split over threads.
+inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, Isa isa,
+                      int threads = 0) {
+    if (x.cols != w.cols || y.cols != w.rows || x.rows != y.rows)
+        throw InvalidArgument("gemm_fp32: shape mismatch: W is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                              ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y is " +
+                              std::to_string(y.rows) + " x " + std::to_string(y.cols));
+    const auto fns = fp32_functions(isa);
+    parallel_for(w.rows, threads, [&](std::size_t r0, std::size_t r1) {
+        fns.gemm_rows(w.data, w.row_stride, x.data, x.row_stride, int(x.rows), int(w.cols), int(r0), int(r1), y.data,
+                      y.row_stride);
+    });
 }
 
 namespace detail {

@@ -16,6 +16,12 @@ RowFunctions<F> simd_row_functions() noexcept {
     return row_functions_of<Simd<Arch>, F>();
 }
 
+template <class Arch>
+Fp32Functions simd_fp32_functions() noexcept {
+    return fp32_functions_of<Simd<Arch>>();
+}
+template Fp32Functions simd_fp32_functions<QFORGE_ARCH_TAG>() noexcept;
+
 template RowFunctions<Dense<2>> simd_row_functions<QFORGE_ARCH_TAG, Dense<2>>() noexcept;
 template RowFunctions<Dense<3>> simd_row_functions<QFORGE_ARCH_TAG, Dense<3>>() noexcept;
 template RowFunctions<Dense<4>> simd_row_functions<QFORGE_ARCH_TAG, Dense<4>>() noexcept;

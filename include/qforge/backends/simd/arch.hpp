@@ -21,6 +21,7 @@ namespace qforge::simd {
 /// AVX2 + FMA (Haswell, Zen 1 and later). Integer dots by vpmaddubsw.
 struct avx2 {
     using xsimd_arch = xsimd::fma3<xsimd::avx2>;
+    using xsimd_float_arch = xsimd::fma3<xsimd::avx2>;  ///< float batches (FP32 kernels)
     static constexpr std::string_view name() noexcept { return "avx2"; }
     static bool available() noexcept {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -35,6 +36,7 @@ struct avx2 {
 /// which xsimd 8 does not wrap, so its kernels use intrinsics.
 struct avx512_vnni {
     using xsimd_arch = xsimd::avx512bw;
+    using xsimd_float_arch = xsimd::avx512f;  ///< xsimd 8 defines float batches on avx512f only
     static constexpr std::string_view name() noexcept { return "avx512_vnni"; }
     static bool available() noexcept {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

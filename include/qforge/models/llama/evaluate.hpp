@@ -21,46 +21,93 @@ namespace qforge::llama {
 struct EvalOptions {
     int context = 512;
     int stride = 0;  ///< 0: equal to context (non-overlapping)
+    int batch = 64;  ///< positions run through the model at once (prompt-processing batch)
     int threads = 0;
     Isa isa = Isa::scalar;
     std::function<void(long done, long total)> progress;
 };
 
+/// Perplexity of each model and, when `reference` is given, each model's KL divergence from the
+/// reference, top-1 agreement and the reference's own perplexity, all models run in lockstep
+/// over the same windows so the reference runs once. Per-position scores are summed in
+/// position order, so results do not depend on the thread count.
+inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> models, const Weights* reference,
+                                                std::span<const int> tokens, const EvalOptions& o) {
+    if (models.empty()) throw InvalidArgument("evaluate: no models");
+    const int context = std::min(o.context, models.front()->config.seq_len);
+    const int stride = o.stride > 0 ? std::min(o.stride, context) : context;
+    const int batch = std::max(1, o.batch);
+    if (context < 2) throw InvalidArgument("evaluation context must be at least 2 tokens");
+    const std::size_t M = models.size();
+    std::vector<NextTokenStats> stats(M);
+    long scored_until = 0;  // tokens[0 .. scored_until] have had their predictions scored
+    const long total = long(tokens.size());
+    struct Scores {
+        double nll = 0, kl = 0;
+        bool agree = false;
+    };
+    std::vector<Scores> scores;
+    std::vector<double> ref_nll;
+    for (long start = 0; start + 1 < total; start += stride) {
+        const long end = std::min(total, start + context);
+        std::vector<std::unique_ptr<Session>> sessions;
+        for (const Weights* m : models) sessions.push_back(std::make_unique<Session>(*m, o.isa, o.threads, context));
+        std::unique_ptr<Session> ref;
+        if (reference) ref = std::make_unique<Session>(*reference, o.isa, o.threads, context);
+        for (long i = start; i + 1 < end; i += batch) {
+            const long chunk_end = std::min(end - 1, i + batch);  // positions [i, chunk_end) predict i+1..
+            const std::span<const int> chunk = tokens.subspan(std::size_t(i), std::size_t(chunk_end - i));
+            const int pos0 = int(i - start);
+            std::vector<MatrixView<const float>> logits;
+            for (auto& s : sessions) logits.push_back(s->forward_batch(chunk, pos0));
+            MatrixView<const float> ref_logits;
+            if (ref) ref_logits = ref->forward_batch(chunk, pos0);
+            const long first = std::max(i, scored_until);  // earlier positions were scored by an earlier window
+            if (first >= chunk_end) continue;
+            const std::size_t P = std::size_t(chunk_end - first);
+            scores.assign(P * M, {});
+            ref_nll.assign(P, 0.0);
+            parallel_for(P, o.threads, [&](std::size_t p0, std::size_t p1) {
+                for (std::size_t p = p0; p < p1; ++p) {
+                    const std::size_t row = std::size_t(first - i) + p;
+                    const int next = tokens[std::size_t(first) + p + 1];
+                    if (!ref) {
+                        for (std::size_t m = 0; m < M; ++m) scores[p * M + m].nll = negative_log_likelihood(logits[m].row(row), next);
+                        continue;
+                    }
+                    const ReferenceDistribution rd(ref_logits.row(row));
+                    ref_nll[p] = rd.log_z - double(ref_logits(row, std::size_t(next)));
+                    for (std::size_t m = 0; m < M; ++m) {
+                        const auto lm = logits[m].row(row);
+                        const double zq = log_sum_exp(lm);
+                        scores[p * M + m] = {zq - double(lm[std::size_t(next)]), rd.kl_to(lm, zq), rd.argmax == argmax(lm)};
+                    }
+                }
+            });
+            for (std::size_t p = 0; p < P; ++p)
+                for (std::size_t m = 0; m < M; ++m) {
+                    NextTokenStats& st = stats[m];
+                    st.nll += scores[p * M + m].nll;
+                    if (ref) {
+                        st.reference_nll += ref_nll[p];
+                        st.kl += scores[p * M + m].kl;
+                        st.top1_agree += scores[p * M + m].agree;
+                    }
+                    ++st.tokens;
+                }
+            scored_until = chunk_end;
+            if (o.progress) o.progress(scored_until, total - 1);
+        }
+        if (end == total) break;
+    }
+    return stats;
+}
+
 /// `reference` may be null: then only the model's perplexity is computed.
 inline NextTokenStats evaluate(const Weights& model, const Weights* reference, std::span<const int> tokens,
                                const EvalOptions& o) {
-    const int context = std::min(o.context, model.config.seq_len);
-    const int stride = o.stride > 0 ? std::min(o.stride, context) : context;
-    if (context < 2) throw InvalidArgument("evaluation context must be at least 2 tokens");
-    NextTokenStats s;
-    long scored_until = 0;  // tokens[0 .. scored_until] have had their predictions scored
-    const long total = long(tokens.size());
-    for (long start = 0; start + 1 < total; start += stride) {
-        const long end = std::min(total, start + context);
-        Session m(model, o.isa, o.threads, context);
-        std::unique_ptr<Session> r;
-        if (reference) r = std::make_unique<Session>(*reference, o.isa, o.threads, context);
-        for (long i = start; i + 1 < end; ++i) {
-            const auto lm = m.forward(tokens[std::size_t(i)], int(i - start));
-            if (i + 1 <= scored_until) {
-                if (r) r->forward(tokens[std::size_t(i)], int(i - start));
-                continue;
-            }
-            const int next = tokens[std::size_t(i) + 1];
-            s.nll += negative_log_likelihood(lm, next);
-            if (r) {
-                const auto lr = r->forward(tokens[std::size_t(i)], int(i - start));
-                s.reference_nll += negative_log_likelihood(lr, next);
-                s.kl += kl_divergence(lr, lm);
-                s.top1_agree += argmax(lr) == argmax(lm);
-            }
-            ++s.tokens;
-            scored_until = i + 1;
-        }
-        if (o.progress) o.progress(scored_until, total - 1);
-        if (end == total) break;
-    }
-    return s;
+    const Weights* models[] = {&model};
+    return evaluate_all(models, reference, tokens, o).front();
 }
 
 }  // namespace qforge::llama

@@ -55,22 +55,24 @@ public:
             w_);
     }
 
-    /// y = W x. FP32 rows run over `threads`; packed weights go through the dispatched kernels.
+    /// y = W x (one activation).
     void forward(std::span<const float> x, std::span<float> y, Isa isa, int threads) const {
+        forward(MatrixView<const float>(x.data(), 1, x.size()), MatrixView<float>(y.data(), 1, y.size()), isa, threads);
+    }
+
+    /// Y = X W^T for n activations (rows of X). FP32 weights use the FP32 GEMM; packed weights
+    /// go through the dispatched packed kernels, never materialising FP32 weights.
+    void forward(MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads) const {
         std::visit(
             [&](const auto& w) {
                 using T = std::decay_t<decltype(w)>;
                 if constexpr (std::is_same_v<T, Fp32Matrix>) {
-                    parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
-                        for (std::size_t r = r0; r < r1; ++r) {
-                            const float* row = w.data.data() + r * std::size_t(w.cols);
-                            float acc = 0.0f;
-                            for (int c = 0; c < w.cols; ++c) acc += row[c] * x[std::size_t(c)];
-                            y[r] = acc;
-                        }
-                    });
+                    gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y, isa,
+                              threads);
+                } else if (x.rows == 1) {
+                    gemv<typename format_of_packed<T>::type>(w, x.row(0), y.row(0), isa, threads);
                 } else {
-                    gemv<typename format_of_packed<T>::type>(w, x, y, isa, threads);
+                    gemm<typename format_of_packed<T>::type>(w, x, y, isa, threads);
                 }
             },
             w_);

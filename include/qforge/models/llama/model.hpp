@@ -4,8 +4,10 @@
 /// attention with a KV cache, SwiGLU MLP. Every linear layer is a `Linear` (FP32 or packed).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "qforge/io/llama2c.hpp"
@@ -60,101 +62,206 @@ inline Weights from_llama2c(const io::Llama2cCheckpoint& ck) {
     return w;
 }
 
-/// One sequence being decoded: its KV cache and scratch buffers.
+/// Where in a decoder block an observer sees activations. The first four are the inputs of
+/// linear layers (wq/wk/wv share one, w1/w3 share one); `mlp_gate` is w1's output before SiLU,
+/// whose sign says whether an MLP neuron fires.
+enum class Site { attention_input, attention_output, mlp_input, mlp_hidden, mlp_gate };
+inline constexpr int site_count = 5;
+
+/// Called with (layer, site, activations: n tokens x width) as a block runs.
+using Observer = std::function<void(int, Site, MatrixView<const float>)>;
+
+/// The site whose activations a block linear layer multiplies.
+inline Site input_site(std::string_view linear) {
+    if (linear == "wq" || linear == "wk" || linear == "wv") return Site::attention_input;
+    if (linear == "wo") return Site::attention_output;
+    if (linear == "w1" || linear == "w3") return Site::mlp_input;
+    if (linear == "w2") return Site::mlp_hidden;
+    throw InvalidArgument("unknown block linear layer '" + std::string(linear) + "'");
+}
+
+/// Rotary angles for positions [0, context): cos/sin per position and pair within a head,
+/// computed exactly as the one-token path always did so batched and single-token runs agree.
+struct Rope {
+    int half = 0;
+    std::vector<float> cos, sin;
+    Rope() = default;
+    Rope(const Config& c, int context) : half(c.head_size() / 2) {
+        const int hs = c.head_size();
+        cos.resize(std::size_t(context) * std::size_t(half));
+        sin.resize(cos.size());
+        for (int p = 0; p < context; ++p)
+            for (int j = 0; j < half; ++j) {
+                const float freq = 1.0f / std::pow(c.rope_theta, float(2 * j) / float(hs));
+                const float angle = float(p) * freq;
+                cos[std::size_t(p) * std::size_t(half) + std::size_t(j)] = std::cos(angle);
+                sin[std::size_t(p) * std::size_t(half) + std::size_t(j)] = std::sin(angle);
+            }
+    }
+    /// Rotates adjacent pairs of every head in v (width a multiple of the head size) at position p.
+    void apply(float* v, std::size_t width, int p) const noexcept {
+        const float* c = cos.data() + std::size_t(p) * std::size_t(half);
+        const float* s = sin.data() + std::size_t(p) * std::size_t(half);
+        for (std::size_t i = 0; i < width; i += 2) {
+            const std::size_t j = (i / 2) % std::size_t(half);
+            const float a = v[i], b = v[i + 1];
+            v[i] = a * c[j] - b * s[j];
+            v[i + 1] = a * s[j] + b * c[j];
+        }
+    }
+};
+
+/// Buffers one decoder block needs for n tokens.
+struct BlockScratch {
+    std::vector<float> xb, xb2, q, k, v, hb, hb2;
+    void fit(const Config& c, int n) {
+        const std::size_t N = std::size_t(n);
+        xb.resize(N * std::size_t(c.dim));
+        xb2.resize(xb.size());
+        q.resize(xb.size());
+        k.resize(N * std::size_t(c.kv_dim()));
+        v.resize(k.size());
+        hb.resize(N * std::size_t(c.hidden_dim));
+        hb2.resize(hb.size());
+    }
+};
+
+inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, const std::vector<float>& weight,
+                         float eps) noexcept {
+    for (int t = 0; t < n; ++t) {
+        const float* xr = x + std::size_t(t) * width;
+        float* o = out + std::size_t(t) * width;
+        float ss = 0.0f;
+        for (std::size_t i = 0; i < width; ++i) ss += xr[i] * xr[i];
+        const float scale = 1.0f / std::sqrt(ss / float(width) + eps);
+        for (std::size_t i = 0; i < width; ++i) o[i] = weight[i] * (scale * xr[i]);
+    }
+}
+
+/// One decoder block on n consecutive tokens at positions pos0 .. pos0 + n - 1 (causal). `x`
+/// (n x dim) is updated in place. `kc`/`vc` are this layer's caches (context x kv_dim) holding
+/// positions before pos0; the new positions are written into them.
+inline void run_block(const Config& c, const Layer& L, int layer, float* x, int n, int pos0, float* kc, float* vc,
+                      const Rope& rope, BlockScratch& s, Isa isa, int threads, const Observer* observer) {
+    const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim);
+    const std::size_t N = std::size_t(n);
+    const int hs = c.head_size();
+    s.fit(c, n);
+    const auto mat = [&](std::vector<float>& v, std::size_t width) { return MatrixView<float>(v.data(), N, width); };
+    const auto see = [&](Site site, std::vector<float>& v, std::size_t width) {
+        if (observer && *observer) (*observer)(layer, site, MatrixView<const float>(v.data(), N, width));
+    };
+
+    rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
+    see(Site::attention_input, s.xb, D);
+    L.wq.forward(mat(s.xb, D), mat(s.q, D), isa, threads);
+    L.wk.forward(mat(s.xb, D), mat(s.k, KV), isa, threads);
+    L.wv.forward(mat(s.xb, D), mat(s.v, KV), isa, threads);
+    for (int t = 0; t < n; ++t) {
+        rope.apply(s.q.data() + std::size_t(t) * D, D, pos0 + t);
+        rope.apply(s.k.data() + std::size_t(t) * KV, KV, pos0 + t);
+    }
+    std::copy(s.k.begin(), s.k.end(), kc + std::size_t(pos0) * KV);
+    std::copy(s.v.begin(), s.v.end(), vc + std::size_t(pos0) * KV);
+
+    const auto fns = fp32_functions(isa);
+    const int group = c.n_heads / c.n_kv_heads;
+    const float inv_sqrt = 1.0f / std::sqrt(float(hs));
+    parallel_for(N * std::size_t(c.n_heads), threads, [&](std::size_t j0, std::size_t j1) {
+        std::vector<float> att(std::size_t(pos0 + n));
+        for (std::size_t j = j0; j < j1; ++j) {
+            const int t = int(j / std::size_t(c.n_heads)), h = int(j % std::size_t(c.n_heads));
+            const int pos = pos0 + t;
+            const float* qh = s.q.data() + std::size_t(t) * D + std::size_t(h * hs);
+            const std::size_t kv_off = std::size_t((h / group) * hs);
+            float max_score = -INFINITY;
+            for (int p = 0; p <= pos; ++p) {
+                att[std::size_t(p)] = fns.dot(qh, kc + std::size_t(p) * KV + kv_off, hs) * inv_sqrt;
+                max_score = std::max(max_score, att[std::size_t(p)]);
+            }
+            float sum = 0.0f;
+            for (int p = 0; p <= pos; ++p) sum += (att[std::size_t(p)] = std::exp(att[std::size_t(p)] - max_score));
+            float* out = s.xb.data() + std::size_t(t) * D + std::size_t(h * hs);
+            std::fill(out, out + hs, 0.0f);
+            for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)] / sum, vc + std::size_t(p) * KV + kv_off, out, hs);
+        }
+    });
+    see(Site::attention_output, s.xb, D);
+    L.wo.forward(mat(s.xb, D), mat(s.xb2, D), isa, threads);
+    for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
+
+    rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
+    see(Site::mlp_input, s.xb, D);
+    L.w1.forward(mat(s.xb, D), mat(s.hb, H), isa, threads);
+    L.w3.forward(mat(s.xb, D), mat(s.hb2, H), isa, threads);
+    see(Site::mlp_gate, s.hb, H);
+    for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
+    see(Site::mlp_hidden, s.hb, H);
+    L.w2.forward(mat(s.hb, H), mat(s.xb, D), isa, threads);
+    for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb[i];
+}
+
+/// One sequence being decoded: its KV cache and scratch buffers. Tokens go in one at a time
+/// (decode) or as a batch (prompt processing: each linear layer becomes one GEMM).
 class Session {
 public:
     /// `context` caps the positions this session holds (0: the model's whole context); the KV
     /// cache is sized by it.
     Session(const Weights& w, Isa isa, int threads = 0, int context = 0)
         : w_(w), isa_(isa), threads_(threads),
-          context_(context > 0 ? std::min(context, w.config.seq_len) : w.config.seq_len), x_(dim()), xb_(dim()),
-          xb2_(dim()), q_(dim()), k_(kv_dim()), v_(kv_dim()), hb_(std::size_t(w.config.hidden_dim)),
-          hb2_(std::size_t(w.config.hidden_dim)), att_(std::size_t(context_)), logits_(std::size_t(w.config.vocab_size)),
+          context_(context > 0 ? std::min(context, w.config.seq_len) : w.config.seq_len), rope_(w.config, context_),
           key_cache_(std::size_t(w.config.n_layers) * std::size_t(context_) * kv_dim()), value_cache_(key_cache_.size()) {}
 
     int context() const noexcept { return context_; }
 
+    /// Sees the activations of every block from now on (calibration, statistics).
+    void observe(Observer observer) { observer_ = std::move(observer); }
+
     /// Logits for the next token after `token` at position `pos` (positions in order from 0).
-    std::span<const float> forward(int token, int pos) {
+    std::span<const float> forward(int token, int pos) { return forward_batch(std::span<const int>(&token, 1), pos).row(0); }
+
+    /// Runs `tokens` at positions pos0, pos0 + 1, ... (continuing the cache, which holds the
+    /// positions before pos0) and returns logits: one row per token, or only the last token's
+    /// row when `all_logits` is false.
+    MatrixView<const float> forward_batch(std::span<const int> tokens, int pos0, bool all_logits = true) {
         const Config& c = w_.config;
-        if (token < 0 || token >= c.vocab_size) throw InvalidArgument("token id " + std::to_string(token) + " out of range");
-        if (pos < 0 || pos >= context_) throw InvalidArgument("position " + std::to_string(pos) + " beyond the context");
-        const std::size_t D = dim(), KV = kv_dim();
-        const int hs = c.head_size();
-        std::copy_n(w_.token_embedding.begin() + std::ptrdiff_t(std::size_t(token) * D), D, x_.begin());
-        for (int l = 0; l < c.n_layers; ++l) {
-            const Layer& L = w_.layers[std::size_t(l)];
-            rmsnorm(xb_, x_, L.attention_norm);
-            L.wq.forward(xb_, q_, isa_, threads_);
-            L.wk.forward(xb_, k_, isa_, threads_);
-            L.wv.forward(xb_, v_, isa_, threads_);
-            for (std::size_t i = 0; i < D; i += 2) {  // rotate adjacent pairs
-                const int within = int(i % std::size_t(hs));
-                const float freq = 1.0f / std::pow(c.rope_theta, float(within) / float(hs));
-                const float angle = float(pos) * freq, fc = std::cos(angle), fs = std::sin(angle);
-                rotate(q_[i], q_[i + 1], fc, fs);
-                if (i < KV) rotate(k_[i], k_[i + 1], fc, fs);
-            }
-            float* kc = key_cache_.data() + (std::size_t(l) * std::size_t(context_)) * KV;
-            float* vc = value_cache_.data() + (std::size_t(l) * std::size_t(context_)) * KV;
-            std::copy(k_.begin(), k_.end(), kc + std::size_t(pos) * KV);
-            std::copy(v_.begin(), v_.end(), vc + std::size_t(pos) * KV);
-            const int group = c.n_heads / c.n_kv_heads;
-            for (int h = 0; h < c.n_heads; ++h) {
-                const float* qh = q_.data() + std::size_t(h * hs);
-                const std::size_t kv_off = std::size_t((h / group) * hs);
-                float max_score = -INFINITY;
-                for (int t = 0; t <= pos; ++t) {
-                    const float* kt = kc + std::size_t(t) * KV + kv_off;
-                    float s = 0.0f;
-                    for (int i = 0; i < hs; ++i) s += qh[i] * kt[i];
-                    att_[std::size_t(t)] = s / std::sqrt(float(hs));
-                    max_score = std::max(max_score, att_[std::size_t(t)]);
-                }
-                float sum = 0.0f;
-                for (int t = 0; t <= pos; ++t) sum += (att_[std::size_t(t)] = std::exp(att_[std::size_t(t)] - max_score));
-                float* out = xb_.data() + std::size_t(h * hs);
-                std::fill(out, out + hs, 0.0f);
-                for (int t = 0; t <= pos; ++t) {
-                    const float a = att_[std::size_t(t)] / sum;
-                    const float* vt = vc + std::size_t(t) * KV + kv_off;
-                    for (int i = 0; i < hs; ++i) out[i] += a * vt[i];
-                }
-            }
-            L.wo.forward(xb_, xb2_, isa_, threads_);
-            for (std::size_t i = 0; i < D; ++i) x_[i] += xb2_[i];
-            rmsnorm(xb_, x_, L.ffn_norm);
-            L.w1.forward(xb_, hb_, isa_, threads_);
-            L.w3.forward(xb_, hb2_, isa_, threads_);
-            for (std::size_t i = 0; i < hb_.size(); ++i) hb_[i] = hb_[i] / (1.0f + std::exp(-hb_[i])) * hb2_[i];
-            L.w2.forward(hb_, xb_, isa_, threads_);
-            for (std::size_t i = 0; i < D; ++i) x_[i] += xb_[i];
-        }
-        rmsnorm(x_, x_, w_.norm);
-        w_.output.forward(x_, logits_, isa_, threads_);
-        return logits_;
+        const int n = int(tokens.size());
+        if (n == 0) throw InvalidArgument("forward_batch: no tokens");
+        for (const int token : tokens)
+            if (token < 0 || token >= c.vocab_size) throw InvalidArgument("token id " + std::to_string(token) + " out of range");
+        if (pos0 < 0 || pos0 + n > context_)
+            throw InvalidArgument("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + n - 1) +
+                                  " go beyond the context of " + std::to_string(context_));
+        const std::size_t D = dim(), V = std::size_t(c.vocab_size);
+        x_.resize(std::size_t(n) * D);
+        for (int t = 0; t < n; ++t)
+            std::copy_n(w_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tokens[std::size_t(t)]) * D), D,
+                        x_.begin() + std::ptrdiff_t(std::size_t(t) * D));
+        const std::size_t layer_cache = std::size_t(context_) * kv_dim();
+        for (int l = 0; l < c.n_layers; ++l)
+            run_block(c, w_.layers[std::size_t(l)], l, x_.data(), n, pos0, key_cache_.data() + std::size_t(l) * layer_cache,
+                      value_cache_.data() + std::size_t(l) * layer_cache, rope_, scratch_, isa_, threads_, &observer_);
+        const int first = all_logits ? 0 : n - 1, rows = n - first;
+        normed_.resize(std::size_t(rows) * D);
+        rmsnorm_rows(normed_.data(), x_.data() + std::size_t(first) * D, rows, D, w_.norm, c.norm_eps);
+        logits_.resize(std::size_t(rows) * V);
+        const MatrixView<float> out(logits_.data(), std::size_t(rows), V);
+        w_.output.forward(MatrixView<const float>(normed_.data(), std::size_t(rows), D), out, isa_, threads_);
+        return out;
     }
 
 private:
     std::size_t dim() const noexcept { return std::size_t(w_.config.dim); }
     std::size_t kv_dim() const noexcept { return std::size_t(w_.config.kv_dim()); }
-    static void rotate(float& a, float& b, float c, float s) noexcept {
-        const float a0 = a, b0 = b;
-        a = a0 * c - b0 * s;
-        b = a0 * s + b0 * c;
-    }
-    void rmsnorm(std::vector<float>& out, const std::vector<float>& x, const std::vector<float>& weight) const {
-        float ss = 0.0f;
-        for (const float v : x) ss += v * v;
-        const float scale = 1.0f / std::sqrt(ss / float(x.size()) + w_.config.norm_eps);
-        for (std::size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * (scale * x[i]);
-    }
 
     const Weights& w_;
     Isa isa_;
     int threads_;
     int context_;
-    std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, key_cache_, value_cache_;
+    Rope rope_;
+    Observer observer_;
+    BlockScratch scratch_;
+    std::vector<float> x_, normed_, logits_, key_cache_, value_cache_;
 };
 
 /// Index of the largest logit (the first on ties).

@@ -1,0 +1,133 @@
+#pragma once
+/// @file
+/// FP32 kernels the model needs besides packed GEMV/GEMM: Y = X W^T on plain FP32 weights (the
+/// reference model, calibration Hessians) and the dot/axpy of attention. `Fp32Kernels<Scalar>`
+/// is the oracle; `Fp32Kernels<Simd<Arch>>` uses the arch's xsimd batch and is compiled into
+/// qforge::dispatch with that arch's flags. Vector sums are reassociated, so they differ from
+/// the oracle by rounding only (tests bound it relative to sum |w x|).
+#include <algorithm>
+#include <cstddef>
+
+#include "qforge/backends/backend.hpp"
+
+namespace qforge {
+
+template <class B>
+struct Fp32Kernels {
+    static_assert(sizeof(B) == 0, "qforge: no FP32 kernels for this backend; include its header");
+};
+
+template <>
+struct Fp32Kernels<Scalar> {
+    static float dot(const float* a, const float* b, int n) noexcept {
+        float s = 0.0f;
+        for (int i = 0; i < n; ++i) s += a[i] * b[i];
+        return s;
+    }
+    static void axpy(float alpha, const float* x, float* y, int n) noexcept {
+        for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+    }
+    /// y[t * ldy + r] = w_r . x_t for rows [r0, r1) of w (row stride ldw) and n rows of x
+    /// (row stride ldx), each `cols` long.
+    static void gemm_rows(const float* w, std::size_t ldw, const float* x, std::size_t ldx, int n, int cols, int r0,
+                          int r1, float* y, std::size_t ldy) noexcept {
+        for (int r = r0; r < r1; ++r)
+            for (int t = 0; t < n; ++t) y[std::size_t(t) * ldy + std::size_t(r)] = dot(w + std::size_t(r) * ldw, x + std::size_t(t) * ldx, cols);
+    }
+};
+
+}  // namespace qforge
+
+#if __has_include(<xsimd/xsimd.hpp>)
+#include <xsimd/xsimd.hpp>
+
+namespace qforge {
+
+/// Tiles of 4 weight rows x 4 activations keep 16 vector accumulators in registers, so each
+/// loaded vector feeds four FMAs; that is what lets a compute-bound GEMM (prompt processing)
+/// run well above a dot-at-a-time loop.
+template <class Arch>
+struct Fp32Kernels<Simd<Arch>> {
+    using batch = xsimd::batch<float, typename Arch::xsimd_float_arch>;
+    static constexpr int lanes = int(batch::size);
+
+    static float tail_dot(const float* a, const float* b, int i, int n) noexcept {
+        float s = 0.0f;
+        for (; i < n; ++i) s += a[i] * b[i];
+        return s;
+    }
+    static float dot(const float* a, const float* b, int n) noexcept {
+        batch acc0(0.0f), acc1(0.0f);
+        int i = 0;
+        for (; i + 2 * lanes <= n; i += 2 * lanes) {
+            acc0 = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), acc0);
+            acc1 = xsimd::fma(batch::load_unaligned(a + i + lanes), batch::load_unaligned(b + i + lanes), acc1);
+        }
+        for (; i + lanes <= n; i += lanes) acc0 = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), acc0);
+        return xsimd::hadd(acc0 + acc1) + tail_dot(a, b, i, n);
+    }
+    static void axpy(float alpha, const float* x, float* y, int n) noexcept {
+        const batch a(alpha);
+        int i = 0;
+        for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
+        for (; i < n; ++i) y[i] += alpha * x[i];
+    }
+
+    template <int R, int T>
+    static void tile(const float* w, std::size_t ldw, const float* x, std::size_t ldx, int cols, float* y,
+                     std::size_t ldy) noexcept {
+        batch acc[R][T];
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t) acc[r][t] = batch(0.0f);
+        int c = 0;
+        for (; c + lanes <= cols; c += lanes) {
+            batch xv[T];
+            for (int t = 0; t < T; ++t) xv[t] = batch::load_unaligned(x + std::size_t(t) * ldx + std::size_t(c));
+            for (int r = 0; r < R; ++r) {
+                const batch wv = batch::load_unaligned(w + std::size_t(r) * ldw + std::size_t(c));
+                for (int t = 0; t < T; ++t) acc[r][t] = xsimd::fma(wv, xv[t], acc[r][t]);
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < T; ++t)
+                y[std::size_t(t) * ldy + std::size_t(r)] =
+                    xsimd::hadd(acc[r][t]) + tail_dot(w + std::size_t(r) * ldw, x + std::size_t(t) * ldx, c, cols);
+    }
+
+    /// Rows are walked in blocks that stay in L2 while every activation passes over them.
+    static void gemm_rows(const float* w, std::size_t ldw, const float* x, std::size_t ldx, int n, int cols, int r0,
+                          int r1, float* y, std::size_t ldy) noexcept {
+        constexpr int R = 4, T = 4;
+        const int block = std::max(R, int((96 * 1024) / (sizeof(float) * std::size_t(std::max(cols, 1)))) / R * R);
+        for (int rb = r0; rb < r1; rb += block) {
+            const int re = std::min(rb + block, r1);
+            for (int t = 0; t < n; t += T) {
+                const int nt = std::min(T, n - t);
+                const float* xt = x + std::size_t(t) * ldx;
+                float* yt = y + std::size_t(t) * ldy;
+                int r = rb;
+                for (; r + R <= re; r += R) {
+                    const float* wr = w + std::size_t(r) * ldw;
+                    switch (nt) {
+                        case 4: tile<R, 4>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        case 3: tile<R, 3>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        case 2: tile<R, 2>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        default: tile<R, 1>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                    }
+                }
+                for (; r < re; ++r) {
+                    const float* wr = w + std::size_t(r) * ldw;
+                    switch (nt) {
+                        case 4: tile<1, 4>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        case 3: tile<1, 3>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        case 2: tile<1, 2>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                        default: tile<1, 1>(wr, ldw, xt, ldx, cols, yt + r, ldy); break;
+                    }
+                }
+            }
+        }
+    }
+};
+
+}  // namespace qforge
+#endif

@@ -1,0 +1,250 @@
+#define BOOST_TEST_MODULE forward
+// The decoder against a straightforward implementation written here, on a tiny random
+// checkpoint this test writes (grouped-query attention, unshared classifier); batched prompt
+// processing against one-token decode; the FP32 vector kernels against the scalar oracle.
+#include <cmath>
+#include <complex>
+#include <map>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "common.hpp"
+#include "qforge/models/llama/model.hpp"
+
+using namespace qforge;
+
+namespace {
+
+struct Tiny {
+    int dim = 16, hidden = 40, layers = 2, heads = 4, kv_heads = 2, vocab = 23, seq_len = 12;
+    int hs() const { return dim / heads; }
+    int kv_dim() const { return hs() * kv_heads; }
+    std::vector<float> emb, att_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3, norm, cls;
+
+    explicit Tiny(unsigned seed) {
+        std::mt19937 rng(seed);
+        std::normal_distribution<float> n(0.0f, 0.3f);
+        const auto fill = [&](std::vector<float>& v, std::size_t count, float offset = 0.0f) {
+            v.resize(count);
+            for (auto& x : v) x = offset + n(rng);
+        };
+        const std::size_t D = std::size_t(dim), L = std::size_t(layers), KV = std::size_t(kv_dim()), H = std::size_t(hidden);
+        fill(emb, std::size_t(vocab) * D);
+        fill(att_norm, L * D, 1.0f);
+        fill(wq, L * D * D);
+        fill(wk, L * KV * D);
+        fill(wv, L * KV * D);
+        fill(wo, L * D * D);
+        fill(ffn_norm, L * D, 1.0f);
+        fill(w1, L * H * D);
+        fill(w2, L * D * H);
+        fill(w3, L * H * D);
+        fill(norm, D, 1.0f);
+        fill(cls, std::size_t(vocab) * D);
+    }
+
+    std::string write(const std::string& name) const {
+        const auto path = (std::filesystem::temp_directory_path() / name).string();
+        std::ofstream out(path, std::ios::binary);
+        const std::int32_t header[7] = {dim, hidden, layers, heads, kv_heads, -vocab, seq_len};  // < 0: unshared
+        out.write(reinterpret_cast<const char*>(header), sizeof header);
+        const auto put = [&](const std::vector<float>& v) {
+            out.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * 4));
+        };
+        for (const auto* v : {&emb, &att_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w1, &w2, &w3, &norm}) put(*v);
+        put(std::vector<float>(std::size_t(seq_len) * std::size_t(hs()), 0.0f));  // legacy freq_cis, unused
+        put(cls);
+        return path;
+    }
+
+    /// Logits at every position of `tokens`, in double, recomputing attention over the whole
+    /// prefix each time (no cache), with RoPE written as complex multiplication.
+    std::vector<std::vector<double>> logits(const std::vector<int>& tokens) const {
+        const int D = dim, KV = kv_dim(), H = hidden, S = hs();
+        const auto matvec = [](const float* w, const std::vector<double>& x, int rows, int cols) {
+            std::vector<double> y(std::size_t(rows), 0.0);
+            for (int r = 0; r < rows; ++r)
+                for (int c = 0; c < cols; ++c) y[std::size_t(r)] += double(w[std::size_t(r) * std::size_t(cols) + std::size_t(c)]) * x[std::size_t(c)];
+            return y;
+        };
+        const auto rms = [&](const std::vector<double>& x, const float* g) {
+            double ss = 0;
+            for (double v : x) ss += v * v;
+            const double inv = 1.0 / std::sqrt(ss / double(x.size()) + 1e-5);
+            std::vector<double> y(x.size());
+            for (std::size_t i = 0; i < x.size(); ++i) y[i] = double(g[i]) * x[i] * inv;
+            return y;
+        };
+        const auto rope = [&](std::vector<double>& v, int pos) {
+            for (std::size_t i = 0; i < v.size(); i += 2) {
+                const double theta = double(pos) * std::pow(10000.0, -double(i % std::size_t(S)) / double(S));
+                const std::complex<double> z(v[i], v[i + 1]), r = z * std::polar(1.0, theta);
+                v[i] = r.real();
+                v[i + 1] = r.imag();
+            }
+        };
+        std::vector<std::vector<double>> out;
+        std::vector<std::vector<std::vector<double>>> keys(static_cast<std::size_t>(layers)), values(static_cast<std::size_t>(layers));
+                for (std::size_t p = 0; p < tokens.size(); ++p) {
+            std::vector<double> x(static_cast<std::size_t>(D));
+            for (int i = 0; i < D; ++i) x[std::size_t(i)] = emb[std::size_t(tokens[p]) * std::size_t(D) + std::size_t(i)];
+            for (int l = 0; l < layers; ++l) {
+                const std::size_t lo = std::size_t(l);
+                auto xb = rms(x, &att_norm[lo * std::size_t(D)]);
+                auto q = matvec(&wq[lo * std::size_t(D * D)], xb, D, D);
+                auto k = matvec(&wk[lo * std::size_t(KV * D)], xb, KV, D);
+                auto v = matvec(&wv[lo * std::size_t(KV * D)], xb, KV, D);
+                rope(q, int(p));
+                rope(k, int(p));
+                keys[lo].push_back(k);
+                values[lo].push_back(v);
+                std::vector<double> att(static_cast<std::size_t>(D), 0.0);
+                for (int h = 0; h < heads; ++h) {
+                    const int kvh = h / (heads / kv_heads);
+                    std::vector<double> s(p + 1);
+                    double m = -1e300, z = 0;
+                    for (std::size_t t = 0; t <= p; ++t) {
+                        for (int i = 0; i < S; ++i) s[t] += q[std::size_t(h * S + i)] * keys[lo][t][std::size_t(kvh * S + i)];
+                        s[t] /= std::sqrt(double(S));
+                        m = std::max(m, s[t]);
+                    }
+                    for (auto& e : s) z += (e = std::exp(e - m));
+                    for (std::size_t t = 0; t <= p; ++t)
+                        for (int i = 0; i < S; ++i) att[std::size_t(h * S + i)] += s[t] / z * values[lo][t][std::size_t(kvh * S + i)];
+                }
+                const auto o = matvec(&wo[lo * std::size_t(D * D)], att, D, D);
+                for (int i = 0; i < D; ++i) x[std::size_t(i)] += o[std::size_t(i)];
+                xb = rms(x, &ffn_norm[lo * std::size_t(D)]);
+                auto g = matvec(&w1[lo * std::size_t(H * D)], xb, H, D);
+                const auto u = matvec(&w3[lo * std::size_t(H * D)], xb, H, D);
+                for (int i = 0; i < H; ++i) g[std::size_t(i)] = g[std::size_t(i)] / (1 + std::exp(-g[std::size_t(i)])) * u[std::size_t(i)];
+                const auto d = matvec(&w2[lo * std::size_t(D * H)], g, D, H);
+                for (int i = 0; i < D; ++i) x[std::size_t(i)] += d[std::size_t(i)];
+            }
+            out.push_back(matvec(cls.data(), rms(x, norm.data()), vocab, D));
+        }
+        return out;
+    }
+};
+
+const std::vector<int> tokens = {1, 7, 3, 22, 9, 9, 0, 14, 5, 18, 2};
+
+double max_abs_diff(std::span<const float> a, const std::vector<double>& b) {
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    return worst;
+}
+
+}  // namespace
+
+// Tolerance: FP32 against double over two layers of a 16-wide model with O(1) activations;
+// 1e-4 absolute on logits of magnitude ~1 is a few hundred float ulps.
+BOOST_AUTO_TEST_CASE(decode_matches_a_straightforward_implementation) {
+    const Tiny tiny(7);
+    const auto ck = io::Llama2cCheckpoint::load(tiny.write("qf_forward_tiny.bin"));
+    const auto w = llama::from_llama2c(ck);
+    const auto expected = tiny.logits(tokens);
+    for (const Isa isa : {Isa::scalar, best_isa()}) {
+        llama::Session s(w, isa, 2);
+        for (std::size_t p = 0; p < tokens.size(); ++p)
+            BOOST_TEST(max_abs_diff(s.forward(tokens[p], int(p)), expected[p]) < 1e-4, isa_name(isa) << " pos " << p);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(batched_prompt_matches_one_token_decode) {
+    const Tiny tiny(11);
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_batch.bin")));
+    const auto expected = tiny.logits(tokens);
+    for (const Isa isa : {Isa::scalar, best_isa()}) {
+        llama::Session one(w, isa, 1), batched(w, isa, 2);
+        // a prompt of 5, then a batch of 4 continuing the cache, then single tokens
+        const auto a = batched.forward_batch(std::span(tokens).first(5), 0);
+        std::vector<std::vector<float>> rows;
+        for (std::size_t t = 0; t < a.rows; ++t) rows.emplace_back(a.row(t).begin(), a.row(t).end());
+        const auto b = batched.forward_batch(std::span(tokens).subspan(5, 4), 5);
+        for (std::size_t t = 0; t < b.rows; ++t) rows.emplace_back(b.row(t).begin(), b.row(t).end());
+        for (std::size_t p = 9; p < tokens.size(); ++p) {
+            const auto l = batched.forward(tokens[p], int(p));
+            rows.emplace_back(l.begin(), l.end());
+        }
+        for (std::size_t p = 0; p < tokens.size(); ++p) {
+            const auto l = one.forward(tokens[p], int(p));
+            BOOST_TEST(max_abs_diff(rows[p], expected[p]) < 1e-4, isa_name(isa) << " pos " << p);
+            if (isa == Isa::scalar)  // same sums in the same order: bit for bit
+                BOOST_TEST(std::equal(l.begin(), l.end(), rows[p].begin()), "pos " << p);
+        }
+        llama::Session last(w, isa, 2);
+        const auto only_last = last.forward_batch(tokens, 0, false);
+        BOOST_TEST(only_last.rows == 1u);
+        BOOST_TEST(max_abs_diff(only_last.row(0), expected.back()) < 1e-4);
+    }
+    llama::Session s(w, Isa::scalar, 1, 4);
+    BOOST_CHECK_THROW(s.forward_batch(tokens, 0), InvalidArgument);  // beyond the session's context
+    BOOST_CHECK_THROW(s.forward_batch(std::vector<int>{1, 99}, 0), InvalidArgument);  // token id out of range
+}
+
+BOOST_AUTO_TEST_CASE(packed_batch_equals_packed_decode) {
+    const Tiny tiny(5);
+    const auto fp32 = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_packed.bin")));
+    const auto packed = llama::map_block_linears(
+        fp32, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w4g8a")); });
+    llama::Session one(packed, best_isa(), 1), batched(packed, best_isa(), 2);
+    const auto all = batched.forward_batch(tokens, 0);
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        const auto l = one.forward(tokens[p], int(p));
+        double worst = 0;
+        for (std::size_t i = 0; i < l.size(); ++i) worst = std::max(worst, double(std::fabs(l[i] - all(p, i))));
+        BOOST_TEST(worst < 1e-4, "pos " << p);  // same integer dots; only the FP32 head's sum order differs
+    }
+}
+
+BOOST_AUTO_TEST_CASE(observer_sees_every_site) {
+    const Tiny tiny(3);
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_observe.bin")));
+    llama::Session s(w, Isa::scalar, 1);
+    std::map<std::pair<int, int>, std::size_t> widths;
+    std::vector<float> gate_seen;
+    s.observe([&](int layer, llama::Site site, MatrixView<const float> x) {
+        BOOST_TEST(x.rows == 5u);
+        widths[{layer, int(site)}] = x.cols;
+        if (layer == 1 && site == llama::Site::mlp_gate) gate_seen.assign(x.data, x.data + x.rows * x.cols);
+    });
+    s.forward_batch(std::span(tokens).first(5), 0);
+    BOOST_TEST(widths.size() == std::size_t(2 * llama::site_count));
+    BOOST_TEST(widths[std::pair(0, int(llama::Site::attention_input))] == 16u);
+    BOOST_TEST(widths[std::pair(1, int(llama::Site::mlp_hidden))] == 40u);
+    BOOST_TEST(widths[std::pair(1, int(llama::Site::mlp_gate))] == 40u);
+    BOOST_TEST(gate_seen.size() == 5u * 40u);
+}
+
+BOOST_AUTO_TEST_CASE(fp32_vector_kernels_match_the_scalar_oracle) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    const auto simd = fp32_functions(best_isa()), scalar = fp32_functions(Isa::scalar);
+    for (const int cols : {1, 7, 16, 33, 100, 577}) {
+        const int rows = 13, tokens_n = 6;
+        std::vector<float> w(std::size_t(rows * cols)), x(std::size_t(tokens_n * cols));
+        for (auto& v : w) v = n(rng);
+        for (auto& v : x) v = n(rng);
+        std::vector<float> ys(std::size_t(rows * tokens_n)), yv(ys.size());
+        scalar.gemm_rows(w.data(), std::size_t(cols), x.data(), std::size_t(cols), tokens_n, cols, 0, rows, ys.data(),
+                         std::size_t(rows));
+        simd.gemm_rows(w.data(), std::size_t(cols), x.data(), std::size_t(cols), tokens_n, cols, 0, rows, yv.data(),
+                       std::size_t(rows));
+        for (int t = 0; t < tokens_n; ++t)
+            for (int r = 0; r < rows; ++r) {
+                double mag = 0;  // reassociation error is bounded relative to sum |w x|
+                for (int c = 0; c < cols; ++c) mag += std::fabs(double(w[std::size_t(r * cols + c)]) * x[std::size_t(t * cols + c)]);
+                const std::size_t i = std::size_t(t * rows + r);
+                BOOST_TEST(std::fabs(ys[i] - yv[i]) <= 1e-6 * mag + 1e-30, "cols " << cols << " t " << t << " r " << r);
+                BOOST_TEST(std::fabs(simd.dot(&w[std::size_t(r * cols)], &x[std::size_t(t * cols)], cols) - ys[i]) <=
+                           1e-6 * mag + 1e-30);
+            }
+        std::vector<float> a(x.begin(), x.begin() + cols), b = a;
+        scalar.axpy(0.5f, w.data(), a.data(), cols);
+        simd.axpy(0.5f, w.data(), b.data(), cols);
+        for (int c = 0; c < cols; ++c) BOOST_TEST(std::fabs(a[std::size_t(c)] - b[std::size_t(c)]) <= 1e-6f * (1 + std::fabs(a[std::size_t(c)])));
+    }
+    if (best_isa() != Isa::scalar) BOOST_TEST(simd.isa != scalar.isa);  // the vector kernels really ran
+}
