@@ -168,6 +168,15 @@ public:
         return {base() + data_offset_ + t.offset, std::size_t(t.bytes)};
     }
 
+    /// Lets the kernel drop the mapped pages of a tensor already consumed (streaming use).
+    void release(const GgufTensorInfo& t) const {
+        const auto bytes = data(t);
+        if (!map_ || bytes.empty()) return;
+        const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+        const auto begin = std::max(std::uintptr_t(bytes.data()) / page * page, std::uintptr_t(base()));
+        ::madvise(reinterpret_cast<void*>(begin), std::uintptr_t(bytes.data() + bytes.size()) - begin, MADV_DONTNEED);
+    }
+
     /// The tensor as FP32 (row-major, ne[0] fastest); non-finite values are an error.
     std::vector<float> dequantize(const GgufTensorInfo& t) const {
         std::vector<float> out(std::size_t(t.elements()));

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "qforge/io/gguf.hpp"
-#include "qforge/models/llama/model.hpp"
+#include "qforge/models/llama/source.hpp"
 
 namespace qforge::llama {
 
@@ -35,52 +35,63 @@ inline Linear gguf_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
     }
 }
 
-inline Weights from_gguf(const io::GgufFile& f) {
-    const std::string arch = f.get("general.architecture").as_string();
-    if (arch != "llama") throw FileError(f.path(), "architecture '" + arch + "' is not llama");
-    const auto num = [&](const std::string& key) { return int(f.get("llama." + key).as_int()); };
-    Weights w;
-    Config& c = w.config;
-    c.dim = num("embedding_length");
-    c.hidden_dim = num("feed_forward_length");
-    c.n_layers = num("block_count");
-    c.n_heads = num("attention.head_count");
-    c.n_kv_heads = f.has("llama.attention.head_count_kv") ? num("attention.head_count_kv") : c.n_heads;
-    c.seq_len = num("context_length");
-    if (f.has("llama.rope.freq_base")) c.rope_theta = float(f.get("llama.rope.freq_base").as_double());
-    if (f.has("llama.attention.layer_norm_rms_epsilon"))
-        c.norm_eps = float(f.get("llama.attention.layer_norm_rms_epsilon").as_double());
-    const auto& embd = f.tensor("token_embd.weight");
-    c.vocab_size = int(embd.rows());
-    if (c.dim <= 0 || c.n_heads <= 0 || c.dim % c.n_heads || c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads ||
-        int(embd.cols()) != c.dim)
-        throw FileError(f.path(), "inconsistent llama hyperparameters");
-
-    const auto vec = [&](const std::string& name, int n) {
-        const auto& t = f.tensor(name);
-        if (t.elements() != std::uint64_t(n)) throw FileError(f.path(), "tensor " + name + " has the wrong size");
-        return f.dequantize(t);
-    };
-    const auto mat = [&](const std::string& name, int rows, int cols) {
-        const auto& t = f.tensor(name);
-        if (t.rows() != std::uint64_t(rows) || t.cols() != std::uint64_t(cols))
-            throw FileError(f.path(), "tensor " + name + " is " + std::to_string(t.rows()) + " x " + std::to_string(t.cols()) +
-                                          ", expected " + std::to_string(rows) + " x " + std::to_string(cols));
-        return gguf_linear(f, t);
-    };
-    w.token_embedding = f.dequantize(embd);
-    const int kv = c.kv_dim();
-    for (int l = 0; l < c.n_layers; ++l) {
-        const std::string p = "blk." + std::to_string(l) + ".";
-        w.layers.push_back({vec(p + "attn_norm.weight", c.dim), vec(p + "ffn_norm.weight", c.dim),
-                            mat(p + "attn_q.weight", c.dim, c.dim), mat(p + "attn_k.weight", kv, c.dim),
-                            mat(p + "attn_v.weight", kv, c.dim), mat(p + "attn_output.weight", c.dim, c.dim),
-                            mat(p + "ffn_gate.weight", c.hidden_dim, c.dim), mat(p + "ffn_down.weight", c.dim, c.hidden_dim),
-                            mat(p + "ffn_up.weight", c.hidden_dim, c.dim)});
+/// A GGUF file as a model source (llama.cpp's names are already the source's names).
+class GgufSource : public ModelSource {
+public:
+    explicit GgufSource(const io::GgufFile& f) : f_(f), label_(f.path()) {
+        const std::string arch = f.get("general.architecture").as_string();
+        if (arch != "llama") throw FileError(f.path(), "architecture '" + arch + "' is not llama");
+        const auto num = [&](const std::string& key) { return int(f.get("llama." + key).as_int()); };
+        Config& c = config_;
+        c.dim = num("embedding_length");
+        c.hidden_dim = num("feed_forward_length");
+        c.n_layers = num("block_count");
+        c.n_heads = num("attention.head_count");
+        c.n_kv_heads = f.has("llama.attention.head_count_kv") ? num("attention.head_count_kv") : c.n_heads;
+        c.seq_len = num("context_length");
+        if (f.has("llama.rope.freq_base")) c.rope_theta = float(f.get("llama.rope.freq_base").as_double());
+        if (f.has("llama.attention.layer_norm_rms_epsilon"))
+            c.norm_eps = float(f.get("llama.attention.layer_norm_rms_epsilon").as_double());
+        const auto& embd = f.tensor("token_embd.weight");
+        c.vocab_size = int(embd.rows());
+        validate_config(c, f.path());
+        if (int(embd.cols()) != c.dim) throw FileError(f.path(), "token_embd.weight has " + std::to_string(embd.cols()) + " columns, dim is " + std::to_string(c.dim));
     }
-    w.norm = vec("output_norm.weight", c.dim);
-    w.output = f.find("output.weight") ? mat("output.weight", c.vocab_size, c.dim) : gguf_linear(f, embd);
-    return w;
-}
+    const Config& config() const override { return config_; }
+    const std::string& label() const override { return label_; }
+    bool has(const std::string& name) const override { return f_.find(name) != nullptr; }
+    std::vector<float> values(const std::string& name, std::size_t n) const override {
+        const auto& t = f_.tensor(name);
+        if (t.elements() != std::uint64_t(n))
+            throw FileError(label_, "tensor " + name + " has " + std::to_string(t.elements()) + " elements, expected " + std::to_string(n));
+        return f_.dequantize(t);
+    }
+    Linear linear(const std::string& name, int rows, int cols) const override {
+        const auto& t = f_.tensor(name);
+        if (t.ne.size() != 2) throw FileError(label_, "tensor " + name + " is not a matrix");
+        check_shape(name, t.rows(), t.cols(), rows, cols);
+        return gguf_linear(f_, t);
+    }
+    TensorLayout layout(const std::string& name) const override {
+        const auto& t = f_.tensor(name);
+        const int rows = int(t.rows()), cols = int(t.cols());
+        switch (t.type) {
+            case 2: return {"q4_0", Q4_0::Packed{}.spec, rows, cols};
+            case 3: return {"q4_1", Q4_1::Packed{}.spec, rows, cols};
+            case 8: return {"q8_0", Q8_0::Packed{}.spec, rows, cols};
+            default: return {"f32", {}, rows, cols};
+        }
+    }
+    void release(const std::string& name) const override {
+        if (const auto* t = f_.find(name)) f_.release(*t);
+    }
+
+private:
+    const io::GgufFile& f_;
+    std::string label_;
+    Config config_;
+};
+
+inline Weights from_gguf(const io::GgufFile& f) { return load_weights(GgufSource(f)); }
 
 }  // namespace qforge::llama

@@ -1,0 +1,130 @@
+#pragma once
+/// @file
+/// Where a Llama model's tensors come from, one tensor at a time. Every checkpoint format
+/// (GGUF, llama2.c, qforge's container, Hugging Face safetensors) is a `ModelSource` that names
+/// tensors the llama.cpp way (`blk.3.attn_q.weight`) and materialises a tensor only when asked,
+/// so quantizing can stream a checkpoint larger than RAM: take a tensor, quantize it, write it,
+/// `release` it.
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qforge/models/llama/model.hpp"
+
+namespace qforge::llama {
+
+/// How a tensor is stored: "f32" (plain values), "dense" (qforge's bit-packed codes with
+/// fp16 scales; `spec` says bits, group and zero point) or a GGUF block format ("q4_0",
+/// "q4_1", "q8_0").
+struct TensorLayout {
+    std::string format = "f32";
+    QuantSpec spec{};
+    int rows = 0, cols = 0;
+};
+
+inline TensorLayout layout_of(const Linear& l) {
+    return std::visit(
+        [](const auto& w) -> TensorLayout {
+            using T = std::decay_t<decltype(w)>;
+            if constexpr (std::is_same_v<T, Fp32Matrix>) return {"f32", {}, w.rows, w.cols};
+            else if constexpr (std::is_same_v<T, Q4_0::Packed>) return {"q4_0", w.spec, w.rows, w.cols};
+            else if constexpr (std::is_same_v<T, Q4_1::Packed>) return {"q4_1", w.spec, w.rows, w.cols};
+            else if constexpr (std::is_same_v<T, Q8_0::Packed>) return {"q8_0", w.spec, w.rows, w.cols};
+            else return {"dense", w.spec, w.rows, w.cols};
+        },
+        l.weights());
+}
+
+/// The seven block linear layers: llama.cpp's name, the Layer member, and its shape.
+struct BlockLinear {
+    std::string_view gguf, short_name;
+    Linear Layer::*member;
+    bool out_is_kv;      ///< rows = kv_dim (k, v)
+    bool in_is_hidden;   ///< cols = hidden_dim (down)
+    bool out_is_hidden;  ///< rows = hidden_dim (gate, up)
+};
+inline constexpr std::array<BlockLinear, 7> block_linears{{
+    {"attn_q", "wq", &Layer::wq, false, false, false},
+    {"attn_k", "wk", &Layer::wk, true, false, false},
+    {"attn_v", "wv", &Layer::wv, true, false, false},
+    {"attn_output", "wo", &Layer::wo, false, false, false},
+    {"ffn_gate", "w1", &Layer::w1, false, false, true},
+    {"ffn_down", "w2", &Layer::w2, false, true, false},
+    {"ffn_up", "w3", &Layer::w3, false, false, true},
+}};
+
+inline std::string block_tensor_name(int layer, std::string_view what) {
+    std::string s = "blk.";
+    s += std::to_string(layer);
+    s += '.';
+    s += what;
+    s += ".weight";
+    return s;
+}
+
+inline std::pair<int, int> block_linear_shape(const Config& c, const BlockLinear& b) {
+    const int rows = b.out_is_kv ? c.kv_dim() : b.out_is_hidden ? c.hidden_dim : c.dim;
+    return {rows, b.in_is_hidden ? c.hidden_dim : c.dim};
+}
+
+inline void validate_config(const Config& c, const std::string& label) {
+    if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
+        c.seq_len <= 0)
+        throw FileError(label, "llama hyperparameters must be positive");
+    if (c.dim % c.n_heads || c.n_heads % c.n_kv_heads || c.head_size() % 2)
+        throw FileError(label, "inconsistent llama hyperparameters: dim " + std::to_string(c.dim) + ", heads " +
+                                   std::to_string(c.n_heads) + ", kv heads " + std::to_string(c.n_kv_heads));
+}
+
+class ModelSource {
+public:
+    virtual ~ModelSource() = default;
+    virtual const Config& config() const = 0;
+    /// The file (or directory) the tensors come from, for messages.
+    virtual const std::string& label() const = 0;
+    virtual bool has(const std::string& name) const = 0;
+    /// FP32 values of a tensor with `n` elements (norms, the embedding table).
+    virtual std::vector<float> values(const std::string& name, std::size_t n) const = 0;
+    /// A matrix as stored: packed formats stay packed, float types become FP32.
+    virtual Linear linear(const std::string& name, int rows, int cols) const = 0;
+    /// How `linear(name, ...)` will be stored, without reading its data.
+    virtual TensorLayout layout(const std::string& name) const = 0;
+    /// The tensor has been consumed; its pages may go.
+    virtual void release(const std::string&) const {}
+
+    /// The output head: output.weight, or the embedding table when they are tied.
+    bool tied_output() const { return !has("output.weight"); }
+    std::string output_name() const { return tied_output() ? "token_embd.weight" : "output.weight"; }
+
+protected:
+    void check_shape(const std::string& name, std::uint64_t rows, std::uint64_t cols, int want_rows, int want_cols) const {
+        if (rows != std::uint64_t(want_rows) || cols != std::uint64_t(want_cols))
+            throw FileError(label(), "tensor " + name + " is " + std::to_string(rows) + " x " + std::to_string(cols) + ", expected " +
+                                         std::to_string(want_rows) + " x " + std::to_string(want_cols));
+    }
+};
+
+/// The whole model in memory (packed tensors stay packed).
+inline Weights load_weights(const ModelSource& src) {
+    Weights w;
+    w.config = src.config();
+    const Config& c = w.config;
+    const auto D = std::size_t(c.dim);
+    w.token_embedding = src.values("token_embd.weight", std::size_t(c.vocab_size) * D);
+    for (int l = 0; l < c.n_layers; ++l) {
+        Layer L;
+        L.attention_norm = src.values(block_tensor_name(l, "attn_norm"), D);
+        L.ffn_norm = src.values(block_tensor_name(l, "ffn_norm"), D);
+        for (const auto& b : block_linears) {
+            const auto [rows, cols] = block_linear_shape(c, b);
+            L.*b.member = src.linear(block_tensor_name(l, b.gguf), rows, cols);
+        }
+        w.layers.push_back(std::move(L));
+    }
+    w.norm = src.values("output_norm.weight", D);
+    w.output = src.linear(src.output_name(), c.vocab_size, c.dim);
+    return w;
+}
+
+}  // namespace qforge::llama
