@@ -94,7 +94,7 @@ public:
             else if (t.dtype == "F16") {
                 std::uint16_t h;
                 std::memcpy(&h, p + 2 * i, 2);
-                out[i] = fp16_to_fp32(h);
+                out[i] = half_to_float(h);
             } else if (t.dtype == "BF16") {
                 std::uint16_t h;
                 std::memcpy(&h, p + 2 * i, 2);

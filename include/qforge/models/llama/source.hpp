@@ -6,6 +6,7 @@
 /// so quantizing can stream a checkpoint larger than RAM: take a tensor, quantize it, write it,
 /// `release` it.
 #include <array>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -103,6 +104,56 @@ protected:
             throw FileError(label(), "tensor " + name + " is " + std::to_string(rows) + " x " + std::to_string(cols) + ", expected " +
                                          std::to_string(want_rows) + " x " + std::to_string(want_cols));
     }
+};
+
+/// A model already in memory as a source (to export a model quantized in memory).
+class WeightsSource : public ModelSource {
+public:
+    WeightsSource(const Weights& w, std::string label, bool tied = false) : w_(w), label_(std::move(label)), tied_(tied) {}
+    const Config& config() const override { return w_.config; }
+    const std::string& label() const override { return label_; }
+    bool has(const std::string& name) const override {
+        if (name == "output.weight") return !tied_;
+        return name == "token_embd.weight" || name == "output_norm.weight" || slot(name).first >= 0;
+    }
+    std::vector<float> values(const std::string& name, std::size_t n) const override {
+        const std::vector<float>* v = nullptr;
+        if (name == "token_embd.weight") v = &w_.token_embedding;
+        else if (name == "output_norm.weight") v = &w_.norm;
+        else if (const auto [l, what] = slot(name); l >= 0 && what == "attn_norm") v = &w_.layers[std::size_t(l)].attention_norm;
+        else if (l >= 0 && what == "ffn_norm") v = &w_.layers[std::size_t(l)].ffn_norm;
+        if (!v) throw FileError(label_, "no vector named '" + name + "'");
+        if (v->size() != n) throw FileError(label_, "tensor " + name + " has the wrong size");
+        return *v;
+    }
+    Linear linear(const std::string& name, int rows, int cols) const override {
+        const Linear& l = find(name);
+        check_shape(name, std::uint64_t(l.rows()), std::uint64_t(l.cols()), rows, cols);
+        return l;
+    }
+    TensorLayout layout(const std::string& name) const override { return layout_of(find(name)); }
+
+private:
+    std::pair<int, std::string> slot(const std::string& name) const {
+        if (name.rfind("blk.", 0) != 0) return {-1, ""};
+        const auto dot = name.find('.', 4);
+        if (dot == std::string::npos) return {-1, ""};
+        const int l = std::atoi(name.substr(4, dot - 4).c_str());
+        const auto end = name.rfind(".weight");
+        if (l < 0 || l >= w_.config.n_layers || end == std::string::npos || end <= dot) return {-1, ""};
+        return {l, name.substr(dot + 1, end - dot - 1)};
+    }
+    const Linear& find(const std::string& name) const {
+        if (name == "output.weight" || (tied_ && name == "token_embd.weight")) return w_.output;
+        const auto [l, what] = slot(name);
+        if (l >= 0)
+            for (const auto& b : block_linears)
+                if (b.gguf == what) return w_.layers[std::size_t(l)].*b.member;
+        throw FileError(label_, "no matrix named '" + name + "'");
+    }
+    const Weights& w_;
+    std::string label_;
+    bool tied_;
 };
 
 /// The whole model in memory (packed tensors stay packed).

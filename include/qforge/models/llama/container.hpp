@@ -1,0 +1,380 @@
+#pragma once
+/// @file
+/// qforge's native model container: a safetensors file whose tensors are the packed parts of
+/// each weight and whose metadata says how to read them back.
+///
+/// Metadata (all values are strings, as safetensors requires):
+/// - `qforge.format` = "qforge-llama", `qforge.format_version` = "1" (readers reject others);
+/// - `qforge.config`: JSON of the Llama hyperparameters;
+/// - `qforge.tensors`: JSON object, for each weight: `format` ("f32", "dense", "q4_0", "q4_1",
+///   "q8_0"), `rows`, `cols`, and for dense weights `bits`, `group_size`, `zero` ("s", "a", "m")
+///   and `scheme` (the scheme that produced it, e.g. "rtn:w4g128a");
+/// - optional `qforge.tokenizer` (the file the tokenizer was taken from) and `qforge.source`.
+///
+/// Tensors of weight W: "f32" -> `W` (F32, rows x cols, or n for vectors); "dense" ->
+/// `W.codes` (U8, rows x ceil(cols*bits/8), LSB-first), `W.scales` (F16, rows x groups), and
+/// `W.zeros` (U8) or `W.mins` (F16) for asymmetric grids; GGUF block formats -> `W.blocks` (U8,
+/// rows x bytes per row, llama.cpp's block structs). No `output.weight` means the head is tied
+/// to `token_embd.weight`. Layer q/k rows are in the adjacent-pair RoPE order (as llama.cpp).
+#include <fnmatch.h>
+
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+
+#include "qforge/io/safetensors.hpp"
+#include "qforge/models/llama/source.hpp"
+
+namespace qforge::llama {
+
+inline constexpr const char* container_format = "qforge-llama";
+inline constexpr int container_version = 1;
+
+namespace detail {
+struct Part {
+    std::string suffix, dtype;
+    std::vector<std::uint64_t> shape;
+};
+
+inline std::size_t block_bytes(const std::string& format) {
+    if (format == "q4_0") return sizeof(block_q4_0);
+    if (format == "q4_1") return sizeof(block_q4_1);
+    if (format == "q8_0") return sizeof(block_q8_0);
+    return 0;
+}
+
+/// The tensors a weight of this layout is stored as.
+inline std::vector<Part> parts_of(const TensorLayout& l, bool vector) {
+    const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.cols);
+    if (l.format == "f32") return {{"", "F32", vector ? std::vector<std::uint64_t>{R * C} : std::vector<std::uint64_t>{R, C}}};
+    if (l.format == "dense") {
+        const auto G = std::uint64_t(l.spec.groups_per_row(l.cols));
+        std::vector<Part> p = {{".codes", "U8", {R, (C * std::uint64_t(l.spec.bits) + 7) / 8}}, {".scales", "F16", {R, G}}};
+        if (l.spec.zero == ZeroPoint::integer) p.push_back({".zeros", "U8", {R, G}});
+        if (l.spec.zero == ZeroPoint::float_min) p.push_back({".mins", "F16", {R, G}});
+        return p;
+    }
+    if (const auto b = block_bytes(l.format)) return {{".blocks", "U8", {R, C / gguf_block * b}}};
+    throw InvalidArgument("container: unknown tensor format '" + l.format + "'");
+}
+
+inline std::span<const std::uint8_t> bytes_of(const void* p, std::size_t n) { return {static_cast<const std::uint8_t*>(p), n}; }
+
+/// The bytes of part `suffix` of a weight.
+inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::string& suffix) {
+    return std::visit(
+        [&](const auto& w) -> std::span<const std::uint8_t> {
+            using T = std::decay_t<decltype(w)>;
+            if constexpr (std::is_same_v<T, Fp32Matrix>) return bytes_of(w.data.data(), w.data.size() * 4);
+            else if constexpr (requires { w.blocks; }) return bytes_of(w.blocks.data(), w.bytes());
+            else {
+                if (suffix == ".codes") return bytes_of(w.codes.data(), w.codes.size());
+                if (suffix == ".scales") return bytes_of(w.scales.data(), w.scales.size() * 2);
+                if (suffix == ".zeros") return bytes_of(w.zeros.data(), w.zeros.size());
+                return bytes_of(w.mins.data(), w.mins.size() * 2);
+            }
+        },
+        l.weights());
+}
+
+inline char zero_letter(ZeroPoint z) { return z == ZeroPoint::symmetric ? 's' : z == ZeroPoint::integer ? 'a' : 'm'; }
+inline ZeroPoint zero_of(const std::string& s, const std::string& label) {
+    if (s == "s") return ZeroPoint::symmetric;
+    if (s == "a") return ZeroPoint::integer;
+    if (s == "m") return ZeroPoint::float_min;
+    throw FileError(label, "unknown zero-point kind '" + s + "'");
+}
+
+template <class F>
+Linear dense_from(const io::SafetensorsFile& f, const std::string& name, const TensorLayout& l) {
+    typename F::Packed p;
+    p.spec = l.spec;
+    p.rows = l.rows;
+    p.cols = l.cols;
+    p.row_bytes = (std::size_t(l.cols) * std::size_t(l.spec.bits) + 7) / 8;
+    const auto copy = [&](const std::string& suffix, auto& vec) {
+        const auto& t = f.tensor(name + suffix);
+        vec.resize(t.bytes.size() / sizeof(vec[0]));
+        std::memcpy(vec.data(), t.bytes.data(), t.bytes.size());
+    };
+    copy(".codes", p.codes);
+    copy(".scales", p.scales);
+    if (l.spec.zero == ZeroPoint::integer) copy(".zeros", p.zeros);
+    if (l.spec.zero == ZeroPoint::float_min) copy(".mins", p.mins);
+    for (const auto s : p.scales)
+        if (!std::isfinite(half_to_float(s))) throw FileError(f.path(), "tensor " + name + " has a non-finite scale");
+    for (const auto s : p.mins)
+        if (!std::isfinite(half_to_float(s))) throw FileError(f.path(), "tensor " + name + " has a non-finite minimum");
+    if (auto why = F::unsupported(l.spec, l.rows, l.cols); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
+    return Linear(std::move(p));
+}
+
+template <class F>
+Linear blocks_from(const io::SafetensorsFile& f, const std::string& name, const TensorLayout& l) {
+    typename F::Packed p;
+    p.rows = l.rows;
+    p.cols = l.cols;
+    const auto& t = f.tensor(name + ".blocks");
+    p.blocks.resize(t.bytes.size() / sizeof(typename F::block_type));
+    std::memcpy(p.blocks.data(), t.bytes.data(), t.bytes.size());
+    return Linear(std::move(p));
+}
+}  // namespace detail
+
+/// Reads a qforge container.
+class ContainerSource : public ModelSource {
+public:
+    explicit ContainerSource(const std::string& path) : f_(io::SafetensorsFile::open(path)), label_(path) {
+        const auto& meta = f_.metadata();
+        const auto get = [&](const std::string& key) -> const std::string& {
+            const auto it = meta.find(key);
+            if (it == meta.end()) throw FileError(path, "not a qforge container: no '" + key + "' metadata");
+            return it->second;
+        };
+        if (get("qforge.format") != container_format) throw FileError(path, "not a qforge container: format '" + get("qforge.format") + "'");
+        if (get("qforge.format_version") != std::to_string(container_version))
+            throw FileError(path, "qforge container version " + get("qforge.format_version") + " is not supported (this build reads " +
+                                      std::to_string(container_version) + ")");
+        try {
+            const auto c = io::Json::parse(get("qforge.config"));
+            const auto i = [&](const char* k) { return int(c.at(k).as_int()); };
+            config_ = {i("dim"), i("hidden_dim"), i("n_layers"), i("n_heads"), i("n_kv_heads"), i("vocab_size"), i("seq_len"),
+                       float(c.at("rope_theta").as_double()), float(c.at("norm_eps").as_double())};
+            const auto all = io::Json::parse(get("qforge.tensors"));
+            for (const auto& [name, t] : all.as_object()) {
+                TensorLayout l;
+                l.format = t.at("format").as_string();
+                l.rows = int(t.at("rows").as_int());
+                l.cols = int(t.at("cols").as_int());
+                if (l.format == "dense") {
+                    l.spec.bits = int(t.at("bits").as_int());
+                    l.spec.group_size = int(t.at("group_size").as_int());
+                    l.spec.zero = detail::zero_of(t.at("zero").as_string(), path);
+                    l.spec.scale_type = ScaleType::f16;
+                } else if (l.format != "f32") {
+                    l.spec = TensorLayout{}.spec;
+                }
+                if (l.rows <= 0 || l.cols <= 0) throw FileError(path, "tensor " + name + " has a bad shape");
+                // every part must be there with the size the layout implies
+                for (const auto& part : detail::parts_of(l, false)) {
+                    const auto* st = f_.find(name + part.suffix);
+                    if (!st) throw FileError(path, "tensor " + name + ": part '" + name + part.suffix + "' is missing");
+                    std::uint64_t want = io::safetensors_dtype_size(part.dtype);
+                    for (const auto d : part.shape) want *= d;
+                    if (st->dtype != part.dtype || st->bytes.size() != want)
+                        throw FileError(path, "tensor " + name + part.suffix + ": " + st->dtype + ", " + std::to_string(st->bytes.size()) +
+                                                  " bytes; the layout needs " + part.dtype + ", " + std::to_string(want));
+                }
+                layouts_[name] = l;
+                if (const auto* s = t.find("scheme")) schemes_[name] = s->as_string();
+            }
+        } catch (const InvalidData& e) {
+            throw FileError(path, std::string("bad qforge metadata: ") + e.what());
+        }
+        validate_config(config_, path);
+        if (const auto it = meta.find("qforge.tokenizer"); it != meta.end()) tokenizer_ = it->second;
+    }
+
+    const Config& config() const override { return config_; }
+    const std::string& label() const override { return label_; }
+    bool has(const std::string& name) const override { return layouts_.count(name) != 0; }
+    TensorLayout layout(const std::string& name) const override { return find(name); }
+    std::vector<float> values(const std::string& name, std::size_t n) const override {
+        const auto& l = find(name);
+        if (std::size_t(l.rows) * std::size_t(l.cols) != n)
+            throw FileError(label_, "tensor " + name + " has " + std::to_string(std::size_t(l.rows) * std::size_t(l.cols)) +
+                                        " elements, expected " + std::to_string(n));
+        if (l.format == "f32") return f_.to_float(f_.tensor(name));
+        auto fp32 = dequantized_linear(read(name, l));
+        return std::move(std::get<Fp32Matrix>(fp32.weights()).data);
+    }
+    Linear linear(const std::string& name, int rows, int cols) const override {
+        const auto& l = find(name);
+        check_shape(name, std::uint64_t(l.rows), std::uint64_t(l.cols), rows, cols);
+        return read(name, l);
+    }
+    void release(const std::string& name) const override {
+        for (const auto& part : detail::parts_of(find(name), false))
+            if (const auto* t = f_.find(name + part.suffix)) f_.release(*t);
+    }
+    /// The scheme text recorded for a weight ("" when it was kept as it was).
+    std::string scheme(const std::string& name) const {
+        const auto it = schemes_.find(name);
+        return it == schemes_.end() ? std::string() : it->second;
+    }
+    const std::string& tokenizer() const noexcept { return tokenizer_; }
+
+private:
+    const TensorLayout& find(const std::string& name) const {
+        const auto it = layouts_.find(name);
+        if (it == layouts_.end()) throw FileError(label_, "no tensor named '" + name + "'");
+        return it->second;
+    }
+    Linear read(const std::string& name, const TensorLayout& l) const {
+        if (l.format == "f32") return Linear(Fp32Matrix{l.rows, l.cols, f_.to_float(f_.tensor(name))});
+        if (l.format == "q4_0") return detail::blocks_from<Q4_0>(f_, name, l);
+        if (l.format == "q4_1") return detail::blocks_from<Q4_1>(f_, name, l);
+        if (l.format == "q8_0") return detail::blocks_from<Q8_0>(f_, name, l);
+        switch (l.spec.bits) {
+            case 2: return detail::dense_from<Dense<2>>(f_, name, l);
+            case 3: return detail::dense_from<Dense<3>>(f_, name, l);
+            case 4: return detail::dense_from<Dense<4>>(f_, name, l);
+            case 8: return detail::dense_from<Dense<8>>(f_, name, l);
+            default: throw FileError(label_, "tensor " + name + ": " + std::to_string(l.spec.bits) + "-bit codes are not supported (2, 3, 4, 8)");
+        }
+    }
+
+    io::SafetensorsFile f_;
+    std::string label_, tokenizer_;
+    Config config_;
+    std::map<std::string, TensorLayout> layouts_;
+    std::map<std::string, std::string> schemes_;
+};
+
+/// What happens to each weight matrix: rules (glob pattern -> action) are tried in order and
+/// the last match wins. Actions: "keep" (as stored in the source), "f32" (dequantized), or a
+/// scheme such as "rtn:w4g128a". Matrices no rule matches are kept.
+struct ContainerOptions {
+    std::vector<std::pair<std::string, std::string>> rules;
+    std::string tokenizer, source;
+    int threads = 0;
+    /// Turns an FP32 weight into its quantized form for a scheme (default: RTN, dense packing).
+    std::function<Linear(const std::string& name, const Linear& fp32, const RuntimeScheme&)> quantize;
+    std::function<void(std::size_t done, std::size_t total, const std::string& name)> progress;
+};
+
+/// The action for weight `name` under the rules ("keep" when none matches).
+inline std::string action_for(const std::vector<std::pair<std::string, std::string>>& rules, const std::string& name) {
+    std::string action = "keep";
+    for (const auto& [pattern, what] : rules)
+        if (::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) action = what;
+    return action;
+}
+
+/// Streams `src` into a container at `path`: each weight is materialised, converted, written and
+/// released before the next, so resident memory stays about one weight (plus the output). The
+/// file appears under `path` only when complete.
+inline void write_container(const ModelSource& src, const std::string& path, const ContainerOptions& o) {
+    const Config& c = src.config();
+    struct Entry {
+        std::string name, action;
+        bool vector;
+        TensorLayout layout;  // as written
+    };
+    std::vector<Entry> entries;
+    const auto matrix = [&](const std::string& name, const std::string& from, int rows, int cols) {
+        std::string action = action_for(o.rules, name);
+        TensorLayout stored = src.layout(from);
+        stored.rows = rows;
+        stored.cols = cols;
+        TensorLayout out = stored;
+        if (action == "f32") out = {"f32", {}, rows, cols};
+        else if (action != "keep") {
+            const auto scheme = parse_scheme(action);
+            if (scheme.method != "rtn" && !o.quantize)
+                throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
+            out = {"dense", scheme.spec, rows, cols};
+            if (scheme.spec.bits != 2 && scheme.spec.bits != 3 && scheme.spec.bits != 4 && scheme.spec.bits != 8)
+                throw InvalidArgument(name + ": " + std::to_string(scheme.spec.bits) + "-bit dense packing is not supported (2, 3, 4, 8)");
+            action = to_string(scheme);
+        }
+        entries.push_back({name, action, false, out});
+        (void)from;
+    };
+    const auto vector = [&](const std::string& name, int n) { entries.push_back({name, "f32", true, {"f32", {}, 1, n}}); };
+
+    // A tied head stays tied unless a rule names output.weight itself.
+    bool tied = src.tied_output();
+    if (tied && action_for(o.rules, "output.weight") != "keep") tied = false;
+    if (tied) matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
+    else vector("token_embd.weight", c.vocab_size * c.dim);
+    for (int l = 0; l < c.n_layers; ++l) {
+        vector(block_tensor_name(l, "attn_norm"), c.dim);
+        vector(block_tensor_name(l, "ffn_norm"), c.dim);
+        for (const auto& b : block_linears) {
+            const auto [rows, cols] = block_linear_shape(c, b);
+            const auto name = block_tensor_name(l, b.gguf);
+            matrix(name, name, rows, cols);
+        }
+    }
+    vector("output_norm.weight", c.dim);
+    if (!tied) matrix("output.weight", src.output_name(), c.vocab_size, c.dim);
+
+    io::SafetensorsWriter w;
+    struct Slot {
+        std::size_t entry;
+        std::string suffix;
+    };
+    std::vector<Slot> slots;
+    io::Json::Object tensors;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        const auto& e = entries[i];
+        for (auto& part : detail::parts_of(e.layout, e.vector)) {
+            w.add(e.name + part.suffix, part.dtype, part.shape);
+            slots.push_back({i, part.suffix});
+        }
+        io::Json::Object t{{"format", io::Json(e.layout.format)}, {"rows", io::Json(e.layout.rows)}, {"cols", io::Json(e.layout.cols)}};
+        if (e.layout.format == "dense") {
+            t.emplace_back("bits", io::Json(e.layout.spec.bits));
+            t.emplace_back("group_size", io::Json(e.layout.spec.group_size));
+            t.emplace_back("zero", io::Json(std::string(1, detail::zero_letter(e.layout.spec.zero))));
+            t.emplace_back("scheme", io::Json(e.action));
+        }
+        tensors.emplace_back(e.name, io::Json(std::move(t)));
+    }
+    w.metadata("qforge.format", container_format);
+    w.metadata("qforge.format_version", std::to_string(container_version));
+    w.metadata("qforge.config", io::Json(io::Json::Object{{"dim", io::Json(c.dim)},
+                                                          {"hidden_dim", io::Json(c.hidden_dim)},
+                                                          {"n_layers", io::Json(c.n_layers)},
+                                                          {"n_heads", io::Json(c.n_heads)},
+                                                          {"n_kv_heads", io::Json(c.n_kv_heads)},
+                                                          {"vocab_size", io::Json(c.vocab_size)},
+                                                          {"seq_len", io::Json(c.seq_len)},
+                                                          {"rope_theta", io::Json(double(c.rope_theta))},
+                                                          {"norm_eps", io::Json(double(c.norm_eps))}})
+                                    .dump());
+    w.metadata("qforge.tensors", io::Json(std::move(tensors)).dump());
+    if (!o.tokenizer.empty()) w.metadata("qforge.tokenizer", o.tokenizer);
+    if (!o.source.empty()) w.metadata("qforge.source", o.source);
+
+    const auto quantize = o.quantize ? o.quantize : [&](const std::string&, const Linear& fp32, const RuntimeScheme& s) {
+        return quantize_linear(fp32, s, o.threads);
+    };
+    std::size_t current = entries.size();
+    Linear weight;
+    std::vector<float> values;
+    w.write(path, [&](std::size_t i, std::span<std::uint8_t> out) {
+        const Slot& slot = slots[i];
+        const Entry& e = entries[slot.entry];
+        if (slot.entry != current) {  // materialise the next weight, release the previous
+            if (current < entries.size()) src.release(entries[current].name == "output.weight" ? src.output_name() : entries[current].name);
+            current = slot.entry;
+            weight = Linear();
+            values.clear();
+            if (o.progress) o.progress(current, entries.size(), e.name);
+            if (e.vector) {
+                values = src.values(e.name, std::size_t(e.layout.cols));
+            } else {
+                const std::string from = e.name == "output.weight" ? src.output_name() : e.name;
+                Linear stored = src.linear(from, e.layout.rows, e.layout.cols);
+                if (e.action == "keep") weight = std::move(stored);
+                else if (e.action == "f32") weight = dequantized_linear(stored);
+                else weight = quantize(e.name, dequantized_linear(stored), parse_scheme(e.action));
+                if (layout_of(weight).format != e.layout.format)
+                    throw InvalidArgument(e.name + ": the quantizer produced a " + layout_of(weight).format + " weight, the plan says " +
+                                          e.layout.format);
+            }
+        }
+        const auto bytes = e.vector ? detail::bytes_of(values.data(), values.size() * 4) : detail::part_bytes(weight, slot.suffix);
+        if (bytes.size() != out.size())
+            throw InvalidArgument(e.name + slot.suffix + ": " + std::to_string(bytes.size()) + " bytes, the header promised " +
+                                  std::to_string(out.size()));
+        std::memcpy(out.data(), bytes.data(), bytes.size());
+    });
+    if (current < entries.size()) src.release(entries[current].name);
+    if (o.progress) o.progress(entries.size(), entries.size(), "");
+}
+
+}  // namespace qforge::llama
