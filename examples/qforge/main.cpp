@@ -9,14 +9,18 @@
 int cmd_weights(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_ppl(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 
 namespace {
 const char* usage = R"(usage: qforge <command> [options]
 
 commands:
-  weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
-  generate  text from a llama2.c or GGUF model, FP32 or quantized on the fly (greedy or sampled)
+  eval      one table of schemes x (PPL, dPPL, KLD, top-1, bits/weight, size, time) on a text
+  quantize  write a quantized model (qforge container) with per-weight overrides
   ppl       perplexity on a text; with --scheme, KL divergence / top-1 / PPL ratio vs the reference
+  generate  text from a model, FP32, as stored, or quantized on the fly (greedy or sampled)
+  weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
 
 Run 'qforge <command> --help' for the options of a command. Data files are found through
 QFORGE_DATA (default: ../shared/data beside the source tree).
@@ -33,6 +37,8 @@ int main(int argc, char** argv) {
         if (command == "weights") return cmd_weights(argc, argv);
         if (command == "generate") return cmd_generate(argc, argv);
         if (command == "ppl") return cmd_ppl(argc, argv);
+        if (command == "quantize") return cmd_quantize(argc, argv);
+        if (command == "eval") return cmd_eval(argc, argv);
         std::fprintf(stderr, "qforge: unknown command '%s'\n%s", command.c_str(), usage);
         return 2;
     } catch (const qforge::Error& e) {

@@ -3,29 +3,24 @@
 // agreement, PPL ratio), without storing logits.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
-#ifdef QFORGE_HAVE_TEXT
-#include <qforge/io/bpe_tokenizer.hpp>
-#endif
-#include <qforge/io/llama2c_tokenizer.hpp>
 #include <qforge/models/llama/evaluate.hpp>
-#include <qforge/models/llama/gguf_loader.hpp>
 
 #include "args.hpp"
+#include "model.hpp"
 
 namespace {
 const char* help = R"(usage: qforge ppl [options]
 
-Perplexity of a llama2.c (.bin) or GGUF (.gguf) model on a text. With --scheme, the decoder's
+Perplexity of a model (llama2.c .bin, GGUF, or a qforge container) on a text. With --scheme, the decoder's
 linear layers are quantized by RTN first (GGUF weights are dequantized to FP32 to form the
 reference, "Q4_1-ref" for SmolLM2) and KL divergence, top-1 agreement and the PPL ratio against
 the reference are reported.
 
   --model PATH      model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH  llama2.c tokenizer for .bin models (default: tok512.bin beside the default model)
+  --tokenizer PATH  tokenizer.bin or a GGUF to take the vocabulary from (default: the model's own;
+                    tok512.bin for the default model)
   --text PATH       UTF-8 text, CR stripped (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
   --max-tokens N    evaluate the first N tokens (default 16384)
   --context N       window length (default 512, at most the model's context)
@@ -36,17 +31,6 @@ the reference are reported.
   --help            this text
 )";
 
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw qforge::FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string text = ss.str(), out;
-    out.reserve(text.size());
-    for (const char c : text)
-        if (c != '\r') out += c;
-    return out;
-}
 }  // namespace
 
 int cmd_ppl(int argc, char** argv) {
@@ -57,32 +41,14 @@ int cmd_ppl(int argc, char** argv) {
         std::fputs(help, stdout);
         return 0;
     }
-    const std::string dir = cli::data_dir() + "/models/stories260K/";
-    const std::string model_path = args.get("model", dir + "stories260K.bin");
+    auto model = cli::Model::open(args);
     const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
     const int max_tokens = args.get_int("max-tokens", 16384);
     const int threads = args.get_int("threads", 0);
-    const std::string text = read_text(text_path);
-
-    qforge::llama::Weights reference;
-    std::vector<int> tokens;
-    const bool gguf = model_path.size() > 5 && model_path.substr(model_path.size() - 5) == ".gguf";
-    if (gguf) {
-#ifdef QFORGE_HAVE_TEXT
-        const auto file = qforge::io::GgufFile::open(model_path);
-        reference = qforge::llama::from_gguf(file);
-        tokens = qforge::io::BpeTokenizer::from_gguf(file).encode(text.substr(0, std::size_t(max_tokens) * 16), false);
-        tokens.insert(tokens.begin(), int(file.get("tokenizer.ggml.bos_token_id").as_int()));
-#else
-        throw qforge::InvalidArgument(model_path + ": GGUF models need the byte-level BPE tokenizer (PCRE2)");
-#endif
-    } else {
-        const auto ck = qforge::io::Llama2cCheckpoint::load(model_path);
-        const auto tok = qforge::io::Llama2cTokenizer::load(args.get("tokenizer", dir + "tok512.bin"), ck.config().vocab_size);
-        reference = qforge::llama::from_llama2c(ck);
-        tokens = tok.encode(text.substr(0, std::size_t(max_tokens) * 16), true, false);
-    }
+    const std::string text = cli::read_text(text_path);
+    auto tokens = model.tokenizer().encode(text.substr(0, std::size_t(max_tokens) * 16));
     if (int(tokens.size()) > max_tokens) tokens.resize(std::size_t(max_tokens));
+    const auto& reference = model.weights();
 
     qforge::llama::EvalOptions o;
     o.context = args.get_int("context", 512);
@@ -90,10 +56,8 @@ int cmd_ppl(int argc, char** argv) {
     o.threads = threads;
     o.isa = qforge::best_isa();
     const bool json = args.has("json");
-    o.progress = [&](long done, long total) {
-        std::fprintf(stderr, "\r%ld / %ld tokens", done, total);
-        if (done == total) std::fprintf(stderr, "\n");
-    };
+    cli::Progress bar("perplexity");
+    o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
     const auto start = std::chrono::steady_clock::now();
     qforge::NextTokenStats stats;
     std::string scheme_text = "none";
@@ -107,9 +71,10 @@ int cmd_ppl(int argc, char** argv) {
     } else {
         stats = qforge::llama::evaluate(reference, nullptr, tokens, o);
     }
+    bar.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (json) {
-        std::printf("{\"model\":%s,\"text\":%s,\"scheme\":%s,\"tokens\":%ld,\"mean_nll\":%.6f,\"ppl\":%.6f", cli::json_string(model_path).c_str(),
+        std::printf("{\"model\":%s,\"text\":%s,\"scheme\":%s,\"tokens\":%ld,\"mean_nll\":%.6f,\"ppl\":%.6f", cli::json_string(model.path()).c_str(),
                     cli::json_string(text_path).c_str(), cli::json_string(scheme_text).c_str(), stats.tokens, stats.mean_nll(),
                     stats.perplexity());
         if (args.has("scheme"))

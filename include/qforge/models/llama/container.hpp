@@ -204,6 +204,12 @@ public:
         return it == schemes_.end() ? std::string() : it->second;
     }
     const std::string& tokenizer() const noexcept { return tokenizer_; }
+    /// Bytes stored for a weight, all its parts together.
+    std::size_t stored_bytes(const std::string& name) const {
+        std::size_t n = 0;
+        for (const auto& part : detail::parts_of(find(name), false)) n += f_.tensor(name + part.suffix).bytes.size();
+        return n;
+    }
 
 private:
     const TensorLayout& find(const std::string& name) const {

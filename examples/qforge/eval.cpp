@@ -1,0 +1,166 @@
+// `qforge eval`: the quality table. Every scheme's model runs in lockstep with the reference
+// over the same windows of the text, so the reference runs once and no logits are stored.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <qforge/models/llama/evaluate.hpp>
+#include <qforge/models/llama/source.hpp>
+
+#include "args.hpp"
+#include "model.hpp"
+
+namespace {
+const char* help = R"(usage: qforge eval [options]
+
+Quantizes the model's decoder linear layers with each scheme and prints one table: perplexity,
+its change against the reference in percent, mean KL divergence of the next-token distributions
+from the reference's, top-1 agreement, bits per weight of the decoder's linear layers, model
+size and quantization time. The reference is the model with its decoder layers in FP32 (a GGUF
+model's packed layers dequantized: "Q4_1-ref" for SmolLM2); a packed source also gets an
+"as stored" row. Embeddings and the output head stay as stored in every row.
+
+  --model PATH      model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
+  --tokenizer PATH  tokenizer (default: the model's own)
+  --text PATH       evaluation text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
+  --max-tokens N    the first N tokens of the text (default 16384)
+  --context N       window length (default 512, at most the model's context)
+  --scheme S        a scheme to evaluate (repeatable; default: rtn:w8g128s rtn:w4g128a rtn:w3g128a rtn:w2g64a)
+  --threads N       threads (default: all)
+  --json            one JSON object on stdout (progress stays on stderr)
+  --help            this text
+)";
+
+struct Row {
+    std::string label;
+    qforge::llama::Weights weights;
+    double bits_per_weight = 0, size_mb = 0, quantize_seconds = 0;
+};
+
+std::size_t block_params(const qforge::llama::Weights& w) {
+    std::size_t n = 0;
+    for (const auto& L : w.layers)
+        for (const auto& b : qforge::llama::block_linears) n += std::size_t((L.*b.member).rows()) * std::size_t((L.*b.member).cols());
+    return n;
+}
+
+void measure(Row& r, bool tied) {
+    std::size_t block = 0, other = r.weights.output.bytes() + r.weights.norm.size() * 4;
+    for (const auto& L : r.weights.layers) {
+        for (const auto& b : qforge::llama::block_linears) block += (L.*b.member).bytes();
+        other += (L.attention_norm.size() + L.ffn_norm.size()) * 4;
+    }
+    if (!tied) other += r.weights.token_embedding.size() * 4;
+    r.bits_per_weight = 8.0 * double(block) / double(block_params(r.weights));
+    r.size_mb = double(block + other) / 1e6;
+}
+
+/// "Q4_1" when most of the decoder's weights are stored that way, "FP32" for float sources.
+std::string stored_format(const qforge::llama::Weights& w) {
+    std::map<std::string, std::size_t> count;
+    for (const auto& L : w.layers)
+        for (const auto& b : qforge::llama::block_linears) count[qforge::llama::layout_of(L.*b.member).format] += 1;
+    std::string best = "f32";
+    for (const auto& [f, n] : count)
+        if (n > count[best]) best = f;
+    if (best == "f32") return "FP32";
+    for (auto& ch : best) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+    return best;
+}
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "threads"},
+                                 {"json", "help"});
+    if (args.has("help")) {
+        std::fputs(help, stdout);
+        return 0;
+    }
+    auto model = cli::Model::open(args);
+    const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
+    const int max_tokens = args.get_int("max-tokens", 16384);
+    const int threads = args.get_int("threads", 0);
+    auto schemes = args.all("scheme");
+    if (schemes.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g128a", "rtn:w2g64a"};
+    std::vector<qforge::RuntimeScheme> parsed;
+    for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
+
+    const std::string text = cli::read_text(text_path);
+    auto tokens = model.tokenizer().encode(text.substr(0, std::size_t(max_tokens) * 16));
+    if (int(tokens.size()) > max_tokens) tokens.resize(std::size_t(max_tokens));
+    const bool tied = model.source().tied_output();
+    const auto& stored = model.weights();
+    const std::string format = stored_format(stored);
+
+    std::vector<Row> rows;
+    Row reference{format == "FP32" ? "FP32" : format + "-ref",
+                  qforge::llama::map_block_linears(stored, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); })};
+    measure(reference, tied);
+    if (format != "FP32") {
+        rows.push_back({format + " (as stored)", stored});
+        measure(rows.back(), tied);
+    }
+    for (const auto& scheme : parsed) {
+        cli::Progress bar("quantize " + qforge::to_string(scheme));
+        const auto start = std::chrono::steady_clock::now();
+        std::size_t done = 0;
+        const std::size_t total = std::size_t(stored.config.n_layers) * qforge::llama::block_linears.size();
+        Row r{qforge::to_string(scheme), qforge::llama::map_block_linears(reference.weights, [&](const qforge::llama::Linear& l) {
+                  bar.update(double(done++), double(total));
+                  return qforge::llama::quantize_linear(l, scheme, threads);
+              })};
+        bar.finish();
+        r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        measure(r, tied);
+        rows.push_back(std::move(r));
+    }
+
+    qforge::llama::EvalOptions o;
+    o.context = args.get_int("context", 512);
+    o.threads = threads;
+    o.isa = qforge::best_isa();
+    cli::Progress bar("evaluate " + std::to_string(rows.size() + 1) + " models");
+    o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
+    std::vector<const qforge::llama::Weights*> models;
+    for (const auto& r : rows) models.push_back(&r.weights);
+    const auto start = std::chrono::steady_clock::now();
+    const auto stats = qforge::llama::evaluate_all(models, &reference.weights, tokens, o);
+    bar.finish();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double ref_ppl = stats.front().reference_perplexity();
+    const long scored = stats.front().tokens;
+    const double rate = double(scored) * double(rows.size() + 1) / seconds;
+
+    if (args.has("json")) {
+        std::printf("{\"model\":%s,\"text\":%s,\"tokens\":%ld,\"context\":%d,\"reference\":{\"label\":%s,\"ppl\":%.6f,\"bits_per_weight\":%.4f,"
+                    "\"size_mb\":%.3f},\"rows\":[",
+                    cli::json_string(model.path()).c_str(), cli::json_string(text_path).c_str(), scored, std::min(o.context, stored.config.seq_len),
+                    cli::json_string(reference.label).c_str(), ref_ppl, reference.bits_per_weight, reference.size_mb);
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            std::printf("%s{\"label\":%s,\"ppl\":%.6f,\"dppl_percent\":%.4f,\"kld\":%.6g,\"top1\":%.6f,\"bits_per_weight\":%.4f,\"size_mb\":%.3f,"
+                        "\"quantize_seconds\":%.3f}",
+                        i ? "," : "", cli::json_string(rows[i].label).c_str(), stats[i].perplexity(),
+                        100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), stats[i].top1(), rows[i].bits_per_weight,
+                        rows[i].size_mb, rows[i].quantize_seconds);
+        std::printf("],\"eval_seconds\":%.3f,\"model_tokens_per_second\":%.1f}\n", seconds, rate);
+        return 0;
+    }
+    std::printf("model %s | text %s | %ld tokens scored, context %d\n\n", model.path().c_str(), text_path.c_str(), scored,
+                std::min(o.context, stored.config.seq_len));
+    std::printf("| %-22s | %9s | %8s | %9s | %7s | %6s | %9s | %8s |\n", "scheme", "PPL", "dPPL %", "KLD", "top-1", "bpw", "size MB", "quant s");
+    std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(24, '-').c_str(), std::string(11, '-').c_str(), std::string(10, '-').c_str(),
+                std::string(11, '-').c_str(), std::string(9, '-').c_str(), std::string(8, '-').c_str(), std::string(11, '-').c_str(),
+                std::string(10, '-').c_str());
+    std::printf("| %-22s | %9.4f | %8s | %9s | %7s | %6.2f | %9.2f | %8s |\n", reference.label.c_str(), ref_ppl, "-", "-", "-",
+                reference.bits_per_weight, reference.size_mb, "-");
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        std::printf("| %-22s | %9.4f | %+8.2f | %9.5f | %6.2f%% | %6.2f | %9.2f | %8.2f |\n", rows[i].label.c_str(), stats[i].perplexity(),
+                    100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), 100.0 * stats[i].top1(), rows[i].bits_per_weight,
+                    rows[i].size_mb, rows[i].quantize_seconds);
+    std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
+                std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
+    return 0;
+}

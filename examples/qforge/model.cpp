@@ -1,0 +1,137 @@
+#include "model.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <qforge/io/gguf.hpp>
+#include <qforge/io/gguf_vocab.hpp>
+#include <qforge/io/llama2c.hpp>
+#include <qforge/io/llama2c_tokenizer.hpp>
+#include <qforge/models/llama/container.hpp>
+#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/models/llama/llama2c_source.hpp>
+#ifdef QFORGE_HAVE_TEXT
+#include <qforge/io/bpe_tokenizer.hpp>
+#endif
+
+namespace cli {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// The byte-level BPE tokenizer and vocabulary of a GGUF file.
+Tokenizer gguf_tokenizer(const std::string& path) {
+#ifndef QFORGE_HAVE_TEXT
+    throw qforge::InvalidArgument(path + ": GGUF tokenizers need PCRE2 (libpcre2-dev); rebuild with it");
+#else
+    const auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(path));
+    const auto bpe = std::make_shared<qforge::io::BpeTokenizer>(qforge::io::BpeTokenizer::from_gguf(*file));
+    const auto vocab = std::make_shared<qforge::io::GgufVocab>(*file);
+    Tokenizer t;
+    t.encode = [bpe, vocab](const std::string& text) {
+        auto ids = bpe->encode(text);
+        if (vocab->bos() >= 0 && (ids.empty() || ids.front() != vocab->bos())) ids.insert(ids.begin(), vocab->bos());
+        return ids;
+    };
+    t.decode = [vocab](int, int token) { return vocab->decode(token); };
+    t.is_end = [vocab](int token) { return token == vocab->eos() || vocab->piece(token) == "<|im_end|>"; };
+    return t;
+#endif
+}
+
+Tokenizer llama2c_tokenizer(const std::string& path, int vocab_size) {
+    const auto tok = std::make_shared<qforge::io::Llama2cTokenizer>(qforge::io::Llama2cTokenizer::load(path, vocab_size));
+    Tokenizer t;
+    t.encode = [tok](const std::string& text) { return tok->encode(text, true, false); };
+    t.decode = [tok](int previous, int token) { return tok->decode(previous, token); };
+    t.is_end = [](int token) { return token == qforge::io::Llama2cTokenizer::bos || token == qforge::io::Llama2cTokenizer::eos; };
+    return t;
+}
+
+}  // namespace
+
+Model Model::open(const Args& args) {
+    const std::string dir = data_dir() + "/models/stories260K/";
+    Model m;
+    m.path_ = args.get("model", dir + "stories260K.bin");
+    std::string tokenizer = args.get("tokenizer", "");
+    if (std::filesystem::is_directory(m.path_))
+        throw qforge::InvalidArgument(m.path_ + ": Hugging Face model directories are not supported yet");
+    std::ifstream probe(m.path_, std::ios::binary);
+    if (!probe) throw qforge::FileError(m.path_, "cannot open file");
+    char magic[4] = {};
+    probe.read(magic, 4);
+    if (std::string(magic, 4) == "GGUF") {
+        auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(m.path_));
+        m.kind_ = "gguf";
+        m.source_ = std::make_shared<qforge::llama::GgufSource>(*file);
+        m.keep_ = file;
+        if (tokenizer.empty()) tokenizer = m.path_;
+    } else if (ends_with(m.path_, ".safetensors")) {
+        auto src = std::make_shared<qforge::llama::ContainerSource>(m.path_);
+        m.kind_ = "qforge";
+        if (tokenizer.empty()) tokenizer = src->tokenizer();
+        if (tokenizer.empty()) throw qforge::InvalidArgument(m.path_ + ": the container names no tokenizer; pass --tokenizer");
+        m.source_ = src;
+    } else {
+        auto ck = std::make_shared<qforge::io::Llama2cCheckpoint>(qforge::io::Llama2cCheckpoint::load(m.path_));
+        m.kind_ = "llama2c";
+        m.source_ = std::make_shared<qforge::llama::Llama2cSource>(*ck, m.path_);
+        m.keep_ = ck;
+        if (tokenizer.empty()) tokenizer = dir + "tok512.bin";
+    }
+    m.tokenizer_path_ = std::filesystem::absolute(tokenizer).string();
+    std::ifstream tprobe(tokenizer, std::ios::binary);
+    char tmagic[4] = {};
+    tprobe.read(tmagic, 4);
+    m.tokenizer_ = std::string(tmagic, 4) == "GGUF" ? gguf_tokenizer(tokenizer)
+                                                    : llama2c_tokenizer(tokenizer, m.source_->config().vocab_size);
+    return m;
+}
+
+const qforge::llama::Weights& Model::weights() {
+    if (!weights_) weights_ = std::make_shared<qforge::llama::Weights>(qforge::llama::load_weights(*source_));
+    return *weights_;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw qforge::FileError(path, "cannot open file");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str(), out;
+    out.reserve(text.size());
+    for (const char c : text)
+        if (c != '\r') out += c;
+    return out;
+}
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+Progress::Progress(std::string label) : label_(std::move(label)), start_(now()) {}
+
+void Progress::update(double done, double total, const std::string& note) {
+    const double elapsed = now() - start_;
+    if (elapsed < 1.0 && !drawn_) return;
+    drawn_ = true;
+    const double f = total > 0 ? std::min(1.0, done / total) : 0.0;
+    const int width = 28, filled = int(f * width + 0.5);
+    const double eta = f > 0 ? elapsed * (1 - f) / f : 0.0;
+    std::fprintf(stderr, "\r%-24.24s [%s%s] %5.1f%% %6.1fs eta %5.1fs %-28.28s", label_.c_str(), std::string(std::size_t(filled), '#').c_str(),
+                 std::string(std::size_t(width - filled), '.').c_str(), 100 * f, elapsed, eta, note.c_str());
+    std::fflush(stderr);
+}
+
+void Progress::finish() {
+    if (drawn_) std::fprintf(stderr, "\n");
+    drawn_ = false;
+}
+
+}  // namespace cli

@@ -1,0 +1,60 @@
+#pragma once
+// Opening a model for any subcommand: the format is detected from the file (llama2.c .bin,
+// GGUF, qforge container, Hugging Face directory/safetensors), with its tokenizer.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <qforge/models/llama/model.hpp>
+#include <qforge/models/llama/source.hpp>
+
+#include "args.hpp"
+
+namespace cli {
+
+struct Tokenizer {
+    std::function<std::vector<int>(const std::string& text)> encode;  ///< with BOS first
+    std::function<std::string(int previous, int token)> decode;
+    std::function<bool(int token)> is_end;  ///< EOS, or a chat turn's end
+};
+
+class Model {
+public:
+    /// --model (default: the stories260K checkpoint) and --tokenizer.
+    static Model open(const Args& args);
+
+    const std::string& path() const { return path_; }
+    const std::string& kind() const { return kind_; }  ///< "llama2c", "gguf", "qforge", "hf"
+    const qforge::llama::ModelSource& source() const { return *source_; }
+    /// The whole model in memory (loaded on first use).
+    const qforge::llama::Weights& weights();
+    const Tokenizer& tokenizer() const { return tokenizer_; }
+    /// The file the tokenizer comes from (recorded in containers written from this model).
+    const std::string& tokenizer_path() const { return tokenizer_path_; }
+
+private:
+    std::string path_, kind_, tokenizer_path_;
+    std::shared_ptr<void> keep_;  // the open file the source reads from
+    std::shared_ptr<qforge::llama::ModelSource> source_;
+    std::shared_ptr<qforge::llama::Weights> weights_;
+    Tokenizer tokenizer_;
+};
+
+/// Reads a UTF-8 text file with carriage returns dropped.
+std::string read_text(const std::string& path);
+
+/// A one-line progress bar on stderr, drawn only when a task runs longer than a second.
+class Progress {
+public:
+    explicit Progress(std::string label);
+    void update(double done, double total, const std::string& note = "");
+    void finish();
+
+private:
+    std::string label_;
+    double start_;
+    bool drawn_ = false;
+};
+
+}  // namespace cli
