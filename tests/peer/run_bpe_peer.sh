@@ -9,4 +9,4 @@ source "$src/tests/peer/env.sh"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$python" "$src/tests/peer/bpe_encode.py" "$model" "$data/eval/flores200/devtest" 100 "$out"
-QFORGE_BPE_PEER_IDS=$out QFORGE_SMOLLM2=$model "$bin" --run_test=bpe_matches_hf_tokenizers --log_level=test_suite
+QFORGE_BPE_PEER_IDS=$out QFORGE_SMOLLM2=$model "$bin" --run_test=bpe_matches_peer_ids --log_level=test_suite

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Peer test: llama.cpp's `gguf` Python package dequantizes every SmolLM2 tensor, and qforge's
-# reader must give the same floats bit for bit. Usage: run_gguf_peer.sh SOURCE_DIR TEST_BINARY
+# Peer test: every tensor qforge dequantizes from a GGUF file equals what llama.cpp's `gguf`
+# Python package dequantizes, bit for bit: all of SmolLM2's tensors, and a file of random
+# K-quant (Q4_K, Q5_K, Q6_K) blocks written here with the package's own writer.
+# Usage: run_gguf_peer.sh SOURCE_DIR TEST_BINARY
 set -euo pipefail
 src=$1
 bin=$2
 source "$src/tests/peer/env.sh"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$python" "$src/tests/peer/gguf_dequant.py" "$model" "$out"
-QFORGE_GGUF_PEER_DIR=$out QFORGE_SMOLLM2=$model "$bin" --run_test=smollm2_matches_gguf_py --log_level=test_suite
+"$python" "$src/tests/peer/gguf_dequant.py" "$model" "$out/smollm2"
+QFORGE_GGUF_PEER_DIR=$out/smollm2 QFORGE_GGUF_PEER_FILE=$model "$bin" --run_test=gguf_matches_gguf_py --log_level=message
+"$python" "$src/tests/peer/gguf_kquants.py" "$out/kquants.gguf"
+"$python" "$src/tests/peer/gguf_dequant.py" "$out/kquants.gguf" "$out/kquants"
+QFORGE_GGUF_PEER_DIR=$out/kquants QFORGE_GGUF_PEER_FILE=$out/kquants.gguf "$bin" --run_test=gguf_matches_gguf_py --log_level=message

@@ -176,26 +176,38 @@ BOOST_AUTO_TEST_CASE(smollm2_metadata, *boost::unit_test::precondition(qtest::ne
     BOOST_TEST(std::string(io::ggml_type_name(f.tensor("blk.0.attn_q.weight").type)) == "Q4_1");
 }
 
-// Peer check: every tensor as qforge dequantizes it equals what llama.cpp's `gguf` Python package
-// dequantizes (tests/peer/run_gguf_peer.sh writes those into QFORGE_GGUF_PEER_DIR).
-BOOST_AUTO_TEST_CASE(smollm2_matches_gguf_py, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
-    const char* dir = std::getenv("QFORGE_GGUF_PEER_DIR");
-    if (!dir) {
-        BOOST_TEST_MESSAGE("QFORGE_GGUF_PEER_DIR not set: the peer comparison runs from the 'peer' ctest label");
-        return;
+// Peer check: every tensor of a GGUF file as qforge dequantizes it equals what llama.cpp's `gguf`
+// Python package dequantizes. tests/peer/run_gguf_peer.sh writes those dumps into
+// QFORGE_GGUF_PEER_DIR, for SmolLM2 and for a file of random K-quant blocks it writes itself.
+namespace {
+struct needs_peer_dumps {
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        boost::test_tools::assertion_result r(std::getenv("QFORGE_GGUF_PEER_DIR") && std::getenv("QFORGE_GGUF_PEER_FILE"));
+        if (!r) r.message() << "QFORGE_GGUF_PEER_DIR/FILE not set: this comparison runs from the 'peer' ctest label";
+        return r;
     }
-    const auto f = GgufFile::open(qtest::smollm2_path());
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gguf_matches_gguf_py, *boost::unit_test::precondition(needs_peer_dumps{})) {
+    const std::string dir = std::getenv("QFORGE_GGUF_PEER_DIR");
+    const auto f = GgufFile::open(std::getenv("QFORGE_GGUF_PEER_FILE"));
     std::size_t checked = 0;
     for (const auto& t : f.tensors()) {
         const auto ours = f.dequantize(t);
-        std::ifstream in(std::string(dir) + "/" + t.name + ".f32", std::ios::binary | std::ios::ate);
+        std::ifstream in(dir + "/" + t.name + ".f32", std::ios::binary | std::ios::ate);
         BOOST_TEST_REQUIRE(bool(in), "no peer dump for " << t.name);
         BOOST_TEST_REQUIRE(std::size_t(in.tellg()) == ours.size() * 4, t.name);
         std::vector<float> theirs(ours.size());
         in.seekg(0);
         in.read(reinterpret_cast<char*>(theirs.data()), std::streamsize(theirs.size() * 4));
-        BOOST_TEST_REQUIRE(std::memcmp(ours.data(), theirs.data(), ours.size() * 4) == 0, t.name << " differs");
+        BOOST_TEST_REQUIRE(std::memcmp(ours.data(), theirs.data(), ours.size() * 4) == 0,
+                           t.name << " (" << io::ggml_type_name(t.type) << ") differs");
         ++checked;
     }
-    BOOST_TEST(checked == 272u);
+    std::size_t dumps = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) dumps += e.path().extension() == ".f32";
+    BOOST_TEST(checked == dumps);
+    BOOST_TEST(checked > 0u);
+    BOOST_TEST_MESSAGE(checked << " tensors of " << f.path() << " equal gguf-py's dequantization bit for bit");
 }

@@ -27,11 +27,12 @@
 #include "qforge/core/error.hpp"
 #include "qforge/core/half.hpp"
 #include "qforge/formats/gguf.hpp"
+#include "qforge/formats/gguf_k.hpp"
 
 namespace qforge::io {
 
 /// ggml tensor types qforge reads (the numbering is ggml's).
-enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30 };
+enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
 
 inline const char* ggml_type_name(std::uint32_t t) {
     switch (t) {
@@ -61,6 +62,9 @@ inline std::pair<std::size_t, std::size_t> ggml_block(std::uint32_t t) {
         case 2: return {sizeof(block_q4_0), 32};
         case 3: return {sizeof(block_q4_1), 32};
         case 8: return {sizeof(block_q8_0), 32};
+        case 12: return {sizeof(block_q4_K), k_block};
+        case 13: return {sizeof(block_q5_K), k_block};
+        case 14: return {sizeof(block_q6_K), k_block};
         default: return {0, 0};
     }
 }
@@ -75,6 +79,10 @@ struct GgufValue {
         if (auto* u = std::get_if<std::uint64_t>(&value)) return std::int64_t(*u);
         if (auto* i = std::get_if<std::int64_t>(&value)) return *i;
         throw InvalidArgument("GGUF value is not an integer");
+    }
+    bool as_bool() const {
+        if (auto* b = std::get_if<bool>(&value)) return *b;
+        return as_int() != 0;
     }
     double as_double() const {
         if (auto* d = std::get_if<double>(&value)) return *d;
@@ -202,6 +210,9 @@ public:
             case 2: dequantize_blocks<block_q4_0>(p, n, out.data()); break;
             case 3: dequantize_blocks<block_q4_1>(p, n, out.data()); break;
             case 8: dequantize_blocks<block_q8_0>(p, n, out.data()); break;
+            case 12: dequantize_k_blocks<block_q4_K>(p, n, out.data()); break;
+            case 13: dequantize_k_blocks<block_q5_K>(p, n, out.data()); break;
+            case 14: dequantize_k_blocks<block_q6_K>(p, n, out.data()); break;
             default: throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type));
         }
         for (std::size_t i = 0; i < n; ++i)
@@ -212,6 +223,15 @@ public:
 
 private:
     const std::uint8_t* base() const noexcept { return static_cast<const std::uint8_t*>(map_.get()); }
+
+    template <class Block>
+    static void dequantize_k_blocks(const std::uint8_t* p, std::size_t n, float* out) {
+        for (std::size_t b = 0; b < n / k_block; ++b) {
+            Block blk;
+            std::memcpy(&blk, p + b * sizeof(Block), sizeof(Block));
+            dequantize_k_block(blk, out + b * k_block);
+        }
+    }
 
     template <class Block>
     static void dequantize_blocks(const std::uint8_t* p, std::size_t n, float* out) {

@@ -48,6 +48,7 @@ public:
 
     int vocab_size() const noexcept { return int(pieces_.size()); }
     const std::string& piece(int id) const { return pieces_.at(std::size_t(id)); }
+    float score(int id) const { return scores_.at(std::size_t(id)); }
 
     std::vector<int> encode(const std::string& text, bool add_bos, bool add_eos) const {
         std::vector<int> tokens;
