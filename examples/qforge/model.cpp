@@ -12,9 +12,11 @@
 #include <qforge/io/llama2c_tokenizer.hpp>
 #include <qforge/models/llama/container.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/models/llama/hf_source.hpp>
 #include <qforge/models/llama/llama2c_source.hpp>
 #ifdef QFORGE_HAVE_TEXT
 #include <qforge/io/bpe_tokenizer.hpp>
+#include <qforge/io/hf_tokenizer.hpp>
 #endif
 
 namespace cli {
@@ -44,6 +46,26 @@ Tokenizer gguf_tokenizer(const std::string& path) {
 #endif
 }
 
+/// A Hugging Face tokenizer.json (byte-level BPE), with BOS/EOS from the checkpoint's config.json.
+Tokenizer hf_tokenizer(const std::string& path, int bos, int eos) {
+#ifndef QFORGE_HAVE_TEXT
+    (void)bos;
+    (void)eos;
+    throw qforge::InvalidArgument(path + ": tokenizer.json needs PCRE2 (libpcre2-dev); rebuild with it");
+#else
+    const auto bpe = std::make_shared<qforge::io::BpeTokenizer>(qforge::io::bpe_from_tokenizer_json(path));
+    Tokenizer t;
+    t.encode = [bpe, bos](const std::string& text) {
+        auto ids = bpe->encode(text);
+        if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
+        return ids;
+    };
+    t.decode = [bpe](int, int token) { return bpe->decode(token); };
+    t.is_end = [bpe, eos](int token) { return token == eos || bpe->piece(token) == "<|im_end|>"; };
+    return t;
+#endif
+}
+
 Tokenizer llama2c_tokenizer(const std::string& path, int vocab_size) {
     const auto tok = std::make_shared<qforge::io::Llama2cTokenizer>(qforge::io::Llama2cTokenizer::load(path, vocab_size));
     Tokenizer t;
@@ -60,13 +82,26 @@ Model Model::open(const Args& args) {
     Model m;
     m.path_ = args.get("model", dir + "stories260K.bin");
     std::string tokenizer = args.get("tokenizer", "");
-    if (std::filesystem::is_directory(m.path_))
-        throw qforge::InvalidArgument(m.path_ + ": Hugging Face model directories are not supported yet");
-    std::ifstream probe(m.path_, std::ios::binary);
-    if (!probe) throw qforge::FileError(m.path_, "cannot open file");
+    namespace fs = std::filesystem;
+    const bool is_safetensors = ends_with(m.path_, ".safetensors");
+    const bool qforge_container =
+        is_safetensors && qforge::io::SafetensorsFile::open(m.path_).metadata().count("qforge.format") != 0;
     char magic[4] = {};
-    probe.read(magic, 4);
-    if (std::string(magic, 4) == "GGUF") {
+    if (!fs::is_directory(m.path_)) {
+        std::ifstream probe(m.path_, std::ios::binary);
+        if (!probe) throw qforge::FileError(m.path_, "cannot open file");
+        probe.read(magic, 4);
+    }
+    int hf_bos = -1, hf_eos = -1;
+    if (fs::is_directory(m.path_) || (is_safetensors && !qforge_container)) {
+        m.kind_ = "hf";
+        m.source_ = std::make_shared<qforge::llama::HfSource>(m.path_);
+        const fs::path dir = fs::is_directory(m.path_) ? fs::path(m.path_) : fs::path(m.path_).parent_path();
+        const auto cfg = qforge::llama::detail::read_json((dir / "config.json").string());
+        if (const auto* b = cfg.find("bos_token_id"); b && b->is_number()) hf_bos = int(b->as_int());
+        if (const auto* e = cfg.find("eos_token_id"); e && e->is_number()) hf_eos = int(e->as_int());
+        if (tokenizer.empty()) tokenizer = (dir / "tokenizer.json").string();
+    } else if (std::string(magic, 4) == "GGUF") {
         auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(m.path_));
         m.kind_ = "gguf";
         m.source_ = std::make_shared<qforge::llama::GgufSource>(*file);
@@ -89,8 +124,9 @@ Model Model::open(const Args& args) {
     std::ifstream tprobe(tokenizer, std::ios::binary);
     char tmagic[4] = {};
     tprobe.read(tmagic, 4);
-    m.tokenizer_ = std::string(tmagic, 4) == "GGUF" ? gguf_tokenizer(tokenizer)
-                                                    : llama2c_tokenizer(tokenizer, m.source_->config().vocab_size);
+    if (ends_with(tokenizer, ".json")) m.tokenizer_ = hf_tokenizer(tokenizer, hf_bos, hf_eos);
+    else if (std::string(tmagic, 4) == "GGUF") m.tokenizer_ = gguf_tokenizer(tokenizer);
+    else m.tokenizer_ = llama2c_tokenizer(tokenizer, m.source_->config().vocab_size);
     return m;
 }
 

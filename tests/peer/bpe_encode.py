@@ -1,7 +1,9 @@
 """Peer reference: Hugging Face `tokenizers` (the library SmolLM2's tokenizer is defined in) built
 from the GGUF's vocabulary and merges with SmolLM2's pre-tokenizer (digits split one by one, then
 GPT-2 byte-level), encoding lines 1..N of each FLORES file. Writes one line of ids per input line.
-Usage: bpe_encode.py MODEL.gguf FLORES_DIR N OUT"""
+With a fifth argument, also saves that tokenizer as TOKENIZER_JSON (Hugging Face's own writer), for
+qforge's tokenizer.json reader to be checked against the same ids.
+Usage: bpe_encode.py MODEL.gguf FLORES_DIR N OUT [TOKENIZER_JSON]"""
 import os
 import sys
 
@@ -14,7 +16,7 @@ def field_strings(reader, key):
     return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
 
 
-def main(model, flores, n, out):
+def main(model, flores, n, out, json_out=None):
     reader = GGUFReader(model)
     tokens = field_strings(reader, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in field_strings(reader, "tokenizer.ggml.merges")]
@@ -22,6 +24,8 @@ def main(model, flores, n, out):
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
+    if json_out:
+        tok.save(json_out)
     with open(out, "w") as o:
         for name in sorted(os.listdir(flores)):
             with open(os.path.join(flores, name), encoding="utf-8") as f:

@@ -6,6 +6,7 @@
 #include "common.hpp"
 #include "qforge/io/bpe_tokenizer.hpp"
 #include "qforge/io/gguf_vocab.hpp"
+#include "qforge/io/hf_tokenizer.hpp"
 
 using namespace qforge;
 
@@ -60,12 +61,10 @@ struct needs_peer_ids {
 };
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(bpe_matches_peer_ids, *boost::unit_test::precondition(needs_peer_ids{}) *
-                                               boost::unit_test::precondition(qtest::needs_smollm2{}) *
-                                               boost::unit_test::precondition(qtest::needs_data{flores})) {
-    const char* ids_file = std::getenv("QFORGE_BPE_PEER_IDS");
-    const auto tok = io::BpeTokenizer::from_gguf(io::GgufFile::open(qtest::smollm2_path()));
-    std::ifstream peer(ids_file);
+namespace {
+/// Every line of the peer's ids file against `tok` on the same FLORES line.
+void check_peer_ids(const io::BpeTokenizer& tok) {
+    std::ifstream peer(std::getenv("QFORGE_BPE_PEER_IDS"));
     std::string row, current;
     std::ifstream text;
     int lines = 0;
@@ -85,4 +84,53 @@ BOOST_AUTO_TEST_CASE(bpe_matches_peer_ids, *boost::unit_test::precondition(needs
         ++lines;
     }
     BOOST_TEST(lines == 1000);
+    BOOST_TEST_MESSAGE(lines << " FLORES lines in ten languages: qforge's ids equal the peer's");
+}
+
+struct needs_tokenizer_json {
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        boost::test_tools::assertion_result r(std::getenv("QFORGE_TOKENIZER_JSON") != nullptr);
+        if (!r) r.message() << "QFORGE_TOKENIZER_JSON not set: this comparison runs from the 'peer' ctest label";
+        return r;
+    }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(bpe_matches_peer_ids, *boost::unit_test::precondition(needs_peer_ids{}) *
+                                               boost::unit_test::precondition(qtest::needs_smollm2{}) *
+                                               boost::unit_test::precondition(qtest::needs_data{flores})) {
+    check_peer_ids(io::BpeTokenizer::from_gguf(io::GgufFile::open(qtest::smollm2_path())));
+}
+
+// The same vocabulary read from a tokenizer.json that Hugging Face tokenizers wrote.
+BOOST_AUTO_TEST_CASE(tokenizer_json_matches_peer_ids, *boost::unit_test::precondition(needs_peer_ids{}) *
+                                                          boost::unit_test::precondition(needs_tokenizer_json{}) *
+                                                          boost::unit_test::precondition(qtest::needs_data{flores})) {
+    check_peer_ids(io::bpe_from_tokenizer_json(std::getenv("QFORGE_TOKENIZER_JSON")));
+}
+
+// A tokenizer.json small enough to follow by hand: GPT-2 bytes ("Ġ" is the space), three
+// merges, digits split one by one, one added token.
+BOOST_AUTO_TEST_CASE(tokenizer_json_by_hand) {
+    const auto path = (std::filesystem::temp_directory_path() / "qf_tokenizer.json").string();
+    std::ofstream(path) << R"({"version": "1.0", "added_tokens": [{"id": 9, "content": "<|end|>", "special": true}],
+      "normalizer": null,
+      "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+                        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "Ġ": 2, "1": 3, "2": 4, "ab": 5, "Ġab": 6, "Ġa": 7, "c": 8},
+                "merges": ["a b", ["Ġ", "ab"], "Ġ a"]}})";
+    const auto t = io::bpe_from_tokenizer_json(path);
+    // "ab ab12<|end|>c": pre-tokens "ab", " ab", "1", "2"; then the added token; then "c"
+    BOOST_TEST(t.encode("ab ab12<|end|>c") == (std::vector<int>{5, 6, 3, 4, 9, 8}));
+    BOOST_TEST(t.decode(6) == " ab");
+    BOOST_TEST(t.decode(9).empty());
+    std::ofstream(path) << R"({"model": {"type": "Unigram", "vocab": []}})";
+    BOOST_CHECK_THROW(io::bpe_from_tokenizer_json(path), FileError);
+    std::ofstream(path) << R"({"normalizer": null, "pre_tokenizer": {"type": "Metaspace"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})";
+    try {
+        io::bpe_from_tokenizer_json(path);
+        BOOST_FAIL("Metaspace accepted");
+    } catch (const FileError& e) {
+        BOOST_TEST(std::string(e.what()).find("Metaspace") != std::string::npos);
+    }
 }

@@ -25,29 +25,20 @@ namespace qforge::io {
 
 class BpeTokenizer {
 public:
-    static BpeTokenizer from_gguf(const GgufFile& f) {
+    /// A byte-level BPE vocabulary: token strings (in GPT-2's byte alphabet), merges in rank
+    /// order ("a b"), the ids matched as special tokens, and the pre-tokenizer's regexes applied
+    /// in sequence. `label` names the source in errors.
+    static BpeTokenizer from_vocabulary(std::vector<std::string> pieces, const std::vector<std::string>& merges,
+                                        std::vector<int> specials, const std::vector<std::string>& regexes,
+                                        const std::string& label) {
         BpeTokenizer t;
-        const std::string model = f.get("tokenizer.ggml.model").as_string();
-        if (model != "gpt2") throw FileError(f.path(), "tokenizer model '" + model + "' is not byte-level BPE (gpt2)");
-        const std::string pre = f.has("tokenizer.ggml.pre") ? f.get("tokenizer.ggml.pre").as_string() : "default";
-        const char* gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-        if (pre == "smollm") t.compile({"\\p{N}", gpt2}, f.path());
-        else if (pre == "gpt2" || pre == "default") t.compile({gpt2}, f.path());
-        else throw FileError(f.path(), "pre-tokenizer '" + pre + "' is not supported (gpt2, smollm)");
-
-        const auto& tokens = f.get("tokenizer.ggml.tokens").as_array();
-        for (std::size_t i = 0; i < tokens.size(); ++i) {
-            t.pieces_.push_back(tokens[i].as_string());
-            t.ids_.emplace(t.pieces_.back(), int(i));
-        }
-        if (f.has("tokenizer.ggml.token_type")) {
-            const auto& types = f.get("tokenizer.ggml.token_type").as_array();
-            for (std::size_t i = 0; i < types.size() && i < tokens.size(); ++i)
-                if (const auto type = types[i].as_int(); type == 3 || type == 4) t.specials_.push_back(int(i));
-        }
-        const auto& merges = f.get("tokenizer.ggml.merges").as_array();
-        for (std::size_t i = 0; i < merges.size(); ++i) t.ranks_.emplace(merges[i].as_string(), int(i));
-
+        t.compile(regexes, label);
+        t.pieces_ = std::move(pieces);
+        for (std::size_t i = 0; i < t.pieces_.size(); ++i) t.ids_.emplace(t.pieces_[i], int(i));
+        for (const int id : specials)
+            if (id < 0 || std::size_t(id) >= t.pieces_.size()) throw FileError(label, "special token id " + std::to_string(id) + " out of range");
+        t.specials_ = std::move(specials);
+        for (std::size_t i = 0; i < merges.size(); ++i) t.ranks_.emplace(merges[i], int(i));
         std::array<bool, 256> printable{};  // GPT-2's byte -> code point table
         for (int b = '!'; b <= '~'; ++b) printable[std::size_t(b)] = true;
         for (int b = 0xA1; b <= 0xAC; ++b) printable[std::size_t(b)] = true;
@@ -55,15 +46,40 @@ public:
         int next = 256;
         for (int b = 0; b < 256; ++b) {
             const unsigned cp = printable[std::size_t(b)] ? unsigned(b) : unsigned(next++);
-            std::string s;
-            if (cp < 0x80) s += char(cp);
+            std::string c;
+            if (cp < 0x80) c += char(cp);
             else {
-                s += char(0xC0 | (cp >> 6));
-                s += char(0x80 | (cp & 0x3F));
+                c += char(0xC0 | (cp >> 6));
+                c += char(0x80 | (cp & 0x3F));
             }
-            t.byte_chars_[std::size_t(b)] = s;
+            t.byte_chars_[std::size_t(b)] = c;
         }
         return t;
+    }
+
+    /// GPT-2's pre-tokenizer regex (also what ByteLevel with use_regex applies).
+    static const char* gpt2_regex() noexcept {
+        return "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+    }
+
+    static BpeTokenizer from_gguf(const GgufFile& f) {
+        const std::string model = f.get("tokenizer.ggml.model").as_string();
+        if (model != "gpt2") throw FileError(f.path(), "tokenizer model '" + model + "' is not byte-level BPE (gpt2)");
+        const std::string pre = f.has("tokenizer.ggml.pre") ? f.get("tokenizer.ggml.pre").as_string() : "default";
+        std::vector<std::string> regexes;
+        if (pre == "smollm") regexes = {"\\p{N}", gpt2_regex()};
+        else if (pre == "gpt2" || pre == "default") regexes = {gpt2_regex()};
+        else throw FileError(f.path(), "pre-tokenizer '" + pre + "' is not supported (gpt2, smollm)");
+        std::vector<std::string> pieces, merges;
+        for (const auto& tok : f.get("tokenizer.ggml.tokens").as_array()) pieces.push_back(tok.as_string());
+        std::vector<int> specials;
+        if (f.has("tokenizer.ggml.token_type")) {
+            const auto& types = f.get("tokenizer.ggml.token_type").as_array();
+            for (std::size_t i = 0; i < types.size() && i < pieces.size(); ++i)
+                if (const auto type = types[i].as_int(); type == 3 || type == 4) specials.push_back(int(i));
+        }
+        for (const auto& m : f.get("tokenizer.ggml.merges").as_array()) merges.push_back(m.as_string());
+        return from_vocabulary(std::move(pieces), merges, std::move(specials), regexes, f.path());
     }
 
     std::vector<int> encode(std::string_view text, bool parse_special = true) const {
@@ -92,6 +108,25 @@ public:
     }
 
     int size() const noexcept { return int(pieces_.size()); }
+    const std::string& piece(int id) const { return pieces_.at(std::size_t(id)); }
+
+    /// The bytes a token stands for; special tokens decode to nothing.
+    std::string decode(int id) const {
+        for (const int s : specials_)
+            if (s == id) return {};
+        const std::string& p = piece(id);
+        std::string out;
+        for (std::size_t i = 0; i < p.size();) {
+            const std::size_t len = (static_cast<unsigned char>(p[i]) & 0xE0) == 0xC0 ? 2 : 1;
+            const std::string ch = p.substr(i, len);
+            int byte = -1;
+            for (int b = 0; b < 256 && byte < 0; ++b)
+                if (byte_chars_[std::size_t(b)] == ch) byte = b;
+            out += byte >= 0 ? std::string(1, char(byte)) : ch;
+            i += len;
+        }
+        return out;
+    }
 
 private:
     struct Code {
@@ -99,13 +134,12 @@ private:
         std::shared_ptr<pcre2_match_data> match;
     };
 
-    void compile(std::initializer_list<const char*> patterns, const std::string& path) {
-        for (const char* p : patterns) {
+    void compile(const std::vector<std::string>& patterns, const std::string& path) {
+        for (const auto& p : patterns) {
             int err = 0;
             PCRE2_SIZE offset = 0;
-            pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                                             &err, &offset, nullptr);
-            if (!code) throw FileError(path, std::string("cannot compile pre-tokenizer regex ") + p);
+            pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.c_str()), p.size(), PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
+            if (!code) throw FileError(path, "cannot compile pre-tokenizer regex " + p);
             regexes_.push_back({std::shared_ptr<pcre2_code>(code, pcre2_code_free),
                                 std::shared_ptr<pcre2_match_data>(pcre2_match_data_create_from_pattern(code, nullptr),
                                                                   pcre2_match_data_free)});
