@@ -1,0 +1,129 @@
+// Prompt processing and decode speed of whole models, tokens per second, for FP32 weights and
+// packed ones. Each packed variant also prints its ratio to the FP32 model of the same run (the
+// baseline), so the numbers read as speedups on whatever machine runs them.
+//
+// Models: stories260K (llama2.c, ../shared/data) and SmolLM2-135M-Instruct (the Q4_1 GGUF in
+// QFORGE_CACHE, default ~/.cache/qforge; skipped with a message when absent). Variants: FP32
+// (SmolLM2's Q4_1 layers dequantized: Q4_1-ref), rtn:w4g128a packed, and for SmolLM2 the Q4_1
+// blocks as stored. Prompt: 128 tokens in one batch from position 0. Decode: 64 tokens one at a
+// time after a 64-token prompt. QFORGE_THREADS sets the thread count (default: all).
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <qforge/io/llama2c.hpp>
+#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/models/llama/model.hpp>
+
+namespace {
+
+using qforge::llama::Weights;
+
+int g_threads = 0;
+std::map<std::string, double> g_rate;  // "model/variant/phase" -> tokens/s
+
+struct Variant {
+    std::string model, name;
+    std::shared_ptr<Weights> weights;
+};
+std::vector<Variant> g_variants;
+
+std::vector<int> tokens(int n, int vocab) {
+    std::vector<int> t(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) t[std::size_t(i)] = 1 + (i * 7919) % (vocab - 1);
+    return t;
+}
+
+void prompt(benchmark::State& state, const Variant* v) {
+    const auto t = tokens(128, v->weights->config.vocab_size);
+    qforge::llama::Session s(*v->weights, qforge::best_isa(), g_threads, 128);
+    for (auto _ : state) benchmark::DoNotOptimize(s.forward_batch(t, 0, false).data);
+    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * 128.0, benchmark::Counter::kIsRate);
+}
+
+void decode(benchmark::State& state, const Variant* v) {
+    const auto t = tokens(128, v->weights->config.vocab_size);
+    qforge::llama::Session s(*v->weights, qforge::best_isa(), g_threads, 128);
+    s.forward_batch(std::span(t).first(64), 0, false);
+    for (auto _ : state)
+        for (int pos = 64; pos < 128; ++pos) benchmark::DoNotOptimize(s.forward(t[std::size_t(pos)], pos).data());
+    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * 64.0, benchmark::Counter::kIsRate);
+}
+
+/// Records tokens/s of every run so main() can print ratios against the FP32 baseline.
+class RatioReporter : public benchmark::ConsoleReporter {
+public:
+    void ReportRuns(const std::vector<Run>& runs) override {
+        for (const auto& r : runs)
+            if (const auto it = r.counters.find("tokens/s"); it != r.counters.end()) {
+                std::string name = r.benchmark_name();
+                if (const auto suffix = name.find("/real_time"); suffix != std::string::npos) name.erase(suffix);
+                g_rate[name] = it->second.value;
+            }
+        ConsoleReporter::ReportRuns(runs);
+    }
+};
+
+void add(const std::string& model, const std::string& name, Weights w) {
+    g_variants.push_back({model, name, std::make_shared<Weights>(std::move(w))});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    if (const char* t = std::getenv("QFORGE_THREADS")) g_threads = std::atoi(t);
+    const char* data_env = std::getenv("QFORGE_DATA");
+    const std::string data = data_env && *data_env ? data_env : QFORGE_DEFAULT_DATA;
+    const auto w4 = qforge::parse_scheme("rtn:w4g128a");
+    const auto fp32_of = [](const Weights& w) {
+        return qforge::llama::map_block_linears(w, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+    };
+    const auto packed_of = [&](const Weights& fp32) {
+        return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, w4); });
+    };
+
+    const std::string stories = data + "/models/stories260K/stories260K.bin";
+    if (std::filesystem::exists(stories)) {
+        const auto w = qforge::llama::from_llama2c(qforge::io::Llama2cCheckpoint::load(stories));
+        add("stories260K", "fp32", w);
+        add("stories260K", "rtn:w4g128a", packed_of(w));
+    } else {
+        std::fprintf(stderr, "skipping stories260K: %s not found\n", stories.c_str());
+    }
+    const char* cache_env = std::getenv("QFORGE_CACHE");
+    const std::string cache = cache_env && *cache_env ? cache_env : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") + "/.cache/qforge";
+    const std::string smol = cache + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    std::unique_ptr<qforge::io::GgufFile> file;
+    if (std::filesystem::exists(smol)) {
+        file = std::make_unique<qforge::io::GgufFile>(qforge::io::GgufFile::open(smol));
+        const auto stored = qforge::llama::from_gguf(*file);
+        const auto ref = fp32_of(stored);
+        add("SmolLM2", "fp32", ref);
+        add("SmolLM2", "rtn:w4g128a", packed_of(ref));
+        add("SmolLM2", "q4_1", stored);
+    } else {
+        std::fprintf(stderr, "skipping SmolLM2: %s not found (scripts/fetch-models.sh)\n", smol.c_str());
+    }
+    for (const auto& v : g_variants) {
+        benchmark::RegisterBenchmark((v.model + "/" + v.name + "/prompt").c_str(), prompt, &v)->Unit(benchmark::kMillisecond)->UseRealTime();
+        benchmark::RegisterBenchmark((v.model + "/" + v.name + "/decode").c_str(), decode, &v)->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+    RatioReporter reporter;
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+    std::printf("\n%-34s %12s %12s\n", "model/variant/phase", "tokens/s", "vs fp32");
+    for (const auto& [name, rate] : g_rate) {
+        const auto first = name.find('/'), last = name.rfind('/');
+        const std::string base = name.substr(0, first) + "/fp32" + name.substr(last);
+        const auto it = g_rate.find(base);
+        std::printf("%-34s %12.1f %12s\n", name.c_str(), rate, it == g_rate.end() ? "-" : (std::to_string(rate / it->second).substr(0, 5) + "x").c_str());
+    }
+    benchmark::Shutdown();
+    return 0;
+}
