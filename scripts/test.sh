@@ -41,9 +41,9 @@ if command -v clang++ >/dev/null; then
   cmake -S . -B build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQFORGE_CUDA=OFF \
         -DQFORGE_FUZZ=ON -DQFORGE_BUILD_BENCH=OFF -DQFORGE_BUILD_EXAMPLES=OFF -DQFORGE_BUILD_DOCS=OFF \
         "-DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null
-  cmake --build build/ci-fuzz --target fuzz_scheme fuzz_llama2c fuzz_quantize fuzz_gguf -j"$jobs"
+  cmake --build build/ci-fuzz --target fuzz_scheme fuzz_llama2c fuzz_quantize fuzz_gguf fuzz_safetensors -j"$jobs"
   seconds=${QFORGE_FUZZ_SECONDS:-30}
-  for f in scheme llama2c quantize gguf; do
+  for f in scheme llama2c quantize gguf safetensors; do
     corpus=build/ci-fuzz/corpus_$f
     mkdir -p "$corpus"
     ./build/ci-fuzz/tests/fuzz_$f -max_total_time="$seconds" -rss_limit_mb=2048 "$corpus" tests/fuzz/seeds/$f 2>&1 | tail -3

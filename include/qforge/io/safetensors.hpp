@@ -73,6 +73,17 @@ public:
         return f;
     }
 
+    /// Parses a safetensors image held in memory (the caller keeps it alive); `label` names it.
+    static SafetensorsFile from_memory(const std::string& label, const std::uint8_t* data, std::size_t size) {
+        SafetensorsFile f;
+        f.path_ = label;
+        f.size_ = size;
+        f.map_ = std::shared_ptr<void>(const_cast<std::uint8_t*>(data), [](void*) {});
+        f.external_ = true;
+        f.parse();
+        return f;
+    }
+
     const std::string& path() const noexcept { return path_; }
     const std::vector<SafetensorsTensor>& tensors() const noexcept { return tensors_; }
     const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
@@ -112,7 +123,7 @@ public:
     /// Lets the kernel drop the pages of a tensor already consumed (streaming quantization keeps
     /// its resident memory to about one tensor this way).
     void release(const SafetensorsTensor& t) const {
-        if (!map_ || t.bytes.empty()) return;
+        if (!map_ || external_ || t.bytes.empty()) return;
         const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
         auto begin = std::uintptr_t(t.bytes.data()) / page * page;
         const auto end = std::uintptr_t(t.bytes.data() + t.bytes.size());
@@ -125,6 +136,7 @@ private:
     void parse() {
         if (size_ < 8) throw FileError(path_, "truncated: " + std::to_string(size_) + " bytes, the header length alone is 8");
         const auto* base = static_cast<const std::uint8_t*>(map_.get());
+        if (!base) throw FileError(path_, "empty file");
         std::uint64_t n = 0;
         std::memcpy(&n, base, 8);
         if (n > size_ - 8) throw FileError(path_, "truncated: header of " + std::to_string(n) + " bytes, the file has " + std::to_string(size_));
@@ -184,6 +196,7 @@ private:
     std::string path_;
     std::size_t size_ = 0;
     std::shared_ptr<void> map_;
+    bool external_ = false;  ///< memory the caller owns: never madvise it
     std::vector<SafetensorsTensor> tensors_;
     std::map<std::string, std::size_t> index_;
     std::map<std::string, std::string> metadata_;
