@@ -54,6 +54,10 @@ BOOST_AUTO_TEST_CASE(json_round_trip_and_errors) {
     BOOST_TEST(error_of([] { io::Json::parse("{\"a\": }"); }).find("byte 6") != std::string::npos);
     BOOST_TEST(error_of([] { io::Json::parse(std::string(1000, '[')); }).find("nesting") != std::string::npos);
     BOOST_TEST(error_of([] { io::Json::parse("[1] x"); }).find("trailing") != std::string::npos);
+    // found by fuzz_safetensors: a number too large for int64 must stay a double (no UB)
+    const auto huge = io::Json::parse("[666666666666666666666666666666]");
+    BOOST_TEST(huge.as_array()[0].as_double() == 6.66666666666666666e29);
+    BOOST_CHECK_THROW(huge.as_array()[0].as_int(), InvalidData);
 }
 
 BOOST_AUTO_TEST_CASE(round_trip_with_rules) {

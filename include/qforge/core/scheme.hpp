@@ -8,10 +8,13 @@
 ///     scheme := method ":" "w" bits [ "g" group ] [ zero ] { "," option }
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
 ///     option := "clip" (MSE clip search) | "f32" (fp32 scales)
+///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ)
 /// Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
 /// text round-trips exactly.
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 #include <charconv>
 #include <string>
 #include <string_view>
@@ -26,8 +29,13 @@ struct Rtn {
     static constexpr std::string_view name = "rtn";
 };
 
+/// GPTQ: error feedback through the inverse input Hessian (quantizers/gptq.hpp).
+struct Gptq {
+    static constexpr std::string_view name = "gptq";
+};
+
 /// Methods a runtime scheme may name. Later methods append their name here.
-inline constexpr std::array<std::string_view, 1> known_methods{Rtn::name};
+inline constexpr std::array<std::string_view, 2> known_methods{Rtn::name, Gptq::name};
 
 // ---- grid policies ----
 template <int B>
@@ -64,10 +72,17 @@ struct AsymMin {
 struct Clip {};
 /// Keep scales in fp32 instead of fp16 (not every packed format can store them).
 struct ScaleF32 {};
+/// GPTQ: process columns by descending Hessian diagonal.
+struct ActOrder {};
+/// GPTQ with act-order: groups are runs of the original column order.
+struct StaticGroups {};
 
 /// Options that change how a quantizer runs but not the grid itself.
 struct SchemeOptions {
     bool clip = false;
+    bool act_order = false;      ///< GPTQ only
+    bool static_groups = false;  ///< GPTQ only
+    float damp = 0.01f;          ///< GPTQ only: fraction of the mean Hessian diagonal
     friend constexpr bool operator==(const SchemeOptions&, const SchemeOptions&) = default;
 };
 
@@ -89,7 +104,8 @@ concept GroupingTag = requires { { T::size } -> std::convertible_to<int>; };
 template <class T>
 concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
 template <class T>
-concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ScaleF32>;
+concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ScaleF32> || std::is_same_v<T, ActOrder> ||
+                    std::is_same_v<T, StaticGroups>;
 }  // namespace detail
 
 /// Canonical text of a runtime scheme.
@@ -107,6 +123,15 @@ inline std::string to_string(const RuntimeScheme& s) {
                                                : "m";
     if (s.options.clip) out += ",clip";
     if (s.spec.scale_type == ScaleType::f32) out += ",f32";
+    if (s.options.act_order) out += ",act";
+    if (s.options.static_groups) out += ",static";
+    if (s.options.damp != 0.01f) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", double(s.options.damp));
+        if (std::strtof(buf, nullptr) != s.options.damp) std::snprintf(buf, sizeof buf, "%.9g", double(s.options.damp));
+        out += ",damp=";
+        out += buf;
+    }
     return out;
 }
 
@@ -160,9 +185,22 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
     while (!options.empty()) {
         const auto next = options.find(',');
         const std::string_view opt = options.substr(0, next);
+        const bool gptq = s.method == Gptq::name;
         if (opt == "clip") s.options.clip = true;
         else if (opt == "f32") s.spec.scale_type = ScaleType::f32;
-        else return fail("unknown option '" + std::string(opt) + "'");
+        else if (opt == "act" && gptq) s.options.act_order = true;
+        else if (opt == "static" && gptq) s.options.static_groups = true;
+        else if (opt.substr(0, 5) == "damp=" && gptq) {
+            const std::string value(opt.substr(5));
+            char* end = nullptr;
+            const float d = std::strtof(value.c_str(), &end);
+            if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
+            s.options.damp = d;
+        } else if (opt == "act" || opt == "static" || opt.substr(0, 5) == "damp=") {
+            return fail("option '" + std::string(opt) + "' is for gptq only");
+        } else {
+            return fail("unknown option '" + std::string(opt) + "'");
+        }
         options = next == std::string_view::npos ? "" : options.substr(next + 1);
     }
     try {
@@ -186,13 +224,16 @@ struct Scheme {
     static_assert(detail::ZeroTag<Zero>,
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
-                  "qforge::Scheme: options must be qforge::Clip or qforge::ScaleF32");
+                  "qforge::Scheme: options must be qforge::Clip, qforge::ScaleF32, qforge::ActOrder or qforge::StaticGroups");
+    static_assert(std::is_same_v<Method, Gptq> || !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
+                  "qforge::Scheme: ActOrder and StaticGroups are options of qforge::Gptq only");
 
     using method = Method;
     static constexpr QuantSpec spec{
         Bits::bits, Grouping::size, Zero::zero,
         (std::is_same_v<Options, ScaleF32> || ...) ? ScaleType::f32 : ScaleType::f16};
-    static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...)};
+    static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
+                                           (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
 
     static RuntimeScheme runtime() { return {std::string(Method::name), spec, options}; }
     static std::string text() { return to_string(runtime()); }

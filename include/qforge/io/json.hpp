@@ -28,7 +28,7 @@ public:
 
     Json() = default;
     Json(bool b) : kind_(Kind::boolean), bool_(b) {}
-    Json(double d) : kind_(Kind::number), number_(d), integer_(std::int64_t(d)), is_integer_(false) {}
+    Json(double d) : kind_(Kind::number), number_(d), integer_(0), is_integer_(false) {}
     Json(std::int64_t i) : kind_(Kind::number), number_(double(i)), integer_(i), is_integer_(true) {}
     Json(int i) : Json(std::int64_t(i)) {}
     Json(std::string s) : kind_(Kind::string), string_(std::make_shared<std::string>(std::move(s))) {}

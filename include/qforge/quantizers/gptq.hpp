@@ -1,0 +1,216 @@
+#pragma once
+/// @file
+/// GPTQ (Frantar et al., 2022): quantize a weight matrix column by column, feeding each
+/// column's rounding error into the columns not yet quantized through the Cholesky factor of the
+/// inverse input Hessian H = 2 X^T X / n, so the layer's output error ||W X - Ŵ X|| stays small.
+///
+/// Steps, as in the reference implementation:
+/// 1. dead inputs (H_ii = 0) get H_ii = 1 and their weights zeroed;
+/// 2. act-order: columns are processed by descending H_ii;
+/// 3. damping: H += damp * mean(diag H) * I (default 0.01); if H is still not positive definite
+///    the damping is raised stepwise (x2, up to 10 tries) and the result says so;
+/// 4. U = the upper Cholesky factor of H^{-1};
+/// 5. for each column i in processing order: q_i = RTN(w_i) on its group's grid,
+///    e = (w_i - q_i) / U_ii, w_j -= e U_ij for the later columns j. Updates are applied
+///    immediately inside blocks of `block_size` columns and to the columns after the block as one
+///    GEMM at its end ("lazy batch"), which changes the order of additions only.
+///
+/// Grids: any spec of the foundation (2/3/4/8 bits, symmetric / integer zero / float minimum,
+/// per-channel or groups), optionally with the MSE clip search. A group's parameters are
+/// computed when its first column comes up, from the weights as error-fed at that point. The
+/// lazy block is shrunk to a multiple of the group length (or grown to it) so those weights
+/// have received every earlier column's update. (The reference code reads them from the
+/// matrix not yet given the current block's updates when groups are smaller than the block.)
+///
+/// Groups under act-order: *dynamic* groups are runs of `group` columns in processing order —
+/// the result keeps the columns in that order and lists it (`column_order`), and `g_idx` gives
+/// each original column its group as GPTQModel stores it; *static* groups are runs of
+/// `group` columns in the original order, so the result needs no reordering at all. Without
+/// act-order the two are the same thing.
+///
+/// Rows are independent given H, so each thread runs the whole algorithm on a range of rows.
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "qforge/core/quantized.hpp"
+#include "qforge/linalg/cholesky.hpp"
+#include "qforge/quantizers/rtn.hpp"
+
+namespace qforge {
+
+struct GptqOptions {
+    float damp = 0.01f;       ///< fraction of the mean Hessian diagonal added to it
+    int block_size = 128;     ///< lazy-batch block (columns)
+    bool act_order = false;   ///< process columns by descending H_ii
+    bool static_groups = false;  ///< with act-order: groups in the original column order
+    bool clip_search = false; ///< MSE clip search for each group's grid
+    ClipSearch search{};
+    int threads = 0;
+    Isa isa = Isa::scalar;
+};
+
+struct GptqResult {
+    /// Codes and grid parameters. Column k holds original column column_order[k] when
+    /// column_order is not empty (act-order with dynamic groups), else original column k.
+    QuantizedMatrix q;
+    std::vector<int> column_order;
+    std::vector<int> g_idx;  ///< for each original column, the index of its group's parameters
+    float damp = 0.0f;       ///< the damping fraction finally used
+    int dead_columns = 0;    ///< inputs with H_ii = 0 (weights zeroed)
+    std::string note;        ///< what was adjusted (damping raised), empty if nothing
+
+    /// Ŵ in the original column order.
+    std::vector<float> dequantize() const {
+        std::vector<float> w(std::size_t(q.rows) * std::size_t(q.cols));
+        for (int r = 0; r < q.rows; ++r)
+            for (int k = 0; k < q.cols; ++k) {
+                const int c = column_order.empty() ? k : column_order[std::size_t(k)];
+                w[std::size_t(r) * std::size_t(q.cols) + std::size_t(c)] = q.dequantize(r, k);
+            }
+        return w;
+    }
+};
+
+/// `w` rows x cols (out x in features), `hessian` cols x cols (symmetric).
+inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<float>& hessian, const QuantSpec& spec,
+                                const GptqOptions& o = {}) {
+    spec.validate();
+    require_finite_matrix(w, "GPTQ weight matrix");
+    require_int_shape(w.rows, w.cols, "GPTQ weight matrix");
+    const int rows = int(w.rows), cols = int(w.cols);
+    const std::size_t C = std::size_t(cols);
+    if (hessian.size() != C * C)
+        throw InvalidArgument("GPTQ: the Hessian has " + std::to_string(hessian.size()) + " entries, a " + std::to_string(cols) +
+                              "-column layer needs " + std::to_string(C * C));
+    for (std::size_t i = 0; i < hessian.size(); ++i)
+        if (!std::isfinite(hessian[i])) throw InvalidData("GPTQ: the Hessian has a non-finite entry at " + std::to_string(i));
+    if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
+
+    GptqResult res;
+    std::vector<float> h = hessian;
+    std::vector<float> wk(w.rows * C);  // working copy, processing order, error-fed
+    std::vector<bool> dead(C, false);
+    for (std::size_t i = 0; i < C; ++i)
+        if (h[i * C + i] == 0.0f) {
+            dead[i] = true;
+            h[i * C + i] = 1.0f;
+            ++res.dead_columns;
+        }
+    std::vector<int> order(C);
+    std::iota(order.begin(), order.end(), 0);
+    if (o.act_order)
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return h[std::size_t(a) * C + std::size_t(a)] > h[std::size_t(b) * C + std::size_t(b)]; });
+    for (int r = 0; r < rows; ++r)
+        for (std::size_t k = 0; k < C; ++k) {
+            const std::size_t c = std::size_t(order[k]);
+            wk[std::size_t(r) * C + k] = dead[c] ? 0.0f : w(std::size_t(r), c);
+        }
+    std::vector<float> hp(C * C);
+    for (std::size_t i = 0; i < C; ++i)
+        for (std::size_t j = 0; j < C; ++j) hp[i * C + j] = h[std::size_t(order[i]) * C + std::size_t(order[j])];
+
+    // damping, raised until the factorisation succeeds
+    double mean_diag = 0.0;
+    for (std::size_t i = 0; i < C; ++i) mean_diag += double(hp[i * C + i]);
+    mean_diag /= double(C);
+    std::vector<float> u;
+    float damp = o.damp;
+    for (int attempt = 0;; ++attempt) {
+        std::vector<float> damped = hp;
+        const float add = float(double(damp) * mean_diag);
+        for (std::size_t i = 0; i < C; ++i) damped[i * C + i] += add;
+        if (linalg::inverse_cholesky_upper(damped, cols, u, o.isa, o.threads)) break;
+        if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
+        const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
+        res.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
+        damp = next;
+    }
+    res.damp = damp;
+
+    // groups: in processing order (dynamic) or in the original order (static)
+    const int g = spec.group_length(cols);
+    const bool static_groups = o.act_order && o.static_groups;
+    std::vector<int> group_of(C);  // processing position -> group index
+    for (std::size_t k = 0; k < C; ++k) group_of[k] = static_groups ? order[k] / g : int(k) / g;
+    std::vector<std::vector<int>> members(std::size_t(spec.groups_per_row(cols)));  // processing positions of each group
+    for (std::size_t k = 0; k < C; ++k) members[std::size_t(group_of[k])].push_back(int(k));
+    int block = o.block_size;
+    if (!static_groups && g < cols) block = g >= block ? g : std::max(g, block / g * g);
+
+    QuantizedMatrix q(spec, rows, cols);
+    const int groups = q.groups_per_row();
+    parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
+        const std::size_t R = r1 - r0;
+        std::vector<float> err(R * std::size_t(block)), ut, upd;
+        std::vector<char> have(R * std::size_t(groups), 0);
+        std::vector<GroupParams> params(R * std::size_t(groups));
+        std::vector<float> values;
+        const auto fns = fp32_functions(o.isa);
+        for (int i1 = 0; i1 < cols; i1 += block) {
+            const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
+            for (std::size_t rr = 0; rr < R; ++rr) {
+                float* row = wk.data() + (r0 + rr) * C;
+                for (int k = i1; k < i2; ++k) {
+                    const int grp = group_of[std::size_t(k)];
+                    GroupParams& p = params[rr * std::size_t(groups) + std::size_t(grp)];
+                    if (!have[rr * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
+                        values.clear();
+                        for (const int j : members[std::size_t(grp)]) values.push_back(row[j]);
+                        p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
+                        have[rr * std::size_t(groups) + std::size_t(grp)] = 1;
+                    }
+                    const std::uint8_t code = quantize_value(row[k], p, spec);
+                    q.codes[(r0 + rr) * C + std::size_t(k)] = code;
+                    const float e = (row[k] - dequantize_value(code, p, spec)) / u[std::size_t(k) * C + std::size_t(k)];
+                    err[rr * std::size_t(block) + std::size_t(k - i1)] = e;
+                    fns.axpy(-e, u.data() + std::size_t(k) * C + std::size_t(k + 1), row + k + 1, i2 - k - 1);
+                }
+                if (i1 + bs == cols) {  // the row is done: its grids
+                    for (int grp = 0; grp < groups; ++grp) {
+                        const GroupParams& p = params[rr * std::size_t(groups) + std::size_t(grp)];
+                        const std::size_t idx = q.group_index(int(r0 + rr), grp);
+                        q.scales[idx] = p.scale;
+                        if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(p.zero);
+                        if (spec.zero == ZeroPoint::float_min) q.mins[idx] = p.min;
+                    }
+                }
+            }
+            if (i2 == cols) break;
+            // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], as one GEMM (rows of U^T against rows of E)
+            const int rest = cols - i2;
+            ut.resize(std::size_t(rest) * std::size_t(bs));
+            for (int j = 0; j < rest; ++j)
+                for (int k = 0; k < bs; ++k) ut[std::size_t(j) * std::size_t(bs) + std::size_t(k)] = u[std::size_t(i1 + k) * C + std::size_t(i2 + j)];
+            upd.resize(R * std::size_t(rest));
+            fns.gemm_rows(ut.data(), std::size_t(bs), err.data(), std::size_t(block), int(R), bs, 0, rest, upd.data(), std::size_t(rest));
+            for (std::size_t rr = 0; rr < R; ++rr) {
+                float* row = wk.data() + (r0 + rr) * C + std::size_t(i2);
+                const float* d = upd.data() + rr * std::size_t(rest);
+                for (int j = 0; j < rest; ++j) row[j] -= d[j];
+            }
+        }
+    });
+
+    // back to the original column order unless the groups are runs of the processing order
+    res.g_idx.assign(C, 0);
+    const bool keep_order = o.act_order && !static_groups;
+    if (keep_order) {
+        res.column_order = order;
+        for (std::size_t k = 0; k < C; ++k) res.g_idx[std::size_t(order[k])] = int(k) / g;
+        res.q = std::move(q);
+    } else {
+        QuantizedMatrix out(spec, rows, cols);
+        out.scales = std::move(q.scales);
+        out.zeros = std::move(q.zeros);
+        out.mins = std::move(q.mins);
+        for (int r = 0; r < rows; ++r)
+            for (std::size_t k = 0; k < C; ++k) out.codes[std::size_t(r) * C + std::size_t(order[k])] = q.codes[std::size_t(r) * C + k];
+        for (std::size_t c = 0; c < C; ++c) res.g_idx[c] = int(c) / g;
+        res.q = std::move(out);
+    }
+    return res;
+}
+
+}  // namespace qforge
