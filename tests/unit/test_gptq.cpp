@@ -108,10 +108,10 @@ std::vector<float> obs_reference(const std::vector<float>& w, std::vector<float>
             const double e = (row[i] - qv) / hi[i * C + i];
             for (std::size_t j = i + 1; j < C; ++j) row[j] -= e * hi[i * C + j];
             const double d = hi[i * C + i];
-            std::vector<double> col(C);
+            std::vector<double> col(C), row_i(hi.begin() + std::ptrdiff_t(i * C), hi.begin() + std::ptrdiff_t(i * C + C));
             for (std::size_t k = 0; k < C; ++k) col[k] = hi[k * C + i];
             for (std::size_t k = 0; k < C; ++k)
-                for (std::size_t j = 0; j < C; ++j) hi[k * C + j] -= col[k] * hi[i * C + j] / d;
+                for (std::size_t j = 0; j < C; ++j) hi[k * C + j] -= col[k] * row_i[j] / d;
         }
     }
     return out;
@@ -193,7 +193,9 @@ BOOST_AUTO_TEST_CASE(identity_hessian_is_rtn) {
 // One row, two inputs with H = [[1, .5], [.5, 1]] and no damping: H^{-1} = [[4/3, -2/3], [-2/3, 4/3]],
 // so column 0's error e moves into column 1 as w1 - e * (-2/3)/(4/3) = w1 + e/2.
 BOOST_AUTO_TEST_CASE(one_row_by_hand) {
-    const std::vector<float> w = {0.30f, 0.10f};
+    // 2-bit grid of the row: scale 0.1, zero 2, levels -0.2 -0.1 0 0.1. Column 0 rounds 0.14 to
+    // 0.1 (error 0.04); column 1 becomes -0.16 + 0.02 = -0.14 and rounds to -0.1, where RTN gives -0.2.
+    const std::vector<float> w = {0.14f, -0.16f};
     const std::vector<float> h = {1.0f, 0.5f, 0.5f, 1.0f};
     const auto spec = parse_scheme("rtn:w2g2a").spec;
     GptqOptions o;
