@@ -107,9 +107,12 @@ public:
 
     /// Statistics of the current block's sites when it runs with weights `block` (the original
     /// block, or one partly quantized already). The hidden states stay as they are.
-    BlockStats capture(const Layer& block) {
+    /// `sites`: a mask of (1 << Site) to gather (default all); the others stay empty.
+    BlockStats capture(const Layer& block, unsigned sites = ~0u) {
         BlockStats stats(config_, options_.hessian);
-        const Observer observer = [&](int, Site site, MatrixView<const float> x) { stats.at(site).add(x, options_.isa, options_.threads); };
+        const Observer observer = [&](int, Site site, MatrixView<const float> x) {
+            if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.isa, options_.threads);
+        };
         run(block, &observer, false);
         return stats;
     }

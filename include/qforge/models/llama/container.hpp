@@ -14,8 +14,10 @@
 /// Tensors of weight W: "f32" -> `W` (F32, rows x cols, or n for vectors); "dense" ->
 /// `W.codes` (U8, rows x ceil(cols*bits/8), LSB-first), `W.scales` (F16, rows x groups), and
 /// `W.zeros` (U8) or `W.mins` (F16) for asymmetric grids; GGUF block formats -> `W.blocks` (U8,
-/// rows x bytes per row, llama.cpp's block structs). No `output.weight` means the head is tied
-/// to `token_embd.weight`. Layer q/k rows are in the adjacent-pair RoPE order (as llama.cpp).
+/// rows x bytes per row, llama.cpp's block structs). A weight whose columns are in their own
+/// order (GPTQ act-order with dynamic groups; `"ordered": true`) also has `W.order` (I32, cols):
+/// column k multiplies input x[order[k]]. No `output.weight` means the head is tied to
+/// `token_embd.weight`. Layer q/k rows are in the adjacent-pair RoPE order (as llama.cpp).
 #include <fnmatch.h>
 
 #include <cstring>
@@ -45,7 +47,13 @@ inline std::size_t block_bytes(const std::string& format) {
 }
 
 /// The tensors a weight of this layout is stored as.
+inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector);
 inline std::vector<Part> parts_of(const TensorLayout& l, bool vector) {
+    auto p = parts_of_values(l, vector);
+    if (l.ordered) p.push_back({".order", "I32", {std::uint64_t(l.cols)}});
+    return p;
+}
+inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
     const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.cols);
     if (l.format == "f32") return {{"", "F32", vector ? std::vector<std::uint64_t>{R * C} : std::vector<std::uint64_t>{R, C}}};
     if (l.format == "dense") {
@@ -63,6 +71,7 @@ inline std::span<const std::uint8_t> bytes_of(const void* p, std::size_t n) { re
 
 /// The bytes of part `suffix` of a weight.
 inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::string& suffix) {
+    if (suffix == ".order") return bytes_of(l.input_order().data(), l.input_order().size() * sizeof(int));
     return std::visit(
         [&](const auto& w) -> std::span<const std::uint8_t> {
             using T = std::decay_t<decltype(w)>;
@@ -155,6 +164,7 @@ public:
                 } else if (l.format != "f32") {
                     l.spec = TensorLayout{}.spec;
                 }
+                if (const auto* ord = t.find("ordered")) l.ordered = ord->as_bool();
                 if (l.rows <= 0 || l.cols <= 0) throw FileError(path, "tensor " + name + " has a bad shape");
                 // every part must be there with the size the layout implies
                 for (const auto& part : detail::parts_of(l, false)) {
@@ -218,6 +228,18 @@ private:
         return it->second;
     }
     Linear read(const std::string& name, const TensorLayout& l) const {
+        Linear lin = read_values(name, l);
+        if (!l.ordered) return lin;
+        const auto& t = f_.tensor(name + ".order");
+        std::vector<int> order(std::size_t(l.cols));
+        std::memcpy(order.data(), t.bytes.data(), t.bytes.size());
+        try {
+            return Linear(lin.weights(), std::move(order));
+        } catch (const InvalidArgument& e) {
+            throw FileError(label_, "tensor " + name + ".order: " + e.what());
+        }
+    }
+    Linear read_values(const std::string& name, const TensorLayout& l) const {
         if (l.format == "f32") return Linear(Fp32Matrix{l.rows, l.cols, f_.to_float(f_.tensor(name))});
         if (l.format == "q4_0") return detail::blocks_from<Q4_0>(f_, name, l);
         if (l.format == "q4_1") return detail::blocks_from<Q4_1>(f_, name, l);
@@ -280,7 +302,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             const auto scheme = parse_scheme(action);
             if (scheme.method != "rtn" && !o.quantize)
                 throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
-            out = {"dense", scheme.spec, rows, cols};
+            out = {"dense", scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
             if (scheme.spec.bits != 2 && scheme.spec.bits != 3 && scheme.spec.bits != 4 && scheme.spec.bits != 8)
                 throw InvalidArgument(name + ": " + std::to_string(scheme.spec.bits) + "-bit dense packing is not supported (2, 3, 4, 8)");
             action = to_string(scheme);
@@ -327,6 +349,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             t.emplace_back("zero", io::Json(std::string(1, detail::zero_letter(e.layout.spec.zero))));
             t.emplace_back("scheme", io::Json(e.action));
         }
+        if (e.layout.ordered) t.emplace_back("ordered", io::Json(true));
         tensors.emplace_back(e.name, io::Json(std::move(t)));
     }
     w.metadata("qforge.format", container_format);
@@ -368,9 +391,9 @@ inline void write_container(const ModelSource& src, const std::string& path, con
                 if (e.action == "keep") weight = std::move(stored);
                 else if (e.action == "f32") weight = dequantized_linear(stored);
                 else weight = quantize(e.name, dequantized_linear(stored), parse_scheme(e.action));
-                if (layout_of(weight).format != e.layout.format)
-                    throw InvalidArgument(e.name + ": the quantizer produced a " + layout_of(weight).format + " weight, the plan says " +
-                                          e.layout.format);
+                if (layout_of(weight).format != e.layout.format || layout_of(weight).ordered != e.layout.ordered)
+                    throw InvalidArgument(e.name + ": the quantizer produced a " + layout_of(weight).format + " weight" +
+                                          (layout_of(weight).ordered ? " with a column order" : "") + ", the plan says " + e.layout.format);
             }
         }
         const auto bytes = e.vector ? detail::bytes_of(values.data(), values.size() * 4) : detail::part_bytes(weight, slot.suffix);

@@ -32,10 +32,29 @@ template <> struct format_of_packed<Q4_0::Packed> { using type = Q4_0; };
 template <> struct format_of_packed<Q4_1::Packed> { using type = Q4_1; };
 template <> struct format_of_packed<Q8_0::Packed> { using type = Q8_0; };
 
+/// A linear layer: its weights, and optionally the order of its input columns.
+///
+/// `input_order` serves GPTQ act-order checkpoints with dynamic groups, whose groups are runs of
+/// columns in the processing order: the weights stay in that order (so every packed format and
+/// kernel works unchanged, groups contiguous) and the layer gathers its input x[order[k]] into a
+/// scratch row before the product, O(cols) per token against the product's O(rows x cols).
+/// Static groups avoid even that; dequantizing restores the original order.
 class Linear {
 public:
     Linear() = default;
-    explicit Linear(LinearWeights w) : w_(std::move(w)) {}
+    explicit Linear(LinearWeights w, std::vector<int> input_order = {}) : w_(std::move(w)), order_(std::move(input_order)) {
+        if (!order_.empty()) {
+            if (order_.size() != std::size_t(cols())) throw InvalidArgument("Linear: the input order must list every column once");
+            std::vector<char> seen(order_.size(), 0);
+            for (const int c : order_) {
+                if (c < 0 || std::size_t(c) >= order_.size() || seen[std::size_t(c)]) throw InvalidArgument("Linear: the input order is not a permutation");
+                seen[std::size_t(c)] = 1;
+            }
+        }
+    }
+
+    /// Empty: columns in the original order; else column k of the weights multiplies x[order[k]].
+    const std::vector<int>& input_order() const noexcept { return order_; }
 
     int rows() const {
         return std::visit([](const auto& w) { return w.rows; }, w_);
@@ -63,6 +82,19 @@ public:
     /// Y = X W^T for n activations (rows of X). FP32 weights use the FP32 GEMM; packed weights
     /// go through the dispatched packed kernels, never materialising FP32 weights.
     void forward(MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads) const {
+        if (!order_.empty()) {
+            if (x.cols != order_.size()) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(order_.size()));
+            std::vector<float> gathered(x.rows * x.cols);
+            for (std::size_t t = 0; t < x.rows; ++t)
+                for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
+            forward_in_order(MatrixView<const float>(gathered.data(), x.rows, x.cols), y, isa, threads);
+            return;
+        }
+        forward_in_order(x, y, isa, threads);
+    }
+
+private:
+    void forward_in_order(MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads) const {
         std::visit(
             [&](const auto& w) {
                 using T = std::decay_t<decltype(w)>;
@@ -78,8 +110,8 @@ public:
             w_);
     }
 
-private:
     LinearWeights w_;
+    std::vector<int> order_;
 };
 
 }  // namespace qforge::llama

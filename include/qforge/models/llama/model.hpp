@@ -273,30 +273,45 @@ inline int argmax(std::span<const float> logits) {
 
 namespace qforge::llama {
 
+/// A quantized matrix packed densely, with its column order (empty: the original order).
+inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_order = {}) {
+    switch (q.spec.bits) {
+        case 2: return Linear(Dense<2>::pack(q), std::move(input_order));
+        case 3: return Linear(Dense<3>::pack(q), std::move(input_order));
+        case 4: return Linear(Dense<4>::pack(q), std::move(input_order));
+        case 8: return Linear(Dense<8>::pack(q), std::move(input_order));
+        default: throw InvalidArgument(std::to_string(q.spec.bits) + "-bit codes cannot be packed densely (2, 3, 4, 8)");
+    }
+}
+
 /// An FP32 linear layer quantized with an RTN scheme and packed densely.
 inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, int threads = 0) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
+    if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
     const auto q = RtnQuantizer(scheme, threads)
                        .quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)));
-    switch (scheme.spec.bits) {
-        case 2: return Linear(Dense<2>::pack(q));
-        case 3: return Linear(Dense<3>::pack(q));
-        case 4: return Linear(Dense<4>::pack(q));
-        default: return Linear(Dense<8>::pack(q));
-    }
+    return packed_linear(q);
 }
 
-/// The same layer with its packed weights dequantized back to FP32.
+/// The same layer with its packed weights dequantized back to FP32, columns in the original order.
 inline Linear dequantized_linear(const Linear& layer) {
-    return std::visit(
-        [&](const auto& w) -> Linear {
+    Fp32Matrix m = std::visit(
+        [&](const auto& w) -> Fp32Matrix {
             using T = std::decay_t<decltype(w)>;
-            if constexpr (std::is_same_v<T, Fp32Matrix>) return Linear(w);
-            else return Linear(Fp32Matrix{w.rows, w.cols, dequantize<typename format_of_packed<T>::type>(w, Isa::scalar)});
+            if constexpr (std::is_same_v<T, Fp32Matrix>) return w;
+            else return Fp32Matrix{w.rows, w.cols, dequantize<typename format_of_packed<T>::type>(w, Isa::scalar)};
         },
         layer.weights());
+    const auto& order = layer.input_order();
+    if (order.empty()) return Linear(std::move(m));
+    std::vector<float> out(m.data.size());
+    const std::size_t C = std::size_t(m.cols);
+    for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
+        for (std::size_t k = 0; k < C; ++k) out[r * C + std::size_t(order[k])] = m.data[r * C + k];
+    return Linear(Fp32Matrix{m.rows, m.cols, std::move(out)});
 }
+
 
 /// Applies `fn` to every linear layer inside the decoder blocks (not the embedding or the head).
 template <class Fn>

@@ -22,10 +22,11 @@ struct TensorLayout {
     std::string format = "f32";
     QuantSpec spec{};
     int rows = 0, cols = 0;
+    bool ordered = false;  ///< the weights' columns are in their own order (Linear::input_order)
 };
 
 inline TensorLayout layout_of(const Linear& l) {
-    return std::visit(
+    TensorLayout t = std::visit(
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return {"f32", {}, w.rows, w.cols};
@@ -35,6 +36,8 @@ inline TensorLayout layout_of(const Linear& l) {
             else return {"dense", w.spec, w.rows, w.cols};
         },
         l.weights());
+    t.ordered = !l.input_order().empty();
+    return t;
 }
 
 /// The seven block linear layers: llama.cpp's name, the Layer member, and its shape.

@@ -1,0 +1,95 @@
+#pragma once
+/// @file
+/// GPTQ on a whole Llama decoder, block by block (`LayerwiseCalibration`): each block's
+/// Hessians come from calibration inputs that went through the already-quantized earlier
+/// blocks, and only one block's statistics are held at a time.
+///
+/// True-sequential (default, as in the reference code): inside a block, the linear layers are
+/// quantized in the order the block runs them — q/k/v, then o, then gate/up, then down — and
+/// each group's Hessian is captured with the earlier groups already quantized. Without it, all
+/// seven layers use the Hessians of the unquantized block.
+#include <functional>
+#include <string>
+
+#include "qforge/models/llama/calibration.hpp"
+#include "qforge/quantizers/gptq.hpp"
+
+namespace qforge::llama {
+
+struct ModelGptqOptions {
+    bool true_sequential = true;
+    CalibrationOptions calibration{};  ///< sequence length, isa, threads
+    int block_size = 128;
+    /// (block index, blocks, what is happening) as the work goes
+    std::function<void(int, int, const std::string&)> progress;
+    /// notes from GPTQ (damping raised, dead inputs), one line per layer that had any
+    std::function<void(const std::string&)> note;
+};
+
+/// A GPTQ-quantized linear layer from FP32 weights and the Hessian of its inputs.
+inline Linear gptq_linear(const Linear& layer, const std::vector<float>& hessian, const RuntimeScheme& scheme, const GptqOptions& base,
+                          std::string* note = nullptr) {
+    const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
+    if (!fp32 || !layer.input_order().empty()) throw InvalidArgument("gptq_linear: the layer must be plain FP32");
+    GptqOptions o = base;
+    o.act_order = scheme.options.act_order;
+    o.static_groups = scheme.options.static_groups;
+    o.damp = scheme.options.damp;
+    o.clip_search = scheme.options.clip;
+    const auto r = gptq_quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), hessian,
+                                 scheme.spec, o);
+    if (note) {
+        if (!r.note.empty()) *note += r.note;
+        if (r.dead_columns) *note += std::to_string(r.dead_columns) + " dead input(s) zeroed; ";
+    }
+    return packed_linear(r.q, r.column_order);
+}
+
+/// The decoder's seven linear layers of every block quantized by GPTQ with `scheme` (method
+/// "gptq"), calibrated on `tokens`; embeddings, norms and the head are kept. `model`'s block
+/// linears must be FP32 (dequantize packed sources first).
+inline Weights gptq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme,
+                                   const ModelGptqOptions& o = {}) {
+    if (scheme.method != Gptq::name) throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not gptq");
+    Weights out = model;
+    LayerwiseCalibration cal(model, tokens, o.calibration);
+    GptqOptions base;
+    base.block_size = o.block_size;
+    base.isa = o.calibration.isa;
+    base.threads = o.calibration.threads;
+    struct Step {
+        Site site;
+        std::vector<Linear Layer::*> members;
+        const char* what;
+    };
+    const std::vector<Step> steps = {{Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}, "q/k/v"},
+                                     {Site::attention_output, {&Layer::wo}, "o"},
+                                     {Site::mlp_input, {&Layer::w1, &Layer::w3}, "gate/up"},
+                                     {Site::mlp_hidden, {&Layer::w2}, "down"}};
+    const int blocks = model.config.n_layers;
+    for (int l = 0; l < blocks; ++l) {
+        Layer& L = out.layers[std::size_t(l)];
+        std::string note;
+        BlockStats stats;
+        if (!o.true_sequential) {
+            if (o.progress) o.progress(l, blocks, "capture");
+            stats = cal.capture(L, 0xFu);  // the four linear-input sites
+        }
+        for (const auto& step : steps) {
+            if (o.true_sequential) {
+                if (o.progress) o.progress(l, blocks, std::string("capture for ") + step.what);
+                stats = cal.capture(L, 1u << unsigned(step.site));  // earlier steps of this block already quantized in L
+            }
+            const auto h = stats.at(step.site).hessian();
+            if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
+            for (const auto member : step.members) L.*member = gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note);
+        }
+        if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
+        if (o.progress) o.progress(l, blocks, "advance");
+        cal.advance(L);
+    }
+    if (o.progress) o.progress(blocks, blocks, "done");
+    return out;
+}
+
+}  // namespace qforge::llama
