@@ -33,7 +33,11 @@ packed weights through qforge's integer kernels, whose 8-bit activations add the
   --text PATH       evaluation text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
   --max-tokens N    the first N tokens of the text (default 16384)
   --context N       window length (default 512, at most the model's context)
-  --scheme S        a scheme to evaluate (repeatable; default: rtn:w8g128s rtn:w4g128a rtn:w3g32a rtn:w2g32a)
+  --scheme S        a scheme to evaluate (repeatable; default: rtn:w8g128s rtn:w4g128a rtn:w3g32a rtn:w2g32a);
+                    rtn:... or gptq:... (options ,act ,static ,damp=F ,clip; see docs/conventions.md)
+  --calib PATH      calibration text for GPTQ (default: the evaluation text, the slice after the
+                    evaluated tokens, so the two never overlap)
+  --calib-tokens N  calibration tokens (default 8192, in sequences of 512)
   --kernels K       fp32 (weight-only, default) or packed (integer kernels, 8-bit activations)
   --threads N       threads (default: all)
   --json            one JSON object on stdout (progress stays on stderr)
@@ -79,7 +83,7 @@ std::string stored_format(const qforge::llama::Weights& w) {
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "kernels", "threads"},
+    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "kernels", "calib", "calib-tokens", "threads"},
                                  {"json", "help"});
     if (args.has("help")) {
         std::fputs(help, stdout);
@@ -104,6 +108,7 @@ int cmd_eval(int argc, char** argv) {
     const auto& stored = model.weights();
     const std::string format = stored_format(stored);
 
+    std::vector<int> calib;  // tokenized when a scheme first needs it
     std::vector<Row> rows;
     Row reference{format == "FP32" ? "FP32" : format + "-ref",
                   qforge::llama::map_block_linears(stored, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); })};
@@ -115,12 +120,8 @@ int cmd_eval(int argc, char** argv) {
     for (const auto& scheme : parsed) {
         cli::Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
-        std::size_t done = 0;
-        const std::size_t total = std::size_t(stored.config.n_layers) * qforge::llama::block_linears.size();
-        Row r{qforge::to_string(scheme), qforge::llama::map_block_linears(reference.weights, [&](const qforge::llama::Linear& l) {
-                  bar.update(double(done++), double(total));
-                  return qforge::llama::quantize_linear(l, scheme, threads);
-              })};
+        if (scheme.method != "rtn" && calib.empty()) calib = cli::calibration_tokens(args, model, text_path, tokens.size());
+        Row r{qforge::to_string(scheme), cli::quantize_model(reference.weights, scheme, calib, threads, bar)};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);

@@ -12,6 +12,7 @@
 #include <qforge/io/llama2c_tokenizer.hpp>
 #include <qforge/models/llama/container.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/models/llama/gptq.hpp>
 #include <qforge/models/llama/hf_source.hpp>
 #include <qforge/models/llama/llama2c_source.hpp>
 #ifdef QFORGE_HAVE_TEXT
@@ -145,6 +146,45 @@ std::string read_text(const std::string& path) {
     for (const char c : text)
         if (c != '\r') out += c;
     return out;
+}
+
+std::vector<int> calibration_tokens(const Args& args, const Model& model, const std::string& default_text, std::size_t skip) {
+    const std::string path = args.get("calib", default_text);
+    const bool same = path == default_text;
+    const std::size_t want = std::size_t(args.get_int("calib-tokens", 8192));
+    if (want < 2) throw qforge::InvalidArgument("--calib-tokens must be at least 2");
+    const std::size_t offset = same || args.has("calib-skip") ? skip : 0;
+    const std::string text = read_text(path);
+    auto tokens = model.tokenizer().encode(text.substr(0, (offset + want) * 16));
+    if (tokens.size() < offset + want)
+        throw qforge::InvalidArgument(path + ": " + std::to_string(tokens.size()) + " tokens, the calibration slice needs " +
+                                      std::to_string(offset + want) + (same ? " (after the evaluation slice)" : ""));
+    return std::vector<int>(tokens.begin() + std::ptrdiff_t(offset), tokens.begin() + std::ptrdiff_t(offset + want));
+}
+
+qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
+                                      int threads, Progress& bar) {
+    if (scheme.method == "gptq") {
+        if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
+        qforge::llama::ModelGptqOptions o;
+        o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
+        o.calibration.isa = qforge::best_isa();
+        o.calibration.threads = threads;
+        o.progress = [&](int block, int blocks, const std::string& what) {
+            bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
+        };
+        o.note = [&](const std::string& line) {
+            bar.finish();
+            std::fprintf(stderr, "gptq: %s\n", line.c_str());
+        };
+        return qforge::llama::gptq_quantize_model(fp32, calib, scheme, o);
+    }
+    std::size_t done = 0;
+    const double total = double(fp32.config.n_layers) * double(qforge::llama::block_linears.size());
+    return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) {
+        bar.update(double(done++), total);
+        return qforge::llama::quantize_linear(l, scheme, threads);
+    });
 }
 
 namespace {

@@ -44,6 +44,18 @@ private:
 /// Reads a UTF-8 text file with carriage returns dropped.
 std::string read_text(const std::string& path);
 
+class Progress;
+
+/// Calibration tokens from --calib PATH (default `default_text`) and --calib-tokens N (default
+/// 8192): taken after the first `skip` tokens of that text, so that a slice evaluated from the
+/// start of the same text and the calibration slice never overlap.
+std::vector<int> calibration_tokens(const Args& args, const Model& model, const std::string& default_text, std::size_t skip);
+
+/// The decoder's linear layers of `fp32` (FP32 block linears) quantized with `scheme`: RTN
+/// directly, GPTQ block by block on `calib` (empty calib with a GPTQ scheme is an error).
+qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme,
+                                      const std::vector<int>& calib, int threads, Progress& bar);
+
 /// A one-line progress bar on stderr, drawn only when a task runs longer than a second.
 class Progress {
 public:

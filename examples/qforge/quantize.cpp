@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include <qforge/models/llama/container.hpp>
@@ -24,7 +25,12 @@ attn_output, ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear la
 
   --model PATH            model to quantize (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
   --tokenizer PATH        tokenizer to record in the container (default: the model's)
-  --scheme S              scheme for the decoder's linear layers, e.g. rtn:w4g128a
+  --scheme S              scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act
+                          (GPTQ quantizes in memory block by block first, then writes)
+  --calib PATH            calibration text for GPTQ (default: WikiText-2 test from QFORGE_DATA)
+  --calib-tokens N        calibration tokens (default 8192)
+  --calib-skip N          tokens of the calibration text to skip first (default 16384: the slice
+                          'ppl' and 'eval' evaluate by default, so the two never overlap)
   --override PAT=ACTION   for weights matching the glob PAT: a scheme, "f32" or "keep"
                           (repeatable, later ones win), e.g. --override 'output.weight=rtn:w8g32s'
   --out PATH              output file (.safetensors)
@@ -35,32 +41,49 @@ attn_output, ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear la
 }  // namespace
 
 int cmd_quantize(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "scheme", "override", "out", "threads"}, {"json", "help"});
+    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "scheme", "override", "out", "calib", "calib-tokens", "calib-skip", "threads"},
+                                 {"json", "help"});
     if (args.has("help")) {
         std::fputs(help, stdout);
         return 0;
     }
     if (!args.has("scheme") && !args.has("override")) throw qforge::InvalidArgument("--scheme is required (see --help)");
     if (!args.has("out")) throw qforge::InvalidArgument("--out is required (see --help)");
-    const auto model = cli::Model::open(args);
+    auto model = cli::Model::open(args);
     const std::string out = args.get("out", "");
     qforge::llama::ContainerOptions o;
     o.threads = args.get_int("threads", 0);
     o.tokenizer = model.tokenizer_path();
     o.source = std::filesystem::absolute(model.path()).string();
+    const auto start = std::chrono::steady_clock::now();
+    // GPTQ needs every block's calibration inputs: it quantizes the model in memory first and the
+    // container then keeps those layers; RTN streams weight by weight from the source.
+    std::unique_ptr<qforge::llama::Weights> gptq_model;
+    std::unique_ptr<qforge::llama::WeightsSource> gptq_source;
     if (args.has("scheme")) {
-        const auto scheme = qforge::to_string(qforge::parse_scheme(args.get("scheme", "")));
-        for (const auto& b : qforge::llama::block_linears) o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", scheme);
+        const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
+        if (scheme.method == "gptq") {
+            const auto calib = cli::calibration_tokens(args, model, cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw",
+                                                       std::size_t(args.get_int("calib-skip", 16384)));
+            const auto fp32 = qforge::llama::map_block_linears(model.weights(), [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+            cli::Progress bar("gptq " + qforge::to_string(scheme));
+            gptq_model = std::make_unique<qforge::llama::Weights>(cli::quantize_model(fp32, scheme, calib, o.threads, bar));
+            bar.finish();
+            gptq_source = std::make_unique<qforge::llama::WeightsSource>(*gptq_model, model.path(), model.source().tied_output());
+        } else {
+            for (const auto& b : qforge::llama::block_linears) o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(scheme));
+        }
     }
     for (const auto& rule : args.all("override")) {
         const auto eq = rule.rfind('=');
         if (eq == std::string::npos || eq == 0) throw qforge::InvalidArgument("--override needs PATTERN=ACTION, got '" + rule + "'");
-        o.rules.emplace_back(rule.substr(0, eq), rule.substr(eq + 1));
+        const std::string action = rule.substr(eq + 1);
+        if (action.rfind("gptq:", 0) == 0) throw qforge::InvalidArgument("--override: GPTQ applies to the decoder through --scheme only");
+        o.rules.emplace_back(rule.substr(0, eq), action);
     }
-    cli::Progress bar("quantize");
+    cli::Progress bar("write");
     o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
-    const auto start = std::chrono::steady_clock::now();
-    qforge::llama::write_container(model.source(), out, o);
+    qforge::llama::write_container(gptq_source ? static_cast<const qforge::llama::ModelSource&>(*gptq_source) : model.source(), out, o);
     bar.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

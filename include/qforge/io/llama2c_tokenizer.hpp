@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qforge/core/error.hpp"
+#include "qforge/io/merge.hpp"
 
 namespace qforge::io {
 
@@ -63,22 +64,16 @@ public:
                 for (const char c : cp) tokens.push_back(int(static_cast<unsigned char>(c)) + 3);
             i += len;
         }
-        for (;;) {  // merge the best-scoring adjacent pair until none merges
-            float best = -1e10f;
-            int best_id = -1;
-            std::size_t best_at = 0;
-            for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
-                const int id = lookup(pieces_[std::size_t(tokens[i])] + pieces_[std::size_t(tokens[i + 1])]);
-                if (id >= 0 && scores_[std::size_t(id)] > best) {
-                    best = scores_[std::size_t(id)];
-                    best_id = id;
-                    best_at = i;
-                }
-            }
-            if (best_id < 0) break;
-            tokens[best_at] = best_id;
-            tokens.erase(tokens.begin() + std::ptrdiff_t(best_at) + 1);
-        }
+        std::vector<int> merged_from(tokens.begin() + (add_bos ? 1 : 0), tokens.end());
+        detail::merge_best_first(merged_from, [&](int a, int b, int& out, float& score) {
+            const int id = lookup(pieces_[std::size_t(a)] + pieces_[std::size_t(b)]);
+            if (id < 0) return false;
+            out = id;
+            score = scores_[std::size_t(id)];
+            return true;
+        });
+        tokens.resize(add_bos ? 1 : 0);
+        tokens.insert(tokens.end(), merged_from.begin(), merged_from.end());
         if (add_eos) tokens.push_back(eos);
         return tokens;
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qforge/io/gguf.hpp"
+#include "qforge/io/merge.hpp"
 
 namespace qforge::io {
 
@@ -72,22 +73,13 @@ public:
             sym.push_back(s.substr(i, len));
             i += len;
         }
-        for (;;) {  // merge the best-scoring adjacent pair (leftmost on ties) until none is a token
-            float best = 0.0f;
-            int at = -1;
-            for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
-                const auto it = ids_.find(sym[i] + sym[i + 1]);
-                if (it == ids_.end()) continue;
-                const float score = scores_[std::size_t(it->second)];
-                if (at < 0 || score > best) {
-                    best = score;
-                    at = int(i);
-                }
-            }
-            if (at < 0) break;
-            sym[std::size_t(at)] += sym[std::size_t(at) + 1];
-            sym.erase(sym.begin() + at + 1);
-        }
+        detail::merge_best_first(sym, [&](const std::string& a, const std::string& b, std::string& out, float& score) {
+            out = a + b;
+            const auto it = ids_.find(out);
+            if (it == ids_.end()) return false;
+            score = scores_[std::size_t(it->second)];
+            return true;
+        });
         for (const auto& p : sym) {
             if (const auto it = ids_.find(p); it != ids_.end()) {
                 out.push_back(it->second);
