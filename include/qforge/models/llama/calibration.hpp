@@ -113,7 +113,10 @@ public:
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
             if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.isa, options_.threads);
         };
-        run(block, &observer, false);
+        int last = -1;  // the block may stop after the last site asked for
+        for (int site = 0; site < site_count; ++site)
+            if (sites & (1u << unsigned(site))) last = site;
+        run(block, &observer, false, sites == ~0u ? -1 : last);
         return stats;
     }
 
@@ -136,7 +139,7 @@ public:
     }
 
 private:
-    void run(const Layer& block, const Observer* observer, bool update) {
+    void run(const Layer& block, const Observer* observer, bool update, int stop_after = -1) {
         if (layer_ >= config_.n_layers) throw InvalidArgument("layer-wise calibration: no block left to run");
         const auto D = std::size_t(config_.dim);
         std::size_t offset = 0;
@@ -148,7 +151,7 @@ private:
                 x = work_.data();
             }
             run_block(config_, block, layer_, x, n, 0, key_cache_.data(), value_cache_.data(), rope_, scratch_, options_.isa,
-                      options_.threads, observer);
+                      options_.threads, observer, stop_after);
             offset += std::size_t(n);
             if (options_.progress) options_.progress(long(i + 1), long(lengths_.size()));
         }

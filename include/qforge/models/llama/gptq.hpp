@@ -69,24 +69,30 @@ inline Weights gptq_quantize_model(const Weights& model, std::span<const int> to
     const int blocks = model.config.n_layers;
     for (int l = 0; l < blocks; ++l) {
         Layer& L = out.layers[std::size_t(l)];
+        // The block as calibration runs it: quantized layers dequantized, so inputs pass through
+        // exactly Ŵ (weight-only, as evaluation) and the batched FP32 GEMM does the work.
+        Layer run = L;
         std::string note;
         BlockStats stats;
         if (!o.true_sequential) {
             if (o.progress) o.progress(l, blocks, "capture");
-            stats = cal.capture(L, 0xFu);  // the four linear-input sites
+            stats = cal.capture(run, 0xFu);  // the four linear-input sites
         }
         for (const auto& step : steps) {
             if (o.true_sequential) {
                 if (o.progress) o.progress(l, blocks, std::string("capture for ") + step.what);
-                stats = cal.capture(L, 1u << unsigned(step.site));  // earlier steps of this block already quantized in L
+                stats = cal.capture(run, 1u << unsigned(step.site));  // earlier steps of this block already quantized
             }
             const auto h = stats.at(step.site).hessian();
             if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
-            for (const auto member : step.members) L.*member = gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note);
+            for (const auto member : step.members) {
+                L.*member = gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note);
+                run.*member = dequantized_linear(L.*member);
+            }
         }
         if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
         if (o.progress) o.progress(l, blocks, "advance");
-        cal.advance(L);
+        cal.advance(run);
     }
     if (o.progress) o.progress(blocks, blocks, "done");
     return out;

@@ -140,9 +140,11 @@ inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, c
 
 /// One decoder block on n consecutive tokens at positions pos0 .. pos0 + n - 1 (causal). `x`
 /// (n x dim) is updated in place. `kc`/`vc` are this layer's caches (context x kv_dim) holding
-/// positions before pos0; the new positions are written into them.
+/// positions before pos0; the new positions are written into them. With `stop_after` >= 0 the
+/// block returns right after the observer has seen that site (x is then not the block's
+/// output): what capturing one site's statistics needs.
 inline void run_block(const Config& c, const Layer& L, int layer, float* x, int n, int pos0, float* kc, float* vc,
-                      const Rope& rope, BlockScratch& s, Isa isa, int threads, const Observer* observer) {
+                      const Rope& rope, BlockScratch& s, Isa isa, int threads, const Observer* observer, int stop_after = -1) {
     const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim);
     const std::size_t N = std::size_t(n);
     const int hs = c.head_size();
@@ -150,10 +152,11 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
     const auto mat = [&](std::vector<float>& v, std::size_t width) { return MatrixView<float>(v.data(), N, width); };
     const auto see = [&](Site site, std::vector<float>& v, std::size_t width) {
         if (observer && *observer) (*observer)(layer, site, MatrixView<const float>(v.data(), N, width));
+        return stop_after == int(site);
     };
 
     rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
-    see(Site::attention_input, s.xb, D);
+    if (see(Site::attention_input, s.xb, D)) return;
     L.wq.forward(mat(s.xb, D), mat(s.q, D), isa, threads);
     L.wk.forward(mat(s.xb, D), mat(s.k, KV), isa, threads);
     L.wv.forward(mat(s.xb, D), mat(s.v, KV), isa, threads);
@@ -186,17 +189,17 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
             for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)] / sum, vc + std::size_t(p) * KV + kv_off, out, hs);
         }
     });
-    see(Site::attention_output, s.xb, D);
+    if (see(Site::attention_output, s.xb, D)) return;
     L.wo.forward(mat(s.xb, D), mat(s.xb2, D), isa, threads);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
 
     rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
-    see(Site::mlp_input, s.xb, D);
+    if (see(Site::mlp_input, s.xb, D)) return;
     L.w1.forward(mat(s.xb, D), mat(s.hb, H), isa, threads);
     L.w3.forward(mat(s.xb, D), mat(s.hb2, H), isa, threads);
-    see(Site::mlp_gate, s.hb, H);
+    if (see(Site::mlp_gate, s.hb, H)) return;
     for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
-    see(Site::mlp_hidden, s.hb, H);
+    if (see(Site::mlp_hidden, s.hb, H)) return;
     L.w2.forward(mat(s.hb, H), mat(s.xb, D), isa, threads);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb[i];
 }
