@@ -12,6 +12,7 @@
 #include <qforge/io/llama2c_tokenizer.hpp>
 #include <qforge/models/llama/container.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/models/llama/awq.hpp>
 #include <qforge/models/llama/gptq.hpp>
 #include <qforge/models/llama/hf_source.hpp>
 #include <qforge/models/llama/llama2c_source.hpp>
@@ -164,6 +165,17 @@ std::vector<int> calibration_tokens(const Args& args, const Model& model, const 
 
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
                                       int threads, Progress& bar) {
+    if (scheme.method == "awq" || scheme.method == "awq+gptq") {
+        if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
+        qforge::llama::ModelAwqOptions o;
+        o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
+        o.calibration.isa = qforge::best_isa();
+        o.calibration.threads = threads;
+        o.progress = [&](int block, int blocks, const std::string& what) {
+            bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
+        };
+        return qforge::llama::awq_quantize_model(fp32, calib, scheme, o);
+    }
     if (scheme.method == "gptq") {
         if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
         qforge::llama::ModelGptqOptions o;

@@ -62,7 +62,7 @@ int cmd_quantize(int argc, char** argv) {
     std::unique_ptr<qforge::llama::WeightsSource> gptq_source;
     if (args.has("scheme")) {
         const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
-        if (scheme.method == "gptq") {
+        if (scheme.method != "rtn") {
             const auto calib = cli::calibration_tokens(args, model, cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw",
                                                        std::size_t(args.get_int("calib-skip", 16384)));
             const auto fp32 = qforge::llama::map_block_linears(model.weights(), [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
@@ -78,7 +78,8 @@ int cmd_quantize(int argc, char** argv) {
         const auto eq = rule.rfind('=');
         if (eq == std::string::npos || eq == 0) throw qforge::InvalidArgument("--override needs PATTERN=ACTION, got '" + rule + "'");
         const std::string action = rule.substr(eq + 1);
-        if (action.rfind("gptq:", 0) == 0) throw qforge::InvalidArgument("--override: GPTQ applies to the decoder through --scheme only");
+        if (action.rfind("rtn:", 0) != 0 && action != "f32" && action != "keep")
+            throw qforge::InvalidArgument("--override: only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         o.rules.emplace_back(rule.substr(0, eq), action);
     }
     cli::Progress bar("write");

@@ -60,3 +60,21 @@ BOOST_AUTO_TEST_CASE(spec_groups) {
     BOOST_CHECK_THROW((QuantSpec{4, -1}.validate()), InvalidArgument);
     BOOST_CHECK_THROW((QuantSpec{4, QuantSpec::max_group_size + 1}.validate()), InvalidArgument);
 }
+
+BOOST_AUTO_TEST_CASE(gptq_scheme_text) {
+    using G = Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>;
+    BOOST_TEST(G::text() == "gptq:w4g128a,act");
+    BOOST_TEST(G::options.act_order);
+    BOOST_TEST(!G::options.static_groups);
+    using GS = Scheme<Gptq, Int<3>, PerChannel, Sym, ActOrder, StaticGroups>;
+    BOOST_TEST(GS::text() == "gptq:w3s,act,static");
+    const auto d = parse_scheme("gptq:w2g64a,damp=0.05,act");
+    BOOST_TEST(d.options.damp == 0.05f);
+    BOOST_TEST(to_string(d) == "gptq:w2g64a,act,damp=0.05");
+    BOOST_TEST((parse_scheme(to_string(d)) == d));
+    BOOST_TEST(to_string(parse_scheme("gptq:w4g128a,damp=0.01")) == "gptq:w4g128a");  // the default is not written
+    for (const char* bad : {"rtn:w4g128a,act", "rtn:w4,static", "rtn:w4,damp=0.1", "gptq:w4,damp=2", "gptq:w4,damp=", "gptq:w4,damp=x",
+                            "gptq:w4,damp=nan"}) {
+        BOOST_CHECK_THROW(parse_scheme(bad), InvalidArgument);
+    }
+}

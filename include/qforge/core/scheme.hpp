@@ -8,7 +8,8 @@
 ///     scheme := method ":" "w" bits [ "g" group ] [ zero ] { "," option }
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
 ///     option := "clip" (MSE clip search) | "f32" (fp32 scales)
-///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ)
+///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
+///               also for awq+gptq)
 /// Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
 /// text round-trips exactly.
 #include <algorithm>
@@ -34,8 +35,17 @@ struct Gptq {
     static constexpr std::string_view name = "gptq";
 };
 
+/// AWQ: activation-aware channel scaling, then RTN with a clip search (quantizers/awq.hpp).
+struct Awq {
+    static constexpr std::string_view name = "awq";
+};
+/// AWQ's scaling, then GPTQ as the final quantizer.
+struct AwqGptq {
+    static constexpr std::string_view name = "awq+gptq";
+};
+
 /// Methods a runtime scheme may name. Later methods append their name here.
-inline constexpr std::array<std::string_view, 2> known_methods{Rtn::name, Gptq::name};
+inline constexpr std::array<std::string_view, 4> known_methods{Rtn::name, Gptq::name, Awq::name, AwqGptq::name};
 
 // ---- grid policies ----
 template <int B>
@@ -185,7 +195,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
     while (!options.empty()) {
         const auto next = options.find(',');
         const std::string_view opt = options.substr(0, next);
-        const bool gptq = s.method == Gptq::name;
+        const bool gptq = s.method == Gptq::name || s.method == AwqGptq::name;
         if (opt == "clip") s.options.clip = true;
         else if (opt == "f32") s.spec.scale_type = ScaleType::f32;
         else if (opt == "act" && gptq) s.options.act_order = true;
@@ -197,7 +207,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
             if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
             s.options.damp = d;
         } else if (opt == "act" || opt == "static" || opt.substr(0, 5) == "damp=") {
-            return fail("option '" + std::string(opt) + "' is for gptq only");
+            return fail("option '" + std::string(opt) + "' is for gptq and awq+gptq only");
         } else {
             return fail("unknown option '" + std::string(opt) + "'");
         }
@@ -225,8 +235,9 @@ struct Scheme {
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
                   "qforge::Scheme: options must be qforge::Clip, qforge::ScaleF32, qforge::ActOrder or qforge::StaticGroups");
-    static_assert(std::is_same_v<Method, Gptq> || !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
-                  "qforge::Scheme: ActOrder and StaticGroups are options of qforge::Gptq only");
+    static_assert(std::is_same_v<Method, Gptq> || std::is_same_v<Method, AwqGptq> ||
+                      !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
+                  "qforge::Scheme: ActOrder and StaticGroups are options of qforge::Gptq and qforge::AwqGptq only");
 
     using method = Method;
     static constexpr QuantSpec spec{

@@ -1,0 +1,202 @@
+#pragma once
+/// @file
+/// AWQ and TWQ on a whole Llama decoder, block by block.
+///
+/// Four scale groups per block, each a set of layers sharing one input and the operation the
+/// inverse scales fold into so the FP32 model is unchanged:
+///   q/k/v   <- attention norm gain      o    <- v_proj rows
+///   gate/up <- MLP norm gain            down <- up_proj rows
+/// Grouped-query attention: o_proj has n_heads*head_size inputs, v_proj only n_kv_heads*head_size
+/// rows, so the o_proj channels fed by one v row share one scale (their activation magnitudes
+/// averaged): the v->o pair is tied, not skipped.
+///
+/// Each block's statistics (Hessians, mean |x|) are captured on calibration inputs; AWQ feeds the
+/// next block through the scaled FP32 block (AutoAWQ's convention), AWQ+GPTQ through the
+/// quantized one (GPTQ's). Final quantizer: RTN with the per-group clip search (`awq:`), or GPTQ
+/// on the scaled weights with the correspondingly scaled Hessian (`awq+gptq:`, GPTQ options).
+///
+/// TWQ: a set of MLP neurons per block (indices of down_proj inputs) whose error counts λ times:
+/// as output rows of gate/up and as input channels of down, in the scale search and the clip
+/// search.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qforge/models/llama/calibration.hpp"
+#include "qforge/models/llama/gptq.hpp"
+#include "qforge/models/llama/source.hpp"
+#include "qforge/quantizers/awq.hpp"
+
+namespace qforge::llama {
+
+/// Per block, the MLP neurons (down_proj input indices) to protect.
+struct NeuronSet {
+    std::vector<std::vector<int>> per_layer;
+    std::size_t size() const {
+        std::size_t n = 0;
+        for (const auto& l : per_layer) n += l.size();
+        return n;
+    }
+};
+
+struct ModelAwqOptions {
+    CalibrationOptions calibration{};
+    AwqOptions awq{};
+    const NeuronSet* targets = nullptr;  ///< TWQ
+    float lambda = 1.0f;                 ///< TWQ weight of the targeted neurons' error
+    std::function<void(int, int, const std::string&)> progress;
+};
+
+/// The scales AWQ chose for one block (for reports and the folding test).
+struct BlockScales {
+    std::vector<float> qkv, o, gate_up, down;
+    float alpha_qkv = 0, alpha_o = 0, alpha_gate_up = 0, alpha_down = 0;
+};
+
+/// For each o_proj input channel, the first channel fed by the same v_proj row.
+inline std::vector<int> gqa_tie(const Config& c) {
+    std::vector<int> tie(std::size_t(c.dim));
+    const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
+    for (int ch = 0; ch < c.dim; ++ch) {
+        const int head = ch / hs, kv = head / group;
+        tie[std::size_t(ch)] = kv * group * hs + ch % hs;
+    }
+    return tie;
+}
+
+namespace detail {
+inline Fp32Matrix& fp32_of(Linear& l) {
+    auto* m = std::get_if<Fp32Matrix>(&l.weights());
+    if (!m || !l.input_order().empty()) throw InvalidArgument("AWQ: block linears must be plain FP32");
+    return const_cast<Fp32Matrix&>(*m);
+}
+inline void scale_columns(Linear& l, const std::vector<float>& s) {
+    auto& m = fp32_of(l);
+    for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
+        for (std::size_t c = 0; c < std::size_t(m.cols); ++c) m.data[r * std::size_t(m.cols) + c] *= s[c];
+}
+inline void divide_rows(Linear& l, const std::vector<float>& s) {
+    auto& m = fp32_of(l);
+    for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
+        for (std::size_t c = 0; c < std::size_t(m.cols); ++c) m.data[r * std::size_t(m.cols) + c] /= s[r];
+}
+inline std::vector<float> scaled_hessian(const std::vector<float>& h, const std::vector<float>& s) {
+    const std::size_t n = s.size();
+    std::vector<float> out(h.size());
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) out[i * n + j] = h[i * n + j] / (s[i] * s[j]);
+    return out;
+}
+}  // namespace detail
+
+/// Folds the four groups' scales into an FP32 block: columns of the consuming layers times s,
+/// the preceding operation divided by s. The block computes the same function.
+inline void fold_block_scales(const Config& c, Layer& L, const BlockScales& s) {
+    const auto D = std::size_t(c.dim);
+    for (std::size_t i = 0; i < D; ++i) L.attention_norm[i] /= s.qkv[i];
+    for (auto* m : {&L.wq, &L.wk, &L.wv}) detail::scale_columns(*m, s.qkv);
+    const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
+    std::vector<float> v_rows(std::size_t(c.kv_dim()));
+    for (int j = 0; j < c.kv_dim(); ++j) v_rows[std::size_t(j)] = s.o[std::size_t((j / hs) * group * hs + j % hs)];
+    detail::divide_rows(L.wv, v_rows);
+    detail::scale_columns(L.wo, s.o);
+    for (std::size_t i = 0; i < D; ++i) L.ffn_norm[i] /= s.gate_up[i];
+    for (auto* m : {&L.w1, &L.w3}) detail::scale_columns(*m, s.gate_up);
+    detail::divide_rows(L.w3, s.down);
+    detail::scale_columns(L.w2, s.down);
+}
+
+/// `model`'s block linears must be FP32. Scheme method "awq" (RTN + clip search) or "awq+gptq".
+inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelAwqOptions& o = {},
+                                  std::vector<BlockScales>* report = nullptr) {
+    const bool with_gptq = scheme.method == "awq+gptq";
+    if (scheme.method != "awq" && !with_gptq) throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not awq");
+    if (o.targets && o.targets->per_layer.size() != model.layers.size())
+        throw InvalidArgument("TWQ: the neuron set has " + std::to_string(o.targets->per_layer.size()) + " layers, the model " +
+                              std::to_string(model.layers.size()));
+    const Config& c = model.config;
+    Weights out = model;
+    LayerwiseCalibration cal(model, tokens, o.calibration);
+    AwqOptions ao = o.awq;
+    ao.isa = o.calibration.isa;
+    ao.threads = o.calibration.threads;
+    const auto tie = gqa_tie(c);
+    GptqOptions go;
+    go.isa = ao.isa;
+    go.threads = ao.threads;
+    go.act_order = scheme.options.act_order;
+    go.static_groups = scheme.options.static_groups;
+    go.damp = scheme.options.damp;
+    const int blocks = c.n_layers;
+    for (int l = 0; l < blocks; ++l) {
+        if (o.progress) o.progress(l, blocks, "capture");
+        Layer scaled = model.layers[std::size_t(l)];
+        const auto stats = cal.capture(scaled, 0xFu);
+        // TWQ weights of this block's targeted neurons
+        std::vector<float> neuron_weight(std::size_t(c.hidden_dim), 1.0f);
+        if (o.targets)
+            for (const int n : o.targets->per_layer[std::size_t(l)]) {
+                if (n < 0 || n >= c.hidden_dim) throw InvalidArgument("TWQ: neuron " + std::to_string(n) + " out of range in layer " + std::to_string(l));
+                neuron_weight[std::size_t(n)] = o.lambda;
+            }
+        const std::vector<float>* rows_w = o.targets ? &neuron_weight : nullptr;
+        const auto view = [](const Linear& lin) {
+            const auto& m = std::get<Fp32Matrix>(lin.weights());
+            return MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols));
+        };
+        BlockScales bs;
+        if (o.progress) o.progress(l, blocks, "search scales");
+        const auto& a = stats.at(Site::attention_input);
+        auto r = awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
+        bs.qkv = r.scales, bs.alpha_qkv = r.alpha;
+        const auto& ao_stats = stats.at(Site::attention_output);
+        r = awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
+        bs.o = r.scales, bs.alpha_o = r.alpha;
+        const auto& mi = stats.at(Site::mlp_input);
+        r = awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
+        bs.gate_up = r.scales, bs.alpha_gate_up = r.alpha;
+        const auto& mh = stats.at(Site::mlp_hidden);
+        const auto h_down = o.targets ? weight_inputs(mh.hessian(), neuron_weight) : mh.hessian();
+        r = awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao);
+        bs.down = r.scales, bs.alpha_down = r.alpha;
+        fold_block_scales(c, scaled, bs);
+
+        if (o.progress) o.progress(l, blocks, with_gptq ? "gptq" : "clip search");
+        Layer& q = out.layers[std::size_t(l)];
+        q.attention_norm = scaled.attention_norm;
+        q.ffn_norm = scaled.ffn_norm;
+        struct Member {
+            Linear Layer::*m;
+            const std::vector<float>* h;
+            const std::vector<float>* s;
+        };
+        const auto h_qkv = detail::scaled_hessian(a.hessian(), bs.qkv), h_o = detail::scaled_hessian(ao_stats.hessian(), bs.o),
+                   h_gu = detail::scaled_hessian(mi.hessian(), bs.gate_up), h_dn = detail::scaled_hessian(h_down, bs.down);
+        for (const Member& m : {Member{&Layer::wq, &h_qkv, &bs.qkv}, Member{&Layer::wk, &h_qkv, &bs.qkv}, Member{&Layer::wv, &h_qkv, &bs.qkv},
+                                Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
+                                Member{&Layer::w2, &h_dn, &bs.down}}) {
+            const auto w = view(scaled.*m.m);
+            if (with_gptq) {
+                const auto res = gptq_quantize(w, *m.h, scheme.spec, go);
+                q.*m.m = packed_linear(res.q, res.column_order);
+            } else if (ao.clip) {
+                q.*m.m = packed_linear(awq_clip_quantize(w, *m.h, scheme.spec, ao));
+            } else {
+                q.*m.m = packed_linear(RtnQuantizer(scheme.spec, false, {}, ao.threads).quantize(w));
+            }
+        }
+        if (report) report->push_back(bs);
+        if (o.progress) o.progress(l, blocks, "advance");
+        if (with_gptq) {
+            Layer run = q;
+            for (const auto& b : block_linears) run.*b.member = dequantized_linear(q.*b.member);
+            cal.advance(run);
+        } else {
+            cal.advance(scaled);
+        }
+    }
+    if (o.progress) o.progress(blocks, blocks, "done");
+    return out;
+}
+
+}  // namespace qforge::llama

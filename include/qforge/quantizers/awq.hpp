@@ -1,0 +1,171 @@
+#pragma once
+/// @file
+/// AWQ (Lin et al., MLSys 2024): activation-aware weight quantization. Weights feeding large
+/// activations matter most, so before quantizing, input channel c of the layers that share an
+/// input is multiplied by s_c = (s_x,c)^α (and the activations divided by it, folded into the
+/// previous operation): the grid's relative resolution moves to the salient channels. α is
+/// searched on a grid, and each group's clipping range is searched afterwards.
+///
+/// Errors are measured with the input Hessian H = 2 X^T X / n of the calibration inputs X: the
+/// output error of a weight error D is ||X D^T||^2 = (n/2) sum_r d_r H d_r^T, so the search needs
+/// neither the raw activations nor a forward pass per grid point. TWQ (targeted AWQ) weights
+/// chosen channels' error by λ: `row_weight` for output rows (the MLP neurons of gate/up),
+/// `input_weight` for input channels (the same neurons as inputs of down): H becomes
+/// diag(√w) H diag(√w).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "qforge/quantizers/rtn.hpp"
+#include "qforge/runtime/dispatch.hpp"
+
+namespace qforge {
+
+struct AwqOptions {
+    int grid = 20;      ///< α in {0, 1/grid, ..., (grid-1)/grid}
+    bool clip = true;   ///< search each weight group's clipping range afterwards
+    ClipSearch clip_search{};
+    int threads = 0;
+    Isa isa = Isa::scalar;
+};
+
+/// (1/rows) sum_r λ_r d_r H d_r^T for D (rows x cols): proportional to the output error.
+inline double hessian_error(const std::vector<float>& d, int rows, int cols, const std::vector<float>& h, const std::vector<float>* row_weight,
+                            Isa isa, int threads) {
+    std::vector<float> dh(d.size());
+    gemm_fp32(MatrixView<const float>(h.data(), std::size_t(cols), std::size_t(cols)), MatrixView<const float>(d.data(), std::size_t(rows), std::size_t(cols)),
+              MatrixView<float>(dh.data(), std::size_t(rows), std::size_t(cols)), isa, threads);
+    const auto fns = fp32_functions(isa);
+    double e = 0.0;
+    for (int r = 0; r < rows; ++r) {
+        const double v = fns.dot(d.data() + std::size_t(r) * std::size_t(cols), dh.data() + std::size_t(r) * std::size_t(cols), cols);
+        e += row_weight ? double((*row_weight)[std::size_t(r)]) * v : v;
+    }
+    return e;
+}
+
+/// H with input channel c's error weighted by w_c: diag(√w) H diag(√w).
+inline std::vector<float> weight_inputs(const std::vector<float>& h, const std::vector<float>& w) {
+    const std::size_t n = w.size();
+    std::vector<float> out(h.size());
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) out[i * n + j] = h[i * n + j] * std::sqrt(w[i] * w[j]);
+    return out;
+}
+
+/// W (rows x cols) with column c multiplied by s_c, RTN-quantized, then divided back: the weights
+/// the layer effectively multiplies after scaling.
+inline std::vector<float> scaled_rtn(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, int threads) {
+    const std::size_t R = w.rows, C = w.cols;
+    std::vector<float> ws(R * C);
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t c = 0; c < C; ++c) ws[r * C + c] = w(r, c) * s[c];
+    const auto q = RtnQuantizer(spec, false, {}, threads).quantize(MatrixView<const float>(ws.data(), R, C));
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t c = 0; c < C; ++c) ws[r * C + c] = q.dequantize(int(r), int(c)) / s[c];
+    return ws;
+}
+
+struct AwqLayer {
+    MatrixView<const float> w;                    ///< rows x cols
+    const std::vector<float>* row_weight = nullptr;  ///< TWQ: λ per output row, or null
+};
+
+struct AwqScales {
+    std::vector<float> scales;   ///< per input channel; W columns are multiplied by them
+    float alpha = 0.0f;
+    std::vector<double> error;   ///< per grid point, summed over the layers
+};
+
+/// The α search for layers sharing one input with mean |x| `mean_abs` and Hessian `h` (already
+/// input-weighted for TWQ if wanted). `tie` (optional): channel c must share the scale of
+/// channel tie[c] (grouped-query attention: the o_proj inputs coming from one v row); the
+/// activation magnitudes of tied channels are averaged.
+inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const std::vector<float>& mean_abs, const std::vector<float>& h,
+                                   const QuantSpec& spec, const AwqOptions& o, const std::vector<int>* tie = nullptr) {
+    const std::size_t C = mean_abs.size();
+    for (const auto& l : layers)
+        if (l.w.cols != C) throw InvalidArgument("AWQ: a layer has " + std::to_string(l.w.cols) + " inputs, the statistics " + std::to_string(C));
+    if (h.size() != C * C) throw InvalidArgument("AWQ: the Hessian does not match the layers' inputs");
+    std::vector<float> magnitude = mean_abs;
+    if (tie) {
+        std::vector<double> sum(C, 0.0);
+        std::vector<int> count(C, 0);
+        for (std::size_t c = 0; c < C; ++c) {
+            sum[std::size_t((*tie)[c])] += mean_abs[c];
+            ++count[std::size_t((*tie)[c])];
+        }
+        for (std::size_t c = 0; c < C; ++c) magnitude[c] = float(sum[std::size_t((*tie)[c])] / count[std::size_t((*tie)[c])]);
+    }
+    for (auto& m : magnitude) m = std::max(m, 1e-8f);  // dead channels: a finite scale
+    AwqScales best;
+    double best_error = INFINITY;
+    for (int i = 0; i < o.grid; ++i) {
+        const float alpha = float(i) / float(o.grid);
+        std::vector<float> s(C);
+        float lo = INFINITY, hi = 0.0f;
+        for (std::size_t c = 0; c < C; ++c) {
+            s[c] = std::pow(magnitude[c], alpha);
+            lo = std::min(lo, s[c]);
+            hi = std::max(hi, s[c]);
+        }
+        const float norm = std::sqrt(lo * hi);  // AutoAWQ's normalisation: geometric middle of the range at 1
+        for (auto& v : s) v /= norm;
+        double e = 0.0;
+        for (const auto& l : layers) {
+            auto d = scaled_rtn(l.w, s, spec, o.threads);
+            for (std::size_t r = 0; r < l.w.rows; ++r)
+                for (std::size_t c = 0; c < C; ++c) d[r * C + c] = l.w(r, c) - d[r * C + c];
+            e += hessian_error(d, int(l.w.rows), int(C), h, l.row_weight, o.isa, o.threads);
+        }
+        best.error.push_back(e);
+        if (e < best_error) {
+            best_error = e;
+            best.scales = s;
+            best.alpha = alpha;
+        }
+    }
+    return best;
+}
+
+/// RTN whose every (row, group) range is shrunk by the factor (clip search grid) that minimises
+/// that group's own output error d_g H_gg d_g^T (H restricted to the group's inputs).
+inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::vector<float>& h, const QuantSpec& spec, const AwqOptions& o) {
+    spec.validate();
+    const int rows = int(w.rows), cols = int(w.cols);
+    const std::size_t C = std::size_t(cols);
+    QuantizedMatrix q(spec, rows, cols);
+    const int g = spec.group_length(cols), groups = q.groups_per_row();
+    const auto fns = fp32_functions(o.isa);
+    parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
+        std::vector<float> d(static_cast<std::size_t>(g)), hd(static_cast<std::size_t>(g));
+        for (std::size_t r = r0; r < r1; ++r) {
+            const auto row = w.row(r);
+            for (int gi = 0; gi < groups; ++gi) {
+                const int c0 = gi * g, n = std::min(cols, c0 + g) - c0;
+                const auto values = row.subspan(std::size_t(c0), std::size_t(n));
+                GroupParams best = find_group_params(values, spec);
+                double best_e = INFINITY;
+                for (int k = 0; k <= o.clip_search.grid; ++k) {
+                    const float shrink = 1.0f - o.clip_search.max_shrink * float(k) / float(o.clip_search.grid);
+                    const GroupParams p = find_group_params(values, spec, shrink);
+                    for (int j = 0; j < n; ++j) d[std::size_t(j)] = values[std::size_t(j)] - dequantize_value(quantize_value(values[std::size_t(j)], p, spec), p, spec);
+                    for (int j = 0; j < n; ++j) hd[std::size_t(j)] = fns.dot(h.data() + std::size_t(c0 + j) * C + std::size_t(c0), d.data(), n);
+                    const double e = fns.dot(d.data(), hd.data(), n);
+                    if (e < best_e) {
+                        best_e = e;
+                        best = p;
+                    }
+                }
+                const std::size_t idx = q.group_index(int(r), gi);
+                q.scales[idx] = best.scale;
+                if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(best.zero);
+                if (spec.zero == ZeroPoint::float_min) q.mins[idx] = best.min;
+                for (int j = 0; j < n; ++j) q.codes[r * C + std::size_t(c0 + j)] = quantize_value(values[std::size_t(j)], best, spec);
+            }
+        }
+    });
+    return q;
+}
+
+}  // namespace qforge

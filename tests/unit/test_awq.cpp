@@ -1,0 +1,198 @@
+#define BOOST_TEST_MODULE awq
+// AWQ: folding scales leaves the FP32 model unchanged; α = 0 without clipping is RTN exactly; on a
+// layer with planted salient input channels AWQ's output error is at most 0.8x RTN's; the clip
+// search never does worse than no clipping; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
+// weighting moves error away from the targeted neurons.
+#include <cmath>
+#include <random>
+
+#include "common.hpp"
+#include "qforge/models/llama/awq.hpp"
+#include "qforge/models/llama/evaluate.hpp"
+#include "qforge/models/llama/sampler.hpp"
+#include "tiny_llama.hpp"
+
+using namespace qforge;
+
+namespace {
+const char* model_file = "models/stories260K/stories260K.bin";
+
+struct Layer {
+    int rows, cols, n;
+    std::vector<float> w, x, h, mean_abs;
+};
+
+/// Random weights and inputs whose `salient` channels are 10x larger than the rest.
+Layer planted(int salient, unsigned seed) {
+    Layer l{48, 128, 1024, {}, {}, {}, {}};
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    l.w.resize(std::size_t(l.rows * l.cols));
+    for (auto& v : l.w) v = 0.05f * nd(rng);
+    l.x.resize(std::size_t(l.n * l.cols));
+    for (int t = 0; t < l.n; ++t)
+        for (int c = 0; c < l.cols; ++c) l.x[std::size_t(t * l.cols + c)] = nd(rng) * (c % (l.cols / salient) == 3 ? 10.0f : 1.0f);
+    ActivationStats s(std::size_t(l.cols), true);
+    s.add(MatrixView<const float>(l.x.data(), std::size_t(l.n), std::size_t(l.cols)), Isa::scalar);
+    l.h = s.hessian();
+    l.mean_abs = s.mean_abs();
+    return l;
+}
+
+double output_error(const Layer& l, const std::vector<float>& w_hat) {
+    double e = 0;
+    for (int t = 0; t < l.n; ++t)
+        for (int r = 0; r < l.rows; ++r) {
+            double d = 0;
+            for (int c = 0; c < l.cols; ++c) d += double(l.w[std::size_t(r * l.cols + c)] - w_hat[std::size_t(r * l.cols + c)]) * l.x[std::size_t(t * l.cols + c)];
+            e += d * d;
+        }
+    return e;
+}
+
+std::vector<float> dequantized(const QuantizedMatrix& q) {
+    std::vector<float> w(std::size_t(q.rows * q.cols));
+    for (int r = 0; r < q.rows; ++r)
+        for (int c = 0; c < q.cols; ++c) w[std::size_t(r * q.cols + c)] = q.dequantize(r, c);
+    return w;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(folding_keeps_the_fp32_model) {
+    const auto w = qtest::random_llama(qtest::tiny_config(2), 51);  // 4 heads, 2 KV heads
+    const auto& c = w.config;
+    std::mt19937 rng(52);
+    std::uniform_real_distribution<float> u(0.3f, 3.0f);
+    auto scaled = w;
+    for (auto& L : scaled.layers) {
+        llama::BlockScales s;
+        for (auto* v : {&s.qkv, &s.gate_up}) {
+            v->resize(std::size_t(c.dim));
+            for (auto& x : *v) x = u(rng);
+        }
+        s.down.resize(std::size_t(c.hidden_dim));
+        for (auto& x : s.down) x = u(rng);
+        std::vector<float> per_v(std::size_t(c.kv_dim()));  // o scales tied within KV groups
+        for (auto& x : per_v) x = u(rng);
+        const auto tie = llama::gqa_tie(c);
+        s.o.resize(std::size_t(c.dim));
+        const int hs = c.head_size(), group = c.n_heads / c.n_kv_heads;
+        for (int ch = 0; ch < c.dim; ++ch) s.o[std::size_t(ch)] = per_v[std::size_t((ch / hs / group) * hs + ch % hs)];
+        for (int ch = 0; ch < c.dim; ++ch) BOOST_TEST_REQUIRE(s.o[std::size_t(ch)] == s.o[std::size_t(tie[std::size_t(ch)])]);
+        llama::fold_block_scales(c, L, s);
+    }
+    const std::vector<int> tokens = {1, 4, 9, 16, 25, 36, 49, 2};
+    llama::Session a(w, Isa::scalar, 1), b(scaled, Isa::scalar, 1);
+    const auto la = a.forward_batch(tokens, 0);
+    std::vector<float> first(la.data, la.data + la.rows * la.cols);
+    const auto lb = b.forward_batch(tokens, 0);
+    double worst = 0, mag = 0;
+    for (std::size_t i = 0; i < first.size(); ++i) {
+        worst = std::max(worst, double(std::fabs(first[i] - lb.data[i])));
+        mag = std::max(mag, double(std::fabs(first[i])));
+    }
+    BOOST_TEST(worst <= 1e-5 * mag, "max |dlogit| " << worst << " of " << mag);
+}
+
+BOOST_AUTO_TEST_CASE(alpha_zero_without_clip_is_rtn) {
+    const auto l = planted(8, 53);
+    AwqOptions o;
+    o.grid = 1;  // α = 0 only
+    o.clip = false;
+    const auto spec = parse_scheme("rtn:w4g32a").spec;
+    const auto s = awq_search_scales({{MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols))}}, l.mean_abs, l.h, spec, o);
+    BOOST_TEST(s.alpha == 0.0f);
+    for (const float v : s.scales) BOOST_TEST_REQUIRE(v == 1.0f);
+    const auto awq = scaled_rtn(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols)), s.scales, spec, 0);
+    const auto rtn = dequantized(RtnQuantizer(spec).quantize(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols))));
+    BOOST_TEST(awq == rtn, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(planted_salient_channels) {
+    for (const char* grid : {"rtn:w4g128a", "rtn:w3g32a", "rtn:w4s"}) {
+        const auto l = planted(16, 54);
+        const auto spec = parse_scheme(grid).spec;
+        const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+        AwqOptions o;
+        o.isa = best_isa();
+        const auto s = awq_search_scales({{w}}, l.mean_abs, l.h, spec, o);
+        const double e_awq = output_error(l, scaled_rtn(w, s.scales, spec, 0));
+        const double e_rtn = output_error(l, dequantized(RtnQuantizer(spec).quantize(w)));
+        BOOST_TEST_MESSAGE(grid << ": alpha " << s.alpha << ", output error AWQ / RTN = " << e_awq / e_rtn);
+        BOOST_TEST(e_awq <= 0.8 * e_rtn, grid << ": " << e_awq << " vs " << e_rtn);
+        BOOST_TEST(s.alpha > 0.0f);
+        // the clip search chooses per group by output error: never worse than plain ranges
+        const auto clipped = dequantized(awq_clip_quantize(w, l.h, spec, o));
+        BOOST_TEST(output_error(l, clipped) <= e_rtn * (1 + 1e-9));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(awq_beats_rtn_on_stories260k, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
+    std::vector<int> calib, eval;
+    for (auto* out : {&calib, &eval}) {  // text sampled from the model itself
+        llama::Sampler sampler(1.0f, 1.0f, out == &calib ? 7 : 8);
+        while (out->size() < 2048) {
+            llama::Session s(w, best_isa(), 0);
+            int token = 1;
+            for (int pos = 0; pos < w.config.seq_len && out->size() < 2048; ++pos) {
+                out->push_back(token);
+                token = sampler.next(s.forward(token, pos));
+                if (token == 1) break;
+            }
+        }
+    }
+    llama::EvalOptions eo;
+    eo.context = 256;
+    eo.isa = best_isa();
+    llama::ModelAwqOptions o;
+    o.calibration.sequence_length = 256;
+    o.calibration.isa = best_isa();
+    for (const char* grid : {"w3g32a", "w4g32a"}) {
+        const auto rtn = llama::map_block_linears(w, [&](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme(std::string("rtn:") + grid)); });
+        const double kl_rtn = llama::evaluate(rtn, &w, eval, eo).mean_kl();
+        for (const char* method : {"awq:", "awq+gptq:"}) {
+            std::vector<llama::BlockScales> report;
+            const auto q = llama::awq_quantize_model(w, calib, parse_scheme(std::string(method) + grid), o, &report);
+            const double kl = llama::evaluate(q, &w, eval, eo).mean_kl();
+            BOOST_TEST_MESSAGE(method << grid << ": KL " << kl << " (RTN " << kl_rtn << "), alpha of block 0 q/k/v " << report[0].alpha_qkv);
+            BOOST_TEST(kl < kl_rtn, method << grid);
+            BOOST_TEST(report.size() == w.layers.size());
+        }
+    }
+}
+
+// TWQ: weighting the targeted neurons' error by λ lowers their share of the down_proj error.
+BOOST_AUTO_TEST_CASE(twq_protects_the_targets) {
+    const auto w = qtest::random_llama(qtest::tiny_config(1), 55);
+    const auto tokens = qtest::random_tokens(256, w.config.vocab_size, 56);
+    llama::NeuronSet targets{{{0, 5, 9, 17, 30}}};
+    llama::ModelAwqOptions o;
+    o.calibration.sequence_length = 16;
+    o.awq.clip = false;
+    const auto scheme = parse_scheme("awq:w3g16a");
+    std::vector<llama::BlockScales> plain_scales, twq_scales;
+    const auto plain = llama::awq_quantize_model(w, tokens, scheme, o, &plain_scales);
+    o.targets = &targets;
+    o.lambda = 50.0f;
+    const auto twq = llama::awq_quantize_model(w, tokens, scheme, o, &twq_scales);
+    // error of the effective down projection (quantized scaled weights, scales divided back out)
+    // on the targeted input columns
+    const auto target_error = [&](const llama::Weights& q, const llama::BlockScales& s) {
+        const auto orig = std::get<llama::Fp32Matrix>(w.layers[0].w2.weights());
+        const auto deq = std::get<llama::Fp32Matrix>(llama::dequantized_linear(q.layers[0].w2).weights());
+        double e = 0;
+        for (int r = 0; r < orig.rows; ++r)
+            for (const int c : targets.per_layer[0]) {
+                const std::size_t i = std::size_t(r * orig.cols + c);
+                const double d = double(orig.data[i]) - double(deq.data[i]) / s.down[std::size_t(c)];
+                e += d * d;
+            }
+        return e;
+    };
+    BOOST_TEST_MESSAGE("targeted down_proj error: AWQ " << target_error(plain, plain_scales[0]) << ", TWQ " << target_error(twq, twq_scales[0]));
+    BOOST_TEST(target_error(twq, twq_scales[0]) < target_error(plain, plain_scales[0]));
+    llama::NeuronSet wrong{{{1000}}};
+    o.targets = &wrong;
+    BOOST_CHECK_THROW(llama::awq_quantize_model(w, tokens, scheme, o), InvalidArgument);
+}
