@@ -46,6 +46,13 @@ std::string read_text(const std::string& path);
 
 class Progress;
 
+/// Lines first..last (1-based, inclusive) of a text file; an error if it has fewer.
+std::vector<std::string> file_lines(const std::string& path, int first, int last);
+/// "A-B" -> (A, B).
+std::pair<int, int> parse_lines(const std::string& text);
+/// The FLORES languages of a devtest directory (file stems), sorted.
+std::vector<std::string> flores_languages(const std::string& dir);
+
 /// Calibration tokens from --calib PATH (default `default_text`) and --calib-tokens N (default
 /// 8192): taken after the first `skip` tokens of that text, so that a slice evaluated from the
 /// start of the same text and the calibration slice never overlap.
