@@ -1,5 +1,6 @@
 // GPTQ speed on CPU: time to quantize a 4096x4096 and an 11008x4096 layer (w4g128a) from a given
-// Hessian, with and without act-order; and the Hessian accumulation (X^T X over 2048 tokens of
+// Hessian, with and without act-order; AWQ's scale and clip search on a 4096x4096 layer from the
+// same statistics; and the Hessian accumulation (X^T X over 2048 tokens of
 // 4096 channels) in GFLOP/s next to a plain matrix multiply of the same shape measured in the
 // same run (the baseline: a straightforward triple loop, i-k-j order so the compiler vectorises
 // the inner loop). QFORGE_THREADS sets the thread count (default: all).
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include <qforge/calibration/activation_stats.hpp>
+#include <qforge/quantizers/awq.hpp>
 #include <qforge/quantizers/gptq.hpp>
 
 namespace {
@@ -54,6 +56,27 @@ void quantize_layer(benchmark::State& state, int rows, bool act) {
     o.isa = qforge::best_isa();
     const auto spec = qforge::parse_scheme("gptq:w4g128a").spec;
     for (auto _ : state) benchmark::DoNotOptimize(qforge::gptq_quantize(qforge::MatrixView<const float>(w.data(), rows, cols), h, spec, o).q.codes.data());
+}
+
+/// AWQ on one layer from given statistics: the 20-point scale search, then the clip search.
+void awq_layer(benchmark::State& state, int rows) {
+    const int cols = 4096;
+    const auto w = gaussian(std::size_t(rows) * cols, 7, 0.02f);
+    const auto& h = hessian_4096();
+    std::vector<float> mean_abs(cols);
+    for (int c = 0; c < cols; ++c) mean_abs[std::size_t(c)] = std::sqrt(std::max(h[std::size_t(c) * cols + std::size_t(c)], 1e-12f) / 2.0f);
+    qforge::AwqOptions o;
+    o.threads = g_threads;
+    o.isa = qforge::best_isa();
+    const auto spec = qforge::parse_scheme("awq:w4g128a").spec;
+    const qforge::MatrixView<const float> view(w.data(), std::size_t(rows), std::size_t(cols));
+    for (auto _ : state) {
+        const auto s = qforge::awq_search_scales({{view}}, mean_abs, h, spec, o);
+        std::vector<float> scaled(w.size());
+        for (std::size_t r = 0; r < std::size_t(rows); ++r)
+            for (std::size_t c = 0; c < std::size_t(cols); ++c) scaled[r * cols + c] = w[r * cols + c] * s.scales[c];
+        benchmark::DoNotOptimize(qforge::awq_clip_quantize(qforge::MatrixView<const float>(scaled.data(), std::size_t(rows), std::size_t(cols)), h, spec, o).codes.data());
+    }
 }
 
 void hessian_accumulation(benchmark::State& state) {
@@ -104,6 +127,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("gptq/4096x4096/w4g128a", quantize_layer, 4096, false)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
     benchmark::RegisterBenchmark("gptq/4096x4096/w4g128a,act", quantize_layer, 4096, true)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
     benchmark::RegisterBenchmark("gptq/11008x4096/w4g128a", quantize_layer, 11008, false)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+    benchmark::RegisterBenchmark("awq/4096x4096/w4g128a", awq_layer, 4096)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
     benchmark::RegisterBenchmark("hessian/plain_matmul_baseline/512x4096", plain_matmul)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
     benchmark::RegisterBenchmark("hessian/qforge/2048x4096", hessian_accumulation)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
     benchmark::RunSpecifiedBenchmarks();

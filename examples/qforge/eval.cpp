@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <qforge/models/llama/awq.hpp>
 #include <qforge/models/llama/evaluate.hpp>
+#include <qforge/models/llama/neurons.hpp>
 #include <qforge/models/llama/source.hpp>
 
 #include "args.hpp"
@@ -39,6 +41,14 @@ packed weights through qforge's integer kernels, whose 8-bit activations add the
                     evaluated tokens, so the two never overlap)
   --calib-tokens N  calibration tokens (default 8192, in sequences of 512)
   --kernels K       fp32 (weight-only, default) or packed (integer kernels, 8-bit activations)
+  --flores DIR      also evaluate every FLORES language (lines --flores-lines of DIR/*.devtest,
+                    default 507-1012 capped by --flores-max-lines, default 100) and print each
+                    scheme's PPL normalised by the reference's, per language and on average
+  --neurons FILE    neuron sets (qforge neurons) for twq:... schemes
+  --twq-target L    target language of twq:... schemes (repeatable): calibration on its FLORES
+                    lines 1-400 (at most --calib-tokens), λ in {1,2,4,8} chosen by NLL on lines
+                    401-506; each target adds a row with its LAPE set and one with its random
+                    control at the same λ
   --threads N       threads (default: all)
   --json            one JSON object on stdout (progress stays on stderr)
   --help            this text
@@ -83,7 +93,8 @@ std::string stored_format(const qforge::llama::Weights& w) {
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "kernels", "calib", "calib-tokens", "threads"},
+    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "kernels", "calib", "calib-tokens", "threads", "flores",
+                                  "flores-lines", "flores-max-lines", "neurons", "twq-target"},
                                  {"json", "help"});
     if (args.has("help")) {
         std::fputs(help, stdout);
@@ -117,7 +128,78 @@ int cmd_eval(int argc, char** argv) {
         rows.push_back({format + " (as stored)", stored});
         measure(rows.back(), tied);
     }
+    const std::string flores_dir = args.get("flores", cli::data_dir() + "/eval/flores200/devtest");
+    const auto flores_tokens = [&](const std::string& lang, int first, int last) {
+        std::vector<int> out;
+        for (const auto& line : cli::file_lines(flores_dir + "/" + lang + ".devtest", first, last)) {
+            const auto ids = model.tokenizer().encode(line);
+            out.insert(out.end(), ids.begin(), ids.end());
+        }
+        return out;
+    };
     for (const auto& scheme : parsed) {
+        if (scheme.method == "twq") {  // one row per target language with its LAPE set, one with the random control
+            if (!args.has("neurons") || !args.has("twq-target")) throw qforge::InvalidArgument("twq schemes need --neurons FILE and --twq-target LANG");
+            const auto sets = qforge::llama::read_neuron_sets(args.get("neurons", ""), stored.config.n_layers, stored.config.hidden_dim);
+            for (const auto& target : args.all("twq-target")) {
+                const auto find = [&](const std::string& name) -> const qforge::llama::NeuronSet& {
+                    const auto it = sets.find(name);
+                    if (it == sets.end()) throw qforge::InvalidArgument(args.get("neurons", "") + ": no neuron set '" + name + "'");
+                    return it->second;
+                };
+                const auto& lape = find(target);
+                const auto& control = find("random:" + target);
+                auto twq_calib = flores_tokens(target, 1, 400), heldout = flores_tokens(target, 401, 506);
+                const std::size_t cap = std::size_t(args.get_int("calib-tokens", 8192));  // same budget as the other methods
+                if (twq_calib.size() > cap) twq_calib.resize(cap);
+                if (heldout.size() > cap / 2) heldout.resize(cap / 2);
+                qforge::llama::ModelAwqOptions ao;
+                ao.calibration.sequence_length = std::min(512, stored.config.seq_len);
+                ao.calibration.isa = qforge::best_isa();
+                ao.calibration.threads = threads;
+                ao.targets = &lape;
+                float best_lambda = 1.0f;
+                double best_nll = INFINITY;
+                qforge::llama::Weights best;
+                const auto start = std::chrono::steady_clock::now();
+                for (const float lambda : {1.0f, 2.0f, 4.0f, 8.0f}) {
+                    cli::Progress bar("twq " + target + " lambda " + std::to_string(int(lambda)));
+                    ao.lambda = lambda;
+                    ao.progress = [&](int b, int n, const std::string& what) { bar.update(double(b), double(n), what); };
+                    auto q = qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao);
+                    bar.finish();
+                    qforge::llama::EvalOptions eo;
+                    eo.context = std::min(512, stored.config.seq_len);
+                    eo.isa = qforge::best_isa();
+                    eo.threads = threads;
+                    const double nll = qforge::llama::evaluate(q, nullptr, heldout, eo).mean_nll();
+                    std::fprintf(stderr, "twq %s: lambda %g -> held-out NLL %.5f\n", target.c_str(), double(lambda), nll);
+                    if (nll < best_nll) best_nll = nll, best_lambda = lambda, best = std::move(q);
+                }
+                const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                char label[128];
+                std::snprintf(label, sizeof label, "%s@%s l=%g%s", qforge::to_string(scheme).c_str(), target.c_str(), double(best_lambda),
+                              best_lambda == 1.0f ? " (=AWQ)" : "");
+                Row r{label, std::move(best)};
+                r.quantize_seconds = seconds;
+                measure(r, tied);
+                ao.targets = &control;
+                ao.lambda = best_lambda;
+                cli::Progress bar("twq control " + target);
+                ao.progress = [&](int b, int n, const std::string& what) { bar.update(double(b), double(n), what); };
+                const auto cstart = std::chrono::steady_clock::now();
+                Row c{qforge::to_string(scheme) + "@" + target + "/random", qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao)};
+                bar.finish();
+                c.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cstart).count();
+                measure(c, tied);
+                for (Row* x : {&r, &c}) {
+                    if (!packed)
+                        x->weights = qforge::llama::map_block_linears(x->weights, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+                    rows.push_back(std::move(*x));
+                }
+            }
+            continue;
+        }
         cli::Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
         if (scheme.method != "rtn" && calib.empty()) calib = cli::calibration_tokens(args, model, text_path, tokens.size());
@@ -142,6 +224,32 @@ int cmd_eval(int argc, char** argv) {
     const auto stats = qforge::llama::evaluate_all(models, &reference.weights, tokens, o);
     bar.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // per-language FLORES perplexity, normalised by the reference's
+    std::vector<std::string> languages;
+    std::vector<std::vector<double>> normalised;  // [model][language]
+    std::vector<double> ref_language_ppl;
+    if (args.has("flores")) {
+        languages = cli::flores_languages(flores_dir);
+        const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
+        const int last = std::min(last_all, first + args.get_int("flores-max-lines", 100) - 1);
+        normalised.assign(rows.size(), {});
+        cli::Progress fbar("FLORES per language");
+        for (std::size_t k = 0; k < languages.size(); ++k) {
+            const auto lt = flores_tokens(languages[k], first, last);
+            auto fo = o;
+            fo.progress = nullptr;
+            const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lt, fo);
+            ref_language_ppl.push_back(ls.front().reference_perplexity());
+            for (std::size_t m = 0; m < rows.size(); ++m) normalised[m].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
+            fbar.update(double(k + 1), double(languages.size()), languages[k]);
+        }
+        fbar.finish();
+    }
+    const auto mean_of = [](const std::vector<double>& v) {
+        double s = 0;
+        for (const double x : v) s += x;
+        return v.empty() ? 0.0 : s / double(v.size());
+    };
     const double ref_ppl = stats.front().reference_perplexity();
     const long scored = stats.front().tokens;
     const double rate = double(scored) * double(rows.size() + 1) / seconds;
@@ -157,22 +265,48 @@ int cmd_eval(int argc, char** argv) {
                         i ? "," : "", cli::json_string(rows[i].label).c_str(), stats[i].perplexity(),
                         100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), stats[i].top1(), rows[i].bits_per_weight,
                         rows[i].size_mb, rows[i].quantize_seconds);
-        std::printf("],\"eval_seconds\":%.3f,\"model_tokens_per_second\":%.1f}\n", seconds, rate);
+        std::printf("],\"eval_seconds\":%.3f,\"model_tokens_per_second\":%.1f", seconds, rate);
+        if (!languages.empty()) {
+            std::printf(",\"flores\":{\"languages\":[");
+            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%s", k ? "," : "", cli::json_string(languages[k]).c_str());
+            std::printf("],\"reference_ppl\":[");
+            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", ref_language_ppl[k]);
+            std::printf("],\"normalised_ppl\":{");
+            for (std::size_t m = 0; m < rows.size(); ++m) {
+                std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
+                for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", normalised[m][k]);
+                std::printf("]");
+            }
+            std::printf("}}");
+        }
+        std::printf("}\n");
         return 0;
     }
     std::printf("model %s | text %s | %ld tokens scored, context %d | %s\n\n", model.path().c_str(), text_path.c_str(), scored,
                 std::min(o.context, stored.config.seq_len),
                 packed ? "packed integer kernels, 8-bit activations" : "weight-only (dequantized weights, FP32 activations)");
-    std::printf("| %-22s | %9s | %8s | %9s | %7s | %6s | %9s | %8s |\n", "scheme", "PPL", "dPPL %", "KLD", "top-1", "bpw", "size MB", "quant s");
-    std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(24, '-').c_str(), std::string(11, '-').c_str(), std::string(10, '-').c_str(),
+    std::printf("| %-28s | %9s | %8s | %9s | %7s | %6s | %9s | %8s |\n", "scheme", "PPL", "dPPL %", "KLD", "top-1", "bpw", "size MB", "quant s");
+    std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(11, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(11, '-').c_str(), std::string(9, '-').c_str(), std::string(8, '-').c_str(), std::string(11, '-').c_str(),
                 std::string(10, '-').c_str());
-    std::printf("| %-22s | %9.4f | %8s | %9s | %7s | %6.2f | %9.2f | %8s |\n", reference.label.c_str(), ref_ppl, "-", "-", "-",
+    std::printf("| %-28s | %9.4f | %8s | %9s | %7s | %6.2f | %9.2f | %8s |\n", reference.label.c_str(), ref_ppl, "-", "-", "-",
                 reference.bits_per_weight, reference.size_mb, "-");
     for (std::size_t i = 0; i < rows.size(); ++i)
-        std::printf("| %-22s | %9.4f | %+8.2f | %9.5f | %6.2f%% | %6.2f | %9.2f | %8.2f |\n", rows[i].label.c_str(), stats[i].perplexity(),
+        std::printf("| %-28s | %9.4f | %+8.2f | %9.5f | %6.2f%% | %6.2f | %9.2f | %8.2f |\n", rows[i].label.c_str(), stats[i].perplexity(),
                     100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), 100.0 * stats[i].top1(), rows[i].bits_per_weight,
                     rows[i].size_mb, rows[i].quantize_seconds);
+    if (!languages.empty()) {
+        std::printf("\nFLORES per language: PPL / reference PPL (reference PPL in the first row)\n\n| %-28s |", "scheme");
+        for (const auto& l : languages) std::printf(" %8.8s |", l.c_str());
+        std::printf("     mean |\n| %-28s |", "reference PPL");
+        for (const double p : ref_language_ppl) std::printf(" %8.2f |", p);
+        std::printf(" %8s |\n", "");
+        for (std::size_t m = 0; m < rows.size(); ++m) {
+            std::printf("| %-28.28s |", rows[m].label.c_str());
+            for (const double v : normalised[m]) std::printf(" %8.3f |", v);
+            std::printf(" %8.3f |\n", mean_of(normalised[m]));
+        }
+    }
     std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
                 std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
     return 0;

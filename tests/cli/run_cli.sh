@@ -54,6 +54,20 @@ PY
 "$q" quantize --scheme gptq:w4g32a,act --calib-tokens 1024 --out "$tmp/g.safetensors" --json > /dev/null
 "$q" generate --model "$tmp/g.safetensors" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "gptq container generate"
 
+# AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
+printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"
+"$q" eval --max-tokens 600 --context 128 --scheme rtn:w3g32a --scheme awq:w3g32a --scheme twq:w3g32a --neurons "$tmp/n.json" \
+  --twq-target fra_Latn --flores "$data/eval/flores200/devtest" --flores-max-lines 3 --calib-tokens 512 --json > "$tmp/awq.json"
+python3 - "$tmp/awq.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+labels = [row["label"] for row in d["rows"]]
+assert labels[0] == "rtn:w3g32a" and labels[1] == "awq:w3g32a", labels
+assert labels[2].startswith("twq:w3g32a@fra_Latn l=") and labels[3] == "twq:w3g32a@fra_Latn/random", labels
+f = d["flores"]
+assert len(f["languages"]) == 10 and all(len(v) == 10 for v in f["normalised_ppl"].values()), f
+PY
+
 # bad input: an error naming the file, exit status 1, nothing written
 if "$q" ppl --model "$tmp/missing.bin" 2> "$tmp/err"; then fail "missing model accepted"; fi
 grep -q "missing.bin: cannot open" "$tmp/err" || fail "missing: $(cat "$tmp/err")"

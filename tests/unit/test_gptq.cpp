@@ -211,6 +211,33 @@ BOOST_AUTO_TEST_CASE(one_row_by_hand) {
     BOOST_TEST(q1 != dequantize_value(quantize_value(w[1], p, spec), p, spec));  // the feedback changed the rounding
 }
 
+// Two rows, four inputs, H = two independent pairs [[1, .5], [.5, 1]] (columns 0-1 and 2-3), no
+// damping, one per-channel 2-bit grid per row: by the formula above, column 1 receives half of
+// column 0's error and column 3 half of column 2's; columns 0 and 2 are rounded as they are.
+BOOST_AUTO_TEST_CASE(two_by_four_by_hand) {
+    const std::vector<float> w = {0.14f, -0.16f, 0.02f, 0.11f,   //
+                                  -0.30f, 0.05f, 0.21f, -0.02f};
+    const std::vector<float> h = {1.0f, 0.5f, 0.0f, 0.0f,  //
+                                  0.5f, 1.0f, 0.0f, 0.0f,  //
+                                  0.0f, 0.0f, 1.0f, 0.5f,  //
+                                  0.0f, 0.0f, 0.5f, 1.0f};
+    const auto spec = parse_scheme("rtn:w2a").spec;
+    GptqOptions o;
+    o.damp = 0.0f;
+    const auto what = gptq_quantize(MatrixView<const float>(w.data(), 2, 4), h, spec, o).dequantize();
+    for (int r = 0; r < 2; ++r) {
+        const float* row = w.data() + 4 * r;
+        const GroupParams p = find_group_params(std::span<const float>(row, 4), spec);
+        const auto rq = [&](float v) { return dequantize_value(quantize_value(v, p, spec), p, spec); };
+        const float q0 = rq(row[0]), q1 = rq(row[1] + 0.5f * (row[0] - q0));
+        const float q2 = rq(row[2]), q3 = rq(row[3] + 0.5f * (row[2] - q2));
+        BOOST_TEST(what[std::size_t(4 * r + 0)] == q0);
+        BOOST_TEST(what[std::size_t(4 * r + 1)] == q1);
+        BOOST_TEST(what[std::size_t(4 * r + 2)] == q2);
+        BOOST_TEST(what[std::size_t(4 * r + 3)] == q3);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(matches_the_obs_derivation) {
     struct Case {
         int rows, cols;

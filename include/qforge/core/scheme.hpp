@@ -44,8 +44,13 @@ struct AwqGptq {
     static constexpr std::string_view name = "awq+gptq";
 };
 
+/// TWQ: AWQ whose search weights a chosen neuron set's error by λ (models/llama/awq.hpp).
+struct Twq {
+    static constexpr std::string_view name = "twq";
+};
+
 /// Methods a runtime scheme may name. Later methods append their name here.
-inline constexpr std::array<std::string_view, 4> known_methods{Rtn::name, Gptq::name, Awq::name, AwqGptq::name};
+inline constexpr std::array<std::string_view, 5> known_methods{Rtn::name, Gptq::name, Awq::name, AwqGptq::name, Twq::name};
 
 // ---- grid policies ----
 template <int B>

@@ -110,7 +110,9 @@ inline void fold_block_scales(const Config& c, Layer& L, const BlockScales& s) {
 inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelAwqOptions& o = {},
                                   std::vector<BlockScales>* report = nullptr) {
     const bool with_gptq = scheme.method == "awq+gptq";
-    if (scheme.method != "awq" && !with_gptq) throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not awq");
+    if (scheme.method != "awq" && scheme.method != "twq" && !with_gptq)
+        throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not awq, awq+gptq or twq");
+    if (scheme.method == "twq" && !o.targets) throw InvalidArgument("twq: no neuron set to target");
     if (o.targets && o.targets->per_layer.size() != model.layers.size())
         throw InvalidArgument("TWQ: the neuron set has " + std::to_string(o.targets->per_layer.size()) + " layers, the model " +
                               std::to_string(model.layers.size()));
