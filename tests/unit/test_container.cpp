@@ -58,6 +58,10 @@ BOOST_AUTO_TEST_CASE(json_round_trip_and_errors) {
     const auto huge = io::Json::parse("[666666666666666666666666666666]");
     BOOST_TEST(huge.as_array()[0].as_double() == 6.66666666666666666e29);
     BOOST_CHECK_THROW(huge.as_array()[0].as_int(), InvalidData);
+    // found by fuzz_safetensors: -0e-2 is a double and must dump as one ("-0" reads back as int 0)
+    const auto neg_zero = io::Json::parse("[-0e-2, 5e0]");
+    BOOST_TEST(neg_zero.dump() == "[-0.0,5.0]");
+    BOOST_TEST(io::Json::parse(neg_zero.dump()).dump() == neg_zero.dump());
 }
 
 BOOST_AUTO_TEST_CASE(round_trip_with_rules) {

@@ -124,10 +124,11 @@ private:
             case Kind::boolean: out += bool_ ? "true" : "false"; break;
             case Kind::number:
                 if (is_integer_) out += std::to_string(integer_);
-                else {
-                    char buf[32];
+                else {  // a double must read back as a double: "5" would come back as an integer
+                    char buf[40];
                     std::snprintf(buf, sizeof buf, "%.17g", number_);
                     out += buf;
+                    if (std::string_view(buf).find_first_of(".eEni") == std::string_view::npos) out += ".0";
                 }
                 break;
             case Kind::string: dump_string(out, *string_); break;
