@@ -12,6 +12,7 @@ int cmd_ppl(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_neurons(int argc, char** argv);
+int cmd_lens(int argc, char** argv);
 
 namespace {
 const char* usage = R"(usage: qforge <command> [options]
@@ -21,6 +22,7 @@ commands:
   quantize  write a quantized model (qforge container) with per-weight overrides
   ppl       perplexity on a text; with --scheme, KL divergence / top-1 / PPL ratio vs the reference
   generate  text from a model, FP32, as stored, or quantized on the fly (greedy or sampled)
+  lens      logit lens per layer (reference vs quantized), table and SVG plot
   neurons   language-specific MLP neurons by LAPE over FLORES (for TWQ)
   weights   quantize a checkpoint's weights with RTN schemes; table of weight error and bits/weight
 
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
         if (command == "quantize") return cmd_quantize(argc, argv);
         if (command == "eval") return cmd_eval(argc, argv);
         if (command == "neurons") return cmd_neurons(argc, argv);
+        if (command == "lens") return cmd_lens(argc, argv);
         std::fprintf(stderr, "qforge: unknown command '%s'\n%s", command.c_str(), usage);
         return 2;
     } catch (const qforge::Error& e) {

@@ -68,6 +68,17 @@ f = d["flores"]
 assert len(f["languages"]) == 10 and all(len(v) == 10 for v in f["normalised_ppl"].values()), f
 PY
 
+# logit lens: the last layer reads the model's own output; the plot is written
+"$q" lens --max-tokens 400 --context 128 --scheme rtn:w4g32a --svg "$tmp/lens.svg" --json > "$tmp/lens.json"
+python3 - "$tmp/lens.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [s["label"] for s in d["series"]] == ["reference", "rtn:w4g32a"], d["series"]
+ref = d["series"][0]["layers"]
+assert len(ref) == 5 and ref[-1]["p_next"] > ref[0]["p_next"], ref
+PY
+grep -q "<polyline" "$tmp/lens.svg" || fail "lens plot"
+
 # bad input: an error naming the file, exit status 1, nothing written
 if "$q" ppl --model "$tmp/missing.bin" 2> "$tmp/err"; then fail "missing model accepted"; fi
 grep -q "missing.bin: cannot open" "$tmp/err" || fail "missing: $(cat "$tmp/err")"
