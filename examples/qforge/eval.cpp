@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,8 @@ packed weights through qforge's integer kernels, whose 8-bit activations add the
   --twq-target L    target language of twq:... schemes (repeatable): calibration on its FLORES
                     lines 1-400 (at most --calib-tokens), λ in {1,2,4,8} chosen by NLL on lines
                     401-506; each target adds a row with its LAPE set and one with its random
-                    control at the same λ
+                    control at the same λ; with --flores, the two are compared sentence by sentence
+                    on the target's evaluation lines (mean NLL difference, 95% bootstrap CI)
   --threads N       threads (default: all)
   --json            one JSON object on stdout (progress stays on stderr)
   --help            this text
@@ -120,6 +122,11 @@ int cmd_eval(int argc, char** argv) {
     const std::string format = stored_format(stored);
 
     std::vector<int> calib;  // tokenized when a scheme first needs it
+    struct TwqPair {
+        std::string target;
+        std::size_t lape, control;  // row indices
+    };
+    std::vector<TwqPair> twq_pairs;
     std::vector<Row> rows;
     Row reference{format == "FP32" ? "FP32" : format + "-ref",
                   qforge::llama::map_block_linears(stored, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); })};
@@ -192,6 +199,7 @@ int cmd_eval(int argc, char** argv) {
                 bar.finish();
                 c.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cstart).count();
                 measure(c, tied);
+                twq_pairs.push_back({target, rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
                     if (!packed)
                         x->weights = qforge::llama::map_block_linears(x->weights, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
@@ -245,6 +253,45 @@ int cmd_eval(int argc, char** argv) {
         }
         fbar.finish();
     }
+    // TWQ against its random control on the target's evaluation lines: per-sentence mean NLL
+    // difference, 95% bootstrap interval over sentences (2000 resamples, fixed seed)
+    struct Interval {
+        std::string target;
+        double mean = 0, lo = 0, hi = 0;
+        std::size_t sentences = 0;
+    };
+    std::vector<Interval> intervals;
+    if (args.has("flores") && !twq_pairs.empty()) {
+        const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
+        const int last = std::min(last_all, first + args.get_int("flores-max-lines", 100) - 1);
+        for (const auto& pair : twq_pairs) {
+            std::vector<double> diff;
+            for (const auto& line : cli::file_lines(flores_dir + "/" + pair.target + ".devtest", first, last)) {
+                const auto ids = model.tokenizer().encode(line);
+                if (ids.size() < 2) continue;
+                double nll[2] = {0, 0};
+                for (int m = 0; m < 2; ++m) {
+                    qforge::llama::Session s(rows[m == 0 ? pair.lape : pair.control].weights, o.isa, threads, int(ids.size()));
+                    const auto lg = s.forward_batch(ids, 0);
+                    for (std::size_t t = 0; t + 1 < ids.size(); ++t) nll[m] += qforge::negative_log_likelihood(lg.row(t), ids[t + 1]);
+                    nll[m] /= double(ids.size() - 1);
+                }
+                diff.push_back(nll[0] - nll[1]);
+            }
+            std::mt19937_64 rng(12345);
+            std::uniform_int_distribution<std::size_t> pick(0, diff.size() - 1);
+            std::vector<double> means;
+            for (int b = 0; b < 2000; ++b) {
+                double sum = 0;
+                for (std::size_t i = 0; i < diff.size(); ++i) sum += diff[pick(rng)];
+                means.push_back(sum / double(diff.size()));
+            }
+            std::sort(means.begin(), means.end());
+            double mean = 0;
+            for (const double d : diff) mean += d;
+            intervals.push_back({pair.target, mean / double(diff.size()), means[50], means[1949], diff.size()});
+        }
+    }
     const auto mean_of = [](const std::vector<double>& v) {
         double s = 0;
         for (const double x : v) s += x;
@@ -279,6 +326,13 @@ int cmd_eval(int argc, char** argv) {
             }
             std::printf("}}");
         }
+        if (!intervals.empty()) {
+            std::printf(",\"twq_vs_random\":[");
+            for (std::size_t i = 0; i < intervals.size(); ++i)
+                std::printf("%s{\"target\":%s,\"sentences\":%zu,\"mean_nll_difference\":%.6f,\"ci95\":[%.6f,%.6f]}", i ? "," : "",
+                            cli::json_string(intervals[i].target).c_str(), intervals[i].sentences, intervals[i].mean, intervals[i].lo, intervals[i].hi);
+            std::printf("]");
+        }
         std::printf("}\n");
         return 0;
     }
@@ -307,6 +361,10 @@ int cmd_eval(int argc, char** argv) {
             std::printf(" %8.3f |\n", mean_of(normalised[m]));
         }
     }
+    for (const auto& iv : intervals)
+        std::printf("\nTWQ vs its random control on %s (%zu held-out sentences): mean NLL difference %+.4f, 95%% bootstrap CI [%+.4f, %+.4f]%s\n",
+                    iv.target.c_str(), iv.sentences, iv.mean, iv.lo, iv.hi,
+                    iv.hi < 0 ? " (TWQ better)" : iv.lo > 0 ? " (control better)" : " (no clear difference)");
     std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
                 std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
     return 0;
