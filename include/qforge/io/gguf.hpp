@@ -28,6 +28,7 @@
 #include "qforge/core/half.hpp"
 #include "qforge/formats/gguf.hpp"
 #include "qforge/formats/gguf_k.hpp"
+#include "qforge/io/mapped_file.hpp"
 
 namespace qforge::io {
 
@@ -116,24 +117,11 @@ struct GgufTensorInfo {
 class GgufFile {
 public:
     static GgufFile open(const std::string& path) {
-        const int fd = ::open(path.c_str(), O_RDONLY);
-        if (fd < 0) throw FileError(path, "cannot open file");
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) {
-            ::close(fd);
-            throw FileError(path, "cannot stat file");
-        }
+        auto m = map_file(path);
         GgufFile f;
         f.path_ = path;
-        f.size_ = std::size_t(st.st_size);
-        if (f.size_ > 0) {
-            void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-            ::close(fd);
-            if (p == MAP_FAILED) throw FileError(path, "cannot map file");
-            f.map_ = std::shared_ptr<void>(p, [size = f.size_](void* q) { ::munmap(q, size); });
-        } else {
-            ::close(fd);
-        }
+        f.size_ = m.size;
+        f.map_ = std::move(m.map);
         f.parse();
         return f;
     }
@@ -177,13 +165,7 @@ public:
     }
 
     /// Lets the kernel drop the mapped pages of a tensor already consumed (streaming use).
-    void release(const GgufTensorInfo& t) const {
-        const auto bytes = data(t);
-        if (!map_ || bytes.empty()) return;
-        const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-        const auto begin = std::max(std::uintptr_t(bytes.data()) / page * page, std::uintptr_t(base()));
-        ::madvise(reinterpret_cast<void*>(begin), std::uintptr_t(bytes.data() + bytes.size()) - begin, MADV_DONTNEED);
-    }
+    void release(const GgufTensorInfo& t) const { release_pages(map_.get(), data(t)); }
 
     /// The tensor as FP32 (row-major, ne[0] fastest); non-finite values are an error.
     std::vector<float> dequantize(const GgufTensorInfo& t) const {

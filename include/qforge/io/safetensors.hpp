@@ -25,6 +25,7 @@
 
 #include "qforge/core/half.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/mapped_file.hpp"
 
 namespace qforge::io {
 
@@ -51,24 +52,11 @@ struct SafetensorsTensor {
 class SafetensorsFile {
 public:
     static SafetensorsFile open(const std::string& path) {
-        const int fd = ::open(path.c_str(), O_RDONLY);
-        if (fd < 0) throw FileError(path, "cannot open file");
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) {
-            ::close(fd);
-            throw FileError(path, "cannot stat file");
-        }
+        auto m = map_file(path);
         SafetensorsFile f;
         f.path_ = path;
-        f.size_ = std::size_t(st.st_size);
-        if (f.size_ > 0) {
-            void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_SHARED, fd, 0);
-            ::close(fd);
-            if (p == MAP_FAILED) throw FileError(path, "cannot map file");
-            f.map_ = std::shared_ptr<void>(p, [size = f.size_](void* q) { ::munmap(q, size); });
-        } else {
-            ::close(fd);
-        }
+        f.size_ = m.size;
+        f.map_ = std::move(m.map);
         f.parse();
         return f;
     }
@@ -123,13 +111,7 @@ public:
     /// Lets the kernel drop the pages of a tensor already consumed (streaming quantization keeps
     /// its resident memory to about one tensor this way).
     void release(const SafetensorsTensor& t) const {
-        if (!map_ || external_ || t.bytes.empty()) return;
-        const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-        auto begin = std::uintptr_t(t.bytes.data()) / page * page;
-        const auto end = std::uintptr_t(t.bytes.data() + t.bytes.size());
-        const auto base = std::uintptr_t(map_.get());
-        begin = std::max(begin, base);
-        ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+        if (!external_) release_pages(map_.get(), t.bytes);
     }
 
 private:
