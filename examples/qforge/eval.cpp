@@ -114,9 +114,7 @@ int cmd_eval(int argc, char** argv) {
     const std::string kernels = args.get("kernels", "fp32");
     if (kernels != "fp32" && kernels != "packed") throw qforge::InvalidArgument("--kernels must be fp32 or packed, got '" + kernels + "'");
     const bool packed = kernels == "packed";
-    const std::string text = cli::read_text(text_path);
-    auto tokens = model.tokenizer().encode(text.substr(0, std::size_t(max_tokens) * 16));
-    if (int(tokens.size()) > max_tokens) tokens.resize(std::size_t(max_tokens));
+    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
     const bool tied = model.source().tied_output();
     const auto& stored = model.weights();
     const std::string format = stored_format(stored);

@@ -90,8 +90,7 @@ int cmd_lens(int argc, char** argv) {
     auto model = cli::Model::open(args);
     const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
     const int max_tokens = args.get_int("max-tokens", 2048), threads = args.get_int("threads", 0), context = args.get_int("context", 512);
-    auto tokens = model.tokenizer().encode(cli::read_text(text_path).substr(0, std::size_t(max_tokens) * 16));
-    if (int(tokens.size()) > max_tokens) tokens.resize(std::size_t(max_tokens));
+    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
     const auto reference = qforge::llama::map_block_linears(model.weights(), [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, qforge::best_isa(), threads));

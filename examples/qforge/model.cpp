@@ -149,6 +149,12 @@ std::string read_text(const std::string& path) {
     return out;
 }
 
+std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens) {
+    auto tokens = model.tokenizer().encode(read_text(path).substr(0, max_tokens * 16));  // 16 bytes/token is ample
+    if (tokens.size() > max_tokens) tokens.resize(max_tokens);
+    return tokens;
+}
+
 std::vector<int> calibration_tokens(const Args& args, const Model& model, const std::string& default_text, std::size_t skip) {
     const std::string path = args.get("calib", default_text);
     const bool same = path == default_text;

@@ -44,6 +44,9 @@ private:
 /// Reads a UTF-8 text file with carriage returns dropped.
 std::string read_text(const std::string& path);
 
+/// The first `max_tokens` tokens of a text file (BOS first), tokenizing only the prefix needed.
+std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens);
+
 class Progress;
 
 /// Lines first..last (1-based, inclusive) of a text file; an error if it has fewer.

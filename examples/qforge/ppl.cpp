@@ -45,9 +45,7 @@ int cmd_ppl(int argc, char** argv) {
     const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
     const int max_tokens = args.get_int("max-tokens", 16384);
     const int threads = args.get_int("threads", 0);
-    const std::string text = cli::read_text(text_path);
-    auto tokens = model.tokenizer().encode(text.substr(0, std::size_t(max_tokens) * 16));
-    if (int(tokens.size()) > max_tokens) tokens.resize(std::size_t(max_tokens));
+    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
     const auto& reference = model.weights();
 
     qforge::llama::EvalOptions o;

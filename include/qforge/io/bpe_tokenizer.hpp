@@ -53,6 +53,7 @@ public:
                 c += char(0x80 | (cp & 0x3F));
             }
             t.byte_chars_[std::size_t(b)] = c;
+            t.byte_of_.emplace(c, b);
         }
         return t;
     }
@@ -119,10 +120,8 @@ public:
         for (std::size_t i = 0; i < p.size();) {
             const std::size_t len = (static_cast<unsigned char>(p[i]) & 0xE0) == 0xC0 ? 2 : 1;
             const std::string ch = p.substr(i, len);
-            int byte = -1;
-            for (int b = 0; b < 256 && byte < 0; ++b)
-                if (byte_chars_[std::size_t(b)] == ch) byte = b;
-            out += byte >= 0 ? std::string(1, char(byte)) : ch;
+            const auto it = byte_of_.find(ch);
+            out += it != byte_of_.end() ? std::string(1, char(it->second)) : ch;
             i += len;
         }
         return out;
@@ -204,6 +203,7 @@ private:
     std::unordered_map<std::string, int> ranks_;
     std::vector<int> specials_;
     std::array<std::string, 256> byte_chars_;
+    std::unordered_map<std::string, int> byte_of_;  ///< inverse of byte_chars_
 };
 
 }  // namespace qforge::io

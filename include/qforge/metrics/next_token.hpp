@@ -34,13 +34,16 @@ inline double kl_divergence(std::span<const float> reference, std::span<const fl
 }
 
 /// A reference distribution prepared once so that the KL divergence of several models from it
-/// costs one pass each: KL = sum p_i (l_i - zr) - sum p_i (q_i - zq).
+/// costs one pass each: KL = sum p_i (l_i - zr) - sum p_i (q_i - zq). `set` reuses the storage,
+/// so one object per thread serves every position.
 struct ReferenceDistribution {
-    std::span<const float> logits;
     double log_z = 0.0, p_dot_l = 0.0;  ///< log sum exp, and sum p_i l_i
     std::vector<double> p;
     int argmax = 0;
-    explicit ReferenceDistribution(std::span<const float> l) : logits(l), log_z(log_sum_exp(l)), p(l.size()) {
+    void set(std::span<const float> l) {
+        log_z = log_sum_exp(l);
+        p.resize(l.size());
+        p_dot_l = 0.0;
         argmax = int(std::max_element(l.begin(), l.end()) - l.begin());
         for (std::size_t i = 0; i < l.size(); ++i) {
             p[i] = std::exp(double(l[i]) - log_z);

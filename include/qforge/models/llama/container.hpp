@@ -308,7 +308,6 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             action = to_string(scheme);
         }
         entries.push_back({name, action, false, out});
-        (void)from;
     };
     const auto vector = [&](const std::string& name, int n) { entries.push_back({name, "f32", true, {"f32", {}, 1, n}}); };
 

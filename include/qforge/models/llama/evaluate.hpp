@@ -68,6 +68,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
             scores.assign(P * M, {});
             ref_nll.assign(P, 0.0);
             parallel_for(P, o.threads, [&](std::size_t p0, std::size_t p1) {
+                ReferenceDistribution rd;
                 for (std::size_t p = p0; p < p1; ++p) {
                     const std::size_t row = std::size_t(first - i) + p;
                     const int next = tokens[std::size_t(first) + p + 1];
@@ -75,7 +76,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
                         for (std::size_t m = 0; m < M; ++m) scores[p * M + m].nll = negative_log_likelihood(logits[m].row(row), next);
                         continue;
                     }
-                    const ReferenceDistribution rd(ref_logits.row(row));
+                    rd.set(ref_logits.row(row));
                     ref_nll[p] = rd.log_z - double(ref_logits(row, std::size_t(next)));
                     for (std::size_t m = 0; m < M; ++m) {
                         const auto lm = logits[m].row(row);
