@@ -127,7 +127,7 @@ int cmd_eval(int argc, char** argv) {
     std::vector<TwqPair> twq_pairs;
     std::vector<Row> rows;
     Row reference{format == "FP32" ? "FP32" : format + "-ref",
-                  qforge::llama::map_block_linears(stored, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); })};
+                  qforge::llama::dequantized_weights(stored)};
     measure(reference, tied);
     if (format != "FP32" && packed) {
         rows.push_back({format + " (as stored)", stored});
@@ -200,7 +200,7 @@ int cmd_eval(int argc, char** argv) {
                 twq_pairs.push_back({target, rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
                     if (!packed)
-                        x->weights = qforge::llama::map_block_linears(x->weights, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+                        x->weights = qforge::llama::dequantized_weights(x->weights);
                     rows.push_back(std::move(*x));
                 }
             }
@@ -214,7 +214,7 @@ int cmd_eval(int argc, char** argv) {
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
         if (!packed)
-            r.weights = qforge::llama::map_block_linears(r.weights, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+            r.weights = qforge::llama::dequantized_weights(r.weights);
         rows.push_back(std::move(r));
     }
 

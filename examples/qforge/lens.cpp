@@ -91,7 +91,7 @@ int cmd_lens(int argc, char** argv) {
     const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
     const int max_tokens = args.get_int("max-tokens", 2048), threads = args.get_int("threads", 0), context = args.get_int("context", 512);
     const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
-    const auto reference = qforge::llama::map_block_linears(model.weights(), [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+    const auto reference = qforge::llama::dequantized_weights(model.weights());
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, qforge::best_isa(), threads));
     if (args.has("scheme")) {
@@ -101,7 +101,7 @@ int cmd_lens(int argc, char** argv) {
         cli::Progress bar("quantize " + qforge::to_string(scheme));
         const auto q = cli::quantize_model(reference, scheme, calib, threads, bar);
         bar.finish();
-        const auto fp = qforge::llama::map_block_linears(q, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+        const auto fp = qforge::llama::dequantized_weights(q);
         series.emplace_back(qforge::to_string(scheme), qforge::llama::logit_lens(fp, tokens, context, qforge::best_isa(), threads));
     }
     if (args.has("svg")) write_svg(args.get("svg", ""), series);

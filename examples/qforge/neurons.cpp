@@ -17,8 +17,10 @@ const char* help = R"(usage: qforge neurons --out FILE [options]
 
 Finds language-specific MLP neurons by LAPE (language activation probability entropy): for each
 FLORES language, the probability that each neuron's act_fn(gate) output is > 0 over the given
-lines; neurons in the lowest --entropy-quantile of entropy across languages whose top probability
-exceeds the --prob-quantile of all probabilities, assigned to the languages above that threshold.
+lines; of the neurons whose top probability exceeds the --prob-quantile of all probabilities, the
+--entropy-quantile share of all neurons with the lowest entropy across languages (Tang et al.'s
+selection), each assigned to the languages above that probability threshold. The model's decoder
+layers run in FP32 (a packed checkpoint dequantized), as the reference of `qforge eval`.
 Writes sets "<lang>" and controls "random:<lang>" (same sizes per layer, --seed) to FILE (JSON,
 format in docs/awq.md) and prints the counts per language and layer.
 
@@ -26,7 +28,7 @@ format in docs/awq.md) and prints the counts per language and layer.
   --tokenizer PATH        tokenizer (default: the model's own)
   --flores DIR            FLORES-200 devtest directory (default: $QFORGE_DATA/eval/flores200/devtest)
   --lines A-B             the lines of each file to use (default 1-506: the selection half)
-  --entropy-quantile Q    default 0.01
+  --entropy-quantile Q    the share of all neurons kept (default 0.01)
   --prob-quantile Q       default 0.95
   --seed N                seed of the random controls (default 1)
   --out FILE              output file
@@ -84,7 +86,7 @@ int cmd_neurons(int argc, char** argv) {
     auto model = cli::Model::open(args);
     const std::string dir = args.get("flores", cli::data_dir() + "/eval/flores200/devtest");
     const auto [first, last] = parse_lines(args.get("lines", "1-506"));
-    const auto& w = model.weights();
+    const auto w = qforge::llama::dequantized_weights(model.weights());
     const auto languages = flores_languages(dir);
     std::vector<std::vector<std::vector<float>>> probability;
     cli::Progress bar("activation probability");
@@ -106,7 +108,7 @@ int cmd_neurons(int argc, char** argv) {
         sets["random:" + lang] = qforge::llama::random_like(r.per_language.at(lang), w.config.hidden_dim, std::uint64_t(seed) * 1000003u + std::hash<std::string>{}(lang));
     qforge::llama::write_neuron_sets(args.get("out", ""), sets, w.config.n_layers, w.config.hidden_dim, "lape");
     if (args.has("json")) {
-        std::printf("{\"selected\":%zu,\"probability_threshold\":%.6f,\"entropy_threshold\":%.6f,\"languages\":{", r.selected, r.probability_threshold,
+        std::printf("{\"selected\":%zu,\"candidates\":%zu,\"probability_threshold\":%.6f,\"entropy_threshold\":%.6f,\"languages\":{", r.selected, r.candidates, r.probability_threshold,
                     r.entropy_threshold);
         for (std::size_t k = 0; k < languages.size(); ++k) {
             std::printf("%s%s:[", k ? "," : "", cli::json_string(languages[k]).c_str());
@@ -117,8 +119,8 @@ int cmd_neurons(int argc, char** argv) {
         std::printf("}}\n");
         return 0;
     }
-    std::printf("LAPE over FLORES lines %d-%d: %zu neurons selected (entropy <= %.4f, top probability > %.4f)\n\n", first, last, r.selected,
-                r.entropy_threshold, r.probability_threshold);
+    std::printf("LAPE over FLORES lines %d-%d: %zu of %zu candidates (top probability > %.4f) kept, entropy <= %.4f\n\n", first, last,
+                r.selected, r.candidates, r.probability_threshold, r.entropy_threshold);
     std::printf("%-10s %6s  per layer\n", "language", "total");
     for (const auto& lang : languages) {
         const auto& per = r.per_language.at(lang).per_layer;

@@ -62,7 +62,7 @@ int cmd_ppl(int argc, char** argv) {
     if (args.has("scheme")) {
         const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
         scheme_text = qforge::to_string(scheme);
-        auto fp32 = qforge::llama::map_block_linears(reference, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+        auto fp32 = qforge::llama::dequantized_weights(reference);
         const auto quantized = qforge::llama::map_block_linears(
             fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, scheme, threads); });
         stats = qforge::llama::evaluate(quantized, &fp32, tokens, o);

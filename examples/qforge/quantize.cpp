@@ -65,7 +65,7 @@ int cmd_quantize(int argc, char** argv) {
         if (scheme.method != "rtn") {
             const auto calib = cli::calibration_tokens(args, model, cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw",
                                                        std::size_t(args.get_int("calib-skip", 16384)));
-            const auto fp32 = qforge::llama::map_block_linears(model.weights(), [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+            const auto fp32 = qforge::llama::dequantized_weights(model.weights());
             cli::Progress bar("gptq " + qforge::to_string(scheme));
             gptq_model = std::make_unique<qforge::llama::Weights>(cli::quantize_model(fp32, scheme, calib, o.threads, bar));
             bar.finish();

@@ -37,6 +37,35 @@ BOOST_AUTO_TEST_CASE(lape_on_planted_probabilities) {
     BOOST_CHECK_THROW(llama::lape_select({"a"}, {p[0]}), InvalidArgument);
 }
 
+BOOST_AUTO_TEST_CASE(lape_keeps_a_share_of_all_neurons_among_the_candidates) {
+    // 4 corpora, 1 layer x 100 neurons at p = 0.3 (the 95th percentile, so none of them is a
+    // candidate) except neurons 0-3 (one corpus each) and 4-9 (corpus 0 and, increasingly,
+    // corpus 1). Keeping 5% of all neurons = 5: the four one-language neurons, then neuron 4,
+    // the two-language neuron with the lowest entropy. An entropy quantile intersected with the
+    // probability filter would keep only the lowest 5% of all 100 entropies that pass it.
+    const int K = 4, H = 100;
+    std::vector<std::vector<std::vector<float>>> p(K, std::vector<std::vector<float>>(1, std::vector<float>(H, 0.3f)));
+    for (int j = 0; j < 10; ++j)
+        for (int k = 0; k < K; ++k) p[std::size_t(k)][0][std::size_t(j)] = 0.001f;
+    for (int j = 0; j < 4; ++j) p[std::size_t(j)][0][std::size_t(j)] = 0.9f;
+    for (int j = 4; j < 10; ++j) {
+        p[0][0][std::size_t(j)] = 0.9f;
+        p[1][0][std::size_t(j)] = 0.4f + 0.05f * float(j - 4);
+    }
+    const auto r = llama::lape_select({"a", "b", "c", "d"}, p, {0.05, 0.95});
+    BOOST_TEST(r.probability_threshold == 0.3, boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(r.candidates == 10u);
+    BOOST_TEST(r.selected == 5u);
+    BOOST_TEST(r.per_language.at("a").per_layer[0] == (std::vector<int>{0, 4}));
+    BOOST_TEST(r.per_language.at("b").per_layer[0] == (std::vector<int>{1, 4}));
+    BOOST_TEST(r.per_language.at("c").per_layer[0] == std::vector<int>{2});
+    BOOST_TEST(r.per_language.at("d").per_layer[0] == std::vector<int>{3});
+    // a larger share keeps more of the candidates, never a non-candidate
+    const auto wide = llama::lape_select({"a", "b", "c", "d"}, p, {0.5, 0.95});
+    BOOST_TEST(wide.selected == 10u);
+    BOOST_TEST(wide.per_language.at("a").size() == 7u);
+}
+
 BOOST_AUTO_TEST_CASE(activation_probability_counts_positive_gates) {
     const auto w = qtest::random_llama(qtest::tiny_config(2), 61);
     const auto t1 = qtest::random_tokens(12, w.config.vocab_size, 62), t2 = qtest::random_tokens(7, w.config.vocab_size, 63);

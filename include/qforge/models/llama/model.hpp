@@ -325,4 +325,10 @@ Weights map_block_linears(const Weights& w, Fn&& fn) {
     return out;
 }
 
+/// The model with every decoder linear layer in FP32: how a packed checkpoint (a GGUF model's
+/// Q4_1 blocks) serves as the weight-only reference, computed without 8-bit activations.
+inline Weights dequantized_weights(const Weights& w) {
+    return map_block_linears(w, [](const Linear& l) { return dequantized_linear(l); });
+}
+
 }  // namespace qforge::llama

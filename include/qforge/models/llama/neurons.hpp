@@ -6,10 +6,12 @@
 /// For each corpus (language) k, p_k(l, i) = the fraction of its tokens on which neuron i of
 /// block l fires, i.e. act_fn(gate) > 0 (SiLU is positive exactly when its input is). The
 /// probabilities are normalised across corpora, p'_k = p_k / sum_j p_j, and LAPE is the entropy
-/// -sum_k p'_k log p'_k: low for neurons that fire for few languages. Selected: neurons in the
-/// lowest `entropy_quantile` (1%) of LAPE whose highest p_k exceeds the `probability_quantile`
-/// (95th percentile) of all p_k(l, i); each selected neuron belongs to every language whose p_k
-/// exceeds that threshold.
+/// -sum_k p'_k log p'_k: low for neurons that fire for few languages. Selection as in Tang et al.'s
+/// reference code: a neuron is a candidate when some language's p_k exceeds the
+/// `probability_quantile` (95th percentile) of all p_k(l, i); of the candidates, the
+/// `entropy_quantile` (1%) x L x H with the lowest LAPE are kept (a count fixed as a share of all
+/// neurons, not an entropy quantile intersected with the filter, which can leave almost none);
+/// each kept neuron belongs to every language whose p_k exceeds the probability threshold.
 ///
 /// File (JSON): {"format": "qforge-neurons", "version": 1, "layers": L, "hidden": H,
 ///               "method": "lape" | "random", "sets": {"<name>": [[ids of block 0], ..., [ids of block L-1]]}}
@@ -65,8 +67,10 @@ struct LapeOptions {
 
 struct LapeResult {
     std::map<std::string, NeuronSet> per_language;
-    double probability_threshold = 0, entropy_threshold = 0;
-    std::size_t selected = 0;  ///< neurons passing both filters
+    double probability_threshold = 0;
+    double entropy_threshold = 0;  ///< the highest LAPE kept
+    std::size_t selected = 0;      ///< neurons kept
+    std::size_t candidates = 0;    ///< neurons passing the probability filter
 };
 
 /// `probability[k]` = activation_probability of corpus k, named `names[k]`.
@@ -95,18 +99,27 @@ inline LapeResult lape_select(const std::vector<std::string>& names, const std::
             }
             entropy[l * H + i] = float(e);
         }
-    r.entropy_threshold = quantile(entropy, o.entropy_quantile);
+    std::vector<std::size_t> candidates;
+    for (std::size_t n = 0; n < L * H; ++n) {
+        float top = 0;
+        for (std::size_t k = 0; k < K; ++k) top = std::max(top, probability[k][n / H][n % H]);
+        if (double(top) > r.probability_threshold) candidates.push_back(n);
+    }
+    const std::size_t keep = std::min(candidates.size(), std::size_t(std::llround(o.entropy_quantile * double(L * H))));
+    // ties broken by position so the selection does not depend on the sort's whims
+    std::partial_sort(candidates.begin(), candidates.begin() + std::ptrdiff_t(keep), candidates.end(), [&](std::size_t a, std::size_t b) {
+        return entropy[a] != entropy[b] ? entropy[a] < entropy[b] : a < b;
+    });
+    r.candidates = candidates.size();
+    candidates.resize(keep);
+    std::sort(candidates.begin(), candidates.end());
     for (const auto& n : names) r.per_language[n].per_layer.assign(L, {});
-    for (std::size_t l = 0; l < L; ++l)
-        for (std::size_t i = 0; i < H; ++i) {
-            if (double(entropy[l * H + i]) > r.entropy_threshold) continue;
-            float top = 0;
-            for (std::size_t k = 0; k < K; ++k) top = std::max(top, probability[k][l][i]);
-            if (double(top) <= r.probability_threshold) continue;
-            ++r.selected;
-            for (std::size_t k = 0; k < K; ++k)
-                if (double(probability[k][l][i]) > r.probability_threshold) r.per_language[names[k]].per_layer[l].push_back(int(i));
-        }
+    for (const std::size_t n : candidates) {
+        r.entropy_threshold = std::max(r.entropy_threshold, double(entropy[n]));
+        ++r.selected;
+        for (std::size_t k = 0; k < K; ++k)
+            if (double(probability[k][n / H][n % H]) > r.probability_threshold) r.per_language[names[k]].per_layer[n / H].push_back(int(n % H));
+    }
     return r;
 }
 
