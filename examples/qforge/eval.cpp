@@ -121,8 +121,8 @@ int cmd_eval(int argc, char** argv) {
 
     std::vector<int> calib;  // tokenized when a scheme first needs it
     struct TwqPair {
-        std::string target;
-        std::size_t lape, control;  // row indices
+        std::string target, awq_label;  // awq_label: the plain AWQ row of the same scheme, if evaluated
+        std::size_t lape, control;      // row indices
     };
     std::vector<TwqPair> twq_pairs;
     std::vector<Row> rows;
@@ -134,14 +134,20 @@ int cmd_eval(int argc, char** argv) {
         measure(rows.back(), tied);
     }
     const std::string flores_dir = args.get("flores", cli::data_dir() + "/eval/flores200/devtest");
-    const auto flores_tokens = [&](const std::string& lang, int first, int last) {
-        std::vector<int> out;
+    struct Lines {
+        std::vector<int> tokens;
+        std::vector<std::size_t> starts;  // where each line's tokens (BOS first) begin
+    };
+    const auto flores_lines = [&](const std::string& lang, int first, int last) {
+        Lines out;
         for (const auto& line : cli::file_lines(flores_dir + "/" + lang + ".devtest", first, last)) {
             const auto ids = model.tokenizer().encode(line);
-            out.insert(out.end(), ids.begin(), ids.end());
+            out.starts.push_back(out.tokens.size());
+            out.tokens.insert(out.tokens.end(), ids.begin(), ids.end());
         }
         return out;
     };
+    const auto flores_tokens = [&](const std::string& lang, int first, int last) { return flores_lines(lang, first, last).tokens; };
     for (const auto& scheme : parsed) {
         if (scheme.method == "twq") {  // one row per target language with its LAPE set, one with the random control
             if (!args.has("neurons") || !args.has("twq-target")) throw qforge::InvalidArgument("twq schemes need --neurons FILE and --twq-target LANG");
@@ -197,7 +203,9 @@ int cmd_eval(int argc, char** argv) {
                 bar.finish();
                 c.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cstart).count();
                 measure(c, tied);
-                twq_pairs.push_back({target, rows.size(), rows.size() + 1});
+                auto awq = scheme;
+                awq.method = "awq";
+                twq_pairs.push_back({target, qforge::to_string(awq), rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
                     if (!packed)
                         x->weights = qforge::llama::dequantized_weights(x->weights);
@@ -234,6 +242,47 @@ int cmd_eval(int argc, char** argv) {
     std::vector<std::string> languages;
     std::vector<std::vector<double>> normalised;  // [model][language]
     std::vector<double> ref_language_ppl;
+    // TWQ against its random control (and against plain AWQ of the same scheme, when evaluated)
+    // on the target's evaluation lines: per-sentence mean NLL differences from the same
+    // evaluation as the table, 95% bootstrap interval over sentences (2000 resamples, fixed seed)
+    struct Interval {
+        std::string target, against;
+        double mean = 0, lo = 0, hi = 0;
+        std::size_t sentences = 0;
+    };
+    std::vector<Interval> intervals;
+    const auto sentence_nll = [](const std::vector<double>& token_nll, const Lines& lines) {
+        std::vector<double> out;
+        for (std::size_t i = 0; i < lines.starts.size(); ++i) {
+            const std::size_t end = i + 1 < lines.starts.size() ? lines.starts[i + 1] : lines.tokens.size();
+            double sum = 0;
+            int n = 0;
+            for (std::size_t t = lines.starts[i] + 1; t < end; ++t)  // the line's own tokens, not its BOS
+                if (!std::isnan(token_nll[t])) sum += token_nll[t], ++n;
+            out.push_back(n ? sum / n : std::nan(""));
+        }
+        return out;
+    };
+    const auto bootstrap = [](const std::vector<double>& a, const std::vector<double>& b) {
+        std::vector<double> diff;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (!std::isnan(a[i]) && !std::isnan(b[i])) diff.push_back(a[i] - b[i]);
+        Interval iv;
+        iv.sentences = diff.size();
+        if (diff.empty()) return iv;
+        std::mt19937_64 rng(12345);
+        std::uniform_int_distribution<std::size_t> pick(0, diff.size() - 1);
+        std::vector<double> means;
+        for (int r = 0; r < 2000; ++r) {
+            double sum = 0;
+            for (std::size_t i = 0; i < diff.size(); ++i) sum += diff[pick(rng)];
+            means.push_back(sum / double(diff.size()));
+        }
+        std::sort(means.begin(), means.end());
+        for (const double d : diff) iv.mean += d / double(diff.size());
+        iv.lo = means[50], iv.hi = means[1949];
+        return iv;
+    };
     if (args.has("flores")) {
         languages = cli::flores_languages(flores_dir);
         const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
@@ -241,54 +290,30 @@ int cmd_eval(int argc, char** argv) {
         normalised.assign(rows.size(), {});
         cli::Progress fbar("FLORES per language");
         for (std::size_t k = 0; k < languages.size(); ++k) {
-            const auto lt = flores_tokens(languages[k], first, last);
+            const auto lines = flores_lines(languages[k], first, last);
             auto fo = o;
             fo.progress = nullptr;
-            const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lt, fo);
+            std::vector<std::vector<double>> token_nll;
+            fo.token_nll = &token_nll;
+            const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lines.tokens, fo);
             ref_language_ppl.push_back(ls.front().reference_perplexity());
             for (std::size_t m = 0; m < rows.size(); ++m) normalised[m].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
+            for (const auto& pair : twq_pairs) {
+                if (pair.target != languages[k]) continue;
+                const auto twq = sentence_nll(token_nll[pair.lape], lines);
+                auto iv = bootstrap(twq, sentence_nll(token_nll[pair.control], lines));
+                iv.target = pair.target, iv.against = "random control";
+                intervals.push_back(iv);
+                for (std::size_t m = 0; m < rows.size(); ++m)
+                    if (rows[m].label == pair.awq_label) {
+                        iv = bootstrap(twq, sentence_nll(token_nll[m], lines));
+                        iv.target = pair.target, iv.against = pair.awq_label;
+                        intervals.push_back(iv);
+                    }
+            }
             fbar.update(double(k + 1), double(languages.size()), languages[k]);
         }
         fbar.finish();
-    }
-    // TWQ against its random control on the target's evaluation lines: per-sentence mean NLL
-    // difference, 95% bootstrap interval over sentences (2000 resamples, fixed seed)
-    struct Interval {
-        std::string target;
-        double mean = 0, lo = 0, hi = 0;
-        std::size_t sentences = 0;
-    };
-    std::vector<Interval> intervals;
-    if (args.has("flores") && !twq_pairs.empty()) {
-        const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
-        const int last = std::min(last_all, first + args.get_int("flores-max-lines", 100) - 1);
-        for (const auto& pair : twq_pairs) {
-            std::vector<double> diff;
-            for (const auto& line : cli::file_lines(flores_dir + "/" + pair.target + ".devtest", first, last)) {
-                const auto ids = model.tokenizer().encode(line);
-                if (ids.size() < 2) continue;
-                double nll[2] = {0, 0};
-                for (int m = 0; m < 2; ++m) {
-                    qforge::llama::Session s(rows[m == 0 ? pair.lape : pair.control].weights, o.isa, threads, int(ids.size()));
-                    const auto lg = s.forward_batch(ids, 0);
-                    for (std::size_t t = 0; t + 1 < ids.size(); ++t) nll[m] += qforge::negative_log_likelihood(lg.row(t), ids[t + 1]);
-                    nll[m] /= double(ids.size() - 1);
-                }
-                diff.push_back(nll[0] - nll[1]);
-            }
-            std::mt19937_64 rng(12345);
-            std::uniform_int_distribution<std::size_t> pick(0, diff.size() - 1);
-            std::vector<double> means;
-            for (int b = 0; b < 2000; ++b) {
-                double sum = 0;
-                for (std::size_t i = 0; i < diff.size(); ++i) sum += diff[pick(rng)];
-                means.push_back(sum / double(diff.size()));
-            }
-            std::sort(means.begin(), means.end());
-            double mean = 0;
-            for (const double d : diff) mean += d;
-            intervals.push_back({pair.target, mean / double(diff.size()), means[50], means[1949], diff.size()});
-        }
     }
     const auto mean_of = [](const std::vector<double>& v) {
         double s = 0;
@@ -325,10 +350,11 @@ int cmd_eval(int argc, char** argv) {
             std::printf("}}");
         }
         if (!intervals.empty()) {
-            std::printf(",\"twq_vs_random\":[");
+            std::printf(",\"twq_intervals\":[");
             for (std::size_t i = 0; i < intervals.size(); ++i)
-                std::printf("%s{\"target\":%s,\"sentences\":%zu,\"mean_nll_difference\":%.6f,\"ci95\":[%.6f,%.6f]}", i ? "," : "",
-                            cli::json_string(intervals[i].target).c_str(), intervals[i].sentences, intervals[i].mean, intervals[i].lo, intervals[i].hi);
+                std::printf("%s{\"target\":%s,\"against\":%s,\"sentences\":%zu,\"mean_nll_difference\":%.6f,\"ci95\":[%.6f,%.6f]}", i ? "," : "",
+                            cli::json_string(intervals[i].target).c_str(), cli::json_string(intervals[i].against).c_str(), intervals[i].sentences,
+                            intervals[i].mean, intervals[i].lo, intervals[i].hi);
             std::printf("]");
         }
         std::printf("}\n");
@@ -359,10 +385,10 @@ int cmd_eval(int argc, char** argv) {
             std::printf(" %8.3f |\n", mean_of(normalised[m]));
         }
     }
+    if (!intervals.empty()) std::printf("\nTWQ on its target's held-out sentences: mean per-sentence NLL difference (TWQ minus the other), 95%% bootstrap CI\n\n");
     for (const auto& iv : intervals)
-        std::printf("\nTWQ vs its random control on %s (%zu held-out sentences): mean NLL difference %+.4f, 95%% bootstrap CI [%+.4f, %+.4f]%s\n",
-                    iv.target.c_str(), iv.sentences, iv.mean, iv.lo, iv.hi,
-                    iv.hi < 0 ? " (TWQ better)" : iv.lo > 0 ? " (control better)" : " (no clear difference)");
+        std::printf("  %s vs %s (%zu sentences): %+.4f [%+.4f, %+.4f]%s\n", iv.target.c_str(), iv.against.c_str(), iv.sentences, iv.mean, iv.lo,
+                    iv.hi, iv.hi < 0 ? " TWQ better" : iv.lo > 0 ? " TWQ worse" : " no clear difference");
     std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
                 std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
     return 0;

@@ -66,8 +66,10 @@ assert labels[0] == "rtn:w3g32a" and labels[1] == "awq:w3g32a", labels
 assert labels[2].startswith("twq:w3g32a@fra_Latn l=") and labels[3] == "twq:w3g32a@fra_Latn/random", labels
 f = d["flores"]
 assert len(f["languages"]) == 10 and all(len(v) == 10 for v in f["normalised_ppl"].values()), f
-t = d["twq_vs_random"][0]
-assert t["target"] == "fra_Latn" and t["sentences"] == 3 and t["ci95"][0] <= t["mean_nll_difference"] <= t["ci95"][1], t
+iv = d["twq_intervals"]
+assert [t["against"] for t in iv] == ["random control", "awq:w3g32a"], iv
+for t in iv:
+    assert t["target"] == "fra_Latn" and t["sentences"] == 3 and t["ci95"][0] <= t["mean_nll_difference"] <= t["ci95"][1], t
 PY
 
 # logit lens: the last layer reads the model's own output; the plot is written

@@ -134,20 +134,32 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
     // independent: windows of `context`, every prediction after a window's first token, by hand
     double nll = 0;
     long count = 0;
+    std::vector<double> by_hand(tokens.size(), std::nan(""));
     for (std::size_t start = 0; start + 1 < tokens.size(); start += context) {
         llama::Session s(w, Isa::scalar, 1, context);
         for (std::size_t i = start; i + 1 < std::min(tokens.size(), start + context); ++i) {
             const auto logits = s.forward(tokens[i], int(i - start));
             double z = 0;
             for (float l : logits) z += std::exp(double(l));
-            nll += std::log(z) - logits[std::size_t(tokens[i + 1])];
+            by_hand[i + 1] = std::log(z) - logits[std::size_t(tokens[i + 1])];
+            nll += by_hand[i + 1];
             ++count;
         }
     }
     llama::EvalOptions o;
     o.context = context;
+    std::vector<std::vector<double>> token_nll;
+    o.token_nll = &token_nll;
     const auto alone = llama::evaluate(w, nullptr, tokens, o);
+    o.token_nll = nullptr;
     BOOST_TEST(alone.tokens == count);
+    // per-token NLLs: the same numbers, NaN exactly where nothing was predicted (window starts)
+    BOOST_TEST_REQUIRE(token_nll.size() == 1u);
+    BOOST_TEST_REQUIRE(token_nll[0].size() == tokens.size());
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+        BOOST_TEST(std::isnan(token_nll[0][t]) == std::isnan(by_hand[t]), "token " << t);
+        if (!std::isnan(by_hand[t])) BOOST_TEST(token_nll[0][t] == by_hand[t], boost::test_tools::tolerance(1e-4));
+    }
     BOOST_TEST(alone.perplexity() == std::exp(nll / double(count)), boost::test_tools::tolerance(1e-9));
     BOOST_TEST(alone.perplexity() < 20.0);  // in-domain text for this model
 
@@ -158,8 +170,14 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
 
     // sliding windows score every token once, with more history: no worse than disjoint windows
     o.stride = 8;
+    o.token_nll = &token_nll;
     const auto sliding = llama::evaluate(w, nullptr, tokens, o);
+    o.token_nll = nullptr;
     BOOST_TEST(sliding.tokens == long(tokens.size()) - 1);
+    BOOST_TEST(std::isnan(token_nll[0][0]));
+    double sum = 0;
+    for (std::size_t t = 1; t < tokens.size(); ++t) sum += token_nll[0][t];
+    BOOST_TEST(sum == sliding.nll, boost::test_tools::tolerance(1e-9));
     BOOST_TEST(sliding.perplexity() <= alone.perplexity() * 1.05);
 
     // quantized against FP32: KL grows as bits shrink

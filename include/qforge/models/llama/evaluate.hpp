@@ -9,6 +9,7 @@
 /// earlier window count (the first window scores all), so each token is scored once with up to
 /// context - stride tokens of history.
 #include <functional>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -25,6 +26,10 @@ struct EvalOptions {
     int threads = 0;
     Isa isa = Isa::scalar;
     std::function<void(long done, long total)> progress;
+    /// When set: (*token_nll)[m][t] = model m's NLL of token t, for every scored t (NaN for
+    /// the others: token 0, and nothing else). For statistics over parts of the stream, such
+    /// as per-sentence bootstrap intervals, computed from the same numbers as the totals.
+    std::vector<std::vector<double>>* token_nll = nullptr;
 };
 
 /// Perplexity of each model and, when `reference` is given, each model's KL divergence from the
@@ -48,6 +53,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
     };
     std::vector<Scores> scores;
     std::vector<double> ref_nll;
+    if (o.token_nll) o.token_nll->assign(M, std::vector<double>(tokens.size(), std::numeric_limits<double>::quiet_NaN()));
     for (long start = 0; start + 1 < total; start += stride) {
         const long end = std::min(total, start + context);
         std::vector<std::unique_ptr<Session>> sessions;
@@ -95,6 +101,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
                         st.top1_agree += scores[p * M + m].agree;
                     }
                     ++st.tokens;
+                    if (o.token_nll) (*o.token_nll)[m][std::size_t(first) + p + 1] = scores[p * M + m].nll;
                 }
             scored_until = chunk_end;
             if (o.progress) o.progress(scored_until, total - 1);
