@@ -49,8 +49,9 @@ packed weights through qforge's integer kernels, whose 8-bit activations add the
   --twq-target L    target language of twq:... schemes (repeatable): calibration on its FLORES
                     lines 1-400 (at most --calib-tokens), λ in {1,2,4,8} chosen by NLL on lines
                     401-506; each target adds a row with its LAPE set and one with its random
-                    control at the same λ; with --flores, the two are compared sentence by sentence
-                    on the target's evaluation lines (mean NLL difference, 95% bootstrap CI)
+                    control at the same λ; with --flores, TWQ is compared sentence by sentence on
+                    the target's evaluation lines with its control and with the awq: row of the
+                    same scheme if there is one (mean NLL difference, 95% bootstrap CI)
   --threads N       threads (default: all)
   --json            one JSON object on stdout (progress stays on stderr)
   --help            this text
