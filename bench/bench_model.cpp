@@ -82,9 +82,6 @@ int main(int argc, char** argv) {
     const char* data_env = std::getenv("QFORGE_DATA");
     const std::string data = data_env && *data_env ? data_env : QFORGE_DEFAULT_DATA;
     const auto w4 = qforge::parse_scheme("rtn:w4g128a");
-    const auto fp32_of = [](const Weights& w) {
-        return qforge::llama::map_block_linears(w, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
-    };
     const auto packed_of = [&](const Weights& fp32) {
         return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, w4); });
     };
@@ -104,7 +101,7 @@ int main(int argc, char** argv) {
     if (std::filesystem::exists(smol)) {
         file = std::make_unique<qforge::io::GgufFile>(qforge::io::GgufFile::open(smol));
         const auto stored = qforge::llama::from_gguf(*file);
-        const auto ref = fp32_of(stored);
+        const auto ref = qforge::llama::dequantized_weights(stored);
         add("SmolLM2", "fp32", ref);
         add("SmolLM2", "rtn:w4g128a", packed_of(ref));
         add("SmolLM2", "q4_1", stored);

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
         const auto file = qforge::io::GgufFile::open(argv[1]);
         auto w = qforge::llama::from_gguf(file);
         if (std::string(argv[4]) == "reference")
-            w = qforge::llama::map_block_linears(w, [](const qforge::llama::Linear& l) { return qforge::llama::dequantized_linear(l); });
+            w = qforge::llama::dequantized_weights(w);
         std::ifstream in(argv[2]);
         std::vector<int> tokens;
         for (int t; in >> t;) tokens.push_back(t);

@@ -63,7 +63,7 @@ BOOST_AUTO_TEST_CASE(packed_forward_matches_dequantized_forward,
     const auto fp32 = llama::from_llama2c(ck);
     const auto scheme = parse_scheme("rtn:w8g32s");
     const auto packed = llama::map_block_linears(fp32, [&](const llama::Linear& l) { return llama::quantize_linear(l, scheme); });
-    const auto reference = llama::map_block_linears(packed, [](const llama::Linear& l) { return llama::dequantized_linear(l); });
+    const auto reference = llama::dequantized_weights(packed);
     llama::Session a(packed, best_isa(), 1), b(reference, Isa::scalar, 1);
     int token = io::Llama2cTokenizer::bos;
     for (int pos = 0; pos < 24; ++pos) {

@@ -20,7 +20,7 @@ BOOST_AUTO_TEST_CASE(smollm2_packed_matches_dequantized, *boost::unit_test::prec
     BOOST_TEST(packed.config.rope_theta == 100000.0f);
     BOOST_TEST(std::holds_alternative<Q4_1::Packed>(packed.layers[0].wq.weights()));
     BOOST_TEST(std::holds_alternative<Q8_0::Packed>(packed.output.weights()));
-    auto reference = llama::map_block_linears(packed, [](const llama::Linear& l) { return llama::dequantized_linear(l); });
+    auto reference = llama::dequantized_weights(packed);
     reference.output = llama::dequantized_linear(packed.output);
 
     const io::GgufVocab vocab(f);

@@ -73,7 +73,7 @@ BOOST_AUTO_TEST_CASE(act_order_layers_packed_equal_dequantized, *boost::unit_tes
     for (const auto& L : g.layers)
         for (const auto& b : llama::block_linears) ordered += !(L.*b.member).input_order().empty();
     BOOST_TEST(ordered == 7u * g.layers.size());
-    const auto fp = llama::map_block_linears(g, [](const llama::Linear& l) { return llama::dequantized_linear(l); });
+    const auto fp = llama::dequantized_weights(g);
     const std::vector<int> tokens(calib.begin(), calib.begin() + 48);
     llama::Session a(g, best_isa(), 0), b(fp, Isa::scalar, 0);
     const auto la = a.forward_batch(tokens, 0);
