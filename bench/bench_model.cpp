@@ -18,6 +18,8 @@
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
+
+#include "bench_models.hpp"
 #include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/model.hpp>
 
@@ -79,34 +81,25 @@ void add(const std::string& model, const std::string& name, Weights w) {
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (const char* t = std::getenv("QFORGE_THREADS")) g_threads = std::atoi(t);
-    const char* data_env = std::getenv("QFORGE_DATA");
-    const std::string data = data_env && *data_env ? data_env : QFORGE_DEFAULT_DATA;
     const auto w4 = qforge::parse_scheme("rtn:w4g128a");
     const auto packed_of = [&](const Weights& fp32) {
         return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, w4); });
     };
 
-    const std::string stories = data + "/models/stories260K/stories260K.bin";
-    if (std::filesystem::exists(stories)) {
+    if (const std::string stories = bench::stories260k_path(); !stories.empty()) {
         const auto w = qforge::llama::from_llama2c(qforge::io::Llama2cCheckpoint::load(stories));
         add("stories260K", "fp32", w);
         add("stories260K", "rtn:w4g128a", packed_of(w));
-    } else {
-        std::fprintf(stderr, "skipping stories260K: %s not found\n", stories.c_str());
     }
-    const char* cache_env = std::getenv("QFORGE_CACHE");
-    const std::string cache = cache_env && *cache_env ? cache_env : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") + "/.cache/qforge";
-    const std::string smol = cache + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+    const std::string smol = bench::smollm2_path();
     std::unique_ptr<qforge::io::GgufFile> file;
-    if (std::filesystem::exists(smol)) {
+    if (!smol.empty()) {
         file = std::make_unique<qforge::io::GgufFile>(qforge::io::GgufFile::open(smol));
         const auto stored = qforge::llama::from_gguf(*file);
         const auto ref = qforge::llama::dequantized_weights(stored);
         add("SmolLM2", "fp32", ref);
         add("SmolLM2", "rtn:w4g128a", packed_of(ref));
         add("SmolLM2", "q4_1", stored);
-    } else {
-        std::fprintf(stderr, "skipping SmolLM2: %s not found (scripts/fetch-models.sh)\n", smol.c_str());
     }
     for (const auto& v : g_variants) {
         benchmark::RegisterBenchmark((v.model + "/" + v.name + "/prompt").c_str(), prompt, &v)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
+
+#include "bench_models.hpp"
 #include <qforge/models/llama/awq.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/gptq.hpp>
@@ -72,21 +74,11 @@ void quantize(benchmark::State& state, const Model* m, std::string scheme_text) 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (const char* t = std::getenv("QFORGE_THREADS")) g_threads = std::atoi(t);
-    const char* data_env = std::getenv("QFORGE_DATA");
-    const std::string data = data_env && *data_env ? data_env : QFORGE_DEFAULT_DATA;
-    const std::string stories = data + "/models/stories260K/stories260K.bin";
-    if (std::filesystem::exists(stories))
+    if (const std::string stories = bench::stories260k_path(); !stories.empty())
         g_models.push_back({"stories260K", std::make_shared<Weights>(qforge::llama::from_llama2c(qforge::io::Llama2cCheckpoint::load(stories)))});
-    else
-        std::fprintf(stderr, "skipping stories260K: %s not found\n", stories.c_str());
-    const char* cache_env = std::getenv("QFORGE_CACHE");
-    const std::string cache = cache_env && *cache_env ? cache_env : std::string(std::getenv("HOME") ? std::getenv("HOME") : ".") + "/.cache/qforge";
-    const std::string smol = cache + "/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (std::filesystem::exists(smol)) {
+    if (const std::string smol = bench::smollm2_path(); !smol.empty()) {
         const auto file = qforge::io::GgufFile::open(smol);
         g_models.push_back({"SmolLM2", std::make_shared<Weights>(qforge::llama::dequantized_weights(qforge::llama::from_gguf(file)))});
-    } else {
-        std::fprintf(stderr, "skipping SmolLM2: %s not found (scripts/fetch-models.sh)\n", smol.c_str());
     }
     const std::vector<std::string> methods = {"rtn:w4g128a", "gptq:w4g128a", "awq:w4g128a", "awq+gptq:w4g128a"};
     for (const auto& m : g_models)
