@@ -36,6 +36,12 @@ print("| scheme | " + " | ".join(f["languages"]) + " | mean |\n|---|" + "---|" *
 print("| reference PPL | " + " | ".join(f"{p:.1f}" for p in f["reference_ppl"]) + " | |")
 for label, v in f["normalised_ppl"].items():
     print(f"| `{label}` | " + " | ".join(f"{x:.3f}" for x in v) + f" | {sum(v)/len(v):.3f} |")
+if "added_nll_per_sentence" in f:
+    print("\nFLORES lines 507-606, NLL added per sentence (nats; the same content in every language)\n")
+    print("| scheme | " + " | ".join(f["languages"]) + " | mean |\n|---|" + "---|" * (len(f["languages"]) + 1))
+    print("| tokens per sentence | " + " | ".join(f"{t / n:.1f}" for t, n in zip(f["scored_tokens"], f["sentences"])) + " | |")
+    for label, v in f["added_nll_per_sentence"].items():
+        print(f"| `{label}` | " + " | ".join(f"{x:.1f}" for x in v) + f" | {sum(v)/len(v):.1f} |")
 print("\n| target | TWQ against | sentences | mean NLL difference | 95% bootstrap CI |\n|---|---|---|---|---|")
 for t in d.get("twq_intervals", []):
     print(f"| {t['target']} | {t['against']} | {t['sentences']} | {t['mean_nll_difference']:+.4f} | [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}] |")

@@ -44,7 +44,9 @@ packed weights through qforge's integer kernels, whose 8-bit activations add the
   --kernels K       fp32 (weight-only, default) or packed (integer kernels, 8-bit activations)
   --flores DIR      also evaluate every FLORES language (lines --flores-lines of DIR/*.devtest,
                     default 507-1012 capped by --flores-max-lines, default 100) and print each
-                    scheme's PPL normalised by the reference's, per language and on average
+                    scheme's PPL normalised by the reference's, per language and on average,
+                    and the NLL it adds per sentence (nats): the sentences are translations of
+                    each other, so this compares languages whatever their tokens per sentence
   --neurons FILE    neuron sets (qforge neurons) for twq:... schemes
   --twq-target L    target language of twq:... schemes (repeatable): calibration on its FLORES
                     lines 1-400 (at most --calib-tokens), λ in {1,2,4,8} chosen by NLL on lines
@@ -243,6 +245,11 @@ int cmd_eval(int argc, char** argv) {
     std::vector<std::string> languages;
     std::vector<std::vector<double>> normalised;  // [model][language]
     std::vector<double> ref_language_ppl;
+    // Per-token ratios favour languages split into many easy tokens; the same content per
+    // sentence makes the added NLL per sentence comparable across languages.
+    std::vector<std::vector<double>> added_nll;  // [model][language], nats per sentence
+    std::vector<long> language_tokens;           // scored tokens per language
+    std::vector<std::size_t> language_sentences;
     // TWQ against its random control (and against plain AWQ of the same scheme, when evaluated)
     // on the target's evaluation lines: per-sentence mean NLL differences from the same
     // evaluation as the table, 95% bootstrap interval over sentences (2000 resamples, fixed seed)
@@ -289,6 +296,7 @@ int cmd_eval(int argc, char** argv) {
         const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
         const int last = std::min(last_all, first + args.get_int("flores-max-lines", 100) - 1);
         normalised.assign(rows.size(), {});
+        added_nll.assign(rows.size(), {});
         cli::Progress fbar("FLORES per language");
         for (std::size_t k = 0; k < languages.size(); ++k) {
             const auto lines = flores_lines(languages[k], first, last);
@@ -298,7 +306,12 @@ int cmd_eval(int argc, char** argv) {
             fo.token_nll = &token_nll;
             const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lines.tokens, fo);
             ref_language_ppl.push_back(ls.front().reference_perplexity());
-            for (std::size_t m = 0; m < rows.size(); ++m) normalised[m].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
+            language_tokens.push_back(ls.front().tokens);
+            language_sentences.push_back(lines.starts.size());
+            for (std::size_t m = 0; m < rows.size(); ++m) {
+                normalised[m].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
+                added_nll[m].push_back(std::log(normalised[m].back()) * double(ls[m].tokens) / double(lines.starts.size()));
+            }
             for (const auto& pair : twq_pairs) {
                 if (pair.target != languages[k]) continue;
                 const auto twq = sentence_nll(token_nll[pair.lape], lines);
@@ -348,6 +361,16 @@ int cmd_eval(int argc, char** argv) {
                 for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", normalised[m][k]);
                 std::printf("]");
             }
+            std::printf("},\"scored_tokens\":[");
+            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%ld", k ? "," : "", language_tokens[k]);
+            std::printf("],\"sentences\":[");
+            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%zu", k ? "," : "", language_sentences[k]);
+            std::printf("],\"added_nll_per_sentence\":{");
+            for (std::size_t m = 0; m < rows.size(); ++m) {
+                std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
+                for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", added_nll[m][k]);
+                std::printf("]");
+            }
             std::printf("}}");
         }
         if (!intervals.empty()) {
@@ -384,6 +407,16 @@ int cmd_eval(int argc, char** argv) {
             std::printf("| %-28.28s |", rows[m].label.c_str());
             for (const double v : normalised[m]) std::printf(" %8.3f |", v);
             std::printf(" %8.3f |\n", mean_of(normalised[m]));
+        }
+        std::printf("\nFLORES per language: NLL added per sentence, nats (scored tokens per sentence in the first row)\n\n| %-28s |", "scheme");
+        for (const auto& l : languages) std::printf(" %8.8s |", l.c_str());
+        std::printf("     mean |\n| %-28s |", "tokens per sentence");
+        for (std::size_t k = 0; k < languages.size(); ++k) std::printf(" %8.1f |", double(language_tokens[k]) / double(language_sentences[k]));
+        std::printf(" %8s |\n", "");
+        for (std::size_t m = 0; m < rows.size(); ++m) {
+            std::printf("| %-28.28s |", rows[m].label.c_str());
+            for (const double v : added_nll[m]) std::printf(" %8.2f |", v);
+            std::printf(" %8.2f |\n", mean_of(added_nll[m]));
         }
     }
     if (!intervals.empty()) std::printf("\nTWQ on its target's held-out sentences: mean per-sentence NLL difference (TWQ minus the other), 95%% bootstrap CI\n\n");

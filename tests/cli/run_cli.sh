@@ -66,6 +66,12 @@ assert labels[0] == "rtn:w3g32a" and labels[1] == "awq:w3g32a", labels
 assert labels[2].startswith("twq:w3g32a@fra_Latn l=") and labels[3] == "twq:w3g32a@fra_Latn/random", labels
 f = d["flores"]
 assert len(f["languages"]) == 10 and all(len(v) == 10 for v in f["normalised_ppl"].values()), f
+assert f["sentences"] == [3] * 10 and all(t > 3 for t in f["scored_tokens"]), f
+import math
+for label, v in f["added_nll_per_sentence"].items():  # the per-token ratio, re-expressed per sentence of the same content
+    for k, x in enumerate(v):
+        want = math.log(f["normalised_ppl"][label][k]) * f["scored_tokens"][k] / 3
+        assert abs(x - want) < 1e-3 * max(1, abs(want)), (label, k, x, want)
 iv = d["twq_intervals"]
 assert [t["against"] for t in iv] == ["random control", "awq:w3g32a"], iv
 for t in iv:
