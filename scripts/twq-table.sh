@@ -2,7 +2,7 @@
 # The AWQ/TWQ thesis table of docs/awq.md on SmolLM2-135M: LAPE neurons over FLORES lines 1-506,
 # then one `qforge eval` with RTN / AWQ / AWQ+GPTQ at w4g128 and w3g128 and TWQ (LAPE set and
 # random control) for three target languages at w3g128, per-language FLORES PPL on the first
-# 100 lines of the held-out half (507-606). About an hour on 2 cores. Writes into $1 (default
+# 100 lines of the held-out half (507-606). About 75 min on 2 cores (8 + 65). Writes into $1 (default
 # build/twq): neurons.json, neurons.txt, table.md, table.json. Assumes scripts/main.sh has built
 # build/release and fetched the model.
 set -euo pipefail
