@@ -355,23 +355,24 @@ int cmd_eval(int argc, char** argv) {
             for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%s", k ? "," : "", cli::json_string(languages[k]).c_str());
             std::printf("],\"reference_ppl\":[");
             for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", ref_language_ppl[k]);
-            std::printf("],\"normalised_ppl\":{");
-            for (std::size_t m = 0; m < rows.size(); ++m) {
-                std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
-                for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", normalised[m][k]);
-                std::printf("]");
-            }
-            std::printf("},\"scored_tokens\":[");
+            const auto by_scheme = [&](const std::vector<std::vector<double>>& values) {  // {"label":[per language], ...}
+                std::printf("{");
+                for (std::size_t m = 0; m < rows.size(); ++m) {
+                    std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
+                    for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", values[m][k]);
+                    std::printf("]");
+                }
+                std::printf("}");
+            };
+            std::printf("],\"normalised_ppl\":");
+            by_scheme(normalised);
+            std::printf(",\"scored_tokens\":[");
             for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%ld", k ? "," : "", language_tokens[k]);
             std::printf("],\"sentences\":[");
             for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%zu", k ? "," : "", language_sentences[k]);
-            std::printf("],\"added_nll_per_sentence\":{");
-            for (std::size_t m = 0; m < rows.size(); ++m) {
-                std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
-                for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", added_nll[m][k]);
-                std::printf("]");
-            }
-            std::printf("}}");
+            std::printf("],\"added_nll_per_sentence\":");
+            by_scheme(added_nll);
+            std::printf("}");
         }
         if (!intervals.empty()) {
             std::printf(",\"twq_intervals\":[");
