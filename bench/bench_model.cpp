@@ -11,17 +11,16 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
-
-#include "bench_models.hpp"
 #include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/model.hpp>
+
+#include "bench_models.hpp"
 
 namespace {
 

@@ -8,18 +8,17 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
-
-#include "bench_models.hpp"
 #include <qforge/models/llama/awq.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/gptq.hpp>
+
+#include "bench_models.hpp"
 
 namespace {
 

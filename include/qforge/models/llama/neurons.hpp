@@ -111,12 +111,12 @@ inline LapeResult lape_select(const std::vector<std::string>& names, const std::
         return entropy[a] != entropy[b] ? entropy[a] < entropy[b] : a < b;
     });
     r.candidates = candidates.size();
+    r.selected = keep;
     candidates.resize(keep);
     std::sort(candidates.begin(), candidates.end());
     for (const auto& n : names) r.per_language[n].per_layer.assign(L, {});
     for (const std::size_t n : candidates) {
         r.entropy_threshold = std::max(r.entropy_threshold, double(entropy[n]));
-        ++r.selected;
         for (std::size_t k = 0; k < K; ++k)
             if (double(probability[k][n / H][n % H]) > r.probability_threshold) r.per_language[names[k]].per_layer[n / H].push_back(int(n % H));
     }
