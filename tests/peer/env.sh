@@ -1,9 +1,11 @@
-# Sourced by the peer tests: fetches SmolLM2 into the cache (sets $model) and makes the cache's
-# virtual environment with the pinned peer packages (sets $python). Expects $src (source dir).
+# Sourced by the peer tests: sets $model (SmolLM2 in the cache) and $python (the cache's virtual
+# environment). Both are made once by setup_env.sh (the ctest fixture "peer_env"), never here:
+# tests that each made them raced under ctest -j. Expects $src (source dir).
 cache=${QFORGE_CACHE:-$HOME/.cache/qforge}
-model=$(bash "$src/scripts/fetch-models.sh")
+model=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
 venv=$cache/venv
 python=$venv/bin/python
-[ -x "$python" ] || python3 -m venv "$venv"
-"$python" -c "import gguf, numpy, tokenizers" 2>/dev/null ||
-  "$venv/bin/pip" install --quiet gguf==0.19.0 numpy==2.4.6 tokenizers==0.23.3
+if [ ! -f "$venv/.qforge-complete" ] || [ ! -s "$model" ]; then
+  echo "peer environment missing in $cache: run tests/peer/setup_env.sh (ctest runs it as peer.setup)" >&2
+  exit 1
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Peer test against llama.cpp itself (llama-cpp-python builds it from source into the cache's
-# virtual environment on first run: minutes). Checks (1) SmolLM2 token ids (byte-level BPE) of 100
+# Peer test against llama.cpp itself (llama-cpp-python, built from source into the cache's
+# virtual environment by setup_env.sh). Checks (1) SmolLM2 token ids (byte-level BPE) of 100
 # FLORES lines in each of ten languages equal llama.cpp's; (2) the same for the SentencePiece
 # tokenizer, with a GGUF written from the 32000-token Llama 2 vocabulary; (3) qforge's next-token
 # distributions on WikiText-2 match llama.cpp's on SmolLM2's FP32 weights (Q4_1-ref, written as
@@ -13,12 +13,6 @@ spm_bin=$3
 logits_bin=$4
 data=$5
 source "$src/tests/peer/env.sh"
-if ! "$python" -c "import llama_cpp" 2>/dev/null; then
-  echo "building llama-cpp-python 0.3.36 (llama.cpp from source) into $venv"
-  "$venv/bin/pip" install --quiet diskcache==5.6.3 jinja2==3.1.6 "typing-extensions>=4.5"
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
-    "$venv/bin/pip" install --quiet --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
-fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" "$src/tests/peer/llamacpp_encode.py" "$model" "$data/eval/flores200/devtest" 100 "$work/bpe_ids.txt"
