@@ -1,7 +1,11 @@
 #define BOOST_TEST_MODULE bpe
+#include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
+#include <unordered_map>
 
 #include "common.hpp"
 #include "qforge/io/bpe_tokenizer.hpp"
@@ -133,4 +137,131 @@ BOOST_AUTO_TEST_CASE(tokenizer_json_by_hand) {
     } catch (const FileError& e) {
         BOOST_TEST(std::string(e.what()).find("Metaspace") != std::string::npos);
     }
+}
+
+namespace {
+/// The merge loop as it was before the encoder kept a queue of pairs: after every merge, look at
+/// every adjacent pair again and merge the lowest-ranked, the leftmost on equal ranks. Quadratic,
+/// but plainly BPE. Texts are letters, which GPT-2's byte alphabet spells as themselves.
+struct RescanBpe {
+    std::unordered_map<std::string, int> ids, ranks;
+    RescanBpe(const std::vector<std::string>& vocab, const std::vector<std::string>& merges) {
+        for (std::size_t i = 0; i < vocab.size(); ++i) ids.emplace(vocab[i], int(i));
+        for (std::size_t i = 0; i < merges.size(); ++i) ranks.emplace(merges[i], int(i));
+    }
+    std::vector<int> encode(const std::string& text) const {
+        std::vector<std::string> symbols;
+        for (const char c : text) symbols.emplace_back(1, c);
+        for (;;) {
+            int best = INT_MAX;
+            std::size_t best_at = 0;
+            for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
+                const auto it = ranks.find(symbols[i] + " " + symbols[i + 1]);
+                if (it != ranks.end() && it->second < best) {
+                    best = it->second;
+                    best_at = i;
+                }
+            }
+            if (best == INT_MAX) break;
+            symbols[best_at] += symbols[best_at + 1];
+            symbols.erase(symbols.begin() + std::ptrdiff_t(best_at) + 1);
+        }
+        std::vector<int> out;
+        for (const auto& s : symbols) out.push_back(ids.at(s));
+        return out;
+    }
+};
+
+/// Vocabulary and merges over letters: the single letters, then each merge's result.
+struct Bpe {
+    std::vector<std::string> vocab, merges;
+    void merge(const std::string& a, const std::string& b) {
+        merges.push_back(a + " " + b);
+        if (std::find(vocab.begin(), vocab.end(), a + b) == vocab.end()) vocab.push_back(a + b);
+    }
+};
+
+/// Texts that stress the merge order: random ones over the alphabet, long runs of one letter
+/// (every pair has the same rank), and runs of a repeated pair.
+std::vector<std::string> merge_order_texts(const std::string& alphabet, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::string> texts;
+    for (int i = 0; i < 400; ++i) {
+        std::string t(std::size_t(rng() % 64), ' ');
+        const std::size_t letters = 1 + rng() % alphabet.size();  // some texts use fewer letters
+        for (auto& c : t) c = alphabet[rng() % letters];
+        texts.push_back(t);
+    }
+    for (const std::size_t n : {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 2000}) {
+        texts.push_back(std::string(n, alphabet[0]));
+        texts.push_back(std::string(n, alphabet[0]) + alphabet.back() + std::string(n, alphabet[0]));
+        std::string pairs;
+        for (std::size_t i = 0; i < n; ++i) pairs += alphabet.substr(0, 2);
+        texts.push_back(pairs);
+    }
+    return texts;
+}
+
+void check_against_rescan(const Bpe& bpe, const std::vector<std::string>& texts, const std::string& what) {
+    const auto tok = io::BpeTokenizer::from_vocabulary(bpe.vocab, bpe.merges, {}, {}, what);  // no regex: one piece
+    const RescanBpe reference(bpe.vocab, bpe.merges);
+    for (const auto& t : texts) BOOST_TEST_REQUIRE((tok.encode(t) == reference.encode(t)), what << ": \"" << t << '"');
+}
+}  // namespace
+
+// The queue-based merge loop gives exactly the ids of the rescanning one: the lowest rank first,
+// the leftmost pair among equal ranks ("aaa" becomes "aa a", then "aaa"; rightmost first would
+// leave "a aa", which no merge joins; a long run of "a" meets that tie at every step).
+BOOST_AUTO_TEST_CASE(merge_order_matches_rescanning_reference) {
+    Bpe hand{{"a", "b", "c"}, {}};
+    hand.merge("a", "a");
+    hand.merge("b", "c");
+    hand.merge("aa", "a");  // only reachable if the leftmost "a a" merged first
+    hand.merge("a", "b");
+    hand.merge("aa", "aa");
+    hand.merge("ab", "a");
+    hand.merge("c", "a");
+    hand.merge("bc", "a");
+    hand.merge("ab", "ab");
+    hand.merge("c", "c");
+    hand.merge("a", "bc");  // "abc" twice over: by two different merges
+    hand.merge("ab", "c");
+    hand.merge("aaaa", "aaaa");
+    hand.merge("ca", "b");
+    hand.merge("b", "b");
+    hand.merge("aaa", "aaaa");
+    check_against_rescan(hand, merge_order_texts("abc", 1), "hand-made merges");
+    BOOST_TEST((io::BpeTokenizer::from_vocabulary(hand.vocab, hand.merges, {}, {}, "hand").encode("aaa") ==
+                std::vector<int>{5}));  // aaa
+    for (unsigned seed = 2; seed < 12; ++seed) {  // random merges of earlier tokens, in random rank order
+        std::mt19937 rng(seed);
+        Bpe random{{"a", "b", "c", "d"}, {}};
+        for (int i = 0; i < 40; ++i) {
+            const std::size_t known = random.vocab.size();
+            random.merge(random.vocab[rng() % known], random.vocab[rng() % known]);
+        }
+        check_against_rescan(random, merge_order_texts("abcd", seed), "random merges, seed " + std::to_string(seed));
+    }
+}
+
+// The same on SmolLM2's 49k merges: runs of one letter and random letter strings.
+BOOST_AUTO_TEST_CASE(smollm2_matches_rescanning_reference, *boost::unit_test::precondition(qtest::needs_smollm2{})) {
+    const auto f = io::GgufFile::open(qtest::smollm2_path());
+    const auto tok = io::BpeTokenizer::from_gguf(f);
+    std::vector<std::string> vocab, merges;
+    for (const auto& t : f.get("tokenizer.ggml.tokens").as_array()) vocab.push_back(t.as_string());
+    for (const auto& m : f.get("tokenizer.ggml.merges").as_array()) merges.push_back(m.as_string());
+    const RescanBpe reference(vocab, merges);
+    std::vector<std::string> texts;
+    for (const char c : std::string("aeiostxz")) {
+        for (std::size_t n = 1; n <= 64; ++n) texts.push_back(std::string(n, c));
+        texts.push_back(std::string(1000, c));
+    }
+    std::mt19937 rng(7);
+    for (int i = 0; i < 300; ++i) {
+        std::string t(1 + rng() % 40, ' ');
+        for (auto& c : t) c = "aeinorst"[rng() % 8];
+        texts.push_back(t);
+    }
+    for (const auto& t : texts) BOOST_TEST_REQUIRE((tok.encode(t) == reference.encode(t)), t);  // letters: one pre-token
 }

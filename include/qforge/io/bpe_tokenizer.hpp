@@ -7,13 +7,16 @@
 /// Encoding, as llama.cpp does it: (1) control and user-defined tokens found in the text are taken
 /// whole; (2) the rest is split by the pre-tokenizer's regexes in sequence, each regex splitting
 /// every piece of the previous one into matches and the text between them; (3) each piece's bytes
-/// are spelled with GPT-2's printable stand-ins and merged pairwise, lowest merge rank first.
+/// are spelled with GPT-2's printable stand-ins and merged pairwise, lowest merge rank first and
+/// the leftmost pair on equal ranks.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <array>
-#include <climits>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -172,28 +175,66 @@ private:
         if (text.empty()) return;
         std::vector<std::string_view> pieces{text};
         for (const auto& re : regexes_) pieces = split(pieces, re);
-        for (const auto piece : pieces) {
-            std::vector<std::string> symbols;
-            for (const char c : piece) symbols.push_back(byte_chars_[static_cast<unsigned char>(c)]);
-            for (;;) {  // merge the lowest-ranked adjacent pair, leftmost first
-                int best = INT_MAX;
-                std::size_t best_at = 0;
-                for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-                    const auto it = ranks_.find(symbols[i] + " " + symbols[i + 1]);
-                    if (it != ranks_.end() && it->second < best) {
-                        best = it->second;
-                        best_at = i;
-                    }
-                }
-                if (best == INT_MAX) break;
-                symbols[best_at] += symbols[best_at + 1];
-                symbols.erase(symbols.begin() + std::ptrdiff_t(best_at) + 1);
-            }
-            for (const auto& s : symbols) {
-                const auto it = ids_.find(s);
-                if (it == ids_.end()) throw InvalidArgument("byte-level BPE: no token for a merged symbol");
-                out.push_back(it->second);
-            }
+        for (const auto piece : pieces) encode_piece(piece, out);
+    }
+
+    /// Merges one pre-token's symbols, lowest merge rank first and the leftmost pair on equal
+    /// ranks, until no adjacent pair has a merge; appends their ids. A queue of candidate pairs
+    /// over a linked list keeps this O(n log n): rescanning every pair after each merge took
+    /// minutes on one long run of a repeated byte, which the pre-tokenizer leaves whole.
+    void encode_piece(std::string_view piece, std::vector<int>& out) const {
+        constexpr std::size_t none = std::size_t(-1);
+        struct Symbol {
+            std::size_t at, len;  ///< a run of `spelled`; len 0 once merged into the left neighbour
+            std::size_t prev, next;
+        };
+        // A symbol changes only by absorbing its right neighbour, so any change to either side of a
+        // queued pair makes their summed length larger: an equal sum with the left side alive is
+        // the same pair, unchanged.
+        struct Candidate {
+            std::size_t left, len;
+            int rank;
+            // std::priority_queue puts the greatest on top: order by rank, then position, reversed
+            bool operator<(const Candidate& o) const { return rank > o.rank || (rank == o.rank && left > o.left); }
+        };
+        std::string spelled;  // the piece in GPT-2's printable alphabet; symbols are runs of it
+        std::vector<Symbol> symbols(piece.size());
+        for (std::size_t i = 0; i < piece.size(); ++i) {
+            const std::string& c = byte_chars_[static_cast<unsigned char>(piece[i])];
+            symbols[i] = {spelled.size(), c.size(), i == 0 ? none : i - 1, i + 1 < piece.size() ? i + 1 : none};
+            spelled += c;
+        }
+        std::string key;  // one buffer for every lookup rather than a string per pair
+        const auto candidate = [&](std::size_t left) -> std::optional<Candidate> {
+            if (left == none || symbols[left].next == none) return std::nullopt;
+            const Symbol &l = symbols[left], &r = symbols[l.next];
+            key.assign(spelled, l.at, l.len).append(1, ' ').append(spelled, r.at, r.len);
+            const auto it = ranks_.find(key);
+            if (it == ranks_.end()) return std::nullopt;
+            return Candidate{left, l.len + r.len, it->second};
+        };
+        std::vector<Candidate> initial;
+        for (std::size_t i = 0; i + 1 < symbols.size(); ++i)
+            if (const auto c = candidate(i)) initial.push_back(*c);
+        std::priority_queue<Candidate> queue(std::less<Candidate>{}, std::move(initial));  // one O(n) heapify
+        while (!queue.empty()) {
+            const Candidate c = queue.top();
+            queue.pop();
+            Symbol& l = symbols[c.left];
+            if (l.len == 0 || l.next == none || l.len + symbols[l.next].len != c.len) continue;  // stale
+            Symbol& r = symbols[l.next];
+            l.len += r.len;
+            r.len = 0;
+            l.next = r.next;
+            if (l.next != none) symbols[l.next].prev = c.left;
+            for (const std::size_t left : {l.prev, c.left})
+                if (const auto next = candidate(left)) queue.push(*next);
+        }
+        for (std::size_t i = symbols.empty() ? none : 0; i != none; i = symbols[i].next) {  // the first never merges away
+            key.assign(spelled, symbols[i].at, symbols[i].len);
+            const auto it = ids_.find(key);
+            if (it == ids_.end()) throw InvalidArgument("byte-level BPE: no token for a merged symbol");
+            out.push_back(it->second);
         }
     }
 
