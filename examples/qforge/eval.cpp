@@ -13,51 +13,23 @@
 #include <qforge/models/llama/neurons.hpp>
 #include <qforge/models/llama/source.hpp>
 
-#include "args.hpp"
+#include <qforge/models/llama/size.hpp>
+
+#include "commands.hpp"
 #include "model.hpp"
 
+namespace cli {
 namespace {
-const char* help = R"(usage: qforge eval [options]
 
-Quantizes the model's decoder linear layers with each scheme and prints one table: perplexity,
-its change against the reference in percent, mean KL divergence of the next-token distributions
-from the reference's, top-1 agreement, bits per weight of the decoder's linear layers, model
-size and quantization time. The reference is the model with its decoder layers in FP32 (a GGUF
-model's packed layers dequantized: "Q4_1-ref" for SmolLM2). Embeddings and the output head stay
-as stored in every row.
-
-Kernels: "fp32" (default) runs each quantized model with its weights dequantized and FP32
-activations, i.e. weight-only quantization as the GPTQ/AWQ papers measure it; "packed" runs the
-packed weights through qforge's integer kernels, whose 8-bit activations add their own error
-(about 0.004 KLD on SmolLM2), and adds a row for the model as stored.
-
-  --model PATH      model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH  tokenizer (default: the model's own)
-  --text PATH       evaluation text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
-  --max-tokens N    the first N tokens of the text (default 16384)
-  --context N       window length (default 512, at most the model's context)
-  --scheme S        a scheme to evaluate (repeatable; default: rtn:w8g128s rtn:w4g128a rtn:w3g32a rtn:w2g32a);
-                    rtn:... or gptq:... (options ,act ,static ,damp=F ,clip; see docs/conventions.md)
-  --calib PATH      calibration text for GPTQ (default: the evaluation text, the slice after the
-                    evaluated tokens, so the two never overlap)
-  --calib-tokens N  calibration tokens (default 8192, in sequences of 512)
-  --kernels K       fp32 (weight-only, default) or packed (integer kernels, 8-bit activations)
-  --flores DIR      also evaluate every FLORES language (lines --flores-lines of DIR/*.devtest,
-                    default 507-1012 capped by --flores-max-lines, default 100) and print each
-                    scheme's PPL normalised by the reference's, per language and on average,
-                    and the NLL it adds per sentence (nats): the sentences are translations of
-                    each other, so this compares languages whatever their tokens per sentence
-  --neurons FILE    neuron sets (qforge neurons) for twq:... schemes
-  --twq-target L    target language of twq:... schemes (repeatable): calibration on its FLORES
-                    lines 1-400 (at most --calib-tokens), λ in {1,2,4,8} chosen by NLL on lines
-                    401-506; each target adds a row with its LAPE set and one with its random
-                    control at the same λ; with --flores, TWQ is compared sentence by sentence on
-                    the target's evaluation lines with its control and with the awq: row of the
-                    same scheme if there is one (mean NLL difference, 95% bootstrap CI)
-  --threads N       threads (default: all)
-  --json            one JSON object on stdout (progress stays on stderr)
-  --help            this text
-)";
+struct EvalCliOptions {
+    ModelOptions model;
+    CalibOptions calib;
+    std::string text, kernels = "fp32", flores, flores_lines = "507-1012", neurons;
+    std::vector<std::string> schemes, twq_targets;
+    long max_tokens = 16384;
+    int context = 0, threads = 0, flores_max_lines = 100;
+    bool json = false;
+};
 
 struct Row {
     std::string label;
@@ -65,22 +37,12 @@ struct Row {
     double bits_per_weight = 0, size_mb = 0, quantize_seconds = 0;
 };
 
-std::size_t block_params(const qforge::llama::Weights& w) {
-    std::size_t n = 0;
-    for (const auto& L : w.layers)
-        for (const auto& b : qforge::llama::block_linears) n += std::size_t((L.*b.member).rows()) * std::size_t((L.*b.member).cols());
-    return n;
-}
-
 void measure(Row& r, bool tied) {
-    std::size_t block = 0, other = r.weights.output.bytes() + r.weights.norm.size() * 4;
-    for (const auto& L : r.weights.layers) {
-        for (const auto& b : qforge::llama::block_linears) block += (L.*b.member).bytes();
-        other += (L.attention_norm.size() + L.ffn_norm.size()) * 4;
-    }
+    std::size_t other = r.weights.output.bytes() + r.weights.norm.size() * 4;
+    for (const auto& L : r.weights.layers) other += (L.attention_norm.size() + L.ffn_norm.size()) * 4;
     if (!tied) other += r.weights.token_embedding.size() * 4;
-    r.bits_per_weight = 8.0 * double(block) / double(block_params(r.weights));
-    r.size_mb = double(block + other) / 1e6;
+    r.bits_per_weight = qforge::llama::block_bits_per_weight(r.weights);
+    r.size_mb = double(qforge::llama::block_bytes(r.weights) + other) / 1e6;
 }
 
 /// "Q4_1" when most of the decoder's weights are stored that way, "FP32" for float sources.
@@ -95,29 +57,24 @@ std::string stored_format(const qforge::llama::Weights& w) {
     for (auto& ch : best) ch = char(std::toupper(static_cast<unsigned char>(ch)));
     return best;
 }
-}  // namespace
-
-int cmd_eval(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "kernels", "calib", "calib-tokens", "threads", "flores",
-                                  "flores-lines", "flores-max-lines", "neurons", "twq-target"},
-                                 {"json", "help"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
-    }
-    auto model = cli::Model::open(args);
-    const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
-    const int max_tokens = args.get_int("max-tokens", 16384);
-    const int threads = args.get_int("threads", 0);
-    auto schemes = args.all("scheme");
+int run(const EvalCliOptions& opt) {
+    auto schemes = opt.schemes;
     if (schemes.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g32a", "rtn:w2g32a"};
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
-
-    const std::string kernels = args.get("kernels", "fp32");
-    if (kernels != "fp32" && kernels != "packed") throw qforge::InvalidArgument("--kernels must be fp32 or packed, got '" + kernels + "'");
+    bool any_twq = false;
+    for (const auto& s : parsed) any_twq |= s.method == "twq";
+    if (any_twq && (opt.neurons.empty() || opt.twq_targets.empty()))
+        throw CLI::ValidationError("--scheme twq:...", "needs --neurons FILE and --twq-target LANG");
+    auto model = Model::open(opt.model);
+    const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
+    const int threads = opt.threads;
+    const std::string kernels = opt.kernels;
     const bool packed = kernels == "packed";
-    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
+    const auto tokens = text_tokens(model, text_path, std::size_t(opt.max_tokens));
+    if (tokens.size() < 2)
+        throw qforge::InvalidArgument(text_path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
+                                      " token(s), at least 2 are needed");
     const bool tied = model.source().tied_output();
     const auto& stored = model.weights();
     const std::string format = stored_format(stored);
@@ -136,16 +93,18 @@ int cmd_eval(int argc, char** argv) {
         rows.push_back({format + " (as stored)", stored});
         measure(rows.back(), tied);
     }
-    const std::string flores_dir = args.get("flores", cli::data_dir() + "/eval/flores200/devtest");
+    const std::string flores_dir = opt.flores.empty() ? data_dir() + "/eval/flores200/devtest" : opt.flores;
     struct Lines {
         std::vector<int> tokens;
-        std::vector<std::size_t> starts;  // where each line's tokens (BOS first) begin
+        std::vector<std::size_t> starts;  // where each line's own tokens begin (after its BOS, if the tokenizer adds one)
     };
     const auto flores_lines = [&](const std::string& lang, int first, int last) {
         Lines out;
-        for (const auto& line : cli::file_lines(flores_dir + "/" + lang + ".devtest", first, last)) {
-            const auto ids = model.tokenizer().encode(line);
-            out.starts.push_back(out.tokens.size());
+        const auto& tok = model.tokenizer();
+        for (const auto& line : file_lines(flores_dir + "/" + lang + ".devtest", first, last)) {
+            const auto ids = tok.encode(line);
+            const std::size_t bos = tok.add_bos && tok.bos >= 0 ? 1 : 0;
+            out.starts.push_back(out.tokens.size() + bos);
             out.tokens.insert(out.tokens.end(), ids.begin(), ids.end());
         }
         return out;
@@ -153,18 +112,17 @@ int cmd_eval(int argc, char** argv) {
     const auto flores_tokens = [&](const std::string& lang, int first, int last) { return flores_lines(lang, first, last).tokens; };
     for (const auto& scheme : parsed) {
         if (scheme.method == "twq") {  // one row per target language with its LAPE set, one with the random control
-            if (!args.has("neurons") || !args.has("twq-target")) throw qforge::InvalidArgument("twq schemes need --neurons FILE and --twq-target LANG");
-            const auto sets = qforge::llama::read_neuron_sets(args.get("neurons", ""), stored.config.n_layers, stored.config.hidden_dim);
-            for (const auto& target : args.all("twq-target")) {
+            const auto sets = qforge::llama::read_neuron_sets(opt.neurons, stored.config.n_layers, stored.config.hidden_dim);
+            for (const auto& target : opt.twq_targets) {
                 const auto find = [&](const std::string& name) -> const qforge::llama::NeuronSet& {
                     const auto it = sets.find(name);
-                    if (it == sets.end()) throw qforge::InvalidArgument(args.get("neurons", "") + ": no neuron set '" + name + "'");
+                    if (it == sets.end()) throw qforge::InvalidArgument(opt.neurons + ": no neuron set '" + name + "'");
                     return it->second;
                 };
                 const auto& lape = find(target);
                 const auto& control = find("random:" + target);
                 auto twq_calib = flores_tokens(target, 1, 400), heldout = flores_tokens(target, 401, 506);
-                const std::size_t cap = std::size_t(args.get_int("calib-tokens", 8192));  // same budget as the other methods
+                const std::size_t cap = std::size_t(opt.calib.calib_tokens);  // same budget as the other methods
                 if (twq_calib.size() > cap) twq_calib.resize(cap);
                 if (heldout.size() > cap / 2) heldout.resize(cap / 2);
                 qforge::llama::ModelAwqOptions ao;
@@ -177,7 +135,7 @@ int cmd_eval(int argc, char** argv) {
                 qforge::llama::Weights best;
                 const auto start = std::chrono::steady_clock::now();
                 for (const float lambda : {1.0f, 2.0f, 4.0f, 8.0f}) {
-                    cli::Progress bar("twq " + target + " lambda " + std::to_string(int(lambda)));
+                    Progress bar("twq " + target + " lambda " + std::to_string(int(lambda)));
                     ao.lambda = lambda;
                     ao.progress = [&](int b, int n, const std::string& what) { bar.update(double(b), double(n), what); };
                     auto q = qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao);
@@ -199,7 +157,7 @@ int cmd_eval(int argc, char** argv) {
                 measure(r, tied);
                 ao.targets = &control;
                 ao.lambda = best_lambda;
-                cli::Progress bar("twq control " + target);
+                Progress bar("twq control " + target);
                 ao.progress = [&](int b, int n, const std::string& what) { bar.update(double(b), double(n), what); };
                 const auto cstart = std::chrono::steady_clock::now();
                 Row c{qforge::to_string(scheme) + "@" + target + "/random", qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao)};
@@ -217,10 +175,10 @@ int cmd_eval(int argc, char** argv) {
             }
             continue;
         }
-        cli::Progress bar("quantize " + qforge::to_string(scheme));
+        Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
-        if (scheme.method != "rtn" && calib.empty()) calib = cli::calibration_tokens(args, model, text_path, tokens.size());
-        Row r{qforge::to_string(scheme), cli::quantize_model(reference.weights, scheme, calib, threads, bar)};
+        if (scheme.method != "rtn" && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, threads, bar, model.path())};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
@@ -230,10 +188,10 @@ int cmd_eval(int argc, char** argv) {
     }
 
     qforge::llama::EvalOptions o;
-    o.context = args.get_int("context", 512);
+    o.context = context_or_default(opt.context, stored.config.seq_len);
     o.threads = threads;
     o.isa = qforge::best_isa();
-    cli::Progress bar("evaluate " + std::to_string(rows.size() + 1) + " models");
+    Progress bar("evaluate " + std::to_string(rows.size() + 1) + " models");
     o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
     std::vector<const qforge::llama::Weights*> models;
     for (const auto& r : rows) models.push_back(&r.weights);
@@ -259,13 +217,14 @@ int cmd_eval(int argc, char** argv) {
         std::size_t sentences = 0;
     };
     std::vector<Interval> intervals;
-    const auto sentence_nll = [](const std::vector<double>& token_nll, const Lines& lines) {
+    const std::size_t bos = model.tokenizer().add_bos && model.tokenizer().bos >= 0 ? 1 : 0;
+    const auto sentence_nll = [bos](const std::vector<double>& token_nll, const Lines& lines) {
         std::vector<double> out;
         for (std::size_t i = 0; i < lines.starts.size(); ++i) {
-            const std::size_t end = i + 1 < lines.starts.size() ? lines.starts[i + 1] : lines.tokens.size();
+            const std::size_t end = i + 1 < lines.starts.size() ? lines.starts[i + 1] - bos : lines.tokens.size();
             double sum = 0;
             int n = 0;
-            for (std::size_t t = lines.starts[i] + 1; t < end; ++t)  // the line's own tokens, not its BOS
+            for (std::size_t t = lines.starts[i]; t < end; ++t)  // the line's own tokens, not its BOS
                 if (!std::isnan(token_nll[t])) sum += token_nll[t], ++n;
             out.push_back(n ? sum / n : std::nan(""));
         }
@@ -291,13 +250,13 @@ int cmd_eval(int argc, char** argv) {
         iv.lo = means[50], iv.hi = means[1949];
         return iv;
     };
-    if (args.has("flores")) {
-        languages = cli::flores_languages(flores_dir);
-        const auto [first, last_all] = cli::parse_lines(args.get("flores-lines", "507-1012"));
-        const int last = std::min(last_all, first + args.get_int("flores-max-lines", 100) - 1);
+    if (!opt.flores.empty()) {
+        languages = flores_languages(flores_dir);
+        const auto [first, last_all] = parse_lines(opt.flores_lines);
+        const int last = std::min(last_all, first + opt.flores_max_lines - 1);
         normalised.assign(rows.size(), {});
         added_nll.assign(rows.size(), {});
-        cli::Progress fbar("FLORES per language");
+        Progress fbar("FLORES per language");
         for (std::size_t k = 0; k < languages.size(); ++k) {
             const auto lines = flores_lines(languages[k], first, last);
             auto fo = o;
@@ -338,55 +297,68 @@ int cmd_eval(int argc, char** argv) {
     const long scored = stats.front().tokens;
     const double rate = double(scored) * double(rows.size() + 1) / seconds;
 
-    if (args.has("json")) {
-        std::printf("{\"model\":%s,\"text\":%s,\"tokens\":%ld,\"context\":%d,\"kernels\":%s,\"reference\":{\"label\":%s,\"ppl\":%.6f,\"bits_per_weight\":%.4f,"
-                    "\"size_mb\":%.3f},\"rows\":[",
-                    cli::json_string(model.path()).c_str(), cli::json_string(text_path).c_str(), scored, std::min(o.context, stored.config.seq_len),
-                    cli::json_string(kernels).c_str(), cli::json_string(reference.label).c_str(), ref_ppl, reference.bits_per_weight, reference.size_mb);
+    if (opt.json) {
+        using qforge::io::Json;
+        JsonObject j;
+        j.add("model", model.path()).add("text", text_path).add("tokens", std::int64_t(scored)).add("context", o.context);
+        j.add("add_bos", model.tokenizer().add_bos).add("kernels", kernels);
+        j.add("reference", JsonObject()
+                               .add("label", reference.label)
+                               .add("ppl", ref_ppl)
+                               .add("bits_per_weight", reference.bits_per_weight)
+                               .add("size_mb", reference.size_mb));
+        Json::Array out_rows;
         for (std::size_t i = 0; i < rows.size(); ++i)
-            std::printf("%s{\"label\":%s,\"ppl\":%.6f,\"dppl_percent\":%.4f,\"kld\":%.6g,\"top1\":%.6f,\"bits_per_weight\":%.4f,\"size_mb\":%.3f,"
-                        "\"quantize_seconds\":%.3f}",
-                        i ? "," : "", cli::json_string(rows[i].label).c_str(), stats[i].perplexity(),
-                        100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), stats[i].top1(), rows[i].bits_per_weight,
-                        rows[i].size_mb, rows[i].quantize_seconds);
-        std::printf("],\"eval_seconds\":%.3f,\"model_tokens_per_second\":%.1f", seconds, rate);
+            out_rows.push_back(JsonObject()
+                                   .add("label", rows[i].label)
+                                   .add("ppl", stats[i].perplexity())
+                                   .add("dppl_percent", 100.0 * (stats[i].perplexity() / ref_ppl - 1.0))
+                                   .add("kld", stats[i].mean_kl())
+                                   .add("top1", stats[i].top1())
+                                   .add("bits_per_weight", rows[i].bits_per_weight)
+                                   .add("size_mb", rows[i].size_mb)
+                                   .add("quantize_seconds", rows[i].quantize_seconds));
+        j.add("rows", std::move(out_rows)).add("eval_seconds", seconds).add("model_tokens_per_second", rate);
         if (!languages.empty()) {
-            std::printf(",\"flores\":{\"languages\":[");
-            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%s", k ? "," : "", cli::json_string(languages[k]).c_str());
-            std::printf("],\"reference_ppl\":[");
-            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", ref_language_ppl[k]);
-            const auto by_scheme = [&](const std::vector<std::vector<double>>& values) {  // {"label":[per language], ...}
-                std::printf("{");
-                for (std::size_t m = 0; m < rows.size(); ++m) {
-                    std::printf("%s%s:[", m ? "," : "", cli::json_string(rows[m].label).c_str());
-                    for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%.6f", k ? "," : "", values[m][k]);
-                    std::printf("]");
+            const auto numbers = [](const auto& v) {
+                Json::Array a;
+                for (const auto x : v) {
+                    if constexpr (std::is_floating_point_v<std::decay_t<decltype(x)>>) a.emplace_back(double(x));
+                    else a.emplace_back(std::int64_t(x));
                 }
-                std::printf("}");
+                return a;
             };
-            std::printf("],\"normalised_ppl\":");
-            by_scheme(normalised);
-            std::printf(",\"scored_tokens\":[");
-            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%ld", k ? "," : "", language_tokens[k]);
-            std::printf("],\"sentences\":[");
-            for (std::size_t k = 0; k < languages.size(); ++k) std::printf("%s%zu", k ? "," : "", language_sentences[k]);
-            std::printf("],\"added_nll_per_sentence\":");
-            by_scheme(added_nll);
-            std::printf("}");
+            const auto by_scheme = [&](const std::vector<std::vector<double>>& values) {  // {"label":[per language], ...}
+                JsonObject b;
+                for (std::size_t m = 0; m < rows.size(); ++m) b.add(rows[m].label, numbers(values[m]));
+                return b.json();
+            };
+            Json::Array names;
+            for (const auto& l : languages) names.emplace_back(l);
+            j.add("flores", JsonObject()
+                                .add("languages", std::move(names))
+                                .add("reference_ppl", numbers(ref_language_ppl))
+                                .add("normalised_ppl", by_scheme(normalised))
+                                .add("scored_tokens", numbers(language_tokens))
+                                .add("sentences", numbers(language_sentences))
+                                .add("added_nll_per_sentence", by_scheme(added_nll)));
         }
         if (!intervals.empty()) {
-            std::printf(",\"twq_intervals\":[");
-            for (std::size_t i = 0; i < intervals.size(); ++i)
-                std::printf("%s{\"target\":%s,\"against\":%s,\"sentences\":%zu,\"mean_nll_difference\":%.6f,\"ci95\":[%.6f,%.6f]}", i ? "," : "",
-                            cli::json_string(intervals[i].target).c_str(), cli::json_string(intervals[i].against).c_str(), intervals[i].sentences,
-                            intervals[i].mean, intervals[i].lo, intervals[i].hi);
-            std::printf("]");
+            Json::Array ivs;
+            for (const auto& iv : intervals)
+                ivs.push_back(JsonObject()
+                                  .add("target", iv.target)
+                                  .add("against", iv.against)
+                                  .add("sentences", std::int64_t(iv.sentences))
+                                  .add("mean_nll_difference", iv.mean)
+                                  .add("ci95", Json::Array{Json(iv.lo), Json(iv.hi)}));
+            j.add("twq_intervals", std::move(ivs));
         }
-        std::printf("}\n");
+        print_json(j);
         return 0;
     }
     std::printf("model %s | text %s | %ld tokens scored, context %d | %s\n\n", model.path().c_str(), text_path.c_str(), scored,
-                std::min(o.context, stored.config.seq_len),
+                o.context,
                 packed ? "packed integer kernels, 8-bit activations" : "weight-only (dequantized weights, FP32 activations)");
     std::printf("| %-28s | %9s | %8s | %9s | %7s | %6s | %9s | %8s |\n", "scheme", "PPL", "dPPL %", "KLD", "top-1", "bpw", "size MB", "quant s");
     std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(11, '-').c_str(), std::string(10, '-').c_str(),
@@ -428,3 +400,47 @@ int cmd_eval(int argc, char** argv) {
                 std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
     return 0;
 }
+
+}  // namespace
+
+void add_eval(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("eval", "one table of schemes x (PPL, dPPL, KLD, top-1, bits/weight, size, time) on a text");
+    sub->footer(
+        "Quantizes the model's decoder linear layers with each scheme and prints one table: perplexity, its change against the\n"
+        "reference in percent, mean KL divergence of the next-token distributions from the reference's, top-1 agreement, bits\n"
+        "per weight of the decoder's linear layers (docs/conventions.md), model size and quantization time. The reference is\n"
+        "the model with its decoder layers in FP32 (a GGUF model's packed layers dequantized: \"Q4_1-ref\" for SmolLM2).\n"
+        "Embeddings and the output head stay as stored in every row.\n\n"
+        "Kernels: fp32 (default) runs each quantized model with its weights dequantized and FP32 activations (weight-only\n"
+        "quantization, as the GPTQ/AWQ papers measure it); packed runs the packed weights through qforge's integer kernels,\n"
+        "whose 8-bit activations add their own error, and adds a row for the model as stored.\n\n"
+        "TWQ (--scheme twq:...): per --twq-target, calibration on its FLORES lines 1-400 (at most --calib-tokens), lambda in\n"
+        "{1,2,4,8} chosen by NLL on lines 401-506; each target adds a row with its LAPE set and one with its random control at\n"
+        "the same lambda; with --flores, TWQ is compared sentence by sentence with its control and with the awq: row of the same\n"
+        "scheme (mean NLL difference, 95% bootstrap CI). JSON: values that are not defined (NaN/Inf) are written as null.");
+    auto o = std::make_shared<EvalCliOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_option("--text", o->text, "evaluation text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)");
+    sub->add_option("--max-tokens", o->max_tokens, "the first N tokens of the text")->check(CLI::Range(2L, long(1) << 30))->capture_default_str();
+    sub->add_option("--context", o->context, "window length (default: 512, or the model's context if smaller; at most the model's)")
+        ->check(CLI::Range(2, 1 << 20));
+    sub->add_option("--scheme", o->schemes,
+                    "a scheme to evaluate (repeatable; default: rtn:w8g128s rtn:w4g128a rtn:w3g32a rtn:w2g32a): rtn:, gptq:, awq:, "
+                    "awq+gptq:, twq: (grammar in docs/conventions.md)");
+    add_calib_options(*sub, o->calib);
+    sub->add_option("--kernels", o->kernels, "fp32 (weight-only) or packed (integer kernels, 8-bit activations)")
+        ->check(CLI::IsMember({"fp32", "packed"}))
+        ->capture_default_str();
+    sub->add_option("--flores", o->flores,
+                    "also evaluate every FLORES language of DIR (*.devtest): each scheme's PPL normalised by the reference's, and the "
+                    "NLL it adds per sentence");
+    sub->add_option("--flores-lines", o->flores_lines, "lines A-B of each FLORES file (1-based)")->check(line_range())->capture_default_str();
+    sub->add_option("--flores-max-lines", o->flores_max_lines, "at most this many of those lines")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
+    sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout (progress stays on stderr)");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+}  // namespace cli

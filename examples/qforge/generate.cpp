@@ -2,94 +2,122 @@
 // the fly; greedy or sampled (temperature, top-p, seed). The prompt runs as one batch.
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <qforge/models/llama/model.hpp>
 #include <qforge/models/llama/sampler.hpp>
 
-#include "args.hpp"
+#include "commands.hpp"
 #include "model.hpp"
 
+namespace cli {
 namespace {
-const char* help = R"(usage: qforge generate [options]
 
-Generates text from a model: llama2.c .bin, GGUF, or a qforge container (.safetensors written by
-'qforge quantize'); the format is detected from the file.
+struct GenerateOptions {
+    ModelOptions model;
+    std::string prompt, scheme;
+    bool chat = false, json = false;
+    long max_tokens = 128;
+    double temperature = 0.0, top_p = 0.9;
+    std::uint64_t seed = 1;
+    int threads = 0;
+};
 
-  --model PATH        model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH    tokenizer: a llama2.c tokenizer.bin or a GGUF whose vocabulary to use
-                      (default: tok512.bin for the default model; GGUF models carry their own;
-                      containers name the one they were made with)
-  --chat              wrap the prompt in the ChatML template (<|im_start|>user ... assistant)
-  --prompt TEXT       text to continue (default: empty, start from BOS)
-  --max-tokens N      tokens to generate (default 128, at most the model's context)
-  --temperature T     0 = greedy (default 0)
-  --top-p P           nucleus sampling mass (default 0.9; only with T > 0)
-  --seed N            sampler seed (default 1)
-  --scheme S          quantize the decoder's linear layers first (RTN), e.g. rtn:w4g32a
-  --threads N         threads (default: all)
-  --json              one JSON object on stdout
-  --help              this text
-)";
-}  // namespace
-
-int cmd_generate(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2,
-                                 {"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-p", "seed", "scheme", "threads"},
-                                 {"json", "help", "chat"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
-    }
-    auto model = cli::Model::open(args);
-    const int threads = args.get_int("threads", 0);
+int run(const GenerateOptions& opt) {
+    auto model = Model::open(opt.model);
     qforge::llama::Weights quantized;
     const qforge::llama::Weights* weights = &model.weights();
-    if (args.has("scheme")) {
-        const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
-        quantized = qforge::llama::map_block_linears(*weights, [&](const qforge::llama::Linear& l) {
-            return qforge::llama::quantize_linear(qforge::llama::dequantized_linear(l), scheme, threads);
-        });
+    if (!opt.scheme.empty()) {
+        const auto scheme = qforge::parse_scheme(opt.scheme);
+        if (scheme.method != "rtn")
+            throw qforge::InvalidArgument("generate --scheme quantizes with RTN only; write a " + scheme.method +
+                                          " model with 'qforge quantize' and generate from it");
+        quantized = qforge::llama::quantize_block_linears(qforge::llama::dequantized_weights(*weights), scheme, opt.threads, model.path());
         weights = &quantized;
     }
-    std::string prompt = args.get("prompt", "");
-    if (args.has("chat")) prompt = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n";
+    std::string prompt = opt.prompt;
+    if (opt.chat) prompt = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n";
     const auto& tok = model.tokenizer();
     const auto ids = tok.encode(prompt);
-    const int max_tokens = args.get_int("max-tokens", 128);
-    const int context = std::min(weights->config.seq_len, int(ids.size()) + max_tokens);
-    if (int(ids.size()) >= context) throw qforge::InvalidArgument("the prompt fills the model's context");
-    qforge::llama::Session session(*weights, qforge::best_isa(), threads, context);
-    qforge::llama::Sampler sampler(std::stof(args.get("temperature", "0")), std::stof(args.get("top-p", "0.9")),
-                                   std::uint64_t(args.get_int("seed", 1)));
-    const bool json = args.has("json");
+    if (ids.empty())
+        throw qforge::InvalidArgument("the prompt gives no tokens and the tokenizer adds no BOS: give --prompt or --add-bos on");
+    const int seq_len = weights->config.seq_len;
+    if (long(ids.size()) > seq_len)
+        throw qforge::InvalidArgument("the prompt has " + std::to_string(ids.size()) + " tokens, more than the model's context of " +
+                                      std::to_string(seq_len));
+    long max_tokens = opt.max_tokens;
+    if (long(ids.size()) + max_tokens > seq_len) {
+        max_tokens = seq_len - long(ids.size());
+        std::fprintf(stderr, "qforge generate: --max-tokens %ld capped to %ld: the prompt's %zu tokens and the new ones fill the model's context of %d\n",
+                     opt.max_tokens, max_tokens, ids.size(), seq_len);
+    }
+    const bool json = opt.json;
     std::string text;
     int generated = 0;
+    double prompt_seconds = 0;
     const auto start = std::chrono::steady_clock::now();
-    auto logits = session.forward_batch(ids, 0, false).row(0);
-    const double prompt_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    int previous = ids.back();
-    for (int pos = int(ids.size()); pos < context; ++pos) {
-        const int next = sampler.next(logits);
-        if (tok.is_end(next)) break;
-        ++generated;
-        const std::string piece = tok.decode(previous, next);
-        text += piece;
-        if (!json) {
-            std::fputs(piece.c_str(), stdout);
-            std::fflush(stdout);
+    if (max_tokens > 0) {
+        const int context = int(ids.size() + std::size_t(max_tokens));
+        qforge::llama::Session session(*weights, qforge::best_isa(), opt.threads, context);
+        qforge::llama::Sampler sampler(float(opt.temperature), float(opt.top_p), opt.seed);
+        auto logits = session.forward_batch(ids, 0, false).row(0);
+        prompt_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        int previous = ids.back();
+        for (int pos = int(ids.size()); pos < context; ++pos) {
+            const int next = sampler.next(logits);
+            if (tok.is_end(next)) break;
+            ++generated;
+            const std::string piece = tok.decode(previous, next);
+            text += piece;
+            if (!json) {
+                std::fputs(piece.c_str(), stdout);
+                std::fflush(stdout);
+            }
+            previous = next;
+            if (pos + 1 < context) logits = session.forward(next, pos);
         }
-        previous = next;
-        if (pos + 1 < context) logits = session.forward(next, pos);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double decode_rate = generated / std::max(seconds - prompt_seconds, 1e-9);
-    if (json)
-        std::printf("{\"text\":%s,\"prompt_tokens\":%zu,\"tokens\":%d,\"prompt_seconds\":%.4f,\"seconds\":%.4f,\"decode_tokens_per_second\":%.2f}\n",
-                    cli::json_string(text).c_str(), ids.size(), generated, prompt_seconds, seconds, decode_rate);
-    else
+    const double decode_seconds = seconds - prompt_seconds;
+    const double decode_rate = generated > 0 ? generated / decode_seconds : 0.0;
+    if (json) {
+        JsonObject j;
+        j.add("text", text).add("prompt_tokens", std::int64_t(ids.size())).add("add_bos", tok.add_bos).add("tokens", generated);
+        j.add("prompt_seconds", prompt_seconds).add("seconds", seconds).add("decode_tokens_per_second", decode_rate);
+        print_json(j);
+    } else {
         std::printf("\n");
+    }
     std::fprintf(stderr, "%zu prompt tokens in %.3f s, %d generated in %.3f s (%.1f tokens/s)\n", ids.size(), prompt_seconds, generated,
-                 seconds - prompt_seconds, decode_rate);
+                 decode_seconds, decode_rate);
     return 0;
 }
+
+}  // namespace
+
+void add_generate(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("generate", "text from a model, FP32, as stored, or quantized on the fly (greedy or sampled)");
+    sub->footer("The model's format is recognised from its content (llama2.c, GGUF, Hugging Face, qforge container).");
+    auto o = std::make_shared<GenerateOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_flag("--chat", o->chat, "wrap the prompt in the ChatML template (<|im_start|>user ... assistant)");
+    sub->add_option("--prompt", o->prompt, "text to continue (default: empty, start from BOS)");
+    sub->add_option("--max-tokens", o->max_tokens, "tokens to generate (0: none; capped, with a note, where the model's context ends)")
+        ->check(CLI::Range(0L, long(1) << 30))
+        ->capture_default_str();
+    sub->add_option("--temperature", o->temperature, "0 = greedy")->check(finite_in(0.0, 100.0))->capture_default_str();
+    sub->add_option("--top-p", o->top_p, "nucleus sampling mass, in (0, 1]; unused when the temperature is 0")
+        ->check(finite_in(0.0, 1.0))
+        ->capture_default_str();
+    sub->add_option("--seed", o->seed, "sampler seed")->capture_default_str();
+    sub->add_option("--scheme", o->scheme, "quantize the decoder's linear layers first with this RTN scheme, e.g. rtn:w4g32a");
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout");
+    sub->callback([o, &status] {
+        if (o->temperature > 0 && o->top_p <= 0) throw CLI::ValidationError("--top-p", "must be > 0 when --temperature > 0, got 0");
+        status = run(*o);
+    });
+}
+
+}  // namespace cli

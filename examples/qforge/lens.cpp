@@ -3,34 +3,19 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <qforge/models/llama/lens.hpp>
 
-#include "args.hpp"
+#include <qforge/io/output_path.hpp>
+
+#include "commands.hpp"
 #include "model.hpp"
 
+namespace cli {
 namespace {
-const char* help = R"(usage: qforge lens [options]
-
-Logit lens: each layer's residual stream through the final norm and the output head. Prints, per
-layer, the mean probability of the actual next token and how often the lens' top token is the
-next token, for the reference (decoder layers in FP32) and, with --scheme, the quantized model;
-and the lens' most frequent top tokens. --svg writes a plot of p(next) per layer.
-
-  --model PATH      model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH  tokenizer (default: the model's own)
-  --text PATH       text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
-  --max-tokens N    the first N tokens (default 2048)
-  --context N       window length (default 512)
-  --scheme S        also the model quantized with S (rtn, gptq, awq; calibrated as in 'eval')
-  --calib-tokens N  calibration tokens for calibrated schemes (default 8192)
-  --svg FILE        write the plot there
-  --threads N       threads (default: all)
-  --json            one JSON object on stdout
-  --help            this text
-)";
 
 void write_svg(const std::string& path, const std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>>& series) {
     const double W = 640, H = 360, left = 60, right = 20, top = 30, bottom = 50;
@@ -74,52 +59,56 @@ void write_svg(const std::string& path, const std::vector<std::pair<std::string,
         svg += buf;
     }
     svg += "</svg>\n";
-    const std::string tmp = path + ".tmp";
-    std::ofstream(tmp) << svg;
-    std::filesystem::rename(tmp, path);
+    qforge::io::write_file_atomically(path, svg);
 }
-}  // namespace
 
-int cmd_lens(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "text", "max-tokens", "context", "scheme", "calib-tokens", "svg", "threads"},
-                                 {"json", "help"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
-    }
-    auto model = cli::Model::open(args);
-    const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
-    const int max_tokens = args.get_int("max-tokens", 2048), threads = args.get_int("threads", 0), context = args.get_int("context", 512);
-    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
+struct LensOptions {
+    ModelOptions model;
+    CalibOptions calib;
+    std::string text, scheme, svg;
+    long max_tokens = 2048;
+    int context = 0, threads = 0;
+    bool json = false;
+};
+
+int run(const LensOptions& opt) {
+    std::optional<qforge::RuntimeScheme> scheme;
+    if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    auto model = Model::open(opt.model);
+    const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
+    const int threads = opt.threads;
+    const auto tokens = text_tokens(model, text_path, std::size_t(opt.max_tokens));
+    if (tokens.size() < 2)
+        throw qforge::InvalidArgument(text_path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
+                                      " token(s), at least 2 are needed");
     const auto reference = qforge::llama::dequantized_weights(model.weights());
+    const int context = context_or_default(opt.context, reference.config.seq_len);
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, qforge::best_isa(), threads));
-    if (args.has("scheme")) {
-        const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
+    if (scheme) {
         std::vector<int> calib;
-        if (scheme.method != "rtn") calib = cli::calibration_tokens(args, model, text_path, tokens.size());
-        cli::Progress bar("quantize " + qforge::to_string(scheme));
-        const auto q = cli::quantize_model(reference, scheme, calib, threads, bar);
+        if (scheme->method != "rtn") calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        Progress bar("quantize " + qforge::to_string(*scheme));
+        const auto q = quantize_model(reference, *scheme, calib, threads, bar, model.path());
         bar.finish();
         const auto fp = qforge::llama::dequantized_weights(q);
-        series.emplace_back(qforge::to_string(scheme), qforge::llama::logit_lens(fp, tokens, context, qforge::best_isa(), threads));
+        series.emplace_back(qforge::to_string(*scheme), qforge::llama::logit_lens(fp, tokens, context, qforge::best_isa(), threads));
     }
-    if (args.has("svg")) write_svg(args.get("svg", ""), series);
+    if (!opt.svg.empty()) write_svg(opt.svg, series);
     const auto& tok = model.tokenizer();
-    if (args.has("json")) {
-        std::printf("{\"tokens\":%zu,\"series\":[", tokens.size());
-        for (std::size_t s = 0; s < series.size(); ++s) {
-            std::printf("%s{\"label\":%s,\"layers\":[", s ? "," : "", cli::json_string(series[s].first).c_str());
-            for (std::size_t l = 0; l < series[s].second.size(); ++l) {
-                const auto& L = series[s].second[l];
-                std::printf("%s{\"p_next\":%.6f,\"top1_next\":%.6f,\"frequent\":[", l ? "," : "", L.mean_p_next, L.top1_next);
-                for (std::size_t k = 0; k < L.frequent.size(); ++k)
-                    std::printf("%s%s", k ? "," : "", cli::json_string(tok.decode(-1, L.frequent[k].first)).c_str());
-                std::printf("]}");
+    if (opt.json) {
+        using qforge::io::Json;
+        Json::Array out;
+        for (const auto& [label, layers] : series) {
+            Json::Array ls;
+            for (const auto& L : layers) {
+                Json::Array frequent;
+                for (const auto& f : L.frequent) frequent.emplace_back(tok.decode(-1, f.first));
+                ls.push_back(JsonObject().add("p_next", L.mean_p_next).add("top1_next", L.top1_next).add("frequent", std::move(frequent)));
             }
-            std::printf("]}");
+            out.push_back(JsonObject().add("label", label).add("layers", std::move(ls)));
         }
-        std::printf("]}\n");
+        print_json(JsonObject().add("tokens", std::int64_t(tokens.size())).add("context", context).add("series", std::move(out)));
         return 0;
     }
     std::printf("logit lens over %zu tokens of %s\n\n| layer |", tokens.size(), text_path.c_str());
@@ -132,6 +121,30 @@ int cmd_lens(int argc, char** argv) {
         for (const auto& [token, count] : series.front().second[l].frequent) words += " '" + tok.decode(-1, token) + "'";
         std::printf("%s\n", words.c_str());
     }
-    if (args.has("svg")) std::printf("\nplot: %s\n", args.get("svg", "").c_str());
+    if (!opt.svg.empty()) std::printf("\nplot: %s\n", opt.svg.c_str());
     return 0;
 }
+
+}  // namespace
+
+void add_lens(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("lens", "logit lens per layer (reference vs quantized), table and SVG plot");
+    sub->footer(
+        "Logit lens: each layer's residual stream through the final norm and the output head. Prints, per layer, the mean\n"
+        "probability of the actual next token and how often the lens' top token is the next token, for the reference\n"
+        "(decoder layers in FP32) and, with --scheme, the quantized model; and the lens' most frequent top tokens.");
+    auto o = std::make_shared<LensOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_option("--text", o->text, "text (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)");
+    sub->add_option("--max-tokens", o->max_tokens, "the first N tokens")->check(CLI::Range(2L, long(1) << 30))->capture_default_str();
+    sub->add_option("--context", o->context, "window length (default: 512, or the model's context if smaller; at most the model's)")
+        ->check(CLI::Range(2, 1 << 20));
+    sub->add_option("--scheme", o->scheme, "also the model quantized with this scheme (rtn, gptq, awq; calibrated as in 'eval')");
+    add_calib_options(*sub, o->calib);
+    sub->add_option("--svg", o->svg, "write the plot there (checked before any work)")->check(writable_output());
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+}  // namespace cli

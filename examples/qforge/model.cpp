@@ -1,5 +1,6 @@
 #include "model.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <qforge/io/gguf_vocab.hpp>
 #include <qforge/io/llama2c.hpp>
 #include <qforge/io/llama2c_tokenizer.hpp>
+#include <qforge/io/spm_tokenizer.hpp>
 #include <qforge/models/llama/container.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
 #include <qforge/models/llama/awq.hpp>
@@ -24,31 +26,46 @@
 namespace cli {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
+/// on/off from --add-bos/--add-eos, else the tokenizer's own setting.
+bool rule(const std::string& option, bool own) { return option == "auto" ? own : option == "on"; }
 
-/// The byte-level BPE tokenizer and vocabulary of a GGUF file.
+/// The tokenizer of a GGUF file: byte-level BPE ("gpt2") or SentencePiece ("llama").
 Tokenizer gguf_tokenizer(const std::string& path) {
-#ifndef QFORGE_HAVE_TEXT
-    throw qforge::InvalidArgument(path + ": GGUF tokenizers need PCRE2 (libpcre2-dev); rebuild with it");
-#else
     const auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(path));
-    const auto bpe = std::make_shared<qforge::io::BpeTokenizer>(qforge::io::BpeTokenizer::from_gguf(*file));
-    const auto vocab = std::make_shared<qforge::io::GgufVocab>(*file);
+    if (!file->has("tokenizer.ggml.model")) throw qforge::FileError(path, "has no tokenizer (tokenizer.ggml.model); pass --tokenizer");
+    const std::string model = file->get("tokenizer.ggml.model").as_string();
+    const auto flag = [&](const std::string& key, bool fallback) { return file->has(key) ? file->get(key).as_bool() : fallback; };
     Tokenizer t;
-    t.encode = [bpe, vocab](const std::string& text) {
-        auto ids = bpe->encode(text);
-        if (vocab->bos() >= 0 && (ids.empty() || ids.front() != vocab->bos())) ids.insert(ids.begin(), vocab->bos());
-        return ids;
-    };
+    const auto vocab = std::make_shared<qforge::io::GgufVocab>(*file);
+    if (model == "llama") {
+        const auto spm = std::make_shared<qforge::io::SpmTokenizer>(qforge::io::SpmTokenizer::from_gguf(*file));
+        t.kind = "spm";
+        t.pieces = [spm](const std::string& text) { return spm->encode(text, false); };
+        t.bos = spm->bos(), t.eos = spm->eos();
+        t.add_bos = flag("tokenizer.ggml.add_bos_token", true);
+        t.add_eos = flag("tokenizer.ggml.add_eos_token", false);
+        t.decode = [spm](int, int token) { return spm->decode(token); };
+        const int eos = spm->eos();
+        t.is_end = [eos](int token) { return token == eos; };
+        return t;
+    }
+#ifndef QFORGE_HAVE_TEXT
+    throw qforge::InvalidArgument(path + ": byte-level BPE tokenizers need PCRE2 (libpcre2-dev); rebuild with it");
+#else
+    const auto bpe = std::make_shared<qforge::io::BpeTokenizer>(qforge::io::BpeTokenizer::from_gguf(*file));
+    t.kind = "bpe";
+    t.pieces = [bpe](const std::string& text) { return bpe->encode(text); };
+    t.bos = vocab->bos(), t.eos = vocab->eos();
+    t.add_bos = flag("tokenizer.ggml.add_bos_token", false);
+    t.add_eos = flag("tokenizer.ggml.add_eos_token", false);
     t.decode = [vocab](int, int token) { return vocab->decode(token); };
     t.is_end = [vocab](int token) { return token == vocab->eos() || vocab->piece(token) == "<|im_end|>"; };
     return t;
 #endif
 }
 
-/// A Hugging Face tokenizer.json (byte-level BPE), with BOS/EOS from the checkpoint's config.json.
+/// A Hugging Face tokenizer.json (byte-level BPE), with BOS/EOS ids from the checkpoint's
+/// config.json and the add-BOS/EOS setting from tokenizer_config.json beside it.
 Tokenizer hf_tokenizer(const std::string& path, int bos, int eos) {
 #ifndef QFORGE_HAVE_TEXT
     (void)bos;
@@ -57,11 +74,15 @@ Tokenizer hf_tokenizer(const std::string& path, int bos, int eos) {
 #else
     const auto bpe = std::make_shared<qforge::io::BpeTokenizer>(qforge::io::bpe_from_tokenizer_json(path));
     Tokenizer t;
-    t.encode = [bpe, bos](const std::string& text) {
-        auto ids = bpe->encode(text);
-        if (bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
-        return ids;
-    };
+    t.kind = "tokenizer.json";
+    t.pieces = [bpe](const std::string& text) { return bpe->encode(text); };
+    t.bos = bos, t.eos = eos;
+    const auto config = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
+    if (std::filesystem::exists(config)) {
+        const auto cfg = qforge::llama::detail::read_json(config.string());
+        if (const auto* b = cfg.find("add_bos_token"); b && b->kind() == qforge::io::Json::Kind::boolean) t.add_bos = b->as_bool();
+        if (const auto* e = cfg.find("add_eos_token"); e && e->kind() == qforge::io::Json::Kind::boolean) t.add_eos = e->as_bool();
+    }
     t.decode = [bpe](int, int token) { return bpe->decode(token); };
     t.is_end = [bpe, eos](int token) { return token == eos || bpe->piece(token) == "<|im_end|>"; };
     return t;
@@ -71,64 +92,96 @@ Tokenizer hf_tokenizer(const std::string& path, int bos, int eos) {
 Tokenizer llama2c_tokenizer(const std::string& path, int vocab_size) {
     const auto tok = std::make_shared<qforge::io::Llama2cTokenizer>(qforge::io::Llama2cTokenizer::load(path, vocab_size));
     Tokenizer t;
-    t.encode = [tok](const std::string& text) { return tok->encode(text, true, false); };
+    t.kind = "llama2c";
+    t.pieces = [tok](const std::string& text) { return tok->encode(text, false, false); };
+    t.bos = qforge::io::Llama2cTokenizer::bos, t.eos = qforge::io::Llama2cTokenizer::eos;
+    t.add_bos = true;  // llama2.c's run.c encodes every prompt with BOS
     t.decode = [tok](int previous, int token) { return tok->decode(previous, token); };
     t.is_end = [](int token) { return token == qforge::io::Llama2cTokenizer::bos || token == qforge::io::Llama2cTokenizer::eos; };
     return t;
 }
 
+/// The first bytes of a file (fewer if it is shorter).
+std::string head_bytes(const std::string& path, std::size_t n) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw qforge::FileError(path, "cannot open file");
+    std::string b(n, '\0');
+    in.read(b.data(), std::streamsize(n));
+    b.resize(std::size_t(in.gcount()));
+    return b;
+}
+
+/// A safetensors file starts with a little-endian u64 header length and then '{'.
+bool is_safetensors(const std::string& path, const std::string& head) {
+    if (head.size() < 9 || head[8] != '{') return false;
+    std::uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(head[std::size_t(i)]);
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    return !ec && n >= 2 && n <= size - 8;
+}
+
 }  // namespace
 
-Model Model::open(const Args& args) {
+std::string detect_model_kind(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) return "hf";
+    const std::string head = head_bytes(path, 16);
+    if (head.compare(0, 4, "GGUF") == 0) return "gguf";
+    if (is_safetensors(path, head))
+        return qforge::io::SafetensorsFile::open(path).metadata().count("qforge.format") ? "qforge" : "hf";
+    return "llama2c";
+}
+
+Model Model::open(const ModelOptions& options) {
     const std::string dir = data_dir() + "/models/stories260K/";
     Model m;
-    m.path_ = args.get("model", dir + "stories260K.bin");
-    std::string tokenizer = args.get("tokenizer", "");
+    m.path_ = options.model.empty() ? dir + "stories260K.bin" : options.model;
+    std::string tokenizer = options.tokenizer;
     namespace fs = std::filesystem;
-    const bool is_safetensors = ends_with(m.path_, ".safetensors");
-    const bool qforge_container =
-        is_safetensors && qforge::io::SafetensorsFile::open(m.path_).metadata().count("qforge.format") != 0;
-    char magic[4] = {};
-    if (!fs::is_directory(m.path_)) {
-        std::ifstream probe(m.path_, std::ios::binary);
-        if (!probe) throw qforge::FileError(m.path_, "cannot open file");
-        probe.read(magic, 4);
-    }
+    m.kind_ = detect_model_kind(m.path_);
     int hf_bos = -1, hf_eos = -1;
-    if (fs::is_directory(m.path_) || (is_safetensors && !qforge_container)) {
-        m.kind_ = "hf";
+    if (m.kind_ == "hf") {
         m.source_ = std::make_shared<qforge::llama::HfSource>(m.path_);
-        const fs::path dir = fs::is_directory(m.path_) ? fs::path(m.path_) : fs::path(m.path_).parent_path();
-        const auto cfg = qforge::llama::detail::read_json((dir / "config.json").string());
+        const fs::path d = fs::is_directory(m.path_) ? fs::path(m.path_) : fs::path(m.path_).parent_path();
+        const auto cfg = qforge::llama::detail::read_json((d / "config.json").string());
         if (const auto* b = cfg.find("bos_token_id"); b && b->is_number()) hf_bos = int(b->as_int());
         if (const auto* e = cfg.find("eos_token_id"); e && e->is_number()) hf_eos = int(e->as_int());
-        if (tokenizer.empty()) tokenizer = (dir / "tokenizer.json").string();
-    } else if (std::string(magic, 4) == "GGUF") {
+        if (tokenizer.empty()) tokenizer = (d / "tokenizer.json").string();
+    } else if (m.kind_ == "gguf") {
         auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(m.path_));
-        m.kind_ = "gguf";
         m.source_ = std::make_shared<qforge::llama::GgufSource>(*file);
         m.keep_ = file;
         if (tokenizer.empty()) tokenizer = m.path_;
-    } else if (ends_with(m.path_, ".safetensors")) {
+    } else if (m.kind_ == "qforge") {
         auto src = std::make_shared<qforge::llama::ContainerSource>(m.path_);
-        m.kind_ = "qforge";
         if (tokenizer.empty()) tokenizer = src->tokenizer();
         if (tokenizer.empty()) throw qforge::InvalidArgument(m.path_ + ": the container names no tokenizer; pass --tokenizer");
         m.source_ = src;
     } else {
-        auto ck = std::make_shared<qforge::io::Llama2cCheckpoint>(qforge::io::Llama2cCheckpoint::load(m.path_));
-        m.kind_ = "llama2c";
+        std::shared_ptr<qforge::io::Llama2cCheckpoint> ck;
+        try {
+            ck = std::make_shared<qforge::io::Llama2cCheckpoint>(qforge::io::Llama2cCheckpoint::load(m.path_));
+        } catch (const qforge::Error& e) {
+            throw qforge::FileError(m.path_, std::string("not a model qforge reads (no GGUF magic, no safetensors header, and as a llama2.c "
+                                                         "checkpoint: ") + e.what() + ")");
+        }
         m.source_ = std::make_shared<qforge::llama::Llama2cSource>(*ck, m.path_);
         m.keep_ = ck;
         if (tokenizer.empty()) tokenizer = dir + "tok512.bin";
     }
     m.tokenizer_path_ = std::filesystem::absolute(tokenizer).string();
-    std::ifstream tprobe(tokenizer, std::ios::binary);
-    char tmagic[4] = {};
-    tprobe.read(tmagic, 4);
-    if (ends_with(tokenizer, ".json")) m.tokenizer_ = hf_tokenizer(tokenizer, hf_bos, hf_eos);
-    else if (std::string(tmagic, 4) == "GGUF") m.tokenizer_ = gguf_tokenizer(tokenizer);
+    if (fs::is_directory(tokenizer)) throw qforge::FileError(tokenizer, "is a directory; --tokenizer needs a file");
+    const std::string thead = head_bytes(tokenizer, 16);
+    const auto first = thead.find_first_not_of(" \t\r\n");
+    if (thead.compare(0, 4, "GGUF") == 0) m.tokenizer_ = gguf_tokenizer(tokenizer);
+    else if (first != std::string::npos && thead[first] == '{') m.tokenizer_ = hf_tokenizer(tokenizer, hf_bos, hf_eos);
     else m.tokenizer_ = llama2c_tokenizer(tokenizer, m.source_->config().vocab_size);
+    m.tokenizer_.add_bos = rule(options.add_bos, m.tokenizer_.add_bos);
+    m.tokenizer_.add_eos = rule(options.add_eos, m.tokenizer_.add_eos);
+    if ((m.tokenizer_.add_bos && m.tokenizer_.bos < 0) || (m.tokenizer_.add_eos && m.tokenizer_.eos < 0))
+        throw qforge::InvalidArgument(tokenizer + ": --add-bos/--add-eos on, but the tokenizer names no BOS/EOS token");
     return m;
 }
 
@@ -149,28 +202,49 @@ std::string read_text(const std::string& path) {
     return out;
 }
 
-std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens) {
-    auto tokens = model.tokenizer().encode(read_text(path).substr(0, max_tokens * 16));  // 16 bytes/token is ample
-    if (tokens.size() > max_tokens) tokens.resize(max_tokens);
-    return tokens;
+std::vector<int> first_tokens(const Model& model, const std::string& text, std::size_t max_tokens) {
+    // Cut only after a line break followed by a non-space: no pre-tokenizer joins across one, so
+    // the prefix's tokens are the text's. Grow until the prefix holds more than asked.
+    const auto& tok = model.tokenizer();
+    std::size_t budget = max_tokens * 8 + 256;
+    for (;;) {
+        std::size_t cut = budget < text.size() ? text.find('\n', budget) : std::string::npos;
+        while (cut != std::string::npos && cut + 1 < text.size() && std::isspace(static_cast<unsigned char>(text[cut + 1])))
+            cut = text.find('\n', cut + 1);
+        if (cut == std::string::npos || cut + 1 >= text.size()) {
+            auto tokens = tok.encode(text);
+            if (tokens.size() > max_tokens) tokens.resize(max_tokens);
+            return tokens;
+        }
+        auto tokens = tok.encode(text.substr(0, cut + 1));
+        const std::size_t own = tokens.size() - (tok.add_eos && tok.eos >= 0 ? 1 : 0);  // an EOS here ends the prefix, not the text
+        if (own > max_tokens) {
+            tokens.resize(max_tokens);
+            return tokens;
+        }
+        budget = (cut + 1) * 2;
+    }
 }
 
-std::vector<int> calibration_tokens(const Args& args, const Model& model, const std::string& default_text, std::size_t skip) {
-    const std::string path = args.get("calib", default_text);
+std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens) {
+    return first_tokens(model, read_text(path), max_tokens);
+}
+
+std::vector<int> calibration_tokens(const CalibOptions& options, const Model& model, const std::string& default_text, std::size_t skip) {
+    const std::string path = options.calib.empty() ? default_text : options.calib;
     const bool same = path == default_text;
-    const std::size_t want = std::size_t(args.get_int("calib-tokens", 8192));
-    if (want < 2) throw qforge::InvalidArgument("--calib-tokens must be at least 2");
-    const std::size_t offset = same || args.has("calib-skip") ? skip : 0;
-    const std::string text = read_text(path);
-    auto tokens = model.tokenizer().encode(text.substr(0, (offset + want) * 16));
+    const std::size_t want = std::size_t(options.calib_tokens);
+    const std::size_t offset = options.calib_skip >= 0 ? std::size_t(options.calib_skip) : same ? skip : 0;
+    const auto tokens = first_tokens(model, read_text(path), offset + want);
     if (tokens.size() < offset + want)
         throw qforge::InvalidArgument(path + ": " + std::to_string(tokens.size()) + " tokens, the calibration slice needs " +
-                                      std::to_string(offset + want) + (same ? " (after the evaluation slice)" : ""));
+                                      std::to_string(offset + want) + " (" + std::to_string(offset) + " skipped" +
+                                      (same ? ": the evaluation slice" : "") + ", then --calib-tokens " + std::to_string(want) + ")");
     return std::vector<int>(tokens.begin() + std::ptrdiff_t(offset), tokens.begin() + std::ptrdiff_t(offset + want));
 }
 
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
-                                      int threads, Progress& bar) {
+                                      int threads, Progress& bar, const std::string& label) {
     if (scheme.method == "awq" || scheme.method == "awq+gptq") {
         if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
         qforge::llama::ModelAwqOptions o;
@@ -180,7 +254,7 @@ qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const 
         o.progress = [&](int block, int blocks, const std::string& what) {
             bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
         };
-        return qforge::llama::awq_quantize_model(fp32, calib, scheme, o);
+        return qforge::with_context(label, [&] { return qforge::llama::awq_quantize_model(fp32, calib, scheme, o); });
     }
     if (scheme.method == "gptq") {
         if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
@@ -195,14 +269,17 @@ qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const 
             bar.finish();
             std::fprintf(stderr, "gptq: %s\n", line.c_str());
         };
-        return qforge::llama::gptq_quantize_model(fp32, calib, scheme, o);
+        return qforge::with_context(label, [&] { return qforge::llama::gptq_quantize_model(fp32, calib, scheme, o); });
     }
     std::size_t done = 0;
     const double total = double(fp32.config.n_layers) * double(qforge::llama::block_linears.size());
-    return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) {
-        bar.update(double(done++), total);
-        return qforge::llama::quantize_linear(l, scheme, threads);
-    });
+    return qforge::llama::map_named_block_linears(
+        fp32,
+        [&](const std::string&, const qforge::llama::Linear& l) {
+            bar.update(double(done++), total);
+            return qforge::llama::quantize_linear(l, scheme, threads);
+        },
+        label);
 }
 
 namespace {

@@ -9,20 +9,43 @@
 #include <qforge/models/llama/model.hpp>
 #include <qforge/models/llama/source.hpp>
 
-#include "args.hpp"
+#include "options.hpp"
 
 namespace cli {
 
+/// A tokenizer and its rule for BOS/EOS: the tokenizer's own setting (GGUF
+/// `tokenizer.ggml.add_bos_token`/`add_eos_token`; `tokenizer_config.json` `add_bos_token`/
+/// `add_eos_token`; llama.cpp's defaults when absent: on for SentencePiece, off for byte-level
+/// BPE; llama.2c: BOS always), unless --add-bos/--add-eos say otherwise. Perplexity, calibration,
+/// FLORES lines and generation all tokenize through encode(), so they follow the same rule.
 struct Tokenizer {
-    std::function<std::vector<int>(const std::string& text)> encode;  ///< with BOS first
+    std::function<std::vector<int>(const std::string& text)> pieces;  ///< the text's own tokens
+    int bos = -1, eos = -1;
+    bool add_bos = false, add_eos = false;
+    std::string kind;  ///< "llama2c", "bpe" (byte-level), "spm" (SentencePiece), "tokenizer.json"
     std::function<std::string(int previous, int token)> decode;
     std::function<bool(int token)> is_end;  ///< EOS, or a chat turn's end
+
+    /// The text's tokens with BOS first and EOS last when the rule says so.
+    std::vector<int> encode(const std::string& text) const {
+        std::vector<int> ids;
+        if (add_bos && bos >= 0) ids.push_back(bos);
+        const auto p = pieces(text);
+        ids.insert(ids.end(), p.begin(), p.end());
+        if (add_eos && eos >= 0) ids.push_back(eos);
+        return ids;
+    }
 };
+
+/// What a model file or directory is, from its content (magic bytes, header), never its name:
+/// "hf" (a directory, or safetensors without qforge metadata), "qforge" (safetensors with
+/// `qforge.format`), "gguf", "llama2c" (anything else: its loader checks the header).
+std::string detect_model_kind(const std::string& path);
 
 class Model {
 public:
-    /// --model (default: the stories260K checkpoint) and --tokenizer.
-    static Model open(const Args& args);
+    /// --model (default: the stories260K checkpoint), --tokenizer, --add-bos, --add-eos.
+    static Model open(const ModelOptions& options);
 
     const std::string& path() const { return path_; }
     const std::string& kind() const { return kind_; }  ///< "llama2c", "gguf", "qforge", "hf"
@@ -44,8 +67,12 @@ private:
 /// Reads a UTF-8 text file with carriage returns dropped.
 std::string read_text(const std::string& path);
 
-/// The first `max_tokens` tokens of a text file (BOS first), tokenizing only the prefix needed.
+/// The first `max_tokens` tokens of a text file (exactly that many whenever the text holds them;
+/// BOS first when the model's rule says so). Tokenizes a prefix cut after a line break, doubling
+/// it until it holds more tokens than asked, so a long file is not tokenized whole.
 std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens);
+/// The same for a text in memory; `label` names it in errors.
+std::vector<int> first_tokens(const Model& model, const std::string& text, std::size_t max_tokens);
 
 class Progress;
 
@@ -57,14 +84,15 @@ std::pair<int, int> parse_lines(const std::string& text);
 std::vector<std::string> flores_languages(const std::string& dir);
 
 /// Calibration tokens from --calib PATH (default `default_text`) and --calib-tokens N (default
-/// 8192): taken after the first `skip` tokens of that text, so that a slice evaluated from the
-/// start of the same text and the calibration slice never overlap.
-std::vector<int> calibration_tokens(const Args& args, const Model& model, const std::string& default_text, std::size_t skip);
+/// 8192): taken after the first `skip` tokens of that text (or --calib-skip), so that a slice
+/// evaluated from the start of the same text and the calibration slice never overlap.
+std::vector<int> calibration_tokens(const CalibOptions& options, const Model& model, const std::string& default_text, std::size_t skip);
 
 /// The decoder's linear layers of `fp32` (FP32 block linears) quantized with `scheme`: RTN
-/// directly, GPTQ block by block on `calib` (empty calib with a GPTQ scheme is an error).
+/// directly, GPTQ block by block on `calib` (empty calib with a GPTQ scheme is an error). Errors
+/// name `label` (the model file) and the tensor.
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme,
-                                      const std::vector<int>& calib, int threads, Progress& bar);
+                                      const std::vector<int>& calib, int threads, Progress& bar, const std::string& label);
 
 /// A one-line progress bar on stderr, drawn only when a task runs longer than a second.
 class Progress {

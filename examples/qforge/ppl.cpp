@@ -3,89 +3,105 @@
 // agreement, PPL ratio), without storing logits.
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <qforge/models/llama/evaluate.hpp>
 
-#include "args.hpp"
+#include "commands.hpp"
 #include "model.hpp"
 
+namespace cli {
 namespace {
-const char* help = R"(usage: qforge ppl [options]
 
-Perplexity of a model (llama2.c .bin, GGUF, or a qforge container) on a text. With --scheme, the decoder's
-linear layers are quantized by RTN first (GGUF weights are dequantized to FP32 to form the
-reference, "Q4_1-ref" for SmolLM2) and KL divergence, top-1 agreement and the PPL ratio against
-the reference are reported.
+struct PplOptions {
+    ModelOptions model;
+    std::string text, scheme;
+    long max_tokens = 16384;
+    int context = 0, stride = 0, threads = 0;
+    bool json = false;
+};
 
-  --model PATH      model (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH  tokenizer.bin or a GGUF to take the vocabulary from (default: the model's own;
-                    tok512.bin for the default model)
-  --text PATH       UTF-8 text, CR stripped (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)
-  --max-tokens N    evaluate the first N tokens (default 16384)
-  --context N       window length (default 512, at most the model's context)
-  --stride N        sliding windows every N tokens (default: the context, i.e. disjoint windows)
-  --scheme S        quantize with this RTN scheme and compare with the reference
-  --threads N       threads (default: all)
-  --json            one JSON object on stdout
-  --help            this text
-)";
-
-}  // namespace
-
-int cmd_ppl(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2,
-                                 {"model", "tokenizer", "text", "max-tokens", "context", "stride", "scheme", "threads"},
-                                 {"json", "help"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
-    }
-    auto model = cli::Model::open(args);
-    const std::string text_path = args.get("text", cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw");
-    const int max_tokens = args.get_int("max-tokens", 16384);
-    const int threads = args.get_int("threads", 0);
-    const auto tokens = cli::text_tokens(model, text_path, std::size_t(max_tokens));
+int run(const PplOptions& opt) {
+    auto model = Model::open(opt.model);
+    const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
+    const auto tokens = text_tokens(model, text_path, std::size_t(opt.max_tokens));
+    if (tokens.size() < 2)
+        throw qforge::InvalidArgument(text_path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
+                                      " token(s), at least 2 are needed");
     const auto& reference = model.weights();
 
     qforge::llama::EvalOptions o;
-    o.context = args.get_int("context", 512);
-    o.stride = args.get_int("stride", 0);
-    o.threads = threads;
+    o.context = context_or_default(opt.context, reference.config.seq_len);
+    o.stride = opt.stride;
+    o.threads = opt.threads;
     o.isa = qforge::best_isa();
-    const bool json = args.has("json");
-    cli::Progress bar("perplexity");
+    Progress bar("perplexity");
     o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
     const auto start = std::chrono::steady_clock::now();
     qforge::NextTokenStats stats;
     std::string scheme_text = "none";
-    if (args.has("scheme")) {
-        const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
+    const bool compare = !opt.scheme.empty();
+    if (compare) {
+        const auto scheme = qforge::parse_scheme(opt.scheme);
+        if (scheme.method != "rtn")
+            throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
         scheme_text = qforge::to_string(scheme);
         auto fp32 = qforge::llama::dequantized_weights(reference);
-        const auto quantized = qforge::llama::map_block_linears(
-            fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, scheme, threads); });
+        const auto quantized = qforge::llama::quantize_block_linears(fp32, scheme, opt.threads, model.path());
         stats = qforge::llama::evaluate(quantized, &fp32, tokens, o);
     } else {
         stats = qforge::llama::evaluate(reference, nullptr, tokens, o);
     }
     bar.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (json) {
-        std::printf("{\"model\":%s,\"text\":%s,\"scheme\":%s,\"tokens\":%ld,\"mean_nll\":%.6f,\"ppl\":%.6f", cli::json_string(model.path()).c_str(),
-                    cli::json_string(text_path).c_str(), cli::json_string(scheme_text).c_str(), stats.tokens, stats.mean_nll(),
-                    stats.perplexity());
-        if (args.has("scheme"))
-            std::printf(",\"reference_ppl\":%.6f,\"ppl_ratio\":%.6f,\"kld\":%.6g,\"top1\":%.6f", stats.reference_perplexity(),
-                        stats.perplexity() / stats.reference_perplexity(), stats.mean_kl(), stats.top1());
-        std::printf(",\"seconds\":%.3f}\n", seconds);
+    const int stride = o.stride > 0 ? o.stride : o.context;
+    if (opt.json) {
+        JsonObject j;
+        j.add("model", model.path()).add("text", text_path).add("scheme", scheme_text);
+        j.add("text_tokens", std::int64_t(tokens.size())).add("tokens", std::int64_t(stats.tokens));
+        j.add("context", o.context).add("stride", stride);
+        j.add("add_bos", model.tokenizer().add_bos).add("mean_nll", stats.mean_nll()).add("ppl", stats.perplexity());
+        if (compare)
+            j.add("reference_ppl", stats.reference_perplexity())
+                .add("ppl_ratio", stats.perplexity() / stats.reference_perplexity())
+                .add("kld", stats.mean_kl())
+                .add("top1", stats.top1());
+        j.add("seconds", seconds);
+        print_json(j);
     } else {
         std::printf("tokens %ld  mean NLL %.4f  PPL %.4f", stats.tokens, stats.mean_nll(), stats.perplexity());
-        if (args.has("scheme"))
+        if (compare)
             std::printf("  | %s vs reference: PPL %.4f, ratio %.4f, KLD %.5f, top-1 %.2f%%", scheme_text.c_str(),
                         stats.reference_perplexity(), stats.perplexity() / stats.reference_perplexity(), stats.mean_kl(),
                         100.0 * stats.top1());
-        std::printf("  (%.1f s)\n", seconds);
+        std::printf("  (context %d, stride %d, %.1f s)\n", o.context, stride, seconds);
     }
     return 0;
 }
+
+}  // namespace
+
+void add_ppl(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("ppl", "perplexity on a text; with --scheme, KL divergence / top-1 / PPL ratio vs the reference");
+    sub->footer(
+        "With --scheme, the decoder's linear layers are quantized by RTN first (GGUF weights are dequantized to FP32 to form\n"
+        "the reference, \"Q4_1-ref\" for SmolLM2) and KL divergence, top-1 agreement and the PPL ratio against the reference\n"
+        "are reported. Fewer than 2 tokens of text is an error (nothing to score). JSON: NaN/Inf are written as null.");
+    auto o = std::make_shared<PplOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_option("--text", o->text, "UTF-8 text, CR stripped (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw)");
+    sub->add_option("--max-tokens", o->max_tokens, "evaluate the first N tokens (BOS included when the tokenizer adds one)")
+        ->check(CLI::Range(2L, long(1) << 30))
+        ->capture_default_str();
+    sub->add_option("--context", o->context, "window length (default: 512, or the model's context if smaller; at most the model's)")
+        ->check(CLI::Range(2, 1 << 20));
+    sub->add_option("--stride", o->stride, "sliding windows every N tokens, 1..context (default: the context, i.e. disjoint windows)")
+        ->check(CLI::Range(1, 1 << 20));
+    sub->add_option("--scheme", o->scheme, "quantize with this RTN scheme (e.g. rtn:w4g32a) and compare with the reference");
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+}  // namespace cli

@@ -4,107 +4,126 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include <qforge/io/output_path.hpp>
 #include <qforge/models/llama/container.hpp>
+#include <qforge/models/llama/size.hpp>
 
-#include "args.hpp"
+#include "commands.hpp"
 #include "model.hpp"
 
+namespace cli {
 namespace {
-const char* help = R"(usage: qforge quantize --scheme S --out PATH [options]
 
-Writes a quantized model in qforge's container (safetensors; codes, scales, zeros as tensors,
-each weight's scheme and the format version in the metadata), which 'ppl', 'generate' and
-'eval' read back. Weights are converted one at a time (the model is never held whole), and the
-file is written under a temporary name and renamed when complete.
+struct QuantizeOptions {
+    ModelOptions model;
+    CalibOptions calib;
+    std::string scheme, out;
+    std::vector<std::string> overrides;
+    int threads = 0;
+    bool json = false;
+};
 
-Weights are named the llama.cpp way: token_embd.weight, blk.N.attn_q.weight (attn_k, attn_v,
-attn_output, ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear layers get
---scheme; embeddings and the output head are kept as stored unless an override names them.
-
-  --model PATH            model to quantize (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --tokenizer PATH        tokenizer to record in the container (default: the model's)
-  --scheme S              scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act
-                          (GPTQ quantizes in memory block by block first, then writes)
-  --calib PATH            calibration text for GPTQ (default: WikiText-2 test from QFORGE_DATA)
-  --calib-tokens N        calibration tokens (default 8192)
-  --calib-skip N          tokens of the calibration text to skip first (default 16384: the slice
-                          'ppl' and 'eval' evaluate by default, so the two never overlap)
-  --override PAT=ACTION   for weights matching the glob PAT: a scheme, "f32" or "keep"
-                          (repeatable, later ones win), e.g. --override 'output.weight=rtn:w8g32s'
-  --out PATH              output file (.safetensors)
-  --threads N             threads (default: all)
-  --json                  one JSON object on stdout
-  --help                  this text
-)";
-}  // namespace
-
-int cmd_quantize(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "tokenizer", "scheme", "override", "out", "calib", "calib-tokens", "calib-skip", "threads"},
-                                 {"json", "help"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
+int run(QuantizeOptions opt) {
+    if (opt.scheme.empty() && opt.overrides.empty()) throw CLI::RequiredError("--scheme (or --override)");
+    // every action is checked before any work
+    std::vector<std::pair<std::string, std::string>> overrides;
+    for (const auto& rule : opt.overrides) {
+        const auto eq = rule.rfind('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == rule.size())
+            throw CLI::ValidationError("--override", "needs PATTERN=ACTION, got '" + rule + "'");
+        const std::string action = rule.substr(eq + 1);
+        if (action != "f32" && action != "keep") {
+            const auto s = qforge::parse_scheme(action);
+            if (s.method != "rtn")
+                throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
+        }
+        overrides.emplace_back(rule.substr(0, eq), action);
     }
-    if (!args.has("scheme") && !args.has("override")) throw qforge::InvalidArgument("--scheme is required (see --help)");
-    if (!args.has("out")) throw qforge::InvalidArgument("--out is required (see --help)");
-    auto model = cli::Model::open(args);
-    const std::string out = args.get("out", "");
+    std::optional<qforge::RuntimeScheme> scheme;
+    if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    qforge::io::check_output_path(opt.out);
+
+    auto model = Model::open(opt.model);
     qforge::llama::ContainerOptions o;
-    o.threads = args.get_int("threads", 0);
+    o.threads = opt.threads;
     o.tokenizer = model.tokenizer_path();
     o.source = std::filesystem::absolute(model.path()).string();
+    // a weight kept from a container keeps the record of the scheme that made it
+    if (const auto* container = dynamic_cast<const qforge::llama::ContainerSource*>(&model.source()))
+        o.provenance = [container](const std::string& name) { return container->scheme(name); };
     const auto start = std::chrono::steady_clock::now();
-    // GPTQ needs every block's calibration inputs: it quantizes the model in memory first and the
-    // container then keeps those layers; RTN streams weight by weight from the source.
-    std::unique_ptr<qforge::llama::Weights> gptq_model;
-    std::unique_ptr<qforge::llama::WeightsSource> gptq_source;
-    if (args.has("scheme")) {
-        const auto scheme = qforge::parse_scheme(args.get("scheme", ""));
-        if (scheme.method != "rtn") {
-            const auto calib = cli::calibration_tokens(args, model, cli::data_dir() + "/eval/wikitext-2-raw/wiki.test.raw",
-                                                       std::size_t(args.get_int("calib-skip", 16384)));
+    // GPTQ/AWQ need every block's calibration inputs: they quantize the model in memory first and
+    // the container then keeps those layers (recording the scheme that made them); RTN streams
+    // weight by weight from the source.
+    std::unique_ptr<qforge::llama::Weights> calibrated;
+    std::unique_ptr<qforge::llama::WeightsSource> calibrated_source;
+    if (scheme) {
+        if (scheme->method != "rtn") {
+            const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
             const auto fp32 = qforge::llama::dequantized_weights(model.weights());
-            cli::Progress bar("gptq " + qforge::to_string(scheme));
-            gptq_model = std::make_unique<qforge::llama::Weights>(cli::quantize_model(fp32, scheme, calib, o.threads, bar));
+            Progress bar(qforge::to_string(*scheme));
+            calibrated = std::make_unique<qforge::llama::Weights>(quantize_model(fp32, *scheme, calib, o.threads, bar, model.path()));
             bar.finish();
-            gptq_source = std::make_unique<qforge::llama::WeightsSource>(*gptq_model, model.path(), model.source().tied_output());
+            calibrated_source = std::make_unique<qforge::llama::WeightsSource>(*calibrated, model.path(), model.source().tied_output());
+            const std::string made_by = qforge::to_string(*scheme);
+            o.provenance = [made_by](const std::string& name) { return name.rfind("blk.", 0) == 0 ? made_by : std::string(); };
         } else {
-            for (const auto& b : qforge::llama::block_linears) o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(scheme));
+            for (const auto& b : qforge::llama::block_linears)
+                o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(*scheme));
         }
     }
-    for (const auto& rule : args.all("override")) {
-        const auto eq = rule.rfind('=');
-        if (eq == std::string::npos || eq == 0) throw qforge::InvalidArgument("--override needs PATTERN=ACTION, got '" + rule + "'");
-        const std::string action = rule.substr(eq + 1);
-        if (action.rfind("rtn:", 0) != 0 && action != "f32" && action != "keep")
-            throw qforge::InvalidArgument("--override: only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
-        o.rules.emplace_back(rule.substr(0, eq), action);
-    }
-    cli::Progress bar("write");
+    for (const auto& rule : overrides) o.rules.push_back(rule);
+    Progress bar("write");
     o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
-    qforge::llama::write_container(gptq_source ? static_cast<const qforge::llama::ModelSource&>(*gptq_source) : model.source(), out, o);
+    qforge::llama::write_container(calibrated_source ? static_cast<const qforge::llama::ModelSource&>(*calibrated_source) : model.source(),
+                                   opt.out, o);
     bar.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    const qforge::llama::ContainerSource written(out);
-    const auto& c = written.config();
-    std::size_t block_bytes = 0, block_params = 0;
-    for (int l = 0; l < c.n_layers; ++l)
-        for (const auto& b : qforge::llama::block_linears) {
-            const auto name = qforge::llama::block_tensor_name(l, b.gguf);
-            const auto layout = written.layout(name);
-            block_bytes += written.stored_bytes(name);
-            block_params += std::size_t(layout.rows) * std::size_t(layout.cols);
-        }
-    const double bpw = 8.0 * double(block_bytes) / double(block_params);
-    const auto file_bytes = std::filesystem::file_size(out);
-    if (args.has("json"))
-        std::printf("{\"model\":%s,\"out\":%s,\"file_bytes\":%ju,\"block_bits_per_weight\":%.4f,\"seconds\":%.3f}\n",
-                    cli::json_string(model.path()).c_str(), cli::json_string(out).c_str(), std::uintmax_t(file_bytes), bpw, seconds);
-    else
-        std::printf("wrote %s: %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", out.c_str(), double(file_bytes) / 1e6, bpw,
+    // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
+    qforge::llama::ContainerSource written(opt.out);
+    const auto w = qforge::llama::load_weights(written);
+    const double bpw = qforge::llama::block_bits_per_weight(w);
+    const auto file_bytes = std::filesystem::file_size(opt.out);
+    if (opt.json) {
+        JsonObject j;
+        j.add("model", model.path()).add("out", opt.out).add("file_bytes", std::int64_t(file_bytes)).add("block_bits_per_weight", bpw);
+        j.add("seconds", seconds);
+        print_json(j);
+    } else {
+        std::printf("wrote %s: %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", opt.out.c_str(), double(file_bytes) / 1e6, bpw,
                     seconds);
+    }
     return 0;
 }
+
+}  // namespace
+
+void add_quantize(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("quantize", "write a quantized model (qforge container) with per-weight overrides");
+    sub->footer(
+        "Writes qforge's container (safetensors; codes, scales, zeros as tensors, each weight's scheme and the format\n"
+        "version in the metadata), which 'ppl', 'generate' and 'eval' read back whatever the file's name. The output path\n"
+        "is checked before any work; the file is written under a temporary name and renamed when complete.\n"
+        "Weights are named the llama.cpp way: token_embd.weight, blk.N.attn_q.weight (attn_k, attn_v, attn_output,\n"
+        "ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear layers get --scheme; embeddings and the output\n"
+        "head are kept as stored unless an override names them.");
+    auto o = std::make_shared<QuantizeOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_option("--scheme", o->scheme,
+                    "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize in memory "
+                    "block by block first, then write)");
+    add_calib_options(*sub, o->calib);
+    sub->add_option("--override", o->overrides,
+                    "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
+                    "'output.weight=rtn:w8g32s'");
+    sub->add_option("--out", o->out, "output file (a qforge container, safetensors)")->required()->check(writable_output());
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+}  // namespace cli

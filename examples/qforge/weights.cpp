@@ -10,22 +10,13 @@
 #include <qforge/qforge.hpp>
 #include <qforge/runtime/dispatch.hpp>
 
-#include "args.hpp"
+#include <qforge/models/llama/model.hpp>
 
+#include "commands.hpp"
+#include "model.hpp"
+
+namespace cli {
 namespace {
-
-const char* help = R"(usage: qforge weights [options]
-
-Quantizes the linear weights of a checkpoint with RTN schemes and prints, per scheme, the
-weight error over all quantized tensors and the stored bits per weight of the packed format.
-
-  --model PATH     llama2.c checkpoint (default: $QFORGE_DATA/models/stories260K/stories260K.bin)
-  --scheme S       a scheme such as rtn:w4g128a (repeatable; default: a spread of RTN schemes)
-  --threads N      threads (default: all)
-  --isa NAME       kernels to read weights back with: scalar, avx2, avx512_vnni (default: best)
-  --json           print one JSON object on stdout instead of the table
-  --help           this text
-)";
 
 struct Totals {
     double signal = 0, noise = 0, max_abs = 0, weights = 0, bytes = 0;
@@ -46,51 +37,64 @@ void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, qforge:
     t.bytes += double(packed.bytes());
 }
 
-}  // namespace
+struct WeightsOptions {
+    ModelOptions model;
+    std::vector<std::string> schemes;
+    std::string isa;
+    int threads = 0;
+    bool json = false;
+};
 
-int cmd_weights(int argc, char** argv) {
-    const auto args = cli::parse(argc, argv, 2, {"model", "scheme", "threads", "isa"}, {"json", "help"});
-    if (args.has("help")) {
-        std::fputs(help, stdout);
-        return 0;
-    }
-    const std::string model = args.get("model", cli::data_dir() + "/models/stories260K/stories260K.bin");
-    std::vector<std::string> schemes = args.all("scheme");
+int run(const WeightsOptions& opt) {
+    std::vector<std::string> schemes = opt.schemes;
     if (schemes.empty())
         schemes = {"rtn:w8g128a", "rtn:w4g32s", "rtn:w4g128a", "rtn:w4g128a,clip", "rtn:w3g128a",
                    "rtn:w3g128a,clip", "rtn:w3g64s,clip", "rtn:w2g64a", "rtn:w2g64a,clip"};
-    const int threads = args.get_int("threads", 0);
-    const qforge::Isa isa = args.has("isa") ? qforge::parse_isa(args.get("isa", "")) : qforge::best_isa();
-    const bool json = args.has("json");
-
     std::vector<qforge::RuntimeScheme> parsed;
-    for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));
+    for (const auto& s : schemes) {
+        parsed.push_back(qforge::parse_scheme(s));
+        if (parsed.back().method != "rtn") throw CLI::ValidationError("--scheme", "weights measures rtn schemes only, got '" + s + "'");
+    }
+    const int threads = opt.threads;
+    const qforge::Isa isa = opt.isa.empty() ? qforge::best_isa() : qforge::parse_isa(opt.isa);
 
-    const auto ck = qforge::io::Llama2cCheckpoint::load(model);
-    std::vector<const qforge::io::NamedTensor*> linear;
-    for (const auto& t : ck.tensors())
-        if (t.is_linear && t.name.rfind("layers.", 0) == 0) linear.push_back(&t);
+    auto model = Model::open(opt.model);
+    const auto fp32 = qforge::llama::dequantized_weights(model.weights());  // packed checkpoints as their FP32 values
+    struct Tensor {
+        std::string name;
+        const qforge::llama::Fp32Matrix* w;
+    };
+    std::vector<Tensor> linear;
+    for (std::size_t l = 0; l < fp32.layers.size(); ++l)
+        for (const auto& b : qforge::llama::block_linears)
+            linear.push_back({qforge::llama::block_tensor_name(int(l), b.gguf),
+                              &std::get<qforge::llama::Fp32Matrix>((fp32.layers[l].*b.member).weights())});
 
-    const auto& c = ck.config();
-    std::fprintf(stderr, "%s: dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d; %zu linear tensors, kernels: %s\n",
-                 model.c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, linear.size(),
-                 std::string(qforge::isa_name(isa)).c_str());
-    if (!json)
+    const auto& c = fp32.config;
+    std::fprintf(stderr, "%s (%s): dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d; %zu linear tensors, kernels: %s\n",
+                 model.path().c_str(), model.kind().c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+                 linear.size(), std::string(qforge::isa_name(isa)).c_str());
+    if (!opt.json)
         std::printf("%-20s %7s %12s %9s %10s %9s %8s\n", "scheme", "bits/w", "MSE", "SQNR dB", "max |err|", "rel Fro", "time s");
 
-    std::string rows;
+    qforge::io::Json::Array rows;
     for (const auto& scheme : parsed) {
         const auto start = std::chrono::steady_clock::now();
         Totals t;
         const qforge::RtnQuantizer quantizer(scheme, threads);
-        for (const auto* tensor : linear) {
-            const auto q = quantizer.quantize(
-                qforge::MatrixView<const float>(tensor->data.data(), std::size_t(tensor->rows), std::size_t(tensor->cols)));
-            switch (scheme.spec.bits) {
-                case 2: measure<2>(q, tensor->data, isa, threads, t); break;
-                case 3: measure<3>(q, tensor->data, isa, threads, t); break;
-                case 4: measure<4>(q, tensor->data, isa, threads, t); break;
-                default: measure<8>(q, tensor->data, isa, threads, t); break;
+        for (const auto& tensor : linear) {
+            const auto& m = *tensor.w;
+            try {
+                const auto q = quantizer.quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
+                switch (scheme.spec.bits) {
+                    case 2: measure<2>(q, m.data, isa, threads, t); break;
+                    case 3: measure<3>(q, m.data, isa, threads, t); break;
+                    case 4: measure<4>(q, m.data, isa, threads, t); break;
+                    case 8: measure<8>(q, m.data, isa, threads, t); break;
+                    default: throw qforge::InvalidArgument(std::to_string(scheme.spec.bits) + "-bit dense packing is not supported (2, 3, 4, 8)");
+                }
+            } catch (const qforge::Error& e) {
+                throw qforge::InvalidArgument(model.path() + ": tensor " + tensor.name + ": " + e.what());
             }
         }
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -98,19 +102,43 @@ int cmd_weights(int argc, char** argv) {
         const double sqnr = t.noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(t.signal / t.noise);
         const double rel = std::sqrt(t.noise / t.signal);
         const std::string text = qforge::to_string(scheme);
-        if (json) {
-            char buf[512];
-            std::snprintf(buf, sizeof buf,
-                          "%s{\"scheme\":%s,\"bits_per_weight\":%.6f,\"mse\":%.6e,\"sqnr_db\":%.4f,\"max_abs_error\":%.6e,"
-                          "\"relative_frobenius\":%.6e,\"seconds\":%.4f}",
-                          rows.empty() ? "" : ",", cli::json_string(text).c_str(), bpw, mse, sqnr, t.max_abs, rel, seconds);
-            rows += buf;
-        } else {
+        if (opt.json)
+            rows.push_back(JsonObject()
+                               .add("scheme", text)
+                               .add("bits_per_weight", bpw)
+                               .add("mse", mse)
+                               .add("sqnr_db", sqnr)  // null when the error is exactly zero (infinite SQNR)
+                               .add("max_abs_error", t.max_abs)
+                               .add("relative_frobenius", rel)
+                               .add("seconds", seconds));
+        else
             std::printf("%-20s %7.3f %12.4e %9.2f %10.4e %9.4f %8.3f\n", text.c_str(), bpw, mse, sqnr, t.max_abs, rel, seconds);
-        }
     }
-    if (json)
-        std::printf("{\"model\":%s,\"isa\":%s,\"tensors\":%zu,\"results\":[%s]}\n", cli::json_string(model).c_str(),
-                    cli::json_string(std::string(qforge::isa_name(isa))).c_str(), linear.size(), rows.c_str());
+    if (opt.json)
+        print_json(JsonObject()
+                       .add("model", model.path())
+                       .add("isa", std::string(qforge::isa_name(isa)))
+                       .add("tensors", std::int64_t(linear.size()))
+                       .add("results", std::move(rows)));
     return 0;
 }
+
+}  // namespace
+
+void add_weights(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("weights", "quantize a model's weights with RTN schemes; table of weight error and bits/weight");
+    sub->footer(
+        "Quantizes the decoder's linear weights (FP32, or a packed checkpoint's dequantized values) with RTN schemes and prints,\n"
+        "per scheme, the weight error over all of them, read back through the packed format's kernels, and the stored bits\n"
+        "per weight of the packed format. JSON: an infinite SQNR (no error at all) is written as null.");
+    auto o = std::make_shared<WeightsOptions>();
+    add_model_options(*sub, o->model);
+    sub->add_option("--scheme", o->schemes, "a scheme such as rtn:w4g128a (repeatable; default: a spread of RTN schemes)");
+    add_threads_option(*sub, o->threads);
+    sub->add_option("--isa", o->isa, "kernels to read weights back with (default: the best this CPU runs)")
+        ->check(CLI::IsMember({"scalar", "avx2", "avx512_vnni"}));
+    sub->add_flag("--json", o->json, "one JSON object on stdout instead of the table");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+}  // namespace cli

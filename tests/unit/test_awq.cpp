@@ -196,3 +196,26 @@ BOOST_AUTO_TEST_CASE(twq_protects_the_targets) {
     o.targets = &wrong;
     BOOST_CHECK_THROW(llama::awq_quantize_model(w, tokens, scheme, o), InvalidArgument);
 }
+
+// An error while quantizing a block names the tensors: here a row of blk.0.ffn_up of 1e30,
+// which no fp16 scale can hold, stops the scale search of gate/up, or the final quantization.
+BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
+    auto w = qtest::random_llama(qtest::tiny_config(1), 57);
+    auto up = std::get<llama::Fp32Matrix>(w.layers[0].w3.weights());
+    for (int c = 8; c < 16; ++c) up.data[std::size_t(5 * up.cols + c)] = 1e30f;
+    w.layers[0].w3 = llama::Linear(up);
+    const auto tokens = qtest::random_tokens(64, w.config.vocab_size, 58);
+    llama::ModelAwqOptions o;
+    o.calibration.sequence_length = 16;
+    for (const char* scheme : {"awq:w4g8a", "awq+gptq:w4g8a"}) {
+        std::string m = "(no error)";
+        try {
+            (void)llama::awq_quantize_model(w, tokens, parse_scheme(scheme), o);
+        } catch (const Error& e) {
+            m = e.what();
+        }
+        BOOST_TEST_MESSAGE(scheme << ": " << m);
+        BOOST_TEST(m.find("blk.0.ffn_up.weight") != std::string::npos, scheme << ": " << m);
+        BOOST_TEST(m.find("does not fit fp16") != std::string::npos, scheme << ": " << m);
+    }
+}

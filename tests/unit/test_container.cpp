@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "common.hpp"
 #include "qforge/io/json.hpp"
@@ -155,6 +157,122 @@ BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
     BOOST_TEST(!fs::exists(failed + ".tmp"));
     BOOST_CHECK_THROW(llama::write_container(src, failed, with_rules({{"blk.*", "rtn:w5g8a"}})), InvalidArgument);
     BOOST_CHECK_THROW(llama::write_container(src, failed, with_rules({{"blk.*", "gptq:w4g8a"}})), InvalidArgument);
+}
+
+// The context helpers of core/error.hpp: the type survives, context is added once, and a tensor
+// context adds only what the message lacks.
+BOOST_AUTO_TEST_CASE(error_context_helpers) {
+    BOOST_CHECK_EXCEPTION(with_context("ctx", []() -> int { throw InvalidData("x"); }), InvalidData,
+                          [](const InvalidData& e) { return std::string(e.what()) == "ctx: x"; });
+    BOOST_CHECK_EXCEPTION(with_context("ctx", [] { with_context("ctx", [] { throw InvalidArgument("x"); }); }), InvalidArgument,
+                          [](const InvalidArgument& e) { return std::string(e.what()) == "ctx: x"; });
+    BOOST_CHECK_EXCEPTION(with_context("outer", [] { throw FileError("f.bin", "truncated"); }), FileError,
+                          [](const FileError& e) { return std::string(e.what()) == "outer: f.bin: truncated"; });
+    BOOST_CHECK_EXCEPTION(with_context("ctx", [] { throw std::runtime_error("not ours"); }), std::runtime_error,
+                          [](const std::runtime_error& e) { return std::string(e.what()) == "not ours"; });
+    BOOST_TEST(with_context("ctx", [] { return 7; }) == 7);
+    const auto for_tensor = [](const std::string& file, const std::function<void()>& fn) {
+        try {
+            with_tensor_context(file, "blk.0.attn_q.weight", fn);
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    BOOST_TEST(for_tensor("m.gguf", [] { throw InvalidData("row 1, group 0 (columns 0-31): bad"); }) ==
+               "m.gguf: tensor blk.0.attn_q.weight: row 1, group 0 (columns 0-31): bad");
+    BOOST_TEST(for_tensor("m.gguf", [] { throw FileError("m.gguf", "truncated"); }) == "m.gguf: tensor blk.0.attn_q.weight: truncated");
+    BOOST_TEST(for_tensor("m.gguf", [] { throw FileError("m.gguf", "tensor blk.0.attn_q.weight is odd"); }) ==
+               "m.gguf: tensor blk.0.attn_q.weight is odd");
+    BOOST_TEST(for_tensor("m.gguf", [] { throw InvalidData("blk.0.attn_q.weight: odd"); }) == "m.gguf: blk.0.attn_q.weight: odd");
+    BOOST_TEST(for_tensor("", [] { throw InvalidData("odd"); }) == "tensor blk.0.attn_q.weight: odd");
+    BOOST_CHECK_THROW(with_tensor_context("m.gguf", "t", [] { throw InvalidArgument("x"); }), InvalidArgument);
+}
+
+// Stored values are checked when a weight is read back: a NaN/Inf scale or minimum, a zero
+// point off the grid, a NaN/Inf block scale or FP32 value is an error naming the container, the
+// tensor and where (row and group, or block). The bad weights are written with 'keep', which
+// copies what the in-memory source holds.
+BOOST_AUTO_TEST_CASE(non_finite_stored_values_are_refused_at_load) {
+    const auto base = qtest::random_llama(qtest::tiny_config(1), 24);
+    const auto packed_as = [](const llama::Linear& l, const char* scheme) { return llama::quantize_linear(l, parse_scheme(scheme)); };
+    const auto gguf_blocks = [](const llama::Linear& l, auto format) {
+        using F = decltype(format);
+        const auto& m = std::get<llama::Fp32Matrix>(l.weights());
+        const auto q = RtnQuantizer(typename F::Packed{}.spec).quantize(MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
+        return F::pack(q);
+    };
+    struct Case {
+        std::string label, tensor, where;
+        std::function<void(llama::Weights&)> poison;
+    };
+    const std::vector<Case> cases = {
+        {"dense scale", "blk.0.attn_q.weight", "row 1, group 1 (columns 8-15) has a non-finite scale (nan)",
+         [&](llama::Weights& w) {
+             auto p = std::get<Dense<4>::Packed>(packed_as(w.layers[0].wq, "rtn:w4g8a").weights());
+             p.scales[5] = 0x7E00;
+             w.layers[0].wq = llama::Linear(p);
+         }},
+        {"dense minimum", "blk.0.ffn_gate.weight", "row 1, group 1 (columns 16-31) has a non-finite minimum (inf)",
+         [&](llama::Weights& w) {
+             auto p = std::get<Dense<3>::Packed>(packed_as(w.layers[0].w1, "rtn:w3g16m").weights());
+             p.mins[3] = 0x7C00;
+             w.layers[0].w1 = llama::Linear(p);
+         }},
+        {"dense zero point", "blk.0.attn_k.weight", "row 0, group 0 (columns 0-7) has zero point 200, above the 4-bit maximum 15",
+         [&](llama::Weights& w) {
+             auto p = std::get<Dense<4>::Packed>(packed_as(w.layers[0].wk, "rtn:w4g8a").weights());
+             p.zeros[0] = 200;
+             w.layers[0].wk = llama::Linear(p);
+         }},
+        {"q8_0 scale", "output.weight", "block 7 (row 7, columns 0-31) has a non-finite scale (nan)",
+         [&](llama::Weights& w) {
+             auto p = gguf_blocks(w.output, Q8_0{});
+             p.blocks[7].d = 0x7E00;
+             w.output = llama::Linear(p);
+         }},
+        {"q4_1 minimum", "blk.0.attn_output.weight", "block 2 (row 2, columns 0-31) has a non-finite minimum (inf)",
+         [&](llama::Weights& w) {
+             auto p = gguf_blocks(w.layers[0].wo, Q4_1{});
+             p.blocks[2].m = 0x7C00;
+             w.layers[0].wo = llama::Linear(p);
+         }},
+        {"q4_0 scale", "blk.0.attn_v.weight", "block 1 (row 1, columns 0-31) has a non-finite scale (inf)",
+         [&](llama::Weights& w) {
+             auto p = gguf_blocks(w.layers[0].wv, Q4_0{});
+             p.blocks[1].d = 0x7C00;
+             w.layers[0].wv = llama::Linear(p);
+         }},
+        {"f32 weight", "blk.0.ffn_down.weight", "non-finite",
+         [&](llama::Weights& w) {
+             auto m = std::get<llama::Fp32Matrix>(w.layers[0].w2.weights());
+             m.data[3 * 48 + 4] = std::numeric_limits<float>::quiet_NaN();
+             w.layers[0].w2 = llama::Linear(m);
+         }},
+        {"f32 vector", "blk.0.attn_norm.weight", "non-finite",
+         [&](llama::Weights& w) { w.layers[0].attention_norm[5] = std::numeric_limits<float>::infinity(); }},
+    };
+    {  // the clean model, stored the same ways, reads back
+        auto w = base;
+        w.layers[0].wq = packed_as(w.layers[0].wq, "rtn:w4g8a");
+        w.output = llama::Linear(gguf_blocks(base.output, Q8_0{}));
+        const auto path = tmp("qf_clean.safetensors");
+        llama::write_container(llama::WeightsSource(w, "memory"), path, {});
+        BOOST_CHECK_NO_THROW((void)llama::load_weights(llama::ContainerSource(path)));
+    }
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.label) {
+            auto w = base;
+            c.poison(w);
+            const auto path = tmp("qf_poisoned.safetensors");
+            llama::write_container(llama::WeightsSource(w, "memory"), path, {});  // 'keep': stored as held
+            const auto m = error_of([&] { (void)llama::load_weights(llama::ContainerSource(path)); });
+            BOOST_TEST_MESSAGE(m);
+            BOOST_TEST(m.find(path) != std::string::npos, m);
+            BOOST_TEST(m.find("tensor " + c.tensor) != std::string::npos, m);
+            BOOST_TEST(m.find(c.where) != std::string::npos, m);
+        }
+    }
 }
 
 #if defined(__SANITIZE_ADDRESS__)

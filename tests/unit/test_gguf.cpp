@@ -3,10 +3,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
 
 #include "common.hpp"
 #include "qforge/formats/gguf.hpp"
 #include "qforge/io/gguf.hpp"
+#include "qforge/models/llama/gguf_loader.hpp"
 #include "qforge/quantizers/rtn.hpp"
 
 using namespace qforge;
@@ -210,4 +214,114 @@ BOOST_AUTO_TEST_CASE(gguf_matches_gguf_py, *boost::unit_test::precondition(needs
     BOOST_TEST(checked == dumps);
     BOOST_TEST(checked > 0u);
     BOOST_TEST_MESSAGE(checked << " tensors of " << f.path() << " equal gguf-py's dequantization bit for bit");
+}
+
+// Packed values are checked when a tensor is read: a NaN or Inf stored scale, minimum or
+// super-block d/dmin in any block format, or a NaN/Inf plain value, is an error naming the file,
+// the tensor and where — for dequantized tensors and for blocks kept packed (gguf_linear) alike.
+namespace {
+constexpr std::uint16_t half_nan = 0x7E00, half_inf = 0x7C00;
+
+template <class Block>
+std::vector<std::uint8_t> k_blocks(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::uint8_t> bytes(n * sizeof(Block));
+    for (auto& b : bytes) b = std::uint8_t(rng());
+    for (std::size_t i = 0; i < n; ++i) {  // finite fp16 fields: d = 0.01, dmin = 0.005
+        Block blk;
+        std::memcpy(&blk, bytes.data() + i * sizeof(Block), sizeof(Block));
+        blk.d = float_to_half(0.01f);
+        if constexpr (requires { blk.dmin; }) blk.dmin = float_to_half(0.005f);
+        std::memcpy(bytes.data() + i * sizeof(Block), &blk, sizeof(Block));
+    }
+    return bytes;
+}
+
+/// Writes `bytes` into the fp16 field at `offset` of block `b`.
+void set_half(std::vector<std::uint8_t>& data, std::size_t block_bytes, std::size_t b, std::size_t offset, std::uint16_t h) {
+    std::memcpy(data.data() + b * block_bytes + offset, &h, 2);
+}
+
+std::string error_text(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const FileError& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("(not a FileError) ") + e.what();
+    }
+    return "(no error)";
+}
+
+bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
+    for (const auto& p : parts)
+        if (m.find(p) == std::string::npos) {
+            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << m);
+            return false;
+        }
+    return true;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
+    struct Case {
+        std::string label;
+        Tensor tensor;
+        std::size_t block_bytes, block, offset;
+        std::uint16_t value;
+        std::string where;  ///< expected in the message
+        bool packed;        ///< kept as stored by gguf_linear
+    };
+    std::vector<Case> cases;
+    // 32-weight blocks: 2 rows x 64 columns = 4 blocks; block 3 is row 1, columns 32-63
+    const auto q4_0 = packed_tensor<Q4_0>("blk.0.attn_q.weight", 2, 2, 64, 11);
+    const auto q4_1 = packed_tensor<Q4_1>("blk.0.ffn_up.weight", 3, 2, 64, 12);
+    const auto q8_0 = packed_tensor<Q8_0>("blk.1.attn_k.weight", 8, 2, 64, 13);
+    cases.push_back({"Q4_0 d nan", q4_0, 18, 3, 0, half_nan, "block 3 (row 1, columns 32-63) has a non-finite scale (nan)", true});
+    cases.push_back({"Q4_0 d inf", q4_0, 18, 0, 0, half_inf, "block 0 (row 0, columns 0-31) has a non-finite scale (inf)", true});
+    cases.push_back({"Q4_1 d inf", q4_1, 20, 3, 0, half_inf, "block 3 (row 1, columns 32-63) has a non-finite scale (inf)", true});
+    cases.push_back({"Q4_1 m nan", q4_1, 20, 1, 2, half_nan, "block 1 (row 0, columns 32-63) has a non-finite minimum (nan)", true});
+    cases.push_back({"Q8_0 d nan", q8_0, 34, 2, 0, half_nan, "block 2 (row 1, columns 0-31) has a non-finite scale (nan)", true});
+    cases.push_back({"Q8_0 d -inf", q8_0, 34, 3, 0, 0xFC00, "block 3 (row 1, columns 32-63) has a non-finite scale (-inf)", true});
+    // K-quant super-blocks: 2 rows x 256 columns; super-block 1 is row 1
+    Tensor q4k{"blk.0.ffn_gate.weight", {256, 2}, 12, k_blocks<block_q4_K>(2, 14), {}};
+    Tensor q5k{"blk.0.ffn_down.weight", {256, 2}, 13, k_blocks<block_q5_K>(2, 15), {}};
+    Tensor q6k{"output.weight", {256, 2}, 14, k_blocks<block_q6_K>(2, 16), {}};
+    cases.push_back({"Q4_K d nan", q4k, 144, 1, 0, half_nan, "super-block 1 (row 1, columns 0-255) has a non-finite scale d (nan)", false});
+    cases.push_back({"Q4_K dmin inf", q4k, 144, 0, 2, half_inf, "super-block 0 (row 0, columns 0-255) has a non-finite minimum scale dmin (inf)", false});
+    cases.push_back({"Q5_K dmin nan", q5k, 176, 1, 2, half_nan, "super-block 1 (row 1, columns 0-255) has a non-finite minimum scale dmin (nan)", false});
+    cases.push_back({"Q6_K d inf", q6k, 210, 1, 208, half_inf, "super-block 1 (row 1, columns 0-255) has a non-finite scale d (inf)", false});
+    // plain values: F16, BF16 (2 x 4 matrices) and F32 (a vector)
+    Tensor f16{"blk.2.attn_v.weight", {4, 2}, 1, std::vector<std::uint8_t>(16, 0), {}};
+    Tensor bf16{"blk.2.attn_output.weight", {4, 2}, 30, std::vector<std::uint8_t>(16, 0), {}};
+    cases.push_back({"F16 nan", f16, 2, 6, 0, half_nan, "row 1, column 2 has a non-finite value (nan)", false});
+    cases.push_back({"BF16 inf", bf16, 2, 5, 0, 0x7F80, "row 1, column 1 has a non-finite value (inf)", false});
+    Tensor f32{"blk.2.ffn_norm.weight", {4}, 0, std::vector<std::uint8_t>(16, 0), {}};
+    const float f32_nan = std::nanf("");
+    std::memcpy(f32.data.data() + 8, &f32_nan, 4);
+    cases.push_back({"F32 nan", f32, 4, 0, 0, 0, "element 2 has a non-finite value (nan)", false});
+    Tensor f32m{"blk.2.ffn_up.weight", {2, 2}, 0, std::vector<std::uint8_t>(16, 0), {}};
+    const float f32_inf = std::numeric_limits<float>::infinity();
+    std::memcpy(f32m.data.data() + 12, &f32_inf, 4);
+    cases.push_back({"F32 matrix inf", f32m, 4, 0, 0, 0, "row 1, column 1 has a non-finite value (inf)", false});
+
+    for (auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.label) {
+            // the clean tensor reads
+            const auto clean_path = write_file("qf_clean.gguf", build({c.tensor}, 32));
+            const auto clean = GgufFile::open(clean_path);
+            if (c.tensor.type != 0) {
+                BOOST_CHECK_NO_THROW(clean.dequantize(clean.tensor(c.tensor.name)));
+                if (c.packed) BOOST_CHECK_NO_THROW(llama::gguf_linear(clean, clean.tensor(c.tensor.name)));
+            }
+            if (c.value) set_half(c.tensor.data, c.block_bytes, c.block, c.offset, c.value);
+            const auto path = write_file("qf_bad_" + std::to_string(&c - cases.data()) + ".gguf", build({c.tensor}, 32));
+            const auto f = GgufFile::open(path);
+            const auto& t = f.tensor(c.tensor.name);
+            BOOST_TEST(has_all(error_text([&] { (void)f.dequantize(t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
+            if (t.ne.size() == 2)  // the model-side read: packed blocks are kept as stored, and checked
+                BOOST_TEST(has_all(error_text([&] { (void)llama::gguf_linear(f, t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
+            if (c.packed) BOOST_TEST(!f.block_fault(t).empty());
+        }
+    }
 }

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "common.hpp"
 #include "qforge/models/llama/hf_source.hpp"
@@ -116,7 +118,16 @@ struct Written {
     llama::Weights hf;  ///< the weights as stored (HF order, values rounded to their dtype)
 };
 
-Written write_checkpoint(const std::string& name, bool tied) {
+/// A stored tensor of a checkpoint being written.
+struct StoredTensor {
+    std::string name, dtype;
+    std::vector<std::uint64_t> shape;
+    std::vector<float> values;
+};
+
+/// `edit`, when given, changes the tensors (names, dtypes, values) before they are written.
+Written write_checkpoint(const std::string& name, bool tied,
+                         const std::function<void(std::vector<StoredTensor>&)>& edit = {}) {
     auto c = qtest::tiny_config(2);
     c.rope_theta = 50000.0f;
     c.norm_eps = 1e-6f;
@@ -144,11 +155,7 @@ Written write_checkpoint(const std::string& name, bool tied) {
                                         << R"(, "rope_theta": 50000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": )"
                                         << (tied ? "true" : "false") << R"(, "torch_dtype": "float16"})";
     // shard 1: embeddings and layer 0; shard 2: the rest
-    struct T {
-        std::string name, dtype;
-        std::vector<std::uint64_t> shape;
-        std::vector<float> values;
-    };
+    using T = StoredTensor;
     std::vector<T> s1, s2;
     s1.push_back({"model.embed_tokens.weight", "BF16", {std::uint64_t(c.vocab_size), std::uint64_t(c.dim)}, w.token_embedding});
     for (int l = 0; l < c.n_layers; ++l) {
@@ -165,6 +172,10 @@ Written write_checkpoint(const std::string& name, bool tied) {
     }
     s2.push_back({"model.norm.weight", "F32", {std::uint64_t(c.dim)}, w.norm});
     if (!tied) s2.push_back({"lm_head.weight", "F32", {std::uint64_t(c.vocab_size), std::uint64_t(c.dim)}, data(w.output)});
+    if (edit) {
+        edit(s1);
+        edit(s2);
+    }
     std::string index = R"({"metadata": {}, "weight_map": {)";
     bool first = true;
     for (const auto& [shard, file] : {std::pair{&s1, "model-00001-of-00002.safetensors"}, std::pair{&s2, "model-00002-of-00002.safetensors"}}) {
@@ -241,4 +252,122 @@ BOOST_AUTO_TEST_CASE(bad_checkpoints_name_the_file) {
     std::ofstream(ck2.dir + "/config.json") << R"({"model_type": "mistral"})";
     BOOST_TEST(what(ck2.dir).find("config.json") != std::string::npos);
     BOOST_TEST(what((fs::temp_directory_path() / "qf_hf_missing" / "model.safetensors").string()).find("cannot open") != std::string::npos);
+}
+
+namespace {
+std::string load_error(const std::string& dir) {
+    try {
+        const llama::HfSource s(dir);
+        (void)llama::load_weights(s);
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
+    for (const auto& p : parts)
+        if (m.find(p) == std::string::npos) {
+            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << m);
+            return false;
+        }
+    return true;
+}
+/// An input of the 2026-11-30 bug report: QFORGE_CASES, else cases/2026-11-30 beside the data
+/// directory (../shared/cases).
+std::string case_path(const std::string& name) {
+    const char* env = std::getenv("QFORGE_CASES");
+    return (env && *env ? std::string(env) : qtest::data_dir() + "/../cases/2026-11-30") + "/" + name;
+}
+}  // namespace
+
+// A NaN or Inf in an F16, BF16 or F32 tensor is refused when the tensor is read, naming the
+// shard, the tensor (both names) and where.
+BOOST_AUTO_TEST_CASE(non_finite_values_are_refused_at_load) {
+    struct Case {
+        std::string hf, llama, dtype, shard;
+        std::size_t at;
+        float value;
+        std::string where;
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const std::vector<Case> cases = {
+        {"model.layers.0.self_attn.v_proj.weight", "blk.0.attn_v.weight", "F16", "model-00001-of-00002.safetensors", 2 * 32 + 5, nan,
+         "row 2, column 5 has a non-finite value (nan)"},
+        {"model.embed_tokens.weight", "token_embd.weight", "BF16", "model-00001-of-00002.safetensors", 7, inf,
+         "row 0, column 7 has a non-finite value (inf)"},
+        {"model.layers.1.input_layernorm.weight", "blk.1.attn_norm.weight", "F32", "model-00002-of-00002.safetensors", 3, -inf,
+         "element 3 has a non-finite value (-inf)"},
+        {"lm_head.weight", "output.weight", "F32", "model-00002-of-00002.safetensors", 32 * 4 + 1, nan,
+         "row 4, column 1 has a non-finite value (nan)"},
+    };
+    for (const auto& c : cases) {
+        const auto ck = write_checkpoint("qf_hf_nonfinite", false, [&](std::vector<StoredTensor>& ts) {
+            for (auto& t : ts)
+                if (t.name == c.hf) {
+                    BOOST_TEST_REQUIRE(t.dtype == c.dtype);
+                    t.values[c.at] = c.value;
+                }
+        });
+        const auto m = load_error(ck.dir);
+        BOOST_TEST(has_all(m, {ck.dir + "/" + c.shard, "tensor " + c.hf + " (" + c.llama + ", " + c.dtype + ")", c.where}), m);
+    }
+}
+
+// Bug report row 8: a weight row of 1e30 is a valid checkpoint, but no fp16 scale can hold its
+// groups. Quantizing through the model-level path names the model, the tensor, the row and the
+// group.
+BOOST_AUTO_TEST_CASE(quantization_errors_name_model_tensor_row_and_group) {
+    const auto ck = write_checkpoint("qf_hf_huge", false, [](std::vector<StoredTensor>& ts) {
+        for (auto& t : ts)
+            if (t.name == "model.layers.0.mlp.up_proj.weight") {
+                t.dtype = "F32";  // 1e30 does not fit F16
+                for (std::size_t c = 16; c < 24; ++c) t.values[5 * 32 + c] = 1e30f;
+            }
+    });
+    const llama::HfSource src(ck.dir);
+    const auto w = llama::load_weights(src);  // loads: the values are finite
+    std::string m;
+    try {
+        (void)llama::quantize_block_linears(w, parse_scheme("rtn:w4g8a"), 0, src.label());
+    } catch (const InvalidData& e) {  // the type survives the added context
+        m = e.what();
+    }
+    BOOST_TEST_MESSAGE(m);
+    BOOST_TEST(has_all(m, {ck.dir + ": tensor blk.0.ffn_up.weight: row 5, group 2 (columns 16-23): the group's scale 6.67e+28 does not fit fp16"}), m);
+    // the other helpers name the tensor the same way
+    try {
+        (void)llama::map_named_block_linears(
+            w, [](const std::string&, const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w8g8s")); }, src.label());
+        m = "(no error)";
+    } catch (const InvalidData& e) {
+        m = e.what();
+    }
+    BOOST_TEST(has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 2 (columns 16-23)", "does not fit fp16"}), m);
+    try {
+        (void)llama::quantize_named_linear(src.label(), "blk.0.ffn_up.weight", w.layers[0].w3, parse_scheme("rtn:w4a"));
+        m = "(no error)";
+    } catch (const InvalidData& e) {
+        m = e.what();
+    }
+    BOOST_TEST(has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 0 (columns 0-31)", "does not fit fp16"}), m);
+}
+
+// The bug report's own input: hf_huge/, where one row of blk.0.ffn_up is 1e30.
+BOOST_AUTO_TEST_CASE(case_hf_huge_names_tensor_row_and_group) {
+    const auto dir = case_path("hf_huge");
+    if (!fs::exists(dir)) {
+        if (qtest::data_required()) BOOST_ERROR("case directory missing: " << dir << " (QFORGE_REQUIRE_DATA=1)");
+        else BOOST_TEST_MESSAGE("skipped: case directory missing: " << dir << " (set QFORGE_CASES or QFORGE_DATA)");
+        return;
+    }
+    const llama::HfSource src(dir);
+    const auto w = llama::load_weights(src);
+    std::string m = "(no error)";
+    try {
+        (void)llama::quantize_block_linears(llama::dequantized_weights(w), parse_scheme("rtn:w4g32a"), 0, src.label());
+    } catch (const InvalidData& e) {
+        m = e.what();
+    }
+    BOOST_TEST_MESSAGE(m);
+    BOOST_TEST(has_all(m, {dir, "tensor blk.0.ffn_up.weight", "row ", ", group ", "(columns ", "does not fit fp16"}), m);
 }

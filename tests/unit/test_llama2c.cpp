@@ -76,3 +76,20 @@ BOOST_AUTO_TEST_CASE(bad_files_name_the_file_and_problem) {
     expect(write_tiny("qf_nan.bin", {8, 16, 1, 2, 1, 10, 4}, tiny_floats(), std::numeric_limits<float>::quiet_NaN()),
            "non-finite");
 }
+
+// One NaN inside a weight matrix is refused at load, naming the file and that tensor.
+BOOST_AUTO_TEST_CASE(a_non_finite_weight_names_its_tensor) {
+    const auto path = write_tiny("qf_nan_wq.bin", {8, 16, 1, 2, 1, 10, 4}, tiny_floats());
+    {
+        std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+        const float inf = std::numeric_limits<float>::infinity();
+        f.seekp(28 + 4 * (10 * 8 + 8 + 9));  // header, tok_embeddings, attention_norm; then wq element 9
+        f.write(reinterpret_cast<const char*>(&inf), 4);
+    }
+    BOOST_CHECK_EXCEPTION(Llama2cCheckpoint::load(path), FileError, [&](const FileError& e) {
+        const std::string m = e.what();
+        BOOST_TEST_MESSAGE(m);
+        return m.find(path) != std::string::npos && m.find("layers.0.attention.wq") != std::string::npos &&
+               m.find("non-finite") != std::string::npos;
+    });
+}

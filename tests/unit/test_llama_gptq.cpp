@@ -10,6 +10,7 @@
 #include "qforge/models/llama/evaluate.hpp"
 #include "qforge/models/llama/gptq.hpp"
 #include "qforge/models/llama/sampler.hpp"
+#include "tiny_llama.hpp"
 
 using namespace qforge;
 
@@ -96,4 +97,27 @@ BOOST_AUTO_TEST_CASE(act_order_layers_packed_equal_dequantized, *boost::unit_tes
     llama::Session c(back, best_isa(), 0);
     const auto lc = c.forward_batch(tokens, 0);
     BOOST_TEST(std::equal(lc.data, lc.data + lc.rows * lc.cols, first.begin()));
+}
+
+// An error while quantizing a layer names the tensor: a row of blk.0.ffn_up of 1e30 has groups
+// no fp16 scale can hold.
+BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
+    auto w = qtest::random_llama(qtest::tiny_config(1), 61);
+    auto up = std::get<llama::Fp32Matrix>(w.layers[0].w3.weights());
+    for (int c = 8; c < 16; ++c) up.data[std::size_t(5 * up.cols + c)] = 1e30f;
+    w.layers[0].w3 = llama::Linear(up);
+    const auto tokens = qtest::random_tokens(64, w.config.vocab_size, 62);
+    llama::ModelGptqOptions o;
+    o.calibration.sequence_length = 16;
+    for (const char* scheme : {"gptq:w4g8a", "gptq:w4g8a,act"}) {
+        std::string m = "(no error)";
+        try {
+            (void)llama::gptq_quantize_model(w, tokens, parse_scheme(scheme), o);
+        } catch (const InvalidData& e) {
+            m = e.what();
+        }
+        BOOST_TEST_MESSAGE(scheme << ": " << m);
+        BOOST_TEST(m.find("tensor blk.0.ffn_up.weight: ") == 0u, scheme << ": " << m);
+        BOOST_TEST(m.find("does not fit fp16") != std::string::npos, scheme << ": " << m);
+    }
 }

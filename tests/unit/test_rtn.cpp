@@ -144,6 +144,37 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
     BOOST_CHECK_THROW(rtn({1e9f, 1.0f}, 1, 2, {4, 0, ZeroPoint::symmetric, ScaleType::f16}), InvalidData);
 }
 
+// A group whose scale (or minimum) the scale type cannot hold is an error naming the row, the
+// group and its columns, with the value and the limit; the same with the clip search and with
+// threads (the first failing row is reported).
+BOOST_AUTO_TEST_CASE(scale_errors_name_row_and_group) {
+    std::vector<float> w(4 * 32, 0.1f);
+    for (int c = 8; c < 16; ++c) w[std::size_t(2 * 32 + c)] = 1e30f;  // row 2, group 1 of 4
+    const auto message = [&](const std::string& scheme, int threads) {
+        try {
+            (void)rtn(w, 4, 32, parse_scheme(scheme).spec, parse_scheme(scheme).options.clip, threads);
+        } catch (const InvalidData& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    for (const int threads : {1, 4}) {
+        BOOST_TEST(message("rtn:w4g8a", threads) ==
+                   "row 2, group 1 (columns 8-15): the group's scale 6.67e+28 does not fit fp16 (max 65504); the weights are too large for fp16 scales");
+        BOOST_TEST(message("rtn:w4g8a,clip", threads).find("row 2, group 1 (columns 8-15): the group's scale") == 0u);
+        BOOST_TEST(message("rtn:w4g8m", threads).find("row 2, group 1 (columns 8-15): the group's minimum 1e+30 does not fit fp16") == 0u);
+        BOOST_TEST(message("rtn:w8g8s", threads).find("row 2, group 1 (columns 8-15): the group's scale -7.81e+27 does not fit fp16") == 0u);
+    }
+    // a range beyond float itself (f32 scales)
+    std::vector<float> wide = {3e38f, -3e38f, 1.0f, 2.0f};
+    try {
+        (void)rtn(wide, 2, 2, {4, 0, ZeroPoint::integer, ScaleType::f32});
+        BOOST_ERROR("no error");
+    } catch (const InvalidData& e) {
+        BOOST_TEST(std::string(e.what()).find("row 0, group 0 (columns 0-1): the group's scale inf is not a finite number") == 0u, e.what());
+    }
+}
+
 // Independent truth on real weights: more bits, strictly less error.
 BOOST_AUTO_TEST_CASE(error_decreases_with_bits_on_real_weights,
                      *boost::unit_test::precondition(qtest::needs_data{"models/stories260K/stories260K.bin"})) {

@@ -1,19 +1,35 @@
 #pragma once
 /// @file
-/// Splitting independent rows over threads. Each row is computed by exactly the same code
-/// whatever the split, so results never depend on the thread count.
+/// Splitting independent items over threads. Each item is computed by exactly the same code
+/// whatever the split, so results never depend on the thread count or on how [0, n) was cut.
+///
+/// Small loops run inline: the caller says how much work an item is (the `grain`: the fewest
+/// items worth handing to another thread, see grain_for), and a loop of less than two grains
+/// never touches the pool. Larger loops are cut into chunks of at least a grain (up to
+/// chunks_per_thread per thread) that the calling thread and the woken workers claim from one
+/// atomic counter until none is left. The caller never waits for a worker that has not started:
+/// a worker the scheduler runs late finds nothing left and goes back to sleep, so a busy machine
+/// costs at most the chunks a worker has claimed and is running. Each loop is a job of its own,
+/// kept alive by whoever still holds it, so a late worker can neither run a chunk of the next loop
+/// with a stale task nor count into the wrong loop's counters.
 ///
 /// Threads come from one process-wide pool started on first use: a GEMV on a 4096 x 4096 4-bit
 /// matrix takes about 200 us, and starting threads for each call would cost a fifth of that.
-/// Workers spin briefly for the next task before sleeping, so back-to-back calls (one per layer)
-/// pay no wake-up latency. A parallel_for called from inside a pool task runs serially.
+/// A loop on t threads is posted to workers 0 .. t - 2 only, each through a mailbox of its own.
+/// Workers spin briefly (yielding) for the next loop before sleeping, so back-to-back calls (one
+/// per layer) pay no wake-up latency; the caller, once no chunk is left to claim, yields briefly
+/// and then sleeps until the running chunks finish. A parallel_for called from inside a chunk (or
+/// while another thread's loop holds the pool) runs serially on its caller.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -26,7 +42,71 @@ inline int default_threads() noexcept {
     return n == 0 ? 1 : int(n);
 }
 
+/// The least work worth a chunk of its own, in operations (about one multiply-add of a packed
+/// weight dot product, some 0.1-0.3 ns with AVX2): a few tens of microseconds, well above the
+/// cost of waking a thread. A loop of less than twice this runs on the calling thread.
+inline constexpr std::size_t parallel_chunk_work = std::size_t(1) << 17;
+
+/// Chunks per participating thread when a loop is split: enough that a thread the scheduler
+/// holds back leaves little for the others to wait on, few enough that claiming costs nothing.
+inline constexpr std::size_t chunks_per_thread = 8;
+
+/// The grain (fewest items per chunk) for items of about `ops_per_item` operations each.
+constexpr std::size_t grain_for(std::size_t ops_per_item) noexcept {
+    return ops_per_item == 0 ? parallel_chunk_work : std::max<std::size_t>(1, (parallel_chunk_work + ops_per_item - 1) / ops_per_item);
+}
+
 namespace detail {
+
+/// One parallel_for, split into `chunks` chunks that run_chunk(c) runs.
+struct ParallelJob {
+    const std::function<void(std::size_t)>* run_chunk = nullptr;  // valid while done < chunks
+    std::size_t chunks = 0;
+    std::atomic<std::size_t> next{0};  // the next chunk to claim (may run past chunks)
+    std::atomic<std::size_t> done{0};  // chunks finished or skipped
+    static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+    std::atomic<std::size_t> failed{none};  // the lowest chunk that threw
+    std::exception_ptr error;               // its exception (under mutex)
+    std::mutex mutex;
+    std::condition_variable finished;
+
+    /// Claims and runs chunks until none is left; false when there was none to claim. Chunks
+    /// after one that threw are skipped.
+    bool work() {
+        for (bool claimed = false;; claimed = true) {
+            const std::size_t c = next.fetch_add(1, std::memory_order_relaxed);
+            if (c >= chunks) return claimed;
+            if (c < failed.load(std::memory_order_relaxed)) {
+                try {
+                    (*run_chunk)(c);
+                } catch (...) {
+                    std::lock_guard<std::mutex> lock(mutex);
+                    if (c < failed.load(std::memory_order_relaxed)) {
+                        error = std::current_exception();
+                        failed.store(c, std::memory_order_relaxed);
+                    }
+                }
+            }
+            if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+                std::lock_guard<std::mutex> lock(mutex);  // the caller checks `done` under it
+                finished.notify_all();
+            }
+        }
+    }
+
+    /// The caller, after work(): returns once every claimed chunk has finished.
+    void wait() {
+        const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+        while (done.load(std::memory_order_acquire) != chunks) {
+            if (std::chrono::steady_clock::now() >= spin_until) {
+                std::unique_lock<std::mutex> lock(mutex);
+                finished.wait(lock, [&] { return done.load(std::memory_order_acquire) == chunks; });
+                return;
+            }
+            std::this_thread::yield();
+        }
+    }
+};
 
 class ThreadPool {
 public:
@@ -35,105 +115,140 @@ public:
         return pool;
     }
 
-    /// Runs task(0) .. task(n - 1), task(0) on the calling thread; returns when all are done.
-    void run(std::size_t n, const std::function<void(std::size_t)>& task) {
-        std::unique_lock<std::mutex> submit(submit_mutex_);  // one parallel_for at a time
-        grow(n - 1);
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            task_ = &task;
-            slices_ = n;
-            remaining_.store(n - 1, std::memory_order_relaxed);
-            generation_.fetch_add(1, std::memory_order_release);
-        }
-        wake_.notify_all();
-        in_pool() = true;
-        task(0);
-        in_pool() = false;
-        while (remaining_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-    }
-
+    /// True on pool workers and on a caller while it runs chunks: parallel_for runs inline there.
     static bool& in_pool() {
         thread_local bool flag = false;
         return flag;
     }
 
-    ~ThreadPool() {
+    /// Runs `job` on the calling thread and workers 0 .. helpers - 1; returns once it is done.
+    /// False (nothing run) when another thread's job holds the pool.
+    bool try_run(const std::shared_ptr<ParallelJob>& job, std::size_t helpers) {
+        std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
+        if (!submit.owns_lock()) return false;
+        while (workers_.size() < helpers) workers_.push_back(std::make_unique<Worker>());
+        for (std::size_t i = 0; i < helpers; ++i) workers_[i]->post(job);
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
-            generation_.fetch_add(1, std::memory_order_release);
+            const InPool guard;
+            job->work();
         }
-        wake_.notify_all();
-        for (auto& t : workers_) t.join();
+        job->wait();
+        return true;
     }
+
+    ~ThreadPool() {
+        for (auto& w : workers_) w->stop();
+    }
+
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
 
 private:
-    ThreadPool() = default;
+    struct InPool {
+        bool saved = in_pool();
+        InPool() { in_pool() = true; }
+        ~InPool() { in_pool() = saved; }
+        InPool(const InPool&) = delete;
+        InPool& operator=(const InPool&) = delete;
+    };
 
-    void grow(std::size_t workers) {
-        while (workers_.size() < workers) {
-            const std::size_t index = workers_.size() + 1;  // slice this worker runs
-            // the generation before this run's: a worker that starts late still sees the run
-            const std::size_t seen = generation_.load(std::memory_order_acquire);
-            workers_.emplace_back([this, index, seen] { loop(index, seen); });
+    /// A thread with a mailbox of its own: only the workers a job needs are woken, and one that
+    /// wakes late takes the newest job posted to it (or one already done, where it finds nothing).
+    class Worker {
+    public:
+        Worker() : thread_([this] { loop(); }) {}
+
+        void post(const std::shared_ptr<ParallelJob>& job) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                job_ = job;
+                posted_.fetch_add(1, std::memory_order_release);
+            }
+            wake_.notify_one();  // no system call while the worker spins
         }
-    }
 
-    void loop(std::size_t index, std::size_t seen) {
-        in_pool() = true;
-        for (;;) {
-            // spin a little: the next GEMV usually follows within microseconds
-            const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-            while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
-                std::this_thread::yield();
-            std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-            seen = generation_.load(std::memory_order_acquire);
-            if (stop_) return;
-            const auto* task = task_;
-            const bool mine = index < slices_;
-            lock.unlock();
-            if (mine) {
-                (*task)(index);
-                remaining_.fetch_sub(1, std::memory_order_acq_rel);
+        void stop() {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                stop_ = true;
+                posted_.fetch_add(1, std::memory_order_release);
+            }
+            wake_.notify_one();
+            thread_.join();
+        }
+
+    private:
+        void loop() {
+            in_pool() = true;
+            std::uint64_t seen = 0;
+            for (bool useful = false;;) {
+                // after a job it had a share of, spin a little (yielding): the next loop usually
+                // follows within microseconds. One that came too late for any chunk (a busy
+                // machine, or loops too short to share) sleeps at once, leaving the CPU to others.
+                const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(useful ? 100 : 0);
+                while (posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
+                    std::this_thread::yield();
+                std::shared_ptr<ParallelJob> job;
+                {
+                    std::unique_lock<std::mutex> lock(mutex_);
+                    wake_.wait(lock, [&] { return posted_.load(std::memory_order_acquire) != seen; });
+                    seen = posted_.load(std::memory_order_acquire);
+                    if (stop_) return;
+                    job = std::move(job_);
+                }
+                useful = job && job->work();
             }
         }
-    }
 
-    std::mutex submit_mutex_, mutex_;
-    std::condition_variable wake_;
-    std::vector<std::thread> workers_;
-    const std::function<void(std::size_t)>* task_ = nullptr;
-    std::size_t slices_ = 0;
-    std::atomic<std::size_t> remaining_{0};
-    std::atomic<std::size_t> generation_{0};
-    bool stop_ = false;
+        std::mutex mutex_;
+        std::condition_variable wake_;
+        std::shared_ptr<ParallelJob> job_;      // the newest job posted, until taken
+        std::atomic<std::uint64_t> posted_{0};  // jobs (and the stop) posted so far
+        bool stop_ = false;
+        std::thread thread_;  // last: starts once the rest is built
+    };
+
+    ThreadPool() = default;
+
+    std::mutex submit_mutex_;
+    std::vector<std::unique_ptr<Worker>> workers_;
 };
 
 }  // namespace detail
 
-/// Calls fn(begin, end) on contiguous slices of [0, n) from up to `threads` threads
-/// (0 = default_threads()). The first exception thrown by any slice is rethrown after all finish.
+/// Calls fn(begin, end) on contiguous chunks that together cover [0, n) exactly once, from up to
+/// `threads` threads (0 = default_threads()), the calling thread among them. `grain` is the
+/// fewest items a chunk holds (grain_for(ops per item) computes it from the work of one item):
+/// with fewer than 2 grains, fn(0, n) runs on the calling thread alone. How [0, n) is cut depends
+/// on n, threads and grain, and which thread runs a chunk on timing, so fn must compute each item
+/// the same whatever chunk it is in and must not rely on one call per thread.
+///
+/// When chunks throw, the exception of the first of them (lowest begin) is rethrown after every
+/// running chunk has finished; chunks after it that had not started are skipped.
 template <class Fn>
-void parallel_for(std::size_t n, int threads, Fn&& fn) {
+void parallel_for(std::size_t n, int threads, Fn&& fn, std::size_t grain = 1) {
     if (threads <= 0) threads = default_threads();
-    const std::size_t workers = std::min<std::size_t>(std::size_t(threads), n);
-    if (workers <= 1 || detail::ThreadPool::in_pool()) {
+    grain = std::max<std::size_t>(grain, 1);
+    const std::size_t most = n / grain;  // chunks of at least a grain
+    if (threads <= 1 || most < 2 || detail::ThreadPool::in_pool()) {
         if (n) fn(std::size_t(0), n);
         return;
     }
-    std::vector<std::exception_ptr> errors(workers);
-    const std::function<void(std::size_t)> slice = [&](std::size_t w) {
-        try {
-            fn(n * w / workers, n * (w + 1) / workers);
-        } catch (...) {
-            errors[w] = std::current_exception();
-        }
+    const std::size_t chunks = std::min(most, std::size_t(threads) * chunks_per_thread);
+    const std::size_t helpers = std::min(std::size_t(threads), chunks) - 1;
+    // chunk c: [c q + min(c, r), (c + 1) q + min(c + 1, r)), the first r chunks one item longer
+    const std::size_t q = n / chunks, r = n % chunks;
+    const std::function<void(std::size_t)> run_chunk = [&](std::size_t c) {
+        fn(c * q + std::min(c, r), (c + 1) * q + std::min(c + 1, r));
     };
-    detail::ThreadPool::instance().run(workers, slice);
-    for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
+    const auto job = std::make_shared<detail::ParallelJob>();
+    job->run_chunk = &run_chunk;
+    job->chunks = chunks;
+    if (!detail::ThreadPool::instance().try_run(job, helpers)) {  // the pool is busy with another thread's loop
+        fn(std::size_t(0), n);
+        return;
+    }
+    if (job->error) std::rethrow_exception(job->error);
 }
 
 }  // namespace qforge

@@ -7,10 +7,11 @@
 /// Text grammar:
 ///     scheme := method ":" "w" bits [ "g" group ] [ zero ] { "," option }
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
-///     option := "clip" (MSE clip search) | "f32" (fp32 scales)
+///     option := "clip" (MSE clip search)
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
 ///               also for awq+gptq)
-/// Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
+/// Scales are fp16: every packed format stores them so (an fp32-scale option was dropped from the
+/// grammar because no format could store what it asked for). Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
 /// text round-trips exactly.
 #include <algorithm>
 #include <array>
@@ -85,8 +86,6 @@ struct AsymMin {
 // ---- options ----
 /// Search a shrink factor of each group's range that minimises the weight MSE.
 struct Clip {};
-/// Keep scales in fp32 instead of fp16 (not every packed format can store them).
-struct ScaleF32 {};
 /// GPTQ: process columns by descending Hessian diagonal.
 struct ActOrder {};
 /// GPTQ with act-order: groups are runs of the original column order.
@@ -119,7 +118,7 @@ concept GroupingTag = requires { { T::size } -> std::convertible_to<int>; };
 template <class T>
 concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
 template <class T>
-concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ScaleF32> || std::is_same_v<T, ActOrder> ||
+concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ActOrder> ||
                     std::is_same_v<T, StaticGroups>;
 }  // namespace detail
 
@@ -137,7 +136,6 @@ inline std::string to_string(const RuntimeScheme& s) {
            : s.spec.zero == ZeroPoint::integer ? "a"
                                                : "m";
     if (s.options.clip) out += ",clip";
-    if (s.spec.scale_type == ScaleType::f32) out += ",f32";
     if (s.options.act_order) out += ",act";
     if (s.options.static_groups) out += ",static";
     if (s.options.damp != 0.01f) {
@@ -202,7 +200,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
         const std::string_view opt = options.substr(0, next);
         const bool gptq = s.method == Gptq::name || s.method == AwqGptq::name;
         if (opt == "clip") s.options.clip = true;
-        else if (opt == "f32") s.spec.scale_type = ScaleType::f32;
+        else if (opt == "f32") return fail("option 'f32' is not offered: every packed format stores fp16 scales");
         else if (opt == "act" && gptq) s.options.act_order = true;
         else if (opt == "static" && gptq) s.options.static_groups = true;
         else if (opt.substr(0, 5) == "damp=" && gptq) {
@@ -239,15 +237,13 @@ struct Scheme {
     static_assert(detail::ZeroTag<Zero>,
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
-                  "qforge::Scheme: options must be qforge::Clip, qforge::ScaleF32, qforge::ActOrder or qforge::StaticGroups");
+                  "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder or qforge::StaticGroups");
     static_assert(std::is_same_v<Method, Gptq> || std::is_same_v<Method, AwqGptq> ||
                       !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
                   "qforge::Scheme: ActOrder and StaticGroups are options of qforge::Gptq and qforge::AwqGptq only");
 
     using method = Method;
-    static constexpr QuantSpec spec{
-        Bits::bits, Grouping::size, Zero::zero,
-        (std::is_same_v<Options, ScaleF32> || ...) ? ScaleType::f32 : ScaleType::f16};
+    static constexpr QuantSpec spec{Bits::bits, Grouping::size, Zero::zero, ScaleType::f16};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
 

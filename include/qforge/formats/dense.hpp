@@ -14,11 +14,14 @@
 /// - `mins`: rows x groups fp16 bit patterns (ZeroPoint::float_min only).
 /// Groups must start on byte boundaries: group_length * b is a multiple of 8, or there is one
 /// group per row. Bits per weight = 8 * (codes + scales + zeros + mins bytes) / (rows * cols).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <algorithm>
 
 #include "qforge/core/half.hpp"
 #include "qforge/core/quantized.hpp"
@@ -43,6 +46,17 @@ struct DenseView {
 };
 
 namespace detail {
+/// "nan", "inf" or "-inf" (or the number) for messages about stored values.
+inline std::string value_text(float v) {
+    if (std::isnan(v)) return "nan";
+    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+    return std::to_string(v);
+}
+/// "group 2 (columns 64-95)" of a row with `group_length`-wide groups.
+inline std::string group_text(int g, int group_length, int cols) {
+    const int c0 = g * group_length, c1 = std::min(cols, c0 + group_length) - 1;
+    return "group " + std::to_string(g) + " (columns " + std::to_string(c0) + "-" + std::to_string(c1) + ")";
+}
 /// Writes code `q` at position `i` of an LSB-first bitstream.
 inline void put_bits(std::uint8_t* stream, std::size_t i, int bits, unsigned q) noexcept {
     const std::size_t bit = i * std::size_t(bits);
@@ -51,10 +65,13 @@ inline void put_bits(std::uint8_t* stream, std::size_t i, int bits, unsigned q) 
     if ((bit % 8) + std::size_t(bits) > 8) stream[bit / 8 + 1] |= std::uint8_t(shifted >> 8);
 }
 /// fp16 bits of a scale the quantizer already rounded to fp16; anything else is a caller error.
-inline std::uint16_t exact_half(float v, const std::string& format) {
+/// `where()` (e.g. "row 3, group 1 (columns 32-63)") names the group in the message; it is only
+/// called on failure.
+template <class Where>
+inline std::uint16_t exact_half(float v, const std::string& format, const char* what, Where&& where) {
     const std::uint16_t h = float_to_half(v);
     if (!(half_to_float(h) == v || (v != v)))
-        throw InvalidData(format + ": scale " + std::to_string(v) +
+        throw InvalidData(format + ": " + std::string(where()) + ": " + what + " " + std::to_string(v) +
                           " is not an fp16 value (quantize with ScaleType::f16)");
     return h;
 }
@@ -121,19 +138,47 @@ struct Dense {
                 std::memcpy(row, src, std::size_t(q.cols));
             } else {
                 for (int c = 0; c < q.cols; ++c) {
-                    if (src[c] >> Bits) throw InvalidData("code out of range for " + name());
+                    if (src[c] >> Bits)
+                        throw InvalidData(name() + ": row " + std::to_string(r) + ", column " + std::to_string(c) + ": code " +
+                                          std::to_string(src[c]) + " is out of range");
                     detail::put_bits(row, std::size_t(c), Bits, src[c]);
                 }
             }
         }
+        const int G = q.groups_per_row(), g_len = q.spec.group_length(q.cols);
+        const auto where = [&](std::size_t i) {
+            return "row " + std::to_string(i / std::size_t(G)) + ", " + detail::group_text(int(i % std::size_t(G)), g_len, q.cols);
+        };
         p.scales.resize(q.scales.size());
-        for (std::size_t i = 0; i < q.scales.size(); ++i) p.scales[i] = detail::exact_half(q.scales[i], name());
+        for (std::size_t i = 0; i < q.scales.size(); ++i) p.scales[i] = detail::exact_half(q.scales[i], name(), "scale", [&] { return where(i); });
         if (q.spec.zero == ZeroPoint::integer) p.zeros = q.zeros;
         if (q.spec.zero == ZeroPoint::float_min) {
             p.mins.resize(q.mins.size());
-            for (std::size_t i = 0; i < q.mins.size(); ++i) p.mins[i] = detail::exact_half(q.mins[i], name());
+            for (std::size_t i = 0; i < q.mins.size(); ++i) p.mins[i] = detail::exact_half(q.mins[i], name(), "minimum", [&] { return where(i); });
         }
         return p;
+    }
+
+    /// Why stored values cannot be used: the first group whose fp16 scale or minimum is NaN or
+    /// Inf, or whose zero point lies off the grid, as "row 5, group 2 (columns 64-95) has a
+    /// non-finite scale (nan)"; empty when every group is sound. One pass over the groups.
+    static std::string fault(const Packed& p) {
+        const int G = p.spec.groups_per_row(p.cols), g_len = p.spec.group_length(p.cols);
+        if (G <= 0) return {};
+        const auto where = [&](std::size_t i) {
+            return "row " + std::to_string(i / std::size_t(G)) + ", " + detail::group_text(int(i % std::size_t(G)), g_len, p.cols);
+        };
+        for (std::size_t i = 0; i < p.scales.size(); ++i)
+            if (const float v = half_to_float(p.scales[i]); !std::isfinite(v))
+                return where(i) + " has a non-finite scale (" + detail::value_text(v) + ")";
+        for (std::size_t i = 0; i < p.mins.size(); ++i)
+            if (const float v = half_to_float(p.mins[i]); !std::isfinite(v))
+                return where(i) + " has a non-finite minimum (" + detail::value_text(v) + ")";
+        for (std::size_t i = 0; i < p.zeros.size(); ++i)
+            if (int(p.zeros[i]) > p.spec.max_code())
+                return where(i) + " has zero point " + std::to_string(p.zeros[i]) + ", above the " + std::to_string(Bits) +
+                       "-bit maximum " + std::to_string(p.spec.max_code());
+        return {};
     }
 
     static QuantizedMatrix unpack(const Packed& p) {

@@ -13,13 +13,17 @@
 /// In qforge's terms Q4_0 is the 4-bit symmetric grid with group 32, Q4_1 the 4-bit float-min
 /// grid with group 32, and Q8_0 the 8-bit symmetric grid with group 32 (ggml's signed int8 q is
 /// qforge's unsigned code minus 128).
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "qforge/core/half.hpp"
 #include "qforge/core/quantized.hpp"
 #include "qforge/formats/dense.hpp"
+#include "qforge/formats/gguf_k.hpp"
 
 namespace qforge {
 
@@ -41,6 +45,64 @@ struct block_q8_0 {
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must match ggml's 18-byte layout");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 must match ggml's 20-byte layout");
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must match ggml's 34-byte layout");
+
+/// The fp16 fields of a GGUF block that scale its codes: where each lies in the block, and its
+/// name in messages. Every one must be finite for the block to stand for numbers.
+struct BlockField {
+    std::size_t offset;
+    const char* what;
+};
+template <class Block> struct block_fields;
+template <> struct block_fields<block_q4_0> {
+    static constexpr std::size_t weights = 32;
+    static constexpr const char* noun = "block";
+    static constexpr std::array<BlockField, 1> fields{{{offsetof(block_q4_0, d), "scale"}}};
+};
+template <> struct block_fields<block_q4_1> {
+    static constexpr std::size_t weights = 32;
+    static constexpr const char* noun = "block";
+    static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q4_1, d), "scale"}, {offsetof(block_q4_1, m), "minimum"}}};
+};
+template <> struct block_fields<block_q8_0> {
+    static constexpr std::size_t weights = 32;
+    static constexpr const char* noun = "block";
+    static constexpr std::array<BlockField, 1> fields{{{offsetof(block_q8_0, d), "scale"}}};
+};
+template <> struct block_fields<block_q4_K> {
+    static constexpr std::size_t weights = k_block;
+    static constexpr const char* noun = "super-block";
+    static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q4_K, d), "scale d"}, {offsetof(block_q4_K, dmin), "minimum scale dmin"}}};
+};
+template <> struct block_fields<block_q5_K> {
+    static constexpr std::size_t weights = k_block;
+    static constexpr const char* noun = "super-block";
+    static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q5_K, d), "scale d"}, {offsetof(block_q5_K, dmin), "minimum scale dmin"}}};
+};
+template <> struct block_fields<block_q6_K> {
+    static constexpr std::size_t weights = k_block;
+    static constexpr const char* noun = "super-block";
+    static constexpr std::array<BlockField, 1> fields{{{offsetof(block_q6_K, d), "scale d"}}};
+};
+
+/// Why stored blocks cannot be used: the first block whose fp16 scale (or minimum) is NaN or
+/// Inf, as "block 3 (row 1, columns 32-63) has a non-finite scale (nan)"; empty when every
+/// block is finite. `bytes` holds `n_blocks` blocks of type Block at any alignment, in rows of
+/// `cols` weights. Reads two bytes per field and block: a small fraction of the data.
+template <class Block>
+std::string nonfinite_block(const std::uint8_t* bytes, std::size_t n_blocks, std::size_t cols) {
+    using F = block_fields<Block>;
+    const std::size_t per_row = cols / F::weights;
+    for (std::size_t b = 0; b < n_blocks; ++b)
+        for (const BlockField& field : F::fields) {
+            std::uint16_t h;
+            std::memcpy(&h, bytes + b * sizeof(Block) + field.offset, 2);
+            if ((h & 0x7C00u) != 0x7C00u) continue;  // exponent not all ones: finite
+            const std::size_t row = per_row ? b / per_row : 0, c0 = per_row ? (b % per_row) * F::weights : 0;
+            return std::string(F::noun) + " " + std::to_string(b) + " (row " + std::to_string(row) + ", columns " + std::to_string(c0) + "-" +
+                   std::to_string(c0 + F::weights - 1) + ") has a non-finite " + field.what + " (" + detail::value_text(half_to_float(h)) + ")";
+        }
+    return {};
+}
 
 /// Kernel-side view of a matrix of GGUF blocks.
 template <class Block>
@@ -79,6 +141,12 @@ struct GgufFormat {
         return {};
     }
 
+    /// Why the stored blocks cannot be used (a NaN/Inf scale or minimum, see nonfinite_block);
+    /// empty when they can.
+    static std::string fault(const Packed& p) {
+        return nonfinite_block<Block>(reinterpret_cast<const std::uint8_t*>(p.blocks.data()), p.blocks.size(), std::size_t(p.cols));
+    }
+
     static Packed pack(const QuantizedMatrix& q) {
         if (auto why = unsupported(q.spec, q.rows, q.cols); !why.empty()) throw InvalidArgument(why);
         Packed p;
@@ -90,13 +158,16 @@ struct GgufFormat {
                 Block& blk = p.blocks[std::size_t(r) * std::size_t(q.cols / gguf_block) + std::size_t(b)];
                 const std::size_t gi = q.group_index(r, b);
                 const std::uint8_t* codes = q.codes.data() + std::size_t(r) * std::size_t(q.cols) + std::size_t(b) * gguf_block;
-                blk.d = exact_half(q.scales[gi], name());
+                const auto where = [&] {
+                    return "row " + std::to_string(r) + ", " + detail::group_text(b, gguf_block, q.cols);
+                };
+                blk.d = exact_half(q.scales[gi], name(), "scale", where);
                 if constexpr (Bits == 8) {
                     for (int i = 0; i < 32; ++i) blk.qs[i] = std::int8_t(int(codes[i]) - 128);
                 } else {
-                    if constexpr (Zero == ZeroPoint::float_min) blk.m = exact_half(q.mins[gi], name());
+                    if constexpr (Zero == ZeroPoint::float_min) blk.m = exact_half(q.mins[gi], name(), "minimum", where);
                     for (int i = 0; i < 16; ++i) {
-                        if ((codes[i] | codes[i + 16]) >> 4) throw InvalidData("code out of range for " + name());
+                        if ((codes[i] | codes[i + 16]) >> 4) throw InvalidData(name() + ": " + where() + ": a code is out of range");
                         blk.qs[i] = std::uint8_t(codes[i] | (codes[i + 16] << 4));
                     }
                 }

@@ -167,8 +167,35 @@ public:
     /// Lets the kernel drop the mapped pages of a tensor already consumed (streaming use).
     void release(const GgufTensorInfo& t) const { release_pages(map_.get(), data(t)); }
 
-    /// The tensor as FP32 (row-major, ne[0] fastest); non-finite values are an error.
+    /// Why the tensor's stored blocks cannot be used: the first block whose fp16 scale, minimum
+    /// or super-block d/dmin is NaN or Inf (see nonfinite_block); empty when all are finite, and
+    /// for the plain float types, whose values dequantize() checks. A scan of the scales only.
+    std::string block_fault(const GgufTensorInfo& t) const {
+        const std::uint8_t* p = data(t).data();
+        const std::size_t cols = std::size_t(t.cols());
+        const auto n = [&](std::size_t block_bytes) { return std::size_t(t.bytes) / block_bytes; };
+        switch (t.type) {
+            case 2: return nonfinite_block<block_q4_0>(p, n(sizeof(block_q4_0)), cols);
+            case 3: return nonfinite_block<block_q4_1>(p, n(sizeof(block_q4_1)), cols);
+            case 8: return nonfinite_block<block_q8_0>(p, n(sizeof(block_q8_0)), cols);
+            case 12: return nonfinite_block<block_q4_K>(p, n(sizeof(block_q4_K)), cols);
+            case 13: return nonfinite_block<block_q5_K>(p, n(sizeof(block_q5_K)), cols);
+            case 14: return nonfinite_block<block_q6_K>(p, n(sizeof(block_q6_K)), cols);
+            default: return {};
+        }
+    }
+
+    /// Throws a FileError naming the file, the tensor and the block when block_fault() finds one.
+    void check_blocks(const GgufTensorInfo& t) const {
+        if (auto why = block_fault(t); !why.empty()) throw FileError(path_, "tensor " + t.name + ": " + why);
+    }
+
+    /// The tensor as FP32 (row-major, ne[0] fastest). A non-finite stored scale or value is an
+    /// error naming the file, the tensor and where in it.
     std::vector<float> dequantize(const GgufTensorInfo& t) const {
+        if (ggml_block(t.type).first == 0)
+            throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type));
+        check_blocks(t);
         std::vector<float> out(std::size_t(t.elements()));
         const std::uint8_t* p = data(t).data();
         const std::size_t n = out.size();
@@ -198,8 +225,13 @@ public:
             default: throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type));
         }
         for (std::size_t i = 0; i < n; ++i)
-            if (!std::isfinite(out[i]))
-                throw FileError(path_, "tensor " + t.name + " has a non-finite value at element " + std::to_string(i));
+            if (!std::isfinite(out[i])) {
+                const std::size_t cols = std::size_t(t.cols());
+                const std::string at = t.ne.size() < 2 ? "element " + std::to_string(i)
+                                                        : "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols);
+                throw FileError(path_, "tensor " + t.name + " (" + ggml_type_name(t.type) + "): " + at + " has a non-finite value (" +
+                                           qforge::detail::value_text(out[i]) + ")");
+            }
         return out;
     }
 

@@ -4,6 +4,12 @@
 /// `config.json` / `tokenizer.json`, and the metadata of qforge's own container. Integers are
 /// kept exactly (int64) beside their double value; nesting is bounded so hostile input cannot
 /// exhaust the stack. Errors say what was expected and at which byte.
+///
+/// The writer (`dump`) cannot emit invalid JSON: a non-finite number (NaN, ±Inf) is written as
+/// `null` (JSON has no literal for it; qforge's outputs use `null` for "not defined", e.g. a
+/// perplexity over zero scored tokens), and bytes that are not valid UTF-8 in a string (a
+/// token's partial character) are written as U+FFFD. Every `--json` of the qforge CLI goes
+/// through it.
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -97,9 +103,43 @@ private:
         if (kind_ != k) throw InvalidData(std::string("JSON: expected ") + kind_name(k) + ", got " + kind_name(kind_));
     }
 
+    /// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one (overlong
+    /// forms, surrogates and code points above U+10FFFF are invalid, as RFC 3629 says).
+    static std::size_t utf8_length(const std::string& s, std::size_t i) {
+        const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+        const unsigned char c = b(i);
+        std::size_t n = 0;
+        unsigned cp = 0;
+        if (c < 0x80) return 1;
+        if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1Fu;
+        else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0Fu;
+        else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07u;
+        else return 0;
+        if (i + n > s.size()) return 0;
+        for (std::size_t k = 1; k < n; ++k) {
+            if ((b(i + k) & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (b(i + k) & 0x3Fu);
+        }
+        static constexpr unsigned min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        return n;
+    }
     static void dump_string(std::string& out, const std::string& s) {
         out += '"';
-        for (const char c : s) {
+        for (std::size_t i = 0; i < s.size();) {
+            const char c = s[i];
+            const std::size_t n = utf8_length(s, i);
+            if (n == 0) {  // not UTF-8: the replacement character, as decoders do
+                out += "\ufffd";
+                ++i;
+                continue;
+            }
+            if (n > 1) {
+                out.append(s, i, n);
+                i += n;
+                continue;
+            }
+            ++i;
             switch (c) {
                 case '"': out += "\\\""; break;
                 case '\\': out += "\\\\"; break;
@@ -107,9 +147,9 @@ private:
                 case '\r': out += "\\r"; break;
                 case '\t': out += "\\t"; break;
                 default:
-                    if (static_cast<unsigned char>(c) < 0x20) {
+                    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
                         char buf[8];
-                        std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(c));
+                        std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(static_cast<unsigned char>(c)));
                         out += buf;
                     } else {
                         out += c;
@@ -124,6 +164,7 @@ private:
             case Kind::boolean: out += bool_ ? "true" : "false"; break;
             case Kind::number:
                 if (is_integer_) out += std::to_string(integer_);
+                else if (!std::isfinite(number_)) out += "null";
                 else {  // a double must read back as a double: "5" would come back as an integer
                     char buf[40];
                     std::snprintf(buf, sizeof buf, "%.17g", number_);

@@ -25,6 +25,7 @@
 
 #include "qforge/core/half.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/output_path.hpp"
 #include "qforge/io/mapped_file.hpp"
 
 namespace qforge::io {
@@ -216,6 +217,7 @@ public:
         }
         std::string text = Json(std::move(header)).dump();
         while ((text.size() + 8) % 8) text += ' ';  // tensor data starts 8-byte aligned
+        check_output_path(path);
         const std::string tmp = path + ".tmp";
         std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(tmp.c_str(), "wb"), &std::fclose);
         if (!out) throw FileError(tmp, "cannot create file");
@@ -234,7 +236,9 @@ public:
             }
             if (std::fflush(out.get()) != 0 || ::fsync(::fileno(out.get())) != 0) throw FileError(tmp, "write failed");
             out.reset();
-            std::filesystem::rename(tmp, path);
+            std::error_code ec;
+            std::filesystem::rename(tmp, path, ec);
+            if (ec) throw FileError(path, "cannot move the finished file into place: " + ec.message());
         } catch (...) {
             out.reset();
             std::remove(tmp.c_str());

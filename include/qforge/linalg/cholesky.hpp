@@ -43,7 +43,7 @@ inline bool cholesky_lower(float* a, int n, Isa isa, int threads = 0) {
                     ri[j] = (ri[j] - fns.dot(ri + k0, rj + k0, j - k0)) / rj[j];
                 }
             }
-        });
+        }, grain_for(std::size_t(b) * std::size_t(b) / 2));  // a row: b dots of up to b
         // the trailing matrix, lower triangle only, in row chunks: A22 -= P P^T
         const int m = n - k1;
         constexpr int chunk = 256;

@@ -4,6 +4,7 @@
 /// actual token, KL divergence of a model's distribution from a reference's, and top-1 agreement.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -58,17 +59,21 @@ struct ReferenceDistribution {
     }
 };
 
-/// Running totals for perplexity and agreement with a reference.
+/// Running totals for perplexity and agreement with a reference. Over zero scored tokens every
+/// mean is undefined and returns NaN (written as `null` in JSON), never a number that looks real.
 struct NextTokenStats {
     long tokens = 0;
     double nll = 0.0, reference_nll = 0.0, kl = 0.0;
     long top1_agree = 0;
 
-    double perplexity() const { return tokens ? std::exp(nll / double(tokens)) : 0.0; }
-    double reference_perplexity() const { return tokens ? std::exp(reference_nll / double(tokens)) : 0.0; }
-    double mean_nll() const { return tokens ? nll / double(tokens) : 0.0; }
-    double mean_kl() const { return tokens ? kl / double(tokens) : 0.0; }
-    double top1() const { return tokens ? double(top1_agree) / double(tokens) : 0.0; }
+    double perplexity() const { return tokens ? std::exp(nll / double(tokens)) : undefined(); }
+    double reference_perplexity() const { return tokens ? std::exp(reference_nll / double(tokens)) : undefined(); }
+    double mean_nll() const { return tokens ? nll / double(tokens) : undefined(); }
+    double mean_kl() const { return tokens ? kl / double(tokens) : undefined(); }
+    double top1() const { return tokens ? double(top1_agree) / double(tokens) : undefined(); }
+
+private:
+    static double undefined() { return std::numeric_limits<double>::quiet_NaN(); }
 };
 
 }  // namespace qforge

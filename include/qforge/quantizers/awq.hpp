@@ -137,6 +137,8 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
     QuantizedMatrix q(spec, rows, cols);
     const int g = spec.group_length(cols), groups = q.groups_per_row();
     const auto fns = fp32_functions(o.isa);
+    // per group and shrink tried: d^T H_gg d, g x g multiply-adds
+    const std::size_t row_ops = std::size_t(cols) * std::size_t(g) * std::size_t(o.clip_search.grid + 1);
     parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
         std::vector<float> d(static_cast<std::size_t>(g)), hd(static_cast<std::size_t>(g));
         for (std::size_t r = r0; r < r1; ++r) {
@@ -164,7 +166,7 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
                 for (int j = 0; j < n; ++j) q.codes[r * C + std::size_t(c0 + j)] = quantize_value(values[std::size_t(j)], best, spec);
             }
         }
-    });
+    }, grain_for(row_ops));
     return q;
 }
 

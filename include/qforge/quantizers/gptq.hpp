@@ -141,6 +141,9 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
 
     QuantizedMatrix q(spec, rows, cols);
     const int groups = q.groups_per_row();
+    // per row: the in-block error feedback and its share of the lazy-batch GEMMs, about cols^2 / 2
+    // multiply-adds plus the block's; at least 8 rows, since each chunk transposes U's blocks anew
+    const std::size_t row_ops = C * (C / 2 + std::size_t(block));
     parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
         const std::size_t R = r1 - r0;
         std::vector<float> err(R * std::size_t(block)), ut, upd;
@@ -191,7 +194,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
                 for (int j = 0; j < rest; ++j) row[j] -= d[j];
             }
         }
-    });
+    }, std::max<std::size_t>(8, grain_for(row_ops)));
 
     // back to the original column order unless the groups are runs of the processing order
     res.g_idx.assign(C, 0);

@@ -4,9 +4,12 @@
 /// The per-group helpers here are the grid that every other quantizer (GPTQ, AWQ) rounds onto.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <span>
+#include <string>
 
+#include "qforge/core/error.hpp"
 #include "qforge/core/half.hpp"
 #include "qforge/core/parallel.hpp"
 #include "qforge/core/quantized.hpp"
@@ -24,11 +27,23 @@ struct GroupParams {
 };
 
 namespace detail {
-inline float store_scale(float s, ScaleType t) {
+/// A number for messages, to three significant digits ("6.67e+28").
+inline std::string short_number(float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", double(v));
+    return buf;
+}
+/// The value stored for a group's scale (or minimum, `what`) in the scale type; one that does
+/// not fit is an error saying so (the caller adds the row and group).
+inline float store_scale(float s, ScaleType t, const char* what = "scale") {
     const float stored = t == ScaleType::f16 ? round_to_half(s) : s;
-    if (!std::isfinite(stored))
-        throw InvalidData("a group's scale (" + std::to_string(s) +
-                          ") does not fit the scale type; weights are too large for fp16 scales");
+    if (!std::isfinite(stored)) {
+        if (!std::isfinite(s))
+            throw InvalidData(std::string("the group's ") + what + " " + short_number(s) +
+                              " is not a finite number; the weights' range overflows float");
+        throw InvalidData(std::string("the group's ") + what + " " + short_number(s) +
+                          " does not fit fp16 (max 65504); the weights are too large for fp16 scales");
+    }
     return stored;
 }
 }  // namespace detail
@@ -58,7 +73,7 @@ inline GroupParams find_group_params(std::span<const float> values, const QuantS
         }
         case ZeroPoint::float_min: {
             const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
-            p.min = detail::store_scale(*lo_it * shrink, spec.scale_type);
+            p.min = detail::store_scale(*lo_it * shrink, spec.scale_type, "minimum");
             p.scale = detail::store_scale((*hi_it * shrink - p.min) / float(spec.max_code()),
                                           spec.scale_type);
             if (p.scale < 0.0f) p.scale = 0.0f;  // fp16 rounding of min can pass a tiny range
@@ -159,14 +174,20 @@ public:
         require_int_shape(w.rows, w.cols, "weight matrix");
         QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
         const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
+        const std::size_t row_ops = w.cols * 8 * (clip_ ? std::size_t(search_.grid) + 1 : 1);  // a grid per shrink tried
         parallel_for(w.rows, threads_, [&](std::size_t begin, std::size_t end) {
             for (std::size_t r = begin; r < end; ++r) {
                 const auto row = w.row(r);
                 for (int gi = 0; gi < groups; ++gi) {
                     const int c0 = gi * g, c1 = std::min(q.cols, c0 + g);
                     const auto values = row.subspan(std::size_t(c0), std::size_t(c1 - c0));
-                    const GroupParams p = clip_ ? search_group_params(values, spec_, search_)
-                                                : find_group_params(values, spec_);
+                    GroupParams p;
+                    try {
+                        p = clip_ ? search_group_params(values, spec_, search_) : find_group_params(values, spec_);
+                    } catch (const Error&) {
+                        rethrow_with_context("row " + std::to_string(r) + ", group " + std::to_string(gi) + " (columns " +
+                                             std::to_string(c0) + "-" + std::to_string(c1 - 1) + ")");
+                    }
                     const std::size_t idx = q.group_index(int(r), gi);
                     q.scales[idx] = p.scale;
                     if (spec_.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(p.zero);
@@ -175,7 +196,7 @@ public:
                     for (int c = c0; c < c1; ++c) out[c] = quantize_value(row[std::size_t(c)], p, spec_);
                 }
             }
-        });
+        }, grain_for(row_ops));
         return q;
     }
 

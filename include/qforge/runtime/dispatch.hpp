@@ -159,10 +159,12 @@ inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, Matr
                               ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y is " +
                               std::to_string(y.rows) + " x " + std::to_string(y.cols));
     const auto fns = fp32_functions(isa);
+    // a vectorised FP32 multiply-add costs about a quarter of a packed one
+    const std::size_t row_ops = w.cols * x.rows / (isa == Isa::scalar ? 1 : 4);
     parallel_for(w.rows, threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemm_rows(w.data, w.row_stride, x.data, x.row_stride, int(x.rows), int(w.cols), int(r0), int(r1), y.data,
                       y.row_stride);
-    });
+    }, grain_for(row_ops));
 }
 
 namespace detail {
@@ -185,7 +187,7 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
     const QuantizedActivation a = quantize_activation(x, FormatTraits<F>::group_length(view), FormatTraits<F>::order);
     parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemv_rows(view, a, int(r0), int(r1), y.data());
-    });
+    }, grain_for(std::size_t(w.cols)));
 }
 template <class F>
 void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float> y) {
@@ -209,7 +211,7 @@ void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<flo
     }
     parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemm_rows(view, xs.data(), int(xs.size()), int(r0), int(r1), y.data, y.row_stride);
-    });
+    }, grain_for(std::size_t(w.cols) * xs.size()));
 }
 
 /// The whole packed matrix as FP32 into the caller's rows x cols buffer.
@@ -223,7 +225,7 @@ void dequantize(const typename F::Packed& w, MatrixView<float> out, Isa isa, int
     const auto view = w.view();
     parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
         fns.dequantize_rows(view, int(r0), int(r1), out.data + r0 * std::size_t(w.cols));
-    });
+    }, grain_for(std::size_t(w.cols)));
 }
 
 /// The whole packed matrix as FP32, row-major rows x cols.

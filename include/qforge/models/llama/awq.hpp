@@ -19,6 +19,7 @@
 /// as output rows of gate/up and as input channels of down, in the scale search and the clip
 /// search.
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -148,18 +149,30 @@ inline Weights awq_quantize_model(const Weights& model, std::span<const int> tok
         };
         BlockScales bs;
         if (o.progress) o.progress(l, blocks, "search scales");
+        // an error in a scale search names the tensors that share the scales
+        const auto names = [&](std::initializer_list<Linear Layer::*> members) {
+            std::string s = "AWQ scale search for";
+            for (const auto m : members) s += (m == *members.begin() ? " " : ", ") + block_linear_name(l, m);
+            return s;
+        };
         const auto& a = stats.at(Site::attention_input);
-        auto r = awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
+        auto r = with_context(names({&Layer::wq, &Layer::wk, &Layer::wv}), [&] {
+            return awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
+        });
         bs.qkv = r.scales, bs.alpha_qkv = r.alpha;
         const auto& ao_stats = stats.at(Site::attention_output);
-        r = awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
+        r = with_context(names({&Layer::wo}), [&] {
+            return awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
+        });
         bs.o = r.scales, bs.alpha_o = r.alpha;
         const auto& mi = stats.at(Site::mlp_input);
-        r = awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
+        r = with_context(names({&Layer::w1, &Layer::w3}), [&] {
+            return awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
+        });
         bs.gate_up = r.scales, bs.alpha_gate_up = r.alpha;
         const auto& mh = stats.at(Site::mlp_hidden);
         const auto h_down = o.targets ? weight_inputs(mh.hessian(), neuron_weight) : mh.hessian();
-        r = awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao);
+        r = with_context(names({&Layer::w2}), [&] { return awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao); });
         bs.down = r.scales, bs.alpha_down = r.alpha;
         fold_block_scales(c, scaled, bs);
 
@@ -178,14 +191,14 @@ inline Weights awq_quantize_model(const Weights& model, std::span<const int> tok
                                 Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
                                 Member{&Layer::w2, &h_dn, &bs.down}}) {
             const auto w = view(scaled.*m.m);
-            if (with_gptq) {
-                const auto res = gptq_quantize(w, *m.h, scheme.spec, go);
-                q.*m.m = packed_linear(res.q, res.column_order);
-            } else if (ao.clip) {
-                q.*m.m = packed_linear(awq_clip_quantize(w, *m.h, scheme.spec, ao));
-            } else {
-                q.*m.m = packed_linear(RtnQuantizer(scheme.spec, false, {}, ao.threads).quantize(w));
-            }
+            q.*m.m = with_tensor_context({}, block_linear_name(l, m.m), [&] {  // an error names the tensor
+                if (with_gptq) {
+                    const auto res = gptq_quantize(w, *m.h, scheme.spec, go);
+                    return packed_linear(res.q, res.column_order);
+                }
+                if (ao.clip) return packed_linear(awq_clip_quantize(w, *m.h, scheme.spec, ao));
+                return packed_linear(RtnQuantizer(scheme.spec, false, {}, ao.threads).quantize(w));
+            });
         }
         if (report) report->push_back(bs);
         if (o.progress) o.progress(l, blocks, "advance");

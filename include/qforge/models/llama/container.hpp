@@ -8,7 +8,8 @@
 /// - `qforge.config`: JSON of the Llama hyperparameters;
 /// - `qforge.tensors`: JSON object, for each weight: `format` ("f32", "dense", "q4_0", "q4_1",
 ///   "q8_0"), `rows`, `cols`, and for dense weights `bits`, `group_size`, `zero` ("s", "a", "m")
-///   and `scheme` (the scheme that produced it, e.g. "rtn:w4g128a");
+///   and `scheme` (the scheme that produced it with its options, e.g. "rtn:w4g128a" or
+///   "gptq:w4g32a,act"; "keep" only when a dense weight was copied and its origin is unknown);
 /// - optional `qforge.tokenizer` (the file the tokenizer was taken from) and `qforge.source`.
 ///
 /// Tensors of weight W: "f32" -> `W` (F32, rows x cols, or n for vectors); "dense" ->
@@ -25,6 +26,7 @@
 #include <map>
 #include <optional>
 
+#include "qforge/io/output_path.hpp"
 #include "qforge/io/safetensors.hpp"
 #include "qforge/models/llama/source.hpp"
 
@@ -111,11 +113,9 @@ Linear dense_from(const io::SafetensorsFile& f, const std::string& name, const T
     copy(".scales", p.scales);
     if (l.spec.zero == ZeroPoint::integer) copy(".zeros", p.zeros);
     if (l.spec.zero == ZeroPoint::float_min) copy(".mins", p.mins);
-    for (const auto s : p.scales)
-        if (!std::isfinite(half_to_float(s))) throw FileError(f.path(), "tensor " + name + " has a non-finite scale");
-    for (const auto s : p.mins)
-        if (!std::isfinite(half_to_float(s))) throw FileError(f.path(), "tensor " + name + " has a non-finite minimum");
     if (auto why = F::unsupported(l.spec, l.rows, l.cols); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
+    // every scale and minimum finite, every zero point on the grid
+    if (auto why = F::fault(p); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
     return Linear(std::move(p));
 }
 
@@ -127,6 +127,8 @@ Linear blocks_from(const io::SafetensorsFile& f, const std::string& name, const 
     const auto& t = f.tensor(name + ".blocks");
     p.blocks.resize(t.bytes.size() / sizeof(typename F::block_type));
     std::memcpy(p.blocks.data(), t.bytes.data(), t.bytes.size());
+    // every block's scale (and minimum) finite, as for a GGUF file's blocks
+    if (auto why = F::fault(p); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
     return Linear(std::move(p));
 }
 }  // namespace detail
@@ -161,6 +163,11 @@ public:
                     l.spec.group_size = int(t.at("group_size").as_int());
                     l.spec.zero = detail::zero_of(t.at("zero").as_string(), path);
                     l.spec.scale_type = ScaleType::f16;
+                    try {
+                        l.spec.validate();
+                    } catch (const InvalidArgument& e) {
+                        throw FileError(path, "tensor " + name + ": " + e.what());
+                    }
                 } else if (l.format != "f32") {
                     l.spec = TensorLayout{}.spec;
                 }
@@ -270,6 +277,10 @@ struct ContainerOptions {
     /// Turns an FP32 weight into its quantized form for a scheme (default: RTN, dense packing).
     std::function<Linear(const std::string& name, const Linear& fp32, const RuntimeScheme&)> quantize;
     std::function<void(std::size_t done, std::size_t total, const std::string& name)> progress;
+    /// The scheme (with its options) that produced a weight the container keeps as the source
+    /// holds it: a model quantized in memory by GPTQ or AWQ, or a container's own record. Its
+    /// answer is recorded as the weight's `scheme`; empty (or no function) records "keep".
+    std::function<std::string(const std::string& name)> provenance;
 };
 
 /// The action for weight `name` under the rules ("keep" when none matches).
@@ -284,6 +295,7 @@ inline std::string action_for(const std::vector<std::pair<std::string, std::stri
 /// released before the next, so resident memory stays about one weight (plus the output). The
 /// file appears under `path` only when complete.
 inline void write_container(const ModelSource& src, const std::string& path, const ContainerOptions& o) {
+    io::check_output_path(path);
     const Config& c = src.config();
     struct Entry {
         std::string name, action;
@@ -346,7 +358,9 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             t.emplace_back("bits", io::Json(e.layout.spec.bits));
             t.emplace_back("group_size", io::Json(e.layout.spec.group_size));
             t.emplace_back("zero", io::Json(std::string(1, detail::zero_letter(e.layout.spec.zero))));
-            t.emplace_back("scheme", io::Json(e.action));
+            std::string produced_by = e.action;
+            if (e.action == "keep" && o.provenance) produced_by = o.provenance(e.name);
+            t.emplace_back("scheme", io::Json(produced_by.empty() ? std::string("keep") : produced_by));
         }
         if (e.layout.ordered) t.emplace_back("ordered", io::Json(true));
         tensors.emplace_back(e.name, io::Json(std::move(t)));
@@ -367,8 +381,8 @@ inline void write_container(const ModelSource& src, const std::string& path, con
     if (!o.tokenizer.empty()) w.metadata("qforge.tokenizer", o.tokenizer);
     if (!o.source.empty()) w.metadata("qforge.source", o.source);
 
-    const auto quantize = o.quantize ? o.quantize : [&](const std::string&, const Linear& fp32, const RuntimeScheme& s) {
-        return quantize_linear(fp32, s, o.threads);
+    const auto quantize = o.quantize ? o.quantize : [&](const std::string& name, const Linear& fp32, const RuntimeScheme& s) {
+        return quantize_named_linear(src.label(), name, fp32, s, o.threads);
     };
     std::size_t current = entries.size();
     Linear weight;
@@ -401,7 +415,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
                                   std::to_string(out.size()));
         std::memcpy(out.data(), bytes.data(), bytes.size());
     });
-    if (current < entries.size()) src.release(entries[current].name);
+    if (current < entries.size()) src.release(entries[current].name == "output.weight" ? src.output_name() : entries[current].name);
     if (o.progress) o.progress(entries.size(), entries.size(), "");
 }
 

@@ -39,10 +39,20 @@ struct EvalOptions {
 inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> models, const Weights* reference,
                                                 std::span<const int> tokens, const EvalOptions& o) {
     if (models.empty()) throw InvalidArgument("evaluate: no models");
-    const int context = std::min(o.context, models.front()->config.seq_len);
-    const int stride = o.stride > 0 ? std::min(o.stride, context) : context;
+    // what was asked runs, or an error says why not: no silent cap of the context or the stride
+    const int context = o.context;
+    if (context < 2) throw InvalidArgument("evaluation context must be at least 2 tokens, got " + std::to_string(context));
+    for (const Weights* m : models)
+        if (context > m->config.seq_len)
+            throw InvalidArgument("evaluation context " + std::to_string(context) + " exceeds the model's context of " +
+                                  std::to_string(m->config.seq_len) + " tokens");
+    if (o.stride < 0 || o.stride > context)
+        throw InvalidArgument("stride " + std::to_string(o.stride) + " must be between 1 and the context (" + std::to_string(context) +
+                              "): a larger stride would leave tokens between windows unscored");
+    const int stride = o.stride > 0 ? o.stride : context;
     const int batch = std::max(1, o.batch);
-    if (context < 2) throw InvalidArgument("evaluation context must be at least 2 tokens");
+    if (tokens.size() < 2)
+        throw InvalidArgument("nothing to score: " + std::to_string(tokens.size()) + " token(s), at least 2 are needed");
     const std::size_t M = models.size();
     std::vector<NextTokenStats> stats(M);
     long scored_until = 0;  // tokens[0 .. scored_until] have had their predictions scored
@@ -73,6 +83,10 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
             const std::size_t P = std::size_t(chunk_end - first);
             scores.assign(P * M, {});
             ref_nll.assign(P, 0.0);
+            // per position: a pass with an exp per logit for each model's log-sum-exp, and with a
+            // reference two more per model (KL, argmax) and two of its own
+            const std::size_t vocab = logits.front().cols;
+            const std::size_t position_ops = vocab * 32 * (ref ? 3 * M + 2 : M);
             parallel_for(P, o.threads, [&](std::size_t p0, std::size_t p1) {
                 ReferenceDistribution rd;
                 for (std::size_t p = p0; p < p1; ++p) {
@@ -90,7 +104,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
                         scores[p * M + m] = {zq - double(lm[std::size_t(next)]), rd.kl_to(lm, zq), rd.argmax == argmax(lm)};
                     }
                 }
-            });
+            }, grain_for(position_ops));
             for (std::size_t p = 0; p < P; ++p)
                 for (std::size_t m = 0; m < M; ++m) {
                     NextTokenStats& st = stats[m];

@@ -13,8 +13,12 @@
 namespace qforge::llama {
 
 namespace detail {
+/// The tensor's blocks as stored (no conversion), after checking every block's scale and
+/// minimum: a NaN/Inf one is an error naming the file, the tensor and the block, here at load,
+/// so neither the decoder nor a container that keeps the blocks ever sees it.
 template <class F>
 Linear packed_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
+    f.check_blocks(t);
     typename F::Packed p;
     p.rows = int(t.rows());
     p.cols = int(t.cols());
@@ -24,7 +28,8 @@ Linear packed_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
 }
 }  // namespace detail
 
-/// The tensor as a linear layer (rows = out features).
+/// The tensor as a linear layer (rows = out features). Stored scales and values are checked
+/// (GgufFile::check_blocks, GgufFile::dequantize).
 inline Linear gguf_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
     if (t.ne.size() != 2) throw FileError(f.path(), "tensor " + t.name + " is not a matrix");
     switch (t.type) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "qforge/models/llama/calibration.hpp"
+#include "qforge/models/llama/source.hpp"
 #include "qforge/quantizers/gptq.hpp"
 
 namespace qforge::llama {
@@ -86,7 +87,9 @@ inline Weights gptq_quantize_model(const Weights& model, std::span<const int> to
             const auto h = stats.at(step.site).hessian();
             if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
             for (const auto member : step.members) {
-                L.*member = gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note);
+                // an error names the tensor
+                L.*member = with_tensor_context({}, block_linear_name(l, member),
+                                                [&] { return gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note); });
                 run.*member = dequantized_linear(L.*member);
             }
         }

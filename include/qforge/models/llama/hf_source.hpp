@@ -5,6 +5,8 @@
 /// q and k projections permuted for its rotate-half RoPE (pairs (j, j + head_size/2) of a head);
 /// qforge's decoder rotates adjacent pairs (2j, 2j + 1) as llama.cpp does, so q/k rows are
 /// reordered on load: row h*hs + 2j + t takes Hugging Face row h*hs + t*hs/2 + j.
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -107,13 +109,13 @@ public:
     std::vector<float> values(const std::string& name, std::size_t n) const override {
         const auto& [file, t] = find(name);
         if (t.elements() != n) throw FileError(file.path(), "tensor " + t.name + " has " + std::to_string(t.elements()) + " elements, expected " + std::to_string(n));
-        return file.to_float(t);
+        return floats(file, t, name);
     }
     Linear linear(const std::string& name, int rows, int cols) const override {
         const auto& [file, t] = find(name);
         if (t.shape.size() != 2) throw FileError(file.path(), "tensor " + t.name + " is not a matrix");
         check_shape(name, t.shape[0], t.shape[1], rows, cols);
-        auto w = file.to_float(t);
+        auto w = floats(file, t, name);
         const int hs = config_.head_size();
         if (name.find(".attn_q.") != std::string::npos) w = unpermute_rotary_rows(w, config_.n_heads, hs, cols);
         if (name.find(".attn_k.") != std::string::npos) w = unpermute_rotary_rows(w, config_.n_kv_heads, hs, cols);
@@ -148,6 +150,38 @@ public:
     }
 
 private:
+    /// The tensor's F32/F16/BF16 values as FP32. A NaN or Inf is an error naming the shard, the
+    /// tensor (both names) and where in it, with the row as stored in the file.
+    static std::vector<float> floats(const io::SafetensorsFile& file, const io::SafetensorsTensor& t, const std::string& name) {
+        if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16") return file.to_float(t);  // refuses, naming the dtype
+        std::vector<float> out(std::size_t(t.elements()));
+        const std::uint8_t* p = t.bytes.data();
+        if (t.dtype == "F32") {
+            std::memcpy(out.data(), p, out.size() * 4);
+        } else {
+            const bool bf16 = t.dtype == "BF16";
+            for (std::size_t i = 0; i < out.size(); ++i) {
+                std::uint16_t h;
+                std::memcpy(&h, p + 2 * i, 2);
+                if (bf16) {
+                    const std::uint32_t bits = std::uint32_t(h) << 16;
+                    std::memcpy(&out[i], &bits, 4);
+                } else {
+                    out[i] = half_to_float(h);
+                }
+            }
+        }
+        for (std::size_t i = 0; i < out.size(); ++i)
+            if (!std::isfinite(out[i])) {
+                const std::size_t cols = t.shape.size() == 2 ? std::size_t(t.shape[1]) : 0;
+                const std::string at = cols ? "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols)
+                                            : "element " + std::to_string(i);
+                throw FileError(file.path(), "tensor " + t.name + " (" + name + ", " + t.dtype + "): " + at + " has a non-finite value (" +
+                                                 qforge::detail::value_text(out[i]) + ")");
+            }
+        return out;
+    }
+
     std::pair<const io::SafetensorsFile&, const io::SafetensorsTensor&> find(const std::string& name) const {
         const std::string hf = hf_name(name);
         const auto it = where_.find(hf);

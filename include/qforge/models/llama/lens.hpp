@@ -24,8 +24,10 @@ struct LensLayer {
 inline std::vector<LensLayer> logit_lens(const Weights& w, std::span<const int> tokens, int context, Isa isa, int threads = 0,
                                          int top_k = 5) {
     const Config& c = w.config;
-    context = std::min(context, c.seq_len);
     if (context < 2 || tokens.size() < 2) throw InvalidArgument("logit lens: needs at least two tokens and a context of two");
+    if (context > c.seq_len)
+        throw InvalidArgument("logit lens: context " + std::to_string(context) + " exceeds the model's context of " + std::to_string(c.seq_len) +
+                              " tokens");
     const std::size_t D = std::size_t(c.dim), V = std::size_t(c.vocab_size);
     std::vector<double> p_sum(std::size_t(c.n_layers), 0.0);
     std::vector<long> hits(std::size_t(c.n_layers), 0);

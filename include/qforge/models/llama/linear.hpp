@@ -64,14 +64,18 @@ public:
     }
     const LinearWeights& weights() const noexcept { return w_; }
 
-    /// Stored bytes of the weights.
+    /// Stored bytes of the layer: packed codes, scales, zeros/minimums, and the input order of
+    /// an act-order layer (int32 per column, as the container stores it: GPTQ's g_idx costs the
+    /// same). The one definition behind every "bits per weight" qforge prints (8 x bytes /
+    /// weights; docs/conventions.md).
     std::size_t bytes() const {
         return std::visit(
-            [](const auto& w) -> std::size_t {
-                if constexpr (std::is_same_v<std::decay_t<decltype(w)>, Fp32Matrix>) return w.data.size() * 4;
-                else return w.bytes();
-            },
-            w_);
+                   [](const auto& w) -> std::size_t {
+                       if constexpr (std::is_same_v<std::decay_t<decltype(w)>, Fp32Matrix>) return w.data.size() * 4;
+                       else return w.bytes();
+                   },
+                   w_) +
+               order_.size() * sizeof(std::int32_t);
     }
 
     /// y = W x (one activation).

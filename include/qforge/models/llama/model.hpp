@@ -170,6 +170,8 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
     const auto fns = fp32_functions(isa);
     const int group = c.n_heads / c.n_kv_heads;
     const float inv_sqrt = 1.0f / std::sqrt(float(hs));
+    // one (token, head): a dot, an exp and an axpy per position of history
+    const std::size_t head_ops = std::size_t(pos0 + n) * std::size_t(2 * hs + 32);
     parallel_for(N * std::size_t(c.n_heads), threads, [&](std::size_t j0, std::size_t j1) {
         std::vector<float> att(std::size_t(pos0 + n));
         for (std::size_t j = j0; j < j1; ++j) {
@@ -188,7 +190,7 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
             std::fill(out, out + hs, 0.0f);
             for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)] / sum, vc + std::size_t(p) * KV + kv_off, out, hs);
         }
-    });
+    }, grain_for(head_ops));
     if (see(Site::attention_output, s.xb, D)) return;
     L.wo.forward(mat(s.xb, D), mat(s.xb2, D), isa, threads);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "qforge/io/json.hpp"
+#include "qforge/io/output_path.hpp"
 #include "qforge/models/llama/awq.hpp"
 #include "qforge/models/llama/model.hpp"
 
@@ -40,7 +41,11 @@ inline std::vector<std::vector<float>> activation_probability(const Weights& w, 
     long tokens = 0;
     int context = 0;
     for (const auto s : sequences) context = std::max(context, int(s.size()));
-    Session session(w, isa, threads, std::min(context, c.seq_len));
+    // a longer sequence would have to be cut, i.e. not be what was asked for
+    if (context > c.seq_len)
+        throw InvalidArgument("activation probability: a sequence of " + std::to_string(context) + " tokens exceeds the model's context of " +
+                              std::to_string(c.seq_len));
+    Session session(w, isa, threads, context);
     session.observe([&](int layer, Site site, MatrixView<const float> x) {
         if (site != Site::mlp_gate) return;
         auto& f = fired[std::size_t(layer)];
@@ -49,9 +54,8 @@ inline std::vector<std::vector<float>> activation_probability(const Weights& w, 
     });
     for (const auto s : sequences) {
         if (s.empty()) continue;
-        const auto part = s.first(std::min(s.size(), std::size_t(c.seq_len)));
-        session.forward_batch(part, 0, false);
-        tokens += long(part.size());
+        session.forward_batch(s, 0, false);
+        tokens += long(s.size());
     }
     if (tokens == 0) throw InvalidArgument("activation probability: no tokens");
     std::vector<std::vector<float>> p(fired.size());
@@ -152,13 +156,7 @@ inline void write_neuron_sets(const std::string& path, const std::map<std::strin
     }
     const io::Json j(io::Json::Object{{"format", io::Json("qforge-neurons")}, {"version", io::Json(1)}, {"layers", io::Json(layers)},
                                       {"hidden", io::Json(hidden)}, {"method", io::Json(method)}, {"sets", io::Json(std::move(all))}});
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp);
-        out << j.dump() << "\n";
-        if (!out) throw FileError(tmp, "write failed");
-    }
-    std::filesystem::rename(tmp, path);
+    io::write_file_atomically(path, j.dump() + "\n");
 }
 
 inline std::map<std::string, NeuronSet> read_neuron_sets(const std::string& path, int layers, int hidden) {

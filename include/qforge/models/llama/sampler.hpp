@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "qforge/core/error.hpp"
@@ -17,8 +18,11 @@ namespace qforge::llama {
 class Sampler {
 public:
     Sampler(float temperature, float top_p, std::uint64_t seed) : temperature_(temperature), top_p_(top_p), rng_(seed) {
-        if (!(temperature >= 0.0f) || !std::isfinite(temperature)) throw InvalidArgument("temperature must be >= 0");
-        if (!(top_p > 0.0f && top_p <= 1.0f)) throw InvalidArgument("top-p must be in (0, 1]");
+        if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+            throw InvalidArgument("temperature must be a finite number >= 0, got " + std::to_string(temperature));
+        // top-p is unused by greedy decoding (temperature 0), so any value is accepted there
+        if (temperature > 0.0f && !(top_p > 0.0f && top_p <= 1.0f))
+            throw InvalidArgument("top-p must be in (0, 1] when sampling, got " + std::to_string(top_p));
     }
 
     int next(std::span<const float> logits) {

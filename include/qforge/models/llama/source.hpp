@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "qforge/models/llama/model.hpp"
@@ -159,26 +160,69 @@ private:
     bool tied_;
 };
 
-/// The whole model in memory (packed tensors stay packed).
+/// The whole model in memory (packed tensors stay packed). Every error names the source and the
+/// tensor being read.
 inline Weights load_weights(const ModelSource& src) {
     Weights w;
     w.config = src.config();
     const Config& c = w.config;
     const auto D = std::size_t(c.dim);
-    w.token_embedding = src.values("token_embd.weight", std::size_t(c.vocab_size) * D);
+    const auto values = [&](const std::string& name, std::size_t n) {
+        return with_tensor_context(src.label(), name, [&] { return src.values(name, n); });
+    };
+    const auto linear = [&](const std::string& name, int rows, int cols) {
+        return with_tensor_context(src.label(), name, [&] { return src.linear(name, rows, cols); });
+    };
+    w.token_embedding = values("token_embd.weight", std::size_t(c.vocab_size) * D);
     for (int l = 0; l < c.n_layers; ++l) {
         Layer L;
-        L.attention_norm = src.values(block_tensor_name(l, "attn_norm"), D);
-        L.ffn_norm = src.values(block_tensor_name(l, "ffn_norm"), D);
+        L.attention_norm = values(block_tensor_name(l, "attn_norm"), D);
+        L.ffn_norm = values(block_tensor_name(l, "ffn_norm"), D);
         for (const auto& b : block_linears) {
             const auto [rows, cols] = block_linear_shape(c, b);
-            L.*b.member = src.linear(block_tensor_name(l, b.gguf), rows, cols);
+            L.*b.member = linear(block_tensor_name(l, b.gguf), rows, cols);
         }
         w.layers.push_back(std::move(L));
     }
-    w.norm = src.values("output_norm.weight", D);
-    w.output = src.linear(src.output_name(), c.vocab_size, c.dim);
+    w.norm = values("output_norm.weight", D);
+    w.output = linear(src.output_name(), c.vocab_size, c.dim);
     return w;
+}
+
+/// The llama.cpp name of block linear `member` of layer `layer` ("blk.3.attn_q.weight").
+inline std::string block_linear_name(int layer, Linear Layer::*member) {
+    for (const auto& b : block_linears)
+        if (b.member == member) return block_tensor_name(layer, b.gguf);
+    return block_tensor_name(layer, "?");
+}
+
+/// Applies `fn(name, layer)` to every linear layer inside the decoder blocks (not the embedding
+/// or the head), `name` being its llama.cpp name. An error `fn` throws names the tensor, and
+/// `label` (the model's file) when given: "model.gguf: tensor blk.0.ffn_up.weight: row 5, ...".
+template <class Fn>
+Weights map_named_block_linears(const Weights& w, Fn&& fn, const std::string& label = {}) {
+    Weights out = w;
+    for (std::size_t l = 0; l < out.layers.size(); ++l)
+        for (const auto& b : block_linears) {
+            const std::string name = block_tensor_name(int(l), b.gguf);
+            Linear& slot = out.layers[l].*b.member;
+            slot = with_tensor_context(label, name, [&] { return fn(name, std::as_const(slot)); });
+        }
+    return out;
+}
+
+/// quantize_linear for the tensor `name` of model `label`: errors name both, and the row and
+/// group where the quantizer failed.
+inline Linear quantize_named_linear(const std::string& label, const std::string& name, const Linear& layer, const RuntimeScheme& scheme,
+                                    int threads = 0) {
+    return with_tensor_context(label, name, [&] { return quantize_linear(layer, scheme, threads); });
+}
+
+/// Every decoder linear layer quantized with an RTN scheme (quantize_linear), errors naming the
+/// model (`label`), the tensor, the row and the group.
+inline Weights quantize_block_linears(const Weights& w, const RuntimeScheme& scheme, int threads = 0, const std::string& label = {}) {
+    return map_named_block_linears(
+        w, [&](const std::string&, const Linear& l) { return quantize_linear(l, scheme, threads); }, label);
 }
 
 }  // namespace qforge::llama

@@ -1,0 +1,116 @@
+#include "options.hpp"
+
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <qforge/core/parallel.hpp>
+#include <qforge/io/output_path.hpp>
+
+namespace cli {
+
+std::string data_dir() {
+    const char* env = std::getenv("QFORGE_DATA");
+    return env && *env ? env : QFORGE_DEFAULT_DATA;
+}
+
+void add_model_options(CLI::App& app, ModelOptions& o) {
+    app.add_option("--model", o.model,
+                   "model file or directory, recognised by its content: llama2.c checkpoint, GGUF, Hugging Face "
+                   "directory or safetensors, qforge container (default: $QFORGE_DATA/models/stories260K/stories260K.bin)");
+    app.add_option("--tokenizer", o.tokenizer,
+                   "tokenizer, recognised by its content: llama2.c tokenizer.bin, a GGUF's vocabulary (byte-level BPE or "
+                   "SentencePiece), or tokenizer.json (default: the model's own; tok512.bin for stories260K)");
+    app.add_option("--add-bos", o.add_bos,
+                   "prepend BOS to every text: auto follows the tokenizer's own setting (GGUF tokenizer.ggml.add_bos_token, "
+                   "tokenizer_config.json add_bos_token; llama2.c always)")
+        ->check(CLI::IsMember({"auto", "on", "off"}))
+        ->capture_default_str();
+    app.add_option("--add-eos", o.add_eos, "append EOS to every text: auto follows the tokenizer's own setting")
+        ->check(CLI::IsMember({"auto", "on", "off"}))
+        ->capture_default_str();
+}
+
+void add_threads_option(CLI::App& app, int& threads) {
+    app.add_option("--threads", threads, "threads (0 = all; more than the machine has are capped to its count)")
+        ->transform(CLI::Validator(
+            [](std::string& value) -> std::string {
+                char* end = nullptr;
+                errno = 0;
+                const long long n = std::strtoll(value.c_str(), &end, 10);
+                if (value.empty() || *end != '\0' || errno == ERANGE || n < 0)
+                    return "needs a whole number >= 0 (0 = all hardware threads), got '" + value + "'";
+                const int have = qforge::default_threads();
+                if (n > have) {
+                    static bool said = false;
+                    if (!said) std::fprintf(stderr, "qforge: --threads %s capped to the %d hardware threads this machine has\n", value.c_str(), have);
+                    said = true;
+                    value = std::to_string(have);
+                }
+                return "";
+            },
+            "INT>=0"))
+        ->capture_default_str();
+}
+
+void add_calib_options(CLI::App& app, CalibOptions& o) {
+    app.add_option("--calib", o.calib,
+                   "calibration text for gptq/awq schemes (default: the evaluation text, the slice after the evaluated tokens)");
+    app.add_option("--calib-tokens", o.calib_tokens, "calibration tokens, in sequences of 512")
+        ->check(CLI::Range(2L, long(INT_MAX)))
+        ->capture_default_str();
+    app.add_option("--calib-skip", o.calib_skip,
+                   "tokens of the calibration text to skip first (default: the evaluated slice when --calib is the evaluation text)")
+        ->check(CLI::Range(0L, long(INT_MAX)));
+}
+
+CLI::Validator finite_in(double lo, double hi) {
+    return CLI::Validator(
+        [lo, hi](std::string& value) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(value.c_str(), &end);
+            if (value.empty() || *end != '\0') return "needs a number, got '" + value + "'";
+            if (!std::isfinite(v) || v < lo || v > hi)
+                return "needs a finite number in [" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + "], got '" + value + "'";
+            return "";
+        },
+        "FLOAT in [" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + "]");
+}
+
+CLI::Validator writable_output() {
+    return CLI::Validator(
+        [](std::string& value) -> std::string {
+            const auto why = qforge::io::output_path_problem(value);
+            return why.empty() ? "" : "'" + value + "': " + why;
+        },
+        "FILE");
+}
+
+std::string line_range_problem(const std::string& text) {
+    const auto dash = text.find('-');
+    const auto whole = [](const std::string& t) {
+        return !t.empty() && t.size() <= 9 && t.find_first_not_of("0123456789") == std::string::npos;
+    };
+    if (dash == std::string::npos || !whole(text.substr(0, dash)) || !whole(text.substr(dash + 1)))
+        return "needs a line range A-B (1-based, e.g. 1-506), got '" + text + "'";
+    const long a = std::atol(text.substr(0, dash).c_str()), b = std::atol(text.substr(dash + 1).c_str());
+    if (a < 1 || b < a) return "needs 1 <= A <= B in the line range A-B, got '" + text + "'";
+    return "";
+}
+
+CLI::Validator line_range() {
+    return CLI::Validator([](std::string& value) { return line_range_problem(value); }, "A-B");
+}
+
+int context_or_default(int asked, int model_seq_len) { return asked > 0 ? asked : std::min(512, model_seq_len); }
+
+void print_json(const qforge::io::Json& value) {
+    const std::string text = value.dump();
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fputc('\n', stdout);
+}
+
+}  // namespace cli

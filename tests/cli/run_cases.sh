@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Regression checks for the kinds of fault in ../shared/cases/2026-11-30 (each block names its
+# row), and every subcommand's --json parsed by a strict JSON parser (no NaN/Infinity), on
+# degenerate inputs too. Usage: run_cases.sh QFORGE_BINARY DATA_DIR SOURCE_DIR.
+# Uses SmolLM2 from the cache (the ctest fixture "smollm2" fetches it) and the case files when
+# present. Exit 77 (skip) when data is missing, unless QFORGE_REQUIRE_DATA=1.
+set -euo pipefail
+q=$1
+data=${QFORGE_DATA:-$2}
+src=$3
+export QFORGE_DATA=$data
+cases=$src/../shared/cases/2026-11-30
+cache=${QFORGE_CACHE:-$HOME/.cache/qforge}
+M=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
+T=$data/models/stories260K/tok512.bin
+for f in "$T" "$data/eval/wikitext-2-raw/wiki.test.raw" "$M"; do
+  if [ ! -f "$f" ]; then
+    echo "missing $f"
+    [ "${QFORGE_REQUIRE_DATA:-0}" = 1 ] && exit 1
+    exit 77
+  fi
+done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+# strict JSON: Python's json accepts NaN/Infinity unless told not to
+cat > "$tmp/json_ok.py" <<'PY'
+import json, sys
+def no(c): raise ValueError("non-JSON constant " + c)
+text = open(sys.argv[1], encoding="utf-8", errors="strict").read()
+d = json.loads(text, parse_constant=no)
+for expr in sys.argv[2:]:
+    if not eval(expr, {"d": d}):
+        sys.exit(f"check failed: {expr}\n{text[:2000]}")
+PY
+json() { python3 "$tmp/json_ok.py" "$@" || fail "json check on $1"; }
+# expect_error 'TEXT' CMD...: non-zero exit and TEXT (a grep -E pattern) in stderr
+expect_error() {
+  local want=$1
+  shift
+  if "$@" > "$tmp/out" 2> "$tmp/err"; then fail "accepted: $* ($(cat "$tmp/out"))"; fi
+  grep -Eq -- "$want" "$tmp/err" || fail "error for '$*' lacks '$want': $(cat "$tmp/err")"
+}
+
+# row 2: too little text is an error, never "ppl": 0 or NaN in JSON
+: > "$tmp/empty"
+printf 'Hi' > "$tmp/hi"
+expect_error "nothing to score" "$q" ppl --text "$tmp/empty" --json
+expect_error "nothing to score" "$q" eval --text "$tmp/empty" --json
+expect_error "nothing to score" "$q" lens --text "$tmp/empty" --json
+expect_error "max-tokens.*0" "$q" ppl --max-tokens 0
+expect_error "max-tokens.*1" "$q" ppl --max-tokens 1
+"$q" ppl --text "$tmp/hi" --scheme rtn:w4g32a --json > "$tmp/p.json"
+json "$tmp/p.json" 'd["tokens"] == d["text_tokens"] - 1 >= 1'
+
+# every subcommand's --json, on small and degenerate inputs, through a strict parser
+"$q" eval --text "$tmp/hi" --scheme rtn:w8g32s --json > "$tmp/e.json"
+json "$tmp/e.json" 'd["tokens"] >= 1' 'len(d["rows"]) == 1'
+mkdir -p "$tmp/flores"
+for l in eng_Latn fra_Latn; do head -2 "$data/eval/flores200/devtest/$l.devtest" > "$tmp/flores/$l.devtest"; done
+"$q" eval --max-tokens 300 --context 128 --scheme rtn:w4g32a --flores "$tmp/flores" --flores-lines 1-2 --json > "$tmp/ef.json"
+json "$tmp/ef.json" 'd["flores"]["languages"] == ["eng_Latn", "fra_Latn"]' 'd["flores"]["sentences"] == [2, 2]'
+"$q" lens --text "$tmp/hi" --json > "$tmp/l.json"
+json "$tmp/l.json" 'd["tokens"] >= 2'
+"$q" weights --scheme rtn:w8g32s --json > "$tmp/w.json"
+json "$tmp/w.json" 'len(d["results"]) == 1'
+"$q" neurons --flores "$tmp/flores" --lines 1-2 --out "$tmp/n.json" --json > "$tmp/nj.json"
+json "$tmp/nj.json" 'set(d["languages"]) == {"eng_Latn", "fra_Latn"}'
+"$q" quantize --scheme rtn:w4g32a --out "$tmp/r.safetensors" --json > "$tmp/qj.json"
+json "$tmp/qj.json" '4 < d["block_bits_per_weight"] < 6'
+# sampling at a high temperature emits byte tokens that are not whole UTF-8 characters
+for seed in 1 2 3; do
+  "$q" generate --temperature 3 --seed $seed --max-tokens 120 --json > "$tmp/g$seed.json" 2>/dev/null
+  json "$tmp/g$seed.json" 'd["tokens"] >= 0'
+done
+
+# row 3: exactly the requested tokens, whatever the bytes per token
+python3 -c "print('\n'.join(['#' * 80] * 2000))" > "$tmp/hashes"
+"$q" ppl --model "$M" --text "$tmp/hashes" --max-tokens 256 --context 256 --json > "$tmp/h.json"
+json "$tmp/h.json" 'd["text_tokens"] == 256' 'd["tokens"] == 255'
+# calibration slices take the same route: 300 calibration tokens after a 256-token skip
+"$q" quantize --model "$M" --scheme gptq:w4g64a --calib "$tmp/hashes" --calib-skip 256 --calib-tokens 300 \
+  --override 'output.weight=keep' --out "$tmp/hq.safetensors" --json > /dev/null 2> "$tmp/err" || fail "calibration on hashes: $(cat "$tmp/err")"
+
+# row 5: option values at their edges; every bad number names the option and the value
+"$q" generate --max-tokens 0 --json > "$tmp/g0.json"
+json "$tmp/g0.json" 'd["tokens"] == 0' 'd["text"] == ""'
+expect_error "temperature.*abc" "$q" generate --temperature abc
+expect_error "temperature.*inf" "$q" generate --temperature inf
+expect_error "temperature.*nan" "$q" generate --temperature nan
+expect_error "top-p.*1.5" "$q" generate --temperature 1 --top-p 1.5
+"$q" generate --temperature 0 --top-p 0 --max-tokens 3 --json > "$tmp/gt.json"
+json "$tmp/gt.json" 'd["tokens"] == 3'
+expect_error "context.*x" "$q" ppl --context x
+expect_error "lines.*7-3" "$q" neurons --lines 7-3 --out "$tmp/n2.json"
+expect_error "calib-tokens.*-5" "$q" eval --calib-tokens -5
+expect_error "kernels.*gpu" "$q" eval --kernels gpu
+expect_error "unknown|extra|not expected|The following" "$q" ppl --bogus 1
+
+# row 6: thread counts above the machine's are capped with one note; negative ones are refused
+"$q" ppl --max-tokens 300 --threads 2000000000 --json > "$tmp/t.json" 2> "$tmp/terr"
+grep -q "capped to the" "$tmp/terr" || fail "no note for capped threads: $(cat "$tmp/terr")"
+[ "$(grep -c "capped" "$tmp/terr")" = 1 ] || fail "the note is said more than once"
+json "$tmp/t.json" 'd["text_tokens"] == 300'
+expect_error "threads.*-1" "$q" ppl --threads -1
+
+# rows 7, 8: non-finite packed values and quantization errors name the file and the tensor
+if [ -d "$cases" ]; then
+  for k in nan inf; do
+    expect_error "s260k_q8_$k.gguf.*blk.0.attn_q.weight" "$q" ppl --model "$cases/s260k_q8_$k.gguf" --tokenizer "$T"
+    expect_error "s260k_q8_$k.gguf.*blk.0.attn_q.weight" "$q" quantize --model "$cases/s260k_q8_$k.gguf" --tokenizer "$T" \
+      --override 'blk.*=keep' --out "$tmp/k.safetensors"
+    [ ! -e "$tmp/k.safetensors" ] || fail "partial output from a bad model"
+  done
+  expect_error "hf_huge.*(ffn_up|up_proj).*row" "$q" ppl --model "$cases/hf_huge" --tokenizer "$T" --scheme rtn:w4g32a
+  # row 12: a GGUF with a SentencePiece vocabulary, made from stories260K.bin + tok512.bin, scores as they do
+  flores=$data/eval/flores200/devtest/eng_Latn.devtest
+  "$q" ppl --model "$cases/s260k_spm.gguf" --text "$flores" --max-tokens 512 --json > "$tmp/spm.json"
+  "$q" ppl --text "$flores" --max-tokens 512 --json > "$tmp/bin.json"
+  python3 - "$tmp/spm.json" "$tmp/bin.json" <<'PY' || fail "SentencePiece GGUF and llama2.c files disagree"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert a["text_tokens"] == b["text_tokens"] == 512 and abs(a["ppl"] / b["ppl"] - 1) < 1e-5, (a, b)
+PY
+else
+  echo "cases directory $cases missing: rows 7, 8, 12 (files) not checked"
+  [ "${QFORGE_REQUIRE_DATA:-0}" = 1 ] && exit 1
+fi
+# row 12: an option no format can store is not in the grammar
+expect_error "'f32' is not offered" "$q" eval --scheme rtn:w4g32a,f32
+
+# row 9: the model's own add-BOS setting (SmolLM2: tokenizer.ggml.add_bos_token = false), with an override
+"$q" generate --model "$M" --prompt Hello --max-tokens 1 --json > "$tmp/b.json" 2>/dev/null
+json "$tmp/b.json" 'd["prompt_tokens"] == 1' 'd["add_bos"] is False'
+"$q" generate --model "$M" --prompt Hello --max-tokens 1 --add-bos on --json > "$tmp/b2.json" 2>/dev/null
+json "$tmp/b2.json" 'd["prompt_tokens"] == 2' 'd["add_bos"] is True'
+"$q" ppl --model "$M" --max-tokens 64 --json > "$tmp/b3.json" 2>/dev/null
+json "$tmp/b3.json" 'd["add_bos"] is False'
+
+# row 10: the container names the scheme that made each weight; one bits-per-weight definition
+"$q" quantize --scheme gptq:w4g32a,act --calib-tokens 2048 --out "$tmp/g.safetensors" --json > "$tmp/gq.json" 2>/dev/null
+"$q" eval --scheme gptq:w4g32a,act --calib-tokens 2048 --max-tokens 1000 --context 256 --json > "$tmp/ge.json" 2>/dev/null
+python3 - "$tmp/g.safetensors" "$tmp/gq.json" "$tmp/ge.json" <<'PY' || fail "container record / bits per weight"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    meta = json.loads(f.read(n))["__metadata__"]
+tensors = json.loads(meta["qforge.tensors"])
+block = {k: v for k, v in tensors.items() if k.startswith("blk.") and v["format"] == "dense"}
+assert block and all(v["scheme"] == "gptq:w4g32a,act" for v in block.values()), block
+q = json.load(open(sys.argv[2]))["block_bits_per_weight"]
+e = json.load(open(sys.argv[3]))["rows"][0]["bits_per_weight"]
+assert abs(q - e) < 1e-9, (q, e)
+PY
+# keeping a container's weights keeps their record
+"$q" quantize --model "$tmp/g.safetensors" --override 'output.weight=f32' --out "$tmp/g2.safetensors" > /dev/null 2>&1
+python3 - "$tmp/g2.safetensors" <<'PY' || fail "kept weights lost their scheme"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    t = json.loads(json.loads(f.read(n))["__metadata__"]["qforge.tensors"])
+assert t["blk.0.attn_q.weight"]["scheme"] == "gptq:w4g32a,act", t["blk.0.attn_q.weight"]
+PY
+
+# row 11: output paths checked before the work; models recognised by content, not name
+expect_error "missing_dir.*does not exist" "$q" quantize --scheme gptq:w4g32a --out "$tmp/missing_dir/x.safetensors"
+mkdir -p "$tmp/existing_dir"
+expect_error "existing_dir.*is a directory" "$q" quantize --scheme gptq:w4g32a --out "$tmp/existing_dir"
+expect_error "missing_dir.*does not exist" "$q" neurons --out "$tmp/missing_dir/n.json"
+expect_error "missing_dir.*does not exist" "$q" lens --svg "$tmp/missing_dir/l.svg"
+"$q" quantize --scheme rtn:w4g32a --out "$tmp/q.bin" > /dev/null
+"$q" ppl --model "$tmp/q.bin" --max-tokens 300 --json > "$tmp/qb.json"
+"$q" ppl --scheme rtn:w4g32a --max-tokens 300 --json > "$tmp/qr.json"
+python3 - "$tmp/qb.json" "$tmp/qr.json" <<'PY' || fail "container named .bin not read as a container"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert abs(a["ppl"] / b["ppl"] - 1) < 1e-3, (a, b)
+PY
+cp "$M" "$tmp/smol.bin"
+"$q" ppl --model "$tmp/smol.bin" --max-tokens 64 --json > /dev/null 2>&1 || fail "GGUF named .bin not read as GGUF"
+"$q" weights --model "$M" --scheme rtn:w4g32a --json > "$tmp/wm.json" 2>/dev/null || fail "weights cannot read a GGUF"
+json "$tmp/wm.json" 'd["tensors"] == 210'
+head -c 100 "$T" > "$tmp/junk.safetensors"
+expect_error "junk.safetensors" "$q" ppl --model "$tmp/junk.safetensors"
+
+# row 13: no silent change of what was asked
+expect_error "stride 1000.*context \(256\)" "$q" ppl --context 256 --stride 1000 --json
+expect_error "context 4096 exceeds the model's context of 512" "$q" ppl --context 4096
+"$q" ppl --context 256 --stride 128 --max-tokens 600 --json > "$tmp/s.json"
+json "$tmp/s.json" 'd["stride"] == 128 and d["context"] == 256'
+"$q" generate --max-tokens 100000 --json > "$tmp/gl.json" 2> "$tmp/gerr"
+grep -q "capped to" "$tmp/gerr" || fail "generate --max-tokens past the context: no note"
+echo "cases: all checks passed"
