@@ -22,7 +22,15 @@ for f in "$T" "$data/eval/wikitext-2-raw/wiki.test.raw" "$M"; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+# QFORGE_CASES_KEEP_GOING=1 reports every failing check instead of stopping at the first (to see
+# which rows an older binary fails)
+failures=0
+if [ "${QFORGE_CASES_KEEP_GOING:-0}" = 1 ]; then set +e; fi
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+  [ "${QFORGE_CASES_KEEP_GOING:-0}" = 1 ] || exit 1
+}
 # strict JSON: Python's json accepts NaN/Infinity unless told not to
 cat > "$tmp/json_ok.py" <<'PY'
 import json, sys
@@ -190,4 +198,5 @@ expect_error "context 4096 exceeds the model's context of 512" "$q" ppl --contex
 json "$tmp/s.json" 'd["stride"] == 128 and d["context"] == 256'
 "$q" generate --max-tokens 100000 --json > "$tmp/gl.json" 2> "$tmp/gerr"
 grep -q "capped to" "$tmp/gerr" || fail "generate --max-tokens past the context: no note"
+[ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"
