@@ -103,6 +103,7 @@ expect_error "context.*x" "$q" ppl --context x
 expect_error "lines.*7-3" "$q" neurons --lines 7-3 --out "$tmp/n2.json"
 expect_error "calib-tokens.*-5" "$q" eval --calib-tokens -5
 expect_error "kernels.*gpu" "$q" eval --kernels gpu
+expect_error "seed.*-3" "$q" generate --seed -3
 expect_error "unknown|extra|not expected|The following" "$q" ppl --bogus 1
 
 # row 6: thread counts above the machine's are capped with one note; negative ones are refused

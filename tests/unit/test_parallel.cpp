@@ -241,12 +241,11 @@ BOOST_AUTO_TEST_CASE(busy_threads_competing_for_the_cores) {
         t2 += seconds_since(t0);
         for (int i = 0; i < 200; ++i) run_and_check(1 + std::size_t(i) * 13, 2, 1);
     }
+    // times are reported, not asserted: speed lives in bench/bench_threads.cpp
     BOOST_TEST_MESSAGE("under load: 1 thread " << t1 << " s, 2 threads " << t2 << " s");
-    // a fork-join that waited for descheduled workers took ten times as long; allow noise
-    BOOST_TEST(t2 < 2.0 * t1 + 0.1, "2 threads " << t2 << " s against 1 thread " << t1 << " s under load");
 
-    // tiny loops through the pool (grain 1, four items of a microsecond): the caller must not
-    // wait for a worker the scheduler has not run (that made each call cost milliseconds)
+    // tiny loops through the pool (grain 1, four items of a microsecond), under load: every result
+    // right and no hang (the caller never waits for a worker the scheduler has not run)
     const auto tiny = [&](int threads) {
         const auto t0 = std::chrono::steady_clock::now();
         for (int call = 0; call < 2000; ++call) {
@@ -263,7 +262,6 @@ BOOST_AUTO_TEST_CASE(busy_threads_competing_for_the_cores) {
     };
     const double tiny1 = tiny(1), tiny2 = tiny(2);
     BOOST_TEST_MESSAGE("2000 tiny loops under load: 1 thread " << tiny1 << " s, 2 threads " << tiny2 << " s");
-    BOOST_TEST(tiny2 < 2.0 * tiny1 + 0.1, "tiny loops: 2 threads " << tiny2 << " s against 1 thread " << tiny1 << " s under load");
 }
 
 // ---- callers: results do not depend on the thread count, with loops large enough to split ----

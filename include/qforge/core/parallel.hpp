@@ -19,7 +19,10 @@
 /// Workers spin briefly (yielding) for the next loop before sleeping, so back-to-back calls (one
 /// per layer) pay no wake-up latency; the caller, once no chunk is left to claim, yields briefly
 /// and then sleeps until the running chunks finish. A parallel_for called from inside a chunk (or
-/// while another thread's loop holds the pool) runs serially on its caller.
+/// while another thread's loop holds the pool) runs serially on its caller. When a caller had to
+/// wait on a worker stopped mid-chunk (a busy machine), loops run inline for a while that doubles
+/// while it keeps happening (ThreadPool::learn): a wait on a descheduled worker is paid once per
+/// back-off period, not once per loop.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -127,14 +130,21 @@ public:
         std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
         if (!submit.owns_lock()) return false;
         while (workers_.size() < helpers) workers_.push_back(std::make_unique<Worker>());
+        const auto start = Clock::now();
         for (std::size_t i = 0; i < helpers; ++i) workers_[i]->post(job);
         {
             const InPool guard;
             job->work();
         }
+        const auto own_done = Clock::now();
         job->wait();
+        learn(own_done - start, Clock::now() - own_done);
         return true;
     }
+
+    /// True while loops should run on their caller alone: a recent loop waited on a worker that
+    /// the scheduler had stopped in the middle of a chunk (other processes hold the cores).
+    bool backing_off() const { return Clock::now().time_since_epoch().count() < inline_until_.load(std::memory_order_relaxed); }
 
     ~ThreadPool() {
         for (auto& w : workers_) w->stop();
@@ -210,8 +220,28 @@ private:
 
     ThreadPool() = default;
 
+    using Clock = std::chrono::steady_clock;
+
+    /// After each loop: a caller that waited for the others longer than it worked itself (and
+    /// more than 50 us) met a worker descheduled mid-chunk, so the next loops run inline for a
+    /// while, doubling from 1 ms up to 100 ms while it keeps happening; a loop that goes well
+    /// resets it. On a quiet machine the wait is at most one chunk and this never triggers; on a
+    /// busy one, N threads then cost about what one does instead of a time slice per loop.
+    void learn(Clock::duration own, Clock::duration waited) {
+        using std::chrono::microseconds;
+        if (waited > std::max<Clock::duration>(own, microseconds(50))) {
+            const auto next = std::min<Clock::duration>(backoff_ * 2, std::chrono::milliseconds(100));
+            backoff_ = next;
+            inline_until_.store((Clock::now() + next).time_since_epoch().count(), std::memory_order_relaxed);
+        } else {
+            backoff_ = std::chrono::microseconds(500);
+        }
+    }
+
     std::mutex submit_mutex_;
     std::vector<std::unique_ptr<Worker>> workers_;
+    Clock::duration backoff_ = std::chrono::microseconds(500);  // under submit_mutex_
+    std::atomic<Clock::rep> inline_until_{0};
 };
 
 }  // namespace detail
@@ -230,7 +260,7 @@ void parallel_for(std::size_t n, int threads, Fn&& fn, std::size_t grain = 1) {
     if (threads <= 0) threads = default_threads();
     grain = std::max<std::size_t>(grain, 1);
     const std::size_t most = n / grain;  // chunks of at least a grain
-    if (threads <= 1 || most < 2 || detail::ThreadPool::in_pool()) {
+    if (threads <= 1 || most < 2 || detail::ThreadPool::in_pool() || detail::ThreadPool::instance().backing_off()) {
         if (n) fn(std::size_t(0), n);
         return;
     }
