@@ -71,10 +71,7 @@ int run(const EvalCliOptions& opt) {
     const int threads = opt.threads;
     const std::string kernels = opt.kernels;
     const bool packed = kernels == "packed";
-    const auto tokens = text_tokens(model, text_path, std::size_t(opt.max_tokens));
-    if (tokens.size() < 2)
-        throw qforge::InvalidArgument(text_path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
-                                      " token(s), at least 2 are needed");
+    const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
     const bool tied = model.source().tied_output();
     const auto& stored = model.weights();
     const std::string format = stored_format(stored);

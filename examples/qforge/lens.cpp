@@ -77,10 +77,7 @@ int run(const LensOptions& opt) {
     auto model = Model::open(opt.model);
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
     const int threads = opt.threads;
-    const auto tokens = text_tokens(model, text_path, std::size_t(opt.max_tokens));
-    if (tokens.size() < 2)
-        throw qforge::InvalidArgument(text_path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
-                                      " token(s), at least 2 are needed");
+    const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
     const auto reference = qforge::llama::dequantized_weights(model.weights());
     const int context = context_or_default(opt.context, reference.config.seq_len);
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;

@@ -232,6 +232,14 @@ std::vector<int> text_tokens(const Model& model, const std::string& path, std::s
     return first_tokens(model, read_text(path), max_tokens);
 }
 
+std::vector<int> tokens_to_score(const Model& model, const std::string& path, std::size_t max_tokens) {
+    auto tokens = text_tokens(model, path, max_tokens);
+    if (tokens.size() < 2)
+        throw qforge::InvalidArgument(path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
+                                      " token(s), at least 2 are needed");
+    return tokens;
+}
+
 std::vector<int> calibration_tokens(const CalibOptions& options, const Model& model, const std::string& default_text, std::size_t skip) {
     const std::string path = options.calib.empty() ? default_text : options.calib;
     const bool same = path == default_text;

@@ -71,7 +71,10 @@ std::string read_text(const std::string& path);
 /// BOS first when the model's rule says so). Tokenizes a prefix cut after a line break, doubling
 /// it until it holds more tokens than asked, so a long file is not tokenized whole.
 std::vector<int> text_tokens(const Model& model, const std::string& path, std::size_t max_tokens);
-/// The same for a text in memory; `label` names it in errors.
+/// text_tokens for scoring: an error (naming the file) when they are fewer than 2, i.e. nothing
+/// to score.
+std::vector<int> tokens_to_score(const Model& model, const std::string& path, std::size_t max_tokens);
+/// The same as text_tokens for a text in memory.
 std::vector<int> first_tokens(const Model& model, const std::string& text, std::size_t max_tokens);
 
 class Progress;
