@@ -110,7 +110,7 @@ void add_generate(CLI::App& app, int& status) {
     sub->add_option("--top-p", o->top_p, "nucleus sampling mass, in (0, 1]; unused when the temperature is 0")
         ->check(finite_in(0.0, 1.0))
         ->capture_default_str();
-    sub->add_option("--seed", o->seed, "sampler seed")->check(CLI::NonNegativeNumber)->capture_default_str();
+    sub->add_option("--seed", o->seed, "sampler seed")->check(whole_number())->capture_default_str();
     sub->add_option("--scheme", o->scheme, "quantize the decoder's linear layers first with this RTN scheme, e.g. rtn:w4g32a");
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");

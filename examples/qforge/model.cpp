@@ -193,6 +193,8 @@ const qforge::llama::Weights& Model::weights() {
 }
 
 std::string read_text(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw qforge::FileError(path, "is a directory; a text file is needed");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw qforge::FileError(path, "cannot open file");
     std::stringstream ss;
@@ -234,6 +236,9 @@ std::vector<int> text_tokens(const Model& model, const std::string& path, std::s
 
 std::vector<int> tokens_to_score(const Model& model, const std::string& path, std::size_t max_tokens) {
     auto tokens = text_tokens(model, path, max_tokens);
+    if (tokens.size() < max_tokens && tokens.size() >= 2)
+        std::fprintf(stderr, "qforge: %s holds %zu tokens, fewer than the %zu asked for: all of them are scored\n", path.c_str(), tokens.size(),
+                     max_tokens);
     if (tokens.size() < 2)
         throw qforge::InvalidArgument(path + ": nothing to score: the text gives " + std::to_string(tokens.size()) +
                                       " token(s), at least 2 are needed");

@@ -130,7 +130,7 @@ void add_neurons(CLI::App& app, int& status) {
     sub->add_option("--prob-quantile", o->prob_quantile, "quantile of all activation probabilities a candidate must exceed")
         ->check(finite_in(0.0, 1.0))
         ->capture_default_str();
-    sub->add_option("--seed", o->seed, "seed of the random controls")->check(CLI::NonNegativeNumber)->capture_default_str();
+    sub->add_option("--seed", o->seed, "seed of the random controls")->check(whole_number())->capture_default_str();
     sub->add_option("--out", o->out, "output file (checked before any work)")->required()->check(writable_output());
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "print the counts as one JSON object");

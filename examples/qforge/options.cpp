@@ -67,6 +67,16 @@ void add_calib_options(CLI::App& app, CalibOptions& o) {
         ->check(CLI::Range(0L, long(INT_MAX)));
 }
 
+CLI::Validator whole_number() {
+    return CLI::Validator(
+        [](std::string& value) -> std::string {
+            if (value.empty() || value.size() > 19 || value.find_first_not_of("0123456789") != std::string::npos)
+                return "needs a whole number >= 0, got '" + value + "'";
+            return "";
+        },
+        "UINT");
+}
+
 CLI::Validator finite_in(double lo, double hi) {
     return CLI::Validator(
         [lo, hi](std::string& value) -> std::string {

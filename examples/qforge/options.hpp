@@ -38,6 +38,9 @@ std::string line_range_problem(const std::string& text);
 /// The same as a CLI11 check.
 CLI::Validator line_range();
 
+/// A whole number >= 0 (for seeds: CLI11 would wrap "-3" to 2^64 - 3).
+CLI::Validator whole_number();
+
 /// A number that is finite and within [lo, hi] (CLI11's Range lets NaN through).
 CLI::Validator finite_in(double lo, double hi);
 

@@ -58,7 +58,8 @@ expect_error "nothing to score" "$q" eval --text "$tmp/empty" --json
 expect_error "nothing to score" "$q" lens --text "$tmp/empty" --json
 expect_error "max-tokens.*0" "$q" ppl --max-tokens 0
 expect_error "max-tokens.*1" "$q" ppl --max-tokens 1
-"$q" ppl --text "$tmp/hi" --scheme rtn:w4g32a --json > "$tmp/p.json"
+"$q" ppl --text "$tmp/hi" --scheme rtn:w4g32a --json > "$tmp/p.json" 2> "$tmp/perr"
+grep -q "holds 3 tokens, fewer than the 16384 asked for" "$tmp/perr" || fail "no note for a text shorter than --max-tokens: $(cat "$tmp/perr")"
 json "$tmp/p.json" 'd["tokens"] == d["text_tokens"] - 1 >= 1'
 
 # every subcommand's --json, on small and degenerate inputs, through a strict parser
@@ -103,7 +104,9 @@ expect_error "context.*x" "$q" ppl --context x
 expect_error "lines.*7-3" "$q" neurons --lines 7-3 --out "$tmp/n2.json"
 expect_error "calib-tokens.*-5" "$q" eval --calib-tokens -5
 expect_error "kernels.*gpu" "$q" eval --kernels gpu
-expect_error "seed.*-3" "$q" generate --seed -3
+expect_error "seed: needs a whole number >= 0, got '-3'" "$q" generate --seed -3
+mkdir -p "$tmp/a_dir"
+expect_error "a_dir: is a directory" "$q" ppl --text "$tmp/a_dir"
 expect_error "unknown|extra|not expected|The following" "$q" ppl --bogus 1
 
 # row 6: thread counts above the machine's are capped with one note; negative ones are refused
