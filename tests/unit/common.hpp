@@ -4,8 +4,10 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace qtest {
@@ -62,6 +64,37 @@ inline std::vector<float> random_weights(std::size_t n, unsigned seed, float out
     std::vector<float> w(n);
     for (auto& v : w) v = normal(rng) * (unit(rng) < outlier_rate ? 8.0f : 1.0f) * 0.05f;
     return w;
+}
+
+/// An input of the 2026-11-30 bug report: QFORGE_CASES, else cases/2026-11-30 beside the data
+/// directory (../shared/cases).
+inline std::string case_path(const std::string& name) {
+    const char* env = std::getenv("QFORGE_CASES");
+    return (env && *env ? std::string(env) : data_dir() + "/../cases/2026-11-30") + "/" + name;
+}
+
+/// The message of the exception `fn` throws: E's own, marked when another type was thrown,
+/// "(no error)" when none was.
+template <class E = std::exception, class Fn>
+std::string error_of(Fn&& fn) {
+    try {
+        fn();
+    } catch (const std::exception& e) {
+        if constexpr (std::is_same_v<E, std::exception>) return e.what();
+        else if (dynamic_cast<const E*>(&e) != nullptr) return e.what();
+        return std::string("(another exception type) ") + e.what();
+    }
+    return "(no error)";
+}
+
+/// Whether `message` contains every part (the missing one is logged).
+inline bool has_all(const std::string& message, std::initializer_list<std::string> parts) {
+    for (const auto& p : parts)
+        if (message.find(p) == std::string::npos) {
+            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << message);
+            return false;
+        }
+    return true;
 }
 
 }  // namespace qtest

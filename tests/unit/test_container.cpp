@@ -22,15 +22,6 @@ namespace fs = std::filesystem;
 namespace {
 std::string tmp(const std::string& name) { return (fs::temp_directory_path() / name).string(); }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
 
 llama::ContainerOptions with_rules(std::vector<std::pair<std::string, std::string>> rules, int threads = 0) {
     llama::ContainerOptions o;
@@ -53,9 +44,9 @@ BOOST_AUTO_TEST_CASE(json_round_trip_and_errors) {
     BOOST_TEST(j.at("a").as_array()[2].as_string() == "x\xc3\xa9\xf0\x9f\x98\x80\n");
     BOOST_TEST(j.at("n").as_int() == 9007199254740993LL);  // exact beyond double precision
     BOOST_TEST(io::Json::parse(j.dump()).dump() == j.dump());
-    BOOST_TEST(error_of([] { io::Json::parse("{\"a\": }"); }).find("byte 6") != std::string::npos);
-    BOOST_TEST(error_of([] { io::Json::parse(std::string(1000, '[')); }).find("nesting") != std::string::npos);
-    BOOST_TEST(error_of([] { io::Json::parse("[1] x"); }).find("trailing") != std::string::npos);
+    BOOST_TEST(qtest::error_of([] { io::Json::parse("{\"a\": }"); }).find("byte 6") != std::string::npos);
+    BOOST_TEST(qtest::error_of([] { io::Json::parse(std::string(1000, '[')); }).find("nesting") != std::string::npos);
+    BOOST_TEST(qtest::error_of([] { io::Json::parse("[1] x"); }).find("trailing") != std::string::npos);
     // found by fuzz_safetensors: a number too large for int64 must stay a double (no UB)
     const auto huge = io::Json::parse("[666666666666666666666666666666]");
     BOOST_TEST(huge.as_array()[0].as_double() == 6.66666666666666666e29);
@@ -130,18 +121,18 @@ BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
         return p;
     };
     const auto truncated = write(tmp("qf_trunc.safetensors"), bytes.substr(0, bytes.size() - 10));
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(truncated); }).find("truncated") != std::string::npos);
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(truncated); }).find("qf_trunc.safetensors") != std::string::npos);
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(write(tmp("qf_tiny.safetensors"), "abc")); }).find("truncated") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(truncated); }).find("truncated") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(truncated); }).find("qf_trunc.safetensors") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_tiny.safetensors"), "abc")); }).find("truncated") != std::string::npos);
     std::string v2 = bytes;
     const auto at = v2.find("\"qforge.format_version\":\"1\"");
     BOOST_TEST_REQUIRE(at != std::string::npos);
     v2[at + 25] = '7';
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(write(tmp("qf_v7.safetensors"), v2)); }).find("version 7") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_v7.safetensors"), v2)); }).find("version 7") != std::string::npos);
     std::string garbage = bytes;
     garbage[12] = '!';
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(write(tmp("qf_garbage.safetensors"), garbage)); }).find("header") != std::string::npos);
-    BOOST_TEST(error_of([&] { llama::ContainerSource s(tmp("qf_does_not_exist.safetensors")); }).find("cannot open") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_garbage.safetensors"), garbage)); }).find("header") != std::string::npos);
+    BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(tmp("qf_does_not_exist.safetensors")); }).find("cannot open") != std::string::npos);
 
     // a quantizer failing half-way leaves neither the file nor its temporary
     const auto failed = tmp("qf_failed.safetensors");
@@ -266,7 +257,7 @@ BOOST_AUTO_TEST_CASE(non_finite_stored_values_are_refused_at_load) {
             c.poison(w);
             const auto path = tmp("qf_poisoned.safetensors");
             llama::write_container(llama::WeightsSource(w, "memory"), path, {});  // 'keep': stored as held
-            const auto m = error_of([&] { (void)llama::load_weights(llama::ContainerSource(path)); });
+            const auto m = qtest::error_of([&] { (void)llama::load_weights(llama::ContainerSource(path)); });
             BOOST_TEST_MESSAGE(m);
             BOOST_TEST(m.find(path) != std::string::npos, m);
             BOOST_TEST(m.find("tensor " + c.tensor) != std::string::npos, m);

@@ -242,25 +242,7 @@ void set_half(std::vector<std::uint8_t>& data, std::size_t block_bytes, std::siz
     std::memcpy(data.data() + b * block_bytes + offset, &h, 2);
 }
 
-std::string error_text(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const FileError& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("(not a FileError) ") + e.what();
-    }
-    return "(no error)";
-}
 
-bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
-    for (const auto& p : parts)
-        if (m.find(p) == std::string::npos) {
-            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << m);
-            return false;
-        }
-    return true;
-}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
@@ -318,9 +300,9 @@ BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
             const auto path = write_file("qf_bad_" + std::to_string(&c - cases.data()) + ".gguf", build({c.tensor}, 32));
             const auto f = GgufFile::open(path);
             const auto& t = f.tensor(c.tensor.name);
-            BOOST_TEST(has_all(error_text([&] { (void)f.dequantize(t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
+            BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { (void)f.dequantize(t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
             if (t.ne.size() == 2)  // the model-side read: packed blocks are kept as stored, and checked
-                BOOST_TEST(has_all(error_text([&] { (void)llama::gguf_linear(f, t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
+                BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { (void)llama::gguf_linear(f, t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
             if (c.packed) BOOST_TEST(!f.block_fault(t).empty());
         }
     }

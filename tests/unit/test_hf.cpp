@@ -264,20 +264,6 @@ std::string load_error(const std::string& dir) {
     }
     return "(no error)";
 }
-bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
-    for (const auto& p : parts)
-        if (m.find(p) == std::string::npos) {
-            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << m);
-            return false;
-        }
-    return true;
-}
-/// An input of the 2026-11-30 bug report: QFORGE_CASES, else cases/2026-11-30 beside the data
-/// directory (../shared/cases).
-std::string case_path(const std::string& name) {
-    const char* env = std::getenv("QFORGE_CASES");
-    return (env && *env ? std::string(env) : qtest::data_dir() + "/../cases/2026-11-30") + "/" + name;
-}
 }  // namespace
 
 // A NaN or Inf in an F16, BF16 or F32 tensor is refused when the tensor is read, naming the
@@ -309,7 +295,7 @@ BOOST_AUTO_TEST_CASE(non_finite_values_are_refused_at_load) {
                 }
         });
         const auto m = load_error(ck.dir);
-        BOOST_TEST(has_all(m, {ck.dir + "/" + c.shard, "tensor " + c.hf + " (" + c.llama + ", " + c.dtype + ")", c.where}), m);
+        BOOST_TEST(qtest::has_all(m, {ck.dir + "/" + c.shard, "tensor " + c.hf + " (" + c.llama + ", " + c.dtype + ")", c.where}), m);
     }
 }
 
@@ -333,7 +319,7 @@ BOOST_AUTO_TEST_CASE(quantization_errors_name_model_tensor_row_and_group) {
         m = e.what();
     }
     BOOST_TEST_MESSAGE(m);
-    BOOST_TEST(has_all(m, {ck.dir + ": tensor blk.0.ffn_up.weight: row 5, group 2 (columns 16-23): the group's scale 6.67e+28 does not fit fp16"}), m);
+    BOOST_TEST(qtest::has_all(m, {ck.dir + ": tensor blk.0.ffn_up.weight: row 5, group 2 (columns 16-23): the group's scale 6.67e+28 does not fit fp16"}), m);
     // the other helpers name the tensor the same way
     try {
         (void)llama::map_named_block_linears(
@@ -342,19 +328,19 @@ BOOST_AUTO_TEST_CASE(quantization_errors_name_model_tensor_row_and_group) {
     } catch (const InvalidData& e) {
         m = e.what();
     }
-    BOOST_TEST(has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 2 (columns 16-23)", "does not fit fp16"}), m);
+    BOOST_TEST(qtest::has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 2 (columns 16-23)", "does not fit fp16"}), m);
     try {
         (void)llama::quantize_named_linear(src.label(), "blk.0.ffn_up.weight", w.layers[0].w3, parse_scheme("rtn:w4a"));
         m = "(no error)";
     } catch (const InvalidData& e) {
         m = e.what();
     }
-    BOOST_TEST(has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 0 (columns 0-31)", "does not fit fp16"}), m);
+    BOOST_TEST(qtest::has_all(m, {ck.dir, "tensor blk.0.ffn_up.weight", "row 5, group 0 (columns 0-31)", "does not fit fp16"}), m);
 }
 
 // The bug report's own input: hf_huge/, where one row of blk.0.ffn_up is 1e30.
 BOOST_AUTO_TEST_CASE(case_hf_huge_names_tensor_row_and_group) {
-    const auto dir = case_path("hf_huge");
+    const auto dir = qtest::case_path("hf_huge");
     if (!fs::exists(dir)) {
         if (qtest::data_required()) BOOST_ERROR("case directory missing: " << dir << " (QFORGE_REQUIRE_DATA=1)");
         else BOOST_TEST_MESSAGE("skipped: case directory missing: " << dir << " (set QFORGE_CASES or QFORGE_DATA)");
@@ -369,5 +355,5 @@ BOOST_AUTO_TEST_CASE(case_hf_huge_names_tensor_row_and_group) {
         m = e.what();
     }
     BOOST_TEST_MESSAGE(m);
-    BOOST_TEST(has_all(m, {dir, "tensor blk.0.ffn_up.weight", "row ", ", group ", "(columns ", "does not fit fp16"}), m);
+    BOOST_TEST(qtest::has_all(m, {dir, "tensor blk.0.ffn_up.weight", "row ", ", group ", "(columns ", "does not fit fp16"}), m);
 }

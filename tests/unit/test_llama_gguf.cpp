@@ -11,37 +11,12 @@ using namespace qforge;
 namespace fs = std::filesystem;
 
 namespace {
-/// An input of the 2026-11-30 bug report: QFORGE_CASES, else cases/2026-11-30 beside the data
-/// directory (../shared/cases).
-std::string case_path(const std::string& name) {
-    const char* env = std::getenv("QFORGE_CASES");
-    return (env && *env ? std::string(env) : qtest::data_dir() + "/../cases/2026-11-30") + "/" + name;
-}
 /// Whether the case file is there; when it is not, says so, and fails under QFORGE_REQUIRE_DATA=1.
 bool have_case(const std::string& path) {
     if (fs::exists(path)) return true;
     if (qtest::data_required()) BOOST_ERROR("case file missing: " << path << " (QFORGE_REQUIRE_DATA=1)");
     else BOOST_TEST_MESSAGE("skipped: case file missing: " << path << " (set QFORGE_CASES or QFORGE_DATA)");
     return false;
-}
-template <class Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const FileError& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        return std::string("(not a FileError) ") + e.what();
-    }
-    return "(no error)";
-}
-bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
-    for (const auto& p : parts)
-        if (m.find(p) == std::string::npos) {
-            BOOST_TEST_MESSAGE("message lacks '" << p << "': " << m);
-            return false;
-        }
-    return true;
 }
 }  // namespace
 
@@ -50,21 +25,21 @@ bool has_all(const std::string& m, std::initializer_list<std::string> parts) {
 // the stored blocks ('keep') refuses too and writes nothing.
 BOOST_AUTO_TEST_CASE(case_q8_0_non_finite_scale_is_refused_at_load) {
     for (const auto& [file, value] : {std::pair{"s260k_q8_nan.gguf", "nan"}, std::pair{"s260k_q8_inf.gguf", "inf"}}) {
-        const auto path = case_path(file);
+        const auto path = qtest::case_path(file);
         if (!have_case(path)) continue;
         const auto f = io::GgufFile::open(path);
         const llama::GgufSource src(f);
         const std::initializer_list<std::string> expected = {path, "tensor blk.0.attn_q.weight",
                                                               std::string("block 0 (row 0, columns 0-31) has a non-finite scale (") + value + ")"};
-        const auto loading = error_of([&] { (void)llama::load_weights(src); });
-        BOOST_TEST(has_all(loading, expected), loading);
+        const auto loading = qtest::error_of<FileError>([&] { (void)llama::load_weights(src); });
+        BOOST_TEST(qtest::has_all(loading, expected), loading);
         BOOST_TEST_MESSAGE(loading);
         const auto out = (fs::temp_directory_path() / "qf_case_keep.safetensors").string();
         fs::remove(out);
         llama::ContainerOptions keep;
         keep.rules = {{"*", "keep"}};
-        const auto exporting = error_of([&] { llama::write_container(src, out, keep); });
-        BOOST_TEST(has_all(exporting, expected), exporting);
+        const auto exporting = qtest::error_of<FileError>([&] { llama::write_container(src, out, keep); });
+        BOOST_TEST(qtest::has_all(exporting, expected), exporting);
         BOOST_TEST(!fs::exists(out));
         BOOST_TEST(!fs::exists(out + ".tmp"));
     }
