@@ -12,8 +12,8 @@
 #include <vector>
 
 #include <qforge/calibration/activation_stats.hpp>
-#include <qforge/quantizers/awq.hpp>
-#include <qforge/quantizers/gptq.hpp>
+#include <qforge/quantizers/registry.hpp>
+#include <qforge/quantizers/registry.hpp>
 
 namespace {
 

@@ -14,9 +14,8 @@
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
-#include <qforge/models/llama/awq.hpp>
+#include <qforge/models/llama/quantize_model.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
-#include <qforge/models/llama/gptq.hpp>
 
 #include "bench_models.hpp"
 
@@ -49,18 +48,9 @@ void quantize(benchmark::State& state, const Model* m, std::string scheme_text) 
     double seconds = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
-        Weights q;
-        if (scheme.method == "rtn") {
-            q = qforge::llama::map_block_linears(*m->weights, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, scheme, g_threads); });
-        } else if (scheme.method == "gptq") {
-            qforge::llama::ModelGptqOptions o;
-            o.calibration = cal;
-            q = qforge::llama::gptq_quantize_model(*m->weights, tokens, scheme, o);
-        } else {
-            qforge::llama::ModelAwqOptions o;
-            o.calibration = cal;
-            q = qforge::llama::awq_quantize_model(*m->weights, tokens, scheme, o);
-        }
+        qforge::llama::ModelQuantizeOptions o;
+        o.calibration = cal;
+        const Weights q = qforge::llama::quantize_model(*m->weights, tokens, scheme, o);
         benchmark::DoNotOptimize(q.layers.data());
         seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }

@@ -27,7 +27,7 @@
 #include <qforge/io/llama2c.hpp>
 #include <qforge/models/llama/evaluate.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
-#include <qforge/quantizers/gptq.hpp>
+#include <qforge/quantizers/registry.hpp>
 
 #include "bench_models.hpp"
 

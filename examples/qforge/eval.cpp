@@ -63,7 +63,7 @@ int run(const EvalCliOptions& opt) {
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
     bool any_twq = false;
-    for (const auto& s : parsed) any_twq |= s.method == "twq";
+    for (const auto& s : parsed) any_twq |= qforge::method_of(s).needs_targets;
     if (any_twq && (opt.neurons.empty() || opt.twq_targets.empty()))
         throw CLI::ValidationError("--scheme twq:...", "needs --neurons FILE and --twq-target LANG");
     auto model = Model::open(opt.model);
@@ -108,7 +108,7 @@ int run(const EvalCliOptions& opt) {
     };
     const auto flores_tokens = [&](const std::string& lang, int first, int last) { return flores_lines(lang, first, last).tokens; };
     for (const auto& scheme : parsed) {
-        if (scheme.method == "twq") {  // one row per target language with its LAPE set, one with the random control
+        if (qforge::method_of(scheme).needs_targets) {  // one row per target language with its LAPE set, one with the random control
             const auto sets = qforge::llama::read_neuron_sets(opt.neurons, stored.config.n_layers, stored.config.hidden_dim);
             for (const auto& target : opt.twq_targets) {
                 const auto find = [&](const std::string& name) -> const qforge::llama::NeuronSet& {
@@ -122,7 +122,7 @@ int run(const EvalCliOptions& opt) {
                 const std::size_t cap = std::size_t(opt.calib.calib_tokens);  // same budget as the other methods
                 if (twq_calib.size() > cap) twq_calib.resize(cap);
                 if (heldout.size() > cap / 2) heldout.resize(cap / 2);
-                qforge::llama::ModelAwqOptions ao;
+                qforge::llama::ModelQuantizeOptions ao;
                 ao.calibration.sequence_length = std::min(512, stored.config.seq_len);
                 ao.calibration.isa = qforge::best_isa();
                 ao.calibration.threads = threads;
@@ -162,7 +162,7 @@ int run(const EvalCliOptions& opt) {
                 c.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cstart).count();
                 measure(c, tied);
                 auto awq = scheme;
-                awq.method = "awq";
+                awq.method = std::string(qforge::method_of(scheme).untargeted);
                 twq_pairs.push_back({target, qforge::to_string(awq), rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
                     if (!packed)
@@ -174,7 +174,7 @@ int run(const EvalCliOptions& opt) {
         }
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
-        if (scheme.method != "rtn" && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, threads, bar, model.path())};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -30,7 +30,7 @@ int run(const GenerateOptions& opt) {
     const qforge::llama::Weights* weights = &model.weights();
     if (!opt.scheme.empty()) {
         const auto scheme = qforge::parse_scheme(opt.scheme);
-        if (scheme.method != "rtn")
+        if (qforge::method_of(scheme).needs_calibration())
             throw qforge::InvalidArgument("generate --scheme quantizes with RTN only; write a " + scheme.method +
                                           " model with 'qforge quantize' and generate from it");
         quantized = qforge::llama::quantize_block_linears(qforge::llama::dequantized_weights(*weights), scheme, opt.threads, model.path());

@@ -84,7 +84,7 @@ int run(const LensOptions& opt) {
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, qforge::best_isa(), threads));
     if (scheme) {
         std::vector<int> calib;
-        if (scheme->method != "rtn") calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        if (qforge::method_of(*scheme).needs_calibration()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         Progress bar("quantize " + qforge::to_string(*scheme));
         const auto q = quantize_model(reference, *scheme, calib, threads, bar, model.path());
         bar.finish();

@@ -14,8 +14,7 @@
 #include <qforge/io/spm_tokenizer.hpp>
 #include <qforge/models/llama/container.hpp>
 #include <qforge/models/llama/gguf_loader.hpp>
-#include <qforge/models/llama/awq.hpp>
-#include <qforge/models/llama/gptq.hpp>
+#include <qforge/models/llama/quantize_model.hpp>
 #include <qforge/models/llama/hf_source.hpp>
 #include <qforge/models/llama/llama2c_source.hpp>
 #ifdef QFORGE_HAVE_TEXT
@@ -260,41 +259,18 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
 
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
                                       int threads, Progress& bar, const std::string& label) {
-    if (scheme.method == "awq" || scheme.method == "awq+gptq") {
-        if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
-        qforge::llama::ModelAwqOptions o;
-        o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
-        o.calibration.isa = qforge::best_isa();
-        o.calibration.threads = threads;
-        o.progress = [&](int block, int blocks, const std::string& what) {
-            bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
-        };
-        return qforge::with_context(label, [&] { return qforge::llama::awq_quantize_model(fp32, calib, scheme, o); });
-    }
-    if (scheme.method == "gptq") {
-        if (calib.empty()) throw qforge::InvalidArgument(qforge::to_string(scheme) + " needs calibration tokens");
-        qforge::llama::ModelGptqOptions o;
-        o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
-        o.calibration.isa = qforge::best_isa();
-        o.calibration.threads = threads;
-        o.progress = [&](int block, int blocks, const std::string& what) {
-            bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
-        };
-        o.note = [&](const std::string& line) {
-            bar.finish();
-            std::fprintf(stderr, "gptq: %s\n", line.c_str());
-        };
-        return qforge::with_context(label, [&] { return qforge::llama::gptq_quantize_model(fp32, calib, scheme, o); });
-    }
-    std::size_t done = 0;
-    const double total = double(fp32.config.n_layers) * double(qforge::llama::block_linears.size());
-    return qforge::llama::map_named_block_linears(
-        fp32,
-        [&](const std::string&, const qforge::llama::Linear& l) {
-            bar.update(double(done++), total);
-            return qforge::llama::quantize_linear(l, scheme, threads);
-        },
-        label);
+    qforge::llama::ModelQuantizeOptions o;
+    o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
+    o.calibration.isa = qforge::best_isa();
+    o.calibration.threads = threads;
+    o.progress = [&](int block, int blocks, const std::string& what) {
+        bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
+    };
+    o.note = [&](const std::string& line) {
+        bar.finish();
+        std::fprintf(stderr, "%s: %s\n", scheme.method.c_str(), line.c_str());
+    };
+    return qforge::llama::quantize_model(fp32, calib, scheme, o, label);
 }
 
 namespace {

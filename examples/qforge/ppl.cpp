@@ -41,7 +41,7 @@ int run(const PplOptions& opt) {
     const bool compare = !opt.scheme.empty();
     if (compare) {
         const auto scheme = qforge::parse_scheme(opt.scheme);
-        if (scheme.method != "rtn")
+        if (qforge::method_of(scheme).needs_calibration())
             throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
         scheme_text = qforge::to_string(scheme);
         auto fp32 = qforge::llama::dequantized_weights(reference);

@@ -37,7 +37,7 @@ int run(QuantizeOptions opt) {
         const std::string action = rule.substr(eq + 1);
         if (action != "f32" && action != "keep") {
             const auto s = qforge::parse_scheme(action);
-            if (s.method != "rtn")
+            if (qforge::method_of(s).needs_calibration())
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         }
         overrides.emplace_back(rule.substr(0, eq), action);
@@ -61,7 +61,7 @@ int run(QuantizeOptions opt) {
     std::unique_ptr<qforge::llama::Weights> calibrated;
     std::unique_ptr<qforge::llama::WeightsSource> calibrated_source;
     if (scheme) {
-        if (scheme->method != "rtn") {
+        if (qforge::method_of(*scheme).needs_calibration()) {
             const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
             const auto fp32 = qforge::llama::dequantized_weights(model.weights());
             Progress bar(qforge::to_string(*scheme));

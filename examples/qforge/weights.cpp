@@ -53,7 +53,8 @@ int run(const WeightsOptions& opt) {
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) {
         parsed.push_back(qforge::parse_scheme(s));
-        if (parsed.back().method != "rtn") throw CLI::ValidationError("--scheme", "weights measures rtn schemes only, got '" + s + "'");
+        if (qforge::method_of(parsed.back()).needs_calibration())
+            throw CLI::ValidationError("--scheme", "weights measures schemes that need no calibration (rtn) only, got '" + s + "'");
     }
     const int threads = opt.threads;
     const qforge::Isa isa = opt.isa.empty() ? qforge::best_isa() : qforge::parse_isa(opt.isa);
@@ -81,11 +82,13 @@ int run(const WeightsOptions& opt) {
     for (const auto& scheme : parsed) {
         const auto start = std::chrono::steady_clock::now();
         Totals t;
-        const qforge::RtnQuantizer quantizer(scheme, threads);
+        qforge::QuantizeSettings settings;
+        settings.threads = threads;
         for (const auto& tensor : linear) {
             const auto& m = *tensor.w;
             try {
-                const auto q = quantizer.quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
+                const auto q = qforge::quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)), scheme, {},
+                                                settings).q;
                 switch (scheme.spec.bits) {
                     case 2: measure<2>(q, m.data, isa, threads, t); break;
                     case 3: measure<3>(q, m.data, isa, threads, t); break;

@@ -20,4 +20,4 @@
 #include "qforge/io/llama2c.hpp"
 #include "qforge/metrics/output_error.hpp"
 #include "qforge/metrics/weight_error.hpp"
-#include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/registry.hpp"

@@ -14,8 +14,8 @@ int main() {
     for (int i = 0; i < rows * cols; ++i) w[i] = float((i * 37) % 101 - 50) / 50.0f;
     for (int i = 0; i < cols; ++i) x[i] = float(i % 7) - 3.0f;
 
-    const auto q = qforge::quantize<Scheme>(qforge::MatrixView<const float>(w.data(), rows, cols));
-    const auto packed = qforge::Q4_0::pack(q);
+    const auto layer = qforge::quantize<Scheme>(qforge::MatrixView<const float>(w.data(), rows, cols));
+    const auto packed = qforge::Q4_0::pack(layer.q);
     std::vector<float> y(rows), y_ref(rows);
     qforge::gemv<qforge::Q4_0>(packed, x, y);
     qforge::gemv<qforge::Q4_0>(packed, x, y_ref, qforge::Isa::scalar);

@@ -1,6 +1,6 @@
 // libFuzzer: any text either parses to a scheme whose canonical text parses back to it, or is
 // refused with InvalidArgument. Nothing else may happen.
-#include <qforge/core/scheme.hpp>
+#include <qforge/quantizers/registry.hpp>
 
 #include <cstdlib>
 #include <string_view>

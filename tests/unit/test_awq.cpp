@@ -145,7 +145,7 @@ BOOST_AUTO_TEST_CASE(awq_beats_rtn_on_stories260k, *boost::unit_test::preconditi
     llama::EvalOptions eo;
     eo.context = 256;
     eo.isa = best_isa();
-    llama::ModelAwqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 256;
     o.calibration.isa = best_isa();
     for (const char* grid : {"w3g32a", "w4g32a"}) {
@@ -167,9 +167,9 @@ BOOST_AUTO_TEST_CASE(twq_protects_the_targets) {
     const auto w = qtest::random_llama(qtest::tiny_config(1), 55);
     const auto tokens = qtest::random_tokens(256, w.config.vocab_size, 56);
     llama::NeuronSet targets{{{0, 5, 9, 17, 30}}};
-    llama::ModelAwqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 16;
-    o.awq.clip = false;
+    o.settings.awq_clip = false;
     const auto scheme = parse_scheme("awq:w3g16a");
     std::vector<llama::BlockScales> plain_scales, twq_scales;
     const auto plain = llama::awq_quantize_model(w, tokens, scheme, o, &plain_scales);
@@ -205,7 +205,7 @@ BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
     for (int c = 8; c < 16; ++c) up.data[std::size_t(5 * up.cols + c)] = 1e30f;
     w.layers[0].w3 = llama::Linear(up);
     const auto tokens = qtest::random_tokens(64, w.config.vocab_size, 58);
-    llama::ModelAwqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 16;
     for (const char* scheme : {"awq:w4g8a", "awq+gptq:w4g8a"}) {
         std::string m = "(no error)";

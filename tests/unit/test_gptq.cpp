@@ -7,7 +7,7 @@
 #include <random>
 
 #include "common.hpp"
-#include "qforge/quantizers/gptq.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
 
@@ -174,7 +174,7 @@ BOOST_AUTO_TEST_CASE(identity_hessian_is_rtn) {
     for (int i = 0; i < cols; ++i) h[std::size_t(i * cols + i)] = 1.0f;
     for (const char* text : {"rtn:w4g32a", "rtn:w3s", "rtn:w2g16m", "rtn:w8g64s", "rtn:w3g32a,clip"}) {
         const auto s = parse_scheme(text);
-        const auto rtn = RtnQuantizer(s).quantize(MatrixView<const float>(w.data(), rows, cols));
+        const auto rtn = quantize(MatrixView<const float>(w.data(), rows, cols), s).q;
         for (const bool act : {false, true}) {
             GptqOptions o;
             o.act_order = act;
@@ -267,7 +267,7 @@ BOOST_AUTO_TEST_CASE(correlated_inputs_beat_rtn) {
     const auto h = hessian_of(x, n, cols);
     for (const char* text : {"rtn:w3g32a", "rtn:w2g64a", "rtn:w4s"}) {
         const auto s = parse_scheme(text);
-        const auto rtn = RtnQuantizer(s).quantize(MatrixView<const float>(w.data(), rows, cols));
+        const auto rtn = quantize(MatrixView<const float>(w.data(), rows, cols), s).q;
         std::vector<float> rtn_hat(w.size());
         for (int r = 0; r < rows; ++r)
             for (int c = 0; c < cols; ++c) rtn_hat[std::size_t(r * cols + c)] = rtn.dequantize(r, c);

@@ -44,7 +44,7 @@ double kl_against(const llama::Weights& q, const llama::Weights& ref, std::span<
 BOOST_AUTO_TEST_CASE(gptq_beats_rtn_on_stories260k, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
     const auto calib = sampled(w, 4096, 1), eval = sampled(w, 2048, 2);
-    llama::ModelGptqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 256;
     o.calibration.isa = best_isa();
     for (const char* grid : {"w3g32a", "w2g32a", "w3a"}) {
@@ -67,7 +67,7 @@ BOOST_AUTO_TEST_CASE(gptq_beats_rtn_on_stories260k, *boost::unit_test::precondit
 BOOST_AUTO_TEST_CASE(act_order_layers_packed_equal_dequantized, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
     const auto calib = sampled(w, 1024, 3);
-    llama::ModelGptqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 256;
     const auto g = llama::gptq_quantize_model(w, calib, parse_scheme("gptq:w8g32a,act"), o);
     std::size_t ordered = 0;
@@ -107,7 +107,7 @@ BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
     for (int c = 8; c < 16; ++c) up.data[std::size_t(5 * up.cols + c)] = 1e30f;
     w.layers[0].w3 = llama::Linear(up);
     const auto tokens = qtest::random_tokens(64, w.config.vocab_size, 62);
-    llama::ModelGptqOptions o;
+    llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 16;
     for (const char* scheme : {"gptq:w4g8a", "gptq:w4g8a,act"}) {
         std::string m = "(no error)";

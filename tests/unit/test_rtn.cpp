@@ -5,7 +5,7 @@
 #include "common.hpp"
 #include "qforge/io/llama2c.hpp"
 #include "qforge/metrics/weight_error.hpp"
-#include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
 
@@ -121,8 +121,8 @@ BOOST_AUTO_TEST_CASE(compile_time_scheme_matches_runtime) {
     const auto w = qtest::random_weights(8 * 128, 5);
     const MatrixView<const float> v(w.data(), 8, 128);
     using S = Scheme<Rtn, Int<3>, Group<32>, Sym, Clip>;
-    const auto a = quantize<S>(v);
-    const auto b = RtnQuantizer(parse_scheme("rtn:w3g32s,clip")).quantize(v);
+    const auto a = quantize<S>(v).q;
+    const auto b = RtnQuantizer(QuantSpec{3, 32, ZeroPoint::symmetric}, true).quantize(v);
     BOOST_TEST((a.codes == b.codes && a.scales == b.scales));
 }
 

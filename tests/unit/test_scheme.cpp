@@ -1,6 +1,6 @@
 #define BOOST_TEST_MODULE scheme
 #include "common.hpp"
-#include "qforge/core/scheme.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
 

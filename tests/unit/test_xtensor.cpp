@@ -11,14 +11,14 @@ BOOST_AUTO_TEST_CASE(expressions_quantize_like_views) {
     const auto w = qtest::random_weights(6 * 80, 9);
     const auto t = xt::adapt(w, std::array<std::size_t, 2>{6, 80});
     using S = Scheme<Rtn, Int<4>, Group<32>, Asym>;
-    const auto from_view = quantize<S>(MatrixView<const float>(w.data(), 6, 80));
-    const auto from_expr = quantize<S>(t);
+    const auto from_view = quantize<S>(MatrixView<const float>(w.data(), 6, 80)).q;
+    const auto from_expr = quantize<S>(t).q;
     BOOST_TEST((from_view.codes == from_expr.codes && from_view.scales == from_expr.scales));
 
     // a lazy expression (transpose of a transpose, times one) and a strided view
-    const auto lazy = quantize<S>(xt::transpose(xt::transpose(t)) * 1.0f);
+    const auto lazy = quantize<S>(xt::transpose(xt::transpose(t)) * 1.0f).q;
     BOOST_TEST((lazy.codes == from_view.codes));
-    const auto every_other_row = quantize<S>(xt::view(t, xt::range(0, 6, 2), xt::all()));
+    const auto every_other_row = quantize<S>(xt::view(t, xt::range(0, 6, 2), xt::all())).q;
     BOOST_TEST(every_other_row.rows == 3);
     BOOST_TEST((std::equal(every_other_row.codes.begin(), every_other_row.codes.begin() + 80, from_view.codes.begin())));
 

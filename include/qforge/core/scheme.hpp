@@ -20,38 +20,34 @@
 #include <charconv>
 #include <string>
 #include <string_view>
+#include <span>
 #include <type_traits>
 
 #include "qforge/core/spec.hpp"
 
 namespace qforge {
 
-// ---- method tags (the *what*; quantizers/ holds the *how*) ----
-struct Rtn {
-    static constexpr std::string_view name = "rtn";
+// ---- methods ----
+/// What the scheme grammar and the pipelines need to know of a method. Each method's tag (in its
+/// own file in quantizers/, next to its `quantizer<Tag>` specialisation) carries one of these as
+/// `Tag::info`, and quantizers/registry.hpp lists the tags.
+enum class Pipeline : std::uint8_t {
+    independent,         ///< every layer on its own, no calibration (RTN)
+    sequential_hessian,  ///< each layer from its input Hessian, inputs through the quantized earlier layers (GPTQ)
+    activation_scaled,   ///< input-channel scales searched per block and folded, then a final quantizer (AWQ family)
 };
-
-/// GPTQ: error feedback through the inverse input Hessian (quantizers/gptq.hpp).
-struct Gptq {
-    static constexpr std::string_view name = "gptq";
+struct MethodInfo {
+    std::string_view name;        ///< the text before ':' in a scheme
+    bool gptq_options = false;    ///< accepts act, static and damp=
+    Pipeline pipeline = Pipeline::independent;
+    bool needs_targets = false;   ///< needs a neuron set (TWQ)
+    /// activation_scaled: the next block's calibration inputs go through the quantized block (true,
+    /// GPTQ's convention) or through the scaled FP32 block (false, AutoAWQ's)
+    bool advance_quantized = false;
+    /// needs_targets: the method this one equals with no neuron targeted (TWQ: "awq"), for reports
+    std::string_view untargeted{};
+    constexpr bool needs_calibration() const noexcept { return pipeline != Pipeline::independent; }
 };
-
-/// AWQ: activation-aware channel scaling, then RTN with a clip search (quantizers/awq.hpp).
-struct Awq {
-    static constexpr std::string_view name = "awq";
-};
-/// AWQ's scaling, then GPTQ as the final quantizer.
-struct AwqGptq {
-    static constexpr std::string_view name = "awq+gptq";
-};
-
-/// TWQ: AWQ whose search weights a chosen neuron set's error by λ (models/llama/awq.hpp).
-struct Twq {
-    static constexpr std::string_view name = "twq";
-};
-
-/// Methods a runtime scheme may name. Later methods append their name here.
-inline constexpr std::array<std::string_view, 5> known_methods{Rtn::name, Gptq::name, Awq::name, AwqGptq::name, Twq::name};
 
 // ---- grid policies ----
 template <int B>
@@ -102,7 +98,7 @@ struct SchemeOptions {
 
 /// A scheme known only at run time: what the CLI builds from `--scheme`.
 struct RuntimeScheme {
-    std::string method = "rtn";
+    std::string method = "rtn";  ///< a MethodInfo::name
     QuantSpec spec{};
     SchemeOptions options{};
     friend bool operator==(const RuntimeScheme&, const RuntimeScheme&) = default;
@@ -110,7 +106,7 @@ struct RuntimeScheme {
 
 namespace detail {
 template <class T>
-concept MethodTag = requires { { T::name } -> std::convertible_to<std::string_view>; };
+concept MethodTag = requires { { T::info } -> std::convertible_to<MethodInfo>; };
 template <class T>
 concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
 template <class T>
@@ -148,8 +144,9 @@ inline std::string to_string(const RuntimeScheme& s) {
     return out;
 }
 
-/// Parses scheme text; throws InvalidArgument quoting the text and saying what is wrong.
-inline RuntimeScheme parse_scheme(std::string_view text) {
+/// Parses scheme text against a list of methods (quantizers/registry.hpp's `parse_scheme(text)`
+/// passes the registry's); throws InvalidArgument quoting the text and saying what is wrong.
+inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodInfo> methods) {
     const auto fail = [&](const std::string& why) -> RuntimeScheme {
         throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why +
                               " (expected e.g. rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip)");
@@ -158,8 +155,12 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
     const auto colon = text.find(':');
     if (colon == std::string_view::npos || colon == 0) return fail("missing 'method:'");
     s.method = std::string(text.substr(0, colon));
-    if (std::find(known_methods.begin(), known_methods.end(), s.method) == known_methods.end())
-        return fail("unknown method '" + s.method + "'");
+    const auto method = std::find_if(methods.begin(), methods.end(), [&](const MethodInfo& m) { return m.name == s.method; });
+    if (method == methods.end()) {
+        std::string known;
+        for (const auto& m : methods) known += (known.empty() ? "" : ", ") + std::string(m.name);
+        return fail("unknown method '" + s.method + "' (known: " + known + ")");
+    }
 
     std::string_view rest = text.substr(colon + 1);
     const auto comma = rest.find(',');
@@ -198,7 +199,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
     while (!options.empty()) {
         const auto next = options.find(',');
         const std::string_view opt = options.substr(0, next);
-        const bool gptq = s.method == Gptq::name || s.method == AwqGptq::name;
+        const bool gptq = method->gptq_options;
         if (opt == "clip") s.options.clip = true;
         else if (opt == "f32") return fail("option 'f32' is not offered: every packed format stores fp16 scales");
         else if (opt == "act" && gptq) s.options.act_order = true;
@@ -210,7 +211,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
             if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
             s.options.damp = d;
         } else if (opt == "act" || opt == "static" || opt.substr(0, 5) == "damp=") {
-            return fail("option '" + std::string(opt) + "' is for gptq and awq+gptq only");
+            return fail("option '" + std::string(opt) + "' is for methods with GPTQ's options (gptq, awq+gptq) only");
         } else {
             return fail("unknown option '" + std::string(opt) + "'");
         }
@@ -229,7 +230,7 @@ inline RuntimeScheme parse_scheme(std::string_view text) {
 template <class Method, class Bits, class Grouping = PerChannel, class Zero = Asym, class... Options>
 struct Scheme {
     static_assert(detail::MethodTag<Method>,
-                  "qforge::Scheme: the first parameter must be a method tag such as qforge::Rtn");
+                  "qforge::Scheme: the first parameter must be a method tag such as qforge::Rtn (a type with a static MethodInfo info)");
     static_assert(detail::BitsTag<Bits>,
                   "qforge::Scheme: the second parameter must be qforge::Int<bits>");
     static_assert(detail::GroupingTag<Grouping>,
@@ -238,16 +239,16 @@ struct Scheme {
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
                   "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder or qforge::StaticGroups");
-    static_assert(std::is_same_v<Method, Gptq> || std::is_same_v<Method, AwqGptq> ||
+    static_assert(Method::info.gptq_options ||
                       !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
-                  "qforge::Scheme: ActOrder and StaticGroups are options of qforge::Gptq and qforge::AwqGptq only");
+                  "qforge::Scheme: ActOrder and StaticGroups are options of methods with GPTQ's options (qforge::Gptq, qforge::AwqGptq) only");
 
     using method = Method;
     static constexpr QuantSpec spec{Bits::bits, Grouping::size, Zero::zero, ScaleType::f16};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
 
-    static RuntimeScheme runtime() { return {std::string(Method::name), spec, options}; }
+    static RuntimeScheme runtime() { return {std::string(Method::info.name), spec, options}; }
     static std::string text() { return to_string(runtime()); }
 };
 

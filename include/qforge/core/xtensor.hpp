@@ -10,7 +10,7 @@
 #include "qforge/core/quantized.hpp"
 #include "qforge/core/view.hpp"
 #include "qforge/metrics/weight_error.hpp"
-#include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 namespace qforge {
 
@@ -28,11 +28,11 @@ inline MatrixView<const float> view_of(const xt::xtensor<float, 2, xt::layout_ty
     return {t.data(), t.shape()[0], t.shape()[1]};
 }
 
-/// `quantize<Scheme<...>>(expression)`.
+/// `quantize<Scheme<...>>(expression, calibration, settings)`.
 template <class S, class E>
-QuantizedMatrix quantize(const xt::xexpression<E>& w, int threads = 0) {
+QuantizedLayer quantize(const xt::xexpression<E>& w, const LayerCalibration& calib = {}, const QuantizeSettings& o = {}) {
     const auto m = to_matrix(w);
-    return quantize<S>(view_of(m), threads);
+    return quantize<S>(view_of(m), calib, o);
 }
 
 /// Any quantizer on an expression.

@@ -21,6 +21,12 @@
 
 namespace qforge {
 
+/// AWQ: per-input-channel scales searched on the calibration statistics, then RTN with a
+/// per-group clip search on the scaled weights. Needs LayerCalibration::hessian and mean_abs.
+struct Awq {
+    static constexpr MethodInfo info{"awq", false, Pipeline::activation_scaled};
+};
+
 struct AwqOptions {
     int grid = 20;      ///< α in {0, 1/grid, ..., (grid-1)/grid}
     bool clip = true;   ///< search each weight group's clipping range afterwards
@@ -169,5 +175,54 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
     }, grain_for(row_ops));
     return q;
 }
+
+inline AwqOptions awq_options(const QuantizeSettings& o) {
+    AwqOptions a;
+    a.grid = o.awq_grid;
+    a.clip = o.awq_clip;
+    a.clip_search = o.clip_search;
+    a.threads = o.threads;
+    a.isa = o.isa;
+    return a;
+}
+
+/// H of the scaled inputs x / s: H_ij / (s_i s_j).
+inline std::vector<float> scale_hessian(const std::vector<float>& h, const std::vector<float>& s) {
+    const std::size_t n = s.size();
+    std::vector<float> out(h.size());
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) out[i * n + j] = h[i * n + j] / (s[i] * s[j]);
+    return out;
+}
+
+/// The AWQ family on one layer: the scale search for this layer alone, then `Round` (the
+/// method's final quantizer) on W diag(s) with the Hessian of the scaled inputs.
+template <class Round>
+QuantizedLayer awq_scaled_layer(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o,
+                                std::string_view method, Round&& round) {
+    const auto& h = detail::need(c.hessian, method, "the input Hessian");
+    const auto& mean_abs = detail::need(c.mean_abs, method, "the mean |x| of each input channel");
+    const auto found = awq_search_scales({{w, c.row_weight}}, mean_abs, h, s.spec, awq_options(o));
+    std::vector<float> ws(w.rows * w.cols);
+    for (std::size_t r = 0; r < w.rows; ++r)
+        for (std::size_t col = 0; col < w.cols; ++col) ws[r * w.cols + col] = w(r, col) * found.scales[col];
+    const auto hs = scale_hessian(h, found.scales);
+    QuantizedLayer out = round(MatrixView<const float>(ws.data(), w.rows, w.cols), s, LayerCalibration{&hs, nullptr, c.row_weight}, o);
+    out.input_scales = found.scales;
+    out.alpha = found.alpha;
+    return out;
+}
+
+template <>
+struct quantizer<Awq> {
+    /// The final quantizer on weights already scaled (and `c.hessian` of the scaled inputs).
+    static QuantizedLayer round(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+        if (o.awq_clip) return QuantizedLayer(awq_clip_quantize(w, detail::need(c.hessian, Awq::info.name, "the input Hessian"), s.spec, awq_options(o)));
+        return QuantizedLayer(RtnQuantizer(s.spec, false, {}, o.threads).quantize(w));
+    }
+    static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+        return awq_scaled_layer(w, s, c, o, Awq::info.name, &round);
+    }
+};
 
 }  // namespace qforge

@@ -40,6 +40,11 @@
 
 namespace qforge {
 
+/// GPTQ: error feedback through the inverse input Hessian. Needs LayerCalibration::hessian.
+struct Gptq {
+    static constexpr MethodInfo info{"gptq", true, Pipeline::sequential_hessian};
+};
+
 struct GptqOptions {
     float damp = 0.01f;       ///< fraction of the mean Hessian diagonal added to it
     int block_size = 128;     ///< lazy-batch block (columns)
@@ -215,5 +220,34 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     }
     return res;
 }
+
+/// GptqOptions from a scheme's options and the run settings.
+inline GptqOptions gptq_options(const RuntimeScheme& s, const QuantizeSettings& o, bool clip) {
+    GptqOptions g;
+    g.damp = s.options.damp;
+    g.block_size = o.gptq_block;
+    g.act_order = s.options.act_order;
+    g.static_groups = s.options.static_groups;
+    g.clip_search = clip;
+    g.search = o.clip_search;
+    g.threads = o.threads;
+    g.isa = o.isa;
+    return g;
+}
+
+/// A GptqResult as the common QuantizedLayer (its note includes the dead inputs zeroed).
+inline QuantizedLayer to_layer(GptqResult r) {
+    QuantizedLayer out(std::move(r.q), std::move(r.column_order));
+    out.note = std::move(r.note);
+    if (r.dead_columns) out.note += std::to_string(r.dead_columns) + " dead input(s) zeroed; ";
+    return out;
+}
+
+template <>
+struct quantizer<Gptq> {
+    static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+        return to_layer(gptq_quantize(w, detail::need(c.hessian, Gptq::info.name, "the input Hessian"), s.spec, gptq_options(s, o, s.options.clip)));
+    }
+};
 
 }  // namespace qforge

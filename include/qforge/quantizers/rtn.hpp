@@ -16,8 +16,15 @@
 #include "qforge/core/scheme.hpp"
 #include "qforge/core/validate.hpp"
 #include "qforge/core/view.hpp"
+#include "qforge/quantizers/quantizer.hpp"
 
 namespace qforge {
+
+/// Round to nearest: each group's grid from its own min/max (or the MSE clip search), every
+/// weight rounded onto it. No calibration.
+struct Rtn {
+    static constexpr MethodInfo info{"rtn", false, Pipeline::independent};
+};
 
 /// The parameters of one group's grid.
 struct GroupParams {
@@ -116,12 +123,6 @@ inline float dequantize_value(int q, const GroupParams& p, const QuantSpec& spec
     return 0.0f;
 }
 
-/// Settings of the MSE clip search: shrink factors 1 - max_shrink * i / grid, i = 0..grid.
-struct ClipSearch {
-    int grid = 20;
-    float max_shrink = 0.5f;
-};
-
 /// Squared error of `values` on the grid `p`.
 inline double group_squared_error(std::span<const float> values, const GroupParams& p,
                                   const QuantSpec& spec) noexcept {
@@ -161,12 +162,6 @@ public:
         if (clip_ && (search_.grid < 1 || !(search_.max_shrink > 0.0f && search_.max_shrink < 1.0f)))
             throw InvalidArgument("clip search needs grid >= 1 and 0 < max_shrink < 1");
     }
-    explicit RtnQuantizer(const RuntimeScheme& s, int threads = 0)
-        : RtnQuantizer(s.spec, s.options.clip, {}, threads) {
-        if (s.method != Rtn::name)
-            throw InvalidArgument("RtnQuantizer cannot run scheme '" + to_string(s) + "'");
-    }
-
     const QuantSpec& spec() const noexcept { return spec_; }
 
     QuantizedMatrix quantize(MatrixView<const float> w) const {
@@ -207,11 +202,11 @@ private:
     int threads_;
 };
 
-/// Quantizes with a compile-time scheme: `quantize<Scheme<Rtn, Int<4>, Group<128>, Asym>>(w)`.
-template <class S>
-    requires std::is_same_v<typename S::method, Rtn>
-QuantizedMatrix quantize(MatrixView<const float> w, int threads = 0) {
-    return RtnQuantizer(S::spec, S::options.clip, {}, threads).quantize(w);
-}
+template <>
+struct quantizer<Rtn> {
+    static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration&, const QuantizeSettings& o) {
+        return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.threads).quantize(w));
+    }
+};
 
 }  // namespace qforge

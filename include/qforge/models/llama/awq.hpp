@@ -26,27 +26,10 @@
 #include "qforge/models/llama/calibration.hpp"
 #include "qforge/models/llama/gptq.hpp"
 #include "qforge/models/llama/source.hpp"
-#include "qforge/quantizers/awq.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 namespace qforge::llama {
 
-/// Per block, the MLP neurons (down_proj input indices) to protect.
-struct NeuronSet {
-    std::vector<std::vector<int>> per_layer;
-    std::size_t size() const {
-        std::size_t n = 0;
-        for (const auto& l : per_layer) n += l.size();
-        return n;
-    }
-};
-
-struct ModelAwqOptions {
-    CalibrationOptions calibration{};
-    AwqOptions awq{};
-    const NeuronSet* targets = nullptr;  ///< TWQ
-    float lambda = 1.0f;                 ///< TWQ weight of the targeted neurons' error
-    std::function<void(int, int, const std::string&)> progress;
-};
 
 /// The scales AWQ chose for one block (for reports and the folding test).
 struct BlockScales {
@@ -81,13 +64,6 @@ inline void divide_rows(Linear& l, const std::vector<float>& s) {
     for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
         for (std::size_t c = 0; c < std::size_t(m.cols); ++c) m.data[r * std::size_t(m.cols) + c] /= s[r];
 }
-inline std::vector<float> scaled_hessian(const std::vector<float>& h, const std::vector<float>& s) {
-    const std::size_t n = s.size();
-    std::vector<float> out(h.size());
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = 0; j < n; ++j) out[i * n + j] = h[i * n + j] / (s[i] * s[j]);
-    return out;
-}
 }  // namespace detail
 
 /// Folds the four groups' scales into an FP32 block: columns of the consuming layers times s,
@@ -107,29 +83,23 @@ inline void fold_block_scales(const Config& c, Layer& L, const BlockScales& s) {
     detail::scale_columns(L.w2, s.down);
 }
 
-/// `model`'s block linears must be FP32. Scheme method "awq" (RTN + clip search) or "awq+gptq".
-inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelAwqOptions& o = {},
+/// A method of the activation_scaled pipeline (AWQ, AWQ+GPTQ, TWQ) on the whole decoder:
+/// `model`'s block linears must be FP32. The method's `round` is the final quantizer.
+inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {},
                                   std::vector<BlockScales>* report = nullptr) {
-    const bool with_gptq = scheme.method == "awq+gptq";
-    if (scheme.method != "awq" && scheme.method != "twq" && !with_gptq)
-        throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not awq, awq+gptq or twq");
-    if (scheme.method == "twq" && !o.targets) throw InvalidArgument("twq: no neuron set to target");
+    const MethodEntry& method = find_method(scheme.method);
+    if (method.info.pipeline != Pipeline::activation_scaled)
+        throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not of the activation-scaled pipeline (awq, awq+gptq, twq)");
+    if (method.info.needs_targets && !o.targets) throw InvalidArgument(std::string(method.info.name) + ": no neuron set to target");
     if (o.targets && o.targets->per_layer.size() != model.layers.size())
         throw InvalidArgument("TWQ: the neuron set has " + std::to_string(o.targets->per_layer.size()) + " layers, the model " +
                               std::to_string(model.layers.size()));
     const Config& c = model.config;
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);
-    AwqOptions ao = o.awq;
-    ao.isa = o.calibration.isa;
-    ao.threads = o.calibration.threads;
+    const QuantizeSettings settings = o.run_settings();
+    const AwqOptions ao = awq_options(settings);
     const auto tie = gqa_tie(c);
-    GptqOptions go;
-    go.isa = ao.isa;
-    go.threads = ao.threads;
-    go.act_order = scheme.options.act_order;
-    go.static_groups = scheme.options.static_groups;
-    go.damp = scheme.options.damp;
     const int blocks = c.n_layers;
     for (int l = 0; l < blocks; ++l) {
         if (o.progress) o.progress(l, blocks, "capture");
@@ -176,7 +146,7 @@ inline Weights awq_quantize_model(const Weights& model, std::span<const int> tok
         bs.down = r.scales, bs.alpha_down = r.alpha;
         fold_block_scales(c, scaled, bs);
 
-        if (o.progress) o.progress(l, blocks, with_gptq ? "gptq" : "clip search");
+        if (o.progress) o.progress(l, blocks, "quantize");
         Layer& q = out.layers[std::size_t(l)];
         q.attention_norm = scaled.attention_norm;
         q.ffn_norm = scaled.ffn_norm;
@@ -185,24 +155,22 @@ inline Weights awq_quantize_model(const Weights& model, std::span<const int> tok
             const std::vector<float>* h;
             const std::vector<float>* s;
         };
-        const auto h_qkv = detail::scaled_hessian(a.hessian(), bs.qkv), h_o = detail::scaled_hessian(ao_stats.hessian(), bs.o),
-                   h_gu = detail::scaled_hessian(mi.hessian(), bs.gate_up), h_dn = detail::scaled_hessian(h_down, bs.down);
+        const auto h_qkv = scale_hessian(a.hessian(), bs.qkv), h_o = scale_hessian(ao_stats.hessian(), bs.o),
+                   h_gu = scale_hessian(mi.hessian(), bs.gate_up), h_dn = scale_hessian(h_down, bs.down);
         for (const Member& m : {Member{&Layer::wq, &h_qkv, &bs.qkv}, Member{&Layer::wk, &h_qkv, &bs.qkv}, Member{&Layer::wv, &h_qkv, &bs.qkv},
                                 Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
                                 Member{&Layer::w2, &h_dn, &bs.down}}) {
             const auto w = view(scaled.*m.m);
             q.*m.m = with_tensor_context({}, block_linear_name(l, m.m), [&] {  // an error names the tensor
-                if (with_gptq) {
-                    const auto res = gptq_quantize(w, *m.h, scheme.spec, go);
-                    return packed_linear(res.q, res.column_order);
-                }
-                if (ao.clip) return packed_linear(awq_clip_quantize(w, *m.h, scheme.spec, ao));
-                return packed_linear(RtnQuantizer(scheme.spec, false, {}, ao.threads).quantize(w));
+                LayerCalibration calib;
+                calib.hessian = m.h;
+                const auto res = method.round(w, scheme, calib, settings);
+                return packed_linear(res.q, res.column_order);
             });
         }
         if (report) report->push_back(bs);
         if (o.progress) o.progress(l, blocks, "advance");
-        if (with_gptq) {
+        if (method.info.advance_quantized) {
             Layer run = q;
             for (const auto& b : block_linears) run.*b.member = dequantized_linear(q.*b.member);
             cal.advance(run);

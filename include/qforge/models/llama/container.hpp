@@ -312,7 +312,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
         if (action == "f32") out = {"f32", {}, rows, cols};
         else if (action != "keep") {
             const auto scheme = parse_scheme(action);
-            if (scheme.method != "rtn" && !o.quantize)
+            if (method_of(scheme).needs_calibration() && !o.quantize)
                 throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
             out = {"dense", scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
             if (scheme.spec.bits != 2 && scheme.spec.bits != 3 && scheme.spec.bits != 4 && scheme.spec.bits != 8)

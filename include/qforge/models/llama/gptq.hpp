@@ -12,52 +12,36 @@
 #include <string>
 
 #include "qforge/models/llama/calibration.hpp"
+#include "qforge/models/llama/quantize_options.hpp"
 #include "qforge/models/llama/source.hpp"
-#include "qforge/quantizers/gptq.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 namespace qforge::llama {
 
-struct ModelGptqOptions {
-    bool true_sequential = true;
-    CalibrationOptions calibration{};  ///< sequence length, isa, threads
-    int block_size = 128;
-    /// (block index, blocks, what is happening) as the work goes
-    std::function<void(int, int, const std::string&)> progress;
-    /// notes from GPTQ (damping raised, dead inputs), one line per layer that had any
-    std::function<void(const std::string&)> note;
-};
 
-/// A GPTQ-quantized linear layer from FP32 weights and the Hessian of its inputs.
-inline Linear gptq_linear(const Linear& layer, const std::vector<float>& hessian, const RuntimeScheme& scheme, const GptqOptions& base,
-                          std::string* note = nullptr) {
+/// A linear layer quantized by `scheme`'s method from FP32 weights and the Hessian of its inputs.
+inline Linear hessian_linear(const Linear& layer, const std::vector<float>& hessian, const RuntimeScheme& scheme, const QuantizeSettings& o,
+                             std::string* note = nullptr) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
-    if (!fp32 || !layer.input_order().empty()) throw InvalidArgument("gptq_linear: the layer must be plain FP32");
-    GptqOptions o = base;
-    o.act_order = scheme.options.act_order;
-    o.static_groups = scheme.options.static_groups;
-    o.damp = scheme.options.damp;
-    o.clip_search = scheme.options.clip;
-    const auto r = gptq_quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), hessian,
-                                 scheme.spec, o);
-    if (note) {
-        if (!r.note.empty()) *note += r.note;
-        if (r.dead_columns) *note += std::to_string(r.dead_columns) + " dead input(s) zeroed; ";
-    }
+    if (!fp32 || !layer.input_order().empty()) throw InvalidArgument("hessian_linear: the layer must be plain FP32");
+    LayerCalibration calib;
+    calib.hessian = &hessian;
+    auto r = find_method(scheme.method).quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)),
+                                                 scheme, calib, o);
+    if (note) *note += r.note;
     return packed_linear(r.q, r.column_order);
 }
 
-/// The decoder's seven linear layers of every block quantized by GPTQ with `scheme` (method
-/// "gptq"), calibrated on `tokens`; embeddings, norms and the head are kept. `model`'s block
-/// linears must be FP32 (dequantize packed sources first).
+/// The decoder's seven linear layers of every block quantized by a method of the
+/// sequential_hessian pipeline (GPTQ), calibrated on `tokens`; embeddings, norms and the head
+/// are kept. `model`'s block linears must be FP32 (dequantize packed sources first).
 inline Weights gptq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme,
-                                   const ModelGptqOptions& o = {}) {
-    if (scheme.method != Gptq::name) throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not gptq");
+                                   const ModelQuantizeOptions& o = {}) {
+    if (method_of(scheme).pipeline != Pipeline::sequential_hessian)
+        throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not of the sequential-Hessian pipeline (gptq)");
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);
-    GptqOptions base;
-    base.block_size = o.block_size;
-    base.isa = o.calibration.isa;
-    base.threads = o.calibration.threads;
+    const QuantizeSettings settings = o.run_settings();
     struct Step {
         Site site;
         std::vector<Linear Layer::*> members;
@@ -89,7 +73,7 @@ inline Weights gptq_quantize_model(const Weights& model, std::span<const int> to
             for (const auto member : step.members) {
                 // an error names the tensor
                 L.*member = with_tensor_context({}, block_linear_name(l, member),
-                                                [&] { return gptq_linear(model.layers[std::size_t(l)].*member, h, scheme, base, &note); });
+                                                [&] { return hessian_linear(model.layers[std::size_t(l)].*member, h, scheme, settings, &note); });
                 run.*member = dequantized_linear(L.*member);
             }
         }

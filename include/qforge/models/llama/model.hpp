@@ -12,7 +12,7 @@
 
 #include "qforge/io/llama2c.hpp"
 #include "qforge/models/llama/linear.hpp"
-#include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/registry.hpp"
 
 namespace qforge::llama {
 
@@ -289,14 +289,19 @@ inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_ord
     }
 }
 
-/// An FP32 linear layer quantized with an RTN scheme and packed densely.
+/// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
+/// packed; a calibrated method is an InvalidArgument saying so (use the model drivers).
 inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, int threads = 0) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
     if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
-    const auto q = RtnQuantizer(scheme, threads)
-                       .quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)));
-    return packed_linear(q);
+    const MethodEntry& method = find_method(scheme.method);
+    if (method.info.needs_calibration())
+        throw InvalidArgument("quantize_linear: scheme '" + to_string(scheme) + "' needs calibration (llama::quantize_model)");
+    QuantizeSettings o;
+    o.threads = threads;
+    const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, {}, o);
+    return packed_linear(r.q, r.column_order);
 }
 
 /// The same layer with its packed weights dequantized back to FP32, columns in the original order.

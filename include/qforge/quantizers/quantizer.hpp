@@ -1,0 +1,106 @@
+#pragma once
+/// @file
+/// The extension point for methods: a method is a tag (its name and grammar facts, `Tag::info`)
+/// plus one specialisation of `quantizer<Tag>` in its own file in quantizers/, the CUTLASS
+/// "collective" pattern. A specialisation provides
+///
+///     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s,
+///                                    const LayerCalibration& calib, const QuantizeSettings& o);
+///
+/// and, for methods whose pipeline is `Pipeline::activation_scaled`, `round(...)` with the same
+/// signature: the final quantizer applied to weights (and Hessian) already scaled by the model
+/// driver. `quantize<Scheme<...>>(w, calib)` calls the specialisation at compile time; the text
+/// form goes through quantizers/registry.hpp, which lists the tags once. docs/extending.md walks
+/// through adding a method.
+#include <string>
+#include <vector>
+
+#include "qforge/core/quantized.hpp"
+#include "qforge/core/scheme.hpp"
+#include "qforge/core/view.hpp"
+#include "qforge/runtime/dispatch.hpp"
+
+namespace qforge {
+
+/// Settings of the MSE clip search: shrink factors 1 - max_shrink * i / grid, i = 0..grid.
+struct ClipSearch {
+    int grid = 20;
+    float max_shrink = 0.5f;
+};
+
+/// What calibration knows of one linear layer's inputs: the one interface every quantizer reads.
+/// Pointers, so a model driver can share one Hessian between the layers of a block; a method
+/// that needs an entry the caller left null throws InvalidArgument saying which.
+struct LayerCalibration {
+    const std::vector<float>* hessian = nullptr;       ///< cols x cols, H = 2 X^T X / n (GPTQ, AWQ)
+    const std::vector<float>* mean_abs = nullptr;      ///< cols: mean |x_c| of each input channel (AWQ)
+    const std::vector<float>* row_weight = nullptr;    ///< rows: weight λ_r of each output row's error (TWQ), or null
+};
+
+/// How a quantizer runs (not what it computes: results do not depend on threads or isa).
+struct QuantizeSettings {
+    int threads = 0;
+    Isa isa = Isa::scalar;
+    int gptq_block = 128;       ///< GPTQ's lazy-batch block (columns)
+    ClipSearch clip_search{};   ///< shrink factors tried by `,clip` and AWQ's clip search
+    int awq_grid = 20;          ///< AWQ: α in {0, 1/grid, ..., (grid-1)/grid}
+    bool awq_clip = true;       ///< AWQ: search each group's clipping range after scaling
+};
+
+/// One quantized layer. Ŵ = the dequantized codes, column k holding original column
+/// column_order[k] when column_order is not empty (GPTQ act-order with dynamic groups), divided
+/// by input_scales[c] per original column c when input_scales is not empty (AWQ applied to a
+/// single layer: the scales fold into whatever produces the layer's input).
+struct QuantizedLayer {
+    QuantizedLayer() = default;
+    explicit QuantizedLayer(QuantizedMatrix m, std::vector<int> order = {}) : q(std::move(m)), column_order(std::move(order)) {}
+
+    QuantizedMatrix q;
+    std::vector<int> column_order;
+    std::vector<float> input_scales;
+    std::string note;       ///< what was adjusted (GPTQ damping raised, dead inputs), empty if nothing
+    float alpha = 0.0f;     ///< AWQ: the exponent chosen
+
+    /// Ŵ, rows x cols row-major in the original column order and units.
+    std::vector<float> dequantize() const {
+        std::vector<float> w(std::size_t(q.rows) * std::size_t(q.cols));
+        for (int r = 0; r < q.rows; ++r)
+            for (int k = 0; k < q.cols; ++k) {
+                const std::size_t c = std::size_t(column_order.empty() ? k : column_order[std::size_t(k)]);
+                float v = q.dequantize(r, k);
+                if (!input_scales.empty()) v /= input_scales[c];
+                w[std::size_t(r) * std::size_t(q.cols) + c] = v;
+            }
+        return w;
+    }
+};
+
+template <class Method>
+inline constexpr bool no_quantizer_for = false;
+
+/// Primary template: a method tag without a quantizer is a compile error that says so.
+template <class Method>
+struct quantizer {
+    static_assert(no_quantizer_for<Method>,
+                  "qforge::quantizer<Method>: no quantizer exists for this method; write one specialisation of "
+                  "qforge::quantizer in its own file in include/qforge/quantizers/ and list its tag in "
+                  "quantizers/registry.hpp (docs/extending.md)");
+};
+
+namespace detail {
+inline const std::vector<float>& need(const std::vector<float>* p, std::string_view method, const char* what) {
+    if (!p) throw InvalidArgument(std::string(method) + ": needs calibration: " + what + " (LayerCalibration)");
+    return *p;
+}
+}  // namespace detail
+
+/// Quantizes with a compile-time scheme, e.g.
+/// `quantize<Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>>(w, {.hessian = &h})`.
+/// `w` is rows x cols (out x in features). Equal, bit for bit, to the registry's runtime path for
+/// `S::text()`. Throws InvalidArgument (bad shapes, missing calibration) or InvalidData (NaN/Inf).
+template <class S>
+QuantizedLayer quantize(MatrixView<const float> w, const LayerCalibration& calib = {}, const QuantizeSettings& o = {}) {
+    return quantizer<typename S::method>::quantize(w, S::runtime(), calib, o);
+}
+
+}  // namespace qforge

@@ -1,0 +1,81 @@
+#pragma once
+/// @file
+/// The one runtime registry of methods: the text form of a scheme (`gptq:w4g128a,act`) reaches
+/// the same `quantizer<Tag>` specialisations as `quantize<Scheme<Gptq, ...>>`. Adding a method
+/// means one file in quantizers/ and one tag in `Methods` below; nothing else compares method
+/// names (model drivers read `MethodInfo`, the CLI asks `info.needs_calibration()`).
+#include <array>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "qforge/quantizers/awq.hpp"
+#include "qforge/quantizers/awq_gptq.hpp"
+#include "qforge/quantizers/gptq.hpp"
+#include "qforge/quantizers/quantizer.hpp"
+#include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/twq.hpp"
+
+namespace qforge {
+
+template <class... Tags>
+struct method_list {};
+
+/// Every method a runtime scheme may name, in the order `--help` lists them.
+using Methods = method_list<Rtn, Gptq, Awq, AwqGptq, Twq>;
+
+using LayerQuantizeFn = QuantizedLayer (*)(MatrixView<const float>, const RuntimeScheme&, const LayerCalibration&, const QuantizeSettings&);
+
+/// A method as the runtime sees it.
+struct MethodEntry {
+    MethodInfo info;
+    LayerQuantizeFn quantize = nullptr;  ///< quantizer<Tag>::quantize
+    LayerQuantizeFn round = nullptr;     ///< quantizer<Tag>::round (activation_scaled methods), else null
+};
+
+namespace detail {
+template <class Tag>
+constexpr MethodEntry method_entry() {
+    static_assert(Tag::info.pipeline != Pipeline::activation_scaled || requires { &quantizer<Tag>::round; },
+                  "qforge: a method of the activation_scaled pipeline must give its quantizer a round(...) (the final "
+                  "quantizer on scaled weights)");
+    MethodEntry e{Tag::info, &quantizer<Tag>::quantize, nullptr};
+    if constexpr (requires { &quantizer<Tag>::round; }) e.round = &quantizer<Tag>::round;
+    return e;
+}
+template <class... Tags>
+constexpr auto method_table(method_list<Tags...>) {
+    return std::array<MethodEntry, sizeof...(Tags)>{method_entry<Tags>()...};
+}
+template <class... Tags>
+constexpr auto method_infos(method_list<Tags...>) {
+    return std::array<MethodInfo, sizeof...(Tags)>{Tags::info...};
+}
+}  // namespace detail
+
+inline constexpr auto method_table = detail::method_table(Methods{});
+inline constexpr auto method_infos = detail::method_infos(Methods{});
+
+/// The registry entry of a method name; throws InvalidArgument listing the known ones.
+inline const MethodEntry& find_method(std::string_view name) {
+    for (const auto& m : method_table)
+        if (m.info.name == name) return m;
+    std::string known;
+    for (const auto& m : method_table) known += (known.empty() ? "" : ", ") + std::string(m.info.name);
+    throw InvalidArgument("unknown method '" + std::string(name) + "' (known: " + known + ")");
+}
+
+/// Parses scheme text (grammar in core/scheme.hpp) against the registry's methods.
+inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(text, method_infos); }
+
+/// The method facts of a parsed scheme.
+inline const MethodInfo& method_of(const RuntimeScheme& s) { return find_method(s.method).info; }
+
+/// Quantizes one layer with a scheme known at run time: the same specialisation, bit for bit, as
+/// `quantize<S>` for the compile-time scheme with that text.
+inline QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& calib = {},
+                               const QuantizeSettings& o = {}) {
+    return find_method(s.method).quantize(w, s, calib, o);
+}
+
+}  // namespace qforge
