@@ -22,9 +22,8 @@ struct Totals {
     double signal = 0, noise = 0, max_abs = 0, weights = 0, bytes = 0;
 };
 
-template <int B>
+template <class F>
 void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, qforge::Isa isa, int threads, Totals& t) {
-    using F = qforge::Dense<B>;
     const auto packed = F::pack(q);
     const auto back = qforge::dequantize<F>(packed, isa, threads);
     for (std::size_t i = 0; i < w.size(); ++i) {
@@ -89,13 +88,8 @@ int run(const WeightsOptions& opt) {
             try {
                 const auto q = qforge::quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)), scheme, {},
                                                 settings).q;
-                switch (scheme.spec.bits) {
-                    case 2: measure<2>(q, m.data, isa, threads, t); break;
-                    case 3: measure<3>(q, m.data, isa, threads, t); break;
-                    case 4: measure<4>(q, m.data, isa, threads, t); break;
-                    case 8: measure<8>(q, m.data, isa, threads, t); break;
-                    default: throw qforge::InvalidArgument(std::to_string(scheme.spec.bits) + "-bit dense packing is not supported (2, 3, 4, 8)");
-                }
+                if (!qforge::visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) { measure<typename decltype(f)::type>(q, m.data, isa, threads, t); }))
+                    throw qforge::InvalidArgument("no packed format stores the grid of '" + qforge::to_string(scheme) + "'");
             } catch (const qforge::Error& e) {
                 throw qforge::InvalidArgument(model.path() + ": tensor " + tensor.name + ": " + e.what());
             }

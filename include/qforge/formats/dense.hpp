@@ -25,6 +25,7 @@
 
 #include "qforge/core/half.hpp"
 #include "qforge/core/quantized.hpp"
+#include "qforge/formats/format.hpp"
 
 namespace qforge {
 
@@ -88,7 +89,9 @@ struct Dense {
     static_assert(Bits == 2 || Bits == 3 || Bits == 4 || Bits == 8,
                   "qforge::Dense<B>: only 2, 3, 4 and 8-bit codes are packed");
     static constexpr int bits = Bits;
-    static std::string name() { return "dense" + std::to_string(Bits); }
+    static constexpr char name_text[] = {'d', 'e', 'n', 's', 'e', char('0' + Bits), '\0'};
+    static constexpr FormatInfo info{name_text, "dense", Storage::dense_rows, Bits};
+    static std::string name() { return name_text; }
 
     struct Packed {
         QuantSpec spec{};

@@ -116,10 +116,11 @@ struct BlockView {
 };
 
 namespace detail {
-template <class Block, ZeroPoint Zero, int Bits, const char* Name>
+template <class Block, ZeroPoint Zero, int Bits, const char* Name, GgmlType Type>
 struct GgufFormat {
     using block_type = Block;
     static constexpr int bits = Bits;
+    static constexpr FormatInfo info{Name, Name, Storage::blocks, Bits, Type};
     static std::string name() { return Name; }
 
     struct Packed {
@@ -201,8 +202,8 @@ inline constexpr char q4_1_name[] = "q4_1";
 inline constexpr char q8_0_name[] = "q8_0";
 }  // namespace detail
 
-struct Q4_0 : detail::GgufFormat<block_q4_0, ZeroPoint::symmetric, 4, detail::q4_0_name> {};
-struct Q4_1 : detail::GgufFormat<block_q4_1, ZeroPoint::float_min, 4, detail::q4_1_name> {};
-struct Q8_0 : detail::GgufFormat<block_q8_0, ZeroPoint::symmetric, 8, detail::q8_0_name> {};
+struct Q4_0 : detail::GgufFormat<block_q4_0, ZeroPoint::symmetric, 4, detail::q4_0_name, GgmlType::Q4_0> {};
+struct Q4_1 : detail::GgufFormat<block_q4_1, ZeroPoint::float_min, 4, detail::q4_1_name, GgmlType::Q4_1> {};
+struct Q8_0 : detail::GgufFormat<block_q8_0, ZeroPoint::symmetric, 8, detail::q8_0_name, GgmlType::Q8_0> {};
 
 }  // namespace qforge

@@ -28,47 +28,26 @@
 #include "qforge/core/half.hpp"
 #include "qforge/formats/gguf.hpp"
 #include "qforge/formats/gguf_k.hpp"
+#include "qforge/formats/ggml_types.hpp"
 #include "qforge/io/mapped_file.hpp"
 
 namespace qforge::io {
 
-/// ggml tensor types qforge reads (the numbering is ggml's).
-enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, q4_k = 12, q5_k = 13, q6_k = 14, bf16 = 30 };
+/// ggml's name of a stored type id (formats/ggml_types.hpp holds the table).
+inline std::string ggml_type_name(std::uint32_t t) { return std::string(qforge::ggml_type_name(t)); }
 
-inline const char* ggml_type_name(std::uint32_t t) {
-    switch (t) {
-        case 0: return "F32";
-        case 1: return "F16";
-        case 2: return "Q4_0";
-        case 3: return "Q4_1";
-        case 6: return "Q5_0";
-        case 7: return "Q5_1";
-        case 8: return "Q8_0";
-        case 10: return "Q2_K";
-        case 11: return "Q3_K";
-        case 12: return "Q4_K";
-        case 13: return "Q5_K";
-        case 14: return "Q6_K";
-        case 30: return "BF16";
-        default: return "unknown";
-    }
-}
-
-/// Bytes per block and elements per block of a supported type (0 when unsupported).
+/// Bytes per block and weights per block of a type qforge reads ({0, 0} otherwise).
 inline std::pair<std::size_t, std::size_t> ggml_block(std::uint32_t t) {
-    switch (t) {
-        case 0: return {4, 1};
-        case 1: return {2, 1};
-        case 30: return {2, 1};
-        case 2: return {sizeof(block_q4_0), 32};
-        case 3: return {sizeof(block_q4_1), 32};
-        case 8: return {sizeof(block_q8_0), 32};
-        case 12: return {sizeof(block_q4_K), k_block};
-        case 13: return {sizeof(block_q5_K), k_block};
-        case 14: return {sizeof(block_q6_K), k_block};
-        default: return {0, 0};
-    }
+    const auto* info = find_ggml_type(t);
+    if (!info || !info->readable()) return {0, 0};
+    return {info->block_bytes, info->block_weights};
 }
+
+/// GGUF's metadata value types (the spec's `gguf_metadata_value_type`).
+enum class GgufValueType : std::uint32_t {
+    UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7, STRING = 8, ARRAY = 9,
+    UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+};
 
 /// A metadata value: scalars widened to 64 bits, strings, and arrays of either.
 struct GgufValue {
@@ -171,18 +150,9 @@ public:
     /// or super-block d/dmin is NaN or Inf (see nonfinite_block); empty when all are finite, and
     /// for the plain float types, whose values dequantize() checks. A scan of the scales only.
     std::string block_fault(const GgufTensorInfo& t) const {
-        const std::uint8_t* p = data(t).data();
-        const std::size_t cols = std::size_t(t.cols());
-        const auto n = [&](std::size_t block_bytes) { return std::size_t(t.bytes) / block_bytes; };
-        switch (t.type) {
-            case 2: return nonfinite_block<block_q4_0>(p, n(sizeof(block_q4_0)), cols);
-            case 3: return nonfinite_block<block_q4_1>(p, n(sizeof(block_q4_1)), cols);
-            case 8: return nonfinite_block<block_q8_0>(p, n(sizeof(block_q8_0)), cols);
-            case 12: return nonfinite_block<block_q4_K>(p, n(sizeof(block_q4_K)), cols);
-            case 13: return nonfinite_block<block_q5_K>(p, n(sizeof(block_q5_K)), cols);
-            case 14: return nonfinite_block<block_q6_K>(p, n(sizeof(block_q6_K)), cols);
-            default: return {};
-        }
+        const auto* info = find_ggml_type(t.type);
+        if (!info || !info->fault) return {};
+        return info->fault(data(t).data(), std::size_t(t.bytes) / info->block_bytes, std::size_t(t.cols()));
     }
 
     /// Throws a FileError naming the file, the tensor and the block when block_fault() finds one.
@@ -193,37 +163,14 @@ public:
     /// The tensor as FP32 (row-major, ne[0] fastest). A non-finite stored scale or value is an
     /// error naming the file, the tensor and where in it.
     std::vector<float> dequantize(const GgufTensorInfo& t) const {
-        if (ggml_block(t.type).first == 0)
-            throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type));
+        const auto* info = find_ggml_type(t.type);
+        if (!info || !info->readable())
+            throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type) +
+                                       (info ? "" : " (id " + std::to_string(t.type) + ")"));
         check_blocks(t);
         std::vector<float> out(std::size_t(t.elements()));
-        const std::uint8_t* p = data(t).data();
         const std::size_t n = out.size();
-        switch (t.type) {
-            case 0: std::memcpy(out.data(), p, n * 4); break;
-            case 1:
-                for (std::size_t i = 0; i < n; ++i) {
-                    std::uint16_t h;
-                    std::memcpy(&h, p + 2 * i, 2);
-                    out[i] = half_to_float(h);
-                }
-                break;
-            case 30:
-                for (std::size_t i = 0; i < n; ++i) {
-                    std::uint16_t h;
-                    std::memcpy(&h, p + 2 * i, 2);
-                    const std::uint32_t bits = std::uint32_t(h) << 16;
-                    std::memcpy(&out[i], &bits, 4);
-                }
-                break;
-            case 2: dequantize_blocks<block_q4_0>(p, n, out.data()); break;
-            case 3: dequantize_blocks<block_q4_1>(p, n, out.data()); break;
-            case 8: dequantize_blocks<block_q8_0>(p, n, out.data()); break;
-            case 12: dequantize_k_blocks<block_q4_K>(p, n, out.data()); break;
-            case 13: dequantize_k_blocks<block_q5_K>(p, n, out.data()); break;
-            case 14: dequantize_k_blocks<block_q6_K>(p, n, out.data()); break;
-            default: throw FileError(path_, "tensor " + t.name + " has unsupported type " + ggml_type_name(t.type));
-        }
+        info->dequantize(data(t).data(), n, out.data());
         for (std::size_t i = 0; i < n; ++i)
             if (!std::isfinite(out[i])) {
                 const std::size_t cols = std::size_t(t.cols());
@@ -237,41 +184,6 @@ public:
 
 private:
     const std::uint8_t* base() const noexcept { return static_cast<const std::uint8_t*>(map_.get()); }
-
-    template <class Block>
-    static void dequantize_k_blocks(const std::uint8_t* p, std::size_t n, float* out) {
-        for (std::size_t b = 0; b < n / k_block; ++b) {
-            Block blk;
-            std::memcpy(&blk, p + b * sizeof(Block), sizeof(Block));
-            dequantize_k_block(blk, out + b * k_block);
-        }
-    }
-
-    template <class Block>
-    static void dequantize_blocks(const std::uint8_t* p, std::size_t n, float* out) {
-        for (std::size_t b = 0; b < n / 32; ++b) {
-            Block blk;
-            std::memcpy(&blk, p + b * sizeof(Block), sizeof(Block));
-            const float d = half_to_float(blk.d);
-            float* o = out + b * 32;
-            if constexpr (std::is_same_v<Block, block_q8_0>) {
-                for (int i = 0; i < 32; ++i) o[i] = d * float(blk.qs[i]);
-            } else {
-                float m = 0.0f;
-                if constexpr (std::is_same_v<Block, block_q4_1>) m = half_to_float(blk.m);
-                for (int j = 0; j < 16; ++j) {
-                    const int lo = blk.qs[j] & 0x0f, hi = blk.qs[j] >> 4;
-                    if constexpr (std::is_same_v<Block, block_q4_1>) {
-                        o[j] = std::fma(d, float(lo), m);
-                        o[j + 16] = std::fma(d, float(hi), m);
-                    } else {
-                        o[j] = d * float(lo - 8);
-                        o[j + 16] = d * float(hi - 8);
-                    }
-                }
-            }
-        }
-    }
 
     struct Cursor {
         const GgufFile& f;
@@ -302,17 +214,18 @@ private:
     GgufValue read_value(Cursor& c, std::uint32_t type, int depth) {
         GgufValue v;
         v.type = type;
-        switch (type) {
-            case 0: v.value = std::uint64_t(c.read<std::uint8_t>("a value")); break;
-            case 1: v.value = std::int64_t(c.read<std::int8_t>("a value")); break;
-            case 2: v.value = std::uint64_t(c.read<std::uint16_t>("a value")); break;
-            case 3: v.value = std::int64_t(c.read<std::int16_t>("a value")); break;
-            case 4: v.value = std::uint64_t(c.read<std::uint32_t>("a value")); break;
-            case 5: v.value = std::int64_t(c.read<std::int32_t>("a value")); break;
-            case 6: v.value = double(c.read<float>("a value")); break;
-            case 7: v.value = c.read<std::uint8_t>("a value") != 0; break;
-            case 8: v.value = c.string("a string value"); break;
-            case 9: {
+        using T = GgufValueType;
+        switch (T(type)) {
+            case T::UINT8: v.value = std::uint64_t(c.read<std::uint8_t>("a value")); break;
+            case T::INT8: v.value = std::int64_t(c.read<std::int8_t>("a value")); break;
+            case T::UINT16: v.value = std::uint64_t(c.read<std::uint16_t>("a value")); break;
+            case T::INT16: v.value = std::int64_t(c.read<std::int16_t>("a value")); break;
+            case T::UINT32: v.value = std::uint64_t(c.read<std::uint32_t>("a value")); break;
+            case T::INT32: v.value = std::int64_t(c.read<std::int32_t>("a value")); break;
+            case T::FLOAT32: v.value = double(c.read<float>("a value")); break;
+            case T::BOOL: v.value = c.read<std::uint8_t>("a value") != 0; break;
+            case T::STRING: v.value = c.string("a string value"); break;
+            case T::ARRAY: {
                 if (depth > 2) throw FileError(path_, "arrays nested too deep");
                 const auto elem = c.read<std::uint32_t>("an array type");
                 const auto n = c.read<std::uint64_t>("an array length");
@@ -323,9 +236,9 @@ private:
                 v.value = arr;
                 break;
             }
-            case 10: v.value = c.read<std::uint64_t>("a value"); break;
-            case 11: v.value = c.read<std::int64_t>("a value"); break;
-            case 12: v.value = c.read<double>("a value"); break;
+            case T::UINT64: v.value = c.read<std::uint64_t>("a value"); break;
+            case T::INT64: v.value = c.read<std::int64_t>("a value"); break;
+            case T::FLOAT64: v.value = c.read<double>("a value"); break;
             default: throw FileError(path_, "unknown metadata value type " + std::to_string(type));
         }
         return v;
@@ -371,10 +284,11 @@ private:
             }
             t.type = c.read<std::uint32_t>("a tensor type");
             t.offset = c.read<std::uint64_t>("a tensor offset");
-            const auto [block_bytes, block_elems] = ggml_block(t.type);
-            if (block_bytes == 0) {
-                t.bytes = 0;  // unsupported: reading its data is refused by dequantize()
+            const auto* type = find_ggml_type(t.type);
+            if (!type) {
+                t.bytes = 0;  // an id ggml does not define: reading its data is refused by dequantize()
             } else {
+                const std::size_t block_bytes = type->block_bytes, block_elems = type->block_weights;
                 if (t.ne[0] % block_elems != 0)
                     throw FileError(path_, "tensor " + t.name + ": row of " + std::to_string(t.ne[0]) + " is not whole " +
                                                ggml_type_name(t.type) + " blocks");

@@ -2,7 +2,10 @@
 /// @file
 /// Included by each generated dispatch translation unit after its architecture's primitives
 /// header, with QFORGE_ARCH_TAG naming the tag. Instantiates the row kernels of every packed
-/// format for that tag, compiled with that tag's flags.
+/// format of the registry (formats/registry.hpp) for that tag, compiled with that tag's flags.
+#include <cstdint>
+
+#include "qforge/formats/registry.hpp"
 #include "qforge/runtime/dispatch.hpp"
 
 #ifndef QFORGE_ARCH_TAG
@@ -22,12 +25,16 @@ Fp32Functions simd_fp32_functions() noexcept {
 }
 template Fp32Functions simd_fp32_functions<QFORGE_ARCH_TAG>() noexcept;
 
-template RowFunctions<Dense<2>> simd_row_functions<QFORGE_ARCH_TAG, Dense<2>>() noexcept;
-template RowFunctions<Dense<3>> simd_row_functions<QFORGE_ARCH_TAG, Dense<3>>() noexcept;
-template RowFunctions<Dense<4>> simd_row_functions<QFORGE_ARCH_TAG, Dense<4>>() noexcept;
-template RowFunctions<Dense<8>> simd_row_functions<QFORGE_ARCH_TAG, Dense<8>>() noexcept;
-template RowFunctions<Q4_0> simd_row_functions<QFORGE_ARCH_TAG, Q4_0>() noexcept;
-template RowFunctions<Q4_1> simd_row_functions<QFORGE_ARCH_TAG, Q4_1>() noexcept;
-template RowFunctions<Q8_0> simd_row_functions<QFORGE_ARCH_TAG, Q8_0>() noexcept;
+namespace detail {
+/// Takes the address of simd_row_functions<Arch, F> for every format of the registry, so this
+/// translation unit (built with Arch's flags) emits each one; the other units only declare them.
+template <class Arch, class... F>
+std::size_t emit_row_functions(format_list<F...>) noexcept {
+    std::size_t sum = 0;
+    ((sum += reinterpret_cast<std::uintptr_t>(&simd_row_functions<Arch, F>)), ...);
+    return sum;
+}
+}  // namespace detail
+[[gnu::used]] inline const std::size_t emitted_row_functions = detail::emit_row_functions<QFORGE_ARCH_TAG>(Formats{});
 
 }  // namespace qforge

@@ -41,11 +41,12 @@ struct Part {
     std::vector<std::uint64_t> shape;
 };
 
-inline std::size_t block_bytes(const std::string& format) {
-    if (format == "q4_0") return sizeof(block_q4_0);
-    if (format == "q4_1") return sizeof(block_q4_1);
-    if (format == "q8_0") return sizeof(block_q8_0);
-    return 0;
+/// Calls fn(std::type_identity<F>) for the registry's format stored as `l.format` (a dense one:
+/// of the layout's bit width); false when there is none.
+template <class Fn>
+bool visit_stored_format(const TensorLayout& l, Fn&& fn) {
+    return visit_format([&](const FormatInfo& i) { return i.stored_as == l.format && (i.storage == Storage::blocks || i.bits == l.spec.bits); },
+                        std::forward<Fn>(fn));
 }
 
 /// The tensors a weight of this layout is stored as.
@@ -58,15 +59,21 @@ inline std::vector<Part> parts_of(const TensorLayout& l, bool vector) {
 inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
     const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.cols);
     if (l.format == "f32") return {{"", "F32", vector ? std::vector<std::uint64_t>{R * C} : std::vector<std::uint64_t>{R, C}}};
-    if (l.format == "dense") {
-        const auto G = std::uint64_t(l.spec.groups_per_row(l.cols));
-        std::vector<Part> p = {{".codes", "U8", {R, (C * std::uint64_t(l.spec.bits) + 7) / 8}}, {".scales", "F16", {R, G}}};
-        if (l.spec.zero == ZeroPoint::integer) p.push_back({".zeros", "U8", {R, G}});
-        if (l.spec.zero == ZeroPoint::float_min) p.push_back({".mins", "F16", {R, G}});
-        return p;
-    }
-    if (const auto b = block_bytes(l.format)) return {{".blocks", "U8", {R, C / gguf_block * b}}};
-    throw InvalidArgument("container: unknown tensor format '" + l.format + "'");
+    std::vector<Part> p;
+    if (!visit_stored_format(l, [&](auto f) {
+            using F = typename decltype(f)::type;
+            if constexpr (F::info.storage == Storage::blocks) {
+                using B = typename F::block_type;
+                p = {{".blocks", "U8", {R, C / block_fields<B>::weights * sizeof(B)}}};
+            } else {
+                const auto G = std::uint64_t(l.spec.groups_per_row(l.cols));
+                p = {{".codes", "U8", {R, (C * std::uint64_t(l.spec.bits) + 7) / 8}}, {".scales", "F16", {R, G}}};
+                if (l.spec.zero == ZeroPoint::integer) p.push_back({".zeros", "U8", {R, G}});
+                if (l.spec.zero == ZeroPoint::float_min) p.push_back({".mins", "F16", {R, G}});
+            }
+        }))
+        throw InvalidArgument("container: unknown tensor format '" + l.format + "'");
+    return p;
 }
 
 inline std::span<const std::uint8_t> bytes_of(const void* p, std::size_t n) { return {static_cast<const std::uint8_t*>(p), n}; }
@@ -248,16 +255,15 @@ private:
     }
     Linear read_values(const std::string& name, const TensorLayout& l) const {
         if (l.format == "f32") return Linear(Fp32Matrix{l.rows, l.cols, f_.to_float(f_.tensor(name))});
-        if (l.format == "q4_0") return detail::blocks_from<Q4_0>(f_, name, l);
-        if (l.format == "q4_1") return detail::blocks_from<Q4_1>(f_, name, l);
-        if (l.format == "q8_0") return detail::blocks_from<Q8_0>(f_, name, l);
-        switch (l.spec.bits) {
-            case 2: return detail::dense_from<Dense<2>>(f_, name, l);
-            case 3: return detail::dense_from<Dense<3>>(f_, name, l);
-            case 4: return detail::dense_from<Dense<4>>(f_, name, l);
-            case 8: return detail::dense_from<Dense<8>>(f_, name, l);
-            default: throw FileError(label_, "tensor " + name + ": " + std::to_string(l.spec.bits) + "-bit codes are not supported (2, 3, 4, 8)");
-        }
+        Linear out;
+        if (detail::visit_stored_format(l, [&](auto fmt) {
+                using F = typename decltype(fmt)::type;
+                if constexpr (F::info.storage == Storage::blocks) out = detail::blocks_from<F>(f_, name, l);
+                else out = detail::dense_from<F>(f_, name, l);
+            }))
+            return out;
+        throw FileError(label_, "tensor " + name + ": no packed format stores '" + l.format + "' with " + std::to_string(l.spec.bits) +
+                                    "-bit codes (formats/registry.hpp)");
     }
 
     io::SafetensorsFile f_;
@@ -314,9 +320,12 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             const auto scheme = parse_scheme(action);
             if (method_of(scheme).needs_calibration() && !o.quantize)
                 throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
-            out = {"dense", scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
-            if (scheme.spec.bits != 2 && scheme.spec.bits != 3 && scheme.spec.bits != 4 && scheme.spec.bits != 8)
-                throw InvalidArgument(name + ": " + std::to_string(scheme.spec.bits) + "-bit dense packing is not supported (2, 3, 4, 8)");
+            std::string format;
+            const bool found = with_context(name, [&] {
+                return visit_packing_format(scheme.spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; });
+            });
+            if (!found) throw InvalidArgument(name + ": no packed format stores the grid of '" + action + "' (formats/registry.hpp)");
+            out = {format, scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
             action = to_string(scheme);
         }
         entries.push_back({name, action, false, out});

@@ -1,12 +1,14 @@
 #pragma once
 /// @file
-/// A Llama model from a GGUF file (llama.cpp's tensor names). Packed tensors stay packed: Q4_0,
-/// Q4_1 and Q8_0 blocks are byte-identical to qforge's formats, so the decoder multiplies
-/// straight from the file's blocks; F32/F16/BF16 matrices become FP32 layers. llama.cpp stores
+/// A Llama model from a GGUF file (llama.cpp's tensor names). Packed tensors stay packed when a
+/// format of the registry has the ggml type's bytes (`FormatInfo::gguf`: Q4_0, Q4_1, Q8_0), so
+/// the decoder multiplies straight from the file's blocks; other readable types (F32, F16, BF16,
+/// K-quants) become FP32 layers. llama.cpp stores
 /// q/k rows already ordered for the adjacent-pair rotation the decoder uses.
 #include <cstring>
 #include <string>
 
+#include "qforge/formats/registry.hpp"
 #include "qforge/io/gguf.hpp"
 #include "qforge/models/llama/source.hpp"
 
@@ -32,12 +34,15 @@ Linear packed_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
 /// (GgufFile::check_blocks, GgufFile::dequantize).
 inline Linear gguf_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
     if (t.ne.size() != 2) throw FileError(f.path(), "tensor " + t.name + " is not a matrix");
-    switch (t.type) {
-        case 2: return detail::packed_linear<Q4_0>(f, t);
-        case 3: return detail::packed_linear<Q4_1>(f, t);
-        case 8: return detail::packed_linear<Q8_0>(f, t);
-        default: return Linear(Fp32Matrix{int(t.rows()), int(t.cols()), f.dequantize(t)});
-    }
+    Linear out;
+    // a type whose blocks are a qforge format's bytes stays packed; any other readable type becomes FP32
+    if (visit_format([&](const FormatInfo& i) { return i.gguf && std::uint32_t(*i.gguf) == t.type; },
+                     [&](auto fmt) {
+                         using F = typename decltype(fmt)::type;
+                         if constexpr (F::info.gguf.has_value()) out = detail::packed_linear<F>(f, t);
+                     }))
+        return out;
+    return Linear(Fp32Matrix{int(t.rows()), int(t.cols()), f.dequantize(t)});
 }
 
 /// A GGUF file as a model source (llama.cpp's names are already the source's names).
@@ -80,12 +85,12 @@ public:
     TensorLayout layout(const std::string& name) const override {
         const auto& t = f_.tensor(name);
         const int rows = int(t.rows()), cols = int(t.cols());
-        switch (t.type) {
-            case 2: return {"q4_0", Q4_0::Packed{}.spec, rows, cols};
-            case 3: return {"q4_1", Q4_1::Packed{}.spec, rows, cols};
-            case 8: return {"q8_0", Q8_0::Packed{}.spec, rows, cols};
-            default: return {"f32", {}, rows, cols};
-        }
+        TensorLayout out{"f32", {}, rows, cols};
+        visit_format([&](const FormatInfo& i) { return i.gguf && std::uint32_t(*i.gguf) == t.type; }, [&](auto fmt) {
+            using F = typename decltype(fmt)::type;
+            out = {std::string(F::info.stored_as), typename F::Packed{}.spec, rows, cols};
+        });
+        return out;
     }
     void release(const std::string& name) const override {
         if (const auto* t = f_.find(name)) f_.release(*t);

@@ -7,8 +7,7 @@
 #include <variant>
 #include <vector>
 
-#include "qforge/formats/dense.hpp"
-#include "qforge/formats/gguf.hpp"
+#include "qforge/formats/registry.hpp"
 #include "qforge/runtime/dispatch.hpp"
 
 namespace qforge::llama {
@@ -19,18 +18,8 @@ struct Fp32Matrix {
     std::vector<float> data;
 };
 
-using LinearWeights = std::variant<Fp32Matrix, Dense<2>::Packed, Dense<3>::Packed, Dense<4>::Packed, Dense<8>::Packed,
-                                   Q4_0::Packed, Q4_1::Packed, Q8_0::Packed>;
-
-/// The format a packed matrix type belongs to.
-template <class P> struct format_of_packed;
-template <> struct format_of_packed<Dense<2>::Packed> { using type = Dense<2>; };
-template <> struct format_of_packed<Dense<3>::Packed> { using type = Dense<3>; };
-template <> struct format_of_packed<Dense<4>::Packed> { using type = Dense<4>; };
-template <> struct format_of_packed<Dense<8>::Packed> { using type = Dense<8>; };
-template <> struct format_of_packed<Q4_0::Packed> { using type = Q4_0; };
-template <> struct format_of_packed<Q4_1::Packed> { using type = Q4_1; };
-template <> struct format_of_packed<Q8_0::Packed> { using type = Q8_0; };
+/// FP32 weights or any packed format of the registry (formats/registry.hpp).
+using LinearWeights = packed_variant<Formats, Fp32Matrix>::type;
 
 /// A linear layer: its weights, and optionally the order of its input columns.
 ///
@@ -106,9 +95,9 @@ private:
                     gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y, isa,
                               threads);
                 } else if (x.rows == 1) {
-                    gemv<typename format_of_packed<T>::type>(w, x.row(0), y.row(0), isa, threads);
+                    gemv<format_of_packed<T>>(w, x.row(0), y.row(0), isa, threads);
                 } else {
-                    gemm<typename format_of_packed<T>::type>(w, x, y, isa, threads);
+                    gemm<format_of_packed<T>>(w, x, y, isa, threads);
                 }
             },
             w_);

@@ -280,13 +280,12 @@ namespace qforge::llama {
 
 /// A quantized matrix packed densely, with its column order (empty: the original order).
 inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_order = {}) {
-    switch (q.spec.bits) {
-        case 2: return Linear(Dense<2>::pack(q), std::move(input_order));
-        case 3: return Linear(Dense<3>::pack(q), std::move(input_order));
-        case 4: return Linear(Dense<4>::pack(q), std::move(input_order));
-        case 8: return Linear(Dense<8>::pack(q), std::move(input_order));
-        default: throw InvalidArgument(std::to_string(q.spec.bits) + "-bit codes cannot be packed densely (2, 3, 4, 8)");
-    }
+    Linear out;
+    const bool found = visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) {
+        out = Linear(decltype(f)::type::pack(q), std::move(input_order));
+    });
+    if (!found) throw InvalidArgument(std::to_string(q.spec.bits) + "-bit codes: no packed format stores this grid (formats/registry.hpp)");
+    return out;
 }
 
 /// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
@@ -310,7 +309,7 @@ inline Linear dequantized_linear(const Linear& layer) {
         [&](const auto& w) -> Fp32Matrix {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return w;
-            else return Fp32Matrix{w.rows, w.cols, dequantize<typename format_of_packed<T>::type>(w, Isa::scalar)};
+            else return Fp32Matrix{w.rows, w.cols, dequantize<format_of_packed<T>>(w, Isa::scalar)};
         },
         layer.weights());
     const auto& order = layer.input_order();

@@ -31,10 +31,7 @@ inline TensorLayout layout_of(const Linear& l) {
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return {"f32", {}, w.rows, w.cols};
-            else if constexpr (std::is_same_v<T, Q4_0::Packed>) return {"q4_0", w.spec, w.rows, w.cols};
-            else if constexpr (std::is_same_v<T, Q4_1::Packed>) return {"q4_1", w.spec, w.rows, w.cols};
-            else if constexpr (std::is_same_v<T, Q8_0::Packed>) return {"q8_0", w.spec, w.rows, w.cols};
-            else return {"dense", w.spec, w.rows, w.cols};
+            else return {std::string(format_of_packed<T>::info.stored_as), w.spec, w.rows, w.cols};
         },
         l.weights());
     t.ordered = !l.input_order().empty();

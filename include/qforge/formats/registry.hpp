@@ -1,0 +1,86 @@
+#pragma once
+/// @file
+/// The one table of packed formats (ggml's `type_traits[]` as a type list): each entry is a
+/// format type with its facts in `F::info` (formats/format.hpp). From this list are generated
+/// the linear-weight variant (models/llama/linear.hpp), the container's read/write
+/// (models/llama/container.hpp), the GGUF loader's choice of format (models/llama/gguf_loader.hpp),
+/// which format a quantized matrix packs into, and the kernel instantiations of every dispatched
+/// instruction set (runtime/instantiate.hpp). Adding a format: its file in formats/, its
+/// FormatTraits in backends/codecs.hpp, and one entry here.
+#include <optional>
+#include <tuple>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "qforge/formats/dense.hpp"
+#include "qforge/formats/format.hpp"
+#include "qforge/formats/gguf.hpp"
+
+namespace qforge {
+
+template <class... F>
+struct format_list {};
+
+/// Every packed format, in the order a spec looks for the format it packs into.
+using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0>;
+
+/// std::variant<Extra..., F::Packed...> over a format list.
+template <class List, class... Extra>
+struct packed_variant;
+template <class... F, class... Extra>
+struct packed_variant<format_list<F...>, Extra...> {
+    using type = std::variant<Extra..., typename F::Packed...>;
+};
+
+namespace detail {
+template <class P, class... F>
+struct find_packed {
+    static constexpr std::size_t index = [] {
+        constexpr bool match[] = {std::is_same_v<P, typename F::Packed>...};
+        for (std::size_t i = 0; i < sizeof...(F); ++i)
+            if (match[i]) return i;
+        return sizeof...(F);
+    }();
+    static_assert(index < sizeof...(F), "qforge: this packed type belongs to no format of qforge::Formats (formats/registry.hpp)");
+    using type = std::tuple_element_t<index, std::tuple<F...>>;
+};
+template <class P, class List>
+struct format_of_packed_in;
+template <class P, class... F>
+struct format_of_packed_in<P, format_list<F...>> {
+    using type = typename find_packed<P, F...>::type;
+};
+}  // namespace detail
+
+/// The format a packed matrix type belongs to.
+template <class P>
+using format_of_packed = typename detail::format_of_packed_in<P, Formats>::type;
+
+/// Calls `fn(std::type_identity<F>{})` for the first format F of the list whose info satisfies
+/// `pred(F::info)`, and returns true; false (fn not called) when none does.
+template <class Pred, class Fn, class... F>
+bool visit_format(format_list<F...>, Pred&& pred, Fn&& fn) {
+    return ((pred(F::info) ? (fn(std::type_identity<F>{}), true) : false) || ...);
+}
+template <class Pred, class Fn>
+bool visit_format(Pred&& pred, Fn&& fn) {
+    return visit_format(Formats{}, std::forward<Pred>(pred), std::forward<Fn>(fn));
+}
+
+/// The format a quantized matrix of this spec packs into by default: the first format of the list
+/// that stores the spec's grid with no conversion (`F::unsupported` empty) and, among the dense
+/// formats, has the spec's bit width. GGUF block formats are only chosen by name (their grids
+/// are fixed), so a spec that happens to match Q4_0 still packs densely.
+template <class Fn>
+bool visit_packing_format(const QuantSpec& spec, int rows, int cols, Fn&& fn) {
+    return visit_format([&](const FormatInfo& i) { return i.storage == Storage::dense_rows && i.bits == spec.bits; },
+                        [&](auto f) {
+                            using F = typename decltype(f)::type;
+                            if (auto why = F::unsupported(spec, rows, cols); !why.empty()) throw InvalidArgument(why);
+                            fn(f);
+                        });
+}
+
+}  // namespace qforge
