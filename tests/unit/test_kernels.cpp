@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "common.hpp"
+#include "qforge/formats/registry.hpp"
 #include "qforge/quantizers/rtn.hpp"
 #include "qforge/runtime/dispatch.hpp"
 
@@ -16,6 +17,16 @@ struct Case {
     int rows, cols;
     QuantSpec spec;
 };
+
+/// The integer a code contributes to the kernels' dot products, and the scale its group's dot is
+/// multiplied by: code - zero on affine grids, the kernel level on codebook grids (whose scale
+/// is then d * kernel_unit).
+int kernel_weight(const QuantizedMatrix& q, int code, int zero) {
+    return q.spec.codebook ? q.spec.codebook->kernel_levels[std::size_t(code)] : code - zero;
+}
+float kernel_scale(const QuantizedMatrix& q, std::size_t idx) {
+    return q.spec.codebook ? q.scales[idx] * q.spec.codebook->kernel_unit : q.scales[idx];
+}
 
 /// The recipe of activation.hpp written out directly from the unpacked matrix, natural order:
 /// an implementation independent of formats, codecs and backends.
@@ -33,12 +44,13 @@ std::vector<float> recipe_gemv(const QuantizedMatrix& q, const std::vector<float
             for (int k = 0; k < a.sub_blocks_in_group(gi); ++k) {
                 const int sub = a.sub_index(gi, k);
                 std::int32_t d = 0;
-                for (int i = 0; i < act_sub_block && gi * g + k * act_sub_block + i < std::min(q.cols, (gi + 1) * g); ++i)
-                    d += q.codes[std::size_t(r) * std::size_t(q.cols) + std::size_t(gi * g + k * act_sub_block + i)] *
-                         a.slots(sub)[i];
-                acc = std::fma(a.scale[std::size_t(sub)], float(fm ? d : d - zero * a.sum[std::size_t(sub)]), acc);
+                for (int i = 0; i < act_sub_block && gi * g + k * act_sub_block + i < std::min(q.cols, (gi + 1) * g); ++i) {
+                    const int code = q.codes[std::size_t(r) * std::size_t(q.cols) + std::size_t(gi * g + k * act_sub_block + i)];
+                    d += (fm ? code : kernel_weight(q, code, zero)) * a.slots(sub)[i];
+                }
+                acc = std::fma(a.scale[std::size_t(sub)], float(d), acc);
             }
-            acc_y = std::fma(q.scales[idx], acc, acc_y);
+            acc_y = std::fma(kernel_scale(q, idx), acc, acc_y);
             if (fm) acc_y = std::fma(q.mins[idx], a.group_sum[std::size_t(gi)], acc_y);
         }
         y[std::size_t(r)] = acc_y;
@@ -90,6 +102,12 @@ void check_format(const Case& c, unsigned seed) {
             const int sub = a.sub_index(gi, (col - gi * c.spec.group_length(c.cols)) / act_sub_block);
             exact += wv * x[std::size_t(col)];
             bound += std::fabs(wv) * a.scale[std::size_t(sub)] * 0.5;
+            if (q.spec.codebook) {  // the kernel's level may differ from the float level (NF4: 1/127 steps)
+                const std::size_t idx = q.group_index(r, gi);
+                const int code = q.codes[std::size_t(r) * std::size_t(c.cols) + std::size_t(col)];
+                const double wk = double(kernel_scale(q, idx)) * kernel_weight(q, code, 0);
+                bound += std::fabs(wk - wv) * std::fabs(x[std::size_t(col)]) + std::fabs(wk - wv) * a.scale[std::size_t(sub)] * 0.5;
+            }
             magnitude += std::fabs(wv * x[std::size_t(col)]);
         }
         BOOST_TEST_REQUIRE(std::fabs(y_scalar[std::size_t(r)] - exact) <= bound * 1.0001 + 1e-5 * magnitude + 1e-30,
@@ -166,6 +184,15 @@ BOOST_AUTO_TEST_CASE(gguf_blocks) {
     }
 }
 
+// codebook blocks: every code of the table, every shape whole blocks allow, each ISA against the
+// scalar oracle and the written-out recipe
+template <class F>
+void check_codebook(unsigned seed) {
+    for (int cols : {F::N, 2 * F::N, 3 * F::N, 576, 1536 / F::N * F::N})
+        for (int rows : {1, 5, 9}) check_format<F>({rows, cols, F::grid_spec}, ++seed);
+}
+BOOST_AUTO_TEST_CASE(codebook_iq4_nl) { check_codebook<IQ4_NL>(40); }
+
 BOOST_AUTO_TEST_CASE(extreme_codes_and_activations) {
     // all codes at the top of the grid and activations at +-max: the integer paths must not
     // saturate (vpmaddubsw) or overflow
@@ -194,6 +221,26 @@ BOOST_AUTO_TEST_CASE(extreme_codes_and_activations) {
         }
     }
 }
+
+template <class F>
+void check_codebook_extremes() {
+    // every code the level of largest magnitude, activations at +-max: no saturation anywhere
+    for (int anchor : {F::codebook->anchor(), 15}) {
+        QuantizedMatrix q(F::grid_spec, 4, 384);
+        std::fill(q.codes.begin(), q.codes.end(), std::uint8_t(anchor));
+        std::fill(q.scales.begin(), q.scales.end(), 1.0f);
+        std::vector<float> x(384, 3.0f);
+        for (std::size_t i = 0; i < x.size(); i += 3) x[i] = -3.0f;
+        const auto ref = recipe_gemv(q, x);
+        for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512_vnni}) {
+            if (!isa_usable(isa)) continue;
+            std::vector<float> y(4);
+            gemv<F>(F::pack(q), x, y, isa, 1);
+            BOOST_TEST(bitwise_equal(y, ref), F::name() << " code " << anchor << " on " << isa_name(isa));
+        }
+    }
+}
+BOOST_AUTO_TEST_CASE(codebook_extremes) { check_codebook_extremes<IQ4_NL>(); }
 
 BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
     const auto w = qtest::random_weights(301 * 256, 3);

@@ -3,10 +3,12 @@
 /// How codes sit in the bytes of each packed format, and what a kernel needs to walk a format's
 /// rows. Formats describe their bytes (formats/); this file adapts them for kernels, so adding a
 /// format means one FormatTraits specialisation here plus codec primitives per backend.
+#include <array>
 #include <cstdint>
 
 #include "qforge/backends/activation.hpp"
 #include "qforge/core/half.hpp"
+#include "qforge/formats/codebook.hpp"
 #include "qforge/formats/dense.hpp"
 #include "qforge/formats/gguf.hpp"
 
@@ -26,6 +28,30 @@ struct NibbleBlock {
 struct SignedBytes {
     static constexpr int bits = 8;
 };
+
+/// A block of N 4-bit codes of a codebook grid (formats/codebook.hpp): low nibble of byte j =
+/// code j, high nibble = code j + N/2. For the integer kernels each code decodes to its
+/// kernel level + 128 (an unsigned byte; the recipe's zero code is 128), so a dot product is
+/// sum(level * x) exactly, whatever the backend.
+template <int N, const Codebook* C>
+struct CodebookNibbles {
+    static constexpr int bits = 4;
+    static constexpr int weights = N;
+    static constexpr const Codebook* codebook = C;
+};
+/// The kernel levels of a codebook, signed and offset by 128, as tables for byte shuffles.
+template <const Codebook* C>
+inline constexpr std::array<std::int8_t, 16> kernel_table_i8 = [] {
+    std::array<std::int8_t, 16> t{};
+    for (std::size_t i = 0; i < 16; ++i) t[i] = C->kernel_levels[i];
+    return t;
+}();
+template <const Codebook* C>
+inline constexpr std::array<std::uint8_t, 16> kernel_table_u8 = [] {
+    std::array<std::uint8_t, 16> t{};
+    for (std::size_t i = 0; i < 16; ++i) t[i] = std::uint8_t(int(C->kernel_levels[i]) + 128);
+    return t;
+}();
 
 /// One group of one row, as a kernel sees it.
 struct GroupRef {
@@ -114,6 +140,46 @@ struct BlockFormatTraits {
                 1 << (Codec::bits - 1), min};
     }
 };
+
+/// Codebook blocks: the scales the integer kernels use are d * kernel_unit (exactly d for an
+/// integer table); dequantization reads d and the float levels (`dequant_scale`).
+template <class Grid, int Blk>
+struct CodebookFormatTraits {
+    using Block = block_codebook<Blk>;
+    using View = BlockView<Block>;
+    using codec = CodebookNibbles<Blk, Grid::codebook>;
+    static constexpr LaneOrder order = LaneOrder::natural;
+    static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per block
+    static constexpr float unit = Grid::codebook->kernel_unit;
+
+    [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
+    [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }
+    [[gnu::always_inline]] static int group_length(const View&) noexcept { return Blk; }
+    [[gnu::always_inline]] static int groups(const View& v) noexcept { return v.blocks_per_row(); }
+    [[gnu::always_inline]] static ZeroPoint zero(const View&) noexcept { return ZeroPoint::symmetric; }
+    [[gnu::always_inline]] static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.blocks_per_row()) * sizeof(Block); }
+    [[gnu::always_inline]] static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.block(r, g).qs; }
+    [[gnu::always_inline]] static std::size_t group_step(const View&) noexcept { return sizeof(Block); }
+    template <class Prims>
+    [[gnu::always_inline]] static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
+        for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).d) * unit;
+    }
+    template <class Prims>
+    [[gnu::always_inline]] static void mins(const View&, int, int, int, float*) noexcept {}
+    [[gnu::always_inline]] static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }
+    template <class Prims, ZeroPoint = ZeroPoint::symmetric>
+    [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
+        const Block& b = v.block(r, g);
+        return {b.qs, Blk, Prims::fp16(b.d) * unit, 128, 0.0f};
+    }
+    template <class Prims>
+    [[gnu::always_inline]] static float dequant_scale(const View& v, int r, int g) noexcept { return Prims::fp16(v.block(r, g).d); }
+};
+
+/// Every codebook format (a CodebookBlocks, or a type derived from one) gets its traits here.
+template <class F>
+    requires requires { typename F::codebook_grid; }
+struct FormatTraits<F> : CodebookFormatTraits<typename F::codebook_grid, F::N> {};
 
 template <>
 struct FormatTraits<Q4_0> : BlockFormatTraits<block_q4_0, ZeroPoint::symmetric, NibbleBlock> {};

@@ -20,6 +20,11 @@ struct Kernels {
     using prims = Primitives<B>;
     using View = typename traits::View;
     using codec = typename traits::codec;
+    /// The code that stands for 0 on a symmetric grid; a codebook's kernel codes are level + 128.
+    static constexpr int zero_code = [] {
+        if constexpr (requires { codec::codebook; }) return 128;
+        else return 1 << (codec::bits - 1);
+    }();
 
     /// Calls fn(std::integral_constant<ZeroPoint, z>) for the view's zero-point kind, so kernels
     /// see it as a constant.
@@ -34,7 +39,24 @@ struct Kernels {
 
     /// out[(r - r0) * cols + c] = dequantized weight (r, c), for rows [r0, r1).
     static void dequantize_rows(const View& v, int r0, int r1, float* out) noexcept {
-        with_zero(v, [&](auto zero) { dequantize_rows<zero()>(v, r0, r1, out); });
+        if constexpr (requires { codec::codebook; }) {
+            // codebook: d * levels[q] through the float table, one multiply: the same on every backend
+            constexpr int N = codec::weights;
+            const auto& levels = codec::codebook->levels;
+            const int cols = traits::cols(v);
+            for (int r = r0; r < r1; ++r)
+                for (int g = 0; g < traits::groups(v); ++g) {
+                    const std::uint8_t* bytes = traits::group_bytes(v, r, g);
+                    const float s = traits::template dequant_scale<prims>(v, r, g);
+                    float* dst = out + std::size_t(r - r0) * std::size_t(cols) + std::size_t(g) * N;
+                    for (int j = 0; j < N / 2; ++j) {
+                        dst[j] = s * levels[bytes[j] & 0x0f];
+                        dst[j + N / 2] = s * levels[bytes[j] >> 4];
+                    }
+                }
+        } else {
+            with_zero(v, [&](auto zero) { dequantize_rows<zero()>(v, r0, r1, out); });
+        }
     }
     template <ZeroPoint Zero>
     static void dequantize_rows(const View& v, int r0, int r1, float* out) noexcept {
@@ -153,7 +175,7 @@ struct Kernels {
                     const std::uint8_t* z = traits::zeros(v, r + i, g0);
                     for (int g = 0; g < count; ++g) term[i][g] = accumulate_sub(0.0f, d[i][g], a, g0 + g, false, int(z[g]));
                 } else {
-                    const int z = 1 << (codec::bits - 1);
+                    const int z = zero_code;
                     for (int g = 0; g < count; ++g) term[i][g] = accumulate_sub(0.0f, d[i][g], a, g0 + g, float_min, z);
                 }
             }

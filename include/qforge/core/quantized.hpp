@@ -38,6 +38,7 @@ struct QuantizedMatrix {
     float dequantize(int row, int col) const noexcept {
         const std::size_t gi = group_index(row, group_of(col));
         const int q = codes[std::size_t(row) * std::size_t(cols) + std::size_t(col)];
+        if (spec.codebook) return scales[gi] * spec.codebook->levels[std::size_t(q)];
         switch (spec.zero) {
             case ZeroPoint::symmetric: return scales[gi] * float(q - spec.symmetric_zero());
             case ZeroPoint::integer: return scales[gi] * float(q - int(zeros[gi]));

@@ -5,7 +5,10 @@
 /// scheme's `text()` parses back to the equal runtime scheme.
 ///
 /// Text grammar:
-///     scheme := method ":" "w" bits [ "g" group ] [ zero ] { "," option }
+///     scheme := method ":" grid { "," option }
+///     grid   := "w" bits [ "g" group ] [ zero ]         (affine: scale and zero point)
+///             | codebook [ "g" group ]                 (a codebook grid of grids/: nf4, iq4nl;
+///                                                        without "g", its format's block)
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
 ///     option := "clip" (MSE clip search)
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
@@ -110,6 +113,11 @@ concept MethodTag = requires { { T::info } -> std::convertible_to<MethodInfo>; }
 template <class T>
 concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
 template <class T>
+constexpr const Codebook* codebook_of() noexcept {
+    if constexpr (requires { T::codebook; }) return T::codebook;
+    else return nullptr;
+}
+template <class T>
 concept GroupingTag = requires { { T::size } -> std::convertible_to<int>; };
 template <class T>
 concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
@@ -122,15 +130,22 @@ concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ActOrder> ||
 inline std::string to_string(const RuntimeScheme& s) {
     // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "g" + std::to_string(...)
     std::string out = s.method;
-    out += ":w";
-    out += std::to_string(s.spec.bits);
-    if (!s.spec.per_channel()) {
+    out += ':';
+    if (s.spec.codebook) {
+        out += s.spec.codebook->name;
         out += 'g';
         out += std::to_string(s.spec.group_size);
+    } else {
+        out += 'w';
+        out += std::to_string(s.spec.bits);
+        if (!s.spec.per_channel()) {
+            out += 'g';
+            out += std::to_string(s.spec.group_size);
+        }
+        out += s.spec.zero == ZeroPoint::symmetric ? "s"
+               : s.spec.zero == ZeroPoint::integer ? "a"
+                                                   : "m";
     }
-    out += s.spec.zero == ZeroPoint::symmetric ? "s"
-           : s.spec.zero == ZeroPoint::integer ? "a"
-                                               : "m";
     if (s.options.clip) out += ",clip";
     if (s.options.act_order) out += ",act";
     if (s.options.static_groups) out += ",static";
@@ -146,7 +161,8 @@ inline std::string to_string(const RuntimeScheme& s) {
 
 /// Parses scheme text against a list of methods (quantizers/registry.hpp's `parse_scheme(text)`
 /// passes the registry's); throws InvalidArgument quoting the text and saying what is wrong.
-inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodInfo> methods) {
+inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodInfo> methods,
+                                  std::span<const Codebook* const> codebooks = {}) {
     const auto fail = [&](const std::string& why) -> RuntimeScheme {
         throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why +
                               " (expected e.g. rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip)");
@@ -177,14 +193,30 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         sv.remove_prefix(std::size_t(ptr - sv.data()));
         return value;
     };
-    if (grid.empty() || grid.front() != 'w') return fail("the grid must start with 'w<bits>'");
-    grid.remove_prefix(1);
-    s.spec.bits = read_int(grid, "w");
+    const Codebook* codebook = nullptr;
+    for (const Codebook* cb : codebooks)
+        if (grid.substr(0, cb->name.size()) == cb->name && (!codebook || cb->name.size() > codebook->name.size())) codebook = cb;
+    if (codebook) {
+        grid.remove_prefix(codebook->name.size());
+        s.spec.bits = codebook->bits;
+        s.spec.codebook = codebook;
+        s.spec.zero = ZeroPoint::symmetric;
+        s.spec.group_size = codebook->default_group;
+    } else {
+        if (grid.empty() || grid.front() != 'w') {
+            std::string names;
+            for (const Codebook* cb : codebooks) names += ", " + std::string(cb->name);
+            return fail("the grid must start with 'w<bits>'" + (names.empty() ? std::string() : " or a codebook (" + names.substr(2) + ")"));
+        }
+        grid.remove_prefix(1);
+        s.spec.bits = read_int(grid, "w");
+    }
     if (!grid.empty() && grid.front() == 'g') {
         grid.remove_prefix(1);
         s.spec.group_size = read_int(grid, "g");
         if (s.spec.group_size <= 0) return fail("the group size must be positive");
     }
+    if (!grid.empty() && codebook) return fail("a codebook grid has no zero point: unexpected '" + std::string(grid) + "'");
     if (!grid.empty()) {
         switch (grid.front()) {
             case 's': s.spec.zero = ZeroPoint::symmetric; break;
@@ -232,7 +264,9 @@ struct Scheme {
     static_assert(detail::MethodTag<Method>,
                   "qforge::Scheme: the first parameter must be a method tag such as qforge::Rtn (a type with a static MethodInfo info)");
     static_assert(detail::BitsTag<Bits>,
-                  "qforge::Scheme: the second parameter must be qforge::Int<bits>");
+                  "qforge::Scheme: the second parameter must be qforge::Int<bits> or a codebook grid (qforge::Iq4Nl, ...)");
+    static_assert(!detail::codebook_of<Bits>() || (Grouping::size > 0 && !std::is_same_v<Zero, AsymMin>),
+                  "qforge::Scheme: a codebook grid is per group (give qforge::Group<G>) and has no zero point");
     static_assert(detail::GroupingTag<Grouping>,
                   "qforge::Scheme: the third parameter must be qforge::Group<G> or qforge::PerChannel");
     static_assert(detail::ZeroTag<Zero>,
@@ -244,7 +278,8 @@ struct Scheme {
                   "qforge::Scheme: ActOrder and StaticGroups are options of methods with GPTQ's options (qforge::Gptq, qforge::AwqGptq) only");
 
     using method = Method;
-    static constexpr QuantSpec spec{Bits::bits, Grouping::size, Zero::zero, ScaleType::f16};
+    static constexpr QuantSpec spec{Bits::bits, Grouping::size, detail::codebook_of<Bits>() ? ZeroPoint::symmetric : Zero::zero,
+                                    ScaleType::f16, detail::codebook_of<Bits>()};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
 

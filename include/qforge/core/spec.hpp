@@ -20,9 +20,16 @@
 ///   scale kept as fp16 is rounded to fp16 first, so packing to fp16 is lossless.
 /// - A group whose range is 0 (all zeros, or all equal under float_min) gets s = 0 and dequantizes
 ///   to exactly its value (0, or m).
+/// - Codebook grids (`codebook` set: NF4, the IQ4_NL grid): w = s * levels[q] with 2^b levels
+///   from a fixed table (grids/). The scale is s = max|w| / max|level| (`absmax`, QLoRA's NF4) or
+///   s = m / levels[anchor] with m the group's weight of largest magnitude and the anchor the
+///   level of largest magnitude (`signed_extreme`, ggml's IQ4_NL: m lands exactly on a level, s
+///   may be negative); q is the level nearest w / s (the lower one on ties). `zero` is symmetric.
 /// - Bits per weight count everything a format stores: codes, scales, zeros, block headers.
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "qforge/core/error.hpp"
 
@@ -34,12 +41,37 @@ enum class ZeroPoint : std::uint8_t { symmetric, integer, float_min };
 /// Precision in which scales (and float minimums) are stored.
 enum class ScaleType : std::uint8_t { f16, f32 };
 
+/// A codebook grid: the value each code stands for, as a fixed table (one file per grid in
+/// grids/, listed in grids/registry.hpp). Kernels multiply integer levels with 8-bit
+/// activations: `kernel_levels[q] * kernel_unit` is levels[q] exactly for an integer table
+/// (IQ4_NL) and rounded to 1/127 for a fractional one (NF4); dequantization always uses `levels`.
+struct Codebook {
+    enum class ScaleRule : std::uint8_t { absmax, signed_extreme };
+    std::string_view name;                   ///< in scheme text ("nf4", "iq4nl")
+    int bits = 4;
+    std::span<const float> levels;           ///< 2^bits values, ascending
+    std::span<const std::int8_t> kernel_levels;  ///< 2^bits integers for the integer kernels
+    float kernel_unit = 1.0f;                ///< the value of one kernel level step
+    ScaleRule scale_rule = ScaleRule::absmax;
+    int default_group = 32;                  ///< the group when the scheme text names none (the format's block)
+    /// Index of the level of largest magnitude (the first on ties).
+    constexpr int anchor() const noexcept {
+        int a = 0;
+        for (int i = 1; i < int(levels.size()); ++i)
+            if ((levels[std::size_t(i)] < 0 ? -levels[std::size_t(i)] : levels[std::size_t(i)]) >
+                (levels[std::size_t(a)] < 0 ? -levels[std::size_t(a)] : levels[std::size_t(a)]))
+                a = i;
+        return a;
+    }
+};
+
 /// A runtime description of one quantization grid. Compile-time schemes produce one of these.
 struct QuantSpec {
     int bits = 4;
     int group_size = 0;  ///< 0: per-channel (one group per row)
     ZeroPoint zero = ZeroPoint::integer;
     ScaleType scale_type = ScaleType::f16;
+    const Codebook* codebook = nullptr;  ///< a codebook grid (levels from a table), or null: affine
 
     /// The largest group size accepted; larger values would only mean "per-channel".
     static constexpr int max_group_size = 1 << 24;
@@ -60,6 +92,11 @@ struct QuantSpec {
 
     /// Throws InvalidArgument naming the problem when the spec cannot be used.
     void validate() const {
+        if (codebook && (bits != codebook->bits || zero != ZeroPoint::symmetric || int(codebook->levels.size()) != (1 << bits)))
+            throw InvalidArgument("the codebook grid " + std::string(codebook->name) + " has " + std::to_string(codebook->bits) +
+                                  "-bit codes and no zero point");
+        if (codebook && group_size == 0)
+            throw InvalidArgument("the codebook grid " + std::string(codebook->name) + " is per group: give a group size");
         if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
             throw InvalidArgument("unsupported bit width " + std::to_string(bits) +
                                   " (supported: 2, 3, 4, 8)");

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string_view>
 
+#include "qforge/core/spec.hpp"
 #include "qforge/formats/ggml_type.hpp"
 
 namespace qforge {
@@ -23,6 +24,7 @@ struct FormatInfo {
     Storage storage = Storage::dense_rows;
     int bits = 0;                ///< bits per code
     std::optional<GgmlType> gguf{};  ///< the ggml type whose blocks this format's bytes are, if any
+    const Codebook* codebook = nullptr;  ///< the codebook grid it stores, or null (affine grids)
 };
 
 }  // namespace qforge

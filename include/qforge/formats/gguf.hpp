@@ -109,7 +109,7 @@ template <class Block>
 struct BlockView {
     int rows = 0, cols = 0;
     const Block* blocks = nullptr;
-    [[gnu::always_inline]] int blocks_per_row() const noexcept { return cols / gguf_block; }
+    [[gnu::always_inline]] int blocks_per_row() const noexcept { return cols / int(block_fields<Block>::weights); }
     [[gnu::always_inline]] const Block& block(int r, int b) const noexcept {
         return blocks[std::size_t(r) * std::size_t(blocks_per_row()) + std::size_t(b)];
     }

@@ -14,6 +14,7 @@
 #include <utility>
 #include <variant>
 
+#include "qforge/formats/codebook.hpp"
 #include "qforge/formats/dense.hpp"
 #include "qforge/formats/format.hpp"
 #include "qforge/formats/gguf.hpp"
@@ -24,7 +25,7 @@ template <class... F>
 struct format_list {};
 
 /// Every packed format, in the order a spec looks for the format it packs into.
-using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0>;
+using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL>;
 
 /// std::variant<Extra..., F::Packed...> over a format list.
 template <class List, class... Extra>
@@ -69,13 +70,16 @@ bool visit_format(Pred&& pred, Fn&& fn) {
     return visit_format(Formats{}, std::forward<Pred>(pred), std::forward<Fn>(fn));
 }
 
-/// The format a quantized matrix of this spec packs into by default: the first format of the list
-/// that stores the spec's grid with no conversion (`F::unsupported` empty) and, among the dense
-/// formats, has the spec's bit width. GGUF block formats are only chosen by name (their grids
-/// are fixed), so a spec that happens to match Q4_0 still packs densely.
+/// The format a quantized matrix of this spec packs into by default: a codebook grid's format
+/// (the first of the list storing that codebook), else the dense format of the spec's bit width.
+/// Affine GGUF block formats are only chosen by name (their grids are fixed), so a spec that
+/// happens to match Q4_0 still packs densely. A format that cannot hold the matrix (its
+/// `unsupported` says why) is an InvalidArgument.
 template <class Fn>
 bool visit_packing_format(const QuantSpec& spec, int rows, int cols, Fn&& fn) {
-    return visit_format([&](const FormatInfo& i) { return i.storage == Storage::dense_rows && i.bits == spec.bits; },
+    return visit_format([&](const FormatInfo& i) {
+                            return spec.codebook ? i.codebook == spec.codebook : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
+                        },
                         [&](auto f) {
                             using F = typename decltype(f)::type;
                             if (auto why = F::unsupported(spec, rows, cols); !why.empty()) throw InvalidArgument(why);

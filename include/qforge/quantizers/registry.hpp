@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "qforge/grids/registry.hpp"
 #include "qforge/quantizers/awq.hpp"
 #include "qforge/quantizers/awq_gptq.hpp"
 #include "qforge/quantizers/gptq.hpp"
@@ -66,7 +67,7 @@ inline const MethodEntry& find_method(std::string_view name) {
 }
 
 /// Parses scheme text (grammar in core/scheme.hpp) against the registry's methods.
-inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(text, method_infos); }
+inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(text, method_infos, codebooks); }
 
 /// The method facts of a parsed scheme.
 inline const MethodInfo& method_of(const RuntimeScheme& s) { return find_method(s.method).info; }

@@ -60,6 +60,16 @@ inline GroupParams find_group_params(std::span<const float> values, const QuantS
                                      float shrink = 1.0f) {
     GroupParams p;
     if (values.empty()) return p;
+    if (const Codebook* cb = spec.codebook) {
+        float extreme = 0.0f;
+        for (const float v : values)
+            if (std::fabs(v) > std::fabs(extreme)) extreme = v;
+        const float anchor = cb->levels[std::size_t(cb->anchor())];
+        p.scale = detail::store_scale(cb->scale_rule == Codebook::ScaleRule::absmax ? std::fabs(extreme) * shrink / std::fabs(anchor)
+                                                                                   : extreme * shrink / anchor,
+                                      spec.scale_type);
+        return p;
+    }
     switch (spec.zero) {
         case ZeroPoint::symmetric: {
             float extreme = 0.0f;
@@ -92,6 +102,14 @@ inline GroupParams find_group_params(std::span<const float> values, const QuantS
 
 /// The code of one weight on a group's grid.
 inline std::uint8_t quantize_value(float w, const GroupParams& p, const QuantSpec& spec) noexcept {
+    if (const Codebook* cb = spec.codebook) {  // the nearest level, the lower one on ties
+        const float t = p.scale == 0.0f ? 0.0f : w / p.scale;
+        int best = 0;
+        float best_d = std::fabs(t - cb->levels[0]);
+        for (int i = 1; i < int(cb->levels.size()); ++i)
+            if (const float d = std::fabs(t - cb->levels[std::size_t(i)]); d < best_d) best_d = d, best = i;
+        return std::uint8_t(best);
+    }
     switch (spec.zero) {
         case ZeroPoint::symmetric: {
             if (p.scale == 0.0f) return std::uint8_t(spec.symmetric_zero());
@@ -115,6 +133,7 @@ inline std::uint8_t quantize_value(float w, const GroupParams& p, const QuantSpe
 
 /// The value a code stands for; identical to QuantizedMatrix::dequantize.
 inline float dequantize_value(int q, const GroupParams& p, const QuantSpec& spec) noexcept {
+    if (spec.codebook) return p.scale * spec.codebook->levels[std::size_t(q)];
     switch (spec.zero) {
         case ZeroPoint::symmetric: return p.scale * float(q - spec.symmetric_zero());
         case ZeroPoint::integer: return p.scale * float(q - p.zero);

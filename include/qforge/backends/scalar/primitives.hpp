@@ -26,6 +26,13 @@ struct Primitives<Scalar> {
             out[j + 16] = bytes[j] >> 4;
         }
     }
+    template <int N, const Codebook* C>
+    static void decode(CodebookNibbles<N, C>, const std::uint8_t* bytes, int, std::uint8_t* out) noexcept {
+        for (int j = 0; j < N / 2; ++j) {
+            out[j] = kernel_table_u8<C>[bytes[j] & 0x0f];
+            out[j + N / 2] = kernel_table_u8<C>[bytes[j] >> 4];
+        }
+    }
     static void decode(SignedBytes, const std::uint8_t* bytes, int n, std::uint8_t* out) noexcept {
         for (int i = 0; i < n; ++i) out[i] = std::uint8_t(bytes[i] ^ 0x80u);
     }

@@ -98,6 +98,29 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
     }
     QFORGE_INLINE static std::int32_t correction(NibbleBlock, const std::int8_t*, int) noexcept { return 0; }
 
+    /// Codebook nibbles: a byte shuffle looks the signed kernel levels up; the sign trick keeps
+    /// vpmaddubsw exact (|level| <= 127). The correction adds the +128 of the unsigned codes.
+    template <int N, const Codebook* C>
+    QFORGE_INLINE static __m256i acc(CodebookNibbles<N, C>, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kernel_table_i8<C>.data())));
+        const auto dot = [&](__m256i codes, const std::int8_t* xs) {
+            const __m256i lv = _mm256_shuffle_epi8(table, codes);
+            return _mm256_maddubs_epi16(_mm256_abs_epi8(lv), _mm256_sign_epi8(load(xs), lv));
+        };
+        if constexpr (N == 32) {
+            const __m128i m = _mm_set1_epi8(0x0f);
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+            return widen(dot(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m)), x));
+        } else {
+            static_assert(N == 64, "qforge: AVX2 codebook blocks of 32 or 64 weights");
+            const __m256i m = _mm256_set1_epi8(0x0f);
+            const __m256i v = load(bytes);
+            return widen(_mm256_add_epi16(dot(_mm256_and_si256(v, m), x), dot(_mm256_and_si256(_mm256_srli_epi16(v, 4), m), x + 32)));
+        }
+    }
+    template <int N, const Codebook* C>
+    QFORGE_INLINE static std::int32_t correction(CodebookNibbles<N, C>, const std::int8_t* x, int) noexcept { return 128 * slot_sum(x, N); }
+
     QFORGE_INLINE static __m256i acc(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
         return widen(mad_signed(_mm256_xor_si256(load(bytes), _mm256_set1_epi8(char(0x80))), x));
     }

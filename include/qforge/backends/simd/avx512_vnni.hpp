@@ -95,6 +95,27 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
         const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
         return _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
     }
+    /// Codebook nibbles: a byte shuffle looks up level + 128 (unsigned), which vpdpbusd multiplies
+    /// exactly; the recipe's zero code 128 removes the offset.
+    template <int N, const Codebook* C>
+    QFORGE_INLINE static auto acc(CodebookNibbles<N, C>, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
+        const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kernel_table_u8<C>.data()));
+        if constexpr (N == 32) {
+            const __m128i m = _mm_set1_epi8(0x0f);
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+            const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+            const __m256i u = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), codes);
+            return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+        } else {
+            static_assert(N == 64, "qforge: AVX-512 codebook blocks of 32 or 64 weights");
+            const __m256i m = _mm256_set1_epi8(0x0f);
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+            const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m), 1);
+            const __m512i u = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(t), codes);
+            return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, load(x));
+        }
+    }
+
     QFORGE_INLINE static __m256i acc(SignedBytes, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
         const __m256i codes = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes)),
                                                _mm256_set1_epi8(char(0x80)));

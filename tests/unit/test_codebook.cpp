@@ -1,0 +1,127 @@
+#define BOOST_TEST_MODULE codebook
+// Codebook grids (grids/) and their packed formats: the tables equal the published ones, the
+// scheme text names them, RTN rounds to the nearest level with the documented scale, GPTQ and
+// AWQ run on them, and packing is exact.
+#include <random>
+
+#include "common.hpp"
+#include "qforge/formats/ggml_types.hpp"
+#include "qforge/formats/registry.hpp"
+#include "qforge/quantizers/registry.hpp"
+
+using namespace qforge;
+
+namespace {
+std::vector<float> hessian_of_random_inputs(int cols, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd;
+    const int n = 4 * cols;
+    std::vector<float> x(std::size_t(n) * std::size_t(cols));
+    for (int t = 0; t < n; ++t) {
+        float carry = 0;
+        for (int c = 0; c < cols; ++c) x[std::size_t(t * cols + c)] = carry = 0.7f * carry + nd(rng);
+    }
+    std::vector<float> h(std::size_t(cols) * std::size_t(cols));
+    for (int i = 0; i < cols; ++i)
+        for (int j = 0; j < cols; ++j) {
+            double s = 0;
+            for (int t = 0; t < n; ++t) s += double(x[std::size_t(t * cols + i)]) * x[std::size_t(t * cols + j)];
+            h[std::size_t(i * cols + j)] = float(2 * s / n);
+        }
+    return h;
+}
+double output_error(const std::vector<float>& w, const std::vector<float>& w_hat, const std::vector<float>& h, int rows, int cols) {
+    double e = 0;
+    for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < cols; ++i)
+            for (int j = 0; j < cols; ++j)
+                e += double(w[std::size_t(r * cols + i)] - w_hat[std::size_t(r * cols + i)]) * h[std::size_t(i * cols + j)] *
+                     double(w[std::size_t(r * cols + j)] - w_hat[std::size_t(r * cols + j)]);
+    return e;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(iq4_nl_is_llamacpps_table) {
+    // kvalues_iq4nl of ggml-common.h, copied from llama.cpp
+    const int published[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    for (int i = 0; i < 16; ++i) {
+        BOOST_TEST(iq4nl_codebook.levels[std::size_t(i)] == float(published[i]));
+        BOOST_TEST(int(iq4nl_codebook.kernel_levels[std::size_t(i)]) == published[i]);
+    }
+    BOOST_TEST(iq4nl_codebook.kernel_unit == 1.0f);
+    // its format is ggml's IQ4_NL: type 20, 32 weights in 18 bytes
+    BOOST_TEST(IQ4_NL::info.gguf.has_value());
+    BOOST_TEST(std::uint32_t(*IQ4_NL::info.gguf) == 20u);
+    BOOST_TEST(ggml_type_info(GgmlType::IQ4_NL).block_bytes == sizeof(IQ4_NL::block_type));
+    BOOST_TEST(ggml_type_info(GgmlType::IQ4_NL).block_weights == std::size_t(IQ4_NL::N));
+}
+
+BOOST_AUTO_TEST_CASE(scheme_text_names_codebooks) {
+    BOOST_TEST((parse_scheme("rtn:iq4nlg32") == Scheme<Rtn, Iq4Nl, Group<32>>::runtime()));
+    BOOST_TEST((parse_scheme("gptq:iq4nl,act") == Scheme<Gptq, Iq4Nl, Group<32>, Sym, ActOrder>::runtime()));  // default: the block
+    BOOST_TEST(to_string(parse_scheme("rtn:iq4nl")) == "rtn:iq4nlg32");
+    BOOST_TEST(parse_scheme("awq:iq4nlg64").spec.group_size == 64);
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:iq4nlg32a"); }), {"no zero point"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:fp4g32"); }), {"'w<bits>'", "iq4nl"}));
+}
+
+BOOST_AUTO_TEST_CASE(rtn_rounds_to_the_nearest_level) {
+    const int rows = 6, cols = 96;
+    const auto w = qtest::random_weights(std::size_t(rows * cols), 5);
+    const auto spec = parse_scheme("rtn:iq4nlg32").spec;
+    const auto q = quantize(MatrixView<const float>(w.data(), rows, cols), parse_scheme("rtn:iq4nlg32")).q;
+    for (int r = 0; r < rows; ++r)
+        for (int g = 0; g < 3; ++g) {
+            const float s = q.scales[q.group_index(r, g)];
+            // the scale maps the group's weight of largest magnitude onto the level -127 (fp16-rounded)
+            float extreme = 0;
+            for (int c = 32 * g; c < 32 * g + 32; ++c)
+                if (std::fabs(w[std::size_t(r * cols + c)]) > std::fabs(extreme)) extreme = w[std::size_t(r * cols + c)];
+            BOOST_TEST(s == half_to_float(float_to_half(extreme / -127.0f)));
+            for (int c = 32 * g; c < 32 * g + 32; ++c) {
+                const float v = w[std::size_t(r * cols + c)];
+                const float got = q.dequantize(r, c);
+                for (const float level : spec.codebook->levels) BOOST_TEST_REQUIRE(std::fabs(v - got) <= std::fabs(v - s * level) * (1 + 1e-6f) + 1e-12f);
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(gptq_and_awq_run_on_codebooks) {
+    const int rows = 16, cols = 64;
+    const auto w = qtest::random_weights(std::size_t(rows * cols), 6);
+    const MatrixView<const float> v(w.data(), rows, cols);
+    // identity Hessian: GPTQ has nothing to feed back and equals RTN
+    std::vector<float> eye(std::size_t(cols * cols), 0.0f);
+    for (int i = 0; i < cols; ++i) eye[std::size_t(i * cols + i)] = 1.0f;
+    const auto rtn = quantize<Scheme<Rtn, Iq4Nl, Group<32>>>(v);
+    const auto g_eye = quantize<Scheme<Gptq, Iq4Nl, Group<32>>>(v, {&eye, nullptr, nullptr});
+    BOOST_TEST((g_eye.q.codes == rtn.q.codes && g_eye.q.scales == rtn.q.scales));
+    // correlated inputs: GPTQ's output error is well below RTN's on the same grid
+    const auto h = hessian_of_random_inputs(cols, 7);
+    const auto gptq = quantize<Scheme<Gptq, Iq4Nl, Group<32>>>(v, {&h, nullptr, nullptr});
+    const double e_rtn = output_error(w, rtn.dequantize(), h, rows, cols), e_gptq = output_error(w, gptq.dequantize(), h, rows, cols);
+    BOOST_TEST_MESSAGE("iq4nl output error GPTQ / RTN = " << e_gptq / e_rtn);
+    BOOST_TEST(e_gptq < 0.8 * e_rtn);
+    std::vector<float> mean_abs(std::size_t(cols), 1.0f);
+    const auto awq = quantize(v, parse_scheme("awq:iq4nlg32"), {&h, &mean_abs, nullptr});
+    BOOST_TEST(awq.q.spec.codebook == &iq4nl_codebook);
+}
+
+BOOST_AUTO_TEST_CASE(packing_is_exact_and_checked) {
+    const int rows = 5, cols = 128;
+    const auto w = qtest::random_weights(std::size_t(rows * cols), 8);
+    const auto q = quantize(MatrixView<const float>(w.data(), rows, cols), parse_scheme("rtn:iq4nlg32,clip")).q;
+    const auto p = IQ4_NL::pack(q);
+    BOOST_TEST(p.bytes() == std::size_t(rows) * 4 * 18);
+    const auto back = IQ4_NL::unpack(p);
+    BOOST_TEST((back.codes == q.codes && back.scales == q.scales));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { (void)IQ4_NL::pack(quantize(MatrixView<const float>(w.data(), rows, cols), parse_scheme("rtn:iq4nlg64")).q); }),
+                              {"iq4_nl", "group size 32"}));
+    const auto w100 = qtest::random_weights(100, 9);
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { (void)IQ4_NL::pack(quantize(MatrixView<const float>(w100.data(), 1, 100), parse_scheme("rtn:iq4nlg32")).q); }),
+                              {"whole 32-weight blocks", "100 columns"}));
+    // a spec packs into its codebook's format by default
+    bool is_iq4 = false;
+    visit_packing_format(q.spec, rows, cols, [&](auto f) { is_iq4 = std::is_same_v<typename decltype(f)::type, IQ4_NL>; });
+    BOOST_TEST(is_iq4);
+}
