@@ -26,7 +26,6 @@ inline constexpr Codebook iq4nl_codebook{"iq4nl", 4, detail::iq4nl_float, detail
 struct Iq4Nl {
     static constexpr int bits = 4;
     static constexpr const Codebook* codebook = &iq4nl_codebook;
-    static constexpr int block = 32;  ///< weights per block of its packed format
 };
 
 }  // namespace qforge
