@@ -2,6 +2,7 @@
 // Codebook grids (grids/) and their packed formats: the tables equal the published ones, the
 // scheme text names them, RTN rounds to the nearest level with the documented scale, GPTQ and
 // AWQ run on them, and packing is exact.
+#include <algorithm>
 #include <random>
 
 #include "common.hpp"
@@ -56,13 +57,74 @@ BOOST_AUTO_TEST_CASE(iq4_nl_is_llamacpps_table) {
     BOOST_TEST(ggml_type_info(GgmlType::IQ4_NL).block_weights == std::size_t(IQ4_NL::N));
 }
 
+namespace {
+// the standard normal quantile, by bisection on the CDF 0.5 * erfc(-x / sqrt 2)
+double normal_quantile(double p) {
+    double lo = -10, hi = 10;
+    for (int i = 0; i < 200; ++i) {
+        const double mid = 0.5 * (lo + hi);
+        (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+}  // namespace
+
+// NF4 as QLoRA defines it: quantiles of N(0, 1) at 8 equally spaced probabilities from
+// delta = (1/32 + 1/30) / 2 to 1/2 for the positive half and 7 for the negative half, plus 0,
+// normalised by the largest; equal to the published table, and its kernel levels round(127 L).
+BOOST_AUTO_TEST_CASE(nf4_is_qloras_normal_float) {
+    const double offset = 1.0 - 0.5 * (1.0 / 32 + 1.0 / 30);  // 0.9677083
+    std::vector<double> levels;
+    for (int i = 0; i < 8; ++i) levels.push_back(normal_quantile(offset + (0.5 - offset) * i / 8));
+    for (int i = 0; i < 7; ++i) levels.push_back(-normal_quantile(offset + (0.5 - offset) * i / 7));
+    levels.push_back(0.0);
+    const double top = normal_quantile(offset);
+    for (auto& l : levels) l /= top;
+    std::sort(levels.begin(), levels.end());
+    for (std::size_t i = 0; i < 16; ++i) {
+        BOOST_TEST(std::fabs(double(nf4_codebook.levels[i]) - levels[i]) < 2e-6, "level " << i << ": " << nf4_codebook.levels[i] << " vs " << levels[i]);
+        BOOST_TEST(int(nf4_codebook.kernel_levels[i]) == int(std::lround(127.0 * nf4_codebook.levels[i])));
+    }
+    BOOST_TEST(nf4_codebook.levels[7] == 0.0f);  // an exact zero
+    // blocks of 64, 34 bytes: 4.25 bits per weight
+    BOOST_TEST(sizeof(NF4::block_type) == 34u);
+    BOOST_TEST(NF4::grid_spec.group_size == 64);
+    BOOST_TEST(!NF4::info.gguf.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(nf4_absmax_scale_and_nearest_level) {
+    const int rows = 4, cols = 128;
+    const auto w = qtest::random_weights(std::size_t(rows * cols), 15);
+    const auto q = quantize<Scheme<Rtn, Nf4, Group<64>>>(MatrixView<const float>(w.data(), rows, cols)).q;
+    BOOST_TEST(to_string(Scheme<Rtn, Nf4, Group<64>>::runtime()) == "rtn:nf4g64");
+    for (int r = 0; r < rows; ++r)
+        for (int g = 0; g < 2; ++g) {
+            float absmax = 0;
+            for (int c = 64 * g; c < 64 * g + 64; ++c) absmax = std::max(absmax, std::fabs(w[std::size_t(r * cols + c)]));
+            const float s = q.scales[q.group_index(r, g)];
+            BOOST_TEST(s == half_to_float(float_to_half(absmax)));  // QLoRA's absmax, stored as fp16
+            for (int c = 64 * g; c < 64 * g + 64; ++c)
+                for (const float level : nf4_codebook.levels)
+                    BOOST_TEST_REQUIRE(std::fabs(w[std::size_t(r * cols + c)] - q.dequantize(r, c)) <=
+                                       std::fabs(w[std::size_t(r * cols + c)] - s * level) * (1 + 1e-6f) + 1e-12f);
+        }
+    const auto p = NF4::pack(q);
+    BOOST_TEST(8.0 * double(p.bytes()) / (rows * cols) == 4.25);
+    const auto back = NF4::unpack(p);
+    BOOST_TEST((back.codes == q.codes && back.scales == q.scales));
+    // GPTQ onto NF4 from the text form
+    std::vector<float> eye(std::size_t(cols * cols), 0.0f);
+    for (int i = 0; i < cols; ++i) eye[std::size_t(i * cols + i)] = 1.0f;
+    BOOST_TEST((quantize(MatrixView<const float>(w.data(), rows, cols), parse_scheme("gptq:nf4"), {&eye, nullptr, nullptr}).q.codes == q.codes));
+}
+
 BOOST_AUTO_TEST_CASE(scheme_text_names_codebooks) {
     BOOST_TEST((parse_scheme("rtn:iq4nlg32") == Scheme<Rtn, Iq4Nl, Group<32>>::runtime()));
     BOOST_TEST((parse_scheme("gptq:iq4nl,act") == Scheme<Gptq, Iq4Nl, Group<32>, Sym, ActOrder>::runtime()));  // default: the block
     BOOST_TEST(to_string(parse_scheme("rtn:iq4nl")) == "rtn:iq4nlg32");
     BOOST_TEST(parse_scheme("awq:iq4nlg64").spec.group_size == 64);
     BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:iq4nlg32a"); }), {"no zero point"}));
-    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:fp4g32"); }), {"'w<bits>'", "iq4nl"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:fp4g32"); }), {"'w<bits>'", "iq4nl, nf4"}));
 }
 
 BOOST_AUTO_TEST_CASE(rtn_rounds_to_the_nearest_level) {

@@ -192,6 +192,7 @@ void check_codebook(unsigned seed) {
         for (int rows : {1, 5, 9}) check_format<F>({rows, cols, F::grid_spec}, ++seed);
 }
 BOOST_AUTO_TEST_CASE(codebook_iq4_nl) { check_codebook<IQ4_NL>(40); }
+BOOST_AUTO_TEST_CASE(codebook_nf4) { check_codebook<NF4>(60); }
 
 BOOST_AUTO_TEST_CASE(extreme_codes_and_activations) {
     // all codes at the top of the grid and activations at +-max: the integer paths must not
@@ -240,7 +241,10 @@ void check_codebook_extremes() {
         }
     }
 }
-BOOST_AUTO_TEST_CASE(codebook_extremes) { check_codebook_extremes<IQ4_NL>(); }
+BOOST_AUTO_TEST_CASE(codebook_extremes) {
+    check_codebook_extremes<IQ4_NL>();
+    check_codebook_extremes<NF4>();
+}
 
 BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {
     const auto w = qtest::random_weights(301 * 256, 3);

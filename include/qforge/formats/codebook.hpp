@@ -121,5 +121,8 @@ inline constexpr char iq4_nl_name[] = "iq4_nl";
 }
 /// ggml's IQ4_NL: blocks of 32, byte for byte `block_iq4_nl`.
 struct IQ4_NL : CodebookBlocks<Iq4Nl, 32, detail::iq4_nl_name, std::uint32_t(GgmlType::IQ4_NL)> {};
+inline constexpr char nf4_name[] = "nf4";
+/// QLoRA's NF4: blocks of 64 with an fp16 absmax scale (qforge's layout; no GGUF type).
+struct NF4 : CodebookBlocks<Nf4, 64, nf4_name> {};
 
 }  // namespace qforge

@@ -25,7 +25,7 @@ template <class... F>
 struct format_list {};
 
 /// Every packed format, in the order a spec looks for the format it packs into.
-using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL>;
+using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL, NF4>;
 
 /// std::variant<Extra..., F::Packed...> over a format list.
 template <class List, class... Extra>

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "qforge/grids/iq4_nl.hpp"
+#include "qforge/grids/nf4.hpp"
 
 namespace qforge {
 
@@ -11,7 +12,7 @@ template <class... Grids>
 struct grid_list {};
 
 /// Every codebook grid, as compile-time tags.
-using Grids = grid_list<Iq4Nl>;
+using Grids = grid_list<Iq4Nl, Nf4>;
 
 namespace detail {
 template <class... G>
