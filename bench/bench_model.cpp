@@ -17,7 +17,7 @@
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
-#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/models/llama/model.hpp>
 
 #include "bench_models.hpp"

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include <qforge/io/llama2c.hpp>
-#include <qforge/models/llama/quantize_model.hpp>
-#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/pipelines/llama/quantize_model.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
 
 #include "bench_models.hpp"
 

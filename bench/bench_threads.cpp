@@ -26,7 +26,7 @@
 #include <qforge/calibration/activation_stats.hpp>
 #include <qforge/io/llama2c.hpp>
 #include <qforge/models/llama/evaluate.hpp>
-#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/quantizers/registry.hpp>
 
 #include "bench_models.hpp"

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include <qforge/models/llama/awq.hpp>
+#include <qforge/pipelines/llama/awq.hpp>
 #include <qforge/models/llama/evaluate.hpp>
-#include <qforge/models/llama/neurons.hpp>
-#include <qforge/models/llama/source.hpp>
+#include <qforge/pipelines/llama/neurons.hpp>
+#include <qforge/sources/llama/source.hpp>
 
 #include <qforge/models/llama/size.hpp>
 

@@ -12,11 +12,11 @@
 #include <qforge/io/llama2c.hpp>
 #include <qforge/io/llama2c_tokenizer.hpp>
 #include <qforge/io/spm_tokenizer.hpp>
-#include <qforge/models/llama/container.hpp>
-#include <qforge/models/llama/gguf_loader.hpp>
-#include <qforge/models/llama/quantize_model.hpp>
-#include <qforge/models/llama/hf_source.hpp>
-#include <qforge/models/llama/llama2c_source.hpp>
+#include <qforge/container/llama/container.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
+#include <qforge/pipelines/llama/quantize_model.hpp>
+#include <qforge/sources/llama/hf_source.hpp>
+#include <qforge/sources/llama/llama2c_source.hpp>
 #ifdef QFORGE_HAVE_TEXT
 #include <qforge/io/bpe_tokenizer.hpp>
 #include <qforge/io/hf_tokenizer.hpp>

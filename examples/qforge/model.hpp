@@ -7,7 +7,7 @@
 #include <vector>
 
 #include <qforge/models/llama/model.hpp>
-#include <qforge/models/llama/source.hpp>
+#include <qforge/sources/llama/source.hpp>
 
 #include "options.hpp"
 

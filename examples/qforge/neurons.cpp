@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <qforge/models/llama/neurons.hpp>
+#include <qforge/pipelines/llama/neurons.hpp>
 
 #include "commands.hpp"
 #include "model.hpp"

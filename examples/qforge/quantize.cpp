@@ -8,7 +8,7 @@
 #include <string>
 
 #include <qforge/io/output_path.hpp>
-#include <qforge/models/llama/container.hpp>
+#include <qforge/container/llama/container.hpp>
 #include <qforge/models/llama/size.hpp>
 
 #include "commands.hpp"

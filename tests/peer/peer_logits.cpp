@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <qforge/models/llama/gguf_loader.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
 
 int main(int argc, char** argv) {
     if (argc != 5) {

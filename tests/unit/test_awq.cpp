@@ -7,7 +7,7 @@
 #include <random>
 
 #include "common.hpp"
-#include "qforge/models/llama/awq.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/models/llama/evaluate.hpp"
 #include "qforge/models/llama/sampler.hpp"
 #include "tiny_llama.hpp"

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "common.hpp"
-#include "qforge/models/llama/calibration.hpp"
+#include "qforge/pipelines/llama/calibration.hpp"
 #include "tiny_llama.hpp"
 
 using namespace qforge;

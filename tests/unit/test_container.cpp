@@ -13,7 +13,7 @@
 
 #include "common.hpp"
 #include "qforge/io/json.hpp"
-#include "qforge/models/llama/container.hpp"
+#include "qforge/container/llama/container.hpp"
 #include "tiny_llama.hpp"
 
 using namespace qforge;

@@ -10,7 +10,7 @@
 #include "common.hpp"
 #include "qforge/formats/gguf.hpp"
 #include "qforge/io/gguf.hpp"
-#include "qforge/models/llama/gguf_loader.hpp"
+#include "qforge/sources/llama/gguf_loader.hpp"
 #include "qforge/quantizers/rtn.hpp"
 
 using namespace qforge;

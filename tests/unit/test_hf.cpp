@@ -10,7 +10,7 @@
 #include <limits>
 
 #include "common.hpp"
-#include "qforge/models/llama/hf_source.hpp"
+#include "qforge/sources/llama/hf_source.hpp"
 #include "tiny_llama.hpp"
 
 using namespace qforge;

@@ -4,8 +4,8 @@
 
 #include "common.hpp"
 #include "qforge/io/gguf_vocab.hpp"
-#include "qforge/models/llama/container.hpp"
-#include "qforge/models/llama/gguf_loader.hpp"
+#include "qforge/container/llama/container.hpp"
+#include "qforge/sources/llama/gguf_loader.hpp"
 
 using namespace qforge;
 namespace fs = std::filesystem;

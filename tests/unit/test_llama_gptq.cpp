@@ -6,9 +6,9 @@
 #include <filesystem>
 
 #include "common.hpp"
-#include "qforge/models/llama/container.hpp"
+#include "qforge/container/llama/container.hpp"
 #include "qforge/models/llama/evaluate.hpp"
-#include "qforge/models/llama/gptq.hpp"
+#include "qforge/pipelines/llama/gptq.hpp"
 #include "qforge/models/llama/sampler.hpp"
 #include "tiny_llama.hpp"
 

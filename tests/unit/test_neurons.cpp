@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "common.hpp"
-#include "qforge/models/llama/neurons.hpp"
+#include "qforge/pipelines/llama/neurons.hpp"
 #include "tiny_llama.hpp"
 
 using namespace qforge;

@@ -3,7 +3,7 @@
 /// The one table of packed formats (ggml's `type_traits[]` as a type list): each entry is a
 /// format type with its facts in `F::info` (formats/format.hpp). From this list are generated
 /// the linear-weight variant (models/llama/linear.hpp), the container's read/write
-/// (models/llama/container.hpp), the GGUF loader's choice of format (models/llama/gguf_loader.hpp),
+/// (container/llama/container.hpp), the GGUF loader's choice of format (sources/llama/gguf_loader.hpp),
 /// which format a quantized matrix packs into, and the kernel instantiations of every dispatched
 /// instruction set (runtime/instantiate.hpp). Adding a format: its file in formats/, its
 /// FormatTraits in backends/codecs.hpp, and one entry here.

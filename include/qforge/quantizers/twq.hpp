@@ -4,7 +4,7 @@
 /// as output rows of gate/up (LayerCalibration::row_weight) and as input channels of down (the
 /// driver weights that layer's Hessian: diag(√λ) H diag(√λ), quantizers/awq.hpp's
 /// weight_inputs). On one layer it is AWQ with those weights; a model needs a neuron set
-/// (models/llama/neurons.hpp), which is what `needs_targets` tells the driver.
+/// (pipelines/llama/neurons.hpp), which is what `needs_targets` tells the driver.
 #include "qforge/quantizers/awq.hpp"
 
 namespace qforge {

@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "qforge/models/llama/calibration.hpp"
-#include "qforge/models/llama/gptq.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/pipelines/llama/calibration.hpp"
+#include "qforge/pipelines/llama/gptq.hpp"
+#include "qforge/sources/llama/source.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 namespace qforge::llama {

@@ -11,9 +11,9 @@
 #include <functional>
 #include <string>
 
-#include "qforge/models/llama/calibration.hpp"
-#include "qforge/models/llama/quantize_options.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/pipelines/llama/calibration.hpp"
+#include "qforge/pipelines/llama/quantize_options.hpp"
+#include "qforge/sources/llama/source.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 namespace qforge::llama {

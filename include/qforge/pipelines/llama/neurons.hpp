@@ -28,7 +28,7 @@
 
 #include "qforge/io/json.hpp"
 #include "qforge/io/output_path.hpp"
-#include "qforge/models/llama/awq.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/models/llama/model.hpp"
 
 namespace qforge::llama {

@@ -16,7 +16,7 @@
 
 #include "qforge/io/json.hpp"
 #include "qforge/io/safetensors.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 

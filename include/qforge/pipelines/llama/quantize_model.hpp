@@ -2,15 +2,15 @@
 /// @file
 /// One entry point for quantizing a Llama decoder with any scheme: the method's pipeline
 /// (MethodInfo::pipeline, from the registry) picks the driver — every layer on its own
-/// (independent), GPTQ's sequential Hessians (models/llama/gptq.hpp), or AWQ's folded scales
-/// (models/llama/awq.hpp). Embeddings, norms (except where AWQ folds scales) and the head are
+/// (independent), GPTQ's sequential Hessians (pipelines/llama/gptq.hpp), or AWQ's folded scales
+/// (pipelines/llama/awq.hpp). Embeddings, norms (except where AWQ folds scales) and the head are
 /// kept as they are.
 #include <span>
 #include <string>
 
-#include "qforge/models/llama/awq.hpp"
-#include "qforge/models/llama/gptq.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
+#include "qforge/pipelines/llama/gptq.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 

@@ -28,7 +28,7 @@
 
 #include "qforge/io/output_path.hpp"
 #include "qforge/io/safetensors.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 

@@ -1,12 +1,12 @@
 #pragma once
 /// @file
-/// Options shared by the model-level quantization drivers (models/llama/gptq.hpp, awq.hpp,
+/// Options shared by the model-level quantization drivers (pipelines/llama/gptq.hpp, awq.hpp,
 /// quantize_model.hpp).
 #include <functional>
 #include <string>
 #include <vector>
 
-#include "qforge/models/llama/calibration.hpp"
+#include "qforge/pipelines/llama/calibration.hpp"
 #include "qforge/quantizers/quantizer.hpp"
 
 namespace qforge::llama {

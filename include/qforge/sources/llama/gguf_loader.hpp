@@ -10,7 +10,7 @@
 
 #include "qforge/formats/registry.hpp"
 #include "qforge/io/gguf.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "qforge/io/llama2c.hpp"
-#include "qforge/models/llama/source.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 
