@@ -108,6 +108,33 @@ BOOST_AUTO_TEST_CASE(every_method_compiles_and_equals_its_runtime_path_and_the_a
     BOOST_TEST(twq.input_scales == awq_search_scales({{v, &lambda}}, cal.mean_abs, cal.h, QuantSpec{4, 32}, AwqOptions{}).scales);
 }
 
+// the issue's own example: quantize<Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>>(W, calib)
+BOOST_AUTO_TEST_CASE(gptq_w4g128a_act_compile_time_equals_runtime) {
+    const int r = 16, c = 256;
+    const auto w = qtest::random_weights(std::size_t(r) * c, 76);
+    std::mt19937 rng(77);
+    std::normal_distribution<float> nd;
+    std::vector<float> x(std::size_t(512) * c);
+    for (auto& v : x) v = nd(rng);
+    std::vector<float> h(std::size_t(c) * c);
+    for (int i = 0; i < c; ++i)
+        for (int j = 0; j < c; ++j) {
+            double s = 0;
+            for (int t = 0; t < 512; ++t) s += double(x[std::size_t(t * c + i)]) * x[std::size_t(t * c + j)] * (i % 7 == 0 ? 3.0 : 1.0);
+            h[std::size_t(i * c + j)] = float(2 * s / 512);
+        }
+    using S = Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>;
+    const MatrixView<const float> v(w.data(), std::size_t(r), std::size_t(c));
+    const auto a = quantize<S>(v, {&h, nullptr, nullptr});
+    const auto b = quantize(v, parse_scheme("gptq:w4g128a,act"), {&h, nullptr, nullptr});
+    BOOST_TEST(same(a, b));
+    GptqOptions o;
+    o.act_order = true;
+    const auto direct = gptq_quantize(v, h, QuantSpec{4, 128}, o);
+    BOOST_TEST(same(a, direct.q));
+    BOOST_TEST(a.column_order == direct.column_order);
+}
+
 BOOST_AUTO_TEST_CASE(results_do_not_depend_on_threads) {
     const auto w = qtest::random_weights(std::size_t(rows) * cols, 73);
     const MatrixView<const float> v(w.data(), rows, cols);
