@@ -91,6 +91,38 @@ BOOST_AUTO_TEST_CASE(round_trip_with_rules) {
     BOOST_TEST(fs::file_size(path) < 4 * 32 * 48 * 3 * 2 + 2 * 4 * 50 * 32 + 4096 * 8);  // well below FP32 blocks
 }
 
+// codebook formats are rows of the format registry: the container writes and reads them with no
+// code of its own, and a grid whose blocks do not fit a tensor is an error naming it
+BOOST_AUTO_TEST_CASE(codebook_formats_round_trip) {
+    auto c = qtest::tiny_config(1);
+    c.dim = 64;
+    c.hidden_dim = 128;
+    const auto w = qtest::random_llama(c, 24);
+    const llama::WeightsSource src(w, "memory");
+    llama::ContainerOptions o;
+    o.rules = {{"blk.*", "rtn:nf4g64"}, {"blk.0.attn_k.weight", "rtn:iq4nlg32"}};
+    const auto path = tmp("qf_codebook.safetensors");
+    llama::write_container(src, path, o);
+    const llama::ContainerSource back(path);
+    BOOST_TEST(back.layout("blk.0.attn_q.weight").format == "nf4");
+    BOOST_TEST(back.layout("blk.0.attn_k.weight").format == "iq4_nl");
+    const auto loaded = llama::load_weights(back);
+    auto expected = w;
+    for (const auto& b : llama::block_linears) {
+        const auto name = llama::block_tensor_name(0, b.gguf);
+        auto& slot = expected.layers[0].*b.member;
+        slot = llama::quantize_linear(slot, parse_scheme(llama::action_for(o.rules, name)));
+        BOOST_TEST(std::holds_alternative<NF4::Packed>(slot.weights()) == (name != "blk.0.attn_k.weight"), name);
+        BOOST_TEST((loaded.layers[0].*b.member).bytes() == slot.bytes(), name);
+    }
+    const std::vector<int> tokens = {1, 5, 9, 44, 2};
+    BOOST_TEST(logits_of(loaded, tokens) == logits_of(expected, tokens), boost::test_tools::per_element());
+
+    o.rules = {{"blk.*", "rtn:iq4nlg32"}, {"blk.0.ffn_down.weight", "rtn:nf4g64"}, {"blk.0.attn_q.weight", "rtn:nf4g128"}};
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { llama::write_container(src, tmp("qf_codebook_bad.safetensors"), o); }),
+                              {"blk.0.attn_q.weight", "nf4", "group size 64"}));
+}
+
 BOOST_AUTO_TEST_CASE(tied_head_stays_tied) {
     auto w = qtest::random_llama(qtest::tiny_config(1), 22);
     w.output = llama::quantize_linear(w.output, parse_scheme("rtn:w8g32s"));  // the tied table, stored packed
