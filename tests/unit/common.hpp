@@ -66,6 +66,18 @@ inline std::vector<float> random_weights(std::size_t n, unsigned seed, float out
     return w;
 }
 
+/// The input Hessian H = 2 X^T X / n of `n_tokens` rows of `cols` inputs (X row-major), in double.
+inline std::vector<float> hessian_of(const std::vector<float>& x, int n_tokens, int cols) {
+    std::vector<float> h(std::size_t(cols) * std::size_t(cols));
+    for (int i = 0; i < cols; ++i)
+        for (int j = 0; j < cols; ++j) {
+            double s = 0;
+            for (int t = 0; t < n_tokens; ++t) s += double(x[std::size_t(t) * std::size_t(cols) + std::size_t(i)]) * x[std::size_t(t) * std::size_t(cols) + std::size_t(j)];
+            h[std::size_t(i) * std::size_t(cols) + std::size_t(j)] = float(2 * s / n_tokens);
+        }
+    return h;
+}
+
 /// An input of the 2026-11-30 bug report: QFORGE_CASES, else cases/2026-11-30 beside the data
 /// directory (../shared/cases).
 inline std::string case_path(const std::string& name) {

@@ -22,14 +22,7 @@ std::vector<float> hessian_of_random_inputs(int cols, unsigned seed) {
         float carry = 0;
         for (int c = 0; c < cols; ++c) x[std::size_t(t * cols + c)] = carry = 0.7f * carry + nd(rng);
     }
-    std::vector<float> h(std::size_t(cols) * std::size_t(cols));
-    for (int i = 0; i < cols; ++i)
-        for (int j = 0; j < cols; ++j) {
-            double s = 0;
-            for (int t = 0; t < n; ++t) s += double(x[std::size_t(t * cols + i)]) * x[std::size_t(t * cols + j)];
-            h[std::size_t(i * cols + j)] = float(2 * s / n);
-        }
-    return h;
+    return qtest::hessian_of(x, n, cols);
 }
 double output_error(const std::vector<float>& w, const std::vector<float>& w_hat, const std::vector<float>& h, int rows, int cols) {
     double e = 0;

@@ -47,16 +47,7 @@ std::vector<float> correlated_inputs(int n_tokens, int cols, unsigned seed) {
     return x;
 }
 
-std::vector<float> hessian_of(const std::vector<float>& x, int n_tokens, int cols) {
-    std::vector<float> h(std::size_t(cols) * std::size_t(cols));
-    for (int i = 0; i < cols; ++i)
-        for (int j = 0; j < cols; ++j) {
-            double s = 0;
-            for (int t = 0; t < n_tokens; ++t) s += double(x[std::size_t(t * cols + i)]) * x[std::size_t(t * cols + j)];
-            h[std::size_t(i * cols + j)] = float(2 * s / n_tokens);
-        }
-    return h;
-}
+using qtest::hessian_of;
 
 double output_error(const std::vector<float>& w, const std::vector<float>& w_hat, const std::vector<float>& x, int rows, int cols,
                     int n_tokens) {

@@ -23,16 +23,11 @@ Calib calibration(unsigned seed) {
     std::vector<float> x(std::size_t(n) * cols);
     for (int t = 0; t < n; ++t)
         for (int c = 0; c < cols; ++c) x[std::size_t(t * cols + c)] = nd(rng) * (c % 17 == 3 ? 8.0f : 1.0f) + 0.3f * x[std::size_t(t * cols + (c + 1) % cols)];
-    Calib out{std::vector<float>(std::size_t(cols) * cols), std::vector<float>(cols)};
+    Calib out{qtest::hessian_of(x, n, cols), std::vector<float>(cols)};
     for (int i = 0; i < cols; ++i) {
         double a = 0;
         for (int t = 0; t < n; ++t) a += std::fabs(double(x[std::size_t(t * cols + i)]));
         out.mean_abs[std::size_t(i)] = float(a / n);
-        for (int j = 0; j < cols; ++j) {
-            double s = 0;
-            for (int t = 0; t < n; ++t) s += double(x[std::size_t(t * cols + i)]) * x[std::size_t(t * cols + j)];
-            out.h[std::size_t(i * cols + j)] = float(2 * s / n);
-        }
     }
     return out;
 }
@@ -116,13 +111,9 @@ BOOST_AUTO_TEST_CASE(gptq_w4g128a_act_compile_time_equals_runtime) {
     std::normal_distribution<float> nd;
     std::vector<float> x(std::size_t(512) * c);
     for (auto& v : x) v = nd(rng);
-    std::vector<float> h(std::size_t(c) * c);
-    for (int i = 0; i < c; ++i)
-        for (int j = 0; j < c; ++j) {
-            double s = 0;
-            for (int t = 0; t < 512; ++t) s += double(x[std::size_t(t * c + i)]) * x[std::size_t(t * c + j)] * (i % 7 == 0 ? 3.0 : 1.0);
-            h[std::size_t(i * c + j)] = float(2 * s / 512);
-        }
+    for (int t = 0; t < 512; ++t)
+        for (int i = 0; i < c; i += 7) x[std::size_t(t * c + i)] *= 3.0f;  // loud channels: act-order matters
+    const auto h = qtest::hessian_of(x, 512, c);
     using S = Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>;
     const MatrixView<const float> v(w.data(), std::size_t(r), std::size_t(c));
     const auto a = quantize<S>(v, {&h, nullptr, nullptr});

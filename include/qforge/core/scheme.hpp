@@ -112,9 +112,13 @@ template <class T>
 concept MethodTag = requires { { T::info } -> std::convertible_to<MethodInfo>; };
 template <class T>
 concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
+/// A codebook grid tag (grids/) rather than Int<b>. A trait, not a pointer test: comparing an
+/// object's address with null is not a constant expression under the sanitizers.
+template <class T>
+inline constexpr bool is_codebook_grid = requires { T::codebook; };
 template <class T>
 constexpr const Codebook* codebook_of() noexcept {
-    if constexpr (requires { T::codebook; }) return T::codebook;
+    if constexpr (is_codebook_grid<T>) return T::codebook;
     else return nullptr;
 }
 template <class T>
@@ -265,7 +269,7 @@ struct Scheme {
                   "qforge::Scheme: the first parameter must be a method tag such as qforge::Rtn (a type with a static MethodInfo info)");
     static_assert(detail::BitsTag<Bits>,
                   "qforge::Scheme: the second parameter must be qforge::Int<bits> or a codebook grid (qforge::Iq4Nl, ...)");
-    static_assert(!detail::codebook_of<Bits>() || (Grouping::size > 0 && !std::is_same_v<Zero, AsymMin>),
+    static_assert(!detail::is_codebook_grid<Bits> || (Grouping::size > 0 && !std::is_same_v<Zero, AsymMin>),
                   "qforge::Scheme: a codebook grid is per group (give qforge::Group<G>) and has no zero point");
     static_assert(detail::GroupingTag<Grouping>,
                   "qforge::Scheme: the third parameter must be qforge::Group<G> or qforge::PerChannel");
@@ -278,7 +282,7 @@ struct Scheme {
                   "qforge::Scheme: ActOrder and StaticGroups are options of methods with GPTQ's options (qforge::Gptq, qforge::AwqGptq) only");
 
     using method = Method;
-    static constexpr QuantSpec spec{Bits::bits, Grouping::size, detail::codebook_of<Bits>() ? ZeroPoint::symmetric : Zero::zero,
+    static constexpr QuantSpec spec{Bits::bits, Grouping::size, detail::is_codebook_grid<Bits> ? ZeroPoint::symmetric : Zero::zero,
                                     ScaleType::f16, detail::codebook_of<Bits>()};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
