@@ -112,7 +112,7 @@ template <class T>
 concept MethodTag = requires { { T::info } -> std::convertible_to<MethodInfo>; };
 template <class T>
 concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
-/// A codebook grid tag (grids/) rather than Int<b>. A trait, not a pointer test: comparing an
+/// A codebook grid tag (grids/) rather than `Int<bits>`. A trait, not a pointer test: comparing an
 /// object's address with null is not a constant expression under the sanitizers.
 template <class T>
 inline constexpr bool is_codebook_grid = requires { T::codebook; };
