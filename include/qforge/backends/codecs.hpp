@@ -39,13 +39,8 @@ struct CodebookNibbles {
     static constexpr int weights = N;
     static constexpr const Codebook* codebook = C;
 };
-/// The kernel levels of a codebook, signed and offset by 128, as tables for byte shuffles.
-template <const Codebook* C>
-inline constexpr std::array<std::int8_t, 16> kernel_table_i8 = [] {
-    std::array<std::int8_t, 16> t{};
-    for (std::size_t i = 0; i < 16; ++i) t[i] = C->kernel_levels[i];
-    return t;
-}();
+/// The kernel levels of a codebook offset by 128 (unsigned), as a table for byte shuffles; the
+/// signed levels are the codebook's own `kernel_levels`.
 template <const Codebook* C>
 inline constexpr std::array<std::uint8_t, 16> kernel_table_u8 = [] {
     std::array<std::uint8_t, 16> t{};

@@ -90,10 +90,7 @@ struct CodebookBlocks {
                 const std::uint8_t* codes = q.codes.data() + std::size_t(r) * std::size_t(q.cols) + std::size_t(b) * N;
                 const auto where = [&] { return "row " + std::to_string(r) + ", " + detail::group_text(b, N, q.cols); };
                 blk.d = detail::exact_half(q.scales[q.group_index(r, b)], name(), "scale", where);
-                for (int j = 0; j < N / 2; ++j) {
-                    if ((codes[j] | codes[j + N / 2]) >> 4) throw InvalidData(name() + ": " + where() + ": a code is out of range");
-                    blk.qs[j] = std::uint8_t(codes[j] | (codes[j + N / 2] << 4));
-                }
+                if (!detail::pack_nibbles(codes, N, blk.qs)) throw InvalidData(name() + ": " + where() + ": a code is out of range");
             }
         return p;
     }
@@ -106,10 +103,7 @@ struct CodebookBlocks {
                 const block_type& blk = p.blocks[std::size_t(r) * std::size_t(per_row) + std::size_t(b)];
                 std::uint8_t* codes = q.codes.data() + std::size_t(r) * std::size_t(p.cols) + std::size_t(b) * N;
                 q.scales[q.group_index(r, b)] = half_to_float(blk.d);
-                for (int j = 0; j < N / 2; ++j) {
-                    codes[j] = blk.qs[j] & 0x0f;
-                    codes[j + N / 2] = blk.qs[j] >> 4;
-                }
+                detail::unpack_nibbles(blk.qs, N, codes);
             }
         return q;
     }

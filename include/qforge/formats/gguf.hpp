@@ -116,6 +116,22 @@ struct BlockView {
 };
 
 namespace detail {
+/// n 4-bit codes into n/2 bytes, ggml's nibble order: low nibble of byte j = code j, high nibble =
+/// code j + n/2. False (nothing written past the first bad byte) when a code does not fit 4 bits.
+inline bool pack_nibbles(const std::uint8_t* codes, int n, std::uint8_t* qs) noexcept {
+    for (int j = 0; j < n / 2; ++j) {
+        if ((codes[j] | codes[j + n / 2]) >> 4) return false;
+        qs[j] = std::uint8_t(codes[j] | (codes[j + n / 2] << 4));
+    }
+    return true;
+}
+inline void unpack_nibbles(const std::uint8_t* qs, int n, std::uint8_t* codes) noexcept {
+    for (int j = 0; j < n / 2; ++j) {
+        codes[j] = qs[j] & 0x0f;
+        codes[j + n / 2] = qs[j] >> 4;
+    }
+}
+
 template <class Block, ZeroPoint Zero, int Bits, const char* Name, GgmlType Type>
 struct GgufFormat {
     using block_type = Block;
@@ -167,10 +183,7 @@ struct GgufFormat {
                     for (int i = 0; i < 32; ++i) blk.qs[i] = std::int8_t(int(codes[i]) - 128);
                 } else {
                     if constexpr (Zero == ZeroPoint::float_min) blk.m = exact_half(q.mins[gi], name(), "minimum", where);
-                    for (int i = 0; i < 16; ++i) {
-                        if ((codes[i] | codes[i + 16]) >> 4) throw InvalidData(name() + ": " + where() + ": a code is out of range");
-                        blk.qs[i] = std::uint8_t(codes[i] | (codes[i + 16] << 4));
-                    }
+                    if (!pack_nibbles(codes, gguf_block, blk.qs)) throw InvalidData(name() + ": " + where() + ": a code is out of range");
                 }
             }
         return p;
@@ -188,10 +201,7 @@ struct GgufFormat {
                     for (int i = 0; i < 32; ++i) codes[i] = std::uint8_t(int(blk.qs[i]) + 128);
                 } else {
                     if constexpr (Zero == ZeroPoint::float_min) q.mins[gi] = half_to_float(blk.m);
-                    for (int i = 0; i < 16; ++i) {
-                        codes[i] = blk.qs[i] & 0x0f;
-                        codes[i + 16] = blk.qs[i] >> 4;
-                    }
+                    unpack_nibbles(blk.qs, gguf_block, codes);
                 }
             }
         return q;

@@ -103,6 +103,8 @@ inline GroupParams find_group_params(std::span<const float> values, const QuantS
 /// The code of one weight on a group's grid.
 inline std::uint8_t quantize_value(float w, const GroupParams& p, const QuantSpec& spec) noexcept {
     if (const Codebook* cb = spec.codebook) {  // the nearest level, the lower one on ties
+        // a scan of all 16: branch-free, it measured twice as fast as a binary search here
+        // (qforge weights on SmolLM2, rtn:iq4nlg32, 1 thread: 1.6-1.8 s against 3.2 s)
         const float t = p.scale == 0.0f ? 0.0f : w / p.scale;
         int best = 0;
         float best_d = std::fabs(t - cb->levels[0]);

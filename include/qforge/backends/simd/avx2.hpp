@@ -102,7 +102,7 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
     /// vpmaddubsw exact (|level| <= 127). The correction adds the +128 of the unsigned codes.
     template <int N, const Codebook* C>
     QFORGE_INLINE static __m256i acc(CodebookNibbles<N, C>, const std::uint8_t* bytes, int, const std::int8_t* x) noexcept {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kernel_table_i8<C>.data())));
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(C->kernel_levels.data())));
         const auto dot = [&](__m256i codes, const std::int8_t* xs) {
             const __m256i lv = _mm256_shuffle_epi8(table, codes);
             return _mm256_maddubs_epi16(_mm256_abs_epi8(lv), _mm256_sign_epi8(load(xs), lv));

@@ -26,12 +26,11 @@ inline Weights quantize_model(const Weights& model, std::span<const int> tokens,
         case Pipeline::activation_scaled: return with_context(label, [&] { return awq_quantize_model(model, tokens, scheme, o); });
         case Pipeline::independent: break;
     }
-    std::size_t done = 0;
-    const int total = model.config.n_layers * int(block_linears.size());
+    std::size_t done = 0;  // linears so far; progress is reported per block
     return map_named_block_linears(
         model,
         [&](const std::string&, const Linear& l) {
-            if (o.progress) o.progress(int(done++ / block_linears.size()), total / int(block_linears.size()), "quantize");
+            if (o.progress) o.progress(int(done++ / block_linears.size()), model.config.n_layers, "quantize");
             return quantize_linear(l, scheme, o.calibration.threads);
         },
         label);
