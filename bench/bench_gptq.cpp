@@ -40,7 +40,7 @@ const std::vector<float>& hessian_4096() {
         const auto noise = gaussian(x.size(), 3, 0.05f);
         for (std::size_t i = 0; i < x.size(); ++i) x[i] += noise[i];
         qforge::ActivationStats s(cols, true);
-        s.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::best_isa(), g_threads);
+        s.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::Backend::cpu(qforge::best_isa(), g_threads));
         return s.hessian();
     }();
     return h;
@@ -52,8 +52,7 @@ void quantize_layer(benchmark::State& state, int rows, bool act) {
     const auto& h = hessian_4096();
     qforge::GptqOptions o;
     o.act_order = act;
-    o.threads = g_threads;
-    o.isa = qforge::best_isa();
+    o.backend = qforge::Backend::cpu(qforge::best_isa(), g_threads);
     const auto spec = qforge::parse_scheme("gptq:w4g128a").spec;
     for (auto _ : state) benchmark::DoNotOptimize(qforge::gptq_quantize(qforge::MatrixView<const float>(w.data(), rows, cols), h, spec, o).q.codes.data());
 }
@@ -66,8 +65,7 @@ void awq_layer(benchmark::State& state, int rows) {
     std::vector<float> mean_abs(cols);
     for (int c = 0; c < cols; ++c) mean_abs[std::size_t(c)] = std::sqrt(std::max(h[std::size_t(c) * cols + std::size_t(c)], 1e-12f) / 2.0f);
     qforge::AwqOptions o;
-    o.threads = g_threads;
-    o.isa = qforge::best_isa();
+    o.backend = qforge::Backend::cpu(qforge::best_isa(), g_threads);
     const auto spec = qforge::parse_scheme("awq:w4g128a").spec;
     const qforge::MatrixView<const float> view(w.data(), std::size_t(rows), std::size_t(cols));
     for (auto _ : state) {
@@ -86,7 +84,7 @@ void hessian_accumulation(benchmark::State& state) {
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
         qforge::ActivationStats s(cols, true);
-        s.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::best_isa(), g_threads);
+        s.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::Backend::cpu(qforge::best_isa(), g_threads));
         benchmark::DoNotOptimize(&s);
         seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }

@@ -43,14 +43,14 @@ std::vector<int> tokens(int n, int vocab) {
 
 void prompt(benchmark::State& state, const Variant* v) {
     const auto t = tokens(128, v->weights->config.vocab_size);
-    qforge::llama::Session s(*v->weights, qforge::best_isa(), g_threads, 128);
+    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), 128);
     for (auto _ : state) benchmark::DoNotOptimize(s.forward_batch(t, 0, false).data);
     state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * 128.0, benchmark::Counter::kIsRate);
 }
 
 void decode(benchmark::State& state, const Variant* v) {
     const auto t = tokens(128, v->weights->config.vocab_size);
-    qforge::llama::Session s(*v->weights, qforge::best_isa(), g_threads, 128);
+    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), 128);
     s.forward_batch(std::span(t).first(64), 0, false);
     for (auto _ : state)
         for (int pos = 64; pos < 128; ++pos) benchmark::DoNotOptimize(s.forward(t[std::size_t(pos)], pos).data());

@@ -43,8 +43,7 @@ void quantize(benchmark::State& state, const Model* m, std::string scheme_text) 
     const auto tokens = calibration_tokens(m->weights->config.vocab_size);
     qforge::llama::CalibrationOptions cal;
     cal.sequence_length = std::min(512, m->weights->config.seq_len);
-    cal.isa = qforge::best_isa();
-    cal.threads = g_threads;
+    cal.backend = qforge::Backend::cpu(qforge::best_isa(), g_threads);
     double seconds = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();

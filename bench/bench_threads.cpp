@@ -78,8 +78,7 @@ void perplexity(benchmark::State& state, const Perplexity* w, int threads, bool 
     qforge::llama::EvalOptions o;
     o.context = w->context;
     o.batch = 64;
-    o.threads = threads;
-    o.isa = qforge::best_isa();
+    o.backend = qforge::Backend::cpu(qforge::best_isa(), threads);
     const BusyProcesses busy(loaded ? g_busy : 0);
     double ppl = 0;
     for (auto _ : state) ppl = qforge::llama::evaluate(*w->weights, nullptr, t, o).perplexity();
@@ -93,11 +92,10 @@ void gptq_small(benchmark::State& state, int threads, bool loaded) {
     for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 2654435761u % 1000) - 500) * 1e-4f;
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 40503u % 997) - 498) * 1e-3f;
     qforge::ActivationStats stats(cols, true);
-    stats.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::best_isa(), 1);
+    stats.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::Backend::cpu(qforge::best_isa(), 1));
     const auto& h = stats.hessian();
     qforge::GptqOptions o;
-    o.threads = threads;
-    o.isa = qforge::best_isa();
+    o.backend = qforge::Backend::cpu(qforge::best_isa(), threads);
     const auto spec = qforge::parse_scheme("gptq:w4g32a").spec;
     const BusyProcesses busy(loaded ? g_busy : 0);
     for (auto _ : state)

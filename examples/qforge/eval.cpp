@@ -69,6 +69,7 @@ int run(const EvalCliOptions& opt) {
     auto model = Model::open(opt.model);
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
     const int threads = opt.threads;
+    const qforge::Backend backend = qforge::Backend::best_cpu(threads);
     const std::string kernels = opt.kernels;
     const bool packed = kernels == "packed";
     const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
@@ -124,8 +125,7 @@ int run(const EvalCliOptions& opt) {
                 if (heldout.size() > cap / 2) heldout.resize(cap / 2);
                 qforge::llama::ModelQuantizeOptions ao;
                 ao.calibration.sequence_length = std::min(512, stored.config.seq_len);
-                ao.calibration.isa = qforge::best_isa();
-                ao.calibration.threads = threads;
+                ao.calibration.backend = backend;
                 ao.targets = &lape;
                 float best_lambda = 1.0f;
                 double best_nll = INFINITY;
@@ -139,8 +139,7 @@ int run(const EvalCliOptions& opt) {
                     bar.finish();
                     qforge::llama::EvalOptions eo;
                     eo.context = std::min(512, stored.config.seq_len);
-                    eo.isa = qforge::best_isa();
-                    eo.threads = threads;
+                    eo.backend = backend;
                     const double nll = qforge::llama::evaluate(q, nullptr, heldout, eo).mean_nll();
                     std::fprintf(stderr, "twq %s: lambda %g -> held-out NLL %.5f\n", target.c_str(), double(lambda), nll);
                     if (nll < best_nll) best_nll = nll, best_lambda = lambda, best = std::move(q);
@@ -175,7 +174,7 @@ int run(const EvalCliOptions& opt) {
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
         if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
-        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, threads, bar, model.path())};
+        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, backend, bar, model.path())};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
@@ -186,8 +185,7 @@ int run(const EvalCliOptions& opt) {
 
     qforge::llama::EvalOptions o;
     o.context = context_or_default(opt.context, stored.config.seq_len);
-    o.threads = threads;
-    o.isa = qforge::best_isa();
+    o.backend = backend;
     Progress bar("evaluate " + std::to_string(rows.size() + 1) + " models");
     o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
     std::vector<const qforge::llama::Weights*> models;
@@ -394,7 +392,7 @@ int run(const EvalCliOptions& opt) {
         std::printf("  %s vs %s (%zu sentences): %+.4f [%+.4f, %+.4f]%s\n", iv.target.c_str(), iv.against.c_str(), iv.sentences, iv.mean, iv.lo,
                     iv.hi, iv.hi < 0 ? " TWQ better" : iv.lo > 0 ? " TWQ worse" : " no clear difference");
     std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
-                std::string(qforge::isa_name(o.isa)).c_str(), threads ? threads : qforge::default_threads());
+                backend.name().c_str(), threads ? threads : qforge::default_threads());
     return 0;
 }
 

@@ -33,7 +33,7 @@ int run(const GenerateOptions& opt) {
         if (qforge::method_of(scheme).needs_calibration())
             throw qforge::InvalidArgument("generate --scheme quantizes with RTN only; write a " + scheme.method +
                                           " model with 'qforge quantize' and generate from it");
-        quantized = qforge::llama::quantize_block_linears(qforge::llama::dequantized_weights(*weights), scheme, opt.threads, model.path());
+        quantized = qforge::llama::quantize_block_linears(qforge::llama::dequantized_weights(*weights), scheme, qforge::Backend::best_cpu(opt.threads), model.path());
         weights = &quantized;
     }
     std::string prompt = opt.prompt;
@@ -59,7 +59,7 @@ int run(const GenerateOptions& opt) {
     const auto start = std::chrono::steady_clock::now();
     if (max_tokens > 0) {
         const int context = int(ids.size() + std::size_t(max_tokens));
-        qforge::llama::Session session(*weights, qforge::best_isa(), opt.threads, context);
+        qforge::llama::Session session(*weights, qforge::Backend::best_cpu(opt.threads), context);
         qforge::llama::Sampler sampler(float(opt.temperature), float(opt.top_p), opt.seed);
         auto logits = session.forward_batch(ids, 0, false).row(0);
         prompt_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

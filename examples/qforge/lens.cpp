@@ -76,20 +76,20 @@ int run(const LensOptions& opt) {
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
     auto model = Model::open(opt.model);
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
-    const int threads = opt.threads;
+    const qforge::Backend backend = qforge::Backend::best_cpu(opt.threads);
     const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
     const auto reference = qforge::llama::dequantized_weights(model.weights());
     const int context = context_or_default(opt.context, reference.config.seq_len);
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;
-    series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, qforge::best_isa(), threads));
+    series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, backend));
     if (scheme) {
         std::vector<int> calib;
         if (qforge::method_of(*scheme).needs_calibration()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         Progress bar("quantize " + qforge::to_string(*scheme));
-        const auto q = quantize_model(reference, *scheme, calib, threads, bar, model.path());
+        const auto q = quantize_model(reference, *scheme, calib, backend, bar, model.path());
         bar.finish();
         const auto fp = qforge::llama::dequantized_weights(q);
-        series.emplace_back(qforge::to_string(*scheme), qforge::llama::logit_lens(fp, tokens, context, qforge::best_isa(), threads));
+        series.emplace_back(qforge::to_string(*scheme), qforge::llama::logit_lens(fp, tokens, context, backend));
     }
     if (!opt.svg.empty()) write_svg(opt.svg, series);
     const auto& tok = model.tokenizer();

@@ -258,11 +258,10 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
 }
 
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
-                                      int threads, Progress& bar, const std::string& label) {
+                                      const qforge::Backend& backend, Progress& bar, const std::string& label) {
     qforge::llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
-    o.calibration.isa = qforge::best_isa();
-    o.calibration.threads = threads;
+    o.calibration.backend = backend;
     o.progress = [&](int block, int blocks, const std::string& what) {
         bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
     };

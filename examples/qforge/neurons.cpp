@@ -69,7 +69,7 @@ int run(const NeuronsOptions& opt) {
         std::vector<std::vector<int>> encoded;
         for (const auto& line : file_lines(dir + "/" + languages[k] + ".devtest", first, last)) encoded.push_back(model.tokenizer().encode(line));
         std::vector<std::span<const int>> seqs(encoded.begin(), encoded.end());
-        probability.push_back(qforge::llama::activation_probability(w, seqs, qforge::best_isa(), opt.threads));
+        probability.push_back(qforge::llama::activation_probability(w, seqs, qforge::Backend::best_cpu(opt.threads)));
         bar.update(double(k + 1), double(languages.size()), languages[k]);
     }
     bar.finish();

@@ -31,8 +31,7 @@ int run(const PplOptions& opt) {
     qforge::llama::EvalOptions o;
     o.context = context_or_default(opt.context, reference.config.seq_len);
     o.stride = opt.stride;
-    o.threads = opt.threads;
-    o.isa = qforge::best_isa();
+    o.backend = qforge::Backend::best_cpu(opt.threads);
     Progress bar("perplexity");
     o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
     const auto start = std::chrono::steady_clock::now();
@@ -45,7 +44,7 @@ int run(const PplOptions& opt) {
             throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
         scheme_text = qforge::to_string(scheme);
         auto fp32 = qforge::llama::dequantized_weights(reference);
-        const auto quantized = qforge::llama::quantize_block_linears(fp32, scheme, opt.threads, model.path());
+        const auto quantized = qforge::llama::quantize_block_linears(fp32, scheme, o.backend, model.path());
         stats = qforge::llama::evaluate(quantized, &fp32, tokens, o);
     } else {
         stats = qforge::llama::evaluate(reference, nullptr, tokens, o);

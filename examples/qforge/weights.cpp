@@ -23,9 +23,10 @@ struct Totals {
 };
 
 template <class F>
-void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, qforge::Isa isa, int threads, Totals& t) {
-    const auto packed = F::pack(q);
-    const auto back = qforge::dequantize<F>(packed, isa, threads);
+void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, const qforge::Backend& backend, Totals& t) {
+    const qforge::LinearWeights packed = F::pack(q);
+    std::vector<float> back(w.size());
+    backend.dequantize(packed, qforge::MatrixView<float>(back.data(), std::size_t(q.rows), std::size_t(q.cols)));
     for (std::size_t i = 0; i < w.size(); ++i) {
         const double d = double(w[i]) - double(back[i]);
         t.signal += double(w[i]) * double(w[i]);
@@ -33,7 +34,7 @@ void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, qforge:
         t.max_abs = std::max(t.max_abs, std::fabs(d));
     }
     t.weights += double(w.size());
-    t.bytes += double(packed.bytes());
+    t.bytes += double(std::get<typename F::Packed>(packed).bytes());
 }
 
 struct WeightsOptions {
@@ -55,8 +56,7 @@ int run(const WeightsOptions& opt) {
         if (qforge::method_of(parsed.back()).needs_calibration())
             throw CLI::ValidationError("--scheme", "weights measures schemes that need no calibration (rtn) only, got '" + s + "'");
     }
-    const int threads = opt.threads;
-    const qforge::Isa isa = opt.isa.empty() ? qforge::best_isa() : qforge::parse_isa(opt.isa);
+    const qforge::Backend backend = qforge::Backend::cpu(opt.isa.empty() ? qforge::best_isa() : qforge::parse_isa(opt.isa), opt.threads);
 
     auto model = Model::open(opt.model);
     const auto fp32 = qforge::llama::dequantized_weights(model.weights());  // packed checkpoints as their FP32 values
@@ -73,7 +73,7 @@ int run(const WeightsOptions& opt) {
     const auto& c = fp32.config;
     std::fprintf(stderr, "%s (%s): dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d; %zu linear tensors, kernels: %s\n",
                  model.path().c_str(), model.kind().c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
-                 linear.size(), std::string(qforge::isa_name(isa)).c_str());
+                 linear.size(), backend.name().c_str());
     if (!opt.json)
         std::printf("%-20s %7s %12s %9s %10s %9s %8s\n", "scheme", "bits/w", "MSE", "SQNR dB", "max |err|", "rel Fro", "time s");
 
@@ -82,13 +82,13 @@ int run(const WeightsOptions& opt) {
         const auto start = std::chrono::steady_clock::now();
         Totals t;
         qforge::QuantizeSettings settings;
-        settings.threads = threads;
+        settings.backend = backend;
         for (const auto& tensor : linear) {
             const auto& m = *tensor.w;
             try {
                 const auto q = qforge::quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)), scheme, {},
                                                 settings).q;
-                if (!qforge::visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) { measure<typename decltype(f)::type>(q, m.data, isa, threads, t); }))
+                if (!qforge::visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) { measure<typename decltype(f)::type>(q, m.data, backend, t); }))
                     throw qforge::InvalidArgument("no packed format stores the grid of '" + qforge::to_string(scheme) + "'");
             } catch (const qforge::Error& e) {
                 throw qforge::InvalidArgument(model.path() + ": tensor " + tensor.name + ": " + e.what());
@@ -114,7 +114,7 @@ int run(const WeightsOptions& opt) {
     if (opt.json)
         print_json(JsonObject()
                        .add("model", model.path())
-                       .add("isa", std::string(qforge::isa_name(isa)))
+                       .add("isa", backend.name())
                        .add("tensors", std::int64_t(linear.size()))
                        .add("results", std::move(rows)));
     return 0;

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
         std::ifstream in(argv[2]);
         std::vector<int> tokens;
         for (int t; in >> t;) tokens.push_back(t);
-        qforge::llama::Session s(w, qforge::best_isa(), 0, int(tokens.size()));
+        qforge::llama::Session s(w, qforge::Backend::cpu(), int(tokens.size()));
         const auto logits = s.forward_batch(tokens, 0);
         std::ofstream out(argv[3], std::ios::binary);
         out.write(reinterpret_cast<const char*>(logits.data), std::streamsize(logits.rows * logits.cols * sizeof(float)));

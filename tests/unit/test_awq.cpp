@@ -33,7 +33,7 @@ Layer planted(int salient, unsigned seed) {
     for (int t = 0; t < l.n; ++t)
         for (int c = 0; c < l.cols; ++c) l.x[std::size_t(t * l.cols + c)] = nd(rng) * (c % (l.cols / salient) == 3 ? 10.0f : 1.0f);
     ActivationStats s(std::size_t(l.cols), true);
-    s.add(MatrixView<const float>(l.x.data(), std::size_t(l.n), std::size_t(l.cols)), Isa::scalar);
+    s.add(MatrixView<const float>(l.x.data(), std::size_t(l.n), std::size_t(l.cols)), Backend::cpu(Isa::scalar));
     l.h = s.hessian();
     l.mean_abs = s.mean_abs();
     return l;
@@ -82,7 +82,7 @@ BOOST_AUTO_TEST_CASE(folding_keeps_the_fp32_model) {
         llama::fold_block_scales(c, L, s);
     }
     const std::vector<int> tokens = {1, 4, 9, 16, 25, 36, 49, 2};
-    llama::Session a(w, Isa::scalar, 1), b(scaled, Isa::scalar, 1);
+    llama::Session a(w, Backend::cpu(Isa::scalar, 1)), b(scaled, Backend::cpu(Isa::scalar, 1));
     const auto la = a.forward_batch(tokens, 0);
     std::vector<float> first(la.data, la.data + la.rows * la.cols);
     const auto lb = b.forward_batch(tokens, 0);
@@ -114,7 +114,7 @@ BOOST_AUTO_TEST_CASE(planted_salient_channels) {
         const auto spec = parse_scheme(grid).spec;
         const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
         AwqOptions o;
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa());
         const auto s = awq_search_scales({{w}}, l.mean_abs, l.h, spec, o);
         const double e_awq = output_error(l, scaled_rtn(w, s.scales, spec, 0));
         const double e_rtn = output_error(l, dequantized(RtnQuantizer(spec).quantize(w)));
@@ -133,7 +133,7 @@ BOOST_AUTO_TEST_CASE(awq_beats_rtn_on_stories260k, *boost::unit_test::preconditi
     for (auto* out : {&calib, &eval}) {  // text sampled from the model itself
         llama::Sampler sampler(1.0f, 1.0f, out == &calib ? 7 : 8);
         while (out->size() < 2048) {
-            llama::Session s(w, best_isa(), 0);
+            llama::Session s(w, Backend::cpu(best_isa(), 0));
             int token = 1;
             for (int pos = 0; pos < w.config.seq_len && out->size() < 2048; ++pos) {
                 out->push_back(token);
@@ -144,10 +144,10 @@ BOOST_AUTO_TEST_CASE(awq_beats_rtn_on_stories260k, *boost::unit_test::preconditi
     }
     llama::EvalOptions eo;
     eo.context = 256;
-    eo.isa = best_isa();
+    eo.backend = Backend::cpu(best_isa());
     llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 256;
-    o.calibration.isa = best_isa();
+    o.calibration.backend = Backend::cpu(best_isa());
     for (const char* grid : {"w3g32a", "w4g32a"}) {
         const auto rtn = llama::map_block_linears(w, [&](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme(std::string("rtn:") + grid)); });
         const double kl_rtn = llama::evaluate(rtn, &w, eval, eo).mean_kl();

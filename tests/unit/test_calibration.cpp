@@ -13,8 +13,8 @@ BOOST_AUTO_TEST_CASE(statistics_by_hand) {
     const std::vector<float> x = {1, -2, 3, 0.5f, -1, 4};
     for (const Isa isa : {Isa::scalar, best_isa()}) {
         ActivationStats s(2, true);
-        s.add(MatrixView<const float>(x.data(), 1, 2), isa);  // in two batches
-        s.add(MatrixView<const float>(x.data() + 2, 2, 2), isa);
+        s.add(MatrixView<const float>(x.data(), 1, 2), Backend::cpu(isa));  // in two batches
+        s.add(MatrixView<const float>(x.data() + 2, 2, 2), Backend::cpu(isa));
         BOOST_TEST(s.count() == 3);
         const auto h = s.hessian();
         BOOST_TEST(h[0] == 22.0f / 3.0f, tt::tolerance(1e-6f));
@@ -29,17 +29,17 @@ BOOST_AUTO_TEST_CASE(statistics_by_hand) {
         BOOST_TEST(s.activation_probability()[1] == 2.0f / 3.0f, tt::tolerance(1e-6f));
     }
     ActivationStats s(2, false);
-    BOOST_CHECK_THROW(s.add(MatrixView<const float>(x.data(), 2, 3), Isa::scalar), InvalidArgument);
+    BOOST_CHECK_THROW(s.add(MatrixView<const float>(x.data(), 2, 3), Backend::cpu(Isa::scalar)), InvalidArgument);
     BOOST_CHECK_THROW(s.hessian(), InvalidArgument);
     const std::vector<float> bad = {1, NAN};
-    BOOST_CHECK_THROW(s.add(MatrixView<const float>(bad.data(), 1, 2), Isa::scalar), InvalidData);
+    BOOST_CHECK_THROW(s.add(MatrixView<const float>(bad.data(), 1, 2), Backend::cpu(Isa::scalar)), InvalidData);
 }
 
 BOOST_AUTO_TEST_CASE(hessian_of_a_wide_batch_matches_double_sums) {
     const std::size_t n = 300, width = 70;
     const auto x = qtest::random_weights(n * width, 4);
     ActivationStats s(width, true);
-    s.add(MatrixView<const float>(x.data(), n, width), best_isa());
+    s.add(MatrixView<const float>(x.data(), n, width), Backend::cpu(best_isa()));
     const auto h = s.hessian();
     for (std::size_t i = 0; i < width; i += 7)
         for (std::size_t j = 0; j < width; j += 5) {
@@ -62,7 +62,7 @@ BOOST_AUTO_TEST_CASE(capture_matches_the_observed_activations) {
     BOOST_TEST(stats.size() == 3u);
 
     std::vector<std::vector<float>> seen;  // layer 1's mlp_hidden rows
-    llama::Session s(w, Isa::scalar, 1, 16);
+    llama::Session s(w, Backend::cpu(Isa::scalar, 1), 16);
     s.observe([&](int layer, llama::Site site, MatrixView<const float> x) {
         if (layer == 1 && site == llama::Site::mlp_hidden)
             for (std::size_t t = 0; t < x.rows; ++t) seen.emplace_back(x.row(t).begin(), x.row(t).end());
@@ -103,7 +103,7 @@ BOOST_AUTO_TEST_CASE(layerwise_equals_whole_model_capture) {
     const auto tokens = qtest::random_tokens(37, w.config.vocab_size, 4);
     llama::CalibrationOptions o;
     o.sequence_length = 12;
-    o.isa = best_isa();
+    o.backend = Backend::cpu(best_isa());
     const auto all = llama::capture_all(w, tokens, o);
     llama::LayerwiseCalibration lw(w, tokens, o);
     for (int l = 0; l < lw.layers(); ++l) {
@@ -129,7 +129,7 @@ BOOST_AUTO_TEST_CASE(layerwise_runs_through_quantized_blocks) {
     const auto q = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w2g16a")); });
     llama::CalibrationOptions o;
     o.sequence_length = 16;
-    o.isa = best_isa();
+    o.backend = Backend::cpu(best_isa());
     auto mixed = w;  // block 0 quantized, later blocks FP32
     mixed.layers[0] = q.layers[0];
     const auto expected = llama::capture_all(mixed, tokens, o);

@@ -26,12 +26,12 @@ std::string tmp(const std::string& name) { return (fs::temp_directory_path() / n
 llama::ContainerOptions with_rules(std::vector<std::pair<std::string, std::string>> rules, int threads = 0) {
     llama::ContainerOptions o;
     o.rules = std::move(rules);
-    o.threads = threads;
+    o.backend = Backend::cpu(Isa::scalar, threads);
     return o;
 }
 
 std::vector<float> logits_of(const llama::Weights& w, const std::vector<int>& tokens) {
-    llama::Session s(w, Isa::scalar, 1);
+    llama::Session s(w, Backend::cpu(Isa::scalar, 1));
     const auto l = s.forward_batch(tokens, 0);
     return {l.data, l.data + l.rows * l.cols};
 }
@@ -106,6 +106,13 @@ BOOST_AUTO_TEST_CASE(codebook_formats_round_trip) {
     const llama::ContainerSource back(path);
     BOOST_TEST(back.layout("blk.0.attn_q.weight").format == "nf4");
     BOOST_TEST(back.layout("blk.0.attn_k.weight").format == "iq4_nl");
+    // every quantized weight records its scheme; the dense-only fields appear for dense rows only
+    BOOST_TEST(back.scheme("blk.0.attn_q.weight") == "rtn:nf4g64");
+    BOOST_TEST(back.scheme("blk.0.attn_k.weight") == "rtn:iq4nlg32");
+    const auto fields = io::Json::parse(io::SafetensorsFile::open(path).metadata().at("qforge.tensors"));
+    BOOST_TEST(fields.at("blk.0.attn_q.weight").find("bits") == nullptr);
+    BOOST_TEST(fields.at("blk.0.attn_q.weight").find("group_size") == nullptr);
+    BOOST_TEST(fields.at("blk.0.attn_norm.weight").find("scheme") == nullptr);
     const auto loaded = llama::load_weights(back);
     auto expected = w;
     for (const auto& b : llama::block_linears) {
@@ -161,6 +168,15 @@ BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
     BOOST_TEST_REQUIRE(at != std::string::npos);
     v2[at + 25] = '7';
     BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_v7.safetensors"), v2)); }).find("version 7") != std::string::npos);
+    std::string unknown = bytes;  // same length, so the header stays well formed
+    const auto dense_at = unknown.find(R"(\"format\":\"dense\")");  // JSON inside a JSON string: quotes escaped
+    BOOST_TEST_REQUIRE(dense_at != std::string::npos);
+    unknown[unknown.find("dense", dense_at) + 4] = 'x';
+    BOOST_TEST(qtest::has_all(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_densx.safetensors"), unknown)); }),
+                              {"qf_densx.safetensors", "blk.0.", "unknown format 'densx'"}));
+    const auto fields = io::Json::parse(io::SafetensorsFile::open(path).metadata().at("qforge.tensors"));
+    BOOST_TEST(fields.at("blk.0.attn_q.weight").at("bits").as_int() == 4);
+    BOOST_TEST(fields.at("blk.0.attn_q.weight").at("scheme").as_string() == "rtn:w4g8a");
     std::string garbage = bytes;
     garbage[12] = '!';
     BOOST_TEST(qtest::error_of([&] { llama::ContainerSource s(write(tmp("qf_garbage.safetensors"), garbage)); }).find("header") != std::string::npos);

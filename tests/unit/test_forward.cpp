@@ -146,7 +146,7 @@ BOOST_AUTO_TEST_CASE(decode_matches_a_straightforward_implementation) {
     const auto w = llama::from_llama2c(ck);
     const auto expected = tiny.logits(tokens);
     for (const Isa isa : {Isa::scalar, best_isa()}) {
-        llama::Session s(w, isa, 2);
+        llama::Session s(w, Backend::cpu(isa, 2));
         for (std::size_t p = 0; p < tokens.size(); ++p)
             BOOST_TEST(max_abs_diff(s.forward(tokens[p], int(p)), expected[p]) < 1e-4, isa_name(isa) << " pos " << p);
     }
@@ -157,7 +157,7 @@ BOOST_AUTO_TEST_CASE(batched_prompt_matches_one_token_decode) {
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_batch.bin")));
     const auto expected = tiny.logits(tokens);
     for (const Isa isa : {Isa::scalar, best_isa()}) {
-        llama::Session one(w, isa, 1), batched(w, isa, 2);
+        llama::Session one(w, Backend::cpu(isa, 1)), batched(w, Backend::cpu(isa, 2));
         // a prompt of 5, then a batch of 4 continuing the cache, then single tokens
         const auto a = batched.forward_batch(std::span(tokens).first(5), 0);
         std::vector<std::vector<float>> rows;
@@ -174,12 +174,12 @@ BOOST_AUTO_TEST_CASE(batched_prompt_matches_one_token_decode) {
             if (isa == Isa::scalar)  // same sums in the same order: bit for bit
                 BOOST_TEST(std::equal(l.begin(), l.end(), rows[p].begin()), "pos " << p);
         }
-        llama::Session last(w, isa, 2);
+        llama::Session last(w, Backend::cpu(isa, 2));
         const auto only_last = last.forward_batch(tokens, 0, false);
         BOOST_TEST(only_last.rows == 1u);
         BOOST_TEST(max_abs_diff(only_last.row(0), expected.back()) < 1e-4);
     }
-    llama::Session s(w, Isa::scalar, 1, 4);
+    llama::Session s(w, Backend::cpu(Isa::scalar, 1), 4);
     BOOST_CHECK_THROW(s.forward_batch(tokens, 0), InvalidArgument);  // beyond the session's context
     BOOST_CHECK_THROW(s.forward_batch(std::vector<int>{1, 99}, 0), InvalidArgument);  // token id out of range
 }
@@ -189,7 +189,7 @@ BOOST_AUTO_TEST_CASE(packed_batch_equals_packed_decode) {
     const auto fp32 = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_packed.bin")));
     const auto packed = llama::map_block_linears(
         fp32, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w4g8a")); });
-    llama::Session one(packed, best_isa(), 1), batched(packed, best_isa(), 2);
+    llama::Session one(packed, Backend::cpu(best_isa(), 1)), batched(packed, Backend::cpu(best_isa(), 2));
     const auto all = batched.forward_batch(tokens, 0);
     for (std::size_t p = 0; p < tokens.size(); ++p) {
         const auto l = one.forward(tokens[p], int(p));
@@ -202,7 +202,7 @@ BOOST_AUTO_TEST_CASE(packed_batch_equals_packed_decode) {
 BOOST_AUTO_TEST_CASE(observer_sees_every_site) {
     const Tiny tiny(3);
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_observe.bin")));
-    llama::Session s(w, Isa::scalar, 1);
+    llama::Session s(w, Backend::cpu(Isa::scalar, 1));
     std::map<std::pair<int, int>, std::size_t> widths;
     std::vector<float> gate_seen;
     s.observe([&](int layer, llama::Site site, MatrixView<const float> x) {

@@ -116,7 +116,7 @@ BOOST_AUTO_TEST_CASE(blocked_linear_algebra) {
         const std::size_t N = std::size_t(n);
         for (const Isa isa : {Isa::scalar, best_isa()}) {
             auto l = h;
-            BOOST_TEST_REQUIRE(linalg::cholesky_lower(l.data(), n, isa, 2));
+            BOOST_TEST_REQUIRE(linalg::cholesky_lower(l.data(), n, Backend::cpu(isa, 2)));
             double worst = 0;
             for (std::size_t i = 0; i < N; ++i)
                 for (std::size_t j = 0; j < N; ++j) {
@@ -127,7 +127,7 @@ BOOST_AUTO_TEST_CASE(blocked_linear_algebra) {
                 }
             BOOST_TEST(worst < 1e-4, "n " << n << ": |L L^T - H| " << worst);
             auto x = l;
-            linalg::invert_lower(x.data(), n, isa, 2);
+            linalg::invert_lower(x.data(), n, Backend::cpu(isa, 2));
             worst = 0;
             for (std::size_t i = 0; i < N; ++i)
                 for (std::size_t j = 0; j < N; ++j) {
@@ -137,7 +137,7 @@ BOOST_AUTO_TEST_CASE(blocked_linear_algebra) {
                 }
             BOOST_TEST(worst < 1e-4, "n " << n << ": |L L^-1 - I| " << worst);
             std::vector<float> u;
-            BOOST_TEST_REQUIRE(linalg::inverse_cholesky_upper(h, n, u, isa, 2));
+            BOOST_TEST_REQUIRE(linalg::inverse_cholesky_upper(h, n, u, Backend::cpu(isa, 2)));
             worst = 0;  // (U^T U) H = I
             std::vector<double> utu(N * N, 0.0);
             for (std::size_t i = 0; i < N; ++i)
@@ -155,7 +155,7 @@ BOOST_AUTO_TEST_CASE(blocked_linear_algebra) {
         }
     }
     std::vector<float> not_pd = {1, 2, 2, 1};
-    BOOST_TEST(!linalg::cholesky_lower(not_pd.data(), 2, Isa::scalar));
+    BOOST_TEST(!linalg::cholesky_lower(not_pd.data(), 2, Backend::cpu(Isa::scalar)));
 }
 
 BOOST_AUTO_TEST_CASE(identity_hessian_is_rtn) {
@@ -170,7 +170,7 @@ BOOST_AUTO_TEST_CASE(identity_hessian_is_rtn) {
             GptqOptions o;
             o.act_order = act;
             o.clip_search = s.options.clip;
-            o.isa = best_isa();
+            o.backend = Backend::cpu(best_isa());
             const auto g = gptq_quantize(MatrixView<const float>(w.data(), rows, cols), h, s.spec, o);
             BOOST_TEST(g.q.codes == rtn.codes, text << " act " << act);
             BOOST_TEST(g.q.scales == rtn.scales, text);
@@ -242,7 +242,7 @@ BOOST_AUTO_TEST_CASE(matches_the_obs_derivation) {
         const auto expected = obs_reference(w, h, c.rows, c.cols, spec, 0.01f);
         GptqOptions o;
         o.block_size = 16;  // several lazy blocks even at 40 columns
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa());
         const auto got = gptq_quantize(MatrixView<const float>(w.data(), c.rows, c.cols), h, spec, o).dequantize();
         // float vs double arithmetic may flip a rounding tie now and then, never more than rarely
         std::size_t differ = 0;
@@ -265,7 +265,7 @@ BOOST_AUTO_TEST_CASE(correlated_inputs_beat_rtn) {
         for (const bool act : {false, true}) {
             GptqOptions o;
             o.act_order = act;
-            o.isa = best_isa();
+            o.backend = Backend::cpu(best_isa());
             const auto g = gptq_quantize(MatrixView<const float>(w.data(), rows, cols), h, s.spec, o);
             const double eg = output_error(w, g.dequantize(), x, rows, cols, n), er = output_error(w, rtn_hat, x, rows, cols, n);
             BOOST_TEST_MESSAGE(text << (act ? " act-order" : "") << ": output error GPTQ / RTN = " << eg / er);

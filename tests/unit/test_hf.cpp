@@ -218,7 +218,7 @@ BOOST_AUTO_TEST_CASE(sharded_checkpoint_matches_a_rotate_half_reference) {
         const auto w = llama::load_weights(src);
         const std::vector<int> tokens = {1, 17, 4, 33, 8, 8, 49, 2, 20};
         const auto expected = hf_reference(ck.hf, tokens);
-        llama::Session s(w, best_isa(), 2);
+        llama::Session s(w, Backend::cpu(best_isa(), 2));
         const auto got = s.forward_batch(tokens, 0);
         for (std::size_t p = 0; p < tokens.size(); ++p) {
             double worst = 0;
@@ -314,7 +314,7 @@ BOOST_AUTO_TEST_CASE(quantization_errors_name_model_tensor_row_and_group) {
     const auto w = llama::load_weights(src);  // loads: the values are finite
     std::string m;
     try {
-        (void)llama::quantize_block_linears(w, parse_scheme("rtn:w4g8a"), 0, src.label());
+        (void)llama::quantize_block_linears(w, parse_scheme("rtn:w4g8a"), Backend{}, src.label());
     } catch (const InvalidData& e) {  // the type survives the added context
         m = e.what();
     }
@@ -350,7 +350,7 @@ BOOST_AUTO_TEST_CASE(case_hf_huge_names_tensor_row_and_group) {
     const auto w = llama::load_weights(src);
     std::string m = "(no error)";
     try {
-        (void)llama::quantize_block_linears(llama::dequantized_weights(w), parse_scheme("rtn:w4g32a"), 0, src.label());
+        (void)llama::quantize_block_linears(llama::dequantized_weights(w), parse_scheme("rtn:w4g32a"), Backend{}, src.label());
     } catch (const InvalidData& e) {
         m = e.what();
     }

@@ -13,13 +13,13 @@ BOOST_AUTO_TEST_CASE(last_layer_is_the_model_output) {
     const auto w = qtest::random_llama(qtest::tiny_config(3), 71);
     const auto tokens = qtest::random_tokens(40, w.config.vocab_size, 72);
     const int context = 16;
-    const auto lens = llama::logit_lens(w, tokens, context, Isa::scalar, 1);
+    const auto lens = llama::logit_lens(w, tokens, context, Backend::cpu(Isa::scalar, 1));
     BOOST_TEST(lens.size() == 3u);
     double p = 0, hits = 0;
     long n = 0;
     for (std::size_t start = 0; start + 1 < tokens.size(); start += context) {
         const std::size_t len = std::min<std::size_t>(context, tokens.size() - start);
-        llama::Session s(w, Isa::scalar, 1, context);
+        llama::Session s(w, Backend::cpu(Isa::scalar, 1), context);
         const auto logits = s.forward_batch(std::span(tokens).subspan(start, len), 0);
         for (std::size_t t = 0; t + 1 < len; ++t) {
             const auto row = logits.row(t);
@@ -39,8 +39,8 @@ BOOST_AUTO_TEST_CASE(last_layer_is_the_model_output) {
     BOOST_TEST(counted <= n);
     BOOST_TEST(std::is_sorted(lens.front().frequent.begin(), lens.front().frequent.end(),
                               [](const auto& a, const auto& b) { return a.second > b.second; }));
-    const auto vec = llama::logit_lens(w, tokens, context, best_isa(), 2);
+    const auto vec = llama::logit_lens(w, tokens, context, Backend::cpu(best_isa(), 2));
     for (std::size_t l = 0; l < lens.size(); ++l) BOOST_TEST(vec[l].mean_p_next == lens[l].mean_p_next, boost::test_tools::tolerance(1e-4));
-    BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1}, context, Isa::scalar), InvalidArgument);
-    BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1, 999}, context, Isa::scalar), InvalidArgument);
+    BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1}, context, Backend::cpu(Isa::scalar)), InvalidArgument);
+    BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1, 999}, context, Backend::cpu(Isa::scalar)), InvalidArgument);
 }

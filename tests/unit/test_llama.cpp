@@ -13,7 +13,7 @@ const char* tokenizer_file = "models/stories260K/tok512.bin";
 
 /// Greedy decoding from BOS until the text reaches `chars` characters.
 std::string greedy(const llama::Weights& w, const io::Llama2cTokenizer& tok, std::size_t chars, Isa isa) {
-    llama::Session s(w, isa, 1);
+    llama::Session s(w, Backend::cpu(isa, 1));
     std::string text;
     int token = io::Llama2cTokenizer::bos;
     for (int pos = 0; pos < w.config.seq_len && text.size() < chars; ++pos) {
@@ -64,7 +64,7 @@ BOOST_AUTO_TEST_CASE(packed_forward_matches_dequantized_forward,
     const auto scheme = parse_scheme("rtn:w8g32s");
     const auto packed = llama::map_block_linears(fp32, [&](const llama::Linear& l) { return llama::quantize_linear(l, scheme); });
     const auto reference = llama::dequantized_weights(packed);
-    llama::Session a(packed, best_isa(), 1), b(reference, Isa::scalar, 1);
+    llama::Session a(packed, Backend::cpu(best_isa(), 1)), b(reference, Backend::cpu(Isa::scalar, 1));
     int token = io::Llama2cTokenizer::bos;
     for (int pos = 0; pos < 24; ++pos) {
         const auto la = a.forward(token, pos);
@@ -136,7 +136,7 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
     long count = 0;
     std::vector<double> by_hand(tokens.size(), std::nan(""));
     for (std::size_t start = 0; start + 1 < tokens.size(); start += context) {
-        llama::Session s(w, Isa::scalar, 1, context);
+        llama::Session s(w, Backend::cpu(Isa::scalar, 1), context);
         for (std::size_t i = start; i + 1 < std::min(tokens.size(), start + context); ++i) {
             const auto logits = s.forward(tokens[i], int(i - start));
             double z = 0;
@@ -186,7 +186,7 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
     for (const char* scheme : {"rtn:w8g32a", "rtn:w4g32a", "rtn:w2g32a"}) {
         const auto q = llama::map_block_linears(
             w, [&](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme(scheme)); });
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa());
         const auto stats = llama::evaluate(q, &w, tokens, o);
         BOOST_TEST_MESSAGE(scheme << ": PPL " << stats.perplexity() << " (FP32 " << stats.reference_perplexity() << "), KL "
                                   << stats.mean_kl() << ", top-1 " << stats.top1());

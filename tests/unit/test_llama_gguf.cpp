@@ -61,7 +61,7 @@ BOOST_AUTO_TEST_CASE(smollm2_packed_matches_dequantized, *boost::unit_test::prec
     reference.output = llama::dequantized_linear(packed.output);
 
     const io::GgufVocab vocab(f);
-    llama::Session a(packed, best_isa(), 0, 64), b(reference, Isa::scalar, 0, 64);
+    llama::Session a(packed, Backend::cpu(best_isa(), 0), 64), b(reference, Backend::cpu(Isa::scalar, 0), 64);
     int token = vocab.bos();
     std::string text;
     double kl_sum = 0;

@@ -22,7 +22,7 @@ std::vector<int> sampled(const llama::Weights& w, int n, std::uint64_t seed) {
     std::vector<int> out;
     llama::Sampler sampler(1.0f, 1.0f, seed);
     while (int(out.size()) < n) {
-        llama::Session s(w, best_isa(), 0);
+        llama::Session s(w, Backend::cpu(best_isa(), 0));
         int token = 1;
         for (int pos = 0; pos < w.config.seq_len && int(out.size()) < n; ++pos) {
             out.push_back(token);
@@ -36,7 +36,7 @@ std::vector<int> sampled(const llama::Weights& w, int n, std::uint64_t seed) {
 double kl_against(const llama::Weights& q, const llama::Weights& ref, std::span<const int> tokens) {
     llama::EvalOptions o;
     o.context = 256;
-    o.isa = best_isa();
+    o.backend = Backend::cpu(best_isa());
     return llama::evaluate(q, &ref, tokens, o).mean_kl();
 }
 }  // namespace
@@ -46,7 +46,7 @@ BOOST_AUTO_TEST_CASE(gptq_beats_rtn_on_stories260k, *boost::unit_test::precondit
     const auto calib = sampled(w, 4096, 1), eval = sampled(w, 2048, 2);
     llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 256;
-    o.calibration.isa = best_isa();
+    o.calibration.backend = Backend::cpu(best_isa());
     for (const char* grid : {"w3g32a", "w2g32a", "w3a"}) {
         const auto rtn = llama::map_block_linears(w, [&](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme(std::string("rtn:") + grid)); });
         const double kl_rtn = kl_against(rtn, w, eval);
@@ -76,7 +76,7 @@ BOOST_AUTO_TEST_CASE(act_order_layers_packed_equal_dequantized, *boost::unit_tes
     BOOST_TEST(ordered == 7u * g.layers.size());
     const auto fp = llama::dequantized_weights(g);
     const std::vector<int> tokens(calib.begin(), calib.begin() + 48);
-    llama::Session a(g, best_isa(), 0), b(fp, Isa::scalar, 0);
+    llama::Session a(g, Backend::cpu(best_isa(), 0)), b(fp, Backend::cpu(Isa::scalar, 0));
     const auto la = a.forward_batch(tokens, 0);
     std::vector<float> first(la.data, la.data + la.rows * la.cols);
     const auto lb = b.forward_batch(tokens, 0);
@@ -94,7 +94,7 @@ BOOST_AUTO_TEST_CASE(act_order_layers_packed_equal_dequantized, *boost::unit_tes
     llama::write_container(llama::WeightsSource(g, "memory"), path, {});
     const auto back = llama::load_weights(llama::ContainerSource(path));
     BOOST_TEST(back.layers[0].wq.input_order() == g.layers[0].wq.input_order());
-    llama::Session c(back, best_isa(), 0);
+    llama::Session c(back, Backend::cpu(best_isa(), 0));
     const auto lc = c.forward_batch(tokens, 0);
     BOOST_TEST(std::equal(lc.data, lc.data + lc.rows * lc.cols, first.begin()));
 }

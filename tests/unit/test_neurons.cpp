@@ -70,10 +70,10 @@ BOOST_AUTO_TEST_CASE(activation_probability_counts_positive_gates) {
     const auto w = qtest::random_llama(qtest::tiny_config(2), 61);
     const auto t1 = qtest::random_tokens(12, w.config.vocab_size, 62), t2 = qtest::random_tokens(7, w.config.vocab_size, 63);
     const std::vector<std::span<const int>> seqs = {t1, t2};
-    const auto p = llama::activation_probability(w, seqs, best_isa());
+    const auto p = llama::activation_probability(w, seqs, Backend::cpu(best_isa()));
     std::vector<std::vector<double>> count(2, std::vector<double>(std::size_t(w.config.hidden_dim), 0.0));
     for (const auto& t : {t1, t2}) {
-        llama::Session s(w, best_isa(), 0);
+        llama::Session s(w, Backend::cpu(best_isa(), 0));
         s.observe([&](int layer, llama::Site site, MatrixView<const float> x) {
             if (site == llama::Site::mlp_gate)
                 for (std::size_t r = 0; r < x.rows; ++r)

@@ -305,21 +305,19 @@ BOOST_AUTO_TEST_CASE(quantizers_match_across_thread_counts) {
     const MatrixView<const float> wv(w.data(), rows, cols);
     const auto x = qtest::random_weights(std::size_t(512) * cols, 22);
     ActivationStats stats(cols, true);
-    stats.add(MatrixView<const float>(x.data(), 512, cols), best_isa(), 1);
+    stats.add(MatrixView<const float>(x.data(), 512, cols), Backend::cpu(best_isa(), 1));
     const auto h = stats.hessian();
     const QuantSpec spec{4, 32};
     const auto rtn = [&](int threads) { return RtnQuantizer(spec, true, {}, threads).quantize(wv); };
     const auto gptq = [&](int threads) {
         GptqOptions o;
-        o.threads = threads;
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa(), threads);
         o.act_order = true;
         return gptq_quantize(wv, h, spec, o);
     };
     const auto awq = [&](int threads) {
         AwqOptions o;
-        o.threads = threads;
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa(), threads);
         return awq_clip_quantize(wv, h, spec, o);
     };
     const auto r1 = rtn(1);
@@ -346,7 +344,7 @@ BOOST_AUTO_TEST_CASE(model_forward_and_perplexity_match_across_thread_counts) {
     const auto w = qtest::random_llama(c, 31);
     const auto tokens = qtest::random_tokens(96, c.vocab_size, 32);
     const auto run = [&](int threads) {
-        llama::Session s(w, best_isa(), threads, 96);
+        llama::Session s(w, Backend::cpu(best_isa(), threads), 96);
         const auto logits = s.forward_batch(std::span(tokens).first(64), 0);
         std::vector<float> out(logits.data, logits.data + logits.rows * logits.cols);
         for (int pos = 64; pos < 70; ++pos) {
@@ -356,8 +354,7 @@ BOOST_AUTO_TEST_CASE(model_forward_and_perplexity_match_across_thread_counts) {
         llama::EvalOptions o;
         o.context = 48;
         o.batch = 16;
-        o.threads = threads;
-        o.isa = best_isa();
+        o.backend = Backend::cpu(best_isa(), threads);
         const auto st = llama::evaluate(w, &w, tokens, o);
         return std::make_pair(out, std::vector<double>{st.nll, st.kl, st.reference_nll, double(st.top1_agree)});
     };

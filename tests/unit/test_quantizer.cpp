@@ -131,8 +131,8 @@ BOOST_AUTO_TEST_CASE(results_do_not_depend_on_threads) {
     const MatrixView<const float> v(w.data(), rows, cols);
     const auto cal = calibration(74);
     QuantizeSettings one, many;
-    one.threads = 1;
-    many.threads = 3;
+    one.backend = Backend::cpu(Isa::scalar, 1);
+    many.backend = Backend::cpu(Isa::scalar, 3);
     for (const char* text : {"gptq:w3g32m,act", "awq+gptq:w4g32a", "awq:w2g32a"}) {
         const auto s = parse_scheme(text);
         BOOST_TEST(same(quantize(v, s, {&cal.h, &cal.mean_abs, nullptr}, one), quantize(v, s, {&cal.h, &cal.mean_abs, nullptr}, many)), text);

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// Backends are policies: a tag type naming *how* kernels run. The generic row kernels
+/// Kernel backends are policies: a tag type naming *how* kernels run. The generic row kernels
 /// (kernels.hpp) are written once; each backend supplies `Primitives<Backend>`: decode codes,
 /// integer dot of a sub-block, and dequantize a run of codes, per codec.
 #include <concepts>
@@ -21,9 +21,10 @@ struct Simd {
     static constexpr std::string_view name() noexcept { return Arch::name(); }
 };
 
-/// What a backend must provide to run qforge's kernels.
+/// What a kernel backend tag must provide to run qforge's kernels (the run-time handle that
+/// models and quantizers take is `qforge::Backend`, runtime/backend.hpp).
 template <class B>
-concept Backend = requires {
+concept KernelBackend = requires {
     { B::name() } -> std::convertible_to<std::string_view>;
 };
 

@@ -13,7 +13,7 @@
 
 #include "qforge/core/error.hpp"
 #include "qforge/core/view.hpp"
-#include "qforge/runtime/dispatch.hpp"
+#include "qforge/runtime/backend.hpp"
 
 namespace qforge {
 
@@ -29,8 +29,8 @@ public:
     long count() const noexcept { return count_; }
     bool has_hessian() const noexcept { return with_hessian_; }
 
-    /// Adds n activations (rows of x, each `width` long).
-    void add(MatrixView<const float> x, Isa isa, int threads = 0) {
+    /// Adds n activations (rows of x, each `width` long); X^T X runs on `backend`.
+    void add(MatrixView<const float> x, const Backend& backend = {}) {
         if (x.cols != width_)
             throw InvalidArgument("activation statistics: rows of " + std::to_string(x.cols) + " values, expected " +
                                   std::to_string(width_));
@@ -52,7 +52,7 @@ public:
             for (std::size_t t = 0; t < x.rows; ++t)
                 for (std::size_t j = 0; j < width_; ++j) xt[j * x.rows + t] = x(t, j);
             const MatrixView<const float> xtv(xt.data(), width_, x.rows);
-            gemm_fp32(xtv, xtv, MatrixView<float>(product.data(), width_, width_), isa, threads);
+            backend.gemm_fp32(xtv, xtv, MatrixView<float>(product.data(), width_, width_));
             for (std::size_t i = 0; i < product.size(); ++i) xtx_[i] += double(product[i]);
         }
         count_ += long(x.rows);

@@ -1,14 +1,14 @@
 #pragma once
 /// @file
 /// Dense symmetric positive-definite algebra for GPTQ, blocked so that nearly all the work is
-/// the dispatched FP32 GEMM (backends/fp32.hpp): a right-looking Cholesky factorisation, the
+/// the backend's FP32 GEMM (runtime/backend.hpp): a right-looking Cholesky factorisation, the
 /// inverse of a lower-triangular matrix, and from them the upper Cholesky factor of an inverse.
 /// Matrices are row-major n x n floats. Working in float matches the reference GPTQ (PyTorch
 /// float32); the blocks are `block` rows (64).
 #include <cmath>
 #include <vector>
 
-#include "qforge/runtime/dispatch.hpp"
+#include "qforge/runtime/backend.hpp"
 
 namespace qforge::linalg {
 
@@ -16,9 +16,9 @@ inline constexpr int block = 64;
 
 /// In place: the lower triangle of `a` becomes L with L L^T = A (the strict upper triangle is
 /// zeroed). Returns false, leaving `a` partly overwritten, when A is not positive definite.
-inline bool cholesky_lower(float* a, int n, Isa isa, int threads = 0) {
+inline bool cholesky_lower(float* a, int n, const Backend& backend = {}) {
     const std::size_t N = std::size_t(n);
-    const auto fns = fp32_functions(isa);
+    const Fp32Functions& fns = backend.host_fp32();
     std::vector<float> update;
     for (int k0 = 0; k0 < n; k0 += block) {
         const int k1 = std::min(n, k0 + block), b = k1 - k0;
@@ -35,7 +35,7 @@ inline bool cholesky_lower(float* a, int n, Isa isa, int threads = 0) {
         }
         if (k1 == n) break;
         // the panel below it: rows solve x L11^T = a
-        parallel_for(N - std::size_t(k1), threads, [&](std::size_t r0, std::size_t r1) {
+        parallel_for(N - std::size_t(k1), backend.threads(), [&](std::size_t r0, std::size_t r1) {
             for (std::size_t r = r0; r < r1; ++r) {
                 float* ri = a + (std::size_t(k1) + r) * N;
                 for (int j = k0; j < k1; ++j) {
@@ -53,7 +53,7 @@ inline bool cholesky_lower(float* a, int n, Isa isa, int threads = 0) {
             const MatrixView<const float> rows_p(a + std::size_t(k1 + t0) * N + std::size_t(k0), std::size_t(t1 - t0), std::size_t(b), N);
             const MatrixView<const float> cols_p(a + std::size_t(k1) * N + std::size_t(k0), std::size_t(t1), std::size_t(b), N);
             const MatrixView<float> y(update.data(), std::size_t(t1 - t0), std::size_t(t1), std::size_t(m));
-            gemm_fp32(cols_p, rows_p, y, isa, threads);
+            backend.gemm_fp32(cols_p, rows_p, y);
             for (int t = t0; t < t1; ++t) {
                 float* row = a + std::size_t(k1 + t) * N + std::size_t(k1);
                 const float* u = update.data() + std::size_t(t - t0) * std::size_t(m);
@@ -67,7 +67,7 @@ inline bool cholesky_lower(float* a, int n, Isa isa, int threads = 0) {
 }
 
 /// In place: lower-triangular L (non-zero diagonal) becomes L^{-1}, also lower triangular.
-inline void invert_lower(float* l, int n, Isa isa, int threads = 0) {
+inline void invert_lower(float* l, int n, const Backend& backend = {}) {
     const std::size_t N = std::size_t(n);
     std::vector<float> inv(N * N, 0.0f), inv_t(N * N, 0.0f), s, st, y;
     for (int i0 = 0; i0 < n; i0 += block) {
@@ -84,16 +84,16 @@ inline void invert_lower(float* l, int n, Isa isa, int threads = 0) {
         if (i0 > 0) {
             // S = L[i0:i1, 0:i0] * X[0:i0, 0:i0], then X[i0:i1, 0:i0] = -X_ii S
             s.assign(std::size_t(b) * std::size_t(i0), 0.0f);
-            gemm_fp32(MatrixView<const float>(inv_t.data(), std::size_t(i0), std::size_t(i0), N),
+            backend.gemm_fp32(MatrixView<const float>(inv_t.data(), std::size_t(i0), std::size_t(i0), N),
                       MatrixView<const float>(l + std::size_t(i0) * N, std::size_t(b), std::size_t(i0), N),
-                      MatrixView<float>(s.data(), std::size_t(b), std::size_t(i0)), isa, threads);
+                      MatrixView<float>(s.data(), std::size_t(b), std::size_t(i0)));
             st.assign(std::size_t(i0) * std::size_t(b), 0.0f);
             for (int t = 0; t < b; ++t)
                 for (int c = 0; c < i0; ++c) st[std::size_t(c) * std::size_t(b) + std::size_t(t)] = s[std::size_t(t) * std::size_t(i0) + std::size_t(c)];
             y.assign(std::size_t(b) * std::size_t(i0), 0.0f);
-            gemm_fp32(MatrixView<const float>(st.data(), std::size_t(i0), std::size_t(b)),
+            backend.gemm_fp32(MatrixView<const float>(st.data(), std::size_t(i0), std::size_t(b)),
                       MatrixView<const float>(inv.data() + std::size_t(i0) * N + std::size_t(i0), std::size_t(b), std::size_t(b), N),
-                      MatrixView<float>(y.data(), std::size_t(b), std::size_t(i0)), isa, threads);
+                      MatrixView<float>(y.data(), std::size_t(b), std::size_t(i0)));
             for (int t = 0; t < b; ++t)
                 for (int c = 0; c < i0; ++c) inv[std::size_t(i0 + t) * N + std::size_t(c)] = -y[std::size_t(t) * std::size_t(i0) + std::size_t(c)];
         }
@@ -106,13 +106,13 @@ inline void invert_lower(float* l, int n, Isa isa, int threads = 0) {
 /// From SPD H: the upper-triangular U with U^T U = H^{-1} (what GPTQ's error feedback uses).
 /// With P the order-reversing permutation and P H P = M M^T, U = P M^{-1} P: one Cholesky and
 /// one triangular inverse, no explicit H^{-1}. Returns false when H is not positive definite.
-inline bool inverse_cholesky_upper(const std::vector<float>& h, int n, std::vector<float>& u, Isa isa, int threads = 0) {
+inline bool inverse_cholesky_upper(const std::vector<float>& h, int n, std::vector<float>& u, const Backend& backend = {}) {
     const std::size_t N = std::size_t(n);
     std::vector<float> m(N * N);
     for (std::size_t i = 0; i < N; ++i)
         for (std::size_t j = 0; j < N; ++j) m[i * N + j] = h[(N - 1 - i) * N + (N - 1 - j)];
-    if (!cholesky_lower(m.data(), n, isa, threads)) return false;
-    invert_lower(m.data(), n, isa, threads);
+    if (!cholesky_lower(m.data(), n, backend)) return false;
+    invert_lower(m.data(), n, backend);
     u.assign(N * N, 0.0f);
     for (std::size_t i = 0; i < N; ++i)
         for (std::size_t j = 0; j < N; ++j) u[i * N + j] = m[(N - 1 - i) * N + (N - 1 - j)];

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "qforge/quantizers/rtn.hpp"
-#include "qforge/runtime/dispatch.hpp"
+#include "qforge/runtime/backend.hpp"
 
 namespace qforge {
 
@@ -31,17 +31,16 @@ struct AwqOptions {
     int grid = 20;      ///< α in {0, 1/grid, ..., (grid-1)/grid}
     bool clip = true;   ///< search each weight group's clipping range afterwards
     ClipSearch clip_search{};
-    int threads = 0;
-    Isa isa = Isa::scalar;
+    Backend backend;  ///< Hessian-weighted errors' FP32 GEMM, row threads
 };
 
 /// (1/rows) sum_r λ_r d_r H d_r^T for D (rows x cols): proportional to the output error.
 inline double hessian_error(const std::vector<float>& d, int rows, int cols, const std::vector<float>& h, const std::vector<float>* row_weight,
-                            Isa isa, int threads) {
+                            const Backend& backend) {
     std::vector<float> dh(d.size());
-    gemm_fp32(MatrixView<const float>(h.data(), std::size_t(cols), std::size_t(cols)), MatrixView<const float>(d.data(), std::size_t(rows), std::size_t(cols)),
-              MatrixView<float>(dh.data(), std::size_t(rows), std::size_t(cols)), isa, threads);
-    const auto fns = fp32_functions(isa);
+    backend.gemm_fp32(MatrixView<const float>(h.data(), std::size_t(cols), std::size_t(cols)), MatrixView<const float>(d.data(), std::size_t(rows), std::size_t(cols)),
+              MatrixView<float>(dh.data(), std::size_t(rows), std::size_t(cols)));
+    const Fp32Functions& fns = backend.host_fp32();
     double e = 0.0;
     for (int r = 0; r < rows; ++r) {
         const double v = fns.dot(d.data() + std::size_t(r) * std::size_t(cols), dh.data() + std::size_t(r) * std::size_t(cols), cols);
@@ -119,10 +118,10 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         for (auto& v : s) v /= norm;
         double e = 0.0;
         for (const auto& l : layers) {
-            auto d = scaled_rtn(l.w, s, spec, o.threads);
+            auto d = scaled_rtn(l.w, s, spec, o.backend.threads());
             for (std::size_t r = 0; r < l.w.rows; ++r)
                 for (std::size_t c = 0; c < C; ++c) d[r * C + c] = l.w(r, c) - d[r * C + c];
-            e += hessian_error(d, int(l.w.rows), int(C), h, l.row_weight, o.isa, o.threads);
+            e += hessian_error(d, int(l.w.rows), int(C), h, l.row_weight, o.backend);
         }
         best.error.push_back(e);
         if (e < best_error) {
@@ -142,10 +141,10 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
     const std::size_t C = std::size_t(cols);
     QuantizedMatrix q(spec, rows, cols);
     const int g = spec.group_length(cols), groups = q.groups_per_row();
-    const auto fns = fp32_functions(o.isa);
+    const Fp32Functions& fns = o.backend.host_fp32();
     // per group and shrink tried: d^T H_gg d, g x g multiply-adds
     const std::size_t row_ops = std::size_t(cols) * std::size_t(g) * std::size_t(o.clip_search.grid + 1);
-    parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
+    parallel_for(std::size_t(rows), o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
         std::vector<float> d(static_cast<std::size_t>(g)), hd(static_cast<std::size_t>(g));
         for (std::size_t r = r0; r < r1; ++r) {
             const auto row = w.row(r);
@@ -181,8 +180,7 @@ inline AwqOptions awq_options(const QuantizeSettings& o) {
     a.grid = o.awq_grid;
     a.clip = o.awq_clip;
     a.clip_search = o.clip_search;
-    a.threads = o.threads;
-    a.isa = o.isa;
+    a.backend = o.backend;
     return a;
 }
 
@@ -218,7 +216,7 @@ struct quantizer<Awq> {
     /// The final quantizer on weights already scaled (and `c.hessian` of the scaled inputs).
     static QuantizedLayer round(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
         if (o.awq_clip) return QuantizedLayer(awq_clip_quantize(w, detail::need(c.hessian, Awq::info.name, "the input Hessian"), s.spec, awq_options(o)));
-        return QuantizedLayer(RtnQuantizer(s.spec, false, {}, o.threads).quantize(w));
+        return QuantizedLayer(RtnQuantizer(s.spec, false, {}, o.backend.threads()).quantize(w));
     }
     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
         return awq_scaled_layer(w, s, c, o, Awq::info.name, &round);

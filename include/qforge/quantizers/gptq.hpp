@@ -52,8 +52,7 @@ struct GptqOptions {
     bool static_groups = false;  ///< with act-order: groups in the original column order
     bool clip_search = false; ///< MSE clip search for each group's grid
     ClipSearch search{};
-    int threads = 0;
-    Isa isa = Isa::scalar;
+    Backend backend;  ///< Cholesky GEMMs, the lazy-batch updates' FP32 kernels, row threads
 };
 
 struct GptqResult {
@@ -126,7 +125,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
         std::vector<float> damped = hp;
         const float add = float(double(damp) * mean_diag);
         for (std::size_t i = 0; i < C; ++i) damped[i * C + i] += add;
-        if (linalg::inverse_cholesky_upper(damped, cols, u, o.isa, o.threads)) break;
+        if (linalg::inverse_cholesky_upper(damped, cols, u, o.backend)) break;
         if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
         const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
         res.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
@@ -149,13 +148,13 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     // per row: the in-block error feedback and its share of the lazy-batch GEMMs, about cols^2 / 2
     // multiply-adds plus the block's; at least 8 rows, since each chunk transposes U's blocks anew
     const std::size_t row_ops = C * (C / 2 + std::size_t(block));
-    parallel_for(std::size_t(rows), o.threads, [&](std::size_t r0, std::size_t r1) {
+    parallel_for(std::size_t(rows), o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
         const std::size_t R = r1 - r0;
         std::vector<float> err(R * std::size_t(block)), ut, upd;
         std::vector<char> have(R * std::size_t(groups), 0);
         std::vector<GroupParams> params(R * std::size_t(groups));
         std::vector<float> values;
-        const auto fns = fp32_functions(o.isa);
+        const Fp32Functions& fns = o.backend.host_fp32();
         for (int i1 = 0; i1 < cols; i1 += block) {
             const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
             for (std::size_t rr = 0; rr < R; ++rr) {
@@ -230,8 +229,7 @@ inline GptqOptions gptq_options(const RuntimeScheme& s, const QuantizeSettings& 
     g.static_groups = s.options.static_groups;
     g.clip_search = clip;
     g.search = o.clip_search;
-    g.threads = o.threads;
-    g.isa = o.isa;
+    g.backend = o.backend;
     return g;
 }
 

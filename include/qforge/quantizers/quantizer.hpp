@@ -18,7 +18,7 @@
 #include "qforge/core/quantized.hpp"
 #include "qforge/core/scheme.hpp"
 #include "qforge/core/view.hpp"
-#include "qforge/runtime/dispatch.hpp"
+#include "qforge/runtime/backend.hpp"
 
 namespace qforge {
 
@@ -37,10 +37,9 @@ struct LayerCalibration {
     const std::vector<float>* row_weight = nullptr;    ///< rows: weight λ_r of each output row's error (TWQ), or null
 };
 
-/// How a quantizer runs (not what it computes: results do not depend on threads or isa).
+/// How a quantizer runs (not what it computes: results do not depend on the backend's threads).
 struct QuantizeSettings {
-    int threads = 0;
-    Isa isa = Isa::scalar;
+    Backend backend;            ///< where FP32 products run and how many threads the row loops use
     int gptq_block = 128;       ///< GPTQ's lazy-batch block (columns)
     ClipSearch clip_search{};   ///< shrink factors tried by `,clip` and AWQ's clip search
     int awq_grid = 20;          ///< AWQ: α in {0, 1/grid, ..., (grid-1)/grid}

@@ -226,7 +226,7 @@ private:
 template <>
 struct quantizer<Rtn> {
     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration&, const QuantizeSettings& o) {
-        return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.threads).quantize(w));
+        return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.backend.threads()).quantize(w));
     }
 };
 

@@ -6,10 +6,12 @@
 /// Metadata (all values are strings, as safetensors requires):
 /// - `qforge.format` = "qforge-llama", `qforge.format_version` = "1" (readers reject others);
 /// - `qforge.config`: JSON of the Llama hyperparameters;
-/// - `qforge.tensors`: JSON object, for each weight: `format` ("f32", "dense", "q4_0", "q4_1",
-///   "q8_0"), `rows`, `cols`, and for dense weights `bits`, `group_size`, `zero` ("s", "a", "m")
-///   and `scheme` (the scheme that produced it with its options, e.g. "rtn:w4g128a" or
-///   "gptq:w4g32a,act"; "keep" only when a dense weight was copied and its origin is unknown);
+/// - `qforge.tensors`: JSON object, for each weight: `format` ("f32", or a registry format's
+///   `info.stored_as`: "dense", "q4_0", "q4_1", "q8_0", "iq4_nl", "nf4"), `rows`, `cols`; for
+///   formats stored as dense rows (`Storage::dense_rows`: per-group scales in their own arrays)
+///   `bits`, `group_size`, `zero` ("s", "a", "m"); for every quantized weight `scheme` (the
+///   scheme that produced it with its options, e.g. "rtn:w4g128a" or "gptq:w4g32a,act"; "keep"
+///   only when a weight was copied and its origin is unknown);
 /// - optional `qforge.tokenizer` (the file the tokenizer was taken from) and `qforge.source`.
 ///
 /// Tensors of weight W: "f32" -> `W` (F32, rows x cols, or n for vectors); "dense" ->
@@ -47,6 +49,14 @@ template <class Fn>
 bool visit_stored_format(const TensorLayout& l, Fn&& fn) {
     return visit_format([&](const FormatInfo& i) { return i.stored_as == l.format && (i.storage == Storage::blocks || i.bits == l.spec.bits); },
                         std::forward<Fn>(fn));
+}
+
+/// How the registry's format stored as `stored_as` lays out its bytes; empty for "f32" and for
+/// names no format has.
+inline std::optional<Storage> storage_of(const std::string& stored_as) {
+    std::optional<Storage> out;
+    visit_format([&](const FormatInfo& i) { return i.stored_as == stored_as; }, [&](auto f) { out = decltype(f)::type::info.storage; });
+    return out;
 }
 
 /// The tensors a weight of this layout is stored as.
@@ -165,7 +175,9 @@ public:
                 l.format = t.at("format").as_string();
                 l.rows = int(t.at("rows").as_int());
                 l.cols = int(t.at("cols").as_int());
-                if (l.format == "dense") {
+                const auto storage = detail::storage_of(l.format);
+                if (!storage && l.format != "f32") throw FileError(path, "tensor " + name + ": unknown format '" + l.format + "'");
+                if (storage == Storage::dense_rows) {
                     l.spec.bits = int(t.at("bits").as_int());
                     l.spec.group_size = int(t.at("group_size").as_int());
                     l.spec.zero = detail::zero_of(t.at("zero").as_string(), path);
@@ -279,7 +291,7 @@ private:
 struct ContainerOptions {
     std::vector<std::pair<std::string, std::string>> rules;
     std::string tokenizer, source;
-    int threads = 0;
+    Backend backend;  ///< runs the default quantizer
     /// Turns an FP32 weight into its quantized form for a scheme (default: RTN, dense packing).
     std::function<Linear(const std::string& name, const Linear& fp32, const RuntimeScheme&)> quantize;
     std::function<void(std::size_t done, std::size_t total, const std::string& name)> progress;
@@ -363,10 +375,12 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             slots.push_back({i, part.suffix});
         }
         io::Json::Object t{{"format", io::Json(e.layout.format)}, {"rows", io::Json(e.layout.rows)}, {"cols", io::Json(e.layout.cols)}};
-        if (e.layout.format == "dense") {
+        if (detail::storage_of(e.layout.format) == Storage::dense_rows) {
             t.emplace_back("bits", io::Json(e.layout.spec.bits));
             t.emplace_back("group_size", io::Json(e.layout.spec.group_size));
             t.emplace_back("zero", io::Json(std::string(1, detail::zero_letter(e.layout.spec.zero))));
+        }
+        if (e.layout.format != "f32" && !e.vector) {
             std::string produced_by = e.action;
             if (e.action == "keep" && o.provenance) produced_by = o.provenance(e.name);
             t.emplace_back("scheme", io::Json(produced_by.empty() ? std::string("keep") : produced_by));
@@ -391,7 +405,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
     if (!o.source.empty()) w.metadata("qforge.source", o.source);
 
     const auto quantize = o.quantize ? o.quantize : [&](const std::string& name, const Linear& fp32, const RuntimeScheme& s) {
-        return quantize_named_linear(src.label(), name, fp32, s, o.threads);
+        return quantize_named_linear(src.label(), name, fp32, s, o.backend);
     };
     std::size_t current = entries.size();
     Linear weight;

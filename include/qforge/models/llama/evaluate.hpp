@@ -23,8 +23,7 @@ struct EvalOptions {
     int context = 512;
     int stride = 0;  ///< 0: equal to context (non-overlapping)
     int batch = 64;  ///< positions run through the model at once (prompt-processing batch)
-    int threads = 0;
-    Isa isa = Isa::scalar;
+    Backend backend;  ///< where the models run (default: scalar CPU, all threads)
     std::function<void(long done, long total)> progress;
     /// When set: (*token_nll)[m][t] = model m's NLL of token t, for every scored t (NaN for
     /// the others: token 0, and nothing else). For statistics over parts of the stream, such
@@ -67,9 +66,9 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
     for (long start = 0; start + 1 < total; start += stride) {
         const long end = std::min(total, start + context);
         std::vector<std::unique_ptr<Session>> sessions;
-        for (const Weights* m : models) sessions.push_back(std::make_unique<Session>(*m, o.isa, o.threads, context));
+        for (const Weights* m : models) sessions.push_back(std::make_unique<Session>(*m, o.backend, context));
         std::unique_ptr<Session> ref;
-        if (reference) ref = std::make_unique<Session>(*reference, o.isa, o.threads, context);
+        if (reference) ref = std::make_unique<Session>(*reference, o.backend, context);
         for (long i = start; i + 1 < end; i += batch) {
             const long chunk_end = std::min(end - 1, i + batch);  // positions [i, chunk_end) predict i+1..
             const std::span<const int> chunk = tokens.subspan(std::size_t(i), std::size_t(chunk_end - i));
@@ -87,7 +86,7 @@ inline std::vector<NextTokenStats> evaluate_all(std::span<const Weights* const> 
             // reference two more per model (KL, argmax) and two of its own
             const std::size_t vocab = logits.front().cols;
             const std::size_t position_ops = vocab * 32 * (ref ? 3 * M + 2 : M);
-            parallel_for(P, o.threads, [&](std::size_t p0, std::size_t p1) {
+            parallel_for(P, o.backend.threads(), [&](std::size_t p0, std::size_t p1) {
                 ReferenceDistribution rd;
                 for (std::size_t p = p0; p < p1; ++p) {
                     const std::size_t row = std::size_t(first - i) + p;

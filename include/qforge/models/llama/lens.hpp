@@ -21,7 +21,7 @@ struct LensLayer {
 
 /// Lens over `tokens` cut into windows of `context`; layers[l] reads the stream after block l
 /// (the last one equals the model's own output).
-inline std::vector<LensLayer> logit_lens(const Weights& w, std::span<const int> tokens, int context, Isa isa, int threads = 0,
+inline std::vector<LensLayer> logit_lens(const Weights& w, std::span<const int> tokens, int context, const Backend& backend = {},
                                          int top_k = 5) {
     const Config& c = w.config;
     if (context < 2 || tokens.size() < 2) throw InvalidArgument("logit lens: needs at least two tokens and a context of two");
@@ -47,11 +47,11 @@ inline std::vector<LensLayer> logit_lens(const Weights& w, std::span<const int> 
             std::copy_n(w.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, x.begin() + std::ptrdiff_t(t * D));
         }
         for (int l = 0; l < c.n_layers; ++l) {
-            run_block(c, w.layers[std::size_t(l)], l, x.data(), int(n), 0, kc.data(), vc.data(), rope, scratch, isa, threads, nullptr);
+            run_block(c, w.layers[std::size_t(l)], l, x.data(), int(n), 0, kc.data(), vc.data(), rope, scratch, backend, nullptr);
             normed.resize(scored * D);
             rmsnorm_rows(normed.data(), x.data(), int(scored), D, w.norm, c.norm_eps);
             logits.resize(scored * V);
-            w.output.forward(MatrixView<const float>(normed.data(), scored, D), MatrixView<float>(logits.data(), scored, V), isa, threads);
+            w.output.forward(MatrixView<const float>(normed.data(), scored, D), MatrixView<float>(logits.data(), scored, V), backend);
             for (std::size_t t = 0; t < scored; ++t) {
                 const float* lg = logits.data() + t * V;
                 const float m = *std::max_element(lg, lg + V);

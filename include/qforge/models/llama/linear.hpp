@@ -1,25 +1,19 @@
 #pragma once
 /// @file
-/// A linear layer as a policy: FP32 weights, or any packed format, multiplied by the scalar or
-/// vector backend without materialising FP32 weights.
+/// A linear layer: FP32 weights or any packed format, multiplied on a backend without
+/// materialising FP32 weights.
 #include <span>
 #include <string>
 #include <variant>
 #include <vector>
 
-#include "qforge/formats/registry.hpp"
-#include "qforge/runtime/dispatch.hpp"
+#include "qforge/formats/linear_weights.hpp"
+#include "qforge/runtime/backend.hpp"
 
 namespace qforge::llama {
 
-/// Plain FP32 weights, rows x cols row-major; y = W x with float accumulation in column order.
-struct Fp32Matrix {
-    int rows = 0, cols = 0;
-    std::vector<float> data;
-};
-
-/// FP32 weights or any packed format of the registry (formats/registry.hpp).
-using LinearWeights = packed_variant<Formats, Fp32Matrix>::type;
+using qforge::Fp32Matrix;
+using qforge::LinearWeights;
 
 /// A linear layer: its weights, and optionally the order of its input columns.
 ///
@@ -68,40 +62,25 @@ public:
     }
 
     /// y = W x (one activation).
-    void forward(std::span<const float> x, std::span<float> y, Isa isa, int threads) const {
-        forward(MatrixView<const float>(x.data(), 1, x.size()), MatrixView<float>(y.data(), 1, y.size()), isa, threads);
+    void forward(std::span<const float> x, std::span<float> y, const Backend& backend) const {
+        forward(MatrixView<const float>(x.data(), 1, x.size()), MatrixView<float>(y.data(), 1, y.size()), backend);
     }
 
-    /// Y = X W^T for n activations (rows of X). FP32 weights use the FP32 GEMM; packed weights
-    /// go through the dispatched packed kernels, never materialising FP32 weights.
-    void forward(MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads) const {
+    /// Y = X W^T for n activations (rows of X), on `backend` (Backend::linear: packed weights
+    /// are never materialised as FP32).
+    void forward(MatrixView<const float> x, MatrixView<float> y, const Backend& backend) const {
         if (!order_.empty()) {
             if (x.cols != order_.size()) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(order_.size()));
             std::vector<float> gathered(x.rows * x.cols);
             for (std::size_t t = 0; t < x.rows; ++t)
                 for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
-            forward_in_order(MatrixView<const float>(gathered.data(), x.rows, x.cols), y, isa, threads);
+            backend.linear(w_, MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
             return;
         }
-        forward_in_order(x, y, isa, threads);
+        backend.linear(w_, x, y);
     }
 
 private:
-    void forward_in_order(MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads) const {
-        std::visit(
-            [&](const auto& w) {
-                using T = std::decay_t<decltype(w)>;
-                if constexpr (std::is_same_v<T, Fp32Matrix>) {
-                    gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y, isa,
-                              threads);
-                } else if (x.rows == 1) {
-                    gemv<format_of_packed<T>>(w, x.row(0), y.row(0), isa, threads);
-                } else {
-                    gemm<format_of_packed<T>>(w, x, y, isa, threads);
-                }
-            },
-            w_);
-    }
 
     LinearWeights w_;
     std::vector<int> order_;

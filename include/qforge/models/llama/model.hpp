@@ -144,7 +144,7 @@ inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, c
 /// block returns right after the observer has seen that site (x is then not the block's
 /// output): what capturing one site's statistics needs.
 inline void run_block(const Config& c, const Layer& L, int layer, float* x, int n, int pos0, float* kc, float* vc,
-                      const Rope& rope, BlockScratch& s, Isa isa, int threads, const Observer* observer, int stop_after = -1) {
+                      const Rope& rope, BlockScratch& s, const Backend& backend, const Observer* observer, int stop_after = -1) {
     const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim);
     const std::size_t N = std::size_t(n);
     const int hs = c.head_size();
@@ -157,9 +157,9 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
 
     rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
     if (see(Site::attention_input, s.xb, D)) return;
-    L.wq.forward(mat(s.xb, D), mat(s.q, D), isa, threads);
-    L.wk.forward(mat(s.xb, D), mat(s.k, KV), isa, threads);
-    L.wv.forward(mat(s.xb, D), mat(s.v, KV), isa, threads);
+    L.wq.forward(mat(s.xb, D), mat(s.q, D), backend);
+    L.wk.forward(mat(s.xb, D), mat(s.k, KV), backend);
+    L.wv.forward(mat(s.xb, D), mat(s.v, KV), backend);
     for (int t = 0; t < n; ++t) {
         rope.apply(s.q.data() + std::size_t(t) * D, D, pos0 + t);
         rope.apply(s.k.data() + std::size_t(t) * KV, KV, pos0 + t);
@@ -167,12 +167,12 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
     std::copy(s.k.begin(), s.k.end(), kc + std::size_t(pos0) * KV);
     std::copy(s.v.begin(), s.v.end(), vc + std::size_t(pos0) * KV);
 
-    const auto fns = fp32_functions(isa);
+    const Fp32Functions& fns = backend.host_fp32();
     const int group = c.n_heads / c.n_kv_heads;
     const float inv_sqrt = 1.0f / std::sqrt(float(hs));
     // one (token, head): a dot, an exp and an axpy per position of history
     const std::size_t head_ops = std::size_t(pos0 + n) * std::size_t(2 * hs + 32);
-    parallel_for(N * std::size_t(c.n_heads), threads, [&](std::size_t j0, std::size_t j1) {
+    parallel_for(N * std::size_t(c.n_heads), backend.threads(), [&](std::size_t j0, std::size_t j1) {
         std::vector<float> att(std::size_t(pos0 + n));
         for (std::size_t j = j0; j < j1; ++j) {
             const int t = int(j / std::size_t(c.n_heads)), h = int(j % std::size_t(c.n_heads));
@@ -192,17 +192,17 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
         }
     }, grain_for(head_ops));
     if (see(Site::attention_output, s.xb, D)) return;
-    L.wo.forward(mat(s.xb, D), mat(s.xb2, D), isa, threads);
+    L.wo.forward(mat(s.xb, D), mat(s.xb2, D), backend);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
 
     rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
     if (see(Site::mlp_input, s.xb, D)) return;
-    L.w1.forward(mat(s.xb, D), mat(s.hb, H), isa, threads);
-    L.w3.forward(mat(s.xb, D), mat(s.hb2, H), isa, threads);
+    L.w1.forward(mat(s.xb, D), mat(s.hb, H), backend);
+    L.w3.forward(mat(s.xb, D), mat(s.hb2, H), backend);
     if (see(Site::mlp_gate, s.hb, H)) return;
     for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
     if (see(Site::mlp_hidden, s.hb, H)) return;
-    L.w2.forward(mat(s.hb, H), mat(s.xb, D), isa, threads);
+    L.w2.forward(mat(s.hb, H), mat(s.xb, D), backend);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb[i];
 }
 
@@ -211,9 +211,9 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
 class Session {
 public:
     /// `context` caps the positions this session holds (0: the model's whole context); the KV
-    /// cache is sized by it.
-    Session(const Weights& w, Isa isa, int threads = 0, int context = 0)
-        : w_(w), isa_(isa), threads_(threads),
+    /// cache is sized by it. Every product runs on `backend`.
+    explicit Session(const Weights& w, Backend backend = {}, int context = 0)
+        : w_(w), backend_(std::move(backend)),
           context_(context > 0 ? std::min(context, w.config.seq_len) : w.config.seq_len), rope_(w.config, context_),
           key_cache_(std::size_t(w.config.n_layers) * std::size_t(context_) * kv_dim()), value_cache_(key_cache_.size()) {}
 
@@ -245,13 +245,13 @@ public:
         const std::size_t layer_cache = std::size_t(context_) * kv_dim();
         for (int l = 0; l < c.n_layers; ++l)
             run_block(c, w_.layers[std::size_t(l)], l, x_.data(), n, pos0, key_cache_.data() + std::size_t(l) * layer_cache,
-                      value_cache_.data() + std::size_t(l) * layer_cache, rope_, scratch_, isa_, threads_, &observer_);
+                      value_cache_.data() + std::size_t(l) * layer_cache, rope_, scratch_, backend_, &observer_);
         const int first = all_logits ? 0 : n - 1, rows = n - first;
         normed_.resize(std::size_t(rows) * D);
         rmsnorm_rows(normed_.data(), x_.data() + std::size_t(first) * D, rows, D, w_.norm, c.norm_eps);
         logits_.resize(std::size_t(rows) * V);
         const MatrixView<float> out(logits_.data(), std::size_t(rows), V);
-        w_.output.forward(MatrixView<const float>(normed_.data(), std::size_t(rows), D), out, isa_, threads_);
+        w_.output.forward(MatrixView<const float>(normed_.data(), std::size_t(rows), D), out, backend_);
         return out;
     }
 
@@ -260,8 +260,7 @@ private:
     std::size_t kv_dim() const noexcept { return std::size_t(w_.config.kv_dim()); }
 
     const Weights& w_;
-    Isa isa_;
-    int threads_;
+    Backend backend_;
     int context_;
     Rope rope_;
     Observer observer_;
@@ -290,7 +289,7 @@ inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_ord
 
 /// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
 /// packed; a calibrated method is an InvalidArgument saying so (use the model drivers).
-inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, int threads = 0) {
+inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, const Backend& backend = {}) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
     if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
@@ -298,7 +297,7 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     if (method.info.needs_calibration())
         throw InvalidArgument("quantize_linear: scheme '" + to_string(scheme) + "' needs calibration (llama::quantize_model)");
     QuantizeSettings o;
-    o.threads = threads;
+    o.backend = backend;
     const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, {}, o);
     return packed_linear(r.q, r.column_order);
 }

@@ -22,8 +22,7 @@ namespace qforge::llama {
 struct CalibrationOptions {
     int sequence_length = 512;  ///< tokens per calibration sequence (each starts at position 0)
     bool hessian = true;        ///< accumulate X^T X (the costliest part)
-    Isa isa = Isa::scalar;
-    int threads = 0;
+    Backend backend;            ///< where the model runs and X^T X accumulates
     std::function<void(long done, long total)> progress;  ///< sequences done of total, per pass
 };
 
@@ -70,8 +69,8 @@ inline std::vector<BlockStats> capture_all(const Weights& w, std::span<const int
     const int length = std::min(o.sequence_length, c.seq_len);
     std::vector<BlockStats> stats(std::size_t(c.n_layers), BlockStats(c, o.hessian));
     const auto sequences = calibration_sequences(tokens, length);
-    Session s(w, o.isa, o.threads, length);
-    s.observe([&](int layer, Site site, MatrixView<const float> x) { stats[std::size_t(layer)].at(site).add(x, o.isa, o.threads); });
+    Session s(w, o.backend, length);
+    s.observe([&](int layer, Site site, MatrixView<const float> x) { stats[std::size_t(layer)].at(site).add(x, o.backend); });
     for (std::size_t i = 0; i < sequences.size(); ++i) {
         s.forward_batch(sequences[i], 0, false);
         if (o.progress) o.progress(long(i + 1), long(sequences.size()));
@@ -111,7 +110,7 @@ public:
     BlockStats capture(const Layer& block, unsigned sites = ~0u) {
         BlockStats stats(config_, options_.hessian);
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
-            if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.isa, options_.threads);
+            if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.backend);
         };
         int last = -1;  // the block may stop after the last site asked for
         for (int site = 0; site < site_count; ++site)
@@ -150,8 +149,8 @@ private:
                 work_.assign(x, x + std::size_t(n) * D);
                 x = work_.data();
             }
-            run_block(config_, block, layer_, x, n, 0, key_cache_.data(), value_cache_.data(), rope_, scratch_, options_.isa,
-                      options_.threads, observer, stop_after);
+            run_block(config_, block, layer_, x, n, 0, key_cache_.data(), value_cache_.data(), rope_, scratch_, options_.backend,
+                      observer, stop_after);
             offset += std::size_t(n);
             if (options_.progress) options_.progress(long(i + 1), long(lengths_.size()));
         }

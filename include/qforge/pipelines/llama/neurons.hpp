@@ -34,8 +34,8 @@
 namespace qforge::llama {
 
 /// Per block and neuron, the fraction of tokens on which act_fn(gate) > 0.
-inline std::vector<std::vector<float>> activation_probability(const Weights& w, std::span<const std::span<const int>> sequences, Isa isa,
-                                                             int threads = 0) {
+inline std::vector<std::vector<float>> activation_probability(const Weights& w, std::span<const std::span<const int>> sequences,
+                                                             const Backend& backend = {}) {
     const Config& c = w.config;
     std::vector<std::vector<double>> fired(std::size_t(c.n_layers), std::vector<double>(std::size_t(c.hidden_dim), 0.0));
     long tokens = 0;
@@ -45,7 +45,7 @@ inline std::vector<std::vector<float>> activation_probability(const Weights& w, 
     if (context > c.seq_len)
         throw InvalidArgument("activation probability: a sequence of " + std::to_string(context) + " tokens exceeds the model's context of " +
                               std::to_string(c.seq_len));
-    Session session(w, isa, threads, context);
+    Session session(w, backend, context);
     session.observe([&](int layer, Site site, MatrixView<const float> x) {
         if (site != Site::mlp_gate) return;
         auto& f = fired[std::size_t(layer)];

@@ -31,7 +31,7 @@ inline Weights quantize_model(const Weights& model, std::span<const int> tokens,
         model,
         [&](const std::string&, const Linear& l) {
             if (o.progress) o.progress(int(done++ / block_linears.size()), model.config.n_layers, "quantize");
-            return quantize_linear(l, scheme, o.calibration.threads);
+            return quantize_linear(l, scheme, o.calibration.backend);
         },
         label);
 }

@@ -23,7 +23,7 @@ struct NeuronSet {
 
 /// Options of the model drivers (both pipelines; fields a pipeline does not use are ignored).
 struct ModelQuantizeOptions {
-    CalibrationOptions calibration{};  ///< sequence length, isa, threads (copied into `settings`)
+    CalibrationOptions calibration{};  ///< sequence length and backend (the backend is copied into `settings`)
     QuantizeSettings settings{};       ///< GPTQ block, AWQ grid and clip search
     bool true_sequential = true;       ///< sequential_hessian: capture each step's Hessian after the earlier steps
     const NeuronSet* targets = nullptr;  ///< methods that need_targets (TWQ): the neurons to protect
@@ -35,8 +35,7 @@ struct ModelQuantizeOptions {
 
     QuantizeSettings run_settings() const {
         QuantizeSettings s = settings;
-        s.isa = calibration.isa;
-        s.threads = calibration.threads;
+        s.backend = calibration.backend;
         return s;
     }
 };

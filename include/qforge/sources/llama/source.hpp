@@ -211,15 +211,15 @@ Weights map_named_block_linears(const Weights& w, Fn&& fn, const std::string& la
 /// quantize_linear for the tensor `name` of model `label`: errors name both, and the row and
 /// group where the quantizer failed.
 inline Linear quantize_named_linear(const std::string& label, const std::string& name, const Linear& layer, const RuntimeScheme& scheme,
-                                    int threads = 0) {
-    return with_tensor_context(label, name, [&] { return quantize_linear(layer, scheme, threads); });
+                                    const Backend& backend = {}) {
+    return with_tensor_context(label, name, [&] { return quantize_linear(layer, scheme, backend); });
 }
 
 /// Every decoder linear layer quantized with an RTN scheme (quantize_linear), errors naming the
 /// model (`label`), the tensor, the row and the group.
-inline Weights quantize_block_linears(const Weights& w, const RuntimeScheme& scheme, int threads = 0, const std::string& label = {}) {
+inline Weights quantize_block_linears(const Weights& w, const RuntimeScheme& scheme, const Backend& backend = {}, const std::string& label = {}) {
     return map_named_block_linears(
-        w, [&](const std::string&, const Linear& l) { return quantize_linear(l, scheme, threads); }, label);
+        w, [&](const std::string&, const Linear& l) { return quantize_linear(l, scheme, backend); }, label);
 }
 
 }  // namespace qforge::llama

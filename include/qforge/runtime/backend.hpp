@@ -1,0 +1,156 @@
+#pragma once
+/// @file
+/// A backend is a handle: the one value that says where and how qforge's numeric work runs.
+/// Models, calibration, quantizers and evaluation take a `Backend`; they never see an
+/// instruction set, a thread count or a device. The CPU backend owns the ISA choice inside it
+/// (`Backend::cpu(isa, threads)`); another device implements `BackendInterface` (one file, see
+/// docs/backends.md) and is wrapped the same way.
+///
+/// Operations are whole products (a linear layer, an FP32 GEMM, a dequantization) so that a
+/// device backend can run them where its buffers live: the weights a product reads are the
+/// backend's to keep (`prepare`), and host views go in and out.
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "qforge/core/error.hpp"
+#include "qforge/core/view.hpp"
+#include "qforge/formats/linear_weights.hpp"
+#include "qforge/runtime/dispatch.hpp"
+
+namespace qforge {
+
+/// A linear layer's weights as a backend holds them for repeated products: for the CPU a view of
+/// the host weights, for a device its copy in device memory (uploaded once by `prepare`).
+class PreparedLinear {
+public:
+    virtual ~PreparedLinear() = default;
+    /// Y = X W^T: X is n x cols, Y is n x rows (host memory). Throws InvalidArgument on shapes.
+    virtual void forward(MatrixView<const float> x, MatrixView<float> y) const = 0;
+};
+
+/// What a backend implements. Every operation throws InvalidArgument on mismatched shapes and
+/// InvalidData on non-finite activations, as the CPU kernels do.
+class BackendInterface {
+public:
+    virtual ~BackendInterface() = default;
+    /// What runs, for logs and reports, e.g. "avx2" (the CPU backend names its instruction set).
+    virtual std::string name() const = 0;
+    /// Host threads the caller's own loops may use alongside (0: all hardware threads).
+    virtual int threads() const noexcept = 0;
+    /// FP32 vector kernels on host memory, for loops that stay on the host (attention over the
+    /// KV cache, GPTQ's column updates, Hessian-weighted errors).
+    virtual const Fp32Functions& host_fp32() const noexcept = 0;
+    /// Y = X W^T in FP32: W is rows x cols, X is n x cols, Y is n x rows (Hessian accumulation
+    /// X^T X, the Cholesky factorisation's blocks, FP32 layers).
+    virtual void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const = 0;
+    /// Y = X W^T on any weights (packed formats never materialised as FP32).
+    virtual void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const = 0;
+    /// The weights as FP32, rows x cols, into `out` (contiguous rows).
+    virtual void dequantize(const LinearWeights& w, MatrixView<float> out) const = 0;
+    /// The weights kept for repeated products; `w` must outlive the result. The default keeps a
+    /// pointer and calls `linear` (right for host memory); a device backend uploads here.
+    virtual std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const;
+};
+
+namespace detail {
+class PointerPrepared final : public PreparedLinear {
+public:
+    PointerPrepared(const BackendInterface& b, const LinearWeights& w) : b_(b), w_(w) {}
+    void forward(MatrixView<const float> x, MatrixView<float> y) const override { b_.linear(w_, x, y); }
+
+private:
+    const BackendInterface& b_;
+    const LinearWeights& w_;
+};
+}  // namespace detail
+
+inline std::unique_ptr<PreparedLinear> BackendInterface::prepare(const LinearWeights& w) const {
+    return std::make_unique<detail::PointerPrepared>(*this, w);
+}
+
+/// The CPU backend: one instruction set of qforge::dispatch (scalar, avx2, avx512_vnni) and a
+/// thread count; packed products go through that set's row kernels, rows split over threads.
+class CpuBackend final : public BackendInterface {
+public:
+    /// Throws InvalidArgument when `isa` is not usable here (not compiled in, or not supported
+    /// by this CPU) or `threads` is negative.
+    explicit CpuBackend(Isa isa, int threads = 0) : isa_(isa), threads_(threads), fp32_(fp32_functions(isa)) {
+        if (threads < 0) throw InvalidArgument("CPU backend: threads must be >= 0 (0 = all hardware threads), got " + std::to_string(threads));
+    }
+    Isa isa() const noexcept { return isa_; }
+    std::string name() const override { return std::string(isa_name(isa_)); }
+    int threads() const noexcept override { return threads_; }
+    const Fp32Functions& host_fp32() const noexcept override { return fp32_; }
+    void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const override {
+        qforge::gemm_fp32(w, x, y, isa_, threads_);
+    }
+    void linear(const LinearWeights& weights, MatrixView<const float> x, MatrixView<float> y) const override {
+        std::visit(
+            [&](const auto& w) {
+                using T = std::decay_t<decltype(w)>;
+                if constexpr (std::is_same_v<T, Fp32Matrix>) {
+                    qforge::gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y, isa_, threads_);
+                } else if (x.rows == 1) {
+                    gemv<format_of_packed<T>>(w, x.row(0), y.row(0), isa_, threads_);
+                } else {
+                    gemm<format_of_packed<T>>(w, x, y, isa_, threads_);
+                }
+            },
+            weights);
+    }
+    void dequantize(const LinearWeights& weights, MatrixView<float> out) const override {
+        std::visit(
+            [&](const auto& w) {
+                using T = std::decay_t<decltype(w)>;
+                if constexpr (std::is_same_v<T, Fp32Matrix>) {
+                    if (out.rows != std::size_t(w.rows) || out.cols != std::size_t(w.cols) || out.row_stride != out.cols)
+                        throw InvalidArgument("dequantize: output is " + std::to_string(out.rows) + " x " + std::to_string(out.cols) +
+                                              " (contiguous rows needed), the matrix is " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
+                    std::copy(w.data.begin(), w.data.end(), out.data);
+                } else {
+                    qforge::dequantize<format_of_packed<T>>(w, out, isa_, threads_);
+                }
+            },
+            weights);
+    }
+
+private:
+    Isa isa_;
+    int threads_;
+    Fp32Functions fp32_;
+};
+
+/// The handle: cheap to copy, shares one immutable implementation. The default is the scalar
+/// CPU backend on all hardware threads, the oracle every other backend is tested against.
+class Backend {
+public:
+    Backend() : impl_(scalar_impl()) {}
+    explicit Backend(std::shared_ptr<const BackendInterface> impl) : impl_(std::move(impl)) {
+        if (!impl_) throw InvalidArgument("Backend: no implementation");
+    }
+    /// The CPU with instruction set `isa` (default: the best usable one, capped by QFORGE_ISA)
+    /// and `threads` threads (0: all hardware threads).
+    static Backend cpu(Isa isa, int threads = 0) { return Backend(std::make_shared<const CpuBackend>(isa, threads)); }
+    static Backend cpu() { return cpu(best_isa(), 0); }
+    /// The best CPU backend with `threads` threads.
+    static Backend best_cpu(int threads) { return cpu(best_isa(), threads); }
+
+    std::string name() const { return impl_->name(); }
+    int threads() const noexcept { return impl_->threads(); }
+    const Fp32Functions& host_fp32() const noexcept { return impl_->host_fp32(); }
+    void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const { impl_->gemm_fp32(w, x, y); }
+    void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const { impl_->linear(w, x, y); }
+    void dequantize(const LinearWeights& w, MatrixView<float> out) const { impl_->dequantize(w, out); }
+    std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const { return impl_->prepare(w); }
+    const BackendInterface& implementation() const noexcept { return *impl_; }
+
+private:
+    static std::shared_ptr<const BackendInterface> scalar_impl() {
+        static const std::shared_ptr<const BackendInterface> s = std::make_shared<const CpuBackend>(Isa::scalar, 0);
+        return s;
+    }
+    std::shared_ptr<const BackendInterface> impl_;
+};
+
+}  // namespace qforge

@@ -1,0 +1,147 @@
+#define BOOST_TEST_MODULE backend
+// The backend handle: the CPU backend's products equal the kernels it wraps (every registry
+// format, bit for bit with the scalar oracle), and the model, calibration, GPTQ and evaluation
+// run every product through the backend they are given: a backend that records its calls and
+// forwards them sees them all, and the results do not change.
+#include <atomic>
+#include <random>
+
+#include "common.hpp"
+#include "tiny_llama.hpp"
+#include "qforge/models/llama/evaluate.hpp"
+#include "qforge/pipelines/llama/quantize_model.hpp"
+
+using namespace qforge;
+
+namespace {
+
+/// A backend of its own (as a device backend would be written): forwards to the CPU backend
+/// and counts what it is asked to do.
+class Recording final : public BackendInterface {
+public:
+    explicit Recording(Isa isa) : cpu_(isa, 1) {}
+    std::string name() const override { return "recording " + cpu_.name(); }
+    int threads() const noexcept override { return cpu_.threads(); }
+    const Fp32Functions& host_fp32() const noexcept override { return cpu_.host_fp32(); }
+    void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const override {
+        ++gemms;
+        cpu_.gemm_fp32(w, x, y);
+    }
+    void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const override {
+        ++linears;
+        rows += long(x.rows);
+        cpu_.linear(w, x, y);
+    }
+    void dequantize(const LinearWeights& w, MatrixView<float> out) const override { cpu_.dequantize(w, out); }
+
+    mutable std::atomic<long> gemms{0}, linears{0}, rows{0};
+
+private:
+    CpuBackend cpu_;
+};
+
+std::vector<float> gaussian(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd;
+    std::vector<float> v(n);
+    for (auto& x : v) x = nd(rng);
+    return v;
+}
+
+template <class F>
+typename F::Packed packed_random(int rows, int cols, unsigned seed) {
+    const auto w = gaussian(std::size_t(rows) * std::size_t(cols), seed);
+    QuantSpec spec = typename F::Packed{}.spec;
+    if constexpr (F::info.storage == Storage::dense_rows) spec = QuantSpec{F::info.bits, 32, F::info.bits == 8 ? ZeroPoint::symmetric : ZeroPoint::integer};
+    return F::pack(RtnQuantizer(spec).quantize(MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols))));
+}
+
+template <class... F>
+void check_formats(format_list<F...>) {
+    (
+        [] {
+            constexpr int rows = 12, cols = 256, n = 3;
+            const auto p = packed_random<F>(rows, cols, 7);
+            const LinearWeights lw = p;
+            const auto x = gaussian(std::size_t(n) * cols, 8);
+            const MatrixView<const float> xv(x.data(), n, cols);
+            std::vector<float> oracle(std::size_t(n) * rows), oracle_one(rows), deq_oracle(std::size_t(rows) * cols);
+            gemm<F>(p, xv, MatrixView<float>(oracle.data(), n, rows), Isa::scalar, 1);
+            gemv<F>(p, xv.row(0), oracle_one, Isa::scalar, 1);
+            dequantize<F>(p, MatrixView<float>(deq_oracle.data(), rows, cols), Isa::scalar, 1);
+            for (const Backend& b : {Backend{}, Backend::cpu(), Backend::cpu(best_isa(), 3)}) {
+                std::vector<float> y(oracle.size()), one(rows), deq(deq_oracle.size()), prepared(oracle.size());
+                b.linear(lw, xv, MatrixView<float>(y.data(), n, rows));
+                b.linear(lw, MatrixView<const float>(x.data(), 1, cols), MatrixView<float>(one.data(), 1, rows));
+                b.dequantize(lw, MatrixView<float>(deq.data(), rows, cols));
+                b.prepare(lw)->forward(xv, MatrixView<float>(prepared.data(), n, rows));
+                BOOST_TEST((y == oracle), F::info.name << " gemm on " << b.name());
+                BOOST_TEST((one == oracle_one), F::info.name << " gemv on " << b.name());
+                BOOST_TEST((deq == deq_oracle), F::info.name << " dequantize on " << b.name());
+                BOOST_TEST((prepared == oracle), F::info.name << " prepared on " << b.name());
+            }
+        }(),
+        ...);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(handles_name_their_instruction_set) {
+    BOOST_TEST(Backend{}.name() == "scalar");  // the default: the oracle
+    BOOST_TEST(Backend::cpu().name() == std::string(isa_name(best_isa())));
+    BOOST_TEST(Backend::cpu(Isa::scalar, 2).threads() == 2);
+    BOOST_CHECK_THROW(Backend::cpu(Isa::scalar, -1), InvalidArgument);
+    BOOST_CHECK_THROW(Backend(std::shared_ptr<const BackendInterface>{}), InvalidArgument);
+    for (const Isa isa : {Isa::avx2, Isa::avx512_vnni})
+        if (!isa_usable(isa)) BOOST_CHECK_THROW(Backend::cpu(isa), InvalidArgument);  // not silently another set
+}
+
+BOOST_AUTO_TEST_CASE(cpu_backend_products_equal_the_scalar_kernels_for_every_format) {
+    check_formats(Formats{});
+    // FP32 weights: the FP32 GEMM of the same instruction set
+    const auto w = gaussian(12 * 64, 3), x = gaussian(3 * 64, 4);
+    const LinearWeights lw = Fp32Matrix{12, 64, w};
+    std::vector<float> a(36), b(36);
+    gemm_fp32(MatrixView<const float>(w.data(), 12, 64), MatrixView<const float>(x.data(), 3, 64), MatrixView<float>(a.data(), 3, 12), best_isa());
+    Backend::cpu().linear(lw, MatrixView<const float>(x.data(), 3, 64), MatrixView<float>(b.data(), 3, 12));
+    BOOST_TEST((a == b));
+    std::vector<float> bad(3 * 63);
+    BOOST_CHECK_THROW(Backend{}.linear(lw, MatrixView<const float>(bad.data(), 3, 63), MatrixView<float>(b.data(), 3, 12)), InvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(the_model_runs_every_product_on_its_backend) {
+    const auto c = qtest::tiny_config(2);
+    const auto w = qtest::random_llama(c, 5);
+    const auto tokens = qtest::random_tokens(10, c.vocab_size, 6);
+    const auto rec = std::make_shared<Recording>(best_isa());
+    llama::Session mine(w, Backend(rec), 16), cpu(w, Backend::cpu(best_isa(), 1), 16);
+    const auto a = mine.forward_batch(tokens, 0), b = cpu.forward_batch(tokens, 0);
+    BOOST_TEST(std::equal(a.data, a.data + a.rows * a.cols, b.data));
+    BOOST_TEST(rec->linears == 7L * c.n_layers + 1);  // seven per block and the head, one batch each
+    BOOST_TEST(rec->rows == 10L * (7 * c.n_layers + 1));
+    BOOST_TEST(rec->gemms == 0L);  // FP32 layers go through linear, not around it
+}
+
+BOOST_AUTO_TEST_CASE(calibration_gptq_and_evaluation_run_on_the_given_backend) {
+    const auto c = qtest::tiny_config(2);
+    const auto w = qtest::random_llama(c, 9);
+    const auto tokens = qtest::random_tokens(48, c.vocab_size, 10);
+    const auto rec = std::make_shared<Recording>(best_isa());
+    llama::ModelQuantizeOptions mine, cpu;
+    mine.calibration.sequence_length = cpu.calibration.sequence_length = 16;
+    mine.calibration.backend = Backend(rec);
+    cpu.calibration.backend = Backend::cpu(best_isa(), 1);
+    const auto scheme = parse_scheme("gptq:w4g16a,act");
+    const auto qa = llama::quantize_model(w, tokens, scheme, mine), qb = llama::quantize_model(w, tokens, scheme, cpu);
+    BOOST_TEST(rec->linears > 0L);  // the calibration forward passes
+    BOOST_TEST(rec->gemms > 0L);    // X^T X and the Cholesky factorisations
+    llama::EvalOptions ea, eb;
+    ea.context = eb.context = 16;
+    ea.backend = Backend(rec);
+    eb.backend = Backend::cpu(best_isa(), 1);
+    const long before = rec->linears;
+    const auto sa = llama::evaluate(qa, &w, tokens, ea), sb = llama::evaluate(qb, &w, tokens, eb);
+    BOOST_TEST(rec->linears > before);
+    BOOST_TEST(sa.mean_nll() == sb.mean_nll());  // same kernels, same order: bit for bit
+    BOOST_TEST(sa.mean_kl() == sb.mean_kl());
+}
