@@ -9,6 +9,7 @@
 #include "qforge/formats/ggml_types.hpp"
 #include "qforge/formats/registry.hpp"
 #include "qforge/quantizers/registry.hpp"
+#include "qforge/runtime/backend.hpp"
 
 using namespace qforge;
 
@@ -179,4 +180,103 @@ BOOST_AUTO_TEST_CASE(packing_is_exact_and_checked) {
     bool is_iq4 = false;
     visit_packing_format(q.spec, rows, cols, [&](auto f) { is_iq4 = std::is_same_v<typename decltype(f)::type, IQ4_NL>; });
     BOOST_TEST(is_iq4);
+}
+
+// QLoRA's double quantization: the dynamic map by hand, the second quantization against a
+// straightforward restatement, the format's bytes and bits per weight, and the scheme text.
+BOOST_AUTO_TEST_CASE(dynamic_map_by_hand) {
+    BOOST_TEST(std::is_sorted(dynamic_map.begin(), dynamic_map.end()));
+    BOOST_TEST(std::adjacent_find(dynamic_map.begin(), dynamic_map.end()) == dynamic_map.end());  // 256 distinct values
+    BOOST_TEST(dynamic_map.back() == 1.0f);
+    BOOST_TEST(std::count(dynamic_map.begin(), dynamic_map.end(), 0.0f) == 1);
+    // exponent 10^-6, one step of [0.1, 1]: its midpoint 0.55
+    BOOST_TEST(*std::upper_bound(dynamic_map.begin(), dynamic_map.end(), 0.0f) == float(0.55e-6));
+    // exponent 10^0, 64 steps of 0.9/64: the largest midpoint is 1 - 0.45/64; the smallest 0.1 + 0.45/64
+    BOOST_TEST(dynamic_map[254] == float(1.0 - 0.45 / 64));
+    BOOST_TEST(dynamic_map[0] == -float(1.0 - 0.45 / 64));  // no -1: the map is asymmetric at the ends
+    BOOST_TEST(std::count(dynamic_map.begin(), dynamic_map.end(), float(0.1 + 0.45 / 64)) == 1);
+    // exponent 10^-3, 8 steps of 0.9/8: midpoints 0.15625e-3 ... 0.94375e-3
+    BOOST_TEST(std::count(dynamic_map.begin(), dynamic_map.end(), float(0.15625e-3)) == 1);
+    BOOST_TEST(std::count(dynamic_map.begin(), dynamic_map.end(), float(-0.94375e-3)) == 1);
+    for (std::size_t i = 0; i < 127; ++i) BOOST_TEST_REQUIRE(dynamic_map[i] == -dynamic_map[254 - i]);
+    BOOST_TEST(int(dynamic_map_code(0.0f)) == 127);
+    BOOST_TEST(int(dynamic_map_code(2.0f)) == 255);
+    BOOST_TEST(int(dynamic_map_code(-1.0f)) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(second_quantization_of_the_scales) {
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(0.01f, 0.2f);
+    std::vector<float> s(600);  // two full runs of 256 and a short one
+    for (auto& x : s) x = u(rng);
+    const auto dq = double_quantize(s);
+    double mean = 0;
+    for (const float x : s) mean += x;
+    BOOST_TEST(dq.offset == float(mean / 600.0));
+    BOOST_TEST(dq.absmax2.size() == 3u);
+    for (std::size_t b = 0; b < 3; ++b) {
+        float a = 0;
+        for (std::size_t i = b * 256; i < std::min<std::size_t>(600, b * 256 + 256); ++i) a = std::max(a, std::fabs(s[i] - dq.offset));
+        BOOST_TEST(dq.absmax2[b] == a);
+        for (std::size_t i = b * 256; i < std::min<std::size_t>(600, b * 256 + 256); ++i) {
+            // the code is the nearest value of the map, found here by sorting distances
+            const float x = (s[i] - dq.offset) * (1.0f / a);
+            std::vector<std::pair<float, int>> d;
+            for (int k = 0; k < 256; ++k) d.push_back({std::fabs(x - dynamic_map[std::size_t(k)]), k});
+            BOOST_TEST_REQUIRE(int(dq.codes[i]) == std::min_element(d.begin(), d.end())->second);
+            BOOST_TEST_REQUIRE(dq.scale(i) == std::fma(dynamic_map[dq.codes[i]], a, dq.offset));
+            // within the map's gap near 1 (0.9/64) of the run's absmax
+            BOOST_TEST_REQUIRE(std::fabs(dq.scale(i) - s[i]) <= a * 0.9f / 64 / 2 * 1.001f);
+        }
+    }
+    const std::vector<float> equal(10, 0.25f);  // nothing to spread: every scale is the offset
+    const auto flat = double_quantize(equal);
+    for (std::size_t i = 0; i < equal.size(); ++i) BOOST_TEST(flat.scale(i) == 0.25f);
+}
+
+BOOST_AUTO_TEST_CASE(nf4_double_quant_format) {
+    BOOST_TEST(to_string(parse_scheme("rtn:nf4g64,dq")) == "rtn:nf4g64,dq");
+    BOOST_TEST((parse_scheme("gptq:nf4,dq,act") == Scheme<Gptq, Nf4, Group<64>, Sym, DoubleQuant, ActOrder>::runtime()));
+    BOOST_TEST((parse_scheme("rtn:nf4g64,dq").spec.scale_type == ScaleType::dq8));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:iq4nlg32,dq"); }), {"nf4 grid only"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:w4g64a,dq"); }), {"nf4 grid only"}));
+
+    const int rows = 12, cols = 576;  // 108 blocks: one short second-level run
+    const auto w = qtest::random_weights(std::size_t(rows * cols), 10);
+    const MatrixView<const float> v(w.data(), rows, cols);
+    const auto q = quantize(v, parse_scheme("rtn:nf4g64,dq")).q;
+    const auto plain = quantize(v, parse_scheme("rtn:nf4g64")).q;
+    BOOST_TEST((q.codes == plain.codes));  // the codes come from the fp32 absmax, as in QLoRA
+    for (int r = 0; r < rows; ++r)
+        for (int b = 0; b < cols / 64; ++b) {  // fp32 absmax (not rounded to fp16)
+            float a = 0;
+            for (int c = 64 * b; c < 64 * b + 64; ++c) a = std::max(a, std::fabs(w[std::size_t(r * cols + c)]));
+            BOOST_TEST_REQUIRE(q.scales[q.group_index(r, b)] == a);
+        }
+    bool is_dq = false;
+    visit_packing_format(q.spec, rows, cols, [&](auto f) { is_dq = std::is_same_v<typename decltype(f)::type, NF4_DQ>; });
+    BOOST_TEST(is_dq);
+    const auto p = NF4_DQ::pack(q);
+    BOOST_TEST(p.bytes() == std::size_t(rows * cols / 64) * 33 + 1 * 4 + 4);
+    BOOST_TEST(std::fabs(8.0 * double(p.bytes()) / double(rows * cols) - (4.0 + 8.0 / 64 + 64.0 / (rows * cols))) < 1e-12);
+    // stored scales are the second quantization of the fp32 ones; codes unchanged
+    std::vector<float> first(q.scales.begin(), q.scales.end());
+    const auto dq = double_quantize(first);
+    const auto back = NF4_DQ::unpack(p);
+    BOOST_TEST((back.codes == q.codes));
+    for (std::size_t i = 0; i < first.size(); ++i) BOOST_TEST_REQUIRE(back.scales[i] == dq.scale(i));
+    // the same through the kernels' view
+    std::vector<float> deq(std::size_t(rows * cols));
+    Backend{}.dequantize(LinearWeights(p), MatrixView<float>(deq.data(), rows, cols));
+    for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c)
+            BOOST_TEST_REQUIRE(deq[std::size_t(r * cols + c)] == back.dequantize(r, c));
+    // the tables are checked
+    auto bad = p;
+    bad.absmax2[0] = std::numeric_limits<float>::quiet_NaN();
+    BOOST_TEST(qtest::has_all(NF4_DQ::fault(bad), {"second-level block 0", "bad absmax"}));
+    bad = p;
+    bad.offset = std::numeric_limits<float>::infinity();
+    BOOST_TEST(qtest::has_all(NF4_DQ::fault(bad), {"offset"}));
+    BOOST_TEST(NF4_DQ::fault(p).empty());
 }

@@ -100,7 +100,7 @@ BOOST_AUTO_TEST_CASE(codebook_formats_round_trip) {
     const auto w = qtest::random_llama(c, 24);
     const llama::WeightsSource src(w, "memory");
     llama::ContainerOptions o;
-    o.rules = {{"blk.*", "rtn:nf4g64"}, {"blk.0.attn_k.weight", "rtn:iq4nlg32"}};
+    o.rules = {{"blk.*", "rtn:nf4g64"}, {"blk.0.attn_k.weight", "rtn:iq4nlg32"}, {"blk.0.ffn_up.weight", "rtn:nf4g64,dq"}};
     const auto path = tmp("qf_codebook.safetensors");
     llama::write_container(src, path, o);
     const llama::ContainerSource back(path);
@@ -109,6 +109,8 @@ BOOST_AUTO_TEST_CASE(codebook_formats_round_trip) {
     // every quantized weight records its scheme; the dense-only fields appear for dense rows only
     BOOST_TEST(back.scheme("blk.0.attn_q.weight") == "rtn:nf4g64");
     BOOST_TEST(back.scheme("blk.0.attn_k.weight") == "rtn:iq4nlg32");
+    BOOST_TEST(back.layout("blk.0.ffn_up.weight").format == "nf4_dq");  // blocks + .absmax2 + .offset
+    BOOST_TEST(back.scheme("blk.0.ffn_up.weight") == "rtn:nf4g64,dq");
     const auto fields = io::Json::parse(io::SafetensorsFile::open(path).metadata().at("qforge.tensors"));
     BOOST_TEST(fields.at("blk.0.attn_q.weight").find("bits") == nullptr);
     BOOST_TEST(fields.at("blk.0.attn_q.weight").find("group_size") == nullptr);
@@ -119,7 +121,8 @@ BOOST_AUTO_TEST_CASE(codebook_formats_round_trip) {
         const auto name = llama::block_tensor_name(0, b.gguf);
         auto& slot = expected.layers[0].*b.member;
         slot = llama::quantize_linear(slot, parse_scheme(llama::action_for(o.rules, name)));
-        BOOST_TEST(std::holds_alternative<NF4::Packed>(slot.weights()) == (name != "blk.0.attn_k.weight"), name);
+        BOOST_TEST(std::holds_alternative<NF4::Packed>(slot.weights()) == (name != "blk.0.attn_k.weight" && name != "blk.0.ffn_up.weight"), name);
+        BOOST_TEST(std::holds_alternative<NF4_DQ::Packed>(slot.weights()) == (name == "blk.0.ffn_up.weight"), name);
         BOOST_TEST((loaded.layers[0].*b.member).bytes() == slot.bytes(), name);
     }
     const std::vector<int> tokens = {1, 5, 9, 44, 2};

@@ -74,8 +74,13 @@ std::vector<Isa> vector_isas() {
 template <class F>
 void check_format(const Case& c, unsigned seed) {
     const auto w = qtest::random_weights(std::size_t(c.rows) * std::size_t(c.cols), seed);
-    const auto q = RtnQuantizer(c.spec).quantize(MatrixView<const float>(w.data(), std::size_t(c.rows), std::size_t(c.cols)));
-    const auto p = F::pack(q);
+    const auto quantized = RtnQuantizer(c.spec).quantize(MatrixView<const float>(w.data(), std::size_t(c.rows), std::size_t(c.cols)));
+    const auto p = F::pack(quantized);
+    // what the format stores: the quantizer's matrix, or with double-quantized scales the second quantization's
+    const auto q = [&] {
+        if constexpr (requires { typename F::dq_grid; }) return F::unpack(p);
+        else return quantized;
+    }();
     const std::string what = F::name() + " " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " g" +
                              std::to_string(c.spec.group_size) + " " + to_string(c.spec.zero);
 
@@ -193,6 +198,7 @@ void check_codebook(unsigned seed) {
 }
 BOOST_AUTO_TEST_CASE(codebook_iq4_nl) { check_codebook<IQ4_NL>(40); }
 BOOST_AUTO_TEST_CASE(codebook_nf4) { check_codebook<NF4>(60); }
+BOOST_AUTO_TEST_CASE(codebook_nf4_double_quant) { check_codebook<NF4_DQ>(80); }
 
 BOOST_AUTO_TEST_CASE(extreme_codes_and_activations) {
     // all codes at the top of the grid and activations at +-max: the integer paths must not
@@ -244,6 +250,7 @@ void check_codebook_extremes() {
 BOOST_AUTO_TEST_CASE(codebook_extremes) {
     check_codebook_extremes<IQ4_NL>();
     check_codebook_extremes<NF4>();
+    check_codebook_extremes<NF4_DQ>();
 }
 
 BOOST_AUTO_TEST_CASE(thread_count_does_not_change_results) {

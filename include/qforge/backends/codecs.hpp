@@ -10,6 +10,7 @@
 #include "qforge/core/half.hpp"
 #include "qforge/formats/codebook.hpp"
 #include "qforge/formats/dense.hpp"
+#include "qforge/formats/double_quant.hpp"
 #include "qforge/formats/gguf.hpp"
 
 namespace qforge {
@@ -137,11 +138,11 @@ struct BlockFormatTraits {
 };
 
 /// Codebook blocks: the scales the integer kernels use are d * kernel_unit (exactly d for an
-/// integer table); dequantization reads d and the float levels (`dequant_scale`).
-template <class Grid, int Blk>
+/// integer table); dequantization reads d and the float levels (`dequant_scale`). A block's d is
+/// its fp16 field, or for a view with `scale(r, b)` (double-quantized scales) what that returns.
+template <class Grid, int Blk, class Block = block_codebook<Blk>, class View_ = BlockView<Block>>
 struct CodebookFormatTraits {
-    using Block = block_codebook<Blk>;
-    using View = BlockView<Block>;
+    using View = View_;
     using codec = CodebookNibbles<Blk, Grid::codebook>;
     static constexpr LaneOrder order = LaneOrder::natural;
     static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per block
@@ -156,25 +157,33 @@ struct CodebookFormatTraits {
     [[gnu::always_inline]] static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept { return v.block(r, g).qs; }
     [[gnu::always_inline]] static std::size_t group_step(const View&) noexcept { return sizeof(Block); }
     template <class Prims>
+    [[gnu::always_inline]] static float block_scale(const View& v, int r, int g) noexcept {
+        if constexpr (requires { v.scale(r, g); }) return v.scale(r, g);
+        else return Prims::fp16(v.block(r, g).d);
+    }
+    template <class Prims>
     [[gnu::always_inline]] static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
-        for (int g = 0; g < n; ++g) out[g] = Prims::fp16(v.block(r, g0 + g).d) * unit;
+        for (int g = 0; g < n; ++g) out[g] = block_scale<Prims>(v, r, g0 + g) * unit;
     }
     template <class Prims>
     [[gnu::always_inline]] static void mins(const View&, int, int, int, float*) noexcept {}
     [[gnu::always_inline]] static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }
     template <class Prims, ZeroPoint = ZeroPoint::symmetric>
     [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
-        const Block& b = v.block(r, g);
-        return {b.qs, Blk, Prims::fp16(b.d) * unit, 128, 0.0f};
+        return {v.block(r, g).qs, Blk, block_scale<Prims>(v, r, g) * unit, 128, 0.0f};
     }
     template <class Prims>
-    [[gnu::always_inline]] static float dequant_scale(const View& v, int r, int g) noexcept { return Prims::fp16(v.block(r, g).d); }
+    [[gnu::always_inline]] static float dequant_scale(const View& v, int r, int g) noexcept { return block_scale<Prims>(v, r, g); }
 };
 
 /// Every codebook format (a CodebookBlocks, or a type derived from one) gets its traits here.
 template <class F>
     requires requires { typename F::codebook_grid; }
 struct FormatTraits<F> : CodebookFormatTraits<typename F::codebook_grid, F::N> {};
+/// ... and every double-quantized codebook format (formats/double_quant.hpp): the same codec.
+template <class F>
+    requires requires { typename F::dq_grid; }
+struct FormatTraits<F> : CodebookFormatTraits<typename F::dq_grid, F::N, typename F::block_type, DqBlockView<typename F::block_type>> {};
 
 template <>
 struct FormatTraits<Q4_0> : BlockFormatTraits<block_q4_0, ZeroPoint::symmetric, NibbleBlock> {};

@@ -13,8 +13,9 @@
 ///     option := "clip" (MSE clip search)
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
 ///               also for awq+gptq)
-/// Scales are fp16: every packed format stores them so (an fp32-scale option was dropped from the
-/// grammar because no format could store what it asked for). Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
+///             | "dq" (QLoRA's double quantization of the scales: ScaleType::dq8; nf4 only)
+/// Scales are fp16, or with "dq" 8-bit double-quantized codes (an fp32-scale option was dropped
+/// from the grammar because no format could store what it asked for). Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
 /// text round-trips exactly.
 #include <algorithm>
 #include <array>
@@ -89,6 +90,8 @@ struct Clip {};
 struct ActOrder {};
 /// GPTQ with act-order: groups are runs of the original column order.
 struct StaticGroups {};
+/// QLoRA's double quantization of a codebook grid's absmax scales (ScaleType::dq8; NF4).
+struct DoubleQuant {};
 
 /// Options that change how a quantizer runs but not the grid itself.
 struct SchemeOptions {
@@ -122,12 +125,17 @@ constexpr const Codebook* codebook_of() noexcept {
     else return nullptr;
 }
 template <class T>
+constexpr bool supports_double_quant() noexcept {
+    if constexpr (is_codebook_grid<T>) return T::codebook->double_quant;
+    else return false;
+}
+template <class T>
 concept GroupingTag = requires { { T::size } -> std::convertible_to<int>; };
 template <class T>
 concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
 template <class T>
 concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ActOrder> ||
-                    std::is_same_v<T, StaticGroups>;
+                    std::is_same_v<T, StaticGroups> || std::is_same_v<T, DoubleQuant>;
 }  // namespace detail
 
 /// Canonical text of a runtime scheme.
@@ -150,6 +158,7 @@ inline std::string to_string(const RuntimeScheme& s) {
                : s.spec.zero == ZeroPoint::integer ? "a"
                                                    : "m";
     }
+    if (s.spec.scale_type == ScaleType::dq8) out += ",dq";
     if (s.options.clip) out += ",clip";
     if (s.options.act_order) out += ",act";
     if (s.options.static_groups) out += ",static";
@@ -237,7 +246,8 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         const std::string_view opt = options.substr(0, next);
         const bool gptq = method->gptq_options;
         if (opt == "clip") s.options.clip = true;
-        else if (opt == "f32") return fail("option 'f32' is not offered: every packed format stores fp16 scales");
+        else if (opt == "dq") s.spec.scale_type = ScaleType::dq8;  // validate() says when the grid has none
+        else if (opt == "f32") return fail("option 'f32' is not offered: packed formats store fp16 scales (or 8-bit ones with 'dq')");
         else if (opt == "act" && gptq) s.options.act_order = true;
         else if (opt == "static" && gptq) s.options.static_groups = true;
         else if (opt.substr(0, 5) == "damp=" && gptq) {
@@ -276,14 +286,17 @@ struct Scheme {
     static_assert(detail::ZeroTag<Zero>,
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
-                  "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder or qforge::StaticGroups");
+                  "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder, qforge::StaticGroups or qforge::DoubleQuant");
+    static_assert(!(std::is_same_v<Options, DoubleQuant> || ...) || detail::supports_double_quant<Bits>(),
+                  "qforge::Scheme: DoubleQuant (QLoRA's double quantization of the scales) is for the NF4 grid only");
     static_assert(Method::info.gptq_options ||
                       !((std::is_same_v<Options, ActOrder> || std::is_same_v<Options, StaticGroups>) || ...),
                   "qforge::Scheme: ActOrder and StaticGroups are options of methods with GPTQ's options (qforge::Gptq, qforge::AwqGptq) only");
 
     using method = Method;
     static constexpr QuantSpec spec{Bits::bits, Grouping::size, detail::is_codebook_grid<Bits> ? ZeroPoint::symmetric : Zero::zero,
-                                    ScaleType::f16, detail::codebook_of<Bits>()};
+                                    (std::is_same_v<Options, DoubleQuant> || ...) ? ScaleType::dq8 : ScaleType::f16,
+                                    detail::codebook_of<Bits>()};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
 

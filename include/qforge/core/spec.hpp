@@ -38,8 +38,13 @@ namespace qforge {
 /// How the zero of the grid is represented.
 enum class ZeroPoint : std::uint8_t { symmetric, integer, float_min };
 
-/// Precision in which scales (and float minimums) are stored.
-enum class ScaleType : std::uint8_t { f16, f32 };
+/// How scales (and float minimums) are stored.
+/// - f16, f32: each scale as a half or single float.
+/// - dq8: QLoRA's double quantization (Dettmers et al., 2023, section 3): the quantizer keeps
+///   fp32 absmax scales; packing subtracts their mean (one fp32 offset per matrix) and quantizes
+///   them to 8-bit codes of the signed dynamic map, in blocks of 256 scales with an fp32 absmax
+///   each (formats/double_quant.hpp). Only for codebook grids whose `double_quant` is set (NF4).
+enum class ScaleType : std::uint8_t { f16, f32, dq8 };
 
 /// A codebook grid: the value each code stands for, as a fixed table (one file per grid in
 /// grids/, listed in grids/registry.hpp). Kernels multiply integer levels with 8-bit
@@ -54,6 +59,7 @@ struct Codebook {
     float kernel_unit = 1.0f;                ///< the value of one kernel level step
     ScaleRule scale_rule = ScaleRule::absmax;
     int default_group = 32;                  ///< the group when the scheme text names none (the format's block)
+    bool double_quant = false;               ///< ScaleType::dq8 is defined for it (QLoRA: NF4) and a format stores it
     /// Index of the level of largest magnitude (the first on ties).
     constexpr int anchor() const noexcept {
         int a = 0;
@@ -95,6 +101,8 @@ struct QuantSpec {
         if (codebook && (bits != codebook->bits || zero != ZeroPoint::symmetric || int(codebook->levels.size()) != (1 << bits)))
             throw InvalidArgument("the codebook grid " + std::string(codebook->name) + " has " + std::to_string(codebook->bits) +
                                   "-bit codes and no zero point");
+        if (scale_type == ScaleType::dq8 && !(codebook && codebook->double_quant))
+            throw InvalidArgument("double quantization of the scales (dq) is defined for the nf4 grid only (QLoRA)");
         if (codebook && group_size == 0)
             throw InvalidArgument("the codebook grid " + std::string(codebook->name) + " is per group: give a group size");
         if (bits != 2 && bits != 3 && bits != 4 && bits != 8)

@@ -25,6 +25,7 @@ struct FormatInfo {
     int bits = 0;                ///< bits per code
     std::optional<GgmlType> gguf{};  ///< the ggml type whose blocks this format's bytes are, if any
     const Codebook* codebook = nullptr;  ///< the codebook grid it stores, or null (affine grids)
+    ScaleType scales = ScaleType::f16;   ///< how it stores scales (dq8: double-quantized codes)
 };
 
 }  // namespace qforge

@@ -16,6 +16,7 @@
 
 #include "qforge/formats/codebook.hpp"
 #include "qforge/formats/dense.hpp"
+#include "qforge/formats/double_quant.hpp"
 #include "qforge/formats/format.hpp"
 #include "qforge/formats/gguf.hpp"
 
@@ -25,7 +26,7 @@ template <class... F>
 struct format_list {};
 
 /// Every packed format, in the order a spec looks for the format it packs into.
-using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL, NF4>;
+using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL, NF4, NF4_DQ>;
 
 /// std::variant<Extra..., F::Packed...> over a format list.
 template <class List, class... Extra>
@@ -71,14 +72,15 @@ bool visit_format(Pred&& pred, Fn&& fn) {
 }
 
 /// The format a quantized matrix of this spec packs into by default: a codebook grid's format
-/// (the first of the list storing that codebook), else the dense format of the spec's bit width.
+/// (the first of the list storing that codebook with the spec's kind of scales), else the dense format of the spec's bit width.
 /// Affine GGUF block formats are only chosen by name (their grids are fixed), so a spec that
 /// happens to match Q4_0 still packs densely. A format that cannot hold the matrix (its
 /// `unsupported` says why) is an InvalidArgument.
 template <class Fn>
 bool visit_packing_format(const QuantSpec& spec, int rows, int cols, Fn&& fn) {
     return visit_format([&](const FormatInfo& i) {
-                            return spec.codebook ? i.codebook == spec.codebook : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
+                            return spec.codebook ? i.codebook == spec.codebook && (i.scales == ScaleType::dq8) == (spec.scale_type == ScaleType::dq8)
+                                                 : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
                         },
                         [&](auto f) {
                             using F = typename decltype(f)::type;

@@ -3,8 +3,10 @@
 /// NF4, QLoRA's 4-bit NormalFloat (Dettmers et al., 2023, section 3 and appendix E): 16 levels
 /// at quantiles of N(0, 1) — 8 for the positive half, 7 for the negative, and an exact 0 —
 /// normalised to [-1, 1], in blocks of 64 weights with an absmax scale (s = max|w|), w = s *
-/// levels[q]. qforge stores the scale as fp16 (QLoRA keeps fp32 absmax, or 8-bit with double
-/// quantization): 2 + 32 bytes per 64 weights, 4.25 bits per weight.
+/// levels[q]. qforge stores the scale as fp16 (QLoRA keeps fp32 absmax): 2 + 32 bytes per 64
+/// weights, 4.25 bits per weight; or, with QLoRA's double quantization (`nf4g64,dq`,
+/// formats/double_quant.hpp), as an 8-bit code: 1 + 32 bytes per 64 weights plus 4 bytes per
+/// 256 blocks and 4 per matrix, about 4.127 bits per weight.
 #include <array>
 #include <cstdint>
 
@@ -22,7 +24,7 @@ inline constexpr std::array<float, 16> nf4_float{-1.0f, -0.6961928009986877f, -0
 inline constexpr std::array<std::int8_t, 16> nf4_int{-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
 }  // namespace detail
 
-inline constexpr Codebook nf4_codebook{"nf4", 4, detail::nf4_float, detail::nf4_int, 1.0f / 127.0f, Codebook::ScaleRule::absmax, 64};
+inline constexpr Codebook nf4_codebook{"nf4", 4, detail::nf4_float, detail::nf4_int, 1.0f / 127.0f, Codebook::ScaleRule::absmax, 64, true};
 
 /// Grid tag for compile-time schemes: `Scheme<Gptq, Nf4, Group<64>>`.
 struct Nf4 {

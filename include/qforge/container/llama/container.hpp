@@ -75,6 +75,8 @@ inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
             if constexpr (F::info.storage == Storage::blocks) {
                 using B = typename F::block_type;
                 p = {{".blocks", "U8", {R, C / block_fields<B>::weights * sizeof(B)}}};
+                if constexpr (requires { F::table_parts(0, 0); })  // float tables beside the blocks (double-quantized scales)
+                    for (const auto& [suffix, n] : F::table_parts(l.rows, l.cols)) p.push_back({suffix, "F32", {std::uint64_t(n)}});
             } else {
                 const auto G = std::uint64_t(l.spec.groups_per_row(l.cols));
                 p = {{".codes", "U8", {R, (C * std::uint64_t(l.spec.bits) + 7) / 8}}, {".scales", "F16", {R, G}}};
@@ -95,7 +97,14 @@ inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::stri
         [&](const auto& w) -> std::span<const std::uint8_t> {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return bytes_of(w.data.data(), w.data.size() * 4);
-            else if constexpr (requires { w.blocks; }) return bytes_of(w.blocks.data(), w.bytes());
+            else if constexpr (requires { w.blocks; }) {
+                if constexpr (requires { format_of_packed<T>::table(w, suffix); })
+                    if (suffix != ".blocks") {
+                        const auto t = format_of_packed<T>::table(w, suffix);
+                        return bytes_of(t.data(), t.size() * sizeof(float));
+                    }
+                return bytes_of(w.blocks.data(), w.blocks.size() * sizeof(w.blocks[0]));
+            }
             else {
                 if (suffix == ".codes") return bytes_of(w.codes.data(), w.codes.size());
                 if (suffix == ".scales") return bytes_of(w.scales.data(), w.scales.size() * 2);
@@ -144,6 +153,12 @@ Linear blocks_from(const io::SafetensorsFile& f, const std::string& name, const 
     const auto& t = f.tensor(name + ".blocks");
     p.blocks.resize(t.bytes.size() / sizeof(typename F::block_type));
     std::memcpy(p.blocks.data(), t.bytes.data(), t.bytes.size());
+    if constexpr (requires { F::table_parts(0, 0); })
+        for (const auto& [suffix, n] : F::table_parts(l.rows, l.cols)) {
+            const auto& part = f.tensor(name + suffix);
+            const auto dst = F::table(p, suffix);
+            std::memcpy(dst.data(), part.bytes.data(), std::min(part.bytes.size(), dst.size() * sizeof(float)));
+        }
     // every block's scale (and minimum) finite, as for a GGUF file's blocks
     if (auto why = F::fault(p); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
     return Linear(std::move(p));

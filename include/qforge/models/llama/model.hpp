@@ -302,15 +302,11 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     return packed_linear(r.q, r.column_order);
 }
 
-/// The same layer with its packed weights dequantized back to FP32, columns in the original order.
-inline Linear dequantized_linear(const Linear& layer) {
-    Fp32Matrix m = std::visit(
-        [&](const auto& w) -> Fp32Matrix {
-            using T = std::decay_t<decltype(w)>;
-            if constexpr (std::is_same_v<T, Fp32Matrix>) return w;
-            else return Fp32Matrix{w.rows, w.cols, dequantize<format_of_packed<T>>(w, Isa::scalar)};
-        },
-        layer.weights());
+/// The same layer with its packed weights dequantized back to FP32 on `backend`, columns in the
+/// original order.
+inline Linear dequantized_linear(const Linear& layer, const Backend& backend = {}) {
+    Fp32Matrix m{layer.rows(), layer.cols(), std::vector<float>(std::size_t(layer.rows()) * std::size_t(layer.cols()))};
+    backend.dequantize(layer.weights(), MatrixView<float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
     const auto& order = layer.input_order();
     if (order.empty()) return Linear(std::move(m));
     std::vector<float> out(m.data.size());
