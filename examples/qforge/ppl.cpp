@@ -50,13 +50,20 @@ int run(const PplOptions& opt) {
         stats = qforge::llama::evaluate(reference, nullptr, tokens, o);
     }
     bar.finish();
+    // what ran, so a number is not read as the weight-only one of `qforge eval`: packed layers go
+    // through the integer kernels with 8-bit activations (eval's --kernels packed)
+    bool packed = compare;
+    for (const auto& L : reference.layers)
+        for (const auto* l : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3})
+            packed = packed || !std::holds_alternative<qforge::llama::Fp32Matrix>(l->weights());
+    const char* kernels = packed ? "packed" : "fp32";
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const int stride = o.stride > 0 ? o.stride : o.context;
     if (opt.json) {
         JsonObject j;
         j.add("model", model.path()).add("text", text_path).add("scheme", scheme_text);
         j.add("text_tokens", std::int64_t(tokens.size())).add("tokens", std::int64_t(stats.tokens));
-        j.add("context", o.context).add("stride", stride);
+        j.add("context", o.context).add("stride", stride).add("kernels", kernels);
         j.add("add_bos", model.tokenizer().add_bos).add("mean_nll", stats.mean_nll()).add("ppl", stats.perplexity());
         if (compare)
             j.add("reference_ppl", stats.reference_perplexity())
@@ -71,7 +78,8 @@ int run(const PplOptions& opt) {
             std::printf("  | %s vs reference: PPL %.4f, ratio %.4f, KLD %.5f, top-1 %.2f%%", scheme_text.c_str(),
                         stats.reference_perplexity(), stats.perplexity() / stats.reference_perplexity(), stats.mean_kl(),
                         100.0 * stats.top1());
-        std::printf("  (context %d, stride %d, %.1f s)\n", o.context, stride, seconds);
+        std::printf("  (context %d, stride %d, %s, %.1f s)\n", o.context, stride,
+                    packed ? "packed layers on the integer kernels, 8-bit activations" : "FP32 layers", seconds);
     }
     return 0;
 }

@@ -40,6 +40,9 @@ BOOST_AUTO_TEST_CASE(bad_text_is_a_clear_error) {
             return msg.find("bad scheme '" + std::string(t) + "'") != std::string::npos;
         });
     }
+    // a repeated option is refused, not silently dropped (a new user's rtn:nf4g64,dq,dq ran as rtn:nf4g64,dq)
+    for (const char* t : {"rtn:nf4g64,dq,dq", "rtn:w4g32m,clip,clip", "gptq:w4g128a,act,act", "gptq:w4g128a,damp=0.1,damp=0.2"})
+        BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { parse_scheme(t); }), {"given twice"}), t);
     try {
         parse_scheme("rtn:w5g128");
     } catch (const InvalidArgument& e) {

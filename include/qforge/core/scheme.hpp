@@ -26,6 +26,7 @@
 #include <string_view>
 #include <span>
 #include <type_traits>
+#include <vector>
 
 #include "qforge/core/spec.hpp"
 
@@ -241,9 +242,13 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
     }
     if (!grid.empty()) return fail("unexpected '" + std::string(grid) + "'");
 
+    std::vector<std::string_view> seen;  // an option given twice is refused, not dropped
     while (!options.empty()) {
         const auto next = options.find(',');
         const std::string_view opt = options.substr(0, next);
+        const std::string_view key = opt.substr(0, opt.find('='));
+        if (std::find(seen.begin(), seen.end(), key) != seen.end()) return fail("option '" + std::string(key) + "' is given twice");
+        seen.push_back(key);
         const bool gptq = method->gptq_options;
         if (opt == "clip") s.options.clip = true;
         else if (opt == "dq") s.spec.scale_type = ScaleType::dq8;  // validate() says when the grid has none
