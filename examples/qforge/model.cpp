@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <unistd.h>  // isatty: a bar for a terminal, lines for a log
+
 #include <qforge/io/gguf.hpp>
 #include <qforge/io/gguf_vocab.hpp>
 #include <qforge/io/llama2c.hpp>
@@ -281,17 +283,24 @@ Progress::Progress(std::string label) : label_(std::move(label)), start_(now()) 
 void Progress::update(double done, double total, const std::string& note) {
     const double elapsed = now() - start_;
     if (elapsed < 1.0 && !drawn_) return;
+    // a log file gets a plain line every 10 s, not a redrawn bar (whose \r frames pile up there)
+    static const bool terminal = isatty(fileno(stderr)) != 0;
+    if (!terminal && drawn_ && elapsed - last_line_ < 10.0) return;
     drawn_ = true;
+    last_line_ = elapsed;
     const double f = total > 0 ? std::min(1.0, done / total) : 0.0;
     const int width = 28, filled = int(f * width + 0.5);
     const double eta = f > 0 ? elapsed * (1 - f) / f : 0.0;
-    std::fprintf(stderr, "\r%-24.24s [%s%s] %5.1f%% %6.1fs eta %5.1fs %-28.28s", label_.c_str(), std::string(std::size_t(filled), '#').c_str(),
-                 std::string(std::size_t(width - filled), '.').c_str(), 100 * f, elapsed, eta, note.c_str());
+    std::fprintf(stderr, "%s%-24.24s [%s%s] %5.1f%% %6.1fs eta %5.1fs %-28.28s%s", terminal ? "\r" : "", label_.c_str(),
+                 std::string(std::size_t(filled), '#').c_str(), std::string(std::size_t(width - filled), '.').c_str(), 100 * f, elapsed, eta,
+                 note.c_str(), terminal ? "" : "\n");
     std::fflush(stderr);
 }
 
 void Progress::finish() {
-    if (drawn_) std::fprintf(stderr, "\n");
+    static const bool terminal = isatty(fileno(stderr)) != 0;
+    if (drawn_ && terminal) std::fprintf(stderr, "\n");
+    if (drawn_ && !terminal) std::fprintf(stderr, "%-24.24s done in %.1f s\n", label_.c_str(), now() - start_);
     drawn_ = false;
 }
 

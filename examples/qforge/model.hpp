@@ -98,7 +98,8 @@ qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const 
                                       const std::vector<int>& calib, const qforge::Backend& backend, Progress& bar,
                                       const std::string& label);
 
-/// A one-line progress bar on stderr, drawn only when a task runs longer than a second.
+/// A one-line progress bar on stderr, drawn only when a task runs longer than a second; when
+/// stderr is not a terminal, a plain line every 10 s and one when done.
 class Progress {
 public:
     explicit Progress(std::string label);
@@ -108,6 +109,7 @@ public:
 private:
     std::string label_;
     double start_;
+    double last_line_ = 0.0;
     bool drawn_ = false;
 };
 
