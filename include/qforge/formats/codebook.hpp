@@ -41,6 +41,20 @@ struct block_fields<block_codebook<N>> {
 /// Marks a format whose bytes are no ggml type.
 inline constexpr std::uint32_t no_ggml_type = 0xFFFFFFFFu;
 
+namespace detail {
+/// Why a codebook block format called `name` (blocks of n, storing `grid` with `scales`) cannot
+/// hold a rows x cols matrix of `spec` when its spec is not `want` ("" when it can).
+inline std::string codebook_unsupported(const std::string& name, int n, const QuantSpec& spec, const QuantSpec& want, int rows, int cols,
+                                        const char* scales) {
+    if (rows <= 0 || cols <= 0) return "empty matrix";
+    if (cols % n != 0) return name + " needs rows of whole " + std::to_string(n) + "-weight blocks; got " + std::to_string(cols) + " columns";
+    if (!(spec == want))
+        return name + " stores the " + std::string(want.codebook->name) + " grid with group size " + std::to_string(n) + " and " + scales +
+               " scales; the spec differs";
+    return {};
+}
+}  // namespace detail
+
 /// The packed format of codebook grid `Grid` (a tag of grids/) in blocks of N weights, called
 /// `Name`; `Gguf`: the ggml type with these bytes, if any.
 template <class Grid, int Block, const char* Name, std::uint32_t Gguf = no_ggml_type>
@@ -65,12 +79,7 @@ struct CodebookBlocks {
     };
 
     static std::string unsupported(const QuantSpec& spec, int rows, int cols) {
-        if (rows <= 0 || cols <= 0) return "empty matrix";
-        if (cols % N != 0) return name() + " needs rows of whole " + std::to_string(N) + "-weight blocks; got " + std::to_string(cols) + " columns";
-        if (!(spec == grid_spec))
-            return name() + " stores the " + std::string(Grid::codebook->name) + " grid with group size " + std::to_string(N) +
-                   " and fp16 scales; the spec differs";
-        return {};
+        return detail::codebook_unsupported(name(), N, spec, grid_spec, rows, cols, "fp16");
     }
 
     static std::string fault(const Packed& p) {

@@ -181,12 +181,7 @@ struct DoubleQuantCodebookBlocks {
     }
 
     static std::string unsupported(const QuantSpec& spec, int rows, int cols) {
-        if (rows <= 0 || cols <= 0) return "empty matrix";
-        if (cols % N != 0) return name() + " needs rows of whole " + std::to_string(N) + "-weight blocks; got " + std::to_string(cols) + " columns";
-        if (!(spec == grid_spec))
-            return name() + " stores the " + std::string(Grid::codebook->name) + " grid with group size " + std::to_string(N) +
-                   " and double-quantized scales; the spec differs";
-        return {};
+        return detail::codebook_unsupported(name(), N, spec, grid_spec, rows, cols, "double-quantized");
     }
 
     /// Why the stored tables cannot be used ("" when they can): sizes, a non-finite or negative
