@@ -1,24 +1,36 @@
-// GPTQ speed on CPU: time to quantize a 4096x4096 and an 11008x4096 layer (w4g128a) from a given
-// Hessian, with and without act-order; AWQ's scale and clip search on a 4096x4096 layer from the
-// same statistics; and the Hessian accumulation (X^T X over 2048 tokens of
-// 4096 channels) in GFLOP/s next to a plain matrix multiply of the same shape measured in the
-// same run (the baseline: a straightforward triple loop, i-k-j order so the compiler vectorises
-// the inner loop). QFORGE_THREADS sets the thread count (default: all).
+// The FP32-bound parts of calibrated quantization on CPU, each printed as a fraction of the same
+// run's sgemm rate (the tuned BLAS's C = A B^T, 4096 x 4096 x 4096; qforge's own FP32 GEMM when no
+// BLAS is linked) and, where it applies, next to qforge's own kernels (QFORGE_BLAS-free path):
+// the Hessian accumulation X^T X over 2048 tokens of 4096 channels, GPTQ on a 4096x4096 and an
+// 11008x4096 layer (w4g128a, with and without act-order) against its FLOP count, and AWQ's scale
+// + clip search on a 4096x4096 layer (the α search on a 512-row sample and on every row).
+// QFORGE_THREADS sets the thread count (default: all).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cstdio>
+#include <string>
 #include <cstdlib>
 #include <random>
 #include <vector>
 
 #include <qforge/calibration/activation_stats.hpp>
 #include <qforge/quantizers/registry.hpp>
-#include <qforge/quantizers/registry.hpp>
 
 namespace {
 
 int g_threads = 0;
-double g_baseline_gflops = 0.0;
+double g_sgemm_gflops = 0.0;  // the baseline: this run's sgemm rate
+
+qforge::Backend backend(bool blas) { return qforge::Backend::cpu(qforge::best_isa(), g_threads, blas); }
+
+/// Seconds per iteration into GFLOP/s and the fraction of the sgemm rate.
+void report(benchmark::State& state, double flops, double seconds) {
+    const double gflops = flops * double(state.iterations()) / 1e9 / seconds;
+    state.counters["GFLOP/s"] = gflops;
+    state.counters["x_sgemm"] = g_sgemm_gflops > 0 ? gflops / g_sgemm_gflops : 0.0;
+}
+double since(std::chrono::steady_clock::time_point t0) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
 
 std::vector<float> gaussian(std::size_t n, unsigned seed, float sd) {
     std::mt19937 rng(seed);
@@ -46,26 +58,42 @@ const std::vector<float>& hessian_4096() {
     return h;
 }
 
-void quantize_layer(benchmark::State& state, int rows, bool act) {
+/// GPTQ's FLOPs on a rows x cols layer: the Cholesky factorisation and the triangular inverse
+/// (cols^3 / 3 multiply-adds each) and the error feedback (cols^2 / 2 per row).
+double gptq_flops(int rows, int cols) {
+    const double c = cols;
+    return 2.0 * (2.0 * c * c * c / 3.0 + double(rows) * c * c / 2.0);
+}
+
+void quantize_layer(benchmark::State& state, int rows, bool act, bool blas) {
     const int cols = 4096;
     const auto w = gaussian(std::size_t(rows) * cols, 4, 0.02f);
     const auto& h = hessian_4096();
     qforge::GptqOptions o;
     o.act_order = act;
-    o.backend = qforge::Backend::cpu(qforge::best_isa(), g_threads);
+    o.backend = backend(blas);
     const auto spec = qforge::parse_scheme("gptq:w4g128a").spec;
-    for (auto _ : state) benchmark::DoNotOptimize(qforge::gptq_quantize(qforge::MatrixView<const float>(w.data(), rows, cols), h, spec, o).q.codes.data());
+    double seconds = 0;
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        benchmark::DoNotOptimize(qforge::gptq_quantize(qforge::MatrixView<const float>(w.data(), rows, cols), h, spec, o).q.codes.data());
+        seconds += since(t0);
+    }
+    report(state, gptq_flops(rows, cols), seconds);
+    // the time the FLOPs take at the sgemm rate: the target is within 2x of it
+    state.counters["x_flop_bound"] = g_sgemm_gflops > 0 ? seconds / double(state.iterations()) / (gptq_flops(rows, cols) / 1e9 / g_sgemm_gflops) : 0.0;
 }
 
 /// AWQ on one layer from given statistics: the 20-point scale search, then the clip search.
-void awq_layer(benchmark::State& state, int rows) {
+void awq_layer(benchmark::State& state, int rows, int search_rows) {
     const int cols = 4096;
     const auto w = gaussian(std::size_t(rows) * cols, 7, 0.02f);
     const auto& h = hessian_4096();
     std::vector<float> mean_abs(cols);
     for (int c = 0; c < cols; ++c) mean_abs[std::size_t(c)] = std::sqrt(std::max(h[std::size_t(c) * cols + std::size_t(c)], 1e-12f) / 2.0f);
     qforge::AwqOptions o;
-    o.backend = qforge::Backend::cpu(qforge::best_isa(), g_threads);
+    o.backend = backend(true);
+    o.search_rows = search_rows;
     const auto spec = qforge::parse_scheme("awq:w4g128a").spec;
     const qforge::MatrixView<const float> view(w.data(), std::size_t(rows), std::size_t(cols));
     for (auto _ : state) {
@@ -74,47 +102,40 @@ void awq_layer(benchmark::State& state, int rows) {
         for (std::size_t r = 0; r < std::size_t(rows); ++r)
             for (std::size_t c = 0; c < std::size_t(cols); ++c) scaled[r * cols + c] = w[r * cols + c] * s.scales[c];
         benchmark::DoNotOptimize(qforge::awq_clip_quantize(qforge::MatrixView<const float>(scaled.data(), std::size_t(rows), std::size_t(cols)), h, spec, o).codes.data());
+        state.counters["alpha"] = s.alpha;
     }
 }
 
-void hessian_accumulation(benchmark::State& state) {
+void hessian_accumulation(benchmark::State& state, bool blas) {
     const int n = 2048, cols = 4096;
     const auto x = gaussian(std::size_t(n) * cols, 5, 1.0f);
     double seconds = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
         qforge::ActivationStats s(cols, true);
-        s.add(qforge::MatrixView<const float>(x.data(), n, cols), qforge::Backend::cpu(qforge::best_isa(), g_threads));
+        s.add(qforge::MatrixView<const float>(x.data(), n, cols), backend(blas));
         benchmark::DoNotOptimize(&s);
-        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        seconds += since(t0);
     }
-    const double gflops = 2.0 * n * double(cols) * cols * double(state.iterations()) / 1e9 / seconds;
-    state.counters["GFLOP/s"] = gflops;
-    state.counters["x_baseline"] = g_baseline_gflops > 0 ? gflops / g_baseline_gflops : 0.0;
+    report(state, double(n) * double(cols) * double(cols + 1), seconds);  // the symmetric product's own FLOPs
 }
 
-/// The baseline: C = A^T A by a plain i-k-j triple loop (one thread), 512 tokens so it finishes.
-void plain_matmul(benchmark::State& state) {
-    const int n = 512, cols = 4096;
-    const auto x = gaussian(std::size_t(n) * cols, 6, 1.0f);
-    std::vector<float> c(std::size_t(cols) * cols);
+/// The baseline: C = A B^T, 4096^3, on the backend's FP32 GEMM (the BLAS when there is one).
+void sgemm(benchmark::State& state, bool blas) {
+    const int n = 4096;
+    const auto a = gaussian(std::size_t(n) * n, 6, 1.0f), b = gaussian(std::size_t(n) * n, 8, 1.0f);
+    std::vector<float> c(std::size_t(n) * n);
+    const auto be = backend(blas);
     double seconds = 0;
     for (auto _ : state) {
         const auto t0 = std::chrono::steady_clock::now();
-        std::fill(c.begin(), c.end(), 0.0f);
-        for (int t = 0; t < n; ++t) {
-            const float* xt = x.data() + std::size_t(t) * cols;
-            for (int i = 0; i < cols; ++i) {
-                const float a = xt[i];
-                float* ci = c.data() + std::size_t(i) * cols;
-                for (int j = 0; j < cols; ++j) ci[j] += a * xt[j];
-            }
-        }
+        be.gemm_fp32(qforge::MatrixView<const float>(b.data(), n, n), qforge::MatrixView<const float>(a.data(), n, n), qforge::MatrixView<float>(c.data(), n, n));
         benchmark::DoNotOptimize(c.data());
-        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        seconds += since(t0);
     }
-    g_baseline_gflops = 2.0 * n * double(cols) * cols * double(state.iterations()) / 1e9 / seconds;
-    state.counters["GFLOP/s"] = g_baseline_gflops;
+    const double gflops = 2.0 * n * double(n) * n * double(state.iterations()) / 1e9 / seconds;
+    if (blas == qforge::blas::enabled()) g_sgemm_gflops = gflops;  // the best FP32 GEMM this build has
+    report(state, 2.0 * n * double(n) * n, seconds);
 }
 
 }  // namespace
@@ -122,12 +143,23 @@ void plain_matmul(benchmark::State& state) {
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (const char* t = std::getenv("QFORGE_THREADS")) g_threads = std::atoi(t);
-    benchmark::RegisterBenchmark("gptq/4096x4096/w4g128a", quantize_layer, 4096, false)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-    benchmark::RegisterBenchmark("gptq/4096x4096/w4g128a,act", quantize_layer, 4096, true)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-    benchmark::RegisterBenchmark("gptq/11008x4096/w4g128a", quantize_layer, 11008, false)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-    benchmark::RegisterBenchmark("awq/4096x4096/w4g128a", awq_layer, 4096)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-    benchmark::RegisterBenchmark("hessian/plain_matmul_baseline/512x4096", plain_matmul)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-    benchmark::RegisterBenchmark("hessian/qforge/2048x4096", hessian_accumulation)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(2);
+    const bool blas = qforge::blas::enabled();
+    std::printf("FP32 GEMM: %s\n", blas ? qforge::blas::name().c_str() : "qforge's own kernels (no BLAS linked, or QFORGE_BLAS=off)");
+    const auto add = [](const std::string& name, auto fn, auto... args) {
+        return benchmark::RegisterBenchmark(name.c_str(), fn, args...)->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+    };
+    // the baseline first: every later line's x_sgemm divides by it
+    if (blas) add("sgemm/4096^3/blas", sgemm, true);
+    add("sgemm/4096^3/qforge_own", sgemm, false);
+    for (const bool b : blas ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
+        const std::string tag = b ? "/blas" : "/qforge_own";
+        add("hessian/2048x4096" + tag, hessian_accumulation, b)->Iterations(2);
+        add("gptq/4096x4096/w4g128a" + tag, quantize_layer, 4096, false, b);
+        add("gptq/4096x4096/w4g128a,act" + tag, quantize_layer, 4096, true, b);
+        if (b == blas) add("gptq/11008x4096/w4g128a" + tag, quantize_layer, 11008, false, b);
+    }
+    add("awq/4096x4096/w4g128a/search_rows:512", awq_layer, 4096, 512);
+    add("awq/4096x4096/w4g128a/search_rows:all", awq_layer, 4096, 0);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

@@ -3,7 +3,7 @@
 # cheap to run again. Needs root (or sudo) when something is missing.
 set -euo pipefail
 packages=(g++ cmake make libxtensor-dev libxsimd-dev libboost-test-dev libbenchmark-dev doxygen
-          clang libclang-rt-dev python3 python3-venv python3-pip unzip libpcre2-dev pkg-config libcli11-dev)
+          clang libclang-rt-dev python3 python3-venv python3-pip unzip libpcre2-dev pkg-config libcli11-dev libopenblas0)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -126,6 +126,7 @@ int run(const EvalCliOptions& opt) {
                 qforge::llama::ModelQuantizeOptions ao;
                 ao.calibration.sequence_length = std::min(512, stored.config.seq_len);
                 ao.calibration.backend = backend;
+                ao.settings.awq_search_rows = int(opt.calib.awq_search_rows);
                 ao.targets = &lape;
                 float best_lambda = 1.0f;
                 double best_nll = INFINITY;
@@ -174,7 +175,7 @@ int run(const EvalCliOptions& opt) {
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
         if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
-        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, backend, bar, model.path())};
+        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);

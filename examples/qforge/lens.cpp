@@ -86,7 +86,7 @@ int run(const LensOptions& opt) {
         std::vector<int> calib;
         if (qforge::method_of(*scheme).needs_calibration()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         Progress bar("quantize " + qforge::to_string(*scheme));
-        const auto q = quantize_model(reference, *scheme, calib, backend, bar, model.path());
+        const auto q = quantize_model(reference, *scheme, calib, opt.calib, backend, bar, model.path());
         bar.finish();
         const auto fp = qforge::llama::dequantized_weights(q);
         series.emplace_back(qforge::to_string(*scheme), qforge::llama::logit_lens(fp, tokens, context, backend));

@@ -260,8 +260,9 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
 }
 
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
-                                      const qforge::Backend& backend, Progress& bar, const std::string& label) {
+                                      const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar, const std::string& label) {
     qforge::llama::ModelQuantizeOptions o;
+    o.settings.awq_search_rows = int(calib_options.awq_search_rows);
     o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
     o.calibration.backend = backend;
     o.progress = [&](int block, int blocks, const std::string& what) {

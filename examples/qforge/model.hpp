@@ -95,8 +95,8 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
 /// directly, GPTQ block by block on `calib` (empty calib with a GPTQ scheme is an error). Errors
 /// name `label` (the model file) and the tensor.
 qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme,
-                                      const std::vector<int>& calib, const qforge::Backend& backend, Progress& bar,
-                                      const std::string& label);
+                                      const std::vector<int>& calib, const CalibOptions& calib_options, const qforge::Backend& backend,
+                                      Progress& bar, const std::string& label);
 
 /// A one-line progress bar on stderr, drawn only when a task runs longer than a second; when
 /// stderr is not a terminal, a plain line every 10 s and one when done.

@@ -65,6 +65,10 @@ void add_calib_options(CLI::App& app, CalibOptions& o) {
     app.add_option("--calib-skip", o.calib_skip,
                    "tokens of the calibration text to skip first (default: the evaluated slice when --calib is the evaluation text)")
         ->check(CLI::Range(0L, long(INT_MAX)));
+    app.add_option("--awq-search-rows", o.awq_search_rows,
+                   "awq schemes: output rows of each layer the scale search measures, a stride sample (0: every row; docs/awq.md)")
+        ->check(CLI::Range(0L, long(INT_MAX)))
+        ->capture_default_str();
 }
 
 CLI::Validator whole_number() {

@@ -25,11 +25,12 @@ void add_model_options(CLI::App& app, ModelOptions& o);
 /// note on stderr: more threads than cores only add waiting.
 void add_threads_option(CLI::App& app, int& threads);
 
-/// --calib, --calib-tokens, --calib-skip: calibration text for GPTQ/AWQ.
+/// --calib, --calib-tokens, --calib-skip: calibration text for GPTQ/AWQ; --awq-search-rows.
 struct CalibOptions {
     std::string calib;  ///< empty: the evaluation text (the slice after the evaluated tokens)
     long calib_tokens = 8192;
     long calib_skip = -1;  ///< -1: not given
+    long awq_search_rows = 512;  ///< AWQ's α search: output rows measured per layer (0: all)
 };
 void add_calib_options(CLI::App& app, CalibOptions& o);
 

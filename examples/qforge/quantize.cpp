@@ -65,7 +65,7 @@ int run(QuantizeOptions opt) {
             const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
             const auto fp32 = qforge::llama::dequantized_weights(model.weights());
             Progress bar(qforge::to_string(*scheme));
-            calibrated = std::make_unique<qforge::llama::Weights>(quantize_model(fp32, *scheme, calib, o.backend, bar, model.path()));
+            calibrated = std::make_unique<qforge::llama::Weights>(quantize_model(fp32, *scheme, calib, opt.calib, o.backend, bar, model.path()));
             bar.finish();
             calibrated_source = std::make_unique<qforge::llama::WeightsSource>(*calibrated, model.path(), model.source().tied_output());
             const std::string made_by = qforge::to_string(*scheme);

@@ -24,7 +24,11 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$src/tests/peer/requirements.txt"
 echo "building llama-cpp-python 0.3.36 (llama.cpp from source) into $venv"
-CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+# Without AMX: ggml's native build uses AMX tiles wherever the CPU lists them, and in this
+# project's VMs (Xeon model 207) the kernel does not grant them, so its Q4_1 matmul died on
+# SIGILL (tileloadd). Explicit -mno-amx-* flags win over -march=native in GCC.
+CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'" \
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
 "$venv/bin/python" -c "import gguf, numpy, tokenizers, llama_cpp"
 echo "$want" > "$stamp"

@@ -1,7 +1,7 @@
 #define BOOST_TEST_MODULE awq
 // AWQ: folding scales leaves the FP32 model unchanged; α = 0 without clipping is RTN exactly; on a
 // layer with planted salient input channels AWQ's output error is at most 0.8x RTN's; the clip
-// search never does worse than no clipping; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
+// search never does worse than no clipping; the α search on a row sample sums what it says it does; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
 // weighting moves error away from the targeted neurons.
 #include <cmath>
 #include <random>
@@ -106,6 +106,58 @@ BOOST_AUTO_TEST_CASE(alpha_zero_without_clip_is_rtn) {
     const auto awq = scaled_rtn(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols)), s.scales, spec, 0);
     const auto rtn = dequantized(RtnQuantizer(spec).quantize(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols))));
     BOOST_TEST(awq == rtn, boost::test_tools::per_element());
+}
+
+// The α search's error on a row sample: every TWQ-weighted row (λ = 8) plus a stride sample of the
+// others scaled by (others / sampled), recomputed here row by row in double from H; with
+// search_rows = 0 the sum over every row.
+BOOST_AUTO_TEST_CASE(search_on_a_row_sample) {
+    const auto l = planted(16, 71);
+    const auto spec = parse_scheme("rtn:w4g32a").spec;
+    const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+    std::vector<float> lambda(std::size_t(l.rows), 1.0f);
+    lambda[1] = lambda[2] = 8.0f;
+    const auto row_error = [&](const std::vector<float>& s, int r) {  // d_r H d_r^T, d = w - RTN(w s) / s
+        const auto q = scaled_rtn(MatrixView<const float>(l.w.data() + std::size_t(r * l.cols), 1, std::size_t(l.cols)), s, spec, 1);
+        std::vector<double> d(std::size_t(l.cols));
+        for (int c = 0; c < l.cols; ++c) d[std::size_t(c)] = double(l.w[std::size_t(r * l.cols + c)]) - double(q[std::size_t(c)]);
+        double e = 0;
+        for (int i = 0; i < l.cols; ++i)
+            for (int j = 0; j < l.cols; ++j) e += d[std::size_t(i)] * double(l.h[std::size_t(i * l.cols + j)]) * d[std::size_t(j)];
+        return e;
+    };
+    const auto scales = [&](float alpha) {
+        std::vector<float> s(std::size_t(l.cols));
+        float lo = INFINITY, hi = 0;
+        for (int c = 0; c < l.cols; ++c) {
+            s[std::size_t(c)] = std::pow(std::max(l.mean_abs[std::size_t(c)], 1e-8f), alpha);
+            lo = std::min(lo, s[std::size_t(c)]);
+            hi = std::max(hi, s[std::size_t(c)]);
+        }
+        for (auto& v : s) v /= std::sqrt(lo * hi);
+        return s;
+    };
+    for (const int rows : {12, 0}) {
+        AwqOptions o;
+        o.grid = 4;
+        o.search_rows = rows;
+        o.backend = Backend::cpu(best_isa());
+        const auto found = awq_search_scales({{w, &lambda}}, l.mean_abs, l.h, spec, o);
+        BOOST_TEST_REQUIRE(found.error.size() == 4u);
+        std::vector<int> plain;
+        for (int r = 0; r < l.rows; ++r)
+            if (lambda[std::size_t(r)] == 1.0f) plain.push_back(r);
+        for (int i = 0; i < o.grid; ++i) {
+            const auto s = scales(float(i) / float(o.grid));
+            double want = 8.0 * (row_error(s, 1) + row_error(s, 2));
+            if (rows == 0) {
+                for (const int r : plain) want += row_error(s, r);
+            } else {
+                for (int k = 0; k < rows; ++k) want += double(plain.size()) / rows * row_error(s, plain[std::size_t(k) * plain.size() / std::size_t(rows)]);
+            }
+            BOOST_TEST(found.error[std::size_t(i)] == want, boost::test_tools::tolerance(1e-4));
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(planted_salient_channels) {

@@ -4,6 +4,7 @@
 // run every product through the backend they are given: a backend that records its calls and
 // forwards them sees them all, and the results do not change.
 #include <atomic>
+#include <cmath>
 #include <random>
 
 #include "common.hpp"
@@ -27,6 +28,19 @@ public:
         ++gemms;
         cpu_.gemm_fp32(w, x, y);
     }
+    void gemm_fp32_add(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, float alpha) const override {
+        ++gemms;
+        cpu_.gemm_fp32_add(w, x, y, alpha);
+    }
+    bool cholesky_lower(float* a, int n) const override {
+        ++factorisations;
+        return cpu_.cholesky_lower(a, n);
+    }
+    void invert_lower(float* l, int n) const override { cpu_.invert_lower(l, n); }
+    void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const override {
+        ++grams;
+        cpu_.gram_fp32(x, g);
+    }
     void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const override {
         ++linears;
         rows += long(x.rows);
@@ -34,7 +48,7 @@ public:
     }
     void dequantize(const LinearWeights& w, MatrixView<float> out) const override { cpu_.dequantize(w, out); }
 
-    mutable std::atomic<long> gemms{0}, linears{0}, rows{0};
+    mutable std::atomic<long> gemms{0}, grams{0}, factorisations{0}, linears{0}, rows{0};
 
 private:
     CpuBackend cpu_;
@@ -88,7 +102,8 @@ void check_formats(format_list<F...>) {
 
 BOOST_AUTO_TEST_CASE(handles_name_their_instruction_set) {
     BOOST_TEST(Backend{}.name() == "scalar");  // the default: the oracle
-    BOOST_TEST(Backend::cpu().name() == std::string(isa_name(best_isa())));
+    BOOST_TEST(Backend::cpu().name() == std::string(isa_name(best_isa())) + (blas::enabled() && best_isa() != Isa::scalar ? "+openblas" : ""));
+    BOOST_TEST(Backend::cpu(best_isa(), 0, false).name() == std::string(isa_name(best_isa())));
     BOOST_TEST(Backend::cpu(Isa::scalar, 2).threads() == 2);
     BOOST_CHECK_THROW(Backend::cpu(Isa::scalar, -1), InvalidArgument);
     BOOST_CHECK_THROW(Backend(std::shared_ptr<const BackendInterface>{}), InvalidArgument);
@@ -109,6 +124,54 @@ BOOST_AUTO_TEST_CASE(cpu_backend_products_equal_the_scalar_kernels_for_every_for
     BOOST_CHECK_THROW(Backend{}.linear(lw, MatrixView<const float>(bad.data(), 3, 63), MatrixView<float>(b.data(), 3, 12)), InvalidArgument);
 }
 
+// The BLAS under the CPU backend (runtime/blas.hpp): GEMM, GEMM-add and the Gram matrix agree with
+// the scalar oracle to rounding (bounded by float epsilon times sum |w x|), the Gram matrix is
+// exactly symmetric, results do not depend on the thread count, the scalar backend never uses it.
+BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
+    if (!blas::enabled() || best_isa() == Isa::scalar) {
+        BOOST_TEST_MESSAGE("SKIPPED: no BLAS linked (or QFORGE_BLAS=off, or no vector instruction set): qforge's own kernels only");
+        BOOST_TEST(!Backend::cpu(best_isa()).name().ends_with("+openblas"));
+        return;
+    }
+    BOOST_TEST(!Backend::cpu(Isa::scalar).name().ends_with("+openblas"));
+    BOOST_TEST(!Backend::cpu(best_isa(), 0, false).name().ends_with("+openblas"));
+    const int n = 37, rows = 53, cols = 301;
+    const auto w = gaussian(std::size_t(rows) * cols, 11), x = gaussian(std::size_t(n) * cols, 12), y0 = gaussian(std::size_t(n) * rows, 13);
+    const MatrixView<const float> wv(w.data(), rows, cols), xv(x.data(), n, cols);
+    std::vector<float> oracle(std::size_t(n) * rows), one(oracle.size()), two(oracle.size());
+    Backend{}.gemm_fp32(wv, xv, MatrixView<float>(oracle.data(), n, rows));
+    const Backend b1 = Backend::cpu(best_isa(), 1), b2 = Backend::cpu(best_isa(), 2);
+    BOOST_TEST(b2.name().ends_with("+openblas"));
+    b1.gemm_fp32(wv, xv, MatrixView<float>(one.data(), n, rows));
+    b2.gemm_fp32(wv, xv, MatrixView<float>(two.data(), n, rows));
+    BOOST_TEST(one == two);
+    const auto bound = [&](int t, int r) {  // |error| <= cols * eps * sum |w x|
+        double s = 0;
+        for (int c = 0; c < cols; ++c) s += std::fabs(double(w[std::size_t(r) * cols + c]) * x[std::size_t(t) * cols + c]);
+        return double(cols) * 1.2e-7 * s;
+    };
+    for (int t = 0; t < n; ++t)
+        for (int r = 0; r < rows; ++r) BOOST_TEST(std::fabs(double(two[std::size_t(t) * rows + r]) - oracle[std::size_t(t) * rows + r]) <= bound(t, r));
+    // Y += -0.5 X W^T
+    std::vector<float> acc = y0;
+    b2.gemm_fp32_add(wv, xv, MatrixView<float>(acc.data(), n, rows), -0.5f);
+    for (std::size_t i = 0; i < acc.size(); ++i) BOOST_TEST(std::fabs(double(acc[i]) - (y0[i] - 0.5 * oracle[i])) <= 1e-5 * (1 + std::fabs(y0[i])) + bound(int(i) / rows, int(i) % rows));
+    // X^T X: both triangles, symmetric, equal to the oracle's to rounding
+    std::vector<float> g_oracle(std::size_t(cols) * cols), g(g_oracle.size());
+    Backend{}.gram_fp32(xv, MatrixView<float>(g_oracle.data(), cols, cols));
+    b2.gram_fp32(xv, MatrixView<float>(g.data(), cols, cols));
+    for (int i = 0; i < cols; ++i)
+        for (int j = 0; j < cols; ++j) {
+            BOOST_TEST(g[std::size_t(i) * cols + j] == g[std::size_t(j) * cols + i]);
+            double s = 0;
+            for (int t = 0; t < n; ++t) s += std::fabs(double(x[std::size_t(t) * cols + i]) * x[std::size_t(t) * cols + j]);
+            BOOST_TEST(std::fabs(double(g[std::size_t(i) * cols + j]) - g_oracle[std::size_t(i) * cols + j]) <= n * 1.2e-7 * s);
+        }
+    std::vector<float> bad(5);
+    BOOST_CHECK_THROW(b2.gram_fp32(xv, MatrixView<float>(bad.data(), 1, 5)), InvalidArgument);
+    BOOST_CHECK_THROW(b2.gemm_fp32(wv, MatrixView<const float>(x.data(), n, cols - 1), MatrixView<float>(one.data(), n, rows)), InvalidArgument);
+}
+
 BOOST_AUTO_TEST_CASE(the_model_runs_every_product_on_its_backend) {
     const auto c = qtest::tiny_config(2);
     const auto w = qtest::random_llama(c, 5);
@@ -120,6 +183,7 @@ BOOST_AUTO_TEST_CASE(the_model_runs_every_product_on_its_backend) {
     BOOST_TEST(rec->linears == 7L * c.n_layers + 1);  // seven per block and the head, one batch each
     BOOST_TEST(rec->rows == 10L * (7 * c.n_layers + 1));
     BOOST_TEST(rec->gemms == 0L);  // FP32 layers go through linear, not around it
+    BOOST_TEST(rec->grams == 0L);
 }
 
 BOOST_AUTO_TEST_CASE(calibration_gptq_and_evaluation_run_on_the_given_backend) {
@@ -134,7 +198,8 @@ BOOST_AUTO_TEST_CASE(calibration_gptq_and_evaluation_run_on_the_given_backend) {
     const auto scheme = parse_scheme("gptq:w4g16a,act");
     const auto qa = llama::quantize_model(w, tokens, scheme, mine), qb = llama::quantize_model(w, tokens, scheme, cpu);
     BOOST_TEST(rec->linears > 0L);  // the calibration forward passes
-    BOOST_TEST(rec->gemms > 0L);    // X^T X and the Cholesky factorisations
+    BOOST_TEST(rec->grams > 0L);           // X^T X
+    BOOST_TEST(rec->factorisations > 0L);  // GPTQ's Cholesky factorisations
     llama::EvalOptions ea, eb;
     ea.context = eb.context = 16;
     ea.backend = Backend(rec);

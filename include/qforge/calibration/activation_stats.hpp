@@ -29,7 +29,7 @@ public:
     long count() const noexcept { return count_; }
     bool has_hessian() const noexcept { return with_hessian_; }
 
-    /// Adds n activations (rows of x, each `width` long); X^T X runs on `backend`.
+    /// Adds n activations (rows of x, each `width` long); X^T X runs on `backend` (gram_fp32).
     void add(MatrixView<const float> x, const Backend& backend = {}) {
         if (x.cols != width_)
             throw InvalidArgument("activation statistics: rows of " + std::to_string(x.cols) + " values, expected " +
@@ -47,12 +47,8 @@ public:
             }
         }
         if (with_hessian_ && x.rows > 0) {
-            // X^T X as a GEMM of X^T with itself: rows of X^T are channels over the batch's tokens.
-            std::vector<float> xt(width_ * x.rows), product(width_ * width_);
-            for (std::size_t t = 0; t < x.rows; ++t)
-                for (std::size_t j = 0; j < width_; ++j) xt[j * x.rows + t] = x(t, j);
-            const MatrixView<const float> xtv(xt.data(), width_, x.rows);
-            backend.gemm_fp32(xtv, xtv, MatrixView<float>(product.data(), width_, width_));
+            std::vector<float> product(width_ * width_);
+            backend.gram_fp32(x, MatrixView<float>(product.data(), width_, width_));
             for (std::size_t i = 0; i < product.size(); ++i) xtx_[i] += double(product[i]);
         }
         count_ += long(x.rows);

@@ -28,7 +28,8 @@
 /// `group` columns in the original order, so the result needs no reordering at all. Without
 /// act-order the two are the same thing.
 ///
-/// Rows are independent given H, so each thread runs the whole algorithm on a range of rows.
+/// Rows are independent given H: a block's in-block feedback is split over rows, and its lazy
+/// batch is one FP32 GEMM over all rows on the backend (a tuned BLAS on the CPU, runtime/blas.hpp).
 #include <algorithm>
 #include <numeric>
 #include <string>
@@ -145,60 +146,58 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
 
     QuantizedMatrix q(spec, rows, cols);
     const int groups = q.groups_per_row();
-    // per row: the in-block error feedback and its share of the lazy-batch GEMMs, about cols^2 / 2
-    // multiply-adds plus the block's; at least 8 rows, since each chunk transposes U's blocks anew
-    const std::size_t row_ops = C * (C / 2 + std::size_t(block));
-    parallel_for(std::size_t(rows), o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
-        const std::size_t R = r1 - r0;
-        std::vector<float> err(R * std::size_t(block)), ut, upd;
-        std::vector<char> have(R * std::size_t(groups), 0);
-        std::vector<GroupParams> params(R * std::size_t(groups));
-        std::vector<float> values;
-        const Fp32Functions& fns = o.backend.host_fp32();
-        for (int i1 = 0; i1 < cols; i1 += block) {
-            const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
-            for (std::size_t rr = 0; rr < R; ++rr) {
-                float* row = wk.data() + (r0 + rr) * C;
+    const std::size_t R = std::size_t(rows);
+    // U^T, so that the lazy batch's U[i1:i2, i2:] is a row-major view (rows of the product's W)
+    std::vector<float> ut(C * C);
+    constexpr std::size_t tile = 64;  // in tiles: a plain column-order write misses the cache on every element
+    for (std::size_t i0 = 0; i0 < C; i0 += tile)
+        for (std::size_t j0 = 0; j0 < C; j0 += tile)
+            for (std::size_t i = i0; i < std::min(C, i0 + tile); ++i)
+                for (std::size_t j = j0; j < std::min(C, j0 + tile); ++j) ut[j * C + i] = u[i * C + j];
+    std::vector<float> err(R * std::size_t(block));
+    std::vector<char> have(R * std::size_t(groups), 0);
+    std::vector<GroupParams> params(R * std::size_t(groups));
+    const Fp32Functions& fns = o.backend.host_fp32();
+    for (int i1 = 0; i1 < cols; i1 += block) {
+        const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
+        // the block's columns, row by row: each row's in-block error feedback, about bs^2 / 2
+        // multiply-adds plus a grid per group that starts here
+        parallel_for(R, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
+            std::vector<float> values;
+            for (std::size_t r = r0; r < r1; ++r) {
+                float* row = wk.data() + r * C;
                 for (int k = i1; k < i2; ++k) {
                     const int grp = group_of[std::size_t(k)];
-                    GroupParams& p = params[rr * std::size_t(groups) + std::size_t(grp)];
-                    if (!have[rr * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
+                    GroupParams& p = params[r * std::size_t(groups) + std::size_t(grp)];
+                    if (!have[r * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
                         values.clear();
                         for (const int j : members[std::size_t(grp)]) values.push_back(row[j]);
                         p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
-                        have[rr * std::size_t(groups) + std::size_t(grp)] = 1;
+                        have[r * std::size_t(groups) + std::size_t(grp)] = 1;
                     }
                     const std::uint8_t code = quantize_value(row[k], p, spec);
-                    q.codes[(r0 + rr) * C + std::size_t(k)] = code;
+                    q.codes[r * C + std::size_t(k)] = code;
                     const float e = (row[k] - dequantize_value(code, p, spec)) / u[std::size_t(k) * C + std::size_t(k)];
-                    err[rr * std::size_t(block) + std::size_t(k - i1)] = e;
+                    err[r * std::size_t(block) + std::size_t(k - i1)] = e;
                     fns.axpy(-e, u.data() + std::size_t(k) * C + std::size_t(k + 1), row + k + 1, i2 - k - 1);
                 }
-                if (i1 + bs == cols) {  // the row is done: its grids
-                    for (int grp = 0; grp < groups; ++grp) {
-                        const GroupParams& p = params[rr * std::size_t(groups) + std::size_t(grp)];
-                        const std::size_t idx = q.group_index(int(r0 + rr), grp);
-                        q.scales[idx] = p.scale;
-                        if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(p.zero);
-                        if (spec.zero == ZeroPoint::float_min) q.mins[idx] = p.min;
-                    }
-                }
             }
-            if (i2 == cols) break;
-            // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], as one GEMM (rows of U^T against rows of E)
-            const int rest = cols - i2;
-            ut.resize(std::size_t(rest) * std::size_t(bs));
-            for (int j = 0; j < rest; ++j)
-                for (int k = 0; k < bs; ++k) ut[std::size_t(j) * std::size_t(bs) + std::size_t(k)] = u[std::size_t(i1 + k) * C + std::size_t(i2 + j)];
-            upd.resize(R * std::size_t(rest));
-            fns.gemm_rows(ut.data(), std::size_t(bs), err.data(), std::size_t(block), int(R), bs, 0, rest, upd.data(), std::size_t(rest));
-            for (std::size_t rr = 0; rr < R; ++rr) {
-                float* row = wk.data() + (r0 + rr) * C + std::size_t(i2);
-                const float* d = upd.data() + rr * std::size_t(rest);
-                for (int j = 0; j < rest; ++j) row[j] -= d[j];
-            }
+        }, std::max<std::size_t>(1, grain_for(std::size_t(bs) * std::size_t(bs) / 2 + C)));
+        if (i2 == cols) break;
+        // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one GEMM over all rows (the backend's)
+        const std::size_t rest = std::size_t(cols - i2);
+        o.backend.gemm_fp32_add(MatrixView<const float>(ut.data() + std::size_t(i2) * C + std::size_t(i1), rest, std::size_t(bs), C),
+                                MatrixView<const float>(err.data(), R, std::size_t(bs), std::size_t(block)),
+                                MatrixView<float>(wk.data() + std::size_t(i2), R, rest, C), -1.0f);
+    }
+    for (std::size_t r = 0; r < R; ++r)  // the grids
+        for (int grp = 0; grp < groups; ++grp) {
+            const GroupParams& p = params[r * std::size_t(groups) + std::size_t(grp)];
+            const std::size_t idx = q.group_index(int(r), grp);
+            q.scales[idx] = p.scale;
+            if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(p.zero);
+            if (spec.zero == ZeroPoint::float_min) q.mins[idx] = p.min;
         }
-    }, std::max<std::size_t>(8, grain_for(row_ops)));
 
     // back to the original column order unless the groups are runs of the processing order
     res.g_idx.assign(C, 0);

@@ -44,6 +44,7 @@ struct QuantizeSettings {
     ClipSearch clip_search{};   ///< shrink factors tried by `,clip` and AWQ's clip search
     int awq_grid = 20;          ///< AWQ: α in {0, 1/grid, ..., (grid-1)/grid}
     bool awq_clip = true;       ///< AWQ: search each group's clipping range after scaling
+    int awq_search_rows = 512;  ///< AWQ: output rows per layer the α search measures (0: all)
 };
 
 /// One quantized layer. Ŵ = the dequantized codes, column k holding original column

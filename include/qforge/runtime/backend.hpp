@@ -10,12 +10,15 @@
 /// device backend can run them where its buffers live: the weights a product reads are the
 /// backend's to keep (`prepare`), and host views go in and out.
 #include <memory>
+#include <vector>
 #include <string>
 #include <utility>
 
 #include "qforge/core/error.hpp"
 #include "qforge/core/view.hpp"
 #include "qforge/formats/linear_weights.hpp"
+#include "qforge/linalg/blocked.hpp"
+#include "qforge/runtime/blas.hpp"
 #include "qforge/runtime/dispatch.hpp"
 
 namespace qforge {
@@ -44,6 +47,19 @@ public:
     /// Y = X W^T in FP32: W is rows x cols, X is n x cols, Y is n x rows (Hessian accumulation
     /// X^T X, the Cholesky factorisation's blocks, FP32 layers).
     virtual void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const = 0;
+    /// Y += alpha X W^T in FP32, shapes as for `gemm_fp32` (GPTQ's lazy-batch updates). The
+    /// default computes X W^T with `gemm_fp32` into a temporary and adds it.
+    virtual void gemm_fp32_add(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, float alpha) const;
+    /// G = X^T X in FP32 (both triangles): X is n x cols, G is cols x cols (the calibration
+    /// Hessian's products, a SYRK). The default transposes X and calls `gemm_fp32`.
+    virtual void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const;
+    /// In place: the lower triangle of SPD `a` (n x n, row-major) becomes L with L L^T = A, the
+    /// strict upper triangle zeroed. False (a partly overwritten) when A is not positive
+    /// definite. The default is qforge's blocked factorisation on `gemm_fp32`.
+    virtual bool cholesky_lower(float* a, int n) const;
+    /// In place: lower-triangular L (n x n, non-zero diagonal) becomes L^{-1}. The default is
+    /// qforge's blocked inverse on `gemm_fp32`.
+    virtual void invert_lower(float* l, int n) const;
     /// Y = X W^T on any weights (packed formats never materialised as FP32).
     virtual void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const = 0;
     /// The weights as FP32, rows x cols, into `out` (contiguous rows).
@@ -69,28 +85,106 @@ inline std::unique_ptr<PreparedLinear> BackendInterface::prepare(const LinearWei
     return std::make_unique<detail::PointerPrepared>(*this, w);
 }
 
+namespace detail {
+inline void require_gram_shape(MatrixView<const float> x, MatrixView<float> g) {
+    if (g.rows != x.cols || g.cols != x.cols)
+        throw InvalidArgument("gram_fp32: X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", G must be " +
+                              std::to_string(x.cols) + " x " + std::to_string(x.cols) + ", is " + std::to_string(g.rows) + " x " +
+                              std::to_string(g.cols));
+}
+}  // namespace detail
+
+inline bool BackendInterface::cholesky_lower(float* a, int n) const {
+    return linalg::blocked::cholesky_lower(a, n, host_fp32(), threads(),
+                                           [this](MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) { gemm_fp32(w, x, y); });
+}
+inline void BackendInterface::invert_lower(float* l, int n) const {
+    linalg::blocked::invert_lower(l, n, [this](MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) { gemm_fp32(w, x, y); });
+}
+
+inline void BackendInterface::gemm_fp32_add(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, float alpha) const {
+    detail::require_gemm_shape(w, x, y);
+    std::vector<float> t(y.rows * y.cols);
+    gemm_fp32(w, x, MatrixView<float>(t.data(), y.rows, y.cols));
+    for (std::size_t i = 0; i < y.rows; ++i) {
+        float* yi = y.data + i * y.row_stride;
+        const float* ti = t.data() + i * y.cols;
+        for (std::size_t j = 0; j < y.cols; ++j) yi[j] += alpha * ti[j];
+    }
+}
+
+inline void BackendInterface::gram_fp32(MatrixView<const float> x, MatrixView<float> g) const {
+    detail::require_gram_shape(x, g);
+    if (x.rows == 0) {
+        for (std::size_t i = 0; i < g.rows; ++i)
+            for (std::size_t j = 0; j < g.cols; ++j) g(i, j) = 0.0f;
+        return;
+    }
+    // rows of X^T are channels over the batch's tokens: G = X^T (X^T)^T
+    std::vector<float> xt(x.cols * x.rows);
+    for (std::size_t t = 0; t < x.rows; ++t)
+        for (std::size_t j = 0; j < x.cols; ++j) xt[j * x.rows + t] = x(t, j);
+    const MatrixView<const float> xtv(xt.data(), x.cols, x.rows);
+    gemm_fp32(xtv, xtv, g);
+}
+
 /// The CPU backend: one instruction set of qforge::dispatch (scalar, avx2, avx512_vnni) and a
 /// thread count; packed products go through that set's row kernels, rows split over threads.
+/// FP32 GEMMs of at least `blas_min_rows` activations and Gram matrices go to the tuned BLAS
+/// (runtime/blas.hpp) when it is loaded, enabled and asked for; the scalar backend never uses
+/// it, so that it stays the oracle.
 class CpuBackend final : public BackendInterface {
 public:
+    /// Fewer activations than this go to qforge's own FP32 kernels (a decode step's GEMV reads
+    /// the weights once either way, and the BLAS's packing would cost more than it saves).
+    static constexpr std::size_t blas_min_rows = 4;
+
     /// Throws InvalidArgument when `isa` is not usable here (not compiled in, or not supported
     /// by this CPU) or `threads` is negative.
-    explicit CpuBackend(Isa isa, int threads = 0) : isa_(isa), threads_(threads), fp32_(fp32_functions(isa)) {
+    explicit CpuBackend(Isa isa, int threads = 0, bool use_blas = blas::enabled())
+        : isa_(isa), threads_(threads), blas_(use_blas && blas::enabled() && isa != Isa::scalar), fp32_(fp32_functions(isa)) {
         if (threads < 0) throw InvalidArgument("CPU backend: threads must be >= 0 (0 = all hardware threads), got " + std::to_string(threads));
     }
     Isa isa() const noexcept { return isa_; }
-    std::string name() const override { return std::string(isa_name(isa_)); }
+    /// Whether FP32 GEMM/SYRK run on the BLAS.
+    bool uses_blas() const noexcept { return blas_; }
+    std::string name() const override { return std::string(isa_name(isa_)) + (blas_ ? "+openblas" : ""); }
     int threads() const noexcept override { return threads_; }
     const Fp32Functions& host_fp32() const noexcept override { return fp32_; }
     void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const override {
+        if (blas_ && x.rows >= blas_min_rows) {
+            detail::require_gemm_shape(w, x, y);
+            blas::sgemm_nt(threads_, int(x.rows), int(w.rows), int(w.cols), 1.0f, x.data, x.row_stride, w.data, w.row_stride, 0.0f,
+                           y.data, y.row_stride);
+            return;
+        }
         qforge::gemm_fp32(w, x, y, isa_, threads_);
+    }
+    void gemm_fp32_add(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, float alpha) const override {
+        if (!blas_ || x.rows < blas_min_rows) return BackendInterface::gemm_fp32_add(w, x, y, alpha);
+        detail::require_gemm_shape(w, x, y);
+        blas::sgemm_nt(threads_, int(x.rows), int(w.rows), int(w.cols), alpha, x.data, x.row_stride, w.data, w.row_stride, 1.0f,
+                       y.data, y.row_stride);
+    }
+    bool cholesky_lower(float* a, int n) const override {
+        if (!blas_) return BackendInterface::cholesky_lower(a, n);
+        return blas::cholesky_lower(threads_, n, a);
+    }
+    void invert_lower(float* l, int n) const override {
+        if (!blas_) return BackendInterface::invert_lower(l, n);
+        blas::invert_lower(threads_, n, l);
+    }
+    void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const override {
+        if (!blas_) return BackendInterface::gram_fp32(x, g);
+        detail::require_gram_shape(x, g);
+        blas::gram(threads_, int(x.cols), int(x.rows), x.data, x.row_stride, g.data, g.row_stride);
     }
     void linear(const LinearWeights& weights, MatrixView<const float> x, MatrixView<float> y) const override {
         std::visit(
             [&](const auto& w) {
                 using T = std::decay_t<decltype(w)>;
                 if constexpr (std::is_same_v<T, Fp32Matrix>) {
-                    qforge::gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y, isa_, threads_);
+                    gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y);
                 } else if (x.rows == 1) {
                     gemv<format_of_packed<T>>(w, x.row(0), y.row(0), isa_, threads_);
                 } else {
@@ -118,6 +212,7 @@ public:
 private:
     Isa isa_;
     int threads_;
+    bool blas_;
     Fp32Functions fp32_;
 };
 
@@ -130,8 +225,11 @@ public:
         if (!impl_) throw InvalidArgument("Backend: no implementation");
     }
     /// The CPU with instruction set `isa` (default: the best usable one, capped by QFORGE_ISA)
-    /// and `threads` threads (0: all hardware threads).
-    static Backend cpu(Isa isa, int threads = 0) { return Backend(std::make_shared<const CpuBackend>(isa, threads)); }
+    /// and `threads` threads (0: all hardware threads); FP32 GEMM on the BLAS when there is one
+    /// (not for Isa::scalar, the oracle) unless `use_blas` is false.
+    static Backend cpu(Isa isa, int threads = 0, bool use_blas = true) {
+        return Backend(std::make_shared<const CpuBackend>(isa, threads, use_blas && blas::enabled()));
+    }
     static Backend cpu() { return cpu(best_isa(), 0); }
     /// The best CPU backend with `threads` threads.
     static Backend best_cpu(int threads) { return cpu(best_isa(), threads); }
@@ -140,6 +238,10 @@ public:
     int threads() const noexcept { return impl_->threads(); }
     const Fp32Functions& host_fp32() const noexcept { return impl_->host_fp32(); }
     void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) const { impl_->gemm_fp32(w, x, y); }
+    void gemm_fp32_add(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, float alpha) const {
+        impl_->gemm_fp32_add(w, x, y, alpha);
+    }
+    void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const { impl_->gram_fp32(x, g); }
     void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const { impl_->linear(w, x, y); }
     void dequantize(const LinearWeights& w, MatrixView<float> out) const { impl_->dequantize(w, out); }
     std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const { return impl_->prepare(w); }

@@ -151,13 +151,20 @@ inline Fp32Functions fp32_functions(Isa isa) {
     }
 }
 
-/// Y = X W^T on FP32 weights: W is rows x cols, X is n x cols, Y is n x rows; rows split over threads.
-inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, Isa isa,
-                      int threads = 0) {
+namespace detail {
+inline void require_gemm_shape(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y) {
     if (x.cols != w.cols || y.cols != w.rows || x.rows != y.rows)
         throw InvalidArgument("gemm_fp32: shape mismatch: W is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
                               ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y is " +
                               std::to_string(y.rows) + " x " + std::to_string(y.cols));
+}
+}  // namespace detail
+
+/// Y = X W^T on FP32 weights with qforge's own kernels: W is rows x cols, X is n x cols, Y is
+/// n x rows; rows split over threads. (Backend::gemm_fp32 may use a tuned BLAS instead.)
+inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, MatrixView<float> y, Isa isa,
+                      int threads = 0) {
+    detail::require_gemm_shape(w, x, y);
     const auto fns = fp32_functions(isa);
     // a vectorised FP32 multiply-add costs about a quarter of a packed one
     const std::size_t row_ops = w.cols * x.rows / (isa == Isa::scalar ? 1 : 4);
