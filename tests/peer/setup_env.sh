@@ -26,10 +26,16 @@ python3 -m venv "$venv"
 echo "building llama-cpp-python 0.3.36 (llama.cpp from source) into $venv"
 # Without AMX: ggml's native build uses AMX tiles wherever the CPU lists them, and in this
 # project's VMs (Xeon model 207) the kernel does not grant them, so its Q4_1 matmul died on
-# SIGILL (tileloadd). Explicit -mno-amx-* flags win over -march=native in GCC.
+# SIGILL (tileloadd). Explicit -mno-amx-* flags win over -march=native in GCC. --no-cache-dir:
+# pip keeps the wheels it builds from source and reuses one for the same sdist whatever
+# CMAKE_ARGS say, so the AMX build made before these flags kept coming back (CI, 2026-12-01).
 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'" \
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
 "$venv/bin/python" -c "import gguf, numpy, tokenizers, llama_cpp"
+if "$venv/bin/python" -c "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())" | grep -q "AMX"; then
+  echo "llama-cpp-python was built with AMX (its Q4_1 matmul dies on SIGILL in these VMs): see the comment above" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
 echo "peer environment made in $((SECONDS - start)) s: $venv"
