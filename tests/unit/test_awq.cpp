@@ -1,7 +1,8 @@
 #define BOOST_TEST_MODULE awq
 // AWQ: folding scales leaves the FP32 model unchanged; α = 0 without clipping is RTN exactly; on a
 // layer with planted salient input channels AWQ's output error is at most 0.8x RTN's; the clip
-// search never does worse than no clipping; the α search on a row sample sums what it says it does; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
+// search never does worse than no clipping and picks each group's least error (against a plain
+// reference); the α search on a row sample sums what it says it does; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
 // weighting moves error away from the targeted neurons.
 #include <cmath>
 #include <random>
@@ -176,6 +177,56 @@ BOOST_AUTO_TEST_CASE(planted_salient_channels) {
         // the clip search chooses per group by output error: never worse than plain ranges
         const auto clipped = dequantized(awq_clip_quantize(w, l.h, spec, o));
         BOOST_TEST(output_error(l, clipped) <= e_rtn * (1 + 1e-9));
+    }
+}
+
+// The clip search against a plain reference: for every row and group, every shrink's error
+// d H_gg d^T summed in double, one loop per element. The chosen group's error equals the
+// reference's minimum to float rounding, on the BLAS-backed backend and on the scalar one, for a
+// group length that cuts the rows unevenly (the last group of 20) and a row count that is not a
+// multiple of the 32-row blocks.
+BOOST_AUTO_TEST_CASE(clip_search_chooses_each_groups_least_error) {
+    Layer l = planted(16, 57);
+    l.rows = 45;
+    l.w.resize(std::size_t(l.rows * l.cols));
+    const QuantSpec spec = parse_scheme("rtn:w3g36a").spec;  // 128 = 3 x 36 + 20
+    const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+    const auto group_error = [&](int r, int c0, int n, const std::vector<float>& w_hat) {
+        double e = 0;
+        for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j)
+                e += double(l.w[std::size_t(r * l.cols + c0 + i)] - w_hat[std::size_t(i)]) * l.h[std::size_t((c0 + i) * l.cols + c0 + j)] *
+                     double(l.w[std::size_t(r * l.cols + c0 + j)] - w_hat[std::size_t(j)]);
+        return e;
+    };
+    for (const Backend& backend : {Backend::cpu(best_isa(), 2), Backend::cpu(Isa::scalar, 1)}) {
+        AwqOptions o;
+        o.backend = backend;
+        const auto chosen = dequantized(awq_clip_quantize(w, l.h, spec, o));
+        int checked = 0, clipped = 0;
+        for (int r = 0; r < l.rows; ++r)
+            for (int c0 = 0; c0 < l.cols; c0 += 36) {
+                const int n = std::min(36, l.cols - c0);
+                const std::span<const float> values(l.w.data() + r * l.cols + c0, std::size_t(n));
+                double least = INFINITY;
+                for (int k = 0; k <= o.clip_search.grid; ++k) {
+                    const auto p = find_group_params(values, spec, 1.0f - o.clip_search.max_shrink * float(k) / float(o.clip_search.grid));
+                    std::vector<float> w_hat(static_cast<std::size_t>(n));
+                    for (int j = 0; j < n; ++j) w_hat[std::size_t(j)] = dequantize_value(quantize_value(values[std::size_t(j)], p, spec), p, spec);
+                    least = std::min(least, group_error(r, c0, n, w_hat));
+                }
+                const std::vector<float> got(chosen.begin() + r * l.cols + c0, chosen.begin() + r * l.cols + c0 + n);
+                const double e = group_error(r, c0, n, got);
+                BOOST_TEST(e <= least * (1 + 1e-4) + 1e-12, backend.name() << " row " << r << " group at " << c0 << ": " << e << " vs " << least);
+                ++checked;
+                std::vector<float> plain(static_cast<std::size_t>(n));
+                const auto p0 = find_group_params(values, spec);
+                for (int j = 0; j < n; ++j) plain[std::size_t(j)] = dequantize_value(quantize_value(values[std::size_t(j)], p0, spec), p0, spec);
+                clipped += got != plain;
+            }
+        BOOST_TEST(checked == l.rows * 4);
+        BOOST_TEST_MESSAGE(backend.name() << ": " << clipped << " of " << checked << " groups clipped");
+        BOOST_TEST(clipped > 0);  // the search did choose something other than the plain range
     }
 }
 

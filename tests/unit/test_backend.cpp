@@ -135,7 +135,8 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
     }
     BOOST_TEST(!Backend::cpu(Isa::scalar).name().ends_with("+openblas"));
     BOOST_TEST(!Backend::cpu(best_isa(), 0, false).name().ends_with("+openblas"));
-    const int n = 37, rows = 53, cols = 301;
+    // rows (C's wider side here) and cols span several of the BLAS path's tiles (64 and 128 wide)
+    const int n = 37, rows = 600, cols = 301;
     const auto w = gaussian(std::size_t(rows) * cols, 11), x = gaussian(std::size_t(n) * cols, 12), y0 = gaussian(std::size_t(n) * rows, 13);
     const MatrixView<const float> wv(w.data(), rows, cols), xv(x.data(), n, cols);
     std::vector<float> oracle(std::size_t(n) * rows), one(oracle.size()), two(oracle.size());
@@ -145,6 +146,15 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
     b1.gemm_fp32(wv, xv, MatrixView<float>(one.data(), n, rows));
     b2.gemm_fp32(wv, xv, MatrixView<float>(two.data(), n, rows));
     BOOST_TEST(one == two);
+    {  // cut along the tokens instead (more tokens than weight rows): the same bits at 1 and 3 threads
+        const int tokens = 700, out = 40;
+        const auto xt = gaussian(std::size_t(tokens) * cols, 14);
+        std::vector<float> t1(std::size_t(tokens) * out), t3(t1.size());
+        const MatrixView<const float> w40(w.data(), out, cols), xtv(xt.data(), tokens, cols);
+        b1.gemm_fp32(w40, xtv, MatrixView<float>(t1.data(), tokens, out));
+        Backend::cpu(best_isa(), 3).gemm_fp32(w40, xtv, MatrixView<float>(t3.data(), tokens, out));
+        BOOST_TEST(t1 == t3);
+    }
     const auto bound = [&](int t, int r) {  // |error| <= cols * eps * sum |w x|
         double s = 0;
         for (int c = 0; c < cols; ++c) s += std::fabs(double(w[std::size_t(r) * cols + c]) * x[std::size_t(t) * cols + c]);
@@ -160,6 +170,11 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
     std::vector<float> g_oracle(std::size_t(cols) * cols), g(g_oracle.size());
     Backend{}.gram_fp32(xv, MatrixView<float>(g_oracle.data(), cols, cols));
     b2.gram_fp32(xv, MatrixView<float>(g.data(), cols, cols));
+    {
+        std::vector<float> g1(g.size());
+        b1.gram_fp32(xv, MatrixView<float>(g1.data(), cols, cols));
+        BOOST_TEST(g1 == g);
+    }
     for (int i = 0; i < cols; ++i)
         for (int j = 0; j < cols; ++j) {
             BOOST_TEST(g[std::size_t(i) * cols + j] == g[std::size_t(j) * cols + i]);

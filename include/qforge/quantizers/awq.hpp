@@ -178,44 +178,64 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
 }
 
 /// RTN whose every (row, group) range is shrunk by the factor (clip search grid) that minimises
-/// that group's own output error d_g H_gg d_g^T (H restricted to the group's inputs).
+/// that group's own output error d_g H_gg d_g^T (H restricted to the group's inputs; the first
+/// smallest shrink wins ties; a group whose errors are all NaN keeps its plain range).
+///
+/// The errors of a block of rows, for every shrink, are one FP32 product on the backend:
+/// D (block rows x shrinks, g) times H_gg, then a dot per row. Blocks are fixed row ranges, so the
+/// result does not depend on the thread count.
 inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::vector<float>& h, const QuantSpec& spec, const AwqOptions& o) {
     spec.validate();
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols);
+    if (h.size() != C * C) throw InvalidArgument("AWQ clip search: the Hessian does not match the layer's inputs");
     QuantizedMatrix q(spec, rows, cols);
     const int g = spec.group_length(cols), groups = q.groups_per_row();
+    const int shrinks = o.clip_search.grid + 1;
     const Fp32Functions& fns = o.backend.host_fp32();
-    // per group and shrink tried: d^T H_gg d, g x g multiply-adds
-    const std::size_t row_ops = std::size_t(cols) * std::size_t(g) * std::size_t(o.clip_search.grid + 1);
-    parallel_for(std::size_t(rows), o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
-        std::vector<float> d(static_cast<std::size_t>(g)), hd(static_cast<std::size_t>(g));
-        for (std::size_t r = r0; r < r1; ++r) {
-            const auto row = w.row(r);
+    const auto shrink_of = [&](int k) { return 1.0f - o.clip_search.max_shrink * float(k) / float(o.clip_search.grid); };
+    constexpr std::size_t block_rows = 32;  // D of 32 x 21 rows: a product large enough for the BLAS
+    const std::size_t blocks = (std::size_t(rows) + block_rows - 1) / block_rows;
+    const std::size_t block_ops = block_rows * C * std::size_t(g) * std::size_t(shrinks);
+    parallel_for(blocks, o.backend.threads(), [&](std::size_t b0, std::size_t b1) {
+        std::vector<float> d(block_rows * std::size_t(shrinks) * std::size_t(g)), hd(d.size());
+        for (std::size_t b = b0; b < b1; ++b) {
+            const std::size_t r0 = b * block_rows, nr = std::min(block_rows, std::size_t(rows) - r0);
             for (int gi = 0; gi < groups; ++gi) {
                 const int c0 = gi * g, n = std::min(cols, c0 + g) - c0;
-                const auto values = row.subspan(std::size_t(c0), std::size_t(n));
-                GroupParams best = find_group_params(values, spec);
-                double best_e = INFINITY;
-                for (int k = 0; k <= o.clip_search.grid; ++k) {
-                    const float shrink = 1.0f - o.clip_search.max_shrink * float(k) / float(o.clip_search.grid);
-                    const GroupParams p = find_group_params(values, spec, shrink);
-                    for (int j = 0; j < n; ++j) d[std::size_t(j)] = values[std::size_t(j)] - dequantize_value(quantize_value(values[std::size_t(j)], p, spec), p, spec);
-                    for (int j = 0; j < n; ++j) hd[std::size_t(j)] = fns.dot(h.data() + std::size_t(c0 + j) * C + std::size_t(c0), d.data(), n);
-                    const double e = fns.dot(d.data(), hd.data(), n);
-                    if (e < best_e) {
-                        best_e = e;
-                        best = p;
+                const std::size_t N = std::size_t(n);
+                for (std::size_t i = 0; i < nr; ++i) {
+                    const auto values = w.row(r0 + i).subspan(std::size_t(c0), N);
+                    for (int k = 0; k < shrinks; ++k) {
+                        const GroupParams p = find_group_params(values, spec, shrink_of(k));
+                        float* dk = d.data() + (i * std::size_t(shrinks) + std::size_t(k)) * N;
+                        for (std::size_t j = 0; j < N; ++j) dk[j] = values[j] - dequantize_value(quantize_value(values[j], p, spec), p, spec);
                     }
                 }
-                const std::size_t idx = q.group_index(int(r), gi);
-                q.scales[idx] = best.scale;
-                if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(best.zero);
-                if (spec.zero == ZeroPoint::float_min) q.mins[idx] = best.min;
-                for (int j = 0; j < n; ++j) q.codes[r * C + std::size_t(c0 + j)] = quantize_value(values[std::size_t(j)], best, spec);
+                const std::size_t m = nr * std::size_t(shrinks);
+                // HD = D H_gg^T (= D H_gg: H is symmetric), H_gg read in place with H's row stride
+                o.backend.gemm_fp32(MatrixView<const float>(h.data() + std::size_t(c0) * C + std::size_t(c0), N, N, C),
+                                    MatrixView<const float>(d.data(), m, N), MatrixView<float>(hd.data(), m, N));
+                for (std::size_t i = 0; i < nr; ++i) {
+                    const std::size_t r = r0 + i;
+                    const auto values = w.row(r).subspan(std::size_t(c0), N);
+                    int best_k = -1;
+                    double best_e = INFINITY;
+                    for (int k = 0; k < shrinks; ++k) {
+                        const std::size_t at = (i * std::size_t(shrinks) + std::size_t(k)) * N;
+                        const double e = fns.dot(d.data() + at, hd.data() + at, n);
+                        if (e < best_e) best_e = e, best_k = k;
+                    }
+                    const GroupParams best = best_k < 0 ? find_group_params(values, spec) : find_group_params(values, spec, shrink_of(best_k));
+                    const std::size_t idx = q.group_index(int(r), gi);
+                    q.scales[idx] = best.scale;
+                    if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(best.zero);
+                    if (spec.zero == ZeroPoint::float_min) q.mins[idx] = best.min;
+                    for (std::size_t j = 0; j < N; ++j) q.codes[r * C + std::size_t(c0) + j] = quantize_value(values[j], best, spec);
+                }
             }
         }
-    }, grain_for(row_ops));
+    }, grain_for(block_ops));
     return q;
 }
 

@@ -58,14 +58,23 @@ inline bool enabled() {
 std::string name();
 
 /// C = alpha A B^T + beta C, row-major: A is m x k (row stride lda), B is n x k (ldb), C is
-/// m x n (ldc). `threads` BLAS threads (0: all hardware threads; 1 inside a qforge pool chunk).
+/// m x n (ldc). The larger side of C is cut into tiles fixed by the shape, each one
+/// single-threaded OpenBLAS product, spread over `threads` threads of qforge's own pool (0: all
+/// hardware threads; inline inside a pool chunk): one pool on the cores, and the same bits at
+/// any thread count.
 void sgemm_nt(int threads, int m, int n, int k, float alpha, const float* a, std::size_t lda, const float* b,
               std::size_t ldb, float beta, float* c, std::size_t ldc);
 
-/// C = A^T A (n x n, both triangles written), row-major A of k rows x n columns (row stride lda).
+/// The same product on OpenBLAS's own threads (serialised, then set back to one): the
+/// benchmarks' baseline for "the same run's sgemm rate".
+void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float* a, std::size_t lda, const float* b,
+                     std::size_t ldb, float beta, float* c, std::size_t ldc);
+
+/// C = A^T A (n x n, both triangles written), row-major A of k rows x n columns (row stride lda):
+/// the lower triangle's square tiles spread over qforge's pool as in sgemm_nt.
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc);
 
-/// LAPACK's spotrf on row-major n x n `a`: its lower triangle becomes L (L L^T = A), the strict
+/// LAPACK's spotrf on row-major n x n `a` (on OpenBLAS's threads, serialised; one inside a chunk): its lower triangle becomes L (L L^T = A), the strict
 /// upper triangle zeroed. False when A is not positive definite.
 bool cholesky_lower(int threads, int n, float* a);
 /// LAPACK's strtri on row-major lower-triangular `l` (n x n): L becomes L^{-1}.
@@ -74,6 +83,10 @@ void invert_lower(int threads, int n, float* l);
 // Without a BLAS nothing calls these (enabled() is false); defined so that callers compile.
 inline std::string name() { return {}; }
 inline void sgemm_nt(int, int, int, int, float, const float*, std::size_t, const float*, std::size_t, float, float*, std::size_t) {
+    std::abort();
+}
+inline void sgemm_nt_native(int, int, int, int, float, const float*, std::size_t, const float*, std::size_t, float, float*,
+                            std::size_t) {
     std::abort();
 }
 inline void gram(int, int, int, const float*, std::size_t, float*, std::size_t) { std::abort(); }

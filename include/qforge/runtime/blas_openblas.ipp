@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qforge/core/parallel.hpp"
 #include "qforge/runtime/blas.hpp"
@@ -68,6 +70,7 @@ Library load() {
     sym(lib.get_config, "openblas_get_config");
     sym(lib.get_corename, "openblas_get_corename");
     lib.loaded = lib.problem.empty();
+    if (lib.loaded) lib.set_num_threads(1);
     return lib;
 }
 
@@ -76,23 +79,32 @@ const Library& library() {
     return lib;
 }
 
-// OpenBLAS's thread count is process-wide; it is set only when a call asks for another one, and
-// calls are serialised so that two callers cannot change it under each other's product.
-std::mutex& call_mutex() {
+// OpenBLAS runs single-threaded (set once, at load) and qforge's own pool hands out the tiles:
+// two thread pools on the same cores (OpenBLAS's spin-waiting between calls, qforge's between
+// chunks) cost 17% of a whole-model GPTQ run here in scheduler time. Tiles are fixed by the
+// shape alone and each is one single-threaded product, so results do not depend on the thread
+// count.
+int tile_for(int extent) { return std::max(64, (extent / 16 + 15) / 16 * 16); }
+
+// The serialised, OpenBLAS-threaded product: only the benchmark's baseline uses it.
+std::mutex& native_mutex() {
     static std::mutex m;
     return m;
 }
-int current_threads = -1;
 
-int effective_threads(int threads) {
-    if (qforge::detail::ThreadPool::in_pool()) return 1;  // inside a qforge chunk the other threads are busy already
-    return threads > 0 ? threads : default_threads();
-}
-void use_threads(const Library& lib, int n) {
-    if (n != current_threads) {
-        lib.set_num_threads(n);
-        current_threads = n;
+// LAPACK's factorisations are recursive and not cut into independent tiles: they run on
+// OpenBLAS's threads (under a lock, set back to one thread after) unless inside a qforge chunk.
+template <class Fn>
+void with_native_threads(const Library& lib, int threads, Fn&& fn) {
+    const int t = qforge::detail::ThreadPool::in_pool() ? 1 : (threads > 0 ? threads : default_threads());
+    if (t == 1) {
+        fn();
+        return;
     }
+    const std::lock_guard<std::mutex> lock(native_mutex());
+    lib.set_num_threads(t);
+    fn();
+    lib.set_num_threads(1);
 }
 
 // The upper triangle from the lower, in tiles so both sides stay in cache.
@@ -122,28 +134,57 @@ void sgemm_nt(int threads, int m, int n, int k, float alpha, const float* a, std
               float beta, float* c, std::size_t ldc) {
     if (m == 0 || n == 0) return;
     const Library& lib = library();
-    const int t = effective_threads(threads);
-    const std::lock_guard<std::mutex> lock(call_mutex());
-    use_threads(lib, t);
-    lib.sgemm(row_major, no_trans, trans, m, n, k, alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+    // cut the larger of C's two sides into tiles; each tile reads all of the other operand
+    const bool by_rows = m >= n;
+    const int extent = by_rows ? m : n, tile = tile_for(extent);
+    const std::size_t tiles = std::size_t((extent + tile - 1) / tile);
+    const std::size_t work = std::size_t(tile) * std::size_t(by_rows ? n : m) * std::size_t(std::max(k, 1));
+    parallel_for(
+        tiles, threads,
+        [&](std::size_t t0, std::size_t t1) {
+            for (std::size_t t = t0; t < t1; ++t) {
+                const int i0 = int(t) * tile, len = std::min(tile, extent - i0);
+                if (by_rows)
+                    lib.sgemm(row_major, no_trans, trans, len, n, k, alpha, a + std::size_t(i0) * lda, int(lda), b, int(ldb), beta,
+                              c + std::size_t(i0) * ldc, int(ldc));
+                else
+                    lib.sgemm(row_major, no_trans, trans, m, len, k, alpha, a, int(lda), b + std::size_t(i0) * ldb, int(ldb), beta,
+                              c + std::size_t(i0), int(ldc));
+            }
+        },
+        grain_for(work));
+}
+
+void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float* a, std::size_t lda, const float* b,
+                     std::size_t ldb, float beta, float* c, std::size_t ldc) {
+    if (m == 0 || n == 0) return;
+    const Library& lib = library();
+    with_native_threads(lib, threads, [&] { lib.sgemm(row_major, no_trans, trans, m, n, k, alpha, a, int(lda), b, int(ldb), beta, c, int(ldc)); });
 }
 
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc) {
     if (n == 0) return;
     const Library& lib = library();
-    const int t = effective_threads(threads);
-    // the lower triangle as square tiles of A^T A, each one sgemm: OpenBLAS's ssyrk ran at 40% of
-    // its sgemm rate here, the tiles (about 5/8 of the full product's FLOPs) at its full rate
-    const int tile = std::max(256, (n / 8 + 63) / 64 * 64);
-    const std::lock_guard<std::mutex> lock(call_mutex());
-    use_threads(lib, t);
-    for (int i0 = 0; i0 < n; i0 += tile)
-        for (int j0 = 0; j0 <= i0; j0 += tile) {
-            const int mi = std::min(tile, n - i0), nj = std::min(tile, n - j0);
-            // C[i0:, j0:] = A[:, i0:]^T A[:, j0:]; row-major A^T is A read transposed
-            lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), 0.0f,
-                      c + std::size_t(i0) * ldc + std::size_t(j0), int(ldc));
-        }
+    // the lower triangle as square tiles of A^T A, each one single-threaded sgemm: OpenBLAS's
+    // ssyrk ran at 40% of its sgemm rate here, the tiles (about 5/8 of the full product's FLOPs)
+    // at its full rate
+    const int tile = std::max(128, (n / 8 + 63) / 64 * 64);
+    const int nt = (n + tile - 1) / tile;
+    std::vector<std::pair<int, int>> blocks;  // (i0, j0), j0 <= i0
+    for (int i = 0; i < nt; ++i)
+        for (int j = 0; j <= i; ++j) blocks.emplace_back(i * tile, j * tile);
+    parallel_for(
+        blocks.size(), threads,
+        [&](std::size_t b0, std::size_t b1) {
+            for (std::size_t bi = b0; bi < b1; ++bi) {
+                const auto [i0, j0] = blocks[bi];
+                const int mi = std::min(tile, n - i0), nj = std::min(tile, n - j0);
+                // C[i0:, j0:] = A[:, i0:]^T A[:, j0:]; row-major A^T is A read transposed
+                lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), 0.0f,
+                          c + std::size_t(i0) * ldc + std::size_t(j0), int(ldc));
+            }
+        },
+        grain_for(std::size_t(tile) * std::size_t(tile) * std::size_t(std::max(k, 1))));
     mirror_lower(n, c, ldc);
 }
 
@@ -152,11 +193,7 @@ bool cholesky_lower(int threads, int n, float* a) {
     if (n == 0) return true;
     const Library& lib = library();
     int info = 0;
-    {
-        const std::lock_guard<std::mutex> lock(call_mutex());
-        use_threads(lib, effective_threads(threads));
-        lib.spotrf("U", &n, a, &n, &info, 1);
-    }
+    with_native_threads(lib, threads, [&] { lib.spotrf("U", &n, a, &n, &info, 1); });
     if (info != 0) return false;
     for (int i = 0; i < n; ++i)
         for (int j = i + 1; j < n; ++j) a[std::size_t(i) * std::size_t(n) + std::size_t(j)] = 0.0f;
@@ -167,9 +204,7 @@ void invert_lower(int threads, int n, float* l) {
     if (n == 0) return;
     const Library& lib = library();
     int info = 0;
-    const std::lock_guard<std::mutex> lock(call_mutex());
-    use_threads(lib, effective_threads(threads));
-    lib.strtri("U", "N", &n, l, &n, &info, 1, 1);  // info > 0: a zero diagonal, excluded by the contract
+    with_native_threads(lib, threads, [&] { lib.strtri("U", "N", &n, l, &n, &info, 1, 1); });  // info > 0: a zero diagonal, excluded by the contract
 }
 
 }  // namespace qforge::blas
