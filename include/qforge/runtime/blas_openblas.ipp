@@ -84,7 +84,7 @@ const Library& library() {
 // chunks) cost 17% of a whole-model GPTQ run here in scheduler time. Tiles are fixed by the
 // shape alone and each is one single-threaded product, so results do not depend on the thread
 // count.
-int tile_for(int extent) { return std::max(64, (extent / 16 + 15) / 16 * 16); }
+int tile_for(int extent) { return std::max(128, (extent / 8 + 15) / 16 * 16); }
 
 // The serialised, OpenBLAS-threaded product: only the benchmark's baseline uses it.
 std::mutex& native_mutex() {
