@@ -57,13 +57,11 @@ std::string stored_format(const qforge::llama::Weights& w) {
     for (auto& ch : best) ch = char(std::toupper(static_cast<unsigned char>(ch)));
     return best;
 }
-/// The model as `--kernels fp32` runs it: every linear layer as its FP32 values, the output head
-/// included (a GGUF's Q8_0 head would otherwise run on the integer kernels, 8-bit activations and
-/// all, and be a third of the evaluation's time: its 49152 rows are re-read for every token).
-qforge::llama::Weights fp32_model(const qforge::llama::Weights& w) {
-    auto out = qforge::llama::dequantized_weights(w);
-    if (!std::holds_alternative<qforge::Fp32Matrix>(out.output.weights())) out.output = qforge::llama::dequantized_linear(out.output);
-    return out;
+/// `--kernels fp32` runs the output head as its FP32 values too: a GGUF's Q8_0 head would
+/// otherwise run on the integer kernels, 8-bit activations and all, and be a third of the
+/// evaluation's time (its 49152 rows are re-read for every token).
+void head_as_fp32(qforge::llama::Weights& w) {
+    if (!std::holds_alternative<qforge::Fp32Matrix>(w.output.weights())) w.output = qforge::llama::dequantized_linear(w.output);
 }
 
 int run(const EvalCliOptions& opt) {
@@ -174,8 +172,10 @@ int run(const EvalCliOptions& opt) {
                 awq.method = std::string(qforge::method_of(scheme).untargeted);
                 twq_pairs.push_back({target, qforge::to_string(awq), rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
-                    if (!packed)
-                        x->weights = fp32_model(x->weights);
+                    if (!packed) {
+                        x->weights = qforge::llama::dequantized_weights(x->weights);
+                        head_as_fp32(x->weights);
+                    }
                     rows.push_back(std::move(*x));
                 }
             }
@@ -188,11 +188,13 @@ int run(const EvalCliOptions& opt) {
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
-        if (!packed)
-            r.weights = fp32_model(r.weights);
+        if (!packed) {
+            r.weights = qforge::llama::dequantized_weights(r.weights);
+            head_as_fp32(r.weights);
+        }
         rows.push_back(std::move(r));
     }
-    if (!packed) reference.weights = fp32_model(reference.weights);
+    if (!packed) head_as_fp32(reference.weights);  // its blocks are FP32 already
 
     qforge::llama::EvalOptions o;
     o.context = context_or_default(opt.context, stored.config.seq_len);

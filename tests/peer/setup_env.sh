@@ -25,8 +25,8 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$src/tests/peer/requirements.txt"
 echo "building llama-cpp-python 0.3.36 (llama.cpp from source) into $venv"
 # Without AMX: ggml's native build uses AMX tiles wherever the CPU lists them, and in this
-# project's VMs (Xeon model 207) the kernel does not grant them, so its Q4_1 matmul died on
-# SIGILL (tileloadd). Explicit -mno-amx-* flags win over -march=native in GCC. --no-cache-dir:
+# project's VMs (Xeon model 207) its Q4_1 matmul died on SIGILL there (why is not known: AMX tile
+# loads after arch_prctl(ARCH_REQ_XCOMP_PERM) do run in a test program on the same VM). Explicit -mno-amx-* flags win over -march=native in GCC. --no-cache-dir:
 # pip keeps the wheels it builds from source and reuses one for the same sdist whatever
 # CMAKE_ARGS say, so the AMX build made before these flags kept coming back (CI, 2026-12-01).
 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \

@@ -74,8 +74,9 @@ void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float*
 /// the lower triangle's square tiles spread over qforge's pool as in sgemm_nt.
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc);
 
-/// LAPACK's spotrf on row-major n x n `a` (on OpenBLAS's threads, serialised; one inside a chunk): its lower triangle becomes L (L L^T = A), the strict
-/// upper triangle zeroed. False when A is not positive definite.
+/// LAPACK's spotrf on row-major n x n `a` (on OpenBLAS's threads, serialised; one inside a
+/// chunk): its lower triangle becomes L (L L^T = A), the strict upper triangle zeroed. False when
+/// A is not positive definite.
 bool cholesky_lower(int threads, int n, float* a);
 /// LAPACK's strtri on row-major lower-triangular `l` (n x n): L becomes L^{-1}.
 void invert_lower(int threads, int n, float* l);
