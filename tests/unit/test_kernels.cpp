@@ -119,8 +119,9 @@ void check_format(const Case& c, unsigned seed) {
                            what << " row " << r);
     }
 
-    // GEMM of several activations equals one GEMV per activation
-    const int n = 3;
+    // GEMM of several activations equals one GEMV per activation: 19 = a full block of
+    // Kernels::token_block activations and a part of one
+    const int n = 19;
     std::vector<float> xs(std::size_t(n) * std::size_t(c.cols)), ys(std::size_t(n) * std::size_t(c.rows));
     for (int t = 0; t < n; ++t)
         for (int col = 0; col < c.cols; ++col) xs[std::size_t(t * c.cols + col)] = x[std::size_t(col)] * float(t + 1) - 0.01f * float(t);

@@ -116,6 +116,22 @@ struct Kernels {
         for (int i = 0; i < Rows; ++i) y[i] = out[i];
     }
 
+    /// d[i][g] for groups [g0, g0 + count): the full groups with their length as a constant
+    /// (128 or 32 codes: the length tests fold away), a short last group of the row apart.
+    template <int Rows>
+    [[gnu::always_inline]] static void group_dots(const View& v, const QuantizedActivation& a, int r, int g0, int count,
+                                                  std::int32_t (*d)[64]) noexcept {
+        const int length = traits::group_length(v);
+        const int whole = std::min(count, traits::cols(v) / length - g0);  // full groups in the run
+        if (length == act_sub_block)
+            integer_dots<Rows, act_sub_block>(v, a, r, g0, whole, d);
+        else if (length == 32)
+            integer_dots<Rows, 32>(v, a, r, g0, whole, d);
+        else
+            integer_dots<Rows, 0>(v, a, r, g0, whole, d);
+        if (whole < count) integer_dots<Rows, 0>(v, a, r, g0 + whole, count - whole, d, whole);
+    }
+
     /// The same recipe when every group is one sub-block (groups of at most 128 codes): the
     /// integer dots of a run of groups come first, then each row's float steps run over arrays,
     /// the elementwise part vectorised.
@@ -124,7 +140,7 @@ struct Kernels {
     /// Length = the codes per group when constant, 0 to compute it per group.
     template <int Rows, int Length>
     [[gnu::always_inline]] static void integer_dots(const View& v, const QuantizedActivation& a, int r, int g0, int count,
-                                                    std::int32_t (*d)[64]) noexcept {
+                                                    std::int32_t (*d)[64], int d0 = 0) noexcept {
         const std::uint8_t* bytes[Rows];
         for (int i = 0; i < Rows; ++i) bytes[i] = traits::group_bytes(v, r + i, g0);
         const std::size_t step = traits::group_step(v);
@@ -143,7 +159,7 @@ struct Kernels {
                 for (int i = 0; i < Rows; ++i) dots[i] = prims::sub_dot(codec{}, bytes[i], n, x, a.order);
             }
             for (int i = 0; i < Rows; ++i) {
-                d[i][g] = dots[i];
+                d[i][d0 + g] = dots[i];
                 bytes[i] += step;
             }
         }
@@ -159,14 +175,7 @@ struct Kernels {
         float out[Rows] = {};
         for (int g0 = 0; g0 < groups; g0 += chunk) {
             const int count = std::min(chunk, groups - g0);
-            // full groups of 128 or 32 codes get a constant length, so length tests fold away
-            const bool full = (g0 + count) * traits::group_length(v) <= traits::cols(v);
-            if (traits::group_length(v) == act_sub_block && full)
-                integer_dots<Rows, act_sub_block>(v, a, r, g0, count, d);
-            else if (traits::group_length(v) == 32 && full)
-                integer_dots<Rows, 32>(v, a, r, g0, count, d);
-            else
-                integer_dots<Rows, 0>(v, a, r, g0, count, d);
+            group_dots<Rows>(v, a, r, g0, count, d);
             constexpr bool float_min = Zero == ZeroPoint::float_min;
             for (int i = 0; i < Rows; ++i) {  // elementwise: vectorised
                 traits::template scales<prims>(v, r + i, g0, count, scale[i]);
@@ -206,9 +215,84 @@ struct Kernels {
     /// L1 across the n activations.
     static void gemm_rows(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y,
                           std::size_t ldy) noexcept {
+        if (n > 1 && xs[0].subs_per_group == 1) {
+            with_zero(v, [&](auto zero) { gemm_rows_split<zero()>(v, xs, n, r0, r1, y, ldy); });
+            return;
+        }
         for (int r = r0; r < r1; r += row_block) {
             const int end = std::min(r + row_block, r1);
             for (int t = 0; t < n; ++t) dot_range(v, xs[t], r, end, y + std::size_t(t) * ldy + std::size_t(r));
+        }
+    }
+
+    /// Activations whose float steps run side by side in gemm_rows_split (one vector lane each).
+    static constexpr int token_block = 16;
+
+    /// gemm_rows when every group is one sub-block (groups of at most 128 codes), for blocks of
+    /// token_block activations: the integer dots of a run of groups for every (row, activation)
+    /// come first; the float steps then run across the activations, which the compiler
+    /// vectorises, where dot_rows_split runs them as one scalar chain per row and activation.
+    /// Each (row, activation) still takes exactly dot_rows_split's operations in its order; the
+    /// running sums wait in y between runs of groups (a float stored and loaded is unchanged).
+    template <ZeroPoint Zero>
+    static void gemm_rows_split(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y,
+                                std::size_t ldy) noexcept {
+        constexpr int chunk = 64, T = token_block;
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        const int groups = traits::groups(v);
+        for (int t0 = 0; t0 < n; t0 += T) {
+            const int nt = std::min(T, n - t0);
+            for (int g0 = 0; g0 < groups; g0 += chunk) {
+                const int count = std::min(chunk, groups - g0);
+                // the activations' terms of each group, one lane per activation (lanes past nt: 0)
+                alignas(64) float dx[chunk][T] = {}, xsum[float_min ? chunk : 1][T] = {};
+                alignas(64) std::int32_t sx[float_min ? 1 : chunk][T] = {};
+                for (int t = 0; t < nt; ++t) {
+                    const QuantizedActivation& a = xs[t0 + t];
+                    for (int g = 0; g < count; ++g) {
+                        dx[g][t] = a.scale[std::size_t(g0 + g)];
+                        if constexpr (float_min) xsum[g][t] = a.group_sum[std::size_t(g0 + g)];
+                        else sx[g][t] = a.sum[std::size_t(g0 + g)];
+                    }
+                }
+                int r = r0;
+                for (; r + row_block <= r1; r += row_block)
+                    split_tile<row_block, Zero>(v, xs + t0, nt, r, g0, count, dx, sx, xsum, y + std::size_t(t0) * ldy, ldy);
+                for (; r < r1; ++r) split_tile<1, Zero>(v, xs + t0, nt, r, g0, count, dx, sx, xsum, y + std::size_t(t0) * ldy, ldy);
+            }
+        }
+    }
+
+    /// Rows [r, r + Rows) x activations [0, nt) over groups [g0, g0 + count), for gemm_rows_split.
+    template <int Rows, ZeroPoint Zero>
+    static void split_tile(const View& v, const QuantizedActivation* xs, int nt, int r, int g0, int count,
+                           const float (*dx)[token_block], const std::int32_t (*sx)[token_block],
+                           const float (*xsum)[token_block], float* y, std::size_t ldy) noexcept {
+        constexpr int chunk = 64, T = token_block;
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        alignas(64) std::int32_t d[T][Rows][chunk];
+        for (int t = 0; t < nt; ++t) group_dots<Rows>(v, xs[t], r, g0, count, d[t]);
+        for (int i = 0; i < Rows; ++i) {
+            alignas(64) float scale[chunk];
+            [[maybe_unused]] alignas(64) float min[float_min ? chunk : 1];
+            traits::template scales<prims>(v, r + i, g0, count, scale);
+            if constexpr (float_min) traits::template mins<prims>(v, r + i, g0, count, min);
+            alignas(64) float out[T] = {};
+            if (g0 > 0)
+                for (int t = 0; t < nt; ++t) out[t] = y[std::size_t(t) * ldy + std::size_t(r + i)];
+            for (int g = 0; g < count; ++g) {
+                int z = zero_code;
+                if constexpr (Zero == ZeroPoint::integer) z = int(traits::zeros(v, r + i, g0)[g]);
+                alignas(64) std::int32_t dg[T];
+                for (int t = 0; t < T; ++t) dg[t] = t < nt ? d[t][i][g] : 0;
+                for (int t = 0; t < T; ++t) {  // one lane per activation: vectorised
+                    const std::int32_t centred = float_min ? dg[t] : dg[t] - z * sx[float_min ? 0 : g][t];
+                    const float term = std::fma(dx[g][t], float(centred), 0.0f);
+                    out[t] = std::fma(scale[g], term, out[t]);
+                    if constexpr (float_min) out[t] = std::fma(min[g], xsum[g][t], out[t]);
+                }
+            }
+            for (int t = 0; t < nt; ++t) y[std::size_t(t) * ldy + std::size_t(r + i)] = out[t];
         }
     }
 };
