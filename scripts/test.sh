@@ -29,11 +29,16 @@ done_stage
 
 stage "ASan+UBSan build + tests (no CUDA)"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cmake -S . -B build/ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQFORGE_WERROR=ON -DQFORGE_CUDA=OFF \
+# -O1 -g1 (line tables, enough for the sanitizers' stack traces): measured 82 s against 181 s
+# for -O2 -g on one test file, the stage's cost being mostly compilation
+cmake -S . -B build/ci-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
+      -DQFORGE_WERROR=ON -DQFORGE_CUDA=OFF \
       -DQFORGE_BUILD_BENCH=OFF -DQFORGE_BUILD_EXAMPLES=OFF -DQFORGE_BUILD_DOCS=OFF \
       "-DCMAKE_CXX_FLAGS=$san" "-DCMAKE_EXE_LINKER_FLAGS=$san" >/dev/null
-cmake --build build/ci-asan -j"$jobs"
-(cd build/ci-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs" -L fast)
+# Only the unit-test programs: the compile-only checks (compile_fail.*, doc.snippets, label
+# "compile") ran in the release stage and run no code for the sanitizers to watch.
+cmake --build build/ci-asan --target unit_tests -j"$jobs"
+(cd build/ci-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs" -L fast -LE compile)
 done_stage
 
 stage "fuzzers (libFuzzer, bounded)"
