@@ -263,6 +263,16 @@ struct Kernels {
         }
     }
 
+    /// d[k] = the codes at `bytes` (one sub-block of n) . x[k], for 8 activations: where the
+    /// backend has sub_dot8 the codes are decoded once and the 8 sums reduced together.
+    [[gnu::always_inline]] static void token_dots8(const std::uint8_t* bytes, int n, const std::int8_t* const* x, LaneOrder order,
+                                                   std::int32_t* d) noexcept {
+        if constexpr (requires { prims::sub_dot8(codec{}, bytes, n, x, order, d); })
+            prims::sub_dot8(codec{}, bytes, n, x, order, d);
+        else
+            for (int k = 0; k < 8; ++k) d[k] = prims::sub_dot(codec{}, bytes, n, x[k], order);
+    }
+
     /// Rows [r, r + Rows) x activations [0, nt) over groups [g0, g0 + count), for gemm_rows_split.
     template <int Rows, ZeroPoint Zero>
     static void split_tile(const View& v, const QuantizedActivation* xs, int nt, int r, int g0, int count,
@@ -270,8 +280,24 @@ struct Kernels {
                            const float (*xsum)[token_block], float* y, std::size_t ldy) noexcept {
         constexpr int chunk = 64, T = token_block;
         constexpr bool float_min = Zero == ZeroPoint::float_min;
-        alignas(64) std::int32_t d[T][Rows][chunk];
-        for (int t = 0; t < nt; ++t) group_dots<Rows>(v, xs[t], r, g0, count, d[t]);
+        // d[i][g][t]: row r + i, group g0 + g, activation t; lanes past nt repeat the last
+        // activation (their outputs are never stored)
+        alignas(64) std::int32_t d[Rows][chunk][T];
+        const int length = traits::group_length(v);
+        const int whole = std::min(count, traits::cols(v) / length - g0);  // full groups in the run
+        const std::size_t step = traits::group_step(v);
+        for (int i = 0; i < Rows; ++i) {
+            const std::uint8_t* bytes = traits::group_bytes(v, r + i, g0);
+            for (int g = 0; g < count; ++g, bytes += step) {
+                if constexpr (requires { prims::prefetch(bytes); }) prims::prefetch(bytes + prefetch_rows * traits::row_stride(v));
+                const int n = g < whole ? length : traits::cols(v) - (g0 + g) * length;
+                for (int t0 = 0; t0 < nt; t0 += 8) {
+                    const std::int8_t* x[8];
+                    for (int k = 0; k < 8; ++k) x[k] = xs[std::min(t0 + k, nt - 1)].slots(g0 + g);
+                    token_dots8(bytes, n, x, xs[0].order, &d[i][g][t0]);
+                }
+            }
+        }
         for (int i = 0; i < Rows; ++i) {
             alignas(64) float scale[chunk];
             [[maybe_unused]] alignas(64) float min[float_min ? chunk : 1];
@@ -283,8 +309,7 @@ struct Kernels {
             for (int g = 0; g < count; ++g) {
                 int z = zero_code;
                 if constexpr (Zero == ZeroPoint::integer) z = int(traits::zeros(v, r + i, g0)[g]);
-                alignas(64) std::int32_t dg[T];
-                for (int t = 0; t < T; ++t) dg[t] = t < nt ? d[t][i][g] : 0;
+                const std::int32_t* dg = d[i][g];
                 for (int t = 0; t < T; ++t) {  // one lane per activation: vectorised
                     const std::int32_t centred = float_min ? dg[t] : dg[t] - z * sx[float_min ? 0 : g][t];
                     const float term = std::fma(dx[g][t], float(centred), 0.0f);
