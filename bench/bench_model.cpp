@@ -6,11 +6,14 @@
 // QFORGE_CACHE, default ~/.cache/qforge; skipped with a message when absent). Variants: FP32
 // (SmolLM2's Q4_1 layers dequantized: Q4_1-ref), rtn:w4g128a packed, and for SmolLM2 the Q4_1
 // blocks as stored. Prompt: 128 tokens in one batch from position 0. Decode: 64 tokens one at a
-// time after a 64-token prompt. QFORGE_THREADS sets the thread count (default: all).
+// time after a 64-token prompt. QFORGE_THREADS sets the thread count (default: all);
+// QFORGE_BENCH_PROMPT and QFORGE_BENCH_DECODE change the two lengths (llama-bench's -p 512 and
+// -n 128: bench/llamacpp_side_by_side.sh).
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +30,8 @@ namespace {
 using qforge::llama::Weights;
 
 int g_threads = 0;
+int g_prompt = 128, g_decode = 64;
+constexpr int decode_after = 64;  // tokens in the cache before the timed decode steps
 std::map<std::string, double> g_rate;  // "model/variant/phase" -> tokens/s
 
 struct Variant {
@@ -42,19 +47,20 @@ std::vector<int> tokens(int n, int vocab) {
 }
 
 void prompt(benchmark::State& state, const Variant* v) {
-    const auto t = tokens(128, v->weights->config.vocab_size);
-    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), 128);
+    const auto t = tokens(g_prompt, v->weights->config.vocab_size);
+    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), g_prompt);
     for (auto _ : state) benchmark::DoNotOptimize(s.forward_batch(t, 0, false).data);
-    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * 128.0, benchmark::Counter::kIsRate);
+    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * double(g_prompt), benchmark::Counter::kIsRate);
 }
 
 void decode(benchmark::State& state, const Variant* v) {
-    const auto t = tokens(128, v->weights->config.vocab_size);
-    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), 128);
-    s.forward_batch(std::span(t).first(64), 0, false);
+    const int end = decode_after + g_decode;
+    const auto t = tokens(end, v->weights->config.vocab_size);
+    qforge::llama::Session s(*v->weights, qforge::Backend::cpu(qforge::best_isa(), g_threads), end);
+    s.forward_batch(std::span(t).first(decode_after), 0, false);
     for (auto _ : state)
-        for (int pos = 64; pos < 128; ++pos) benchmark::DoNotOptimize(s.forward(t[std::size_t(pos)], pos).data());
-    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * 64.0, benchmark::Counter::kIsRate);
+        for (int pos = decode_after; pos < end; ++pos) benchmark::DoNotOptimize(s.forward(t[std::size_t(pos)], pos).data());
+    state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()) * double(g_decode), benchmark::Counter::kIsRate);
 }
 
 /// Records tokens/s of every run so main() can print ratios against the FP32 baseline.
@@ -80,6 +86,12 @@ void add(const std::string& model, const std::string& name, Weights w) {
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (const char* t = std::getenv("QFORGE_THREADS")) g_threads = std::atoi(t);
+    if (const char* p = std::getenv("QFORGE_BENCH_PROMPT")) g_prompt = std::atoi(p);
+    if (const char* d = std::getenv("QFORGE_BENCH_DECODE")) g_decode = std::atoi(d);
+    if (g_prompt < 1 || g_decode < 1) {
+        std::fprintf(stderr, "bench_model: QFORGE_BENCH_PROMPT and QFORGE_BENCH_DECODE must be positive token counts\n");
+        return 2;
+    }
     const auto w4 = qforge::parse_scheme("rtn:w4g128a");
     const auto packed_of = [&](const Weights& fp32) {
         return qforge::llama::map_block_linears(fp32, [&](const qforge::llama::Linear& l) { return qforge::llama::quantize_linear(l, w4); });
@@ -99,6 +111,26 @@ int main(int argc, char** argv) {
         add("SmolLM2", "fp32", ref);
         add("SmolLM2", "rtn:w4g128a", packed_of(ref));
         add("SmolLM2", "q4_1", stored);
+    }
+    // Other GGUF files of SmolLM2, run as stored (llama-quantize's Q4_0 and F32 of the same
+    // model, for bench/llamacpp_side_by_side.sh): QFORGE_BENCH_GGUF=path[:path...]; each is the
+    // variant "file:<its name>".
+    std::vector<std::unique_ptr<qforge::io::GgufFile>> extra;
+    if (const char* list = std::getenv("QFORGE_BENCH_GGUF")) {
+        std::string rest = list;
+        while (!rest.empty()) {
+            const auto colon = rest.find(':');
+            const std::string path = rest.substr(0, colon);
+            rest = colon == std::string::npos ? std::string() : rest.substr(colon + 1);
+            if (path.empty()) continue;
+            try {
+                extra.push_back(std::make_unique<qforge::io::GgufFile>(qforge::io::GgufFile::open(path)));
+                add("SmolLM2", "file:" + std::filesystem::path(path).filename().string(), qforge::llama::from_gguf(*extra.back()));
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "bench_model: QFORGE_BENCH_GGUF: %s\n", e.what());
+                return 1;
+            }
+        }
     }
     for (const auto& v : g_variants) {
         benchmark::RegisterBenchmark((v.model + "/" + v.name + "/prompt").c_str(), prompt, &v)->Unit(benchmark::kMillisecond)->UseRealTime();
