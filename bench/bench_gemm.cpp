@@ -36,12 +36,10 @@ std::vector<float> normal(std::size_t n, unsigned seed, float sigma) {
 
 qforge::Backend backend() { return qforge::Backend::cpu(qforge::best_isa(), g_threads); }
 
-void BM_GemmFp32(benchmark::State& state) {
-    const long rows = state.range(0), cols = state.range(1), n = state.range(2);
-    const auto w = normal(std::size_t(rows * cols), 1, 0.02f);
+/// Times Backend::linear on `lw` with n random activations; reports GMAC/s.
+void run_linear(benchmark::State& state, const qforge::LinearWeights& lw, long rows, long cols, long n) {
     const auto x = normal(std::size_t(n * cols), 2, 1.0f);
     std::vector<float> y(std::size_t(n * rows));
-    const qforge::LinearWeights lw = qforge::Fp32Matrix{int(rows), int(cols), w};
     const auto b = backend();
     for (auto _ : state) {
         b.linear(lw, qforge::MatrixView<const float>(x.data(), std::size_t(n), std::size_t(cols)),
@@ -53,26 +51,20 @@ void BM_GemmFp32(benchmark::State& state) {
     state.SetLabel(b.name());
 }
 
+void BM_GemmFp32(benchmark::State& state) {
+    const long rows = state.range(0), cols = state.range(1);
+    run_linear(state, qforge::Fp32Matrix{int(rows), int(cols), normal(std::size_t(rows * cols), 1, 0.02f)}, rows, cols, state.range(2));
+}
+
 template <class F>
 void BM_GemmPacked(benchmark::State& state) {
-    const long rows = state.range(0), cols = state.range(1), n = state.range(2), group = state.range(3);
+    const long rows = state.range(0), cols = state.range(1), group = state.range(3);
     const auto w = normal(std::size_t(rows * cols), 1, 0.02f);
-    const auto x = normal(std::size_t(n * cols), 2, 1.0f);
-    std::vector<float> y(std::size_t(n * rows));
     qforge::QuantSpec spec;
     if constexpr (requires { typename F::block_type; }) spec = typename F::Packed{}.spec;
     else spec = {F::bits, int(group), qforge::ZeroPoint::integer};
     const auto q = qforge::RtnQuantizer(spec).quantize(qforge::MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols)));
-    const qforge::LinearWeights lw = F::pack(q);
-    const auto b = backend();
-    for (auto _ : state) {
-        b.linear(lw, qforge::MatrixView<const float>(x.data(), std::size_t(n), std::size_t(cols)),
-                 qforge::MatrixView<float>(y.data(), std::size_t(n), std::size_t(rows)));
-        benchmark::DoNotOptimize(y.data());
-    }
-    const double macs = double(state.iterations()) * double(rows * cols * n);
-    state.counters["GMAC/s"] = benchmark::Counter(macs / 1e9, benchmark::Counter::kIsRate);
-    state.SetLabel(b.name());
+    run_linear(state, F::pack(q), rows, cols, state.range(2));
 }
 
 /// Records every rate so main() can print each packed one against FP32 of the same shape.

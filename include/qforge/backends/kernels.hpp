@@ -118,11 +118,16 @@ struct Kernels {
 
     /// d[i][g] for groups [g0, g0 + count): the full groups with their length as a constant
     /// (128 or 32 codes: the length tests fold away), a short last group of the row apart.
+    /// How many of groups [g0, g0 + count) have all group_length codes (only a row's last can not).
+    [[gnu::always_inline]] static int whole_groups(const View& v, int g0, int count) noexcept {
+        return std::min(count, traits::cols(v) / traits::group_length(v) - g0);
+    }
+
     template <int Rows>
     [[gnu::always_inline]] static void group_dots(const View& v, const QuantizedActivation& a, int r, int g0, int count,
                                                   std::int32_t (*d)[64]) noexcept {
         const int length = traits::group_length(v);
-        const int whole = std::min(count, traits::cols(v) / length - g0);  // full groups in the run
+        const int whole = whole_groups(v, g0, count);
         if (length == act_sub_block)
             integer_dots<Rows, act_sub_block>(v, a, r, g0, whole, d);
         else if (length == 32)
@@ -284,7 +289,7 @@ struct Kernels {
         // activation (their outputs are never stored)
         alignas(64) std::int32_t d[Rows][chunk][T];
         const int length = traits::group_length(v);
-        const int whole = std::min(count, traits::cols(v) / length - g0);  // full groups in the run
+        const int whole = whole_groups(v, g0, count);
         const std::size_t step = traits::group_step(v);
         for (int i = 0; i < Rows; ++i) {
             const std::uint8_t* bytes = traits::group_bytes(v, r + i, g0);

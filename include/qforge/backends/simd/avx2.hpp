@@ -150,15 +150,9 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
     template <class Codec>
     QFORGE_INLINE static void sub_dot8(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* const* x, LaneOrder,
                                        std::int32_t* d) noexcept {
-        const __m256i s01 = _mm256_hadd_epi32(acc(codec, bytes, n, x[0]), acc(codec, bytes, n, x[1]));
-        const __m256i s23 = _mm256_hadd_epi32(acc(codec, bytes, n, x[2]), acc(codec, bytes, n, x[3]));
-        const __m256i s45 = _mm256_hadd_epi32(acc(codec, bytes, n, x[4]), acc(codec, bytes, n, x[5]));
-        const __m256i s67 = _mm256_hadd_epi32(acc(codec, bytes, n, x[6]), acc(codec, bytes, n, x[7]));
-        // per 128-bit half: sums of activations 0-3 (4-7) over that half's lanes
-        const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                                              _mm256_permute2x128_si256(s0123, s4567, 0x31));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), sums);
+        __m256i a[8];
+        for (int k = 0; k < 8; ++k) a[k] = acc(codec, bytes, n, x[k]);
+        hsum8(a, d);
         for (int k = 0; k < 8; ++k) d[k] += correction(codec, x[k], n);
     }
     template <class Codec>

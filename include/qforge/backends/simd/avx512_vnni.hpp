@@ -136,13 +136,9 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     template <class Codec>
     QFORGE_INLINE static void sub_dot8(Codec codec, const std::uint8_t* bytes, int n, const std::int8_t* const* x, LaneOrder,
                                        std::int32_t* d) noexcept {
-        const auto a = [&](int k) { return fold(acc(codec, bytes, n, x[k])); };
-        const __m256i s01 = _mm256_hadd_epi32(a(0), a(1)), s23 = _mm256_hadd_epi32(a(2), a(3));
-        const __m256i s45 = _mm256_hadd_epi32(a(4), a(5)), s67 = _mm256_hadd_epi32(a(6), a(7));
-        // per 128-bit half: sums of activations 0-3 (4-7) over that half's lanes
-        const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                                                                             _mm256_permute2x128_si256(s0123, s4567, 0x31)));
+        __m256i a[8];
+        for (int k = 0; k < 8; ++k) a[k] = fold(acc(codec, bytes, n, x[k]));
+        hsum8(a, d);
     }
     template <class Codec>
     QFORGE_INLINE static void sub_dot4(Codec codec, const std::uint8_t* const* bytes, int n, const std::int8_t* x, LaneOrder,

@@ -45,6 +45,14 @@ struct X86 {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
                          _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
     }
+    /// Horizontal sums of eight vectors of int32 into d[0..8): one hadd tree, then each
+    /// 128-bit half's partial sums (vectors 0-3 in the first, 4-7 in the second) added.
+    QFORGE_INLINE static void hsum8(const __m256i* a, std::int32_t* d) noexcept {
+        const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+        const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                                                             _mm256_permute2x128_si256(h0, h1, 0x31)));
+    }
 
     /// 32 natural-order 3-bit codes from an LSB-first stream; reads bytes [0, 16) of `p`
     /// (12 hold the codes) when `shifted` is false, bytes [-4, 12) when true, so the last chunk of
