@@ -259,11 +259,11 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
     return std::vector<int>(tokens.begin() + std::ptrdiff_t(offset), tokens.begin() + std::ptrdiff_t(offset + want));
 }
 
-qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
-                                      const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar, const std::string& label) {
+qforge::llama::ModelQuantizeOptions model_quantize_options(const qforge::llama::Config& config, const qforge::RuntimeScheme& scheme,
+                                                          const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar) {
     qforge::llama::ModelQuantizeOptions o;
     o.settings.awq_search_rows = int(calib_options.awq_search_rows);
-    o.calibration.sequence_length = std::min(512, fp32.config.seq_len);
+    o.calibration.sequence_length = std::min(512, config.seq_len);
     o.calibration.backend = backend;
     o.progress = [&](int block, int blocks, const std::string& what) {
         bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
@@ -272,7 +272,12 @@ qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const 
         bar.finish();
         std::fprintf(stderr, "%s: %s\n", scheme.method.c_str(), line.c_str());
     };
-    return qforge::llama::quantize_model(fp32, calib, scheme, o, label);
+    return o;
+}
+
+qforge::llama::Weights quantize_model(const qforge::llama::Weights& fp32, const qforge::RuntimeScheme& scheme, const std::vector<int>& calib,
+                                      const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar, const std::string& label) {
+    return qforge::llama::quantize_model(fp32, calib, scheme, model_quantize_options(fp32.config, scheme, calib_options, backend, bar), label);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <qforge/models/llama/model.hpp>
+#include <qforge/pipelines/llama/quantize_options.hpp>
 #include <qforge/sources/llama/source.hpp>
 
 #include "options.hpp"
@@ -90,6 +91,12 @@ std::vector<std::string> flores_languages(const std::string& dir);
 /// 8192): taken after the first `skip` tokens of that text (or --calib-skip), so that a slice
 /// evaluated from the start of the same text and the calibration slice never overlap.
 std::vector<int> calibration_tokens(const CalibOptions& options, const Model& model, const std::string& default_text, std::size_t skip);
+
+/// The options of a model-level quantization run from the command line: --awq-search-rows,
+/// calibration sequences of min(512, seq_len) tokens, progress on `bar` (which must outlive the
+/// run) and the quantizer's notes on stderr.
+qforge::llama::ModelQuantizeOptions model_quantize_options(const qforge::llama::Config& config, const qforge::RuntimeScheme& scheme,
+                                                          const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar);
 
 /// The decoder's linear layers of `fp32` (FP32 block linears) quantized with `scheme`: RTN
 /// directly, GPTQ block by block on `calib` (empty calib with a GPTQ scheme is an error). Errors

@@ -9,6 +9,7 @@
 
 #include <qforge/io/output_path.hpp>
 #include <qforge/container/llama/container.hpp>
+#include <qforge/pipelines/llama/quantizing_source.hpp>
 #include <qforge/models/llama/size.hpp>
 
 #include "commands.hpp"
@@ -51,25 +52,19 @@ int run(QuantizeOptions opt) {
     o.backend = qforge::Backend::best_cpu(opt.threads);
     o.tokenizer = model.tokenizer_path();
     o.source = std::filesystem::absolute(model.path()).string();
-    // a weight kept from a container keeps the record of the scheme that made it
-    if (const auto* container = dynamic_cast<const qforge::llama::ContainerSource*>(&model.source()))
-        o.provenance = [container](const std::string& name) { return container->scheme(name); };
+    // a weight kept from a container keeps the record of the scheme that made it (the source's scheme_of)
     const auto start = std::chrono::steady_clock::now();
-    // GPTQ/AWQ need every block's calibration inputs: they quantize the model in memory first and
-    // the container then keeps those layers (recording the scheme that made them); RTN streams
-    // weight by weight from the source.
-    std::unique_ptr<qforge::llama::Weights> calibrated;
-    std::unique_ptr<qforge::llama::WeightsSource> calibrated_source;
+    // GPTQ/AWQ quantize block by block as the container asks for each block's tensors
+    // (QuantizingSource): one block's FP32 weights and statistics in memory, whatever the depth,
+    // each block written as it finishes. RTN streams weight by weight from the source.
+    std::unique_ptr<qforge::llama::QuantizingSource> calibrated;
+    std::unique_ptr<Progress> calibrated_bar;
     if (scheme) {
         if (qforge::method_of(*scheme).needs_calibration()) {
             const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
-            const auto fp32 = qforge::llama::dequantized_weights(model.weights());
-            Progress bar(qforge::to_string(*scheme));
-            calibrated = std::make_unique<qforge::llama::Weights>(quantize_model(fp32, *scheme, calib, opt.calib, o.backend, bar, model.path()));
-            bar.finish();
-            calibrated_source = std::make_unique<qforge::llama::WeightsSource>(*calibrated, model.path(), model.source().tied_output());
-            const std::string made_by = qforge::to_string(*scheme);
-            o.provenance = [made_by](const std::string& name) { return name.rfind("blk.", 0) == 0 ? made_by : std::string(); };
+            calibrated_bar = std::make_unique<Progress>(qforge::to_string(*scheme));
+            calibrated = std::make_unique<qforge::llama::QuantizingSource>(
+                model.source(), calib, *scheme, model_quantize_options(model.source().config(), *scheme, opt.calib, o.backend, *calibrated_bar));
         } else {
             for (const auto& b : qforge::llama::block_linears)
                 o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(*scheme));
@@ -77,10 +72,12 @@ int run(QuantizeOptions opt) {
     }
     for (const auto& rule : overrides) o.rules.push_back(rule);
     Progress bar("write");
-    o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
-    qforge::llama::write_container(calibrated_source ? static_cast<const qforge::llama::ModelSource&>(*calibrated_source) : model.source(),
-                                   opt.out, o);
+    // a calibrated run shows its own bar (block and step); the writer's would draw over it
+    if (!calibrated)
+        o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
+    qforge::llama::write_container(calibrated ? static_cast<const qforge::llama::ModelSource&>(*calibrated) : model.source(), opt.out, o);
     bar.finish();
+    if (calibrated_bar) calibrated_bar->finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
@@ -114,8 +111,8 @@ void add_quantize(CLI::App& app, int& status) {
     auto o = std::make_shared<QuantizeOptions>();
     add_model_options(*sub, o->model);
     sub->add_option("--scheme", o->scheme,
-                    "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize in memory "
-                    "block by block first, then write)");
+                    "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize block by "
+                    "block, each block written as it finishes: memory of one block, whatever the depth)");
     add_calib_options(*sub, o->calib);
     sub->add_option("--override", o->overrides,
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "

@@ -6,6 +6,7 @@
 /// the reference GPTQ (PyTorch float32). The backend runs the first two: the CPU backend with
 /// LAPACK's spotrf/strtri when it uses OpenBLAS, else qforge's blocked versions on its GEMM
 /// (linalg/blocked.hpp).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -23,16 +24,20 @@ inline void invert_lower(float* l, int n, const Backend& backend = {}) { backend
 /// From SPD H: the upper-triangular U with U^T U = H^{-1} (what GPTQ's error feedback uses).
 /// With P the order-reversing permutation and P H P = M M^T, U = P M^{-1} P: one Cholesky and
 /// one triangular inverse, no explicit H^{-1}. Returns false when H is not positive definite.
+inline bool inverse_cholesky_upper_in_place(std::vector<float>& a, int n, const Backend& backend = {});
 inline bool inverse_cholesky_upper(const std::vector<float>& h, int n, std::vector<float>& u, const Backend& backend = {}) {
-    const std::size_t N = std::size_t(n);
-    std::vector<float> m(N * N);
-    for (std::size_t i = 0; i < N; ++i)
-        for (std::size_t j = 0; j < N; ++j) m[i * N + j] = h[(N - 1 - i) * N + (N - 1 - j)];
-    if (!cholesky_lower(m.data(), n, backend)) return false;
-    invert_lower(m.data(), n, backend);
-    u.assign(N * N, 0.0f);
-    for (std::size_t i = 0; i < N; ++i)
-        for (std::size_t j = 0; j < N; ++j) u[i * N + j] = m[(N - 1 - i) * N + (N - 1 - j)];
+    u = h;
+    return inverse_cholesky_upper_in_place(u, n, backend);
+}
+
+/// The same in place: `a` holds H and becomes U (no other n x n buffer: GPTQ on an 11008-column
+/// layer keeps 485 MB per matrix). P X P of a row-major matrix is its elements in reverse order.
+/// Returns false, leaving `a` overwritten, when H is not positive definite.
+inline bool inverse_cholesky_upper_in_place(std::vector<float>& a, int n, const Backend& backend) {
+    std::reverse(a.begin(), a.end());
+    if (!cholesky_lower(a.data(), n, backend)) return false;
+    invert_lower(a.data(), n, backend);
+    std::reverse(a.begin(), a.end());
     return true;
 }
 

@@ -94,39 +94,43 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
 
     GptqResult res;
-    std::vector<float> h = hessian;
+    // No copy of H is kept: the permuted, damped H is built straight into the buffer that the
+    // factorisation turns into U (rebuilt on a retry), so GPTQ holds H (the caller's), U and U^T.
     std::vector<float> wk(w.rows * C);  // working copy, processing order, error-fed
     std::vector<bool> dead(C, false);
-    for (std::size_t i = 0; i < C; ++i)
-        if (h[i * C + i] == 0.0f) {
+    std::vector<float> diag(C);
+    for (std::size_t i = 0; i < C; ++i) {
+        diag[i] = hessian[i * C + i];
+        if (diag[i] == 0.0f) {
             dead[i] = true;
-            h[i * C + i] = 1.0f;
+            diag[i] = 1.0f;
             ++res.dead_columns;
         }
+    }
     std::vector<int> order(C);
     std::iota(order.begin(), order.end(), 0);
     if (o.act_order)
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return h[std::size_t(a) * C + std::size_t(a)] > h[std::size_t(b) * C + std::size_t(b)]; });
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return diag[std::size_t(a)] > diag[std::size_t(b)]; });
     for (int r = 0; r < rows; ++r)
         for (std::size_t k = 0; k < C; ++k) {
             const std::size_t c = std::size_t(order[k]);
             wk[std::size_t(r) * C + k] = dead[c] ? 0.0f : w(std::size_t(r), c);
         }
-    std::vector<float> hp(C * C);
-    for (std::size_t i = 0; i < C; ++i)
-        for (std::size_t j = 0; j < C; ++j) hp[i * C + j] = h[std::size_t(order[i]) * C + std::size_t(order[j])];
 
     // damping, raised until the factorisation succeeds
     double mean_diag = 0.0;
-    for (std::size_t i = 0; i < C; ++i) mean_diag += double(hp[i * C + i]);
+    for (std::size_t i = 0; i < C; ++i) mean_diag += double(diag[std::size_t(order[i])]);
     mean_diag /= double(C);
-    std::vector<float> u;
+    std::vector<float> u(C * C);
     float damp = o.damp;
     for (int attempt = 0;; ++attempt) {
-        std::vector<float> damped = hp;
         const float add = float(double(damp) * mean_diag);
-        for (std::size_t i = 0; i < C; ++i) damped[i * C + i] += add;
-        if (linalg::inverse_cholesky_upper(damped, cols, u, o.backend)) break;
+        for (std::size_t i = 0; i < C; ++i) {
+            const std::size_t oi = std::size_t(order[i]);
+            for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
+            u[i * C + i] = diag[oi] + add;
+        }
+        if (linalg::inverse_cholesky_upper_in_place(u, cols, o.backend)) break;
         if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
         const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
         res.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";

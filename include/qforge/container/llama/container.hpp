@@ -254,6 +254,7 @@ public:
         const auto it = schemes_.find(name);
         return it == schemes_.end() ? std::string() : it->second;
     }
+    std::string scheme_of(const std::string& name) const override { return scheme(name); }
     const std::string& tokenizer() const noexcept { return tokenizer_; }
     /// Bytes stored for a weight, all its parts together.
     std::size_t stored_bytes(const std::string& name) const {
@@ -311,8 +312,9 @@ struct ContainerOptions {
     std::function<Linear(const std::string& name, const Linear& fp32, const RuntimeScheme&)> quantize;
     std::function<void(std::size_t done, std::size_t total, const std::string& name)> progress;
     /// The scheme (with its options) that produced a weight the container keeps as the source
-    /// holds it: a model quantized in memory by GPTQ or AWQ, or a container's own record. Its
-    /// answer is recorded as the weight's `scheme`; empty (or no function) records "keep".
+    /// holds it (e.g. a model quantized in memory by GPTQ or AWQ). Its answer is recorded as the
+    /// weight's `scheme`; without it the source's own `scheme_of` is asked (a container's record,
+    /// a QuantizingSource's scheme); empty records "keep".
     std::function<std::string(const std::string& name)> provenance;
 };
 
@@ -347,12 +349,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             const auto scheme = parse_scheme(action);
             if (method_of(scheme).needs_calibration() && !o.quantize)
                 throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
-            std::string format;
-            const bool found = with_context(name, [&] {
-                return visit_packing_format(scheme.spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; });
-            });
-            if (!found) throw InvalidArgument(name + ": no packed format stores the grid of '" + action + "' (formats/registry.hpp)");
-            out = {format, scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
+            out = with_context(name, [&] { return scheme_layout(scheme, rows, cols); });
             action = to_string(scheme);
         }
         entries.push_back({name, action, false, out});
@@ -397,7 +394,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
         }
         if (e.layout.format != "f32" && !e.vector) {
             std::string produced_by = e.action;
-            if (e.action == "keep" && o.provenance) produced_by = o.provenance(e.name);
+            if (e.action == "keep") produced_by = o.provenance ? o.provenance(e.name) : src.scheme_of(e.name == "output.weight" ? src.output_name() : e.name);
             t.emplace_back("scheme", io::Json(produced_by.empty() ? std::string("keep") : produced_by));
         }
         if (e.layout.ordered) t.emplace_back("ordered", io::Json(true));

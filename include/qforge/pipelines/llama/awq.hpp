@@ -83,101 +83,115 @@ inline void fold_block_scales(const Config& c, Layer& L, const BlockScales& s) {
     detail::scale_columns(L.w2, s.down);
 }
 
-/// A method of the activation_scaled pipeline (AWQ, AWQ+GPTQ, TWQ) on the whole decoder:
-/// `model`'s block linears must be FP32. The method's `round` is the final quantizer.
-inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {},
-                                  std::vector<BlockScales>* report = nullptr) {
+/// Checks a run of an activation_scaled method on a model of `layers` blocks before any work.
+inline const MethodEntry& awq_method(const RuntimeScheme& scheme, const ModelQuantizeOptions& o, std::size_t layers) {
     const MethodEntry& method = find_method(scheme.method);
     if (method.info.pipeline != Pipeline::activation_scaled)
         throw InvalidArgument("awq_quantize_model: scheme '" + to_string(scheme) + "' is not of the activation-scaled pipeline (awq, awq+gptq, twq)");
     if (method.info.needs_targets && !o.targets) throw InvalidArgument(std::string(method.info.name) + ": no neuron set to target");
-    if (o.targets && o.targets->per_layer.size() != model.layers.size())
+    if (o.targets && o.targets->per_layer.size() != layers)
         throw InvalidArgument("TWQ: the neuron set has " + std::to_string(o.targets->per_layer.size()) + " layers, the model " +
-                              std::to_string(model.layers.size()));
-    const Config& c = model.config;
-    Weights out = model;
-    LayerwiseCalibration cal(model, tokens, o.calibration);
-    const QuantizeSettings settings = o.run_settings();
+                              std::to_string(layers));
+    return method;
+}
+
+/// One decoder block quantized by a method of the activation_scaled pipeline (AWQ, AWQ+GPTQ,
+/// TWQ): statistics from `cal`'s hidden states (at block `l`), scales searched and folded, the
+/// method's `round` as the final quantizer; `cal` then advances (through the scaled FP32 block,
+/// or the quantized one for methods that `advance_quantized`). `block`: FP32 linears, taken by
+/// value and scaled in place. Returns the block with packed linears and the folded norms.
+inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
+                                const QuantizeSettings& settings, std::vector<BlockScales>* report = nullptr) {
+    const MethodEntry& method = find_method(scheme.method);
+    const Config& c = cal.config();
     const AwqOptions ao = awq_options(settings);
     const auto tie = gqa_tie(c);
     const int blocks = c.n_layers;
-    for (int l = 0; l < blocks; ++l) {
-        if (o.progress) o.progress(l, blocks, "capture");
-        Layer scaled = model.layers[std::size_t(l)];
-        const auto stats = cal.capture(scaled, 0xFu);
-        // TWQ weights of this block's targeted neurons
-        std::vector<float> neuron_weight(std::size_t(c.hidden_dim), 1.0f);
-        if (o.targets)
-            for (const int n : o.targets->per_layer[std::size_t(l)]) {
-                if (n < 0 || n >= c.hidden_dim) throw InvalidArgument("TWQ: neuron " + std::to_string(n) + " out of range in layer " + std::to_string(l));
-                neuron_weight[std::size_t(n)] = o.lambda;
-            }
-        const std::vector<float>* rows_w = o.targets ? &neuron_weight : nullptr;
-        const auto view = [](const Linear& lin) {
-            const auto& m = std::get<Fp32Matrix>(lin.weights());
-            return MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols));
-        };
-        BlockScales bs;
-        if (o.progress) o.progress(l, blocks, "search scales");
-        // an error in a scale search names the tensors that share the scales
-        const auto names = [&](std::initializer_list<Linear Layer::*> members) {
-            std::string s = "AWQ scale search for";
-            for (const auto m : members) s += (m == *members.begin() ? " " : ", ") + block_linear_name(l, m);
-            return s;
-        };
-        const auto& a = stats.at(Site::attention_input);
-        auto r = with_context(names({&Layer::wq, &Layer::wk, &Layer::wv}), [&] {
-            return awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
-        });
-        bs.qkv = r.scales, bs.alpha_qkv = r.alpha;
-        const auto& ao_stats = stats.at(Site::attention_output);
-        r = with_context(names({&Layer::wo}), [&] {
-            return awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
-        });
-        bs.o = r.scales, bs.alpha_o = r.alpha;
-        const auto& mi = stats.at(Site::mlp_input);
-        r = with_context(names({&Layer::w1, &Layer::w3}), [&] {
-            return awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
-        });
-        bs.gate_up = r.scales, bs.alpha_gate_up = r.alpha;
-        const auto& mh = stats.at(Site::mlp_hidden);
-        const auto h_down = o.targets ? weight_inputs(mh.hessian(), neuron_weight) : mh.hessian();
-        r = with_context(names({&Layer::w2}), [&] { return awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao); });
-        bs.down = r.scales, bs.alpha_down = r.alpha;
-        fold_block_scales(c, scaled, bs);
+    if (o.progress) o.progress(l, blocks, "capture");
+    auto stats = cal.capture(scaled, 0xFu);
+    // TWQ weights of this block's targeted neurons
+    std::vector<float> neuron_weight(std::size_t(c.hidden_dim), 1.0f);
+    if (o.targets)
+        for (const int n : o.targets->per_layer[std::size_t(l)]) {
+            if (n < 0 || n >= c.hidden_dim) throw InvalidArgument("TWQ: neuron " + std::to_string(n) + " out of range in layer " + std::to_string(l));
+            neuron_weight[std::size_t(n)] = o.lambda;
+        }
+    const std::vector<float>* rows_w = o.targets ? &neuron_weight : nullptr;
+    const auto view = [](const Linear& lin) {
+        const auto& m = std::get<Fp32Matrix>(lin.weights());
+        return MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols));
+    };
+    BlockScales bs;
+    if (o.progress) o.progress(l, blocks, "search scales");
+    // an error in a scale search names the tensors that share the scales
+    const auto names = [&](std::initializer_list<Linear Layer::*> members) {
+        std::string s = "AWQ scale search for";
+        for (const auto m : members) s += (m == *members.begin() ? " " : ", ") + block_linear_name(l, m);
+        return s;
+    };
+    const auto& a = stats.at(Site::attention_input);
+    auto r = with_context(names({&Layer::wq, &Layer::wk, &Layer::wv}), [&] {
+        return awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
+    });
+    bs.qkv = r.scales, bs.alpha_qkv = r.alpha;
+    const auto& ao_stats = stats.at(Site::attention_output);
+    r = with_context(names({&Layer::wo}), [&] {
+        return awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
+    });
+    bs.o = r.scales, bs.alpha_o = r.alpha;
+    const auto& mi = stats.at(Site::mlp_input);
+    r = with_context(names({&Layer::w1, &Layer::w3}), [&] {
+        return awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
+    });
+    bs.gate_up = r.scales, bs.alpha_gate_up = r.alpha;
+    const auto& mh = stats.at(Site::mlp_hidden);
+    const auto h_down = o.targets ? weight_inputs(mh.hessian(), neuron_weight) : mh.hessian();
+    r = with_context(names({&Layer::w2}), [&] { return awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao); });
+    bs.down = r.scales, bs.alpha_down = r.alpha;
+    fold_block_scales(c, scaled, bs);
 
-        if (o.progress) o.progress(l, blocks, "quantize");
-        Layer& q = out.layers[std::size_t(l)];
-        q.attention_norm = scaled.attention_norm;
-        q.ffn_norm = scaled.ffn_norm;
-        struct Member {
-            Linear Layer::*m;
-            const std::vector<float>* h;
-            const std::vector<float>* s;
-        };
-        const auto h_qkv = scale_hessian(a.hessian(), bs.qkv), h_o = scale_hessian(ao_stats.hessian(), bs.o),
-                   h_gu = scale_hessian(mi.hessian(), bs.gate_up), h_dn = scale_hessian(h_down, bs.down);
-        for (const Member& m : {Member{&Layer::wq, &h_qkv, &bs.qkv}, Member{&Layer::wk, &h_qkv, &bs.qkv}, Member{&Layer::wv, &h_qkv, &bs.qkv},
-                                Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
-                                Member{&Layer::w2, &h_dn, &bs.down}}) {
-            const auto w = view(scaled.*m.m);
-            q.*m.m = with_tensor_context({}, block_linear_name(l, m.m), [&] {  // an error names the tensor
-                LayerCalibration calib;
-                calib.hessian = m.h;
-                const auto res = method.round(w, scheme, calib, settings);
-                return packed_linear(res.q, res.column_order);
-            });
-        }
-        if (report) report->push_back(bs);
-        if (o.progress) o.progress(l, blocks, "advance");
-        if (method.info.advance_quantized) {
-            Layer run = q;
-            for (const auto& b : block_linears) run.*b.member = dequantized_linear(q.*b.member);
-            cal.advance(run);
-        } else {
-            cal.advance(scaled);
-        }
+    if (o.progress) o.progress(l, blocks, "quantize");
+    Layer q;
+    q.attention_norm = scaled.attention_norm;
+    q.ffn_norm = scaled.ffn_norm;
+    struct Member {
+        Linear Layer::*m;
+        const std::vector<float>* h;
+        const std::vector<float>* s;
+    };
+    const auto h_qkv = scale_hessian(a.hessian(), bs.qkv), h_o = scale_hessian(ao_stats.hessian(), bs.o),
+               h_gu = scale_hessian(mi.hessian(), bs.gate_up), h_dn = scale_hessian(h_down, bs.down);
+    stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
+    for (const Member& m : {Member{&Layer::wq, &h_qkv, &bs.qkv}, Member{&Layer::wk, &h_qkv, &bs.qkv}, Member{&Layer::wv, &h_qkv, &bs.qkv},
+                            Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
+                            Member{&Layer::w2, &h_dn, &bs.down}}) {
+        const auto w = view(scaled.*m.m);
+        q.*m.m = with_tensor_context({}, block_linear_name(l, m.m), [&] {  // an error names the tensor
+            LayerCalibration calib;
+            calib.hessian = m.h;
+            const auto res = method.round(w, scheme, calib, settings);
+            return packed_linear(res.q, res.column_order);
+        });
+        // the next block's inputs go through the quantized layer: its scaled FP32 form is not needed again
+        if (method.info.advance_quantized) scaled.*m.m = dequantized_linear(q.*m.m);
     }
+    if (report) report->push_back(bs);
+    if (o.progress) o.progress(l, blocks, "advance");
+    cal.advance(scaled);
+    return q;
+}
+
+/// A method of the activation_scaled pipeline (AWQ, AWQ+GPTQ, TWQ) on the whole decoder:
+/// `model`'s block linears must be FP32. The method's `round` is the final quantizer.
+inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {},
+                                  std::vector<BlockScales>* report = nullptr) {
+    awq_method(scheme, o, model.layers.size());
+    Weights out = model;
+    LayerwiseCalibration cal(model, tokens, o.calibration);
+    const QuantizeSettings settings = o.run_settings();
+    const int blocks = model.config.n_layers;
+    for (int l = 0; l < blocks; ++l)
+        out.layers[std::size_t(l)] = awq_quantize_block(cal, model.layers[std::size_t(l)], l, scheme, o, settings, report);
     if (o.progress) o.progress(blocks, blocks, "done");
     return out;
 }

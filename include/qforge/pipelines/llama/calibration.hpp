@@ -82,7 +82,16 @@ class LayerwiseCalibration {
 public:
     /// Embeds the calibration tokens; the model's blocks are not touched until capture/advance.
     LayerwiseCalibration(const Weights& w, std::span<const int> tokens, CalibrationOptions o)
-        : config_(w.config), options_(std::move(o)) {
+        : LayerwiseCalibration(w.config, w.token_embedding, tokens, std::move(o)) {}
+
+    /// The same from a configuration and the embedding table (vocab_size x dim, row-major) alone,
+    /// for a driver that reads the blocks one at a time (QuantizingSource). Only the rows of the
+    /// calibration tokens are copied; the table may be dropped after.
+    LayerwiseCalibration(const Config& config, std::span<const float> token_embedding, std::span<const int> tokens, CalibrationOptions o)
+        : config_(config), options_(std::move(o)) {
+        if (token_embedding.size() != std::size_t(config_.vocab_size) * std::size_t(config_.dim))
+            throw InvalidArgument("layer-wise calibration: the embedding table has " + std::to_string(token_embedding.size()) +
+                                  " values, the configuration needs vocab_size x dim");
         const int length = std::min(options_.sequence_length, config_.seq_len);
         options_.sequence_length = length;
         const auto D = std::size_t(config_.dim);
@@ -90,8 +99,8 @@ public:
             lengths_.push_back(int(seq.size()));
             for (const int t : seq) {
                 if (t < 0 || t >= config_.vocab_size) throw InvalidArgument("calibration token id " + std::to_string(t) + " out of range");
-                hidden_.insert(hidden_.end(), w.token_embedding.begin() + std::ptrdiff_t(std::size_t(t) * D),
-                               w.token_embedding.begin() + std::ptrdiff_t(std::size_t(t) * D + D));
+                hidden_.insert(hidden_.end(), token_embedding.begin() + std::ptrdiff_t(std::size_t(t) * D),
+                               token_embedding.begin() + std::ptrdiff_t(std::size_t(t) * D + D));
             }
         }
         rope_ = Rope(config_, length);
@@ -102,6 +111,7 @@ public:
 
     int layer() const noexcept { return layer_; }
     int layers() const noexcept { return config_.n_layers; }
+    const Config& config() const noexcept { return config_; }
     long tokens() const noexcept { return long(hidden_.size() / std::size_t(config_.dim)); }
 
     /// Statistics of the current block's sites when it runs with weights `block` (the original

@@ -32,6 +32,54 @@ inline Linear hessian_linear(const Linear& layer, const std::vector<float>& hess
     return packed_linear(r.q, r.column_order);
 }
 
+/// One decoder block quantized by a method of the sequential_hessian pipeline (GPTQ), its
+/// Hessians from `cal`'s hidden states (which must be at block `l`); `cal` then advances through
+/// the quantized block. `block`: the block with FP32 linears, taken by value and reused as the
+/// block calibration runs (each linear replaced by its dequantized form once quantized), so one
+/// block's FP32 weights are held, not two. Returns the block with packed linears (norms kept).
+inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
+                                 const QuantizeSettings& settings) {
+    struct Step {
+        Site site;
+        std::vector<Linear Layer::*> members;
+        const char* what;
+    };
+    const std::vector<Step> steps = {{Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}, "q/k/v"},
+                                     {Site::attention_output, {&Layer::wo}, "o"},
+                                     {Site::mlp_input, {&Layer::w1, &Layer::w3}, "gate/up"},
+                                     {Site::mlp_hidden, {&Layer::w2}, "down"}};
+    const int blocks = cal.layers();
+    // `block` is what calibration runs: quantized layers dequantized, so inputs pass through
+    // exactly Ŵ (weight-only, as evaluation) and the batched FP32 GEMM does the work.
+    Layer q;
+    q.attention_norm = block.attention_norm;
+    q.ffn_norm = block.ffn_norm;
+    std::string note;
+    BlockStats stats;
+    if (!o.true_sequential) {
+        if (o.progress) o.progress(l, blocks, "capture");
+        stats = cal.capture(block, 0xFu);  // the four linear-input sites
+    }
+    for (const auto& step : steps) {
+        if (o.true_sequential) {
+            if (o.progress) o.progress(l, blocks, std::string("capture for ") + step.what);
+            stats = cal.capture(block, 1u << unsigned(step.site));  // earlier steps of this block already quantized
+        }
+        const auto h = stats.at(step.site).hessian();
+        if (o.true_sequential) stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
+        if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
+        for (const auto member : step.members) {
+            // an error names the tensor
+            q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, scheme, settings, &note); });
+            block.*member = dequantized_linear(q.*member);
+        }
+    }
+    if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
+    if (o.progress) o.progress(l, blocks, "advance");
+    cal.advance(block);
+    return q;
+}
+
 /// The decoder's seven linear layers of every block quantized by a method of the
 /// sequential_hessian pipeline (GPTQ), calibrated on `tokens`; embeddings, norms and the head
 /// are kept. `model`'s block linears must be FP32 (dequantize packed sources first).
@@ -42,45 +90,8 @@ inline Weights gptq_quantize_model(const Weights& model, std::span<const int> to
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);
     const QuantizeSettings settings = o.run_settings();
-    struct Step {
-        Site site;
-        std::vector<Linear Layer::*> members;
-        const char* what;
-    };
-    const std::vector<Step> steps = {{Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}, "q/k/v"},
-                                     {Site::attention_output, {&Layer::wo}, "o"},
-                                     {Site::mlp_input, {&Layer::w1, &Layer::w3}, "gate/up"},
-                                     {Site::mlp_hidden, {&Layer::w2}, "down"}};
     const int blocks = model.config.n_layers;
-    for (int l = 0; l < blocks; ++l) {
-        Layer& L = out.layers[std::size_t(l)];
-        // The block as calibration runs it: quantized layers dequantized, so inputs pass through
-        // exactly Ŵ (weight-only, as evaluation) and the batched FP32 GEMM does the work.
-        Layer run = L;
-        std::string note;
-        BlockStats stats;
-        if (!o.true_sequential) {
-            if (o.progress) o.progress(l, blocks, "capture");
-            stats = cal.capture(run, 0xFu);  // the four linear-input sites
-        }
-        for (const auto& step : steps) {
-            if (o.true_sequential) {
-                if (o.progress) o.progress(l, blocks, std::string("capture for ") + step.what);
-                stats = cal.capture(run, 1u << unsigned(step.site));  // earlier steps of this block already quantized
-            }
-            const auto h = stats.at(step.site).hessian();
-            if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
-            for (const auto member : step.members) {
-                // an error names the tensor
-                L.*member = with_tensor_context({}, block_linear_name(l, member),
-                                                [&] { return hessian_linear(model.layers[std::size_t(l)].*member, h, scheme, settings, &note); });
-                run.*member = dequantized_linear(L.*member);
-            }
-        }
-        if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
-        if (o.progress) o.progress(l, blocks, "advance");
-        cal.advance(run);
-    }
+    for (int l = 0; l < blocks; ++l) out.layers[std::size_t(l)] = gptq_quantize_block(cal, model.layers[std::size_t(l)], l, scheme, o, settings);
     if (o.progress) o.progress(blocks, blocks, "done");
     return out;
 }

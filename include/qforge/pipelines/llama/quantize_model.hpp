@@ -1,10 +1,16 @@
 #pragma once
 /// @file
 /// One entry point for quantizing a Llama decoder with any scheme: the method's pipeline
-/// (MethodInfo::pipeline, from the registry) picks the driver — every layer on its own
+/// (MethodInfo::pipeline, from the registry) picks the block driver — every layer on its own
 /// (independent), GPTQ's sequential Hessians (pipelines/llama/gptq.hpp), or AWQ's folded scales
 /// (pipelines/llama/awq.hpp). Embeddings, norms (except where AWQ folds scales) and the head are
 /// kept as they are.
+///
+/// `BlockQuantizer` is the driver one block at a time: it holds the calibration hidden states
+/// (tokens x dim) and nothing of the blocks already done, so a caller that reads each block's
+/// weights just before and writes its output just after (QuantizingSource) quantizes a model of
+/// any depth in the memory of one block. `quantize_model` runs it over a model in memory.
+#include <optional>
 #include <span>
 #include <string>
 
@@ -14,26 +20,83 @@
 
 namespace qforge::llama {
 
+class BlockQuantizer {
+public:
+    /// `token_embedding`: vocab_size x dim (only the calibration tokens' rows are copied; the
+    /// table may go after). `tokens`: calibration tokens (ignored by methods that need none;
+    /// InvalidArgument when a method needs them and there are none). `label` names the model in
+    /// errors. Throws InvalidArgument for a bad scheme/option combination before any work.
+    BlockQuantizer(const Config& config, std::span<const float> token_embedding, std::span<const int> tokens, RuntimeScheme scheme,
+                   ModelQuantizeOptions options = {}, std::string label = {})
+        : config_(config), scheme_(std::move(scheme)), options_(std::move(options)), label_(std::move(label)),
+          method_(&find_method(scheme_.method)), settings_(options_.run_settings()) {
+        if (method_->info.needs_calibration() && tokens.empty()) throw InvalidArgument(to_string(scheme_) + " needs calibration tokens");
+        if (method_->info.pipeline == Pipeline::activation_scaled) awq_method(scheme_, options_, std::size_t(config_.n_layers));
+        if (method_->info.pipeline != Pipeline::independent)
+            calibration_.emplace(config_, token_embedding, tokens, options_.calibration);
+    }
+
+    const RuntimeScheme& scheme() const noexcept { return scheme_; }
+    /// The block `quantize` expects next (0, 1, ...; n_layers when done).
+    int next_block() const noexcept { return next_; }
+    /// Bytes held between blocks (the calibration hidden states and scratch).
+    std::size_t bytes() const noexcept { return calibration_ ? calibration_->bytes() : 0; }
+
+    /// Block `next_block()` quantized: `fp32` has that block's weights with FP32 linears (moved in:
+    /// it is reused as scratch). Returns the block with packed linears and its norms (folded by
+    /// AWQ). Errors name the model and the tensor.
+    Layer quantize(Layer fp32) {
+        if (next_ >= config_.n_layers) throw InvalidArgument("block quantizer: all " + std::to_string(config_.n_layers) + " blocks are done");
+        const int l = next_;
+        const int blocks = config_.n_layers;
+        Layer q;
+        switch (method_->info.pipeline) {
+            case Pipeline::sequential_hessian:
+                q = with_context(label_, [&] { return gptq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_); });
+                break;
+            case Pipeline::activation_scaled:
+                q = with_context(label_, [&] { return awq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_, report_); });
+                break;
+            case Pipeline::independent:
+                if (options_.progress) options_.progress(l, blocks, "quantize");
+                q.attention_norm = std::move(fp32.attention_norm);
+                q.ffn_norm = std::move(fp32.ffn_norm);
+                for (const auto& b : block_linears)
+                    q.*b.member = with_tensor_context(label_, block_tensor_name(l, b.gguf),
+                                                      [&] { return quantize_linear(fp32.*b.member, scheme_, options_.calibration.backend); });
+                break;
+        }
+        if (++next_ == blocks && options_.progress) options_.progress(blocks, blocks, "done");
+        return q;
+    }
+
+    /// AWQ's chosen scales of every block done so far are appended here (activation_scaled only).
+    void report_scales(std::vector<BlockScales>* report) noexcept { report_ = report; }
+
+private:
+    Config config_;
+    RuntimeScheme scheme_;
+    ModelQuantizeOptions options_;
+    std::string label_;
+    const MethodEntry* method_;
+    QuantizeSettings settings_;
+    std::optional<LayerwiseCalibration> calibration_;
+    std::vector<BlockScales>* report_ = nullptr;
+    int next_ = 0;
+};
+
 /// `model`'s block linears must be FP32 (dequantized_weights first for a packed source).
-/// `tokens`: calibration tokens (ignored by methods that need none; InvalidArgument when a
-/// method needs them and there are none). `label` names the model in errors.
+/// `tokens`: calibration tokens (see BlockQuantizer). `label` names the model in errors.
 inline Weights quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {},
                               const std::string& label = {}) {
-    const MethodEntry& method = find_method(scheme.method);
-    if (method.info.needs_calibration() && tokens.empty()) throw InvalidArgument(to_string(scheme) + " needs calibration tokens");
-    switch (method.info.pipeline) {
-        case Pipeline::sequential_hessian: return with_context(label, [&] { return gptq_quantize_model(model, tokens, scheme, o); });
-        case Pipeline::activation_scaled: return with_context(label, [&] { return awq_quantize_model(model, tokens, scheme, o); });
-        case Pipeline::independent: break;
-    }
-    std::size_t done = 0;  // linears so far; progress is reported per block
-    return map_named_block_linears(
-        model,
-        [&](const std::string&, const Linear& l) {
-            if (o.progress) o.progress(int(done++ / block_linears.size()), model.config.n_layers, "quantize");
-            return quantize_linear(l, scheme, o.calibration.backend);
-        },
-        label);
+    BlockQuantizer quantizer(model.config, model.token_embedding, tokens, scheme, o, label);
+    Weights out;
+    out.config = model.config;
+    out.token_embedding = model.token_embedding;
+    out.norm = model.norm;
+    out.output = model.output;
+    for (const auto& block : model.layers) out.layers.push_back(quantizer.quantize(block));
+    return out;
 }
 
 }  // namespace qforge::llama

@@ -65,6 +65,30 @@ inline std::string block_tensor_name(int layer, std::string_view what) {
     return s;
 }
 
+/// "blk.N.WHAT.weight" -> (N, "WHAT"); (-1, "") for any other name or a block outside
+/// [0, n_layers).
+inline std::pair<int, std::string> block_tensor_slot(const std::string& name, int n_layers) {
+    if (name.rfind("blk.", 0) != 0) return {-1, ""};
+    const auto dot = name.find('.', 4);
+    if (dot == std::string::npos || dot == 4) return {-1, ""};
+    for (std::size_t i = 4; i < dot; ++i)
+        if (name[i] < '0' || name[i] > '9') return {-1, ""};
+    const long l = dot - 4 > 9 ? -1 : std::atol(name.substr(4, dot - 4).c_str());
+    const auto end = name.rfind(".weight");
+    if (l < 0 || l >= n_layers || end == std::string::npos || end <= dot || end + 7 != name.size()) return {-1, ""};
+    return {int(l), name.substr(dot + 1, end - dot - 1)};
+}
+
+/// How a `rows` x `cols` matrix quantized with `scheme` is stored (the registry's packing format
+/// for its grid; `ordered` for act-order with dynamic groups, whose columns keep GPTQ's
+/// processing order). InvalidArgument when no packed format stores that grid at that shape.
+inline TensorLayout scheme_layout(const RuntimeScheme& scheme, int rows, int cols) {
+    std::string format;
+    if (!visit_packing_format(scheme.spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; }))
+        throw InvalidArgument("no packed format stores the grid of '" + to_string(scheme) + "' (formats/registry.hpp)");
+    return {format, scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
+}
+
 inline std::pair<int, int> block_linear_shape(const Config& c, const BlockLinear& b) {
     const int rows = b.out_is_kv ? c.kv_dim() : b.out_is_hidden ? c.hidden_dim : c.dim;
     return {rows, b.in_is_hidden ? c.hidden_dim : c.dim};
@@ -94,6 +118,9 @@ public:
     virtual TensorLayout layout(const std::string& name) const = 0;
     /// The tensor has been consumed; its pages may go.
     virtual void release(const std::string&) const {}
+    /// The scheme (with its options) that produced matrix `name` as this source gives it, when the
+    /// source knows (a qforge container's record, a QuantizingSource's scheme); empty otherwise.
+    virtual std::string scheme_of(const std::string&) const { return {}; }
 
     /// The output head: output.weight, or the embedding table when they are tied.
     bool tied_output() const { return !has("output.weight"); }
@@ -135,15 +162,7 @@ public:
     TensorLayout layout(const std::string& name) const override { return layout_of(find(name)); }
 
 private:
-    std::pair<int, std::string> slot(const std::string& name) const {
-        if (name.rfind("blk.", 0) != 0) return {-1, ""};
-        const auto dot = name.find('.', 4);
-        if (dot == std::string::npos) return {-1, ""};
-        const int l = std::atoi(name.substr(4, dot - 4).c_str());
-        const auto end = name.rfind(".weight");
-        if (l < 0 || l >= w_.config.n_layers || end == std::string::npos || end <= dot) return {-1, ""};
-        return {l, name.substr(dot + 1, end - dot - 1)};
-    }
+    std::pair<int, std::string> slot(const std::string& name) const { return block_tensor_slot(name, w_.config.n_layers); }
     const Linear& find(const std::string& name) const {
         if (name == "output.weight" || (tied_ && name == "token_embd.weight")) return w_.output;
         const auto [l, what] = slot(name);
