@@ -228,9 +228,10 @@ public:
             const std::uint64_t n = text.size();
             put(&n, 8);
             put(text.data(), text.size());
-            std::vector<std::uint8_t> buffer;
             for (std::size_t i = 0; i < entries_.size(); ++i) {
-                buffer.assign(std::size_t(entries_[i].bytes), 0);
+                // one buffer per tensor: a reused one would stay as large as the largest tensor
+                // (an embedding table) for the rest of the write
+                std::vector<std::uint8_t> buffer(std::size_t(entries_[i].bytes), 0);
                 produce(i, buffer);
                 put(buffer.data(), buffer.size());
             }

@@ -151,13 +151,9 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     QuantizedMatrix q(spec, rows, cols);
     const int groups = q.groups_per_row();
     const std::size_t R = std::size_t(rows);
-    // U^T, so that the lazy batch's U[i1:i2, i2:] is a row-major view (rows of the product's W)
-    std::vector<float> ut(C * C);
-    constexpr std::size_t tile = 64;  // in tiles: a plain column-order write misses the cache on every element
-    for (std::size_t i0 = 0; i0 < C; i0 += tile)
-        for (std::size_t j0 = 0; j0 < C; j0 += tile)
-            for (std::size_t i = i0; i < std::min(C, i0 + tile); ++i)
-                for (std::size_t j = j0; j < std::min(C, j0 + tile); ++j) ut[j * C + i] = u[i * C + j];
+    // The lazy batch multiplies by U[i1:i2, i2:]^T: copied per block into a (C - i2) x block
+    // panel rather than keeping all of U^T (another C x C floats)
+    std::vector<float> panel(C * std::size_t(block));
     std::vector<float> err(R * std::size_t(block));
     std::vector<char> have(R * std::size_t(groups), 0);
     std::vector<GroupParams> params(R * std::size_t(groups));
@@ -189,8 +185,14 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
         }, std::max<std::size_t>(1, grain_for(std::size_t(bs) * std::size_t(bs) / 2 + C)));
         if (i2 == cols) break;
         // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one GEMM over all rows (the backend's)
-        const std::size_t rest = std::size_t(cols - i2);
-        o.backend.gemm_fp32_add(MatrixView<const float>(ut.data() + std::size_t(i2) * C + std::size_t(i1), rest, std::size_t(bs), C),
+        const std::size_t rest = std::size_t(cols - i2), B = std::size_t(bs);
+        constexpr std::size_t tile = 64;  // in tiles: a plain column-order write misses the cache on every element
+        for (std::size_t j0 = 0; j0 < rest; j0 += tile)
+            for (std::size_t i = 0; i < B; ++i) {
+                const float* from = u.data() + (std::size_t(i1) + i) * C + std::size_t(i2);
+                for (std::size_t j = j0; j < std::min(rest, j0 + tile); ++j) panel[j * B + i] = from[j];
+            }
+        o.backend.gemm_fp32_add(MatrixView<const float>(panel.data(), rest, B, B),
                                 MatrixView<const float>(err.data(), R, std::size_t(bs), std::size_t(block)),
                                 MatrixView<float>(wk.data() + std::size_t(i2), R, rest, C), -1.0f);
     }
