@@ -61,6 +61,15 @@ int run(QuantizeOptions opt) {
     std::unique_ptr<Progress> calibrated_bar;
     if (scheme) {
         if (qforge::method_of(*scheme).needs_calibration()) {
+            // an override on a block linear would act on the calibrated method's output (f32 = its
+            // dequantized weights, rtn = quantized twice): refused, naming the tensor
+            for (int l = 0; l < model.source().config().n_layers; ++l)
+                for (const auto& b : qforge::llama::block_linears) {
+                    const auto name = qforge::llama::block_tensor_name(l, b.gguf);
+                    if (const auto action = qforge::llama::action_for(overrides, name); action != "keep")
+                        throw CLI::ValidationError("--override", "'" + name + "=" + action + "': the decoder's linear layers are quantized by " +
+                                                                     qforge::to_string(*scheme) + "; overrides apply to the other weights");
+                }
             const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
             calibrated_bar = std::make_unique<Progress>(qforge::to_string(*scheme));
             calibrated = std::make_unique<qforge::llama::QuantizingSource>(
@@ -116,7 +125,7 @@ void add_quantize(CLI::App& app, int& status) {
     add_calib_options(*sub, o->calib);
     sub->add_option("--override", o->overrides,
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
-                    "'output.weight=rtn:w8g32s'");
+                    "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks");
     sub->add_option("--out", o->out, "output file (a qforge container, safetensors)")->required()->check(writable_output());
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");

@@ -53,6 +53,10 @@ assert r["gptq:w3g32a,act"]["kld"] < r["rtn:w3g32a"]["kld"], r
 PY
 "$q" quantize --scheme gptq:w4g32a,act --calib-tokens 1024 --out "$tmp/g.safetensors" --json > /dev/null
 "$q" generate --model "$tmp/g.safetensors" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "gptq container generate"
+# an override on a block linear of a calibrated run is refused before any work, naming the tensor
+if "$q" quantize --scheme gptq:w4g32a --override 'blk.2.*=f32' --out "$tmp/g2.safetensors" 2> "$tmp/err.txt"; then fail "override on a gptq layer accepted"; fi
+grep -q "blk.2.attn_q.weight=f32" "$tmp/err.txt" || fail "override error: $(cat "$tmp/err.txt")"
+[ ! -e "$tmp/g2.safetensors" ] || fail "override error left a file"
 
 # AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
 printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"

@@ -31,6 +31,26 @@ llama::ContainerOptions with_rules(std::vector<std::pair<std::string, std::strin
     return o;
 }
 
+/// Runs `fn` in a child process (so it inherits little of this one's memory) and returns the
+/// child's peak RSS in MB; -1 when it failed (its error on stderr).
+[[maybe_unused]] double peak_rss_mb_of(const std::function<void()>& fn) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+        int code = 0;
+        try {
+            fn();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s\n", e.what());
+            code = 1;
+        }
+        _exit(code);
+    }
+    int status = 0;
+    rusage usage{};
+    if (wait4(pid, &status, 0, &usage) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
+    return double(usage.ru_maxrss) / 1024;
+}
+
 std::vector<float> logits_of(const llama::Weights& w, const std::vector<int>& tokens) {
     llama::Session s(w, Backend::cpu(Isa::scalar, 1));
     const auto l = s.forward_batch(tokens, 0);
@@ -346,23 +366,8 @@ BOOST_AUTO_TEST_CASE(streaming_quantization_peak_memory) {
         llama::write_container(llama::WeightsSource(w, "memory"), source, {});
     }
     const auto file_mb = double(fs::file_size(source)) / (1 << 20);
-    const pid_t pid = fork();
-    if (pid == 0) {
-        int code = 0;
-        try {
-            const llama::ContainerSource src(source);
-            llama::write_container(src, out, with_rules({{"blk.*", "rtn:w4g128a"}}, 1));
-        } catch (...) {
-            code = 1;
-        }
-        _exit(code);
-    }
-    int status = 0;
-    rusage usage{};
-    BOOST_TEST_REQUIRE(wait4(pid, &status, 0, &usage) == pid);
-    BOOST_TEST_REQUIRE(WIFEXITED(status));
-    BOOST_TEST_REQUIRE(WEXITSTATUS(status) == 0);
-    const double peak_mb = double(usage.ru_maxrss) / 1024;
+    const double peak_mb = peak_rss_mb_of([&] { llama::write_container(llama::ContainerSource(source), out, with_rules({{"blk.*", "rtn:w4g128a"}}, 1)); });
+    BOOST_TEST_REQUIRE(peak_mb > 0);
     BOOST_TEST_MESSAGE("source " << file_mb << " MB, peak RSS while quantizing " << peak_mb << " MB");
     BOOST_TEST(file_mb > 190.0);
     BOOST_TEST(peak_mb < 0.5 * file_mb);
@@ -487,38 +492,19 @@ BOOST_AUTO_TEST_CASE(quantizing_source_memory_independent_of_depth) {
         c.seq_len = 64;
         const auto source = tmp("qf_deep_fp32.safetensors"), out = tmp("qf_deep_gptq.safetensors");
         // the model is made in a child of its own, so the quantizing child inherits none of its memory
-        const pid_t maker = fork();
-        if (maker == 0) {
-            llama::write_container(llama::WeightsSource(qtest::random_llama(c, 51), "memory"), source, {});
-            _exit(0);
-        }
-        int made = 0;
-        BOOST_TEST_REQUIRE(waitpid(maker, &made, 0) == maker);
-        BOOST_TEST_REQUIRE((WIFEXITED(made) && WEXITSTATUS(made) == 0));
-        const pid_t pid = fork();
-        if (pid == 0) {
-            int code = 0;
-            try {
-                const llama::ContainerSource src(source);
-                llama::ModelQuantizeOptions mo;
-                mo.calibration.backend = Backend::cpu(best_isa(), 2);
-                const llama::QuantizingSource q(src, qtest::random_tokens(128, c.vocab_size, 52), parse_scheme("gptq:w4g128a"), mo);
-                llama::write_container(q, out, with_rules({}, 2));
-            } catch (const std::exception& e) {
-                std::fprintf(stderr, "%s\n", e.what());
-                code = 1;
-            }
-            _exit(code);
-        }
-        int status = 0;
-        rusage usage{};
-        BOOST_TEST_REQUIRE(wait4(pid, &status, 0, &usage) == pid);
-        BOOST_TEST_REQUIRE(WIFEXITED(status));
-        BOOST_TEST_REQUIRE(WEXITSTATUS(status) == 0);
+        BOOST_TEST_REQUIRE(peak_rss_mb_of([&] { llama::write_container(llama::WeightsSource(qtest::random_llama(c, 51), "memory"), source, {}); }) > 0);
+        const double peak = peak_rss_mb_of([&] {
+            const llama::ContainerSource src(source);
+            llama::ModelQuantizeOptions mo;
+            mo.calibration.backend = Backend::cpu(best_isa(), 2);
+            const llama::QuantizingSource q(src, qtest::random_tokens(128, c.vocab_size, 52), parse_scheme("gptq:w4g128a"), mo);
+            llama::write_container(q, out, with_rules({}, 2));
+        });
+        BOOST_TEST_REQUIRE(peak > 0);
         BOOST_TEST(llama::ContainerSource(out).scheme(llama::block_tensor_name(layers - 1, "ffn_down")) == "gptq:w4g128a");
         fs::remove(source);
         fs::remove(out);
-        return double(usage.ru_maxrss) / 1024;
+        return peak;
     };
     const double two = peak_mb(2), eight = peak_mb(8);
     BOOST_TEST_MESSAGE("GPTQ, 64 MB FP32 blocks: peak RSS " << two << " MB for 2 blocks, " << eight << " MB for 8");
