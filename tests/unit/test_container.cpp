@@ -169,6 +169,38 @@ BOOST_AUTO_TEST_CASE(tied_head_stays_tied) {
     BOOST_TEST(logits_of(loaded, {3, 4}) == logits_of(w, {3, 4}), boost::test_tools::per_element());
 }
 
+// Untying the head by a rule on output.weight leaves the embedding as stored (it was written as
+// an F32 vector whatever the source held: SmolLM2's Q8_0 table grew 2.3x), and a rule naming
+// token_embd.weight applies to it.
+BOOST_AUTO_TEST_CASE(untied_head_keeps_the_embedding_as_stored) {
+    auto w = qtest::random_llama(qtest::tiny_config(1), 23);
+    w.output = llama::quantize_linear(w.output, parse_scheme("rtn:w8g32s"));
+    w.token_embedding = std::get<llama::Fp32Matrix>(llama::dequantized_linear(w.output).weights()).data;
+    const auto tied = tmp("qf_tied_src.safetensors"), path = tmp("qf_untied.safetensors");
+    llama::write_container(llama::WeightsSource(w, "memory", true), tied, {});
+    const llama::ContainerSource src(tied);
+    llama::write_container(src, path, with_rules({{"output.weight", "rtn:w4g32a"}}));
+    {
+        const llama::ContainerSource back(path);
+        BOOST_TEST(back.has("output.weight"));
+        BOOST_TEST(back.layout("token_embd.weight").format == "dense");
+        BOOST_TEST(back.layout("token_embd.weight").spec.bits == 8);
+        BOOST_TEST(back.layout("output.weight").spec.bits == 4);
+        BOOST_TEST(back.stored_bytes("token_embd.weight") == src.stored_bytes("token_embd.weight"));
+        BOOST_TEST(llama::load_weights(back).token_embedding == w.token_embedding, boost::test_tools::per_element());
+    }
+    llama::write_container(src, path, with_rules({{"output.weight", "rtn:w4g32a"}, {"token_embd.weight", "rtn:w4g32s"}}));
+    const llama::ContainerSource back(path);
+    BOOST_TEST(back.layout("token_embd.weight").spec.bits == 4);
+    BOOST_TEST(back.scheme("token_embd.weight") == "rtn:w4g32s");
+    // an untied model in memory: its FP32 table is written as a matrix and reads back the same
+    auto u = qtest::random_llama(qtest::tiny_config(1), 24);
+    llama::write_container(llama::WeightsSource(u, "memory"), path, {});
+    BOOST_TEST(llama::load_weights(llama::ContainerSource(path)).token_embedding == u.token_embedding, boost::test_tools::per_element());
+    fs::remove(tied);
+    fs::remove(path);
+}
+
 BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
     const auto w = qtest::random_llama(qtest::tiny_config(1), 23);
     const llama::WeightsSource src(w, "memory");

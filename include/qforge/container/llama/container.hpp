@@ -356,11 +356,11 @@ inline void write_container(const ModelSource& src, const std::string& path, con
     };
     const auto vector = [&](const std::string& name, int n) { entries.push_back({name, "f32", true, {"f32", {}, 1, n}}); };
 
-    // A tied head stays tied unless a rule names output.weight itself.
+    // A tied head stays tied unless a rule names output.weight itself; the embedding table is a
+    // matrix either way: kept as stored unless a rule names it.
     bool tied = src.tied_output();
     if (tied && action_for(o.rules, "output.weight") != "keep") tied = false;
-    if (tied) matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
-    else vector("token_embd.weight", c.vocab_size * c.dim);
+    matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
     for (int l = 0; l < c.n_layers; ++l) {
         vector(block_tensor_name(l, "attn_norm"), c.dim);
         vector(block_tensor_name(l, "ffn_norm"), c.dim);

@@ -155,14 +155,23 @@ public:
         return *v;
     }
     Linear linear(const std::string& name, int rows, int cols) const override {
+        if (untied_embedding(name)) {
+            check_shape(name, std::uint64_t(w_.config.vocab_size), std::uint64_t(w_.config.dim), rows, cols);
+            return Linear(Fp32Matrix{rows, cols, w_.token_embedding});
+        }
         const Linear& l = find(name);
         check_shape(name, std::uint64_t(l.rows()), std::uint64_t(l.cols()), rows, cols);
         return l;
     }
-    TensorLayout layout(const std::string& name) const override { return layout_of(find(name)); }
+    TensorLayout layout(const std::string& name) const override {
+        if (untied_embedding(name)) return {"f32", {}, w_.config.vocab_size, w_.config.dim};
+        return layout_of(find(name));
+    }
 
 private:
     std::pair<int, std::string> slot(const std::string& name) const { return block_tensor_slot(name, w_.config.n_layers); }
+    /// The embedding of an untied model is a plain table (Weights::token_embedding), read as an FP32 matrix.
+    bool untied_embedding(const std::string& name) const { return !tied_ && name == "token_embd.weight"; }
     const Linear& find(const std::string& name) const {
         if (name == "output.weight" || (tied_ && name == "token_embd.weight")) return w_.output;
         const auto [l, what] = slot(name);
