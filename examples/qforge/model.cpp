@@ -255,7 +255,7 @@ std::vector<int> calibration_tokens(const CalibOptions& options, const Model& mo
     if (tokens.size() < offset + want)
         throw qforge::InvalidArgument(path + ": " + std::to_string(tokens.size()) + " tokens, the calibration slice needs " +
                                       std::to_string(offset + want) + " (" + std::to_string(offset) + " skipped" +
-                                      (same ? ": the evaluation slice" : "") + ", then --calib-tokens " + std::to_string(want) + ")");
+                                      (options.calib_skip >= 0 ? ": --calib-skip" : same ? ": the evaluation slice" : "") + ", then --calib-tokens " + std::to_string(want) + ")");
     return std::vector<int>(tokens.begin() + std::ptrdiff_t(offset), tokens.begin() + std::ptrdiff_t(offset + want));
 }
 

@@ -123,6 +123,11 @@ void add_quantize(CLI::App& app, int& status) {
                     "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize block by "
                     "block, each block written as it finishes: memory of one block, whatever the depth)");
     add_calib_options(*sub, o->calib);
+    // quantize evaluates nothing: say which slice the defaults take
+    sub->get_option("--calib")->description(
+        "calibration text for gptq/awq schemes (default: WikiText-2 test after its first 16384 tokens, the slice ppl and eval "
+        "score by default; results depend on the slice: use 2048 or more tokens)");
+    sub->get_option("--calib-skip")->description("tokens of the calibration text to skip first (default: 16384 for the default text, 0 for --calib FILE)");
     sub->add_option("--override", o->overrides,
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
                     "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks");
