@@ -1,5 +1,7 @@
 // `qforge quantize`: streams a model into a qforge container, quantizing the decoder's linear
 // layers with a scheme and any weight matching an --override pattern with its own action.
+#include <fnmatch.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -48,6 +50,19 @@ int run(QuantizeOptions opt) {
     qforge::io::check_output_path(opt.out);
 
     auto model = Model::open(opt.model);
+    // a pattern that names no matrix of the model (a typo) would silently do nothing
+    {
+        std::vector<std::string> names = {"token_embd.weight", "output.weight"};
+        for (int l = 0; l < model.source().config().n_layers; ++l)
+            for (const auto& b : qforge::llama::block_linears) names.push_back(qforge::llama::block_tensor_name(l, b.gguf));
+        for (const auto& [pattern, action] : overrides) {
+            bool hit = false;
+            for (const auto& name : names) hit = hit || ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;  // the writer's glob
+            if (!hit)
+                throw CLI::ValidationError("--override", "'" + pattern + "=" + action + "' matches no weight of " + model.path() +
+                                                             " (names: token_embd.weight, output.weight, blk.N.attn_q.weight ... blk.N.ffn_down.weight)");
+        }
+    }
     qforge::llama::ContainerOptions o;
     o.backend = qforge::Backend::best_cpu(opt.threads);
     o.tokenizer = model.tokenizer_path();
@@ -130,7 +145,8 @@ void add_quantize(CLI::App& app, int& status) {
     sub->get_option("--calib-skip")->description("tokens of the calibration text to skip first (default: 16384 for the default text, 0 for --calib FILE)");
     sub->add_option("--override", o->overrides,
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
-                    "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks");
+                    "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks; a pattern that names no "
+                    "weight is an error");
     sub->add_option("--out", o->out, "output file (a qforge container, safetensors)")->required()->check(writable_output());
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");

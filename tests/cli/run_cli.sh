@@ -57,6 +57,9 @@ PY
 if "$q" quantize --scheme gptq:w4g32a --override 'blk.2.*=f32' --out "$tmp/g2.safetensors" 2> "$tmp/err.txt"; then fail "override on a gptq layer accepted"; fi
 grep -q "blk.2.attn_q.weight=f32" "$tmp/err.txt" || fail "override error: $(cat "$tmp/err.txt")"
 [ ! -e "$tmp/g2.safetensors" ] || fail "override error left a file"
+# an override that names no weight (a typo) is refused, not silently ignored
+if "$q" quantize --scheme rtn:w4g32a --override 'blk.0.atn_q.weight=f32' --out "$tmp/g3.safetensors" 2> "$tmp/err.txt"; then fail "typo override accepted"; fi
+grep -q "matches no weight" "$tmp/err.txt" || fail "typo override error: $(cat "$tmp/err.txt")"
 
 # AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
 printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"
