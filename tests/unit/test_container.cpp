@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -197,6 +198,37 @@ BOOST_AUTO_TEST_CASE(untied_head_keeps_the_embedding_as_stored) {
     auto u = qtest::random_llama(qtest::tiny_config(1), 24);
     llama::write_container(llama::WeightsSource(u, "memory"), path, {});
     BOOST_TEST(llama::load_weights(llama::ContainerSource(path)).token_embedding == u.token_embedding, boost::test_tools::per_element());
+    // a container written before (the table as a 1-D F32 vector) still reads, and re-writes
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const std::string data = bytes.substr(8 + n);
+    std::string header = bytes.substr(8, n);
+    const auto replace = [&](const std::string& from, const std::string& to) {
+        const auto at = header.find(from);
+        BOOST_TEST_REQUIRE(at != std::string::npos, from);
+        header.replace(at, from.size(), to);
+    };
+    replace(R"("token_embd.weight":{"dtype":"F32","shape":[50,32])", R"("token_embd.weight":{"dtype":"F32","shape":[1600])");
+    replace(R"(\"token_embd.weight\":{\"format\":\"f32\",\"rows\":50,\"cols\":32)",
+            R"(\"token_embd.weight\":{\"format\":\"f32\",\"rows\":1,\"cols\":1600)");
+    while ((header.size() + 8) % 8) header += ' ';
+    n = header.size();
+    const auto old_style = tmp("qf_old_untied.safetensors");
+    {
+        std::ofstream out(old_style, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(&n), 8);
+        out << header << data;
+    }
+    const llama::ContainerSource old(old_style);
+    BOOST_TEST(old.layout("token_embd.weight").rows == 1);
+    llama::write_container(old, path, {});
+    BOOST_TEST(llama::load_weights(llama::ContainerSource(path)).token_embedding == u.token_embedding, boost::test_tools::per_element());
+    fs::remove(old_style);
     fs::remove(tied);
     fs::remove(path);
 }

@@ -242,6 +242,9 @@ public:
     }
     Linear linear(const std::string& name, int rows, int cols) const override {
         const auto& l = find(name);
+        // containers written before 2026-12-02 stored an untied model's embedding table as a vector
+        if (l.format == "f32" && l.rows == 1 && rows > 1 && std::size_t(l.cols) == std::size_t(rows) * std::size_t(cols))
+            return Linear(Fp32Matrix{rows, cols, f_.to_float(f_.tensor(name))});
         check_shape(name, std::uint64_t(l.rows), std::uint64_t(l.cols), rows, cols);
         return read(name, l);
     }
