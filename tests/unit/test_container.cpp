@@ -284,6 +284,12 @@ BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
     BOOST_TEST(!fs::exists(failed + ".tmp"));
     BOOST_CHECK_THROW(llama::write_container(src, failed, with_rules({{"blk.*", "rtn:w5g8a"}})), InvalidArgument);
     BOOST_CHECK_THROW(llama::write_container(src, failed, with_rules({{"blk.*", "gptq:w4g8a"}})), InvalidArgument);
+    // a grid no format stores at a tensor's shape: the error names the model and the tensor, before any work
+    BOOST_TEST(qtest::has_all(qtest::error_of([&] { llama::write_container(src, failed, with_rules({{"blk.*", "rtn:iq4nlg32"}})); }),
+                              {"memory: tensor blk.0.ffn_down.weight", "iq4_nl"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of([&] { llama::write_container(src, failed, with_rules({{"blk.*", "gptq:w4g8a"}})); }),
+                              {"memory: tensor blk.0.attn_q.weight", "needs a quantizer"}));
+    BOOST_TEST(!fs::exists(failed));
 }
 
 // The context helpers of core/error.hpp: the type survives, context is added once, and a tensor

@@ -351,8 +351,9 @@ inline void write_container(const ModelSource& src, const std::string& path, con
         else if (action != "keep") {
             const auto scheme = parse_scheme(action);
             if (method_of(scheme).needs_calibration() && !o.quantize)
-                throw InvalidArgument(name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
-            out = with_context(name, [&] { return scheme_layout(scheme, rows, cols); });
+                throw InvalidArgument(src.label() + ": tensor " + name + ": scheme '" + action + "' needs a quantizer for method '" +
+                                      scheme.method + "'");
+            out = with_tensor_context(src.label(), name, [&] { return scheme_layout(scheme, rows, cols); });
             action = to_string(scheme);
         }
         entries.push_back({name, action, false, out});
