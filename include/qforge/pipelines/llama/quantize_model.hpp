@@ -39,8 +39,6 @@ public:
     const RuntimeScheme& scheme() const noexcept { return scheme_; }
     /// The block `quantize` expects next (0, 1, ...; n_layers when done).
     int next_block() const noexcept { return next_; }
-    /// Bytes held between blocks (the calibration hidden states and scratch).
-    std::size_t bytes() const noexcept { return calibration_ ? calibration_->bytes() : 0; }
 
     /// Block `next_block()` quantized: `fp32` has that block's weights with FP32 linears (moved in:
     /// it is reused as scratch). Returns the block with packed linears and its norms (folded by
@@ -55,7 +53,7 @@ public:
                 q = with_context(label_, [&] { return gptq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_); });
                 break;
             case Pipeline::activation_scaled:
-                q = with_context(label_, [&] { return awq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_, report_); });
+                q = with_context(label_, [&] { return awq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_); });
                 break;
             case Pipeline::independent:
                 if (options_.progress) options_.progress(l, blocks, "quantize");
@@ -70,9 +68,6 @@ public:
         return q;
     }
 
-    /// AWQ's chosen scales of every block done so far are appended here (activation_scaled only).
-    void report_scales(std::vector<BlockScales>* report) noexcept { report_ = report; }
-
 private:
     Config config_;
     RuntimeScheme scheme_;
@@ -81,7 +76,6 @@ private:
     const MethodEntry* method_;
     QuantizeSettings settings_;
     std::optional<LayerwiseCalibration> calibration_;
-    std::vector<BlockScales>* report_ = nullptr;
     int next_ = 0;
 };
 

@@ -79,13 +79,6 @@ public:
     }
     /// The scheme the block linears are quantized with.
     const RuntimeScheme& scheme() const noexcept { return quantizer_->scheme(); }
-    /// Bytes held for the current block's results (packed linears and norms) and the calibration
-    /// state; the FP32 block being quantized is held only inside the call that makes it.
-    std::size_t bytes() const {
-        std::size_t b = quantizer_->bytes() + (block_.attention_norm.size() + block_.ffn_norm.size()) * sizeof(float);
-        for (const auto& bl : block_linears) b += (block_.*bl.member).bytes();
-        return b;
-    }
 
 private:
     /// (block, its entry in block_linears) for a block linear's name; (-1, nullptr) otherwise.
