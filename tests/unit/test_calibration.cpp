@@ -160,3 +160,61 @@ BOOST_AUTO_TEST_CASE(layerwise_memory_does_not_grow_with_depth) {
     BOOST_TEST(held[0] == held[1]);
     BOOST_TEST(held[0] > 48u * 32u * sizeof(float));  // at least the hidden states
 }
+
+// GPTQ's true-sequential steps: each capture resumes where the previous one stopped while the
+// layers after that site change (here: replaced by quantized ones step by step). Statistics and
+// the hidden states after `advance` equal, bit for bit, those of runs from each block's input.
+BOOST_AUTO_TEST_CASE(resuming_a_capture_equals_running_from_the_input) {
+    const auto w = qtest::random_llama(qtest::tiny_config(3), 11);
+    const auto tokens = qtest::random_tokens(45, w.config.vocab_size, 12);
+    const auto q = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w3g16a")); });
+    llama::CalibrationOptions o;
+    o.sequence_length = 16;  // 16 + 16 + 13: the last sequence shorter
+    o.backend = Backend::cpu(best_isa());
+    llama::LayerwiseCalibration resumed(w, tokens, o), fresh(w, tokens, o);
+    using Member = llama::Linear llama::Layer::*;
+    const std::vector<std::pair<llama::Site, std::vector<Member>>> steps = {
+        {llama::Site::attention_input, {&llama::Layer::wq, &llama::Layer::wk, &llama::Layer::wv}},
+        {llama::Site::attention_output, {&llama::Layer::wo}},
+        {llama::Site::mlp_input, {&llama::Layer::w1, &llama::Layer::w3}},
+        {llama::Site::mlp_hidden, {&llama::Layer::w2}}};
+    for (int l = 0; l < resumed.layers(); ++l) {
+        auto block = w.layers[std::size_t(l)];
+        for (std::size_t i = 0; i < steps.size(); ++i) {
+            const unsigned mask = 1u << unsigned(steps[i].first);
+            const auto a = resumed.capture(block, mask, i > 0);
+            const auto b = fresh.capture(block, mask);
+            const auto& sa = a.at(steps[i].first);
+            const auto& sb = b.at(steps[i].first);
+            BOOST_TEST(sa.count() == sb.count());
+            BOOST_TEST(sa.mean_abs() == sb.mean_abs(), tt::per_element());
+            BOOST_TEST(sa.hessian() == sb.hessian(), tt::per_element());
+            for (const Member m : steps[i].second) block.*m = q.layers[std::size_t(l)].*m;
+        }
+        resumed.advance(block, true);
+        fresh.advance(block);
+        const auto ha = resumed.hidden(), hb = fresh.hidden();
+        BOOST_TEST(std::equal(ha.data, ha.data + ha.rows * ha.cols, hb.data));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(resuming_without_a_stopped_capture_is_refused) {
+    const auto w = qtest::random_llama(qtest::tiny_config(2), 13);
+    const auto tokens = qtest::random_tokens(20, w.config.vocab_size, 14);
+    llama::CalibrationOptions o;
+    o.sequence_length = 10;
+    llama::LayerwiseCalibration lw(w, tokens, o);
+    const auto& b0 = w.layers[0];
+    const auto site = [](llama::Site s) { return 1u << unsigned(s); };
+    BOOST_CHECK_THROW(lw.capture(b0, site(llama::Site::mlp_input), true), InvalidArgument);  // nothing captured yet
+    BOOST_CHECK_THROW(lw.advance(b0, true), InvalidArgument);
+    lw.capture(b0, site(llama::Site::mlp_input));
+    BOOST_CHECK_THROW(lw.capture(b0, site(llama::Site::attention_output), true), InvalidArgument);  // before the stop
+    BOOST_CHECK_THROW(lw.capture(b0, site(llama::Site::mlp_input), true), InvalidArgument);         // the stop itself
+    lw.capture(b0, site(llama::Site::mlp_hidden), true);
+    lw.capture(b0);  // a whole run leaves nothing to resume from
+    BOOST_CHECK_THROW(lw.capture(b0, site(llama::Site::mlp_hidden), true), InvalidArgument);
+    lw.capture(b0, site(llama::Site::attention_output));
+    lw.advance(b0, true);
+    BOOST_CHECK_THROW(lw.capture(w.layers[1], site(llama::Site::mlp_hidden), true), InvalidArgument);  // a new block
+}

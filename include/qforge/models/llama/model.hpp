@@ -114,6 +114,9 @@ struct Rope {
 /// Buffers one decoder block needs for n tokens.
 struct BlockScratch {
     std::vector<float> xb, xb2, q, k, v, hb, hb2;
+    /// Where a block's activations at one of the four linear-input sites are (`run_block`):
+    /// the MLP's hidden layer in hb, the others in xb.
+    std::vector<float>& site(int site_index) noexcept { return site_index == 3 ? hb : xb; }
     void fit(const Config& c, int n) {
         const std::size_t N = std::size_t(n);
         xb.resize(N * std::size_t(c.dim));
@@ -138,35 +141,12 @@ inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, c
     }
 }
 
-/// One decoder block on n consecutive tokens at positions pos0 .. pos0 + n - 1 (causal). `x`
-/// (n x dim) is updated in place. `kc`/`vc` are this layer's caches (context x kv_dim) holding
-/// positions before pos0; the new positions are written into them. With `stop_after` >= 0 the
-/// block returns right after the observer has seen that site (x is then not the block's
-/// output): what capturing one site's statistics needs.
-inline void run_block(const Config& c, const Layer& L, int layer, float* x, int n, int pos0, float* kc, float* vc,
-                      const Rope& rope, BlockScratch& s, const Backend& backend, const Observer* observer, int stop_after = -1) {
-    const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim);
-    const std::size_t N = std::size_t(n);
+/// Causal attention of the n new tokens (queries in s.q, rotated) over the cache positions
+/// [0, pos0 + n) of kc/vc (context x kv_dim, the new positions already written); the heads'
+/// outputs go to s.xb (n x dim). Grouped-query: head h reads KV head h / (n_heads / n_kv_heads).
+inline void attend(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
+    const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), N = std::size_t(n);
     const int hs = c.head_size();
-    s.fit(c, n);
-    const auto mat = [&](std::vector<float>& v, std::size_t width) { return MatrixView<float>(v.data(), N, width); };
-    const auto see = [&](Site site, std::vector<float>& v, std::size_t width) {
-        if (observer && *observer) (*observer)(layer, site, MatrixView<const float>(v.data(), N, width));
-        return stop_after == int(site);
-    };
-
-    rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
-    if (see(Site::attention_input, s.xb, D)) return;
-    L.wq.forward(mat(s.xb, D), mat(s.q, D), backend);
-    L.wk.forward(mat(s.xb, D), mat(s.k, KV), backend);
-    L.wv.forward(mat(s.xb, D), mat(s.v, KV), backend);
-    for (int t = 0; t < n; ++t) {
-        rope.apply(s.q.data() + std::size_t(t) * D, D, pos0 + t);
-        rope.apply(s.k.data() + std::size_t(t) * KV, KV, pos0 + t);
-    }
-    std::copy(s.k.begin(), s.k.end(), kc + std::size_t(pos0) * KV);
-    std::copy(s.v.begin(), s.v.end(), vc + std::size_t(pos0) * KV);
-
     const Fp32Functions& fns = backend.host_fp32();
     const int group = c.n_heads / c.n_kv_heads;
     const float inv_sqrt = 1.0f / std::sqrt(float(hs));
@@ -191,17 +171,63 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
             for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)] / sum, vc + std::size_t(p) * KV + kv_off, out, hs);
         }
     }, grain_for(head_ops));
-    if (see(Site::attention_output, s.xb, D)) return;
-    L.wo.forward(mat(s.xb, D), mat(s.xb2, D), backend);
-    for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
+}
 
-    rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
-    if (see(Site::mlp_input, s.xb, D)) return;
-    L.w1.forward(mat(s.xb, D), mat(s.hb, H), backend);
-    L.w3.forward(mat(s.xb, D), mat(s.hb2, H), backend);
-    if (see(Site::mlp_gate, s.hb, H)) return;
-    for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
-    if (see(Site::mlp_hidden, s.hb, H)) return;
+/// One decoder block on n consecutive tokens at positions pos0 .. pos0 + n - 1 (causal). `x`
+/// (n x dim) is updated in place. `kc`/`vc` are this layer's caches (context x kv_dim) holding
+/// positions before pos0; the new positions are written into them. With `stop_after` >= 0 the
+/// block returns right after the observer has seen that site (x is then not the block's
+/// output): what capturing one site's statistics needs. With `resume_after` >= 0 (one of the
+/// four linear-input sites; their enum order is the order the block runs them) the block
+/// starts right after that site: x holds the residual stream there and `s` the site's
+/// activations (`BlockScratch::site`), as a run that stopped at it left them; the layers before
+/// it do not run again (GPTQ's true-sequential steps change only layers after the last capture).
+inline void run_block(const Config& c, const Layer& L, int layer, float* x, int n, int pos0, float* kc, float* vc,
+                      const Rope& rope, BlockScratch& s, const Backend& backend, const Observer* observer, int stop_after = -1,
+                      int resume_after = -1) {
+    const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim);
+    const std::size_t N = std::size_t(n);
+    s.fit(c, n);
+    const auto mat = [&](std::vector<float>& v, std::size_t width) { return MatrixView<float>(v.data(), N, width); };
+    const auto see = [&](Site site, std::vector<float>& v, std::size_t width) {
+        if (observer && *observer) (*observer)(layer, site, MatrixView<const float>(v.data(), N, width));
+        return stop_after == int(site);
+    };
+
+    if (resume_after > int(Site::mlp_hidden))
+        throw InvalidArgument("run_block: a block resumes only after one of its four linear-input sites");
+    const auto runs = [&](Site stage) { return resume_after < int(stage); };  // the stage that ends at this site
+
+    if (runs(Site::attention_input)) {
+        rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
+        if (see(Site::attention_input, s.xb, D)) return;
+    }
+    if (runs(Site::attention_output)) {
+        L.wq.forward(mat(s.xb, D), mat(s.q, D), backend);
+        L.wk.forward(mat(s.xb, D), mat(s.k, KV), backend);
+        L.wv.forward(mat(s.xb, D), mat(s.v, KV), backend);
+        for (int t = 0; t < n; ++t) {
+            rope.apply(s.q.data() + std::size_t(t) * D, D, pos0 + t);
+            rope.apply(s.k.data() + std::size_t(t) * KV, KV, pos0 + t);
+        }
+        std::copy(s.k.begin(), s.k.end(), kc + std::size_t(pos0) * KV);
+        std::copy(s.v.begin(), s.v.end(), vc + std::size_t(pos0) * KV);
+        attend(c, s, kc, vc, n, pos0, backend);
+        if (see(Site::attention_output, s.xb, D)) return;
+    }
+    if (runs(Site::mlp_input)) {
+        L.wo.forward(mat(s.xb, D), mat(s.xb2, D), backend);
+        for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
+        rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
+        if (see(Site::mlp_input, s.xb, D)) return;
+    }
+    if (runs(Site::mlp_hidden)) {
+        L.w1.forward(mat(s.xb, D), mat(s.hb, H), backend);
+        L.w3.forward(mat(s.xb, D), mat(s.hb2, H), backend);
+        if (see(Site::mlp_gate, s.hb, H)) return;
+        for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
+        if (see(Site::mlp_hidden, s.hb, H)) return;
+    }
     L.w2.forward(mat(s.hb, H), mat(s.xb, D), backend);
     for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb[i];
 }

@@ -116,8 +116,17 @@ public:
 
     /// Statistics of the current block's sites when it runs with weights `block` (the original
     /// block, or one partly quantized already). The hidden states stay as they are.
-    /// `sites`: a mask of (1 << Site) to gather (default all); the others stay empty.
-    BlockStats capture(const Layer& block, unsigned sites = ~0u) {
+    /// `sites`: a mask of (1 << Site) to gather (default all); the others stay empty. A capture
+    /// that stops before the block's end at one of the four linear-input sites keeps the block's
+    /// state there (the residual stream and that site's activations, tokens x dim or x hidden_dim)
+    /// so that the next capture or `advance` can resume from it.
+    ///
+    /// `resume`: start where the previous capture of this block stopped instead of at the block's
+    /// input. The caller promises that the layers before that site are the ones that capture ran
+    /// (GPTQ's true-sequential steps quantize only later layers); the result is then the same,
+    /// bit for bit, as running the block from its input. InvalidArgument when there is no such
+    /// state, or when a site asked for lies before it.
+    BlockStats capture(const Layer& block, unsigned sites = ~0u, bool resume = false) {
         BlockStats stats(config_, options_.hessian);
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
             if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.backend);
@@ -125,14 +134,20 @@ public:
         int last = -1;  // the block may stop after the last site asked for
         for (int site = 0; site < site_count; ++site)
             if (sites & (1u << unsigned(site))) last = site;
-        run(block, &observer, false, sites == ~0u ? -1 : last);
+        if (resume)
+            for (int site = 0; site <= resumed_site(); ++site)
+                if (sites & (1u << unsigned(site)))
+                    throw InvalidArgument("layer-wise calibration: cannot capture site " + std::to_string(site) +
+                                          " when resuming after site " + std::to_string(resume_site_));
+        run(block, &observer, false, sites == ~0u ? -1 : last, resume);
         return stats;
     }
 
     /// Moves the hidden states through `block` (typically the quantized block) to the next block.
-    void advance(const Layer& block) {
+    /// `resume`: as for `capture`, from where the last capture of this block stopped.
+    void advance(const Layer& block, bool resume = false) {
         if (layer_ >= config_.n_layers) throw InvalidArgument("layer-wise calibration: already past the last block");
-        run(block, nullptr, true);
+        run(block, nullptr, true, -1, resume);
         ++layer_;
     }
 
@@ -143,27 +158,74 @@ public:
     /// of the number of blocks.
     std::size_t bytes() const noexcept {
         return (hidden_.size() + work_.size() + key_cache_.size() + value_cache_.size() + rope_.cos.size() + rope_.sin.size() +
-                scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2) *
+                scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2 + resume_x_.size() + resume_act_.size() +
+                next_x_.size() + next_act_.size()) *
                sizeof(float);
     }
 
 private:
-    void run(const Layer& block, const Observer* observer, bool update, int stop_after = -1) {
+    int resumed_site() const {
+        if (resume_site_ < 0 || resume_layer_ != layer_)
+            throw InvalidArgument("layer-wise calibration: nothing to resume from (no capture of block " + std::to_string(layer_) +
+                                  " stopped at a linear-input site)");
+        return resume_site_;
+    }
+
+    /// Width of the activations at linear-input site `site` (the MLP's hidden layer, or dim).
+    std::size_t site_width(int site) const noexcept {
+        return std::size_t(site == int(Site::mlp_hidden) ? config_.hidden_dim : config_.dim);
+    }
+
+    void run(const Layer& block, const Observer* observer, bool update, int stop_after, bool resume) {
         if (layer_ >= config_.n_layers) throw InvalidArgument("layer-wise calibration: no block left to run");
+        const int from = resume ? resumed_site() : -1;
+        // a stop at a linear-input site leaves a state to resume from; mlp_gate's is two buffers
+        const bool keep = !update && stop_after >= 0 && stop_after <= int(Site::mlp_hidden);
         const auto D = std::size_t(config_.dim);
+        const std::size_t from_width = from >= 0 ? site_width(from) : 0, keep_width = keep ? site_width(stop_after) : 0;
+        if (keep) {
+            next_x_.resize(hidden_.size());
+            next_act_.resize(std::size_t(tokens()) * keep_width);
+        }
         std::size_t offset = 0;
         for (std::size_t i = 0; i < lengths_.size(); ++i) {
             const int n = lengths_[i];
+            const std::size_t rows = std::size_t(n);
             float* x = hidden_.data() + offset * D;
+            const float* entering = resume ? resume_x_.data() + offset * D : x;
             if (!update) {  // run a copy so the states entering this block stay as they are
-                work_.assign(x, x + std::size_t(n) * D);
+                work_.assign(entering, entering + rows * D);
                 x = work_.data();
+            } else if (resume) {
+                std::copy_n(entering, rows * D, x);
+            }
+            if (resume) {
+                scratch_.fit(config_, n);
+                std::copy_n(resume_act_.data() + offset * from_width, rows * from_width, scratch_.site(from).data());
             }
             run_block(config_, block, layer_, x, n, 0, key_cache_.data(), value_cache_.data(), rope_, scratch_, options_.backend,
-                      observer, stop_after);
-            offset += std::size_t(n);
+                      observer, stop_after, from);
+            if (keep) {
+                std::copy_n(x, rows * D, next_x_.data() + offset * D);
+                std::copy_n(scratch_.site(stop_after).data(), rows * keep_width, next_act_.data() + offset * keep_width);
+            }
+            offset += rows;
             if (options_.progress) options_.progress(long(i + 1), long(lengths_.size()));
         }
+        if (keep) {
+            resume_x_.swap(next_x_);
+            resume_act_.swap(next_act_);
+            resume_site_ = stop_after;
+            resume_layer_ = layer_;
+        } else {
+            resume_site_ = -1;
+        }
+        if (!keep) {  // nothing more to resume from: give the memory back
+            std::vector<float>().swap(resume_x_);
+            std::vector<float>().swap(resume_act_);
+        }
+        std::vector<float>().swap(next_x_);
+        std::vector<float>().swap(next_act_);
     }
 
     Config config_;
@@ -171,6 +233,9 @@ private:
     int layer_ = 0;
     std::vector<int> lengths_;
     std::vector<float> hidden_, work_, key_cache_, value_cache_;
+    // the state where the last capture of block resume_layer_ stopped (site resume_site_, -1: none)
+    int resume_site_ = -1, resume_layer_ = -1;
+    std::vector<float> resume_x_, resume_act_, next_x_, next_act_;
     Rope rope_;
     BlockScratch scratch_;
 };

@@ -63,7 +63,9 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
     for (const auto& step : steps) {
         if (o.true_sequential) {
             if (o.progress) o.progress(l, blocks, std::string("capture for ") + step.what);
-            stats = cal.capture(block, 1u << unsigned(step.site));  // earlier steps of this block already quantized
+            // earlier steps of this block already quantized; the block resumes where the previous
+            // capture stopped, since only the layers after that site changed
+            stats = cal.capture(block, 1u << unsigned(step.site), &step != &steps.front());
         }
         const auto h = stats.at(step.site).hessian();
         if (o.true_sequential) stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
@@ -76,7 +78,7 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
     }
     if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
     if (o.progress) o.progress(l, blocks, "advance");
-    cal.advance(block);
+    cal.advance(block, o.true_sequential);  // only down changed since the last capture (mlp_hidden)
     return q;
 }
 
