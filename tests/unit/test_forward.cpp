@@ -11,6 +11,7 @@
 
 #include "common.hpp"
 #include "qforge/models/llama/model.hpp"
+#include "tiny_llama.hpp"
 
 using namespace qforge;
 
@@ -247,4 +248,30 @@ BOOST_AUTO_TEST_CASE(fp32_vector_kernels_match_the_scalar_oracle) {
         for (int c = 0; c < cols; ++c) BOOST_TEST(std::fabs(a[std::size_t(c)] - b[std::size_t(c)]) <= 1e-6f * (1 + std::fabs(a[std::size_t(c)])));
     }
     if (best_isa() != Isa::scalar) BOOST_TEST(simd.isa != scalar.isa);  // the vector kernels really ran
+}
+
+// Prompts of 16 tokens or more run attention as matrix products (llama::attend_gemm), in
+// chunks of 128 queries; one-token decoding runs the per-token loop. On the scalar backend both
+// are the same sums in the same order: bit for bit; vectorised within rounding.
+BOOST_AUTO_TEST_CASE(attention_as_products_matches_one_token_decode) {
+    auto c = qtest::tiny_config(2);
+    c.seq_len = 320;
+    const auto w = qtest::random_llama(c, 17);
+    const auto prompt = qtest::random_tokens(300, c.vocab_size, 18);
+    for (const Isa isa : {Isa::scalar, best_isa()}) {
+        llama::Session one(w, Backend::cpu(isa, 1)), batched(w, Backend::cpu(isa, 2));
+        std::vector<std::vector<float>> rows;
+        // 140 from position 0 (two chunks), then 150 continuing the cache (pos0 > 0), then 10 (the loop)
+        for (const auto& [from, count] : {std::pair(0, 140), std::pair(140, 150), std::pair(290, 10)}) {
+            const auto l = batched.forward_batch(std::span(prompt).subspan(std::size_t(from), std::size_t(count)), from);
+            for (std::size_t t = 0; t < l.rows; ++t) rows.emplace_back(l.row(t).begin(), l.row(t).end());
+        }
+        double worst = 0.0;
+        for (std::size_t p = 0; p < prompt.size(); ++p) {
+            const auto l = one.forward(prompt[p], int(p));
+            if (isa == Isa::scalar && !std::equal(l.begin(), l.end(), rows[p].begin())) BOOST_ERROR("scalar: position " << p << " differs");
+            for (std::size_t i = 0; i < l.size(); ++i) worst = std::max(worst, double(std::fabs(l[i] - rows[p][i])));
+        }
+        BOOST_TEST(worst < 1e-4, isa_name(isa) << ": largest difference " << worst);
+    }
 }

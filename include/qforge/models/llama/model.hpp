@@ -114,6 +114,7 @@ struct Rope {
 /// Buffers one decoder block needs for n tokens.
 struct BlockScratch {
     std::vector<float> xb, xb2, q, k, v, hb, hb2;
+    std::vector<float> scores, vt;  ///< attend_gemm's attention weights and transposed values
     /// Where a block's activations at one of the four linear-input sites are (`run_block`):
     /// the MLP's hidden layer in hb, the others in xb.
     std::vector<float>& site(int site_index) noexcept { return site_index == 3 ? hb : xb; }
@@ -141,10 +142,58 @@ inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, c
     }
 }
 
+/// Tokens from which `attend` runs as matrix products on the backend (prompts, calibration
+/// sequences, evaluation windows); fewer (a decode step) take the per-token loop.
+inline constexpr int attend_gemm_min_tokens = 16;
+
+/// `attend` for a block of tokens as two products per head on the backend's FP32 GEMM, in chunks
+/// of 128 queries (each chunk's keys end at its last position, so the causal triangle above the
+/// chunk is not computed): scores S = Q_h K_h^T, the masked softmax row by row, then S V_h with
+/// V_h transposed once per KV head. Each output is a sum over positions in ascending order of
+/// P[t, p] * V[p, i] with P[t, p] = exp(s - max) / sum: on the scalar backend the same
+/// operations in the same order as the per-token loop (masked positions add 0 * v), so a prompt
+/// run this way equals one-token decoding bit for bit there.
+inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
+    const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), hs = std::size_t(c.head_size());
+    const std::size_t heads = std::size_t(c.n_heads), group = heads / std::size_t(c.n_kv_heads), L = std::size_t(pos0 + n);
+    constexpr std::size_t chunk = 128;
+    const float inv_sqrt = 1.0f / std::sqrt(float(hs));
+    s.vt.resize(std::size_t(c.n_kv_heads) * hs * L);  // V_h^T: hs x L per KV head
+    for (std::size_t kh = 0; kh < std::size_t(c.n_kv_heads); ++kh)
+        for (std::size_t p = 0; p < L; ++p)
+            for (std::size_t i = 0; i < hs; ++i) s.vt[(kh * hs + i) * L + p] = vc[p * KV + kh * hs + i];
+    for (std::size_t t0 = 0; t0 < std::size_t(n); t0 += chunk) {
+        const std::size_t rows = std::min(chunk, std::size_t(n) - t0), keys = std::size_t(pos0) + t0 + rows;
+        s.scores.resize(heads * rows * keys);
+        for (std::size_t h = 0; h < heads; ++h)
+            backend.gemm_fp32(MatrixView<const float>(kc + (h / group) * hs, keys, hs, KV),
+                              MatrixView<const float>(s.q.data() + t0 * D + h * hs, rows, hs, D),
+                              MatrixView<float>(s.scores.data() + h * rows * keys, rows, keys));
+        parallel_for(heads * rows, backend.threads(), [&](std::size_t j0, std::size_t j1) {
+            for (std::size_t j = j0; j < j1; ++j) {
+                float* row = s.scores.data() + j * keys;
+                const std::size_t visible = std::size_t(pos0) + t0 + j % rows + 1;
+                float max_score = -INFINITY;
+                for (std::size_t p = 0; p < visible; ++p) max_score = std::max(max_score, row[p] *= inv_sqrt);
+                float sum = 0.0f;
+                for (std::size_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - max_score));
+                for (std::size_t p = 0; p < visible; ++p) row[p] /= sum;
+                std::fill(row + visible, row + keys, 0.0f);
+            }
+        }, grain_for(keys * 24));
+        for (std::size_t h = 0; h < heads; ++h)
+            backend.gemm_fp32(MatrixView<const float>(s.vt.data() + (h / group) * hs * L, hs, keys, L),
+                              MatrixView<const float>(s.scores.data() + h * rows * keys, rows, keys),
+                              MatrixView<float>(s.xb.data() + t0 * D + h * hs, rows, hs, D));
+    }
+}
+
 /// Causal attention of the n new tokens (queries in s.q, rotated) over the cache positions
 /// [0, pos0 + n) of kc/vc (context x kv_dim, the new positions already written); the heads'
 /// outputs go to s.xb (n x dim). Grouped-query: head h reads KV head h / (n_heads / n_kv_heads).
+/// From `attend_gemm_min_tokens` tokens on, `attend_gemm`.
 inline void attend(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
+    if (n >= attend_gemm_min_tokens) return attend_gemm(c, s, kc, vc, n, pos0, backend);
     const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), N = std::size_t(n);
     const int hs = c.head_size();
     const Fp32Functions& fns = backend.host_fp32();

@@ -158,7 +158,7 @@ public:
     /// of the number of blocks.
     std::size_t bytes() const noexcept {
         return (hidden_.size() + work_.size() + key_cache_.size() + value_cache_.size() + rope_.cos.size() + rope_.sin.size() +
-                scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2 + resume_x_.size() + resume_act_.size() +
+                scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2 + scratch_.scores.size() + scratch_.vt.size() + resume_x_.size() + resume_act_.size() +
                 next_x_.size() + next_act_.size()) *
                sizeof(float);
     }
