@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "qforge/core/error.hpp"
+#include "qforge/core/parallel.hpp"
 #include "qforge/core/view.hpp"
 #include "qforge/runtime/backend.hpp"
 
@@ -34,22 +36,28 @@ public:
         if (x.cols != width_)
             throw InvalidArgument("activation statistics: rows of " + std::to_string(x.cols) + " values, expected " +
                                   std::to_string(width_));
-        for (std::size_t t = 0; t < x.rows; ++t) {
-            const auto row = x.row(t);
-            for (std::size_t j = 0; j < width_; ++j) {
-                const float v = row[j];
-                if (!std::isfinite(v))
-                    throw InvalidData("activation statistics: non-finite activation at token " + std::to_string(t) +
-                                      ", channel " + std::to_string(j));
-                sum_abs_[j] += std::fabs(double(v));
-                max_abs_[j] = std::max(max_abs_[j], std::fabs(v));
-                positive_[j] += v > 0.0f;
+        // channels split over threads, each channel's sums in token order (the same at any thread count)
+        parallel_for(width_, backend.threads(), [&](std::size_t j0, std::size_t j1) {
+            for (std::size_t t = 0; t < x.rows; ++t) {
+                const auto row = x.row(t);
+                for (std::size_t j = j0; j < j1; ++j) {
+                    const float v = row[j];
+                    if (!std::isfinite(v))
+                        throw InvalidData("activation statistics: non-finite activation at token " + std::to_string(t) +
+                                          ", channel " + std::to_string(j));
+                    sum_abs_[j] += std::fabs(double(v));
+                    max_abs_[j] = std::max(max_abs_[j], std::fabs(v));
+                    positive_[j] += v > 0.0f;
+                }
             }
-        }
+        }, grain_for(x.rows * 4));
         if (with_hessian_ && x.rows > 0) {
-            std::vector<float> product(width_ * width_);
-            backend.gram_fp32(x, MatrixView<float>(product.data(), width_, width_));
-            for (std::size_t i = 0; i < product.size(); ++i) xtx_[i] += double(product[i]);
+            // every element is written by the product: no need to zero it first
+            const std::unique_ptr<float[]> product(new float[width_ * width_]);
+            backend.gram_fp32(x, MatrixView<float>(product.get(), width_, width_));
+            parallel_for(width_, backend.threads(), [&](std::size_t i0, std::size_t i1) {
+                for (std::size_t i = i0 * width_; i < i1 * width_; ++i) xtx_[i] += double(product[i]);
+            }, grain_for(width_));
         }
         count_ += long(x.rows);
     }

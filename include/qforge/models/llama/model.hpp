@@ -274,7 +274,9 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
         L.w1.forward(mat(s.xb, D), mat(s.hb, H), backend);
         L.w3.forward(mat(s.xb, D), mat(s.hb2, H), backend);
         if (see(Site::mlp_gate, s.hb, H)) return;
-        for (std::size_t i = 0; i < N * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
+        parallel_for(N, backend.threads(), [&](std::size_t t0, std::size_t t1) {  // SwiGLU: an exp per element
+            for (std::size_t i = t0 * H; i < t1 * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
+        }, grain_for(H * 16));
         if (see(Site::mlp_hidden, s.hb, H)) return;
     }
     L.w2.forward(mat(s.hb, H), mat(s.xb, D), backend);

@@ -173,7 +173,7 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
             return packed_linear(res.q, res.column_order);
         });
         // the next block's inputs go through the quantized layer: its scaled FP32 form is not needed again
-        if (method.info.advance_quantized) scaled.*m.m = dequantized_linear(q.*m.m);
+        if (method.info.advance_quantized) scaled.*m.m = dequantized_linear(q.*m.m, settings.backend);
     }
     if (report) report->push_back(bs);
     if (o.progress) o.progress(l, blocks, "advance");

@@ -31,13 +31,17 @@ struct BlockStats {
     std::array<ActivationStats, site_count> sites;
 
     BlockStats() = default;
-    BlockStats(const Config& c, bool hessian) {
+    /// Accumulators for the sites in `sites` (a mask of 1 << Site); the others stay empty (width 0).
+    BlockStats(const Config& c, bool hessian, unsigned sites = ~0u) {
         const auto D = std::size_t(c.dim), H = std::size_t(c.hidden_dim);
-        at(Site::attention_input) = ActivationStats(D, hessian);
-        at(Site::attention_output) = ActivationStats(D, hessian);
-        at(Site::mlp_input) = ActivationStats(D, hessian);
-        at(Site::mlp_hidden) = ActivationStats(H, hessian);
-        at(Site::mlp_gate) = ActivationStats(H, false);
+        const auto make = [&](Site s, std::size_t width, bool with_hessian) {
+            if (sites & (1u << unsigned(s))) at(s) = ActivationStats(width, with_hessian);
+        };
+        make(Site::attention_input, D, hessian);
+        make(Site::attention_output, D, hessian);
+        make(Site::mlp_input, D, hessian);
+        make(Site::mlp_hidden, H, hessian);
+        make(Site::mlp_gate, H, false);
     }
     ActivationStats& at(Site s) noexcept { return sites[std::size_t(s)]; }
     const ActivationStats& at(Site s) const noexcept { return sites[std::size_t(s)]; }
@@ -127,7 +131,7 @@ public:
     /// bit for bit, as running the block from its input. InvalidArgument when there is no such
     /// state, or when a site asked for lies before it.
     BlockStats capture(const Layer& block, unsigned sites = ~0u, bool resume = false) {
-        BlockStats stats(config_, options_.hessian);
+        BlockStats stats(config_, options_.hessian, sites);
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
             if (sites & (1u << unsigned(site))) stats.at(site).add(x, options_.backend);
         };

@@ -73,7 +73,7 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
         for (const auto member : step.members) {
             // an error names the tensor
             q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, scheme, settings, &note); });
-            block.*member = dequantized_linear(q.*member);
+            block.*member = dequantized_linear(q.*member, settings.backend);
         }
     }
     if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);

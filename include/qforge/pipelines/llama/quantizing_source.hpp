@@ -29,7 +29,7 @@ public:
     /// when the scheme has no packed format for a block linear's shape or a method's options are
     /// wrong (BlockQuantizer).
     QuantizingSource(const ModelSource& src, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {})
-        : src_(src) {
+        : src_(src), backend_(o.run_settings().backend) {
         const Config& c = src.config();
         for (const auto& b : block_linears) {
             const auto [rows, cols] = block_linear_shape(c, b);
@@ -123,12 +123,13 @@ private:
             Linear stored = with_tensor_context(label(), name, [&] { return src_.linear(name, rows, cols); });
             src_.release(name);
             const bool plain = std::holds_alternative<Fp32Matrix>(stored.weights()) && stored.input_order().empty();
-            L.*b.member = plain ? std::move(stored) : dequantized_linear(stored);
+            L.*b.member = plain ? std::move(stored) : dequantized_linear(stored, backend_);
         }
         return L;
     }
 
     const ModelSource& src_;
+    Backend backend_;  // the run's: dequantizes packed blocks (bit for bit the scalar result)
     std::vector<TensorLayout> layouts_;  // per block_linears entry
     mutable std::optional<BlockQuantizer> quantizer_;
     mutable Layer block_;  // the current block's results
