@@ -5,6 +5,7 @@
 // reference); the α search on a row sample sums what it says it does; on stories260K, AWQ (and AWQ+GPTQ) beat RTN; TWQ's
 // weighting moves error away from the targeted neurons.
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "common.hpp"
@@ -107,6 +108,27 @@ BOOST_AUTO_TEST_CASE(alpha_zero_without_clip_is_rtn) {
     const auto awq = scaled_rtn(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols)), s.scales, spec, 0);
     const auto rtn = dequantized(RtnQuantizer(spec).quantize(MatrixView<const float>(l.w.data(), std::size_t(l.rows), std::size_t(l.cols))));
     BOOST_TEST(awq == rtn, boost::test_tools::per_element());
+}
+
+// The α search's weight error on the backend's rounding kernel equals W - scaled_rtn(W, s)
+// (RtnQuantizer, then dequantize and unscale) bit for bit, on every zero-point kind and a group
+// length that cuts the rows unevenly, for the scalar and the best instruction set.
+BOOST_AUTO_TEST_CASE(scaled_rtn_error_equals_the_plain_path) {
+    const auto l = planted(8, 59);
+    const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+    std::vector<float> s(std::size_t(l.cols));
+    for (std::size_t c = 0; c < s.size(); ++c) s[c] = std::pow(std::max(l.mean_abs[c], 1e-8f), 0.45f);
+    for (const char* scheme : {"rtn:w4g36a", "rtn:w3g32s", "rtn:w4g128m", "rtn:w8g36a"}) {
+        const auto spec = parse_scheme(scheme).spec;
+        const auto plain = scaled_rtn(w, s, spec, 1);
+        std::vector<float> want(plain.size());
+        for (std::size_t i = 0; i < want.size(); ++i) want[i] = l.w[i] - plain[i];
+        for (const Isa isa : {Isa::scalar, best_isa()}) {
+            const auto got = scaled_rtn_error(w, s, spec, Backend::cpu(isa, 2));
+            BOOST_TEST_REQUIRE(got.size() == want.size());
+            BOOST_TEST(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0, scheme << " on " << isa_name(isa));
+        }
+    }
 }
 
 // The α search's error on a row sample: every TWQ-weighted row (λ = 8) plus a stride sample of the

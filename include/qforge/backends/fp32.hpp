@@ -6,11 +6,31 @@
 /// qforge::dispatch with that arch's flags. Vector sums are reassociated, so they differ from
 /// the oracle by rounding only (tests bound it relative to sum |w x|).
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "qforge/backends/backend.hpp"
 
 namespace qforge {
+
+/// One group's affine grid as the rounding kernel (`grid_round`) takes it. Weight w gets the
+/// level c = clamp(nearbyint((w - min) / scale) + zero, lo, hi), stored as the code c + bias,
+/// and stands for scale * (c - zero) + min (one fused multiply-add when `fused_min`, else the
+/// product alone). The three affine kinds of QuantSpec (rtn.hpp's `affine_grid` builds them):
+/// symmetric: min 0, zero 0, [lo, hi] = [-2^(b-1), 2^(b-1) - 1], bias 2^(b-1);
+/// integer zero point z: min 0, zero z, [0, 2^b - 1], bias 0;
+/// float minimum m: min m, zero 0, [0, 2^b - 1], bias 0, fused_min.
+/// `scale` must not be 0 (a zero-range group's codes are the caller's rule).
+struct AffineGrid {
+    float scale = 1.0f;
+    float min = 0.0f;
+    float zero = 0.0f;
+    float lo = 0.0f;
+    float hi = 0.0f;
+    float bias = 0.0f;
+    bool fused_min = false;
+};
 
 template <class B>
 struct Fp32Kernels {
@@ -27,6 +47,22 @@ struct Fp32Kernels<Scalar> {
     static void axpy(float alpha, const float* x, float* y, int n) noexcept {
         for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
     }
+    /// One weight onto the grid (AffineGrid's formula): its level, as a float.
+    static float grid_level(float w, const AffineGrid& g) noexcept {
+        return std::clamp(std::nearbyint((w - g.min) / g.scale) + g.zero, g.lo, g.hi);
+    }
+    static float grid_value(float c, const AffineGrid& g) noexcept {
+        return g.fused_min ? std::fma(g.scale, c - g.zero, g.min) : g.scale * (c - g.zero);
+    }
+    /// n weights onto the grid: `codes` (if not null) gets each code; `out` (if not null) the
+    /// value it stands for, or w minus that value when `residual`.
+    static void grid_round(const float* w, int n, const AffineGrid& g, std::uint8_t* codes, float* out, bool residual) noexcept {
+        for (int i = 0; i < n; ++i) {
+            const float c = grid_level(w[i], g);
+            if (codes) codes[i] = std::uint8_t(int(c + g.bias));
+            if (out) out[i] = residual ? w[i] - grid_value(c, g) : grid_value(c, g);
+        }
+    }
     /// y[t * ldy + r] = w_r . x_t for rows [r0, r1) of w (row stride ldw) and n rows of x
     /// (row stride ldx), each `cols` long.
     static void gemm_rows(const float* w, std::size_t ldw, const float* x, std::size_t ldx, int n, int cols, int r0,
@@ -39,7 +75,12 @@ struct Fp32Kernels<Scalar> {
 }  // namespace qforge
 
 #if __has_include(<xsimd/xsimd.hpp>)
+#include <type_traits>
+
 #include <xsimd/xsimd.hpp>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 namespace qforge {
 
@@ -71,6 +112,38 @@ struct Fp32Kernels<Simd<Arch>> {
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
         for (; i < n; ++i) y[i] += alpha * x[i];
+    }
+
+    /// Fp32Kernels<Scalar>::grid_round with one lane per weight: the same operations in the same
+    /// order (IEEE division, round-to-nearest-even, min/max of finite values, the same FMA), so
+    /// the same bits.
+    /// a * b + c rounded once. xsimd 8's fma on avx512f is a multiply then an add (two
+    /// roundings), so AVX-512 calls the instruction itself.
+    static batch fused(const batch& a, const batch& b, const batch& c) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+        if constexpr (std::is_same_v<typename Arch::xsimd_float_arch, xsimd::avx512f>) return batch(_mm512_fmadd_ps(a, b, c));
+        else
+#endif
+            return xsimd::fma(a, b, c);
+    }
+    static void grid_round(const float* w, int n, const AffineGrid& g, std::uint8_t* codes, float* out, bool residual) noexcept {
+        const batch scale(g.scale), mn(g.min), zero(g.zero), lo(g.lo), hi(g.hi), bias(g.bias);
+        int i = 0;
+        for (; i + lanes <= n; i += lanes) {
+            const batch wv = batch::load_unaligned(w + i);
+            // clamp(x, lo, hi) of std::clamp for finite x: x < lo ? lo : hi < x ? hi : x
+            const batch c = xsimd::min(xsimd::max(xsimd::nearbyint((wv - mn) / scale) + zero, lo), hi);
+            if (codes) {
+                alignas(64) std::int32_t k[lanes];
+                xsimd::to_int(c + bias).store_aligned(k);
+                for (int j = 0; j < lanes; ++j) codes[i + j] = std::uint8_t(k[j]);
+            }
+            if (out) {
+                const batch v = g.fused_min ? fused(scale, c - zero, mn) : scale * (c - zero);
+                (residual ? wv - v : v).store_unaligned(out + i);
+            }
+        }
+        if (i < n) Fp32Kernels<Scalar>::grid_round(w + i, n - i, g, codes ? codes + i : nullptr, out ? out + i : nullptr, residual);
     }
 
     template <int R, int T>

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 
+#include "qforge/backends/fp32.hpp"
 #include "qforge/core/error.hpp"
 #include "qforge/core/half.hpp"
 #include "qforge/core/parallel.hpp"
@@ -55,49 +57,66 @@ inline float store_scale(float s, ScaleType t, const char* what = "scale") {
 }
 }  // namespace detail
 
-/// Grid parameters for `values` with its range shrunk by `shrink` (1 = plain min/max).
-inline GroupParams find_group_params(std::span<const float> values, const QuantSpec& spec,
-                                     float shrink = 1.0f) {
-    GroupParams p;
-    if (values.empty()) return p;
-    if (const Codebook* cb = spec.codebook) {
-        float extreme = 0.0f;
+/// What a group's grid depends on, whatever the shrink: the value of largest magnitude (the
+/// first one on ties; symmetric and codebook grids) or the minimum and maximum (zero-point grids).
+struct GroupRange {
+    float extreme = 0.0f;
+    float lo = 0.0f;
+    float hi = 0.0f;
+    bool empty = true;
+};
+
+inline GroupRange group_range(std::span<const float> values, const QuantSpec& spec) {
+    GroupRange r;
+    if (values.empty()) return r;
+    r.empty = false;
+    if (spec.codebook || spec.zero == ZeroPoint::symmetric) {
         for (const float v : values)
-            if (std::fabs(v) > std::fabs(extreme)) extreme = v;
+            if (std::fabs(v) > std::fabs(r.extreme)) r.extreme = v;
+    } else {
+        const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+        r.lo = *lo_it, r.hi = *hi_it;
+    }
+    return r;
+}
+
+/// Grid parameters of a group with range `r`, shrunk by `shrink` (1 = plain min/max). Throws
+/// InvalidData when a scale or minimum does not fit the scale type.
+inline GroupParams group_params(const GroupRange& r, const QuantSpec& spec, float shrink = 1.0f) {
+    GroupParams p;
+    if (r.empty) return p;
+    if (const Codebook* cb = spec.codebook) {
         const float anchor = cb->levels[std::size_t(cb->anchor())];
-        p.scale = detail::store_scale(cb->scale_rule == Codebook::ScaleRule::absmax ? std::fabs(extreme) * shrink / std::fabs(anchor)
-                                                                                   : extreme * shrink / anchor,
+        p.scale = detail::store_scale(cb->scale_rule == Codebook::ScaleRule::absmax ? std::fabs(r.extreme) * shrink / std::fabs(anchor)
+                                                                                   : r.extreme * shrink / anchor,
                                       spec.scale_type);
         return p;
     }
     switch (spec.zero) {
-        case ZeroPoint::symmetric: {
-            float extreme = 0.0f;
-            for (const float v : values)
-                if (std::fabs(v) > std::fabs(extreme)) extreme = v;
-            p.scale = detail::store_scale(extreme * shrink / -float(spec.symmetric_zero()),
-                                          spec.scale_type);
+        case ZeroPoint::symmetric:
+            p.scale = detail::store_scale(r.extreme * shrink / -float(spec.symmetric_zero()), spec.scale_type);
             break;
-        }
         case ZeroPoint::integer: {
-            const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
-            const float lo = std::min(*lo_it, 0.0f) * shrink, hi = std::max(*hi_it, 0.0f) * shrink;
+            const float lo = std::min(r.lo, 0.0f) * shrink, hi = std::max(r.hi, 0.0f) * shrink;
             p.scale = detail::store_scale((hi - lo) / float(spec.max_code()), spec.scale_type);
             p.zero = p.scale == 0.0f
                          ? 0
                          : std::clamp(int(std::nearbyint(-lo / p.scale)), 0, spec.max_code());
             break;
         }
-        case ZeroPoint::float_min: {
-            const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
-            p.min = detail::store_scale(*lo_it * shrink, spec.scale_type, "minimum");
-            p.scale = detail::store_scale((*hi_it * shrink - p.min) / float(spec.max_code()),
-                                          spec.scale_type);
+        case ZeroPoint::float_min:
+            p.min = detail::store_scale(r.lo * shrink, spec.scale_type, "minimum");
+            p.scale = detail::store_scale((r.hi * shrink - p.min) / float(spec.max_code()), spec.scale_type);
             if (p.scale < 0.0f) p.scale = 0.0f;  // fp16 rounding of min can pass a tiny range
             break;
-        }
     }
     return p;
+}
+
+/// Grid parameters for `values` with its range shrunk by `shrink` (1 = plain min/max).
+inline GroupParams find_group_params(std::span<const float> values, const QuantSpec& spec,
+                                     float shrink = 1.0f) {
+    return group_params(group_range(values, spec), spec, shrink);
 }
 
 /// The code of one weight on a group's grid.
@@ -142,6 +161,45 @@ inline float dequantize_value(int q, const GroupParams& p, const QuantSpec& spec
         case ZeroPoint::float_min: return std::fma(p.scale, float(q), p.min);
     }
     return 0.0f;
+}
+
+/// The grid `p` in the form of the vector rounding kernel (backends/fp32.hpp), which gives the
+/// same codes and values as quantize_value/dequantize_value; none for codebook grids and for a
+/// zero scale (whose codes quantize_value fixes by rule).
+inline std::optional<AffineGrid> affine_grid(const GroupParams& p, const QuantSpec& spec) noexcept {
+    if (spec.codebook || p.scale == 0.0f) return std::nullopt;
+    AffineGrid g;
+    g.scale = p.scale;
+    switch (spec.zero) {
+        case ZeroPoint::symmetric:
+            g.lo = -float(spec.symmetric_zero()), g.hi = float(spec.symmetric_zero()) - 1.0f, g.bias = float(spec.symmetric_zero());
+            break;
+        case ZeroPoint::integer: g.zero = float(p.zero), g.hi = float(spec.max_code()); break;
+        case ZeroPoint::float_min: g.min = p.min, g.hi = float(spec.max_code()), g.fused_min = true; break;
+    }
+    return g;
+}
+
+/// The function type of Fp32Functions::grid_round (runtime/dispatch.hpp).
+using GridRoundFn = void (*)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept;
+
+/// `values` onto the grid `p`: codes (if not null), and into `out` (if not null) each value's
+/// dequantized form, or the value minus it when `residual`. Affine grids run on `grid_round` (a
+/// backend's vector kernel), the others on quantize_value; the results are the same either way.
+inline void round_group(std::span<const float> values, const GroupParams& p, const QuantSpec& spec, GridRoundFn grid_round,
+                        std::uint8_t* codes, float* out, bool residual) noexcept {
+    if (const auto g = affine_grid(p, spec); g && grid_round) {
+        grid_round(values.data(), int(values.size()), *g, codes, out, residual);
+        return;
+    }
+    for (std::size_t j = 0; j < values.size(); ++j) {
+        const std::uint8_t q = quantize_value(values[j], p, spec);
+        if (codes) codes[j] = q;
+        if (out) {
+            const float v = dequantize_value(q, p, spec);
+            out[j] = residual ? values[j] - v : v;
+        }
+    }
 }
 
 /// Squared error of `values` on the grid `p`.

@@ -118,11 +118,12 @@ struct Fp32Functions {
     void (*axpy)(float, const float*, float*, int) noexcept = nullptr;
     void (*gemm_rows)(const float*, std::size_t, const float*, std::size_t, int, int, int, int, float*,
                       std::size_t) noexcept = nullptr;
+    void (*grid_round)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept = nullptr;
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
-    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows};
+    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
