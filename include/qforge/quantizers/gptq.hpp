@@ -111,11 +111,16 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     std::iota(order.begin(), order.end(), 0);
     if (o.act_order)
         std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return diag[std::size_t(a)] > diag[std::size_t(b)]; });
-    for (int r = 0; r < rows; ++r)
-        for (std::size_t k = 0; k < C; ++k) {
-            const std::size_t c = std::size_t(order[k]);
-            wk[std::size_t(r) * C + k] = dead[c] ? 0.0f : w(std::size_t(r), c);
-        }
+    // the copies into processing order run on every thread: serial, they left the other one
+    // waiting for a sixth of a whole-model run (SmolLM2, perf)
+    const int threads = o.backend.threads();
+    parallel_for(std::size_t(rows), threads, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r)
+            for (std::size_t k = 0; k < C; ++k) {
+                const std::size_t c = std::size_t(order[k]);
+                wk[r * C + k] = dead[c] ? 0.0f : w(r, c);
+            }
+    }, grain_for(C));
 
     // damping, raised until the factorisation succeeds
     double mean_diag = 0.0;
@@ -125,11 +130,13 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     float damp = o.damp;
     for (int attempt = 0;; ++attempt) {
         const float add = float(double(damp) * mean_diag);
-        for (std::size_t i = 0; i < C; ++i) {
-            const std::size_t oi = std::size_t(order[i]);
-            for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
-            u[i * C + i] = diag[oi] + add;
-        }
+        parallel_for(C, threads, [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const std::size_t oi = std::size_t(order[i]);
+                for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
+                u[i * C + i] = diag[oi] + add;
+            }
+        }, grain_for(C));
         if (linalg::inverse_cholesky_upper_in_place(u, cols, o.backend)) break;
         if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
         const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
@@ -187,11 +194,13 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
         // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one GEMM over all rows (the backend's)
         const std::size_t rest = std::size_t(cols - i2), B = std::size_t(bs);
         constexpr std::size_t tile = 64;  // in tiles: a plain column-order write misses the cache on every element
-        for (std::size_t j0 = 0; j0 < rest; j0 += tile)
-            for (std::size_t i = 0; i < B; ++i) {
-                const float* from = u.data() + (std::size_t(i1) + i) * C + std::size_t(i2);
-                for (std::size_t j = j0; j < std::min(rest, j0 + tile); ++j) panel[j * B + i] = from[j];
-            }
+        parallel_for((rest + tile - 1) / tile, threads, [&](std::size_t t0, std::size_t t1) {
+            for (std::size_t j0 = t0 * tile; j0 < std::min(rest, t1 * tile); j0 += tile)
+                for (std::size_t i = 0; i < B; ++i) {
+                    const float* from = u.data() + (std::size_t(i1) + i) * C + std::size_t(i2);
+                    for (std::size_t j = j0; j < std::min(rest, j0 + tile); ++j) panel[j * B + i] = from[j];
+                }
+        }, grain_for(tile * B));
         o.backend.gemm_fp32_add(MatrixView<const float>(panel.data(), rest, B, B),
                                 MatrixView<const float>(err.data(), R, std::size_t(bs), std::size_t(block)),
                                 MatrixView<float>(wk.data() + std::size_t(i2), R, rest, C), -1.0f);
@@ -217,8 +226,10 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
         out.scales = std::move(q.scales);
         out.zeros = std::move(q.zeros);
         out.mins = std::move(q.mins);
-        for (int r = 0; r < rows; ++r)
-            for (std::size_t k = 0; k < C; ++k) out.codes[std::size_t(r) * C + std::size_t(order[k])] = q.codes[std::size_t(r) * C + k];
+        parallel_for(std::size_t(rows), threads, [&](std::size_t r0, std::size_t r1) {
+            for (std::size_t r = r0; r < r1; ++r)
+                for (std::size_t k = 0; k < C; ++k) out.codes[r * C + std::size_t(order[k])] = q.codes[r * C + k];
+        }, grain_for(C));
         for (std::size_t c = 0; c < C; ++c) res.g_idx[c] = int(c) / g;
         res.q = std::move(out);
     }

@@ -51,6 +51,10 @@ Library load() {
     Library lib;
     if (!std::getenv("OPENBLAS_CORETYPE"))
         if (const char* core = core_for(best_isa())) setenv("OPENBLAS_CORETYPE", core, 0);
+    // OpenBLAS's threads work only inside LAPACK's factorisations; after each they spun on
+    // sched_yield for 2^28 cycles by default, taking a core from qforge's pool: 13% of a
+    // whole-SmolLM2 GPTQ profile. 2^4 cycles (OpenBLAS's least) puts them to sleep at once.
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
     void* h = nullptr;
     for (const char* name : {"libopenblas.so.0", "libopenblas.so"})
         if ((h = dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
