@@ -167,8 +167,11 @@ inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, Matr
                       int threads = 0) {
     detail::require_gemm_shape(w, x, y);
     const auto fns = fp32_functions(isa);
-    // a vectorised FP32 multiply-add costs about a quarter of a packed one
-    const std::size_t row_ops = w.cols * x.rows / (isa == Isa::scalar ? 1 : 4);
+    // A vectorised FP32 multiply-add costs about a quarter of a packed one while the weights are
+    // reused across activations; with fewer than 4 (decode's GEMV) each row streams 4 bytes per
+    // weight from memory, eight times a 4-bit code: counted as 2. (Counted as 1/4, every block
+    // linear of SmolLM2 ran on one thread and its FP32 decode read 15 GB/s of the two cores' 28.)
+    const std::size_t row_ops = isa == Isa::scalar ? w.cols * x.rows : x.rows < 4 ? w.cols * 8 : w.cols * x.rows / 4;
     parallel_for(w.rows, threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemm_rows(w.data, w.row_stride, x.data, x.row_stride, int(x.rows), int(w.cols), int(r0), int(r1), y.data,
                       y.row_stride);
