@@ -129,6 +129,14 @@ BOOST_AUTO_TEST_CASE(scaled_rtn_error_equals_the_plain_path) {
             BOOST_TEST(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0, scheme << " on " << isa_name(isa));
         }
     }
+    auto bad = l.w;
+    bad[77] = std::nanf("");
+    BOOST_CHECK_THROW(scaled_rtn_error(MatrixView<const float>(bad.data(), std::size_t(l.rows), std::size_t(l.cols)), s,
+                                       parse_scheme("rtn:w4g32a").spec, Backend::cpu(Isa::scalar)),
+                      InvalidData);
+    BOOST_CHECK_THROW(awq_clip_quantize(MatrixView<const float>(bad.data(), std::size_t(l.rows), std::size_t(l.cols)), l.h,
+                                        parse_scheme("rtn:w4g32a").spec, AwqOptions{}),
+                      InvalidData);
 }
 
 // The α search's error on a row sample: every TWQ-weighted row (λ = 8) plus a stride sample of the

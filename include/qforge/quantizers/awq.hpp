@@ -98,10 +98,11 @@ inline std::vector<float> scaled_rtn(MatrixView<const float> w, const std::vecto
 
 /// W - scaled_rtn(W, s): the weight error after scaling, RTN and unscaling (rows x cols,
 /// row-major), the same values as from scaled_rtn, with the rounding on the backend's vector
-/// kernel. Throws InvalidData naming the row and group whose scaled range does not fit the
-/// scale type.
+/// kernel. Throws InvalidData for a non-finite weight, or naming the row and group whose scaled
+/// range does not fit the scale type.
 inline std::vector<float> scaled_rtn_error(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, const Backend& backend) {
     spec.validate();
+    require_finite_matrix(w, "AWQ weight matrix");  // as RtnQuantizer does: a NaN would reach the rounding
     const std::size_t R = w.rows, C = w.cols;
     const int g = spec.group_length(int(C)), groups = spec.groups_per_row(int(C));
     const GridRoundFn grid_round = backend.host_fp32().grid_round;
@@ -240,6 +241,7 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
 /// result does not depend on the thread count.
 inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::vector<float>& h, const QuantSpec& spec, const AwqOptions& o) {
     spec.validate();
+    require_finite_matrix(w, "AWQ clip search weight matrix");
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols);
     if (h.size() != C * C) throw InvalidArgument("AWQ clip search: the Hessian does not match the layer's inputs");
