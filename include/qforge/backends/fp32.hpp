@@ -114,9 +114,6 @@ struct Fp32Kernels<Simd<Arch>> {
         for (; i < n; ++i) y[i] += alpha * x[i];
     }
 
-    /// Fp32Kernels<Scalar>::grid_round with one lane per weight: the same operations in the same
-    /// order (IEEE division, round-to-nearest-even, min/max of finite values, the same FMA), so
-    /// the same bits.
     /// a * b + c rounded once. xsimd 8's fma on avx512f is a multiply then an add (two
     /// roundings), so AVX-512 calls the instruction itself.
     static batch fused(const batch& a, const batch& b, const batch& c) noexcept {
@@ -126,6 +123,9 @@ struct Fp32Kernels<Simd<Arch>> {
 #endif
             return xsimd::fma(a, b, c);
     }
+    /// Fp32Kernels<Scalar>::grid_round with one lane per weight: the same operations in the same
+    /// order (IEEE division, round-to-nearest-even, min/max of finite values, the same FMA), so
+    /// the same bits.
     static void grid_round(const float* w, int n, const AffineGrid& g, std::uint8_t* codes, float* out, bool residual) noexcept {
         const batch scale(g.scale), mn(g.min), zero(g.zero), lo(g.lo), hi(g.hi), bias(g.bias);
         int i = 0;
