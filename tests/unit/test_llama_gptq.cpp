@@ -121,3 +121,30 @@ BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
         BOOST_TEST(m.find("does not fit fp16") != std::string::npos, scheme << ": " << m);
     }
 }
+
+// A step's layers quantized as one stacked matrix (H factorised once) get exactly the codes and
+// grids each gets alone: GPTQ's rows are independent given H. With and without act-order.
+BOOST_AUTO_TEST_CASE(stacked_step_equals_layers_one_by_one) {
+    const auto w = qtest::random_llama(qtest::tiny_config(1), 63);
+    const auto& L = w.layers[0];
+    const int cols = w.config.dim;
+    const auto x = qtest::random_weights(std::size_t(96) * std::size_t(cols), 64);
+    const auto h = qtest::hessian_of(x, 96, cols);
+    const std::vector<llama::Linear llama::Layer::*> members{&llama::Layer::wq, &llama::Layer::wk, &llama::Layer::wv};
+    const QuantizeSettings settings;
+    const auto fp32 = [&](const llama::Linear& l) { return std::get<llama::Fp32Matrix>(llama::dequantized_linear(l, settings.backend).weights()).data; };
+    for (const char* text : {"gptq:w4g8a", "gptq:w3g8a,act"}) {
+        const auto scheme = parse_scheme(text);
+        llama::Layer q;
+        std::string note;
+        BOOST_TEST_REQUIRE(llama::quantize_stacked(L, q, members, h, scheme, settings, note));
+        for (const auto m : members) {
+            const auto alone = llama::hessian_linear(L.*m, h, scheme, settings);
+            BOOST_TEST((q.*m).input_order() == alone.input_order(), text);
+            BOOST_TEST(fp32(q.*m) == fp32(alone), text);
+        }
+    }
+    llama::Layer q;
+    std::string note;
+    BOOST_TEST(!llama::quantize_stacked(L, q, {&llama::Layer::wo}, h, parse_scheme("gptq:w4g8a"), settings, note));  // one layer: nothing to stack
+}

@@ -3,7 +3,9 @@
 /// The output of every quantizer: one unsigned code per weight plus per-group scales and zeros,
 /// not yet packed. It is the common currency between quantizers and formats, and its
 /// `dequantize` is the definition of what a quantized weight means.
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -45,6 +47,19 @@ struct QuantizedMatrix {
             case ZeroPoint::float_min: return std::fma(scales[gi], float(q), mins[gi]);
         }
         return 0.0f;
+    }
+
+    /// Rows [r0, r1) as a matrix of their own (codes and grid parameters copied).
+    QuantizedMatrix row_range(int r0, int r1) const {
+        QuantizedMatrix out(spec, r1 - r0, cols);
+        const std::size_t C = std::size_t(cols), G = std::size_t(groups_per_row());
+        std::copy(codes.begin() + std::ptrdiff_t(std::size_t(r0) * C), codes.begin() + std::ptrdiff_t(std::size_t(r1) * C), out.codes.begin());
+        std::copy(scales.begin() + std::ptrdiff_t(std::size_t(r0) * G), scales.begin() + std::ptrdiff_t(std::size_t(r1) * G), out.scales.begin());
+        if (!zeros.empty())
+            std::copy(zeros.begin() + std::ptrdiff_t(std::size_t(r0) * G), zeros.begin() + std::ptrdiff_t(std::size_t(r1) * G), out.zeros.begin());
+        if (!mins.empty())
+            std::copy(mins.begin() + std::ptrdiff_t(std::size_t(r0) * G), mins.begin() + std::ptrdiff_t(std::size_t(r1) * G), out.mins.begin());
+        return out;
     }
 
     /// The whole matrix dequantized, row-major.

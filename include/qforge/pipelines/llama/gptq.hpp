@@ -32,6 +32,46 @@ inline Linear hessian_linear(const Linear& layer, const std::vector<float>& hess
     return packed_linear(r.q, r.column_order);
 }
 
+/// The layers of one step (sharing their inputs, so their Hessian) quantized as one matrix, their
+/// rows stacked: GPTQ's rows are independent given H, so each layer gets the codes it would get
+/// alone (SmolLM2 containers byte-identical), and H is permuted, damped and factorised once per
+/// step instead of once per layer. Returns false, having written nothing, for a single layer or
+/// when the stacked run throws (the caller then quantizes them one by one, whose errors name the
+/// tensor and its own row).
+inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Linear Layer::*>& members, const std::vector<float>& h,
+                             const RuntimeScheme& scheme, const QuantizeSettings& o, std::string& note) {
+    if (members.size() < 2) return false;
+    std::size_t rows = 0, cols = 0;
+    for (const auto m : members) {
+        const auto* w = std::get_if<Fp32Matrix>(&(block.*m).weights());
+        if (!w || !(block.*m).input_order().empty() || (cols && std::size_t(w->cols) != cols)) return false;
+        cols = std::size_t(w->cols), rows += std::size_t(w->rows);
+    }
+    std::vector<float> stacked;
+    stacked.reserve(rows * cols);
+    for (const auto m : members) {
+        const auto& w = std::get<Fp32Matrix>((block.*m).weights());
+        stacked.insert(stacked.end(), w.data.begin(), w.data.end());
+    }
+    LayerCalibration calib;
+    calib.hessian = &h;
+    QuantizedLayer r;
+    try {
+        r = find_method(scheme.method).quantize(MatrixView<const float>(stacked.data(), rows, cols), scheme, calib, o);
+    } catch (const Error&) {
+        return false;
+    }
+    stacked = {};
+    int r0 = 0;
+    for (const auto m : members) {
+        const int n = std::get<Fp32Matrix>((block.*m).weights()).rows;
+        q.*m = packed_linear(r.q.row_range(r0, r0 + n), r.column_order);
+        r0 += n;
+    }
+    note += r.note;
+    return true;
+}
+
 /// One decoder block quantized by a method of the sequential_hessian pipeline (GPTQ), its
 /// Hessians from `cal`'s hidden states (which must be at block `l`); `cal` then advances through
 /// the quantized block. `block`: the block with FP32 linears, taken by value and reused as the
@@ -70,11 +110,10 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
         const auto h = stats.at(step.site).hessian();
         if (o.true_sequential) stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
         if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
-        for (const auto member : step.members) {
-            // an error names the tensor
-            q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, scheme, settings, &note); });
-            block.*member = dequantized_linear(q.*member, settings.backend);
-        }
+        if (!quantize_stacked(block, q, step.members, h, scheme, settings, note))
+            for (const auto member : step.members)  // one by one: also what names the tensor and row of an error
+                q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, scheme, settings, &note); });
+        for (const auto member : step.members) block.*member = dequantized_linear(q.*member, settings.backend);
     }
     if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
     if (o.progress) o.progress(l, blocks, "advance");
