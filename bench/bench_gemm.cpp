@@ -6,7 +6,9 @@
 // Shapes: SmolLM2-135M's MLP (1536 x 576 and 576 x 1536) and a 7B-sized 4096 x 4096; weights
 // stay in cache as they do while a prompt runs through one layer. Counters: GMAC/s (multiply-adds
 // per second), vs_fp32 = the packed rate / the FP32 rate of the same shape and activation count.
-// QFORGE_THREADS sets the thread count (default: every hardware thread).
+// QFORGE_THREADS sets the thread count (default: every hardware thread). The `,rows` variants
+// force the row kernels (GemmPath::rows) where `linear` takes the row panels from 8 activations
+// on an instruction set with a panel kernel.
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -67,6 +69,28 @@ void BM_GemmPacked(benchmark::State& state) {
     run_linear(state, F::pack(q), rows, cols, state.range(2));
 }
 
+/// The same product forced onto the row kernels (GemmPath::rows: each weight decoded once per
+/// few activations), the path `linear` took before the row panels: before and after in one run.
+template <class F>
+void BM_GemmPackedRows(benchmark::State& state) {
+    const long rows = state.range(0), cols = state.range(1), group = state.range(3), n = state.range(2);
+    const auto w = normal(std::size_t(rows * cols), 1, 0.02f);
+    qforge::QuantSpec spec;
+    if constexpr (requires { typename F::block_type; }) spec = typename F::Packed{}.spec;
+    else spec = {F::bits, int(group), qforge::ZeroPoint::integer};
+    const auto p = F::pack(qforge::RtnQuantizer(spec).quantize(qforge::MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols))));
+    const auto x = normal(std::size_t(n * cols), 2, 1.0f);
+    std::vector<float> y(std::size_t(n * rows));
+    const qforge::Isa isa = qforge::best_isa();
+    for (auto _ : state) {
+        qforge::gemm<F>(p, qforge::MatrixView<const float>(x.data(), std::size_t(n), std::size_t(cols)),
+                        qforge::MatrixView<float>(y.data(), std::size_t(n), std::size_t(rows)), isa, g_threads, qforge::GemmPath::rows);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.counters["GMAC/s"] = benchmark::Counter(double(state.iterations()) * double(rows * cols * n) / 1e9, benchmark::Counter::kIsRate);
+    state.SetLabel(std::string(qforge::isa_name(isa)) + " rows");
+}
+
 /// Records every rate so main() can print each packed one against FP32 of the same shape.
 class RatioReporter : public benchmark::ConsoleReporter {
 public:
@@ -98,6 +122,9 @@ BENCHMARK(BM_GemmFp32)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 
 BENCHMARK(BM_GemmPacked<qforge::Dense<4>>)->Name("BM_GemmPacked<Dense<4>,g128>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 128); });
 BENCHMARK(BM_GemmPacked<qforge::Q4_0>)->Name("BM_GemmPacked<Q4_0>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 32); });
 BENCHMARK(BM_GemmPacked<qforge::Q4_1>)->Name("BM_GemmPacked<Q4_1>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 32); });
+BENCHMARK(BM_GemmPackedRows<qforge::Dense<4>>)->Name("BM_GemmPacked<Dense<4>,g128,rows>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 128); });
+BENCHMARK(BM_GemmPackedRows<qforge::Q4_0>)->Name("BM_GemmPacked<Q4_0,rows>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 32); });
+BENCHMARK(BM_GemmPackedRows<qforge::Q4_1>)->Name("BM_GemmPacked<Q4_1,rows>")->Apply([](benchmark::internal::Benchmark* b) { shapes(b, 32); });
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);

@@ -133,13 +133,18 @@ void check_format(const Case& c, unsigned seed) {
         std::vector<float> y(std::size_t(c.rows));
         gemv<F>(p, x, y, isa, 2);
         BOOST_TEST(bitwise_equal(y, y_scalar), what << " gemv on " << isa_name(isa));
-        gemm<F>(p, MatrixView<const float>(xs.data(), std::size_t(n), std::size_t(c.cols)),
-                MatrixView<float>(ys.data(), std::size_t(n), std::size_t(c.rows)), isa, 2);
-        for (int t = 0; t < n; ++t) {
-            std::vector<float> xt(xs.begin() + t * c.cols, xs.begin() + (t + 1) * c.cols), yt(std::size_t(c.rows));
-            gemv<F>(p, xt, yt, Isa::scalar, 1);
-            BOOST_TEST(bitwise_equal(std::vector<float>(ys.begin() + t * c.rows, ys.begin() + (t + 1) * c.rows), yt),
-                       what << " gemm column " << t << " on " << isa_name(isa));
+        // every path of the GEMM: the row kernels, the row panels (plain loops on the scalar
+        // backend, the vector panel kernel where there is one), and the automatic choice
+        for (GemmPath path : {GemmPath::automatic, GemmPath::rows, GemmPath::panels}) {
+            std::fill(ys.begin(), ys.end(), std::numeric_limits<float>::quiet_NaN());
+            gemm<F>(p, MatrixView<const float>(xs.data(), std::size_t(n), std::size_t(c.cols)),
+                    MatrixView<float>(ys.data(), std::size_t(n), std::size_t(c.rows)), isa, 2, path);
+            for (int t = 0; t < n; ++t) {
+                std::vector<float> xt(xs.begin() + t * c.cols, xs.begin() + (t + 1) * c.cols), yt(std::size_t(c.rows));
+                gemv<F>(p, xt, yt, Isa::scalar, 1);
+                BOOST_TEST(bitwise_equal(std::vector<float>(ys.begin() + t * c.rows, ys.begin() + (t + 1) * c.rows), yt),
+                           what << " gemm column " << t << " on " << isa_name(isa) << " path " << int(path));
+            }
         }
     }
 }
@@ -187,6 +192,22 @@ BOOST_AUTO_TEST_CASE(gguf_blocks) {
         check_format<Q4_0>({9, cols, {4, 32, ZeroPoint::symmetric}}, ++seed);
         check_format<Q4_1>({9, cols, {4, 32, ZeroPoint::float_min}}, ++seed);
         check_format<Q8_0>({9, cols, {8, 32, ZeroPoint::symmetric}}, ++seed);
+    }
+}
+
+// more rows than one panel of 16 (whole panels, a part of one, a split between threads) and
+// groups of several sub-blocks
+BOOST_AUTO_TEST_CASE(row_panels_of_many_rows) {
+    unsigned seed = 900;
+    for (int rows : {16, 37}) {
+        check_format<Dense<4>>({rows, 576, {4, 128, ZeroPoint::integer}}, ++seed);
+        check_format<Dense<4>>({rows, 300, {4, 0, ZeroPoint::float_min}}, ++seed);
+        check_format<Dense<3>>({rows, 1000, {3, 256, ZeroPoint::symmetric}}, ++seed);
+        check_format<Dense<8>>({rows, 129, {8, 64, ZeroPoint::integer}}, ++seed);
+        check_format<Q4_0>({rows, 576, {4, 32, ZeroPoint::symmetric}}, ++seed);
+        check_format<Q4_1>({rows, 96, {4, 32, ZeroPoint::float_min}}, ++seed);
+        check_format<Q8_0>({rows, 64, {8, 32, ZeroPoint::symmetric}}, ++seed);
+        check_format<IQ4_NL>({rows, 576, IQ4_NL::grid_spec}, ++seed);
     }
 }
 
@@ -328,4 +349,45 @@ BOOST_AUTO_TEST_CASE(grid_round_equals_quantize_value) {
     // codebook grids and zero scales are not affine kernels' work: round_group keeps quantize_value's rules
     QuantSpec spec{4, 32};
     BOOST_TEST(!affine_grid(GroupParams{}, spec));
+}
+
+// The vector activation quantizer (Fp32Functions::quantize_sub) against the scalar definition,
+// bit for bit: every length 1..128 (vector tails), values exactly halfway between two levels
+// (round-half-to-even), the maximum at the first and the last entry, an all-zero block (q left
+// alone, dx 0), negative zeros.
+BOOST_AUTO_TEST_CASE(quantize_sub_equals_the_scalar_definition) {
+    std::vector<Isa> isas = vector_isas();
+    isas.insert(isas.begin(), Isa::scalar);
+    int checked = 0;
+    for (int n = 1; n <= act_sub_block; ++n)
+        for (unsigned seed = 0; seed < 6; ++seed) {
+            auto x = qtest::random_weights(std::size_t(n), 300 + unsigned(n) * 7 + seed);
+            if (seed >= 4) {  // near-ties on a step that is not a power of two: x / dx sits within
+                              // an ulp of k + 0.5, where any other way of dividing rounds apart
+                const float amax = 127.0f * (0.013f * float(n % 9 + 1) + 0.001f * float(seed));
+                const float dx = amax / 127.0f;
+                for (int i = 0; i < n; ++i) x[std::size_t(i)] = (float(i % 23) - 11.5f) * dx;
+                x[std::size_t(n - 1)] = amax;
+            }
+            if (seed == 1)  // max |x| = 127: dx = 1, and every third value a tie k + 0.5
+                for (int i = 0; i < n; ++i) x[std::size_t(i)] = i == n - 1 ? -127.0f : i % 3 == 0 ? float(i % 11) - 5.5f : x[std::size_t(i)];
+            if (seed == 2) {
+                std::fill(x.begin(), x.end(), -0.0f);
+                if (n > 3) x[0] = 2.5f;
+            }
+            if (seed == 3) std::fill(x.begin(), x.end(), 0.0f);
+            std::vector<std::int8_t> want(std::size_t(n), 99);
+            std::int32_t want_total = -1;
+            const float want_dx = quantize_sub_scalar(x.data(), n, want.data(), &want_total);
+            for (const Isa isa : isas) {
+                std::vector<std::int8_t> got(std::size_t(n), 99);
+                std::int32_t total = -1;
+                const float dx = fp32_functions(isa).quantize_sub(x.data(), n, got.data(), &total);
+                BOOST_TEST_REQUIRE(std::bit_cast<std::uint32_t>(dx) == std::bit_cast<std::uint32_t>(want_dx), isa_name(isa) << " n " << n << " seed " << seed);
+                BOOST_TEST_REQUIRE(total == want_total, isa_name(isa) << " n " << n << " seed " << seed);
+                BOOST_TEST_REQUIRE((got == want), isa_name(isa) << " n " << n << " seed " << seed);
+                ++checked;
+            }
+        }
+    BOOST_TEST(checked >= 6 * act_sub_block);
 }

@@ -65,10 +65,31 @@ struct QuantizedActivation {
     [[gnu::always_inline]] const std::int8_t* slots(int sub) const noexcept { return q.data() + std::size_t(sub) * act_sub_block; }
 };
 
+/// One sub-block of n <= 128 entries: returns dx = max|x| / 127; when dx > 0 writes
+/// q[i] = clamp(round_half_even(x[i] / dx), -127, 127) for i < n (natural order) and their sum
+/// to *total, else leaves q alone and sets *total = 0. The scalar definition; each backend's
+/// Fp32Kernels::quantize_sub computes the same bits with one lane per entry.
+inline float quantize_sub_scalar(const float* x, int n, std::int8_t* q, std::int32_t* total) noexcept {
+    float amax = 0.0f;
+    for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float dx = amax / 127.0f;
+    std::int32_t sum = 0;
+    if (dx > 0.0f)
+        for (int i = 0; i < n; ++i) {
+            const float v = std::clamp(std::nearbyint(x[i] / dx), -127.0f, 127.0f);
+            q[i] = std::int8_t(v);
+            sum += std::int32_t(v);
+        }
+    *total = sum;
+    return dx;
+}
+using QuantizeSubFn = float (*)(const float*, int, std::int8_t*, std::int32_t*) noexcept;
+
 /// Quantizes x for weights of `cols` columns grouped by `group_length`. x must be finite
-/// (checked by the public entry points).
+/// (checked by the public entry points). `sub` quantizes each sub-block (a backend's vector
+/// version of quantize_sub_scalar; the same bits).
 inline QuantizedActivation quantize_activation(std::span<const float> x, int group_length,
-                                               LaneOrder order) {
+                                               LaneOrder order, QuantizeSubFn sub = &quantize_sub_scalar) {
     QuantizedActivation a;
     a.cols = int(x.size());
     a.group_length = group_length;
@@ -85,17 +106,16 @@ inline QuantizedActivation quantize_activation(std::span<const float> x, int gro
         for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
             const int s = a.sub_index(g, k);
             const int c0 = g0 + k * act_sub_block, c1 = std::min(g1, c0 + act_sub_block);
-            float amax = 0.0f;
-            for (int c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(x[std::size_t(c)]));
-            const float dx = amax / 127.0f;
+            std::int8_t* slots = a.q.data() + std::size_t(s) * act_sub_block;
             std::int32_t total = 0;
-            if (dx > 0.0f) {
-                std::int8_t* slots = a.q.data() + std::size_t(s) * act_sub_block;
-                for (int c = c0; c < c1; ++c) {
-                    const float v = std::clamp(std::nearbyint(x[std::size_t(c)] / dx), -127.0f, 127.0f);
-                    slots[lane_slot(order, c - c0)] = std::int8_t(v);
-                    total += std::int32_t(v);
-                }
+            float dx;
+            if (order == LaneOrder::natural) {
+                dx = sub(x.data() + c0, c1 - c0, slots, &total);
+            } else {
+                std::int8_t natural[act_sub_block];
+                dx = sub(x.data() + c0, c1 - c0, natural, &total);
+                if (dx > 0.0f)
+                    for (int c = c0; c < c1; ++c) slots[lane_slot(order, c - c0)] = natural[c - c0];
             }
             a.scale[std::size_t(s)] = dx;
             a.sum[std::size_t(s)] = total;

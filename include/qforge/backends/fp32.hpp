@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qforge/backends/activation.hpp"
 #include "qforge/backends/backend.hpp"
 
 namespace qforge {
@@ -62,6 +63,10 @@ struct Fp32Kernels<Scalar> {
             if (codes) codes[i] = std::uint8_t(int(c + g.bias));
             if (out) out[i] = residual ? w[i] - grid_value(c, g) : grid_value(c, g);
         }
+    }
+    /// One activation sub-block to 8 bits (activation.hpp's quantize_sub_scalar).
+    static float quantize_sub(const float* x, int n, std::int8_t* q, std::int32_t* total) noexcept {
+        return quantize_sub_scalar(x, n, q, total);
     }
     /// y[t * ldy + r] = w_r . x_t for rows [r0, r1) of w (row stride ldw) and n rows of x
     /// (row stride ldx), each `cols` long.
@@ -144,6 +149,43 @@ struct Fp32Kernels<Simd<Arch>> {
             }
         }
         if (i < n) Fp32Kernels<Scalar>::grid_round(w + i, n - i, g, codes ? codes + i : nullptr, out ? out + i : nullptr, residual);
+    }
+
+    /// quantize_sub_scalar with one lane per entry: the maximum of |x| is exact in any order, and
+    /// the division, round-to-nearest-even and clamp are those of the scalar code, so the same bits.
+    static float quantize_sub(const float* x, int n, std::int8_t* q, std::int32_t* total) noexcept {
+        batch m(0.0f);
+        int i = 0;
+        for (; i + lanes <= n; i += lanes) m = xsimd::max(m, xsimd::abs(batch::load_unaligned(x + i)));
+        alignas(64) float mv[lanes];
+        m.store_aligned(mv);
+        float amax = 0.0f;
+        for (int j = 0; j < lanes; ++j) amax = std::max(amax, mv[j]);
+        for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+        const float dx = amax / 127.0f;
+        std::int32_t sum = 0;
+        if (dx > 0.0f) {
+            const batch d(dx), lo(-127.0f), hi(127.0f);
+            using ibatch = xsimd::batch<std::int32_t, typename Arch::xsimd_float_arch>;
+            ibatch acc(0);
+            for (i = 0; i + lanes <= n; i += lanes) {
+                const ibatch k = xsimd::to_int(xsimd::min(xsimd::max(xsimd::nearbyint(batch::load_unaligned(x + i) / d), lo), hi));
+                acc += k;
+                alignas(64) std::int32_t kv[lanes];
+                k.store_aligned(kv);
+                for (int j = 0; j < lanes; ++j) q[i + j] = std::int8_t(kv[j]);
+            }
+            alignas(64) std::int32_t av[lanes];
+            acc.store_aligned(av);
+            for (int j = 0; j < lanes; ++j) sum += av[j];
+            for (; i < n; ++i) {
+                const float v = std::clamp(std::nearbyint(x[i] / dx), -127.0f, 127.0f);
+                q[i] = std::int8_t(v);
+                sum += std::int32_t(v);
+            }
+        }
+        *total = sum;
+        return dx;
     }
 
     template <int R, int T>

@@ -5,12 +5,18 @@
 /// them (Primitives). Kernels take row ranges so callers can split rows over threads; every row
 /// is computed the same way whatever the split.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "qforge/backends/activation.hpp"
 #include "qforge/backends/backend.hpp"
 #include "qforge/backends/codecs.hpp"
+#include "qforge/backends/panel.hpp"
+#include "qforge/backends/scalar/primitives.hpp"
 
 namespace qforge {
 
@@ -324,6 +330,134 @@ struct Kernels {
             }
             for (int t = 0; t < nt; ++t) y[std::size_t(t) * ldy + std::size_t(r + i)] = out[t];
         }
+    }
+    // ---- tiled GEMM over row panels (panel.hpp) ----
+
+    /// Whether this backend has a vector kernel for panels; without one the tiled GEMM still
+    /// runs (the plain loops below), for tests, but gemm() keeps the per-row kernels.
+    static constexpr bool has_panel_kernel = requires(const RowPanel& p, const QuantizedActivation* xs, float* y) {
+        prims::template panel_gemm<ZeroPoint::symmetric>(p, xs, 1, y, std::size_t(1));
+    };
+
+    /// A thread's panel buffers, sized for one matrix and one cut of the activations.
+    struct PanelBuffer {
+        std::unique_ptr<std::uint8_t[]> storage;
+        std::uint8_t* codes = nullptr;
+        std::unique_ptr<float[]> scale, min;
+        std::unique_ptr<std::int32_t[]> zero;
+        std::size_t code_bytes = 0;
+        PanelBuffer(const View& v, const QuantizedActivation& a) {
+            std::size_t chunks = 0;
+            for (int g = 0; g < a.groups; ++g)
+                for (int k = 0; k < a.sub_blocks_in_group(g); ++k) chunks += std::size_t(panel_chunks(a, g, k));
+            code_bytes = chunks * panel_chunk_bytes;
+            storage.reset(new std::uint8_t[code_bytes + 64]);
+            codes = storage.get() + (64 - reinterpret_cast<std::uintptr_t>(storage.get()) % 64) % 64;
+            const std::size_t lanes = std::size_t(traits::groups(v)) * panel_rows;
+            scale.reset(new float[lanes]);
+            min.reset(new float[lanes]);
+            zero.reset(new std::int32_t[lanes]);
+        }
+    };
+
+    /// Rows [r, r + valid) (valid <= 16) into `buf`, cut as activation `a` is cut.
+    static RowPanel pack_panel(const View& v, int r, int valid, const QuantizedActivation& a, PanelBuffer& buf) noexcept {
+        std::memset(buf.codes, 0, buf.code_bytes);
+        const int groups = traits::groups(v);
+        const int length = traits::group_length(v);
+        alignas(64) std::uint8_t codes[act_sub_block + 64];
+        alignas(64) float row_values[64];
+        for (int i = 0; i < panel_rows; ++i) {
+            std::uint8_t* chunk = buf.codes;
+            for (int g = 0; g < groups; ++g) {
+                const std::uint8_t* bytes = traits::group_bytes(v, r + std::min(i, valid - 1), g);
+                const int glen = std::min(length, traits::cols(v) - g * length);
+                for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
+                    const int len = std::min(act_sub_block, glen - k * act_sub_block);
+                    const int chunks = panel_chunks(a, g, k);
+                    if (i < valid) {
+                        const std::uint8_t* src = bytes + std::size_t(k) * traits::sub_block_bytes;
+                        // vector backends decode codebook nibbles inside their dots only
+                        if constexpr (requires { prims::decode(codec{}, src, len, codes); }) prims::decode(codec{}, src, len, codes);
+                        else Primitives<Scalar>::decode(codec{}, src, len, codes);
+                        std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
+                        for (int c = 0; c < chunks; ++c)
+                            for (int j = 0; j < 8; ++j)
+                                std::memcpy(chunk + std::size_t(c) * panel_chunk_bytes + std::size_t(j) * 64 + std::size_t(i) * 4,
+                                            codes + c * panel_chunk + 4 * j, 4);
+                    }
+                    chunk += std::size_t(chunks) * panel_chunk_bytes;
+                }
+            }
+            for (int g0 = 0; g0 < groups; g0 += 64) {
+                const int count = std::min(64, groups - g0);
+                if (i < valid) traits::template scales<prims>(v, r + i, g0, count, row_values);
+                for (int g = 0; g < count; ++g) buf.scale[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? row_values[g] : 0.0f;
+                if (traits::zero(v) == ZeroPoint::float_min) {
+                    if (i < valid) traits::template mins<prims>(v, r + i, g0, count, row_values);
+                    for (int g = 0; g < count; ++g) buf.min[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? row_values[g] : 0.0f;
+                }
+                if (traits::zero(v) == ZeroPoint::integer)
+                    for (int g = 0; g < count; ++g)
+                        buf.zero[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? std::int32_t(traits::zeros(v, r + i, g0)[g]) : 0;
+            }
+        }
+        RowPanel p;
+        p.codes = buf.codes;
+        p.scale = buf.scale.get();
+        p.min = buf.min.get();
+        p.zero = buf.zero.get();
+        p.zero_code = zero_code;
+        p.valid = valid;
+        return p;
+    }
+
+    /// The recipe for one panel and n activations, written as plain loops: lane i of every step
+    /// is row i computed alone, in the recipe's order (the oracle for the vector panel kernels).
+    template <ZeroPoint Zero>
+    static void panel_gemm_plain(const RowPanel& p, const QuantizedActivation* xs, int n, float* y, std::size_t ldy) noexcept {
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        for (int t = 0; t < n; ++t) {
+            const QuantizedActivation& a = xs[t];
+            float out[panel_rows] = {};
+            const std::uint8_t* w = p.codes;
+            for (int g = 0; g < a.groups; ++g) {
+                float acc[panel_rows] = {};
+                for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
+                    const int s = a.sub_index(g, k);
+                    const std::int8_t* x = a.slots(s);
+                    std::int32_t d[panel_rows] = {};
+                    for (int step = 0; step < panel_chunks(a, g, k) * 8; ++step, w += 64, x += 4)
+                        for (int i = 0; i < panel_rows; ++i)
+                            for (int b = 0; b < 4; ++b) d[i] += std::int32_t(w[4 * i + b]) * std::int32_t(x[b]);
+                    for (int i = 0; i < panel_rows; ++i) {
+                        const int z = Zero == ZeroPoint::integer ? p.zero[std::size_t(g) * panel_rows + std::size_t(i)] : p.zero_code;
+                        const std::int32_t centred = float_min ? d[i] : d[i] - z * a.sum[std::size_t(s)];
+                        acc[i] = std::fma(a.scale[std::size_t(s)], float(centred), acc[i]);
+                    }
+                }
+                for (int i = 0; i < panel_rows; ++i) {
+                    out[i] = std::fma(p.scale[std::size_t(g) * panel_rows + std::size_t(i)], acc[i], out[i]);
+                    if constexpr (float_min) out[i] = std::fma(p.min[std::size_t(g) * panel_rows + std::size_t(i)], a.group_sum[std::size_t(g)], out[i]);
+                }
+            }
+            for (int i = 0; i < p.valid; ++i) y[std::size_t(t) * ldy + std::size_t(i)] = out[i];
+        }
+    }
+
+    /// y[t * ldy + r] = row r . x_t for n activations quantized in LaneOrder::natural, rows
+    /// [r0, r1) in panels of 16 from r0: each panel decoded once, then every activation run over it.
+    static void gemm_tiled_rows(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y,
+                                std::size_t ldy) noexcept {
+        if (n == 0 || r0 >= r1) return;
+        PanelBuffer buf(v, xs[0]);
+        with_zero(v, [&](auto zero) {
+            for (int r = r0; r < r1; r += panel_rows) {
+                const RowPanel p = pack_panel(v, r, std::min(panel_rows, r1 - r), xs[0], buf);
+                if constexpr (has_panel_kernel) prims::template panel_gemm<zero()>(p, xs, n, y + r, ldy);
+                else panel_gemm_plain<zero()>(p, xs, n, y + r, ldy);
+            }
+        });
     }
 };
 

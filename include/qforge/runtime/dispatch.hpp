@@ -7,6 +7,7 @@
 /// built with its own flags). The scalar backend is always there; vector backends are used when
 /// both compiled in and supported by the running CPU. `QFORGE_ISA=scalar|avx2|avx512_vnni` caps
 /// the choice (to test a narrower path on a wider CPU, or to rule a path out).
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <span>
@@ -84,11 +85,16 @@ struct RowFunctions {
     void (*dequantize_rows)(const View&, int, int, float*) noexcept = nullptr;
     void (*gemv_rows)(const View&, const QuantizedActivation&, int, int, float*) noexcept = nullptr;
     void (*gemm_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
+    /// The tiled GEMM over row panels (backends/panel.hpp); activations in LaneOrder::natural.
+    void (*gemm_tiled_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
+    /// Whether gemm_tiled_rows runs a vector panel kernel (else plain loops, kept for tests).
+    bool panel_kernel = false;
 };
 
 template <class B, class F>
 constexpr RowFunctions<F> row_functions_of() noexcept {
-    return {B::name(), &Kernels<B, F>::dequantize_rows, &Kernels<B, F>::gemv_rows, &Kernels<B, F>::gemm_rows};
+    return {B::name(), &Kernels<B, F>::dequantize_rows, &Kernels<B, F>::gemv_rows, &Kernels<B, F>::gemm_rows,
+            &Kernels<B, F>::gemm_tiled_rows, Kernels<B, F>::has_panel_kernel};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS and each packed format, by qforge::dispatch.
@@ -119,11 +125,13 @@ struct Fp32Functions {
     void (*gemm_rows)(const float*, std::size_t, const float*, std::size_t, int, int, int, int, float*,
                       std::size_t) noexcept = nullptr;
     void (*grid_round)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept = nullptr;
+    QuantizeSubFn quantize_sub = nullptr;
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
-    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round};
+    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
+            &Fp32Kernels<B>::quantize_sub};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
@@ -195,7 +203,8 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
     detail::require_finite(x, "gemv input vector");
     const auto fns = row_functions<F>(isa);
     const auto view = w.view();
-    const QuantizedActivation a = quantize_activation(x, FormatTraits<F>::group_length(view), FormatTraits<F>::order);
+    const QuantizedActivation a =
+        quantize_activation(x, FormatTraits<F>::group_length(view), FormatTraits<F>::order, fp32_functions(isa).quantize_sub);
     parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemv_rows(view, a, int(r0), int(r1), y.data());
     }, grain_for(std::size_t(w.cols)));
@@ -205,20 +214,41 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
     gemv<F>(w, x, y, best_isa());
 }
 
+/// How a packed GEMM runs: `automatic` takes the tiled panel kernel where the instruction set
+/// has one and there are at least gemm_panel_min_tokens activations, else the row kernels.
+/// `rows` and `panels` force one (tests and benchmarks compare them; both equal the oracle).
+enum class GemmPath { automatic, rows, panels };
+
+/// From this many activations the panel kernel's one decode of each weight per product pays for
+/// its packing (bench_gemm: Packed.../8 runs both paths).
+inline constexpr std::size_t gemm_panel_min_tokens = 8;
+
 /// Y = X W^T: X is n x cols (one activation per row), Y is n x rows.
 template <class F>
-void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads = 0) {
+void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<float> y, Isa isa, int threads = 0,
+          GemmPath path = GemmPath::automatic) {
     if (x.cols != std::size_t(w.cols) || y.cols != std::size_t(w.rows) || x.rows != y.rows)
         throw InvalidArgument("gemm: shape mismatch: W is " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
                               ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y is " +
                               std::to_string(y.rows) + " x " + std::to_string(y.cols));
     const auto fns = row_functions<F>(isa);
     const auto view = w.view();
-    std::vector<QuantizedActivation> xs;
-    xs.reserve(x.rows);
-    for (std::size_t t = 0; t < x.rows; ++t) {
-        detail::require_finite(x.row(t), "gemm input matrix");
-        xs.push_back(quantize_activation(x.row(t), FormatTraits<F>::group_length(view), FormatTraits<F>::order));
+    const bool panels = path == GemmPath::panels ||
+                        (path == GemmPath::automatic && fns.panel_kernel && x.rows >= gemm_panel_min_tokens);
+    const LaneOrder order = panels ? LaneOrder::natural : FormatTraits<F>::order;
+    std::vector<QuantizedActivation> xs(x.rows);
+    for (std::size_t t = 0; t < x.rows; ++t) detail::require_finite(x.row(t), "gemm input matrix");
+    const QuantizeSubFn sub = fp32_functions(isa).quantize_sub;
+    parallel_for(x.rows, threads, [&](std::size_t t0, std::size_t t1) {
+        for (std::size_t t = t0; t < t1; ++t) xs[t] = quantize_activation(x.row(t), FormatTraits<F>::group_length(view), order, sub);
+    }, grain_for(std::size_t(w.cols) * 4));
+    if (panels) {
+        const std::size_t count = (std::size_t(w.rows) + panel_rows - 1) / panel_rows;
+        parallel_for(count, threads, [&](std::size_t p0, std::size_t p1) {
+            fns.gemm_tiled_rows(view, xs.data(), int(xs.size()), int(p0) * panel_rows,
+                                std::min(int(p1) * panel_rows, w.rows), y.data, y.row_stride);
+        }, grain_for(std::size_t(w.cols) * xs.size() * panel_rows));
+        return;
     }
     parallel_for(std::size_t(w.rows), threads, [&](std::size_t r0, std::size_t r1) {
         fns.gemm_rows(view, xs.data(), int(xs.size()), int(r0), int(r1), y.data, y.row_stride);

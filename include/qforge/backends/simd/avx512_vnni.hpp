@@ -7,6 +7,7 @@
 /// compiler targets these extensions.
 #include "qforge/backends/backend.hpp"
 #include "qforge/backends/codecs.hpp"
+#include "qforge/backends/panel.hpp"
 #include "qforge/backends/simd/arch.hpp"
 #include "qforge/backends/simd/x86_common.hpp"
 
@@ -145,6 +146,62 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
                          std::int32_t* d) noexcept {
         hsum4(fold(acc(codec, bytes[0], n, x)), fold(acc(codec, bytes[1], n, x)), fold(acc(codec, bytes[2], n, x)),
               fold(acc(codec, bytes[3], n, x)), d);
+    }
+    /// The recipe for one row panel (panel.hpp) and n activations: 8 activations at a time, 16
+    /// rows per vector; vpdpbusd adds each lane's 4 code x activation products, the activation
+    /// bytes broadcast. Every lane takes the operations of its row computed alone, in order
+    /// (Kernels::panel_gemm_plain), so outputs equal the scalar oracle bit for bit.
+    template <ZeroPoint Zero>
+    static void panel_gemm(const RowPanel& p, const QuantizedActivation* xs, int n, float* y, std::size_t ldy) noexcept {
+        constexpr int T = 8;
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        const QuantizedActivation& a0 = xs[0];
+        const __mmask16 keep = p.valid >= panel_rows ? __mmask16(0xffff) : __mmask16((1u << p.valid) - 1);
+        for (int t0 = 0; t0 < n; t0 += T) {
+            const int nt = n - t0 < T ? n - t0 : T;
+            const QuantizedActivation* a[T];
+            for (int t = 0; t < T; ++t) a[t] = &xs[t0 + (t < nt ? t : nt - 1)];
+            __m512 out[T];
+            for (int t = 0; t < T; ++t) out[t] = _mm512_setzero_ps();
+            const std::uint8_t* w = p.codes;
+            for (int g = 0; g < a0.groups; ++g) {
+                __m512 acc[T];
+                const int subs = a0.sub_blocks_in_group(g);
+                for (int k = 0; k < subs; ++k) {
+                    const int s = a0.sub_index(g, k);
+                    const int steps = panel_chunks(a0, g, k) * 8;
+                    const std::int8_t* x[T];
+                    for (int t = 0; t < T; ++t) x[t] = a[t]->slots(s);
+                    __m512i d[T];
+                    for (int t = 0; t < T; ++t) d[t] = _mm512_setzero_si512();
+                    for (int j = 0; j < steps; ++j, w += 64) {
+                        const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(w));
+                        for (int t = 0; t < T; ++t) {
+                            std::int32_t xb;
+                            std::memcpy(&xb, x[t] + 4 * j, 4);
+                            d[t] = _mm512_dpbusd_epi32(d[t], wv, _mm512_set1_epi32(xb));
+                        }
+                    }
+                    [[maybe_unused]] __m512i z;
+                    if constexpr (Zero == ZeroPoint::integer) z = _mm512_loadu_si512(p.zero + std::size_t(g) * panel_rows);
+                    for (int t = 0; t < T; ++t) {
+                        __m512i centred = d[t];
+                        const std::int32_t sx = a[t]->sum[std::size_t(s)];
+                        if constexpr (Zero == ZeroPoint::symmetric) centred = _mm512_sub_epi32(centred, _mm512_set1_epi32(p.zero_code * sx));
+                        if constexpr (Zero == ZeroPoint::integer) centred = _mm512_sub_epi32(centred, _mm512_mullo_epi32(z, _mm512_set1_epi32(sx)));
+                        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(a[t]->scale[std::size_t(s)]), _mm512_cvtepi32_ps(centred),
+                                                 k == 0 ? _mm512_setzero_ps() : acc[t]);
+                    }
+                }
+                const __m512 sc = _mm512_loadu_ps(p.scale + std::size_t(g) * panel_rows);
+                for (int t = 0; t < T; ++t) out[t] = _mm512_fmadd_ps(sc, acc[t], out[t]);
+                if constexpr (float_min) {
+                    const __m512 mn = _mm512_loadu_ps(p.min + std::size_t(g) * panel_rows);
+                    for (int t = 0; t < T; ++t) out[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(a[t]->group_sum[std::size_t(g)]), out[t]);
+                }
+            }
+            for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + std::size_t(t0 + t) * ldy, keep, out[t]);
+        }
     }
 };
 
