@@ -220,8 +220,10 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
 enum class GemmPath { automatic, rows, panels };
 
 /// From this many activations the panel kernel's one decode of each weight per product pays for
-/// its packing (bench_gemm: Packed.../8 runs both paths).
-inline constexpr std::size_t gemm_panel_min_tokens = 8;
+/// its packing: bench_gemm on the Zen 4 VM (2026-12-04), SmolLM2's MLP shapes, 4-bit formats:
+/// at 8 activations the row kernels were as fast or faster (29-65 against 33-63 GMAC/s), at 16
+/// the panels faster on 5 of 6 (50-107 against 38-66).
+inline constexpr std::size_t gemm_panel_min_tokens = 16;
 
 /// Y = X W^T: X is n x cols (one activation per row), Y is n x rows.
 template <class F>

@@ -169,17 +169,21 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
                 const int subs = a0.sub_blocks_in_group(g);
                 for (int k = 0; k < subs; ++k) {
                     const int s = a0.sub_index(g, k);
-                    const int steps = panel_chunks(a0, g, k) * 8;
+                    const int chunks = panel_chunks(a0, g, k);
                     const std::int8_t* x[T];
                     for (int t = 0; t < T; ++t) x[t] = a[t]->slots(s);
                     __m512i d[T];
                     for (int t = 0; t < T; ++t) d[t] = _mm512_setzero_si512();
-                    for (int j = 0; j < steps; ++j, w += 64) {
-                        const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(w));
-                        for (int t = 0; t < T; ++t) {
-                            std::int32_t xb;
-                            std::memcpy(&xb, x[t] + 4 * j, 4);
-                            d[t] = _mm512_dpbusd_epi32(d[t], wv, _mm512_set1_epi32(xb));
+                    for (int c = 0; c < chunks; ++c, w += panel_chunk_bytes) {
+                        // the 8 steps of a chunk unrolled: each d[t] stays in its register
+#pragma GCC unroll 8
+                        for (int j = 0; j < 8; ++j) {
+                            const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(w + 64 * j));
+                            for (int t = 0; t < T; ++t) {
+                                std::int32_t xb;
+                                std::memcpy(&xb, x[t] + panel_chunk * c + 4 * j, 4);
+                                d[t] = _mm512_dpbusd_epi32(d[t], wv, _mm512_set1_epi32(xb));
+                            }
                         }
                     }
                     [[maybe_unused]] __m512i z;
