@@ -67,12 +67,15 @@ void decode(benchmark::State& state, const Variant* v) {
 class RatioReporter : public benchmark::ConsoleReporter {
 public:
     void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& r : runs)
+        for (const auto& r : runs) {
+            // with --benchmark_repetitions the table takes the median (not the mean, stddev or cv)
+            if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
             if (const auto it = r.counters.find("tokens/s"); it != r.counters.end()) {
                 std::string name = r.benchmark_name();
                 if (const auto suffix = name.find("/real_time"); suffix != std::string::npos) name.erase(suffix);
                 g_rate[name] = it->second.value;
             }
+        }
         ConsoleReporter::ReportRuns(runs);
     }
 };

@@ -61,7 +61,7 @@ for t in Q4_0 Q4_1 F32; do
   "$lbuild/bin/llama-bench" -m "$f" -t "$threads" -p "$prompt" -n "$decode" -r 3 -o md 2>/dev/null
 done
 echo
-echo "+ QFORGE_THREADS=$threads QFORGE_BENCH_PROMPT=$prompt QFORGE_BENCH_DECODE=$decode bench_model --benchmark_filter=SmolLM2"
+echo "+ QFORGE_THREADS=$threads QFORGE_BENCH_PROMPT=$prompt QFORGE_BENCH_DECODE=$decode bench_model --benchmark_filter=SmolLM2 --benchmark_repetitions=3 (median)"
 QFORGE_THREADS=$threads QFORGE_BENCH_PROMPT=$prompt QFORGE_BENCH_DECODE=$decode \
 QFORGE_BENCH_GGUF="$cache/SmolLM2-135M-Instruct.Q4_0.gguf:$cache/SmolLM2-135M-Instruct.F32.gguf" \
-  "$build/bench/bench_model" --benchmark_filter=SmolLM2 2>&1 | sed -n '/^model\/variant/,$p'
+  "$build/bench/bench_model" --benchmark_filter=SmolLM2 --benchmark_repetitions=3 2>&1 | sed -n '/^model\/variant/,$p'
