@@ -147,6 +147,18 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
         hsum4(fold(acc(codec, bytes[0], n, x)), fold(acc(codec, bytes[1], n, x)), fold(acc(codec, bytes[2], n, x)),
               fold(acc(codec, bytes[3], n, x)), d);
     }
+    /// acc += vpdpbusd(w, the 4 bytes at x in every lane), the broadcast folded into the
+    /// instruction's memory operand ({1to16}); the compiler emits a separate vpbroadcastd.
+    QFORGE_INLINE static void dpbusd_broadcast(__m512i& acc, __m512i w, const std::int8_t* x) noexcept {
+#if defined(__GNUC__)
+        asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const std::int32_t*>(x)));
+#else
+        std::int32_t xb;
+        std::memcpy(&xb, x, 4);
+        acc = _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(xb));
+#endif
+    }
+
     /// The recipe for one row panel (panel.hpp) and n activations: 8 activations at a time, 16
     /// rows per vector; vpdpbusd adds each lane's 4 code x activation products, the activation
     /// bytes broadcast. Every lane takes the operations of its row computed alone, in order
@@ -179,11 +191,7 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
 #pragma GCC unroll 8
                         for (int j = 0; j < 8; ++j) {
                             const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(w + 64 * j));
-                            for (int t = 0; t < T; ++t) {
-                                std::int32_t xb;
-                                std::memcpy(&xb, x[t] + panel_chunk * c + 4 * j, 4);
-                                d[t] = _mm512_dpbusd_epi32(d[t], wv, _mm512_set1_epi32(xb));
-                            }
+                            for (int t = 0; t < T; ++t) dpbusd_broadcast(d[t], wv, x[t] + panel_chunk * c + 4 * j);
                         }
                     }
                     [[maybe_unused]] __m512i z;
