@@ -15,6 +15,7 @@
 /// past the panel's valid rows hold 0 (the activation's slots there are 0 as well).
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "qforge/backends/activation.hpp"
 
@@ -40,6 +41,37 @@ struct RowPanel {
     const std::int32_t* zero = nullptr;   ///< z_g per lane (ZeroPoint::integer only)
     int zero_code = 0;                    ///< z of a symmetric grid (all lanes)
     int valid = panel_rows;               ///< rows of the 16 that exist (outputs stored)
+};
+
+/// The activations' per-sub-block terms of the recipe, gathered once per product so a panel
+/// kernel reads each as one broadcast memory operand: tile τ holds activations 8τ .. 8τ + 7 (the
+/// last activation repeated past n), entry [(τ · subs + s) · 8 + t] for sub-block s.
+struct PanelTerms {
+    static constexpr int tokens = 8;
+    int subs = 0, groups = 0;
+    std::vector<std::int32_t> zsum;  ///< z · sx_s on a symmetric grid (z = zero_code), else sx_s
+    std::vector<float> dx;           ///< dx_s
+    std::vector<float> gsum;         ///< xsum_g, entry [(τ · groups + g) · 8 + t]
+
+    PanelTerms() = default;
+    PanelTerms(const QuantizedActivation* xs, int n, int zero_code, bool symmetric)
+        : subs(int(xs[0].scale.size())), groups(xs[0].groups) {
+        const int tiles = (n + tokens - 1) / tokens;
+        zsum.resize(std::size_t(tiles) * std::size_t(subs) * tokens);
+        dx.resize(zsum.size());
+        gsum.resize(std::size_t(tiles) * std::size_t(groups) * tokens);
+        for (int tile = 0; tile < tiles; ++tile)
+            for (int t = 0; t < tokens; ++t) {
+                const QuantizedActivation& a = xs[tile * tokens + t < n ? tile * tokens + t : n - 1];
+                for (int s = 0; s < subs; ++s) {
+                    const std::size_t at = (std::size_t(tile) * std::size_t(subs) + std::size_t(s)) * tokens + std::size_t(t);
+                    zsum[at] = symmetric ? zero_code * a.sum[std::size_t(s)] : a.sum[std::size_t(s)];
+                    dx[at] = a.scale[std::size_t(s)];
+                }
+                for (int g = 0; g < groups; ++g)
+                    gsum[(std::size_t(tile) * std::size_t(groups) + std::size_t(g)) * tokens + std::size_t(t)] = a.group_sum[std::size_t(g)];
+            }
+    }
 };
 
 }  // namespace qforge

@@ -149,13 +149,14 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     }
     /// acc += vpdpbusd(w, the 4 bytes at x in every lane), the broadcast folded into the
     /// instruction's memory operand ({1to16}); the compiler emits a separate vpbroadcastd.
-    QFORGE_INLINE static void dpbusd_broadcast(__m512i& acc, __m512i w, const std::int8_t* x) noexcept {
+    QFORGE_INLINE static __m512i dpbusd_broadcast(__m512i acc, __m512i w, const std::int8_t* x) noexcept {
 #if defined(__GNUC__)
         asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const std::int32_t*>(x)));
+        return acc;
 #else
         std::int32_t xb;
         std::memcpy(&xb, x, 4);
-        acc = _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(xb));
+        return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(xb));
 #endif
     }
 
@@ -164,8 +165,9 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     /// bytes broadcast. Every lane takes the operations of its row computed alone, in order
     /// (Kernels::panel_gemm_plain), so outputs equal the scalar oracle bit for bit.
     template <ZeroPoint Zero>
-    static void panel_gemm(const RowPanel& p, const QuantizedActivation* xs, int n, float* y, std::size_t ldy) noexcept {
-        constexpr int T = 8;
+    [[gnu::noinline]] static void panel_gemm(const RowPanel& p, const QuantizedActivation* xs, int n, const PanelTerms& terms, float* y,
+                           std::size_t ldy) noexcept {
+        constexpr int T = PanelTerms::tokens;
         constexpr bool float_min = Zero == ZeroPoint::float_min;
         const QuantizedActivation& a0 = xs[0];
         const __mmask16 keep = p.valid >= panel_rows ? __mmask16(0xffff) : __mmask16((1u << p.valid) - 1);
@@ -173,6 +175,11 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
             const int nt = n - t0 < T ? n - t0 : T;
             const QuantizedActivation* a[T];
             for (int t = 0; t < T; ++t) a[t] = &xs[t0 + (t < nt ? t : nt - 1)];
+            // this tile's terms: one base pointer each, entry [s * 8 + t] (PanelTerms)
+            const std::size_t tile = std::size_t(t0 / T);
+            const std::int32_t* zsum = terms.zsum.data() + tile * std::size_t(terms.subs) * T;
+            const float* dx = terms.dx.data() + tile * std::size_t(terms.subs) * T;
+            const float* gsum = terms.gsum.data() + tile * std::size_t(terms.groups) * T;
             __m512 out[T];
             for (int t = 0; t < T; ++t) out[t] = _mm512_setzero_ps();
             const std::uint8_t* w = p.codes;
@@ -191,25 +198,26 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
 #pragma GCC unroll 8
                         for (int j = 0; j < 8; ++j) {
                             const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(w + 64 * j));
-                            for (int t = 0; t < T; ++t) dpbusd_broadcast(d[t], wv, x[t] + panel_chunk * c + 4 * j);
+                            for (int t = 0; t < T; ++t) d[t] = dpbusd_broadcast(d[t], wv, x[t] + panel_chunk * c + 4 * j);
                         }
                     }
                     [[maybe_unused]] __m512i z;
                     if constexpr (Zero == ZeroPoint::integer) z = _mm512_loadu_si512(p.zero + std::size_t(g) * panel_rows);
+                    const std::int32_t* zs = zsum + std::size_t(s) * T;
+                    const float* ds = dx + std::size_t(s) * T;
                     for (int t = 0; t < T; ++t) {
                         __m512i centred = d[t];
-                        const std::int32_t sx = a[t]->sum[std::size_t(s)];
-                        if constexpr (Zero == ZeroPoint::symmetric) centred = _mm512_sub_epi32(centred, _mm512_set1_epi32(p.zero_code * sx));
-                        if constexpr (Zero == ZeroPoint::integer) centred = _mm512_sub_epi32(centred, _mm512_mullo_epi32(z, _mm512_set1_epi32(sx)));
-                        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(a[t]->scale[std::size_t(s)]), _mm512_cvtepi32_ps(centred),
-                                                 k == 0 ? _mm512_setzero_ps() : acc[t]);
+                        if constexpr (Zero == ZeroPoint::symmetric) centred = _mm512_sub_epi32(centred, _mm512_set1_epi32(zs[t]));
+                        if constexpr (Zero == ZeroPoint::integer) centred = _mm512_sub_epi32(centred, _mm512_mullo_epi32(z, _mm512_set1_epi32(zs[t])));
+                        acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(ds[t]), _mm512_cvtepi32_ps(centred), k == 0 ? _mm512_setzero_ps() : acc[t]);
                     }
                 }
                 const __m512 sc = _mm512_loadu_ps(p.scale + std::size_t(g) * panel_rows);
                 for (int t = 0; t < T; ++t) out[t] = _mm512_fmadd_ps(sc, acc[t], out[t]);
                 if constexpr (float_min) {
                     const __m512 mn = _mm512_loadu_ps(p.min + std::size_t(g) * panel_rows);
-                    for (int t = 0; t < T; ++t) out[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(a[t]->group_sum[std::size_t(g)]), out[t]);
+                    const float* gs = gsum + std::size_t(g) * T;
+                    for (int t = 0; t < T; ++t) out[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(gs[t]), out[t]);
                 }
             }
             for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + std::size_t(t0 + t) * ldy, keep, out[t]);
