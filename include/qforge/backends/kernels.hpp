@@ -333,10 +333,11 @@ struct Kernels {
     }
     // ---- tiled GEMM over row panels (panel.hpp) ----
 
-    /// Whether this backend has a vector kernel for panels; without one the tiled GEMM still
-    /// runs (the plain loops below), for tests, but gemm() keeps the per-row kernels.
+    /// Whether this backend has a vector kernel for panels of this codec (AVX-512 VNNI: every
+    /// codec; AVX2: Dense 2/3/4-bit); without one the tiled GEMM still runs (the plain loops
+    /// below), for tests, but gemm() keeps the per-row kernels.
     static constexpr bool has_panel_kernel = requires(const RowPanel& p, const QuantizedActivation* xs, const PanelTerms& terms, float* y) {
-        prims::template panel_gemm<ZeroPoint::symmetric>(p, xs, 1, terms, y, std::size_t(1));
+        prims::template panel_gemm<ZeroPoint::symmetric>(codec{}, p, xs, 1, terms, y, std::size_t(1));
     };
 
     /// A thread's panel buffers, sized for one matrix and one cut of the activations.
@@ -456,7 +457,7 @@ struct Kernels {
             if constexpr (has_panel_kernel) terms = PanelTerms(xs, n, zero_code, zero() == ZeroPoint::symmetric);
             for (int r = r0; r < r1; r += panel_rows) {
                 const RowPanel p = pack_panel(v, r, std::min(panel_rows, r1 - r), xs[0], buf);
-                if constexpr (has_panel_kernel) prims::template panel_gemm<zero()>(p, xs, n, terms, y + r, ldy);
+                if constexpr (has_panel_kernel) prims::template panel_gemm<zero()>(codec{}, p, xs, n, terms, y + r, ldy);
                 else panel_gemm_plain<zero()>(p, xs, n, y + r, ldy);
             }
         });

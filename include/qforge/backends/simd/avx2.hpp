@@ -5,8 +5,11 @@
 /// used as they are (at most 4 * 2 * 15 * 127 = 15240 per lane); 8-bit codes go through the
 /// sign trick (q - 128 as signed, |q - 128| * sign(x)), at most 2 * 128 * 127 per lane.
 /// Compiled only where the compiler targets AVX2 and FMA.
+#include <type_traits>
+
 #include "qforge/backends/backend.hpp"
 #include "qforge/backends/codecs.hpp"
+#include "qforge/backends/panel.hpp"
 #include "qforge/backends/simd/arch.hpp"
 #include "qforge/backends/simd/x86_common.hpp"
 
@@ -161,6 +164,88 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
         hsum4(acc(codec, bytes[0], n, x), acc(codec, bytes[1], n, x), acc(codec, bytes[2], n, x), acc(codec, bytes[3], n, x), d);
         const std::int32_t c = correction(codec, x, n);
         for (int i = 0; i < 4; ++i) d[i] += c;
+    }
+    /// The recipe for one row panel (panel.hpp) and n activations, for Dense 2-, 3- and 4-bit
+    /// codes (below 16: vpmaddubsw's pairs stay below 2 * 15 * 127, far from saturation; 8-bit
+    /// and codebook codes keep the row kernels here, and so do the 32-wide GGUF blocks, whose
+    /// row kernels measured as fast or faster at 16-32 activations on AVX2, within 10% at 128:
+    /// their float steps per 32 codes weigh more on 8 lanes). A 64-byte step is two vectors of 8 rows;
+    /// vpmaddubsw + vpmaddwd give each lane its 4 products, as vpdpbusd does on AVX-512. Every
+    /// lane takes the operations of its row computed alone, in order (Kernels::panel_gemm_plain).
+    template <ZeroPoint Zero, class Codec>
+        requires(std::is_same_v<Codec, Bitstream<Codec::bits>> && Codec::bits <= 4)
+    [[gnu::noinline]] static void panel_gemm(Codec, const RowPanel& p, const QuantizedActivation* xs, int n,
+                                             const PanelTerms& terms, float* y, std::size_t ldy) noexcept {
+        constexpr int T = 4, TT = PanelTerms::tokens;
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        const QuantizedActivation& a0 = xs[0];
+        const __m256i ones = _mm256_set1_epi16(1);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i keep[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(p.valid), lane),
+                                 _mm256_cmpgt_epi32(_mm256_set1_epi32(p.valid - 8), lane)};
+        for (int t0 = 0; t0 < n; t0 += T) {
+            const int nt = n - t0 < T ? n - t0 : T;
+            const QuantizedActivation* a[T];
+            for (int t = 0; t < T; ++t) a[t] = &xs[t0 + (t < nt ? t : nt - 1)];
+            // this pass's terms: activations t0 .. t0 + 3 sit at t0 % 8 .. of their tile of 8
+            const std::size_t tile = std::size_t(t0 / TT), at = std::size_t(t0 % TT);
+            const std::int32_t* zsum = terms.zsum.data() + tile * std::size_t(terms.subs) * TT + at;
+            const float* dx = terms.dx.data() + tile * std::size_t(terms.subs) * TT + at;
+            const float* gsum = terms.gsum.data() + tile * std::size_t(terms.groups) * TT + at;
+            __m256 out[T][2];
+            for (int t = 0; t < T; ++t) out[t][0] = out[t][1] = _mm256_setzero_ps();
+            const std::uint8_t* w = p.codes;
+            for (int g = 0; g < a0.groups; ++g) {
+                __m256 acc[T][2];
+                const int subs = a0.sub_blocks_in_group(g);
+                for (int k = 0; k < subs; ++k) {
+                    const int s = a0.sub_index(g, k);
+                    const int chunks = panel_chunks(a0, g, k);
+                    const std::int8_t* x[T];
+                    for (int t = 0; t < T; ++t) x[t] = a[t]->slots(s);
+                    __m256i d[T][2];
+                    for (int t = 0; t < T; ++t) d[t][0] = d[t][1] = _mm256_setzero_si256();
+                    for (int c = 0; c < chunks; ++c, w += panel_chunk_bytes) {
+#pragma GCC unroll 8
+                        for (int j = 0; j < 8; ++j) {
+                            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 64 * j));
+                            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 64 * j + 32));
+                            for (int t = 0; t < T; ++t) {
+                                std::int32_t xb;
+                                std::memcpy(&xb, x[t] + panel_chunk * c + 4 * j, 4);
+                                const __m256i xv = _mm256_set1_epi32(xb);
+                                d[t][0] = _mm256_add_epi32(d[t][0], _mm256_madd_epi16(_mm256_maddubs_epi16(w0, xv), ones));
+                                d[t][1] = _mm256_add_epi32(d[t][1], _mm256_madd_epi16(_mm256_maddubs_epi16(w1, xv), ones));
+                            }
+                        }
+                    }
+                    for (int h = 0; h < 2; ++h) {
+                        [[maybe_unused]] __m256i z;
+                        if constexpr (Zero == ZeroPoint::integer)
+                            z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.zero + std::size_t(g) * panel_rows + 8 * std::size_t(h)));
+                        for (int t = 0; t < T; ++t) {
+                            __m256i centred = d[t][h];
+                            const std::int32_t zs = zsum[std::size_t(s) * TT + std::size_t(t)];
+                            if constexpr (Zero == ZeroPoint::symmetric) centred = _mm256_sub_epi32(centred, _mm256_set1_epi32(zs));
+                            if constexpr (Zero == ZeroPoint::integer) centred = _mm256_sub_epi32(centred, _mm256_mullo_epi32(z, _mm256_set1_epi32(zs)));
+                            acc[t][h] = _mm256_fmadd_ps(_mm256_set1_ps(dx[std::size_t(s) * TT + std::size_t(t)]), _mm256_cvtepi32_ps(centred),
+                                                        k == 0 ? _mm256_setzero_ps() : acc[t][h]);
+                        }
+                    }
+                }
+                for (int h = 0; h < 2; ++h) {
+                    const __m256 sc = _mm256_loadu_ps(p.scale + std::size_t(g) * panel_rows + 8 * std::size_t(h));
+                    for (int t = 0; t < T; ++t) out[t][h] = _mm256_fmadd_ps(sc, acc[t][h], out[t][h]);
+                    if constexpr (float_min) {
+                        const __m256 mn = _mm256_loadu_ps(p.min + std::size_t(g) * panel_rows + 8 * std::size_t(h));
+                        for (int t = 0; t < T; ++t)
+                            out[t][h] = _mm256_fmadd_ps(mn, _mm256_set1_ps(gsum[std::size_t(g) * TT + std::size_t(t)]), out[t][h]);
+                    }
+                }
+            }
+            for (int t = 0; t < nt; ++t)
+                for (int h = 0; h < 2; ++h) _mm256_maskstore_ps(y + std::size_t(t0 + t) * ldy + 8 * std::size_t(h), keep[h], out[t][h]);
+        }
     }
 };
 

@@ -164,9 +164,9 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     /// rows per vector; vpdpbusd adds each lane's 4 code x activation products, the activation
     /// bytes broadcast. Every lane takes the operations of its row computed alone, in order
     /// (Kernels::panel_gemm_plain), so outputs equal the scalar oracle bit for bit.
-    template <ZeroPoint Zero>
-    [[gnu::noinline]] static void panel_gemm(const RowPanel& p, const QuantizedActivation* xs, int n, const PanelTerms& terms, float* y,
-                           std::size_t ldy) noexcept {
+    template <ZeroPoint Zero, class Codec>
+    [[gnu::noinline]] static void panel_gemm(Codec, const RowPanel& p, const QuantizedActivation* xs, int n, const PanelTerms& terms,
+                                             float* y, std::size_t ldy) noexcept {
         constexpr int T = PanelTerms::tokens;
         constexpr bool float_min = Zero == ZeroPoint::float_min;
         const QuantizedActivation& a0 = xs[0];
