@@ -53,6 +53,19 @@ struct PanelTerms {
     std::vector<float> dx;           ///< dx_s
     std::vector<float> gsum;         ///< xsum_g, entry [(τ · groups + g) · 8 + t]
 
+    /// The terms of activations t0, t0 + 1, ... (t0 need not start a tile of 8): entry
+    /// [s * 8 + t] of `zsum` and `dx`, [g * 8 + t] of `gsum`, for activation t0 + t.
+    struct Tile {
+        const std::int32_t* zsum;
+        const float* dx;
+        const float* gsum;
+    };
+    Tile tile(int t0) const noexcept {
+        const std::size_t at = std::size_t(t0 / tokens) * tokens, in = std::size_t(t0 % tokens);
+        return {zsum.data() + at * std::size_t(subs) + in, dx.data() + at * std::size_t(subs) + in,
+                gsum.data() + at * std::size_t(groups) + in};
+    }
+
     PanelTerms() = default;
     PanelTerms(const QuantizedActivation* xs, int n, int zero_code, bool symmetric)
         : subs(int(xs[0].scale.size())), groups(xs[0].groups) {

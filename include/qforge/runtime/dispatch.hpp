@@ -177,7 +177,7 @@ inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, Matr
     const auto fns = fp32_functions(isa);
     // A vectorised FP32 multiply-add costs about a quarter of a packed one while the weights are
     // reused across activations; with fewer than 4 (decode's GEMV) each row streams 4 bytes per
-    // weight from memory, eight times a 4-bit code: counted as 2. (Counted as 1/4, every block
+    // weight from memory, eight times a 4-bit code: counted as 8. (Counted as 1/4, every block
     // linear of SmolLM2 ran on one thread and its FP32 decode read 15 GB/s of the two cores' 28.)
     const std::size_t row_ops = isa == Isa::scalar ? w.cols * x.rows : x.rows < 4 ? w.cols * 8 : w.cols * x.rows / 4;
     parallel_for(w.rows, threads, [&](std::size_t r0, std::size_t r1) {
@@ -220,9 +220,9 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
 enum class GemmPath { automatic, rows, panels };
 
 /// From this many activations the panel kernel's one decode of each weight per product pays for
-/// its packing: bench_gemm on the Zen 4 VM (2026-12-04), SmolLM2's MLP shapes, 4-bit formats:
-/// at 8 activations the row kernels were as fast or faster (29-65 against 33-63 GMAC/s), at 16
-/// the panels faster on 5 of 6 (50-107 against 38-66).
+/// its packing: bench_gemm on the Zen 4 VM (2026-12-04), SmolLM2's two MLP shapes with Dense<4>
+/// g128, Q4_0 and Q4_1: at 8 activations the panels were faster on 2 of the 6 (29-65 GMAC/s,
+/// the row kernels 29-63), at 16 on 4 of 6 (38-107 against 42-66; the two Q4_1 shapes lost).
 inline constexpr std::size_t gemm_panel_min_tokens = 16;
 
 /// Y = X W^T: X is n x cols (one activation per row), Y is n x rows.

@@ -167,9 +167,9 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
     }
     /// The recipe for one row panel (panel.hpp) and n activations, for Dense 2-, 3- and 4-bit
     /// codes (below 16: vpmaddubsw's pairs stay below 2 * 15 * 127, far from saturation; 8-bit
-    /// and codebook codes keep the row kernels here, and so do the 32-wide GGUF blocks, whose
-    /// row kernels measured as fast or faster at 16-32 activations on AVX2, within 10% at 128:
-    /// their float steps per 32 codes weigh more on 8 lanes). A 64-byte step is two vectors of 8 rows;
+    /// and codebook codes keep the row kernels here, and so do the 32-wide GGUF blocks: with
+    /// AVX2 their panels were slower at 16-32 activations (their float steps per 32 codes weigh
+    /// more on 8 lanes) and only 6-28% faster at 128, and one threshold serves every kernel). A 64-byte step is two vectors of 8 rows;
     /// vpmaddubsw + vpmaddwd give each lane its 4 products, as vpdpbusd does on AVX-512. Every
     /// lane takes the operations of its row computed alone, in order (Kernels::panel_gemm_plain).
     template <ZeroPoint Zero, class Codec>
@@ -187,11 +187,7 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
             const int nt = n - t0 < T ? n - t0 : T;
             const QuantizedActivation* a[T];
             for (int t = 0; t < T; ++t) a[t] = &xs[t0 + (t < nt ? t : nt - 1)];
-            // this pass's terms: activations t0 .. t0 + 3 sit at t0 % 8 .. of their tile of 8
-            const std::size_t tile = std::size_t(t0 / TT), at = std::size_t(t0 % TT);
-            const std::int32_t* zsum = terms.zsum.data() + tile * std::size_t(terms.subs) * TT + at;
-            const float* dx = terms.dx.data() + tile * std::size_t(terms.subs) * TT + at;
-            const float* gsum = terms.gsum.data() + tile * std::size_t(terms.groups) * TT + at;
+            const auto [zsum, dx, gsum] = terms.tile(t0);  // 4 activations: half a tile of 8
             __m256 out[T][2];
             for (int t = 0; t < T; ++t) out[t][0] = out[t][1] = _mm256_setzero_ps();
             const std::uint8_t* w = p.codes;

@@ -175,11 +175,7 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
             const int nt = n - t0 < T ? n - t0 : T;
             const QuantizedActivation* a[T];
             for (int t = 0; t < T; ++t) a[t] = &xs[t0 + (t < nt ? t : nt - 1)];
-            // this tile's terms: one base pointer each, entry [s * 8 + t] (PanelTerms)
-            const std::size_t tile = std::size_t(t0 / T);
-            const std::int32_t* zsum = terms.zsum.data() + tile * std::size_t(terms.subs) * T;
-            const float* dx = terms.dx.data() + tile * std::size_t(terms.subs) * T;
-            const float* gsum = terms.gsum.data() + tile * std::size_t(terms.groups) * T;
+            const auto [zsum, dx, gsum] = terms.tile(t0);
             __m512 out[T];
             for (int t = 0; t < T; ++t) out[t] = _mm512_setzero_ps();
             const std::uint8_t* w = p.codes;
