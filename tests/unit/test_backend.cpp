@@ -98,6 +98,26 @@ void check_formats(format_list<F...>) {
         ...);
 }
 
+/// The Hessian's running sum (gram_fp32_accumulate): the lower triangle is gram_fp32's FP32
+/// values added in double, bit for bit (the BLAS path fuses the sum into its tiles; the default
+/// goes through gram_fp32), written and not added on the first batch, the upper triangle untouched.
+void check_gram_accumulate(const Backend& b, const std::vector<float>& x, int n, int cols) {
+    const std::size_t c = std::size_t(cols);
+    const MatrixView<const float> xv(x.data(), std::size_t(n), c), x20(x.data() + 5 * c, 20, c);
+    std::vector<float> ga(c * c), gb(c * c);
+    b.gram_fp32(xv, MatrixView<float>(ga.data(), c, c));
+    b.gram_fp32(x20, MatrixView<float>(gb.data(), c, c));
+    std::vector<double> acc(c * c, -7.0);
+    b.gram_fp32_accumulate(xv, MatrixView<double>(acc.data(), c, c), true);
+    b.gram_fp32_accumulate(x20, MatrixView<double>(acc.data(), c, c), false);
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < c; ++i)
+        for (std::size_t j = 0; j < c; ++j) wrong += acc[i * c + j] != (j <= i ? double(ga[i * c + j]) + double(gb[i * c + j]) : -7.0);
+    BOOST_TEST(wrong == 0u, b.name() << ", " << cols << " channels: " << wrong << " accumulator elements differ");
+    std::vector<double> small(4);
+    BOOST_CHECK_THROW(b.gram_fp32_accumulate(xv, MatrixView<double>(small.data(), 2, 2), true), InvalidArgument);
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(handles_name_their_instruction_set) {
@@ -182,9 +202,39 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
             for (int t = 0; t < n; ++t) s += std::fabs(double(x[std::size_t(t) * cols + i]) * x[std::size_t(t) * cols + j]);
             BOOST_TEST(std::fabs(double(g[std::size_t(i) * cols + j]) - g_oracle[std::size_t(i) * cols + j]) <= n * 1.2e-7 * s);
         }
+    for (const Backend& b : {b2, Backend::cpu(best_isa(), 2, false)}) check_gram_accumulate(b, x, n, cols);
     std::vector<float> bad(5);
     BOOST_CHECK_THROW(b2.gram_fp32(xv, MatrixView<float>(bad.data(), 1, 5)), InvalidArgument);
     BOOST_CHECK_THROW(b2.gemm_fp32(wv, MatrixView<const float>(x.data(), n, cols - 1), MatrixView<float>(one.data(), n, rows)), InvalidArgument);
+}
+
+// Wide layers: the BLAS path's diagonal tiles split in halves (tiles of 256 and more, from about
+// 1544 channels) and a last tile shorter than a half; the Gram matrix still agrees with qforge's
+// own kernels to rounding and is exactly symmetric.
+BOOST_AUTO_TEST_CASE(blas_gram_of_a_wide_layer) {
+    if (!blas::enabled() || best_isa() == Isa::scalar) {
+        BOOST_TEST_MESSAGE("SKIPPED: no BLAS linked (or QFORGE_BLAS=off, or no vector instruction set)");
+        return;
+    }
+    const int n = 37, cols = 1601;  // tiles of 256: six whole, one of 65 rows (its second half empty)
+    const auto x = gaussian(std::size_t(n) * cols, 21);
+    const std::size_t c = std::size_t(cols);
+    const MatrixView<const float> xv(x.data(), std::size_t(n), c);
+    std::vector<float> g(c * c), own(c * c);
+    const Backend b2 = Backend::cpu(best_isa(), 2), mine = Backend::cpu(best_isa(), 2, false);
+    b2.gram_fp32(xv, MatrixView<float>(g.data(), c, c));
+    mine.gram_fp32(xv, MatrixView<float>(own.data(), c, c));
+    std::size_t asymmetric = 0, far = 0;
+    for (std::size_t i = 0; i < c; ++i)
+        for (std::size_t j = 0; j < c; ++j) {
+            asymmetric += g[i * c + j] != g[j * c + i];
+            double s = 0;
+            for (int t = 0; t < n; ++t) s += std::fabs(double(x[std::size_t(t) * c + i]) * x[std::size_t(t) * c + j]);
+            far += std::fabs(double(g[i * c + j]) - own[i * c + j]) > 2.0 * n * 1.2e-7 * s;
+        }
+    BOOST_TEST(asymmetric == 0u);
+    BOOST_TEST(far == 0u, far << " elements differ from qforge's own Gram matrix by more than rounding");
+    check_gram_accumulate(b2, x, n, cols);
 }
 
 BOOST_AUTO_TEST_CASE(the_model_runs_every_product_on_its_backend) {

@@ -33,6 +33,18 @@ BOOST_AUTO_TEST_CASE(statistics_by_hand) {
     BOOST_CHECK_THROW(s.hessian(), InvalidArgument);
     const std::vector<float> bad = {1, NAN};
     BOOST_CHECK_THROW(s.add(MatrixView<const float>(bad.data(), 1, 2), Backend::cpu(Isa::scalar)), InvalidData);
+    // the error names the token and channel (found after the branch-free sums), also for -inf
+    for (const float v : {-INFINITY, NAN}) {
+        std::vector<float> batch(5 * 3, 0.5f);
+        batch[3 * 3 + 2] = v;
+        ActivationStats w(3, true);
+        try {
+            w.add(MatrixView<const float>(batch.data(), 5, 3), Backend::cpu(best_isa()));
+            BOOST_ERROR("a non-finite activation was accepted");
+        } catch (const InvalidData& e) {
+            BOOST_TEST(std::string(e.what()).find("non-finite activation at token 3, channel 2") != std::string::npos, e.what());
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(hessian_of_a_wide_batch_matches_double_sums) {

@@ -4,7 +4,8 @@
 /// the input Hessian H = 2 X^T X / n (GPTQ's OBS error feedback), per-channel mean |x| and max
 /// |x| (AWQ's scale search), and per-channel activation probability P(x > 0) (selecting
 /// neurons that fire for a language or domain). Accumulated over batches of rows of X (one row
-/// per token); the Hessian in double across batches, its per-batch products by the FP32 GEMM.
+/// per token); the Hessian in double across batches (its lower triangle only), its per-batch
+/// products by the FP32 GEMM (Backend::gram_fp32_accumulate).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,8 +24,28 @@ class ActivationStats {
 public:
     ActivationStats() = default;
     ActivationStats(std::size_t width, bool with_hessian)
-        : width_(width), with_hessian_(with_hessian), sum_abs_(width), max_abs_(width), positive_(width) {
-        if (with_hessian) xtx_.assign(width * width, 0.0);
+        : width_(width), with_hessian_(with_hessian), sum_abs_(width), max_abs_(width), positive_(width) {}
+    ActivationStats(const ActivationStats& o)
+        : width_(o.width_), with_hessian_(o.with_hessian_), count_(o.count_), sum_abs_(o.sum_abs_), max_abs_(o.max_abs_),
+          positive_(o.positive_) {
+        if (o.xtx_) {
+            xtx_.reset(new double[width_ * width_]);
+            std::copy(o.xtx_.get(), o.xtx_.get() + width_ * width_, xtx_.get());
+        }
+    }
+    ActivationStats(ActivationStats&&) noexcept = default;
+    ActivationStats& operator=(ActivationStats o) noexcept {
+        swap(o);
+        return *this;
+    }
+    void swap(ActivationStats& o) noexcept {
+        std::swap(width_, o.width_);
+        std::swap(with_hessian_, o.with_hessian_);
+        std::swap(count_, o.count_);
+        xtx_.swap(o.xtx_);
+        sum_abs_.swap(o.sum_abs_);
+        max_abs_.swap(o.max_abs_);
+        positive_.swap(o.positive_);
     }
 
     std::size_t width() const noexcept { return width_; }
@@ -36,28 +57,35 @@ public:
         if (x.cols != width_)
             throw InvalidArgument("activation statistics: rows of " + std::to_string(x.cols) + " values, expected " +
                                   std::to_string(width_));
-        // channels split over threads, each channel's sums in token order (the same at any thread count)
+        // channels split over threads, each channel's sums in token order (the same at any thread
+        // count); no branch in the loop (it vectorises), a non-finite activation found afterwards
+        // from its channel's sum (|x| summed in double cannot overflow from finite floats)
         parallel_for(width_, backend.threads(), [&](std::size_t j0, std::size_t j1) {
+            double* sum_abs = sum_abs_.data();
+            float* max_abs = max_abs_.data();
+            std::int64_t* positive = positive_.data();
             for (std::size_t t = 0; t < x.rows; ++t) {
-                const auto row = x.row(t);
+                const float* row = x.row(t).data();
                 for (std::size_t j = j0; j < j1; ++j) {
-                    const float v = row[j];
-                    if (!std::isfinite(v))
-                        throw InvalidData("activation statistics: non-finite activation at token " + std::to_string(t) +
-                                          ", channel " + std::to_string(j));
-                    sum_abs_[j] += std::fabs(double(v));
-                    max_abs_[j] = std::max(max_abs_[j], std::fabs(v));
-                    positive_[j] += v > 0.0f;
+                    const float v = row[j], a = std::fabs(v);
+                    sum_abs[j] += double(a);
+                    max_abs[j] = max_abs[j] < a ? a : max_abs[j];
+                    positive[j] += v > 0.0f ? 1 : 0;
                 }
             }
+            for (std::size_t j = j0; j < j1; ++j)
+                if (!std::isfinite(sum_abs[j]))
+                    for (std::size_t t = 0; t < x.rows; ++t)
+                        if (!std::isfinite(x(t, j)))
+                            throw InvalidData("activation statistics: non-finite activation at token " + std::to_string(t) +
+                                              ", channel " + std::to_string(j));
         }, grain_for(x.rows * 4));
         if (with_hessian_ && x.rows > 0) {
-            // every element is written by the product: no need to zero it first
-            const std::unique_ptr<float[]> product(new float[width_ * width_]);
-            backend.gram_fp32(x, MatrixView<float>(product.get(), width_, width_));
-            parallel_for(width_, backend.threads(), [&](std::size_t i0, std::size_t i1) {
-                for (std::size_t i = i0 * width_; i < i1 * width_; ++i) xtx_[i] += double(product[i]);
-            }, grain_for(width_));
+            // allocated, not zeroed: the first batch's product is written, not added (on a 4096-wide
+            // layer zeroing and first-touching 128 MiB took about 8% of one batch's accumulation)
+            const bool first = !xtx_;
+            if (first) xtx_.reset(new double[width_ * width_]);
+            backend.gram_fp32_accumulate(x, MatrixView<double>(xtx_.get(), width_, width_), first);
         }
         count_ += long(x.rows);
     }
@@ -65,9 +93,17 @@ public:
     /// H = 2 X^T X / n, width x width row-major.
     std::vector<float> hessian() const {
         if (!with_hessian_) throw InvalidArgument("activation statistics were gathered without the Hessian");
-        std::vector<float> h(xtx_.size());
-        const double scale = count_ ? 2.0 / double(count_) : 0.0;
-        for (std::size_t i = 0; i < h.size(); ++i) h[i] = float(xtx_[i] * scale);
+        std::vector<float> h(width_ * width_, 0.0f);
+        if (!xtx_) return h;
+        const double scale = 2.0 / double(count_);
+        const std::size_t w = width_;
+        for (std::size_t i = 0; i < w; ++i)
+            for (std::size_t j = 0; j <= i; ++j) h[i * w + j] = float(xtx_[i * w + j] * scale);
+        constexpr std::size_t tile = 64;  // the upper triangle mirrored in square tiles (cache-friendly on wide layers)
+        for (std::size_t i0 = 0; i0 < w; i0 += tile)
+            for (std::size_t j0 = i0; j0 < w; j0 += tile)
+                for (std::size_t i = i0; i < std::min(w, i0 + tile); ++i)
+                    for (std::size_t j = std::max(j0, i + 1); j < std::min(w, j0 + tile); ++j) h[i * w + j] = h[j * w + i];
         return h;
     }
     std::vector<float> mean_abs() const {
@@ -85,7 +121,7 @@ public:
 
     /// Bytes held (what layer-at-a-time capture keeps bounded).
     std::size_t bytes() const noexcept {
-        return xtx_.size() * sizeof(double) + sum_abs_.size() * sizeof(double) + max_abs_.size() * sizeof(float) +
+        return (xtx_ ? width_ * width_ * sizeof(double) : 0) + sum_abs_.size() * sizeof(double) + max_abs_.size() * sizeof(float) +
                positive_.size() * sizeof(std::int64_t);
     }
 
@@ -93,7 +129,8 @@ private:
     std::size_t width_ = 0;
     bool with_hessian_ = false;
     long count_ = 0;
-    std::vector<double> xtx_, sum_abs_;
+    std::unique_ptr<double[]> xtx_;  // X^T X's lower triangle (row-major, width x width), from the first batch on
+    std::vector<double> sum_abs_;
     std::vector<float> max_abs_;
     std::vector<std::int64_t> positive_;
 };

@@ -74,6 +74,11 @@ void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float*
 /// the lower triangle's square tiles spread over qforge's pool as in sgemm_nt.
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc);
 
+/// The lower triangle (diagonal included) of row-major doubles `acc` (n x n, row stride ldacc)
+/// becomes acc + A^T A, or A^T A when `overwrite`: `gram`'s tiles, bit for bit, each added in
+/// double from a thread's tile buffer while it is in cache (no n x n float product, no mirror).
+void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, double* acc, std::size_t ldacc, bool overwrite);
+
 /// LAPACK's spotrf on row-major n x n `a` (on OpenBLAS's threads, serialised; one inside a
 /// chunk): its lower triangle becomes L (L L^T = A), the strict upper triangle zeroed. False when
 /// A is not positive definite.
@@ -91,6 +96,7 @@ inline void sgemm_nt_native(int, int, int, int, float, const float*, std::size_t
     std::abort();
 }
 inline void gram(int, int, int, const float*, std::size_t, float*, std::size_t) { std::abort(); }
+inline void gram_accumulate(int, int, int, const float*, std::size_t, double*, std::size_t, bool) { std::abort(); }
 inline bool cholesky_lower(int, int, float*) { std::abort(); }
 inline void invert_lower(int, int, float*) { std::abort(); }
 #endif
