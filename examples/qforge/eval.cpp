@@ -134,6 +134,7 @@ int run(const EvalCliOptions& opt) {
                 ao.calibration.sequence_length = std::min(512, stored.config.seq_len);
                 ao.calibration.backend = backend;
                 ao.settings.awq_search_rows = int(opt.calib.awq_search_rows);
+                ao.settings.awq_coarse_step = int(opt.calib.awq_coarse_step);
                 ao.targets = &lape;
                 float best_lambda = 1.0f;
                 double best_nll = INFINITY;

@@ -1,5 +1,6 @@
 #include "model.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -263,9 +264,11 @@ qforge::llama::ModelQuantizeOptions model_quantize_options(const qforge::llama::
                                                           const CalibOptions& calib_options, const qforge::Backend& backend, Progress& bar) {
     qforge::llama::ModelQuantizeOptions o;
     o.settings.awq_search_rows = int(calib_options.awq_search_rows);
+    o.settings.awq_coarse_step = int(calib_options.awq_coarse_step);
     o.calibration.sequence_length = std::min(512, config.seq_len);
     o.calibration.backend = backend;
     o.progress = [&](int block, int blocks, const std::string& what) {
+        bar.phase(what);
         bar.update(double(block), double(blocks), "block " + std::to_string(block) + " " + what);
     };
     o.note = [&](const std::string& line) {
@@ -303,11 +306,34 @@ void Progress::update(double done, double total, const std::string& note) {
     std::fflush(stderr);
 }
 
+void Progress::phase(const std::string& what) {
+    const double t = now();
+    if (!current_.empty()) {
+        auto it = std::find_if(phases_.begin(), phases_.end(), [&](const auto& p) { return p.first == current_; });
+        if (it == phases_.end()) it = phases_.insert(phases_.end(), {current_, 0.0});
+        it->second += t - phase_start_;
+    }
+    current_ = what;
+    phase_start_ = t;
+}
+
 void Progress::finish() {
     static const bool terminal = isatty(fileno(stderr)) != 0;
+    if (!current_.empty()) phase("");  // closes the last phase
     if (drawn_ && terminal) std::fprintf(stderr, "\n");
     if (drawn_ && !terminal) std::fprintf(stderr, "%-24.24s done in %.1f s\n", label_.c_str(), now() - start_);
+    if (drawn_ && phases_.size() > 1) {
+        std::string line;
+        for (const auto& [name, seconds] : phases_)
+            if (!name.empty() && name != "done") {
+                char part[96];
+                std::snprintf(part, sizeof part, "%s%s %.1f s", line.empty() ? "" : ", ", name.c_str(), seconds);
+                line += part;
+            }
+        std::fprintf(stderr, "%-24.24s time by phase: %s\n", label_.c_str(), line.c_str());
+    }
     drawn_ = false;
+    phases_.clear();
 }
 
 }  // namespace cli

@@ -111,11 +111,17 @@ class Progress {
 public:
     explicit Progress(std::string label);
     void update(double done, double total, const std::string& note = "");
+    /// The run entered phase `what` (e.g. "capture"): the time since the previous phase began is
+    /// added to that phase's total, which `finish` prints (where a quantization spends its time).
+    void phase(const std::string& what);
     void finish();
 
 private:
     std::string label_;
     double start_;
+    std::vector<std::pair<std::string, double>> phases_;  // per phase name, seconds, in order of first entry
+    std::string current_;
+    double phase_start_ = 0.0;
     double last_line_ = 0.0;
     bool drawn_ = false;
 };

@@ -69,6 +69,10 @@ void add_calib_options(CLI::App& app, CalibOptions& o) {
                    "awq schemes: output rows of each layer the scale search measures, a stride sample (0: every row; docs/awq.md)")
         ->check(CLI::Range(0L, long(INT_MAX)))
         ->capture_default_str();
+    app.add_option("--awq-coarse-step", o.awq_coarse_step,
+                   "awq schemes: the scale search measures every Nth alpha of its grid, then the points near the best (1: every point; docs/awq.md)")
+        ->check(CLI::Range(1L, 20L))
+        ->capture_default_str();
 }
 
 CLI::Validator whole_number() {

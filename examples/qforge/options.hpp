@@ -31,6 +31,7 @@ struct CalibOptions {
     long calib_tokens = 8192;
     long calib_skip = -1;  ///< -1: not given
     long awq_search_rows = 512;  ///< AWQ's α search: output rows measured per layer (0: all)
+    long awq_coarse_step = 5;    ///< AWQ's α search: coarse step over its grid (1: every point)
 };
 void add_calib_options(CLI::App& app, CalibOptions& o);
 

@@ -171,6 +171,7 @@ BOOST_AUTO_TEST_CASE(search_on_a_row_sample) {
     for (const int rows : {12, 0}) {
         AwqOptions o;
         o.grid = 4;
+        o.coarse_step = 1;  // every grid point measured
         o.search_rows = rows;
         o.backend = Backend::cpu(best_isa());
         const auto found = awq_search_scales({{w, &lambda}}, l.mean_abs, l.h, spec, o);
@@ -188,6 +189,46 @@ BOOST_AUTO_TEST_CASE(search_on_a_row_sample) {
             }
             BOOST_TEST(found.error[std::size_t(i)] == want, boost::test_tools::tolerance(1e-4));
         }
+    }
+}
+
+// The coarse-to-fine α search (AwqOptions::coarse_step): it measures every coarse_step-th grid
+// point, then every point within coarse_step - 1 of the best of those; each measured error is the
+// full search's value at that point, the rest NaN, and the winner is the least measured error.
+BOOST_AUTO_TEST_CASE(coarse_to_fine_alpha_search) {
+    for (const char* grid : {"rtn:w4g32a", "rtn:w3g32a", "rtn:w4s"}) {
+        const auto l = planted(16, 91);
+        const auto spec = parse_scheme(grid).spec;
+        const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+        AwqOptions full;
+        full.backend = Backend::cpu(best_isa());
+        full.coarse_step = 1;
+        const auto all = awq_search_scales({{w}}, l.mean_abs, l.h, spec, full);
+        for (const int step : {3, 5, 7}) {
+            AwqOptions o = full;
+            o.coarse_step = step;
+            const auto found = awq_search_scales({{w}}, l.mean_abs, l.h, spec, o);
+            BOOST_TEST_REQUIRE(found.error.size() == 20u);
+            int best_coarse = 0;
+            for (int i = 0; i < 20; i += step)
+                if (all.error[std::size_t(i)] < all.error[std::size_t(best_coarse)]) best_coarse = i;
+            int k = -1, measured = 0;
+            for (int i = 0; i < 20; ++i) {
+                const bool want = i % step == 0 || std::abs(i - best_coarse) < step;
+                BOOST_TEST(!std::isnan(found.error[std::size_t(i)]) == want, grid << " step " << step << " point " << i);
+                if (!want) continue;
+                ++measured;
+                BOOST_TEST(found.error[std::size_t(i)] == all.error[std::size_t(i)]);
+                if (k < 0 || all.error[std::size_t(i)] < all.error[std::size_t(k)]) k = i;
+            }
+            BOOST_TEST(measured <= (19 / step + 1) + 2 * (step - 1));
+            BOOST_TEST(found.alpha == float(k) / 20.0f, grid << " step " << step);
+            if (found.alpha == all.alpha) BOOST_TEST(found.scales == all.scales);
+        }
+        // on this planted layer, as on SmolLM2, the default step finds the full grid's α
+        AwqOptions d = full;
+        d.coarse_step = AwqOptions{}.coarse_step;
+        BOOST_TEST(awq_search_scales({{w}}, l.mean_abs, l.h, spec, d).alpha == all.alpha, grid);
     }
 }
 
@@ -303,6 +344,9 @@ BOOST_AUTO_TEST_CASE(twq_protects_the_targets) {
     llama::ModelQuantizeOptions o;
     o.calibration.sequence_length = 16;
     o.settings.awq_clip = false;
+    // every α measured: on this random one-block model the error curves are rough, and the
+    // coarse-to-fine search chose the same α with and without the targets' weights
+    o.settings.awq_coarse_step = 1;
     const auto scheme = parse_scheme("awq:w3g16a");
     std::vector<llama::BlockScales> plain_scales, twq_scales;
     const auto plain = llama::awq_quantize_model(w, tokens, scheme, o, &plain_scales);

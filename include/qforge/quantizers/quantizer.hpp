@@ -45,6 +45,7 @@ struct QuantizeSettings {
     int awq_grid = 20;          ///< AWQ: α in {0, 1/grid, ..., (grid-1)/grid}
     bool awq_clip = true;       ///< AWQ: search each group's clipping range after scaling
     int awq_search_rows = 512;  ///< AWQ: output rows per layer the α search measures (0: all)
+    int awq_coarse_step = 5;    ///< AWQ: the α search's coarse step (1: every grid point; AwqOptions::coarse_step)
 };
 
 /// One quantized layer. Ŵ = the dequantized codes, column k holding original column
