@@ -396,3 +396,27 @@ BOOST_AUTO_TEST_CASE(errors_name_the_tensor) {
         BOOST_TEST(m.find("does not fit fp16") != std::string::npos, scheme << ": " << m);
     }
 }
+
+// After a block, plain AWQ hands the next block the original FP32 block's outputs (AutoAWQ's
+// choice), finished from the capture's state at the down projection: bit for bit what a full run
+// of the original block gives. AWQ+GPTQ advances through its quantized block instead.
+BOOST_AUTO_TEST_CASE(awq_advances_to_the_original_blocks_outputs) {
+    const auto w = qtest::random_llama(qtest::tiny_config(2), 61);
+    const auto tokens = qtest::random_tokens(96, w.config.vocab_size, 62);
+    llama::ModelQuantizeOptions o;
+    o.calibration.sequence_length = 32;
+    for (const char* scheme : {"awq:w4g8a", "awq+gptq:w4g8a"}) {
+        llama::LayerwiseCalibration cal(w, tokens, o.calibration), fp32(w, tokens, o.calibration);
+        (void)llama::awq_quantize_block(cal, w.layers[0], 0, parse_scheme(scheme), o, o.run_settings());
+        fp32.advance(w.layers[0]);
+        BOOST_TEST_REQUIRE(cal.layer() == 1);
+        const auto a = cal.hidden(), b = fp32.hidden();
+        BOOST_TEST_REQUIRE(a.rows * a.cols == b.rows * b.cols);
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < a.rows * a.cols; ++i) differ += a.data[i] != b.data[i];
+        if (std::string(scheme).starts_with("awq:"))
+            BOOST_TEST(differ == 0u, scheme << ": " << differ << " hidden values differ from the FP32 block's outputs");
+        else
+            BOOST_TEST(differ > a.rows * a.cols / 2, scheme << ": only " << differ << " values differ: not the quantized block");
+    }
+}

@@ -97,8 +97,9 @@ inline const MethodEntry& awq_method(const RuntimeScheme& scheme, const ModelQua
 
 /// One decoder block quantized by a method of the activation_scaled pipeline (AWQ, AWQ+GPTQ,
 /// TWQ): statistics from `cal`'s hidden states (at block `l`), scales searched and folded, the
-/// method's `round` as the final quantizer; `cal` then advances (through the scaled FP32 block,
-/// or the quantized one for methods that `advance_quantized`). `block`: FP32 linears, taken by
+/// method's `round` as the final quantizer; `cal` then advances: to the original FP32 block's
+/// outputs (resumed from the capture at the down projection), or through the quantized block
+/// for methods that `advance_quantized`. `block`: FP32 linears, taken by
 /// value and scaled in place. Returns the block with packed linears and the folded norms.
 inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
                                 const QuantizeSettings& settings, std::vector<BlockScales>* report = nullptr) {
@@ -109,6 +110,10 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
     const int blocks = c.n_layers;
     if (o.progress) o.progress(l, blocks, "capture");
     auto stats = cal.capture(scaled, 0xFu);
+    // the capture stopped at the down projection's input with the original weights: the next
+    // block's inputs are this block's original FP32 outputs (as AutoAWQ feeds the next layer),
+    // finished from there with the unscaled down projection instead of a second run of the block
+    const Linear original_down = method.info.advance_quantized ? Linear{} : scaled.w2;
     // TWQ weights of this block's targeted neurons
     std::vector<float> neuron_weight(std::size_t(c.hidden_dim), 1.0f);
     if (o.targets)
@@ -177,7 +182,12 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
     }
     if (report) report->push_back(bs);
     if (o.progress) o.progress(l, blocks, "advance");
-    cal.advance(scaled);
+    if (method.info.advance_quantized) {
+        cal.advance(scaled);
+    } else {
+        scaled.w2 = original_down;
+        cal.advance(scaled, true);
+    }
     return q;
 }
 
