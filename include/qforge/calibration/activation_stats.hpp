@@ -25,28 +25,7 @@ public:
     ActivationStats() = default;
     ActivationStats(std::size_t width, bool with_hessian)
         : width_(width), with_hessian_(with_hessian), sum_abs_(width), max_abs_(width), positive_(width) {}
-    ActivationStats(const ActivationStats& o)
-        : width_(o.width_), with_hessian_(o.with_hessian_), count_(o.count_), sum_abs_(o.sum_abs_), max_abs_(o.max_abs_),
-          positive_(o.positive_) {
-        if (o.xtx_) {
-            xtx_.reset(new double[width_ * width_]);
-            std::copy(o.xtx_.get(), o.xtx_.get() + width_ * width_, xtx_.get());
-        }
-    }
-    ActivationStats(ActivationStats&&) noexcept = default;
-    ActivationStats& operator=(ActivationStats o) noexcept {
-        swap(o);
-        return *this;
-    }
-    void swap(ActivationStats& o) noexcept {
-        std::swap(width_, o.width_);
-        std::swap(with_hessian_, o.with_hessian_);
-        std::swap(count_, o.count_);
-        xtx_.swap(o.xtx_);
-        sum_abs_.swap(o.sum_abs_);
-        max_abs_.swap(o.max_abs_);
-        positive_.swap(o.positive_);
-    }
+    // move-only (the accumulator is a unique_ptr, allocated uninitialised by the first batch)
 
     std::size_t width() const noexcept { return width_; }
     long count() const noexcept { return count_; }

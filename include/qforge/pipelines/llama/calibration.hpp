@@ -71,7 +71,8 @@ inline std::vector<std::span<const int>> calibration_sequences(std::span<const i
 inline std::vector<BlockStats> capture_all(const Weights& w, std::span<const int> tokens, const CalibrationOptions& o) {
     const Config& c = w.config;
     const int length = std::min(o.sequence_length, c.seq_len);
-    std::vector<BlockStats> stats(std::size_t(c.n_layers), BlockStats(c, o.hessian));
+    std::vector<BlockStats> stats;  // built one by one: the statistics are move-only
+    for (int l = 0; l < c.n_layers; ++l) stats.emplace_back(c, o.hessian);
     const auto sequences = calibration_sequences(tokens, length);
     Session s(w, o.backend, length);
     s.observe([&](int layer, Site site, MatrixView<const float> x) { stats[std::size_t(layer)].at(site).add(x, o.backend); });
