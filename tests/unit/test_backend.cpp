@@ -5,6 +5,8 @@
 // forwards them sees them all, and the results do not change.
 #include <atomic>
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <random>
 
 #include "common.hpp"
@@ -93,6 +95,14 @@ void check_formats(format_list<F...>) {
                 BOOST_TEST((one == oracle_one), F::info.name << " gemv on " << b.name());
                 BOOST_TEST((deq == deq_oracle), F::info.name << " dequantize on " << b.name());
                 BOOST_TEST((prepared == oracle), F::info.name << " prepared on " << b.name());
+                // single activations through prepared weights: on AVX-512 the kept row panels,
+                // built by the first product and reused by the second
+                const auto kept = b.prepare(lw);
+                for (int round = 0; round < 2; ++round) {
+                    std::vector<float> kept_one(rows, std::numeric_limits<float>::quiet_NaN());
+                    kept->forward(MatrixView<const float>(x.data(), 1, cols), MatrixView<float>(kept_one.data(), 1, rows));
+                    BOOST_TEST((kept_one == oracle_one), F::info.name << " prepared gemv (product " << round << ") on " << b.name());
+                }
             }
         }(),
         ...);
@@ -142,6 +152,66 @@ BOOST_AUTO_TEST_CASE(cpu_backend_products_equal_the_scalar_kernels_for_every_for
     BOOST_TEST((a == b));
     std::vector<float> bad(3 * 63);
     BOOST_CHECK_THROW(Backend{}.linear(lw, MatrixView<const float>(bad.data(), 3, 63), MatrixView<float>(b.data(), 3, 12)), InvalidArgument);
+}
+
+// A model's layer keeps its weights as the last backend prepared them (the CPU's row panels for
+// single activations): switching backends, copying and moving the layer never give other bits,
+// and on AVX-512 VNNI the panels are really what a GEMV then runs on.
+BOOST_AUTO_TEST_CASE(a_layer_keeps_its_prepared_weights_per_backend) {
+    constexpr int rows = 37, cols = 576;
+    const auto p = packed_random<Q4_0>(rows, cols, 11);
+    const auto x = gaussian(cols, 12);
+    std::vector<float> oracle(rows);
+    gemv<Q4_0>(p, x, oracle, Isa::scalar, 1);
+    llama::Linear layer{LinearWeights(p)};
+    const Backend fast = Backend::cpu(best_isa(), 2), scalar;
+    const auto check = [&](const llama::Linear& l, const Backend& b, const char* what) {
+        std::vector<float> y(rows, std::numeric_limits<float>::quiet_NaN());
+        l.forward(x, y, b);
+        BOOST_TEST((y == oracle), what << " on " << b.name());
+    };
+    for (int round = 0; round < 2; ++round) {
+        check(layer, fast, "layer");
+        check(layer, scalar, "layer");
+    }
+    llama::Linear copy = layer;
+    check(copy, fast, "copy");
+    llama::Linear moved = std::move(copy);
+    check(moved, fast, "moved");
+    check(layer, fast, "original after the copy");
+    {  // a copy outlives its original: what it keeps must be its own (ASan sees a use after free)
+        std::optional<llama::Linear> original(std::in_place, LinearWeights(p));
+        check(*original, fast, "original");
+        const auto xs = gaussian(3 * cols, 13);
+        std::vector<float> batch(3 * rows), batch_oracle(3 * rows);
+        gemm<Q4_0>(p, MatrixView<const float>(xs.data(), 3, cols), MatrixView<float>(batch_oracle.data(), 3, rows), Isa::scalar, 1);
+        original->forward(MatrixView<const float>(xs.data(), 3, cols), MatrixView<float>(batch.data(), 3, rows), fast);
+        llama::Linear survivor = *original;
+        original.reset();
+        check(survivor, fast, "a copy after its original is gone");
+        std::fill(batch.begin(), batch.end(), 0.0f);
+        survivor.forward(MatrixView<const float>(xs.data(), 3, cols), MatrixView<float>(batch.data(), 3, rows), fast);
+        BOOST_TEST((batch == batch_oracle), "a batch through a copy after its original is gone");
+    }
+
+    const bool kernel = row_functions<Q4_0>(best_isa()).panel_gemv_kernel;
+    BOOST_TEST(kernel == (best_isa() == Isa::avx512_vnni), "a panel GEMV kernel exactly where AVX-512 VNNI runs");
+    const LinearWeights lw = p;  // outlives what is prepared from it
+    const auto kept = fast.prepare(lw);
+    const auto* panels = dynamic_cast<const detail::CpuPanelPrepared<Q4_0>*>(kept.get());
+    if (!kernel) {
+        BOOST_TEST(panels == nullptr);
+        BOOST_TEST_MESSAGE("no AVX-512 VNNI here: single activations run on the row kernels");
+        return;
+    }
+    BOOST_TEST_REQUIRE(panels != nullptr);
+    BOOST_TEST(panels->panels() == nullptr, "no panels before the first single-activation product");
+    std::vector<float> y(rows);
+    kept->forward(MatrixView<const float>(x.data(), 1, cols), MatrixView<float>(y.data(), 1, rows));
+    BOOST_TEST_REQUIRE(panels->panels() != nullptr);
+    BOOST_TEST(panels->panels()->half, "Q4_0's fp16 scales are kept as halfs");
+    BOOST_TEST(panels->panels()->nibbles);
+    BOOST_TEST((y == oracle));
 }
 
 // The BLAS under the CPU backend (runtime/blas.hpp): GEMM, GEMM-add and the Gram matrix agree with

@@ -133,6 +133,16 @@ void check_format(const Case& c, unsigned seed) {
         std::vector<float> y(std::size_t(c.rows));
         gemv<F>(p, x, y, isa, 2);
         BOOST_TEST(bitwise_equal(y, y_scalar), what << " gemv on " << isa_name(isa));
+        // row panels kept with the weights, a single activation over them: the vector kernel
+        // where the instruction set has one, else plain loops (built here anyway, `force`)
+        {
+            const auto kept = build_panel_set<F>(p, isa, 2, true);
+            std::vector<float> yk(std::size_t(c.rows), std::numeric_limits<float>::quiet_NaN());
+            gemv_panels<F>(*kept, x, yk, isa, 2);
+            BOOST_TEST(bitwise_equal(yk, y_scalar), what << " gemv over kept panels on " << isa_name(isa)
+                                                       << (fns.panel_gemv_kernel ? " (vector kernel)" : " (plain loops)")
+                                                       << (kept->half ? ", half terms" : ", float terms"));
+        }
         // every path of the GEMM: the row kernels, the row panels (plain loops on the scalar
         // backend, the vector panel kernel where there is one), and the automatic choice
         for (GemmPath path : {GemmPath::automatic, GemmPath::rows, GemmPath::panels}) {
@@ -177,6 +187,12 @@ BOOST_AUTO_TEST_CASE(vector_paths_are_really_there) {
         const auto f = row_functions<Dense<4>>(Isa::avx512_vnni);
         BOOST_TEST(f.isa == "avx512_vnni");
         BOOST_TEST(f.gemv_rows != row_functions<Dense<4>>(Isa::avx2).gemv_rows);
+        // single activations over kept row panels: 4-bit and 8-bit grids
+        BOOST_TEST(f.panel_gemv_kernel);
+        BOOST_TEST(row_functions<Q4_0>(Isa::avx512_vnni).panel_gemv_kernel);
+        BOOST_TEST(row_functions<Q4_1>(Isa::avx512_vnni).panel_gemv_kernel);
+        BOOST_TEST(row_functions<Q8_0>(Isa::avx512_vnni).panel_gemv_kernel);
+        BOOST_TEST(!row_functions<Dense<3>>(Isa::avx512_vnni).panel_gemv_kernel);
     }
     if (!simd::avx2::available()) BOOST_TEST_MESSAGE("CPU without AVX2: only the scalar backend runs");
 }

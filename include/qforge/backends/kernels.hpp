@@ -446,6 +446,158 @@ struct Kernels {
         }
     }
 
+    // ---- row panels kept with the weights, for single-activation products (PanelSet) ----
+
+    static constexpr bool codebook_codec = requires { codec::codebook; };
+    /// Kernel codes fit in a nibble: the kept panels take half a byte per weight, as stored.
+    static constexpr bool panel_nibbles = codec::bits == 4 && !codebook_codec;
+    /// Kept panels read no more bytes than the stored rows (4-bit codes as nibbles, 8-bit as
+    /// bytes), so a GEMV over them is worth it; wider layouts for 2/3-bit or codebook grids would
+    /// read more and are not built.
+    static constexpr bool panel_set_worth = panel_nibbles || (codec::bits == 8 && !codebook_codec);
+    /// Whether this backend has a vector GEMV over kept panels (AVX-512 VNNI).
+    static constexpr bool has_panel_gemv_kernel = panel_set_worth && requires(const PanelSet& s, const QuantizedActivation& a, float* y) {
+        prims::template panel_gemv<ZeroPoint::symmetric, panel_nibbles>(codec{}, s, 0, a, y);
+    };
+
+    /// An empty set sized for `v`: storage for every panel, float terms (build_panels fills
+    /// panels, compact_panel_terms may then store the terms as halfs).
+    static PanelSet panel_set_for(const View& v) {
+        PanelSet s;
+        s.rows = traits::rows(v);
+        s.cols = traits::cols(v);
+        s.group_length = traits::group_length(v);
+        s.groups = traits::groups(v);
+        s.nibbles = panel_nibbles;
+        s.zero_kind = traits::zero(v);
+        s.zero_code = zero_code;
+        s.code_bytes = PanelSet::chunks_for(activation_cut(s.cols, s.group_length)) * panel_chunk_bytes_of(s.nibbles);
+        const std::size_t total = std::size_t(s.panels()) * s.code_bytes;
+        s.storage.reset(new std::uint8_t[total + 64]);
+        s.codes = s.storage.get() + (64 - reinterpret_cast<std::uintptr_t>(s.storage.get()) % 64) % 64;
+        const std::size_t lanes = std::size_t(s.panels()) * std::size_t(s.groups) * panel_rows;
+        s.scale.assign(lanes * 4, 0);
+        if (s.zero_kind == ZeroPoint::float_min) s.min.assign(lanes * 4, 0);
+        if (s.zero_kind == ZeroPoint::integer) s.zero.assign(lanes, 0);
+        return s;
+    }
+
+    /// Panels [p0, p1) of `s` (made by panel_set_for(v)) from the stored rows, float terms.
+    static void build_panels(const View& v, int p0, int p1, PanelSet& s) noexcept {
+        const QuantizedActivation cut = activation_cut(s.cols, s.group_length);
+        const std::size_t chunk_bytes = panel_chunk_bytes_of(s.nibbles);
+        alignas(64) std::uint8_t codes[act_sub_block + 64];
+        alignas(64) float values[64];
+        for (int p = p0; p < p1; ++p) {
+            std::uint8_t* panel = s.codes + std::size_t(p) * s.code_bytes;
+            std::memset(panel, 0, s.code_bytes);
+            for (int i = 0; i < panel_rows && p * panel_rows + i < s.rows; ++i) {
+                const int r = p * panel_rows + i;
+                std::uint8_t* chunk = panel;
+                for (int g = 0; g < s.groups; ++g) {
+                    const std::uint8_t* bytes = traits::group_bytes(v, r, g);
+                    const int glen = std::min(s.group_length, s.cols - g * s.group_length);
+                    for (int k = 0; k < cut.sub_blocks_in_group(g); ++k) {
+                        const int len = std::min(act_sub_block, glen - k * act_sub_block);
+                        const int chunks = panel_chunks(cut, g, k);
+                        Primitives<Scalar>::decode(codec{}, bytes + std::size_t(k) * traits::sub_block_bytes, len, codes);
+                        std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
+                        for (int c = 0; c < chunks; ++c) {
+                            std::uint8_t* out = chunk + std::size_t(c) * chunk_bytes + std::size_t(i) * 4;
+                            const std::uint8_t* in = codes + c * panel_chunk;
+                            if (s.nibbles) {
+                                for (int j = 0; j < 4; ++j)
+                                    for (int b = 0; b < 4; ++b)
+                                        out[64 * j + b] = std::uint8_t(in[8 * j + b] | (in[8 * j + 4 + b] << 4));
+                            } else {
+                                for (int j = 0; j < 8; ++j) std::memcpy(out + 64 * j, in + 4 * j, 4);
+                            }
+                        }
+                        chunk += std::size_t(chunks) * chunk_bytes;
+                    }
+                }
+                for (int g0 = 0; g0 < s.groups; g0 += 64) {
+                    const int count = std::min(64, s.groups - g0);
+                    const auto put = [&](std::vector<std::uint8_t>& t) {
+                        for (int g = 0; g < count; ++g)
+                            std::memcpy(t.data() + ((std::size_t(p) * std::size_t(s.groups) + std::size_t(g0 + g)) * panel_rows + std::size_t(i)) * 4,
+                                        values + g, 4);
+                    };
+                    traits::template scales<prims>(v, r, g0, count, values);
+                    put(s.scale);
+                    if (s.zero_kind == ZeroPoint::float_min) {
+                        traits::template mins<prims>(v, r, g0, count, values);
+                        put(s.min);
+                    }
+                    if (s.zero_kind == ZeroPoint::integer)
+                        for (int g = 0; g < count; ++g)
+                            s.zero[(std::size_t(p) * std::size_t(s.groups) + std::size_t(g0 + g)) * panel_rows + std::size_t(i)] =
+                                std::int32_t(traits::zeros(v, r, g0)[g]);
+                }
+            }
+        }
+    }
+
+    /// The recipe over kept panel p for one activation, as plain loops (lane i = row 16p + i
+    /// computed alone): the reference for the vector kernel and the path of backends without one.
+    template <ZeroPoint Zero>
+    static void panel_gemv_plain(const PanelSet& s, int p, const QuantizedActivation& a, float* y) noexcept {
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        const std::size_t chunk_bytes = panel_chunk_bytes_of(s.nibbles);
+        const std::uint8_t* w = s.panel_codes(p);
+        float out[panel_rows] = {};
+        for (int g = 0; g < a.groups; ++g) {
+            float acc[panel_rows] = {};
+            for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
+                const int sub = a.sub_index(g, k);
+                std::int32_t d[panel_rows] = {};
+                for (int c = 0; c < panel_chunks(a, g, k); ++c, w += chunk_bytes) {
+                    const std::int8_t* x = a.slots(sub) + c * panel_chunk;
+                    for (int i = 0; i < panel_rows; ++i)
+                        for (int pos = 0; pos < panel_chunk; ++pos) {
+                            int code;
+                            if (s.nibbles) {
+                                const int j = pos / 8, b = pos % 4;
+                                const std::uint8_t byte = w[64 * j + 4 * i + b];
+                                code = pos % 8 < 4 ? byte & 0x0f : byte >> 4;
+                            } else {
+                                code = w[64 * (pos / 4) + 4 * i + pos % 4];
+                            }
+                            d[i] += code * std::int32_t(x[pos]);
+                        }
+                }
+                for (int i = 0; i < panel_rows; ++i) {
+                    const int z = Zero == ZeroPoint::integer ? s.zeros(p, g)[i] : s.zero_code;
+                    const std::int32_t centred = float_min ? d[i] : d[i] - z * a.sum[std::size_t(sub)];
+                    acc[i] = std::fma(a.scale[std::size_t(sub)], float(centred), acc[i]);
+                }
+            }
+            for (int i = 0; i < panel_rows; ++i) {
+                out[i] = std::fma(s.term(s.scale, p, g, i), acc[i], out[i]);
+                if constexpr (float_min) out[i] = std::fma(s.term(s.min, p, g, i), a.group_sum[std::size_t(g)], out[i]);
+            }
+        }
+        const int valid = std::min(panel_rows, s.rows - p * panel_rows);
+        for (int i = 0; i < valid; ++i) y[i] = out[i];
+    }
+
+    /// y[r] = row r . x for the rows of kept panels [p0, p1); `a` in LaneOrder::natural, cut for
+    /// the matrix. The vector kernel where the backend has one, else plain loops.
+    static void panel_gemv_rows(const PanelSet& s, const QuantizedActivation& a, int p0, int p1, float* y) noexcept {
+        const auto run = [&](auto zero) {
+            for (int p = p0; p < p1; ++p) {
+                float* yp = y + std::size_t(p) * panel_rows;
+                if constexpr (has_panel_gemv_kernel) prims::template panel_gemv<zero(), panel_nibbles>(codec{}, s, p, a, yp);
+                else panel_gemv_plain<zero()>(s, p, a, yp);
+            }
+        };
+        switch (s.zero_kind) {
+            case ZeroPoint::symmetric: return run(std::integral_constant<ZeroPoint, ZeroPoint::symmetric>{});
+            case ZeroPoint::integer: return run(std::integral_constant<ZeroPoint, ZeroPoint::integer>{});
+            case ZeroPoint::float_min: return run(std::integral_constant<ZeroPoint, ZeroPoint::float_min>{});
+        }
+    }
+
     /// y[t * ldy + r] = row r . x_t for n activations quantized in LaneOrder::natural, rows
     /// [r0, r1) in panels of 16 from r0: each panel decoded once, then every activation run over it.
     static void gemm_tiled_rows(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y,

@@ -15,9 +15,12 @@
 /// past the panel's valid rows hold 0 (the activation's slots there are 0 as well).
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "qforge/backends/activation.hpp"
+#include "qforge/core/half.hpp"
 
 namespace qforge {
 
@@ -86,5 +89,113 @@ struct PanelTerms {
             }
     }
 };
+
+/// Every row panel of one matrix, built once and kept beside the weights for repeated
+/// single-activation products (a decode step's GEMV): lane i of a vector is row i, so the GEMV
+/// runs no horizontal sum and decodes nothing but nibbles. llama.cpp keeps its Q4_0 weights
+/// repacked the same way (block_q4_0x8) for its CPU GEMV; qforge keeps the stored format as
+/// well (it is what is saved, dequantized and multiplied for prompts) and builds this from it
+/// (CpuBackend::prepare). Outputs are those of the row kernels, bit for bit: the same recipe
+/// (activation.hpp), lane by lane.
+///
+/// Byte layout, panel after panel (`code_bytes` each, 64-byte aligned), sub-blocks and chunks of
+/// 32 positions in order as in RowPanel:
+///   - bytes (`nibbles` false): RowPanel's layout, 8 steps of 64 bytes per chunk;
+///   - nibbles (every kernel code < 16: 4-bit grids): 4 steps of 64 bytes per chunk; step j,
+///     lane i, byte b holds position 8j + b in its low nibble and 8j + 4 + b in its high one.
+/// Per-lane terms are [panel][group][16]: `scale` (and `min` for ZeroPoint::float_min) as IEEE
+/// half when every one of the matrix's converts exactly (`half`: GGUF's fp16 d and m), else
+/// float; `zero` as int32 (ZeroPoint::integer). Lanes past the last row hold zero codes and
+/// terms; their outputs are never stored.
+struct PanelSet {
+    int rows = 0, cols = 0;
+    int group_length = 0, groups = 0;
+    bool nibbles = false;
+    bool half = false;
+    ZeroPoint zero_kind = ZeroPoint::symmetric;
+    int zero_code = 0;                  ///< z of a symmetric grid
+    std::size_t code_bytes = 0;         ///< per panel
+    std::unique_ptr<std::uint8_t[]> storage;
+    std::uint8_t* codes = nullptr;      ///< panels() x code_bytes, 64-byte aligned
+    std::vector<std::uint8_t> scale;    ///< panels() x groups x 16 halfs or floats
+    std::vector<std::uint8_t> min;      ///< same, ZeroPoint::float_min only
+    std::vector<std::int32_t> zero;     ///< panels() x groups x 16, ZeroPoint::integer only
+
+    int panels() const noexcept { return (rows + panel_rows - 1) / panel_rows; }
+    /// Bytes held (codes and terms), for memory reports.
+    std::size_t bytes() const noexcept {
+        return std::size_t(panels()) * code_bytes + scale.size() + min.size() + zero.size() * sizeof(std::int32_t);
+    }
+    const std::uint8_t* panel_codes(int p) const noexcept { return codes + std::size_t(p) * code_bytes; }
+    std::size_t term_bytes() const noexcept { return half ? 2 : 4; }
+    /// Entry (panel p, group g, lane 0) of a per-lane term array.
+    const std::uint8_t* terms(const std::vector<std::uint8_t>& t, int p, int g) const noexcept {
+        return t.data() + (std::size_t(p) * std::size_t(groups) + std::size_t(g)) * panel_rows * term_bytes();
+    }
+    float term(const std::vector<std::uint8_t>& t, int p, int g, int lane) const noexcept {
+        const std::uint8_t* at = terms(t, p, g) + std::size_t(lane) * term_bytes();
+        if (half) {
+            std::uint16_t h;
+            std::memcpy(&h, at, 2);
+            return half_to_float(h);
+        }
+        float f;
+        std::memcpy(&f, at, 4);
+        return f;
+    }
+    const std::int32_t* zeros(int p, int g) const noexcept {
+        return zero.data() + (std::size_t(p) * std::size_t(groups) + std::size_t(g)) * panel_rows;
+    }
+    /// An activation cut for this matrix has this many chunks of 32 positions in all.
+    static std::size_t chunks_for(const QuantizedActivation& cut) noexcept {
+        std::size_t chunks = 0;
+        for (int g = 0; g < cut.groups; ++g)
+            for (int k = 0; k < cut.sub_blocks_in_group(g); ++k) chunks += std::size_t(panel_chunks(cut, g, k));
+        return chunks;
+    }
+};
+
+/// After every panel is built with float terms: stores them as halfs when each converts exactly
+/// (bit for bit, so the kernels' half-to-float conversion gives them back), halving their bytes.
+inline void compact_panel_terms(PanelSet& s) {
+    if (s.half) return;
+    const auto exact = [](const std::vector<std::uint8_t>& t) {
+        for (std::size_t i = 0; i < t.size(); i += 4) {
+            float f;
+            std::memcpy(&f, t.data() + i, 4);
+            const float back = half_to_float(float_to_half(f));
+            if (std::memcmp(&back, &f, 4) != 0) return false;
+        }
+        return true;
+    };
+    if (!exact(s.scale) || !exact(s.min)) return;
+    const auto shrink = [](std::vector<std::uint8_t>& t) {
+        std::vector<std::uint8_t> h(t.size() / 2);
+        for (std::size_t i = 0; i < t.size() / 4; ++i) {
+            float f;
+            std::memcpy(&f, t.data() + 4 * i, 4);
+            const std::uint16_t v = float_to_half(f);
+            std::memcpy(h.data() + 2 * i, &v, 2);
+        }
+        t = std::move(h);
+    };
+    shrink(s.scale);
+    shrink(s.min);
+    s.half = true;
+}
+
+/// Bytes of one chunk of 32 positions in a PanelSet's codes.
+inline constexpr std::size_t panel_chunk_bytes_of(bool nibbles) noexcept { return nibbles ? panel_chunk_bytes / 2 : panel_chunk_bytes; }
+
+/// An activation's cut (groups, sub-blocks) for a matrix of `cols` columns and groups of
+/// `group_length`, without its values: what a PanelSet's layout depends on.
+inline QuantizedActivation activation_cut(int cols, int group_length) noexcept {
+    QuantizedActivation a;
+    a.cols = cols;
+    a.group_length = group_length;
+    a.groups = (cols + group_length - 1) / group_length;
+    a.subs_per_group = (group_length + act_sub_block - 1) / act_sub_block;
+    return a;
+}
 
 }  // namespace qforge

@@ -9,7 +9,9 @@
 /// Operations are whole products (a linear layer, an FP32 GEMM, a dequantization) so that a
 /// device backend can run them where its buffers live: the weights a product reads are the
 /// backend's to keep (`prepare`), and host views go in and out.
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <vector>
 #include <string>
 #include <utility>
@@ -151,6 +153,42 @@ inline void BackendInterface::gram_fp32_accumulate(MatrixView<const float> x, Ma
     }, grain_for(x.cols));
 }
 
+namespace detail {
+/// Whether the CPU backend keeps row panels for single-activation products: yes unless
+/// QFORGE_KEEP_PANELS=0 (to measure the row kernels against them in one process's run).
+inline bool keep_panels_default() noexcept {
+    const char* env = std::getenv("QFORGE_KEEP_PANELS");
+    return !(env && env[0] == '0' && env[1] == '\0');
+}
+
+/// A packed layer on the CPU: single activations (a decode step) run over row panels kept with
+/// the weights (backends/panel.hpp), built on the first such product, so a model only ever run on
+/// prompts (evaluation) never builds them; larger products go to `linear` as before.
+template <class F>
+class CpuPanelPrepared final : public PreparedLinear {
+public:
+    CpuPanelPrepared(const BackendInterface& b, const LinearWeights& w, const typename F::Packed& packed, Isa isa, int threads)
+        : b_(b), w_(w), packed_(packed), isa_(isa), threads_(threads) {}
+    void forward(MatrixView<const float> x, MatrixView<float> y) const override {
+        if (x.rows != 1) return b_.linear(w_, x, y);
+        if (y.rows != 1) throw InvalidArgument("linear: X has 1 row, Y " + std::to_string(y.rows));
+        std::call_once(built_, [&] { panels_ = build_panel_set<F>(packed_, isa_, threads_); });
+        gemv_panels<F>(*panels_, x.row(0), y.row(0), isa_, threads_);
+    }
+    /// The kept panels, null until the first single-activation product.
+    const PanelSet* panels() const noexcept { return panels_.get(); }
+
+private:
+    const BackendInterface& b_;
+    const LinearWeights& w_;
+    const typename F::Packed& packed_;
+    Isa isa_;
+    int threads_;
+    mutable std::once_flag built_;
+    mutable std::shared_ptr<const PanelSet> panels_;
+};
+}  // namespace detail
+
 /// The CPU backend: one instruction set of qforge::dispatch (scalar, avx2, avx512_vnni) and a
 /// thread count; packed products go through that set's row kernels, rows split over threads.
 /// FP32 GEMMs of at least `blas_min_rows` activations and Gram matrices go to the tuned BLAS
@@ -221,6 +259,23 @@ public:
             },
             weights);
     }
+    /// Packed formats whose single-activation product has a vector kernel over kept row panels
+    /// on this instruction set (4-bit and 8-bit grids on AVX-512 VNNI) get a PreparedLinear that
+    /// builds them on its first GEMV (detail::CpuPanelPrepared; QFORGE_KEEP_PANELS=0 turns this
+    /// off); the rest keep a pointer and call `linear`. Outputs are the same bits either way.
+    std::unique_ptr<PreparedLinear> prepare(const LinearWeights& weights) const override {
+        return std::visit(
+            [&](const auto& w) -> std::unique_ptr<PreparedLinear> {
+                using T = std::decay_t<decltype(w)>;
+                if constexpr (!std::is_same_v<T, Fp32Matrix>) {
+                    using F = format_of_packed<T>;
+                    if (keep_panels_ && row_functions<F>(isa_).panel_gemv_kernel)
+                        return std::make_unique<detail::CpuPanelPrepared<F>>(*this, weights, w, isa_, threads_);
+                }
+                return BackendInterface::prepare(weights);
+            },
+            weights);
+    }
     void dequantize(const LinearWeights& weights, MatrixView<float> out) const override {
         std::visit(
             [&](const auto& w) {
@@ -242,6 +297,7 @@ private:
     int threads_;
     bool blas_;
     Fp32Functions fp32_;
+    bool keep_panels_ = detail::keep_panels_default();
 };
 
 /// The handle: cheap to copy, shares one immutable implementation. The default is the scalar
@@ -277,6 +333,8 @@ public:
     void dequantize(const LinearWeights& w, MatrixView<float> out) const { impl_->dequantize(w, out); }
     std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const { return impl_->prepare(w); }
     const BackendInterface& implementation() const noexcept { return *impl_; }
+    /// The implementation, shared (what a cache of prepared weights keeps alive).
+    const std::shared_ptr<const BackendInterface>& shared_implementation() const noexcept { return impl_; }
 
 private:
     static std::shared_ptr<const BackendInterface> scalar_impl() {

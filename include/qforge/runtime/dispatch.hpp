@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -89,12 +90,26 @@ struct RowFunctions {
     void (*gemm_tiled_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
     /// Whether gemm_tiled_rows runs a vector panel kernel (else plain loops, kept for tests).
     bool panel_kernel = false;
+    /// Row panels kept with the weights (PanelSet) and the GEMV over them.
+    PanelSet (*panel_set_for)(const View&) = nullptr;
+    void (*build_panels)(const View&, int, int, PanelSet&) noexcept = nullptr;
+    void (*panel_gemv_rows)(const PanelSet&, const QuantizedActivation&, int, int, float*) noexcept = nullptr;
+    /// Whether panel_gemv_rows runs a vector kernel; only then are kept panels worth building.
+    bool panel_gemv_kernel = false;
 };
 
 template <class B, class F>
 constexpr RowFunctions<F> row_functions_of() noexcept {
-    return {B::name(), &Kernels<B, F>::dequantize_rows, &Kernels<B, F>::gemv_rows, &Kernels<B, F>::gemm_rows,
-            &Kernels<B, F>::gemm_tiled_rows, Kernels<B, F>::has_panel_kernel};
+    return {B::name(),
+            &Kernels<B, F>::dequantize_rows,
+            &Kernels<B, F>::gemv_rows,
+            &Kernels<B, F>::gemm_rows,
+            &Kernels<B, F>::gemm_tiled_rows,
+            Kernels<B, F>::has_panel_kernel,
+            &Kernels<B, F>::panel_set_for,
+            &Kernels<B, F>::build_panels,
+            &Kernels<B, F>::panel_gemv_rows,
+            Kernels<B, F>::has_panel_gemv_kernel};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS and each packed format, by qforge::dispatch.
@@ -212,6 +227,38 @@ void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float
 template <class F>
 void gemv(const typename F::Packed& w, std::span<const float> x, std::span<float> y) {
     gemv<F>(w, x, y, best_isa());
+}
+
+/// The row panels of `w` kept for single-activation products (backends/panel.hpp), or null
+/// where `isa` has no vector GEMV over them for this format (the row kernels are then as good).
+/// `force` builds them anyway (tests run the plain loops on the scalar backend). Memory: as
+/// many bytes as the stored rows plus the per-group terms (PanelSet::bytes).
+template <class F>
+std::shared_ptr<const PanelSet> build_panel_set(const typename F::Packed& w, Isa isa, int threads = 0, bool force = false) {
+    const auto fns = row_functions<F>(isa);
+    if (!fns.panel_gemv_kernel && !force) return nullptr;
+    const auto view = w.view();
+    auto s = std::make_shared<PanelSet>(fns.panel_set_for(view));
+    parallel_for(std::size_t(s->panels()), threads, [&](std::size_t p0, std::size_t p1) {
+        fns.build_panels(view, int(p0), int(p1), *s);
+    }, grain_for(std::size_t(w.cols) * panel_rows * 4));
+    compact_panel_terms(*s);
+    return s;
+}
+
+/// y = W x over W's kept panels `s` (made by build_panel_set from W): the same bits as gemv.
+template <class F>
+void gemv_panels(const PanelSet& s, std::span<const float> x, std::span<float> y, Isa isa, int threads = 0) {
+    if (x.size() != std::size_t(s.cols) || y.size() != std::size_t(s.rows))
+        throw InvalidArgument("gemv: shape mismatch: W is " + std::to_string(s.rows) + " x " + std::to_string(s.cols) +
+                              ", x has " + std::to_string(x.size()) + ", y has " + std::to_string(y.size()));
+    detail::require_finite(x, "gemv input vector");
+    const auto fns = row_functions<F>(isa);
+    const QuantizedActivation a = quantize_activation(x, s.group_length, LaneOrder::natural, fp32_functions(isa).quantize_sub);
+    // each panel stores its valid rows only (the last may have fewer than 16)
+    parallel_for(std::size_t(s.panels()), threads, [&](std::size_t p0, std::size_t p1) {
+        fns.panel_gemv_rows(s, a, int(p0), int(p1), y.data());
+    }, grain_for(std::size_t(s.cols) * panel_rows));
 }
 
 /// How a packed GEMM runs: `automatic` takes the tiled panel kernel where the instruction set

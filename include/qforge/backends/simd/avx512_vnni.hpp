@@ -160,6 +160,67 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
 #endif
     }
 
+    /// 16 per-lane terms (halfs or floats) of a kept panel set as floats.
+    QFORGE_INLINE static __m512 panel_terms(const PanelSet& s, const std::uint8_t* at) noexcept {
+        if (s.half) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+        return _mm512_loadu_ps(reinterpret_cast<const float*>(at));
+    }
+
+    /// The recipe over kept panel p (panel.hpp, PanelSet) for one activation: per 64 bytes of
+    /// codes one load and one vpdpbusd per code plane (nibbles: low and high), the 4 activation
+    /// bytes broadcast from memory; four accumulators so the dot products do not wait on each
+    /// other (integer sums: the order does not matter). The float steps are
+    /// Kernels::panel_gemv_plain's, lane by lane, so outputs equal the scalar oracle bit for bit.
+    template <ZeroPoint Zero, bool Nibbles, class Codec>
+    [[gnu::noinline]] static void panel_gemv(Codec, const PanelSet& s, int p, const QuantizedActivation& a, float* y) noexcept {
+        constexpr bool float_min = Zero == ZeroPoint::float_min;
+        const std::uint8_t* w = s.panel_codes(p);
+        const int valid = s.rows - p * panel_rows;
+        const __mmask16 keep = valid >= panel_rows ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+        const __m512i low = _mm512_set1_epi8(0x0f);
+        __m512 out = _mm512_setzero_ps();
+        for (int g = 0; g < a.groups; ++g) {
+            __m512 acc = _mm512_setzero_ps();
+            const int subs = a.sub_blocks_in_group(g);
+            for (int k = 0; k < subs; ++k) {
+                const int sub = a.sub_index(g, k);
+                const int chunks = panel_chunks(a, g, k);
+                const std::int8_t* x = a.slots(sub);
+                __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
+                for (int c = 0; c < chunks; ++c, x += panel_chunk) {
+                    if constexpr (Nibbles) {
+#pragma GCC unroll 4
+                        for (int j = 0; j < 4; j += 2, w += 128) {
+                            const __m512i v0 = _mm512_load_si512(reinterpret_cast<const void*>(w));
+                            const __m512i v1 = _mm512_load_si512(reinterpret_cast<const void*>(w + 64));
+                            d0 = dpbusd_broadcast(d0, _mm512_and_si512(v0, low), x + 8 * j);
+                            d1 = dpbusd_broadcast(d1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), low), x + 8 * j + 4);
+                            d2 = dpbusd_broadcast(d2, _mm512_and_si512(v1, low), x + 8 * j + 8);
+                            d3 = dpbusd_broadcast(d3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), low), x + 8 * j + 12);
+                        }
+                    } else {
+#pragma GCC unroll 8
+                        for (int j = 0; j < 8; j += 4, w += 256) {
+                            d0 = dpbusd_broadcast(d0, _mm512_load_si512(reinterpret_cast<const void*>(w)), x + 4 * j);
+                            d1 = dpbusd_broadcast(d1, _mm512_load_si512(reinterpret_cast<const void*>(w + 64)), x + 4 * j + 4);
+                            d2 = dpbusd_broadcast(d2, _mm512_load_si512(reinterpret_cast<const void*>(w + 128)), x + 4 * j + 8);
+                            d3 = dpbusd_broadcast(d3, _mm512_load_si512(reinterpret_cast<const void*>(w + 192)), x + 4 * j + 12);
+                        }
+                    }
+                }
+                __m512i centred = _mm512_add_epi32(_mm512_add_epi32(d0, d1), _mm512_add_epi32(d2, d3));
+                if constexpr (Zero == ZeroPoint::symmetric)
+                    centred = _mm512_sub_epi32(centred, _mm512_set1_epi32(s.zero_code * a.sum[std::size_t(sub)]));
+                if constexpr (Zero == ZeroPoint::integer)
+                    centred = _mm512_sub_epi32(centred, _mm512_mullo_epi32(_mm512_loadu_si512(s.zeros(p, g)), _mm512_set1_epi32(a.sum[std::size_t(sub)])));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(a.scale[std::size_t(sub)]), _mm512_cvtepi32_ps(centred), acc);
+            }
+            out = _mm512_fmadd_ps(panel_terms(s, s.terms(s.scale, p, g)), acc, out);
+            if constexpr (float_min) out = _mm512_fmadd_ps(panel_terms(s, s.terms(s.min, p, g)), _mm512_set1_ps(a.group_sum[std::size_t(g)]), out);
+        }
+        _mm512_mask_storeu_ps(y, keep, out);
+    }
+
     /// The recipe for one row panel (panel.hpp) and n activations: 8 activations at a time, 16
     /// rows per vector; vpdpbusd adds each lane's 4 code x activation products, the activation
     /// bytes broadcast. Every lane takes the operations of its row computed alone, in order

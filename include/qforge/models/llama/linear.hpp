@@ -2,6 +2,8 @@
 /// @file
 /// A linear layer: FP32 weights or any packed format, multiplied on a backend without
 /// materialising FP32 weights.
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <variant>
@@ -74,16 +76,46 @@ public:
             std::vector<float> gathered(x.rows * x.cols);
             for (std::size_t t = 0; t < x.rows; ++t)
                 for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
-            backend.linear(w_, MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
+            prepared(backend)->forward(MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
             return;
         }
-        backend.linear(w_, x, y);
+        prepared(backend)->forward(x, y);
     }
 
 private:
+    /// The weights as the last backend that multiplied them keeps them (Backend::prepare: on the
+    /// CPU, row panels for decode's GEMV). A copy or a move starts empty: what is kept refers to
+    /// the weights of the layer it was made for.
+    struct Prepared {
+        std::mutex mutex;
+        const BackendInterface* backend = nullptr;       // the key; `weights` keeps it alive
+        std::shared_ptr<const PreparedLinear> weights;
+        Prepared() = default;
+        Prepared(const Prepared&) {}
+        Prepared& operator=(const Prepared&) {
+            const std::lock_guard<std::mutex> lock(mutex);
+            backend = nullptr;
+            weights.reset();
+            return *this;
+        }
+    };
+
+    /// Shared: another thread may replace what is kept while this one multiplies.
+    std::shared_ptr<const PreparedLinear> prepared(const Backend& backend) const {
+        const std::lock_guard<std::mutex> lock(prepared_.mutex);
+        if (prepared_.backend != &backend.implementation()) {
+            // the prepared weights refer to the backend: their deleter holds it
+            std::shared_ptr<const BackendInterface> impl = backend.shared_implementation();
+            prepared_.weights = std::shared_ptr<const PreparedLinear>(backend.prepare(w_).release(),
+                                                                      [impl](const PreparedLinear* p) { delete p; });
+            prepared_.backend = impl.get();
+        }
+        return prepared_.weights;
+    }
 
     LinearWeights w_;
     std::vector<int> order_;
+    mutable Prepared prepared_;
 };
 
 }  // namespace qforge::llama
