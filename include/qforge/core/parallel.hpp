@@ -16,8 +16,8 @@
 /// Threads come from one process-wide pool started on first use: a GEMV on a 4096 x 4096 4-bit
 /// matrix takes about 200 us, and starting threads for each call would cost a fifth of that.
 /// A loop on t threads is posted to workers 0 .. t - 2 only, each through a mailbox of its own.
-/// Workers spin briefly (yielding) for the next loop before sleeping, so back-to-back calls (one
-/// per layer) pay no wake-up latency; the caller, once no chunk is left to claim, yields briefly
+/// Workers spin briefly (pause instructions, no system call) for the next loop before sleeping, so back-to-back calls (one
+/// per layer) pay no wake-up latency; the caller, once no chunk is left to claim, spins briefly
 /// and then sleeps until the running chunks finish. A parallel_for called from inside a chunk (or
 /// while another thread's loop holds the pool) runs serially on its caller. When a caller had to
 /// wait on a worker stopped mid-chunk (a busy machine), loops run inline for a while that doubles
@@ -60,6 +60,16 @@ constexpr std::size_t grain_for(std::size_t ops_per_item) noexcept {
 }
 
 namespace detail {
+
+/// One step of a short busy wait: a few pause instructions (no system call: a yield costs about
+/// a microsecond, as much as the hand-off it waits for), the core left to a sibling hyperthread.
+inline void relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    for (int i = 0; i < 16; ++i) __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+}
 
 /// One parallel_for, split into `chunks` chunks that run_chunk(c) runs.
 struct ParallelJob {
@@ -106,7 +116,7 @@ struct ParallelJob {
                 finished.wait(lock, [&] { return done.load(std::memory_order_acquire) == chunks; });
                 return;
             }
-            std::this_thread::yield();
+            relax();
         }
     }
 };
@@ -192,12 +202,12 @@ private:
             in_pool() = true;
             std::uint64_t seen = 0;
             for (bool useful = false;;) {
-                // after a job it had a share of, spin a little (yielding): the next loop usually
+                // after a job it had a share of, spin a little: the next loop usually
                 // follows within microseconds. One that came too late for any chunk (a busy
                 // machine, or loops too short to share) sleeps at once, leaving the CPU to others.
                 const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(useful ? 100 : 0);
                 while (posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
-                    std::this_thread::yield();
+                    relax();
                 std::shared_ptr<ParallelJob> job;
                 {
                     std::unique_lock<std::mutex> lock(mutex_);
