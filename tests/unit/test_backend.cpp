@@ -214,6 +214,45 @@ BOOST_AUTO_TEST_CASE(a_layer_keeps_its_prepared_weights_per_backend) {
     BOOST_TEST((y == oracle));
 }
 
+// Layers that read one input, run together (a block's q/k/v, gate/up): the bits of separate
+// products for a single activation (one quantization, one parallel section on AVX-512) and for a
+// batch, whatever the mix of formats and group lengths; shapes checked.
+BOOST_AUTO_TEST_CASE(layers_run_together_equal_separate_products) {
+    constexpr int cols = 576;
+    const llama::Linear q{LinearWeights(packed_random<Q4_0>(64, cols, 21))}, k{LinearWeights(packed_random<Q4_1>(40, cols, 22))},
+        v{LinearWeights(packed_random<Dense<4>>(24, cols, 23))}, odd{LinearWeights(packed_random<Q8_0>(5, cols, 24))};
+    const auto x = gaussian(3 * cols, 25);
+    const auto ww = gaussian(20 * cols, 26);  // groups of 128: its activation is cut otherwise
+    const llama::Linear wide{LinearWeights(Dense<4>::pack(RtnQuantizer(QuantSpec{4, 128, ZeroPoint::integer}).quantize(MatrixView<const float>(ww.data(), 20, cols))))};
+    for (const Backend& b : {Backend{}, Backend::cpu(best_isa(), 2)})
+        for (std::size_t n : {std::size_t(1), std::size_t(3)})
+            for (const std::vector<const llama::Linear*>& layers :
+                 {std::vector<const llama::Linear*>{&q, &k, &v}, std::vector<const llama::Linear*>{&q, &odd, &k, &v, &odd},
+                  std::vector<const llama::Linear*>{&q, &wide}}) {
+                std::vector<std::vector<float>> together, apart;
+                std::vector<MatrixView<float>> views;
+                for (const auto* l : layers) {
+                    together.emplace_back(n * std::size_t(l->rows()), std::numeric_limits<float>::quiet_NaN());
+                    apart.emplace_back(n * std::size_t(l->rows()));
+                }
+                for (std::size_t i = 0; i < layers.size(); ++i) {
+                    views.emplace_back(together[i].data(), n, std::size_t(layers[i]->rows()));
+                    Backend{}.linear(layers[i]->weights(), MatrixView<const float>(x.data(), n, cols),
+                                     MatrixView<float>(apart[i].data(), n, std::size_t(layers[i]->rows())));
+                }
+                llama::Linear::forward_together(layers, MatrixView<const float>(x.data(), n, cols), views, b);
+                for (std::size_t i = 0; i < layers.size(); ++i)
+                    BOOST_TEST((together[i] == apart[i]), "layer " << i << " of " << layers.size() << ", " << n << " activations on " << b.name());
+            }
+    std::vector<float> y1(64), y2(39);
+    const llama::Linear* two[] = {&q, &k};
+    const MatrixView<float> bad[] = {MatrixView<float>(y1.data(), 1, 64), MatrixView<float>(y2.data(), 1, 39)};
+    BOOST_CHECK_THROW(llama::Linear::forward_together(two, MatrixView<const float>(x.data(), 1, cols), bad, Backend::cpu(best_isa(), 2)),
+                      InvalidArgument);
+    BOOST_CHECK_THROW(llama::Linear::forward_together(two, MatrixView<const float>(x.data(), 1, cols), std::span(bad).first(1), Backend{}),
+                      InvalidArgument);
+}
+
 // The BLAS under the CPU backend (runtime/blas.hpp): GEMM, GEMM-add and the Gram matrix agree with
 // the scalar oracle to rounding (bounded by float epsilon times sum |w x|), the Gram matrix is
 // exactly symmetric, results do not depend on the thread count, the scalar backend never uses it.

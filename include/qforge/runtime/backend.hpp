@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 #include <string>
 #include <utility>
@@ -76,6 +77,12 @@ public:
     /// The weights kept for repeated products; `w` must outlive the result. The default keeps a
     /// pointer and calls `linear` (right for host memory); a device backend uploads here.
     virtual std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const;
+    /// Y_i = X W_i^T for several prepared layers that read the same input X (a decoder block's
+    /// q/k/v projections, its gate and up projections): ys[i] is n x rows of layer i. A backend
+    /// may share X's preparation and one parallel section among them; the default runs each
+    /// layer's forward in turn. Results are those of the separate forwards, bit for bit.
+    virtual void linear_together(std::span<const PreparedLinear* const> layers, MatrixView<const float> x,
+                                 std::span<const MatrixView<float>> ys) const;
 };
 
 namespace detail {
@@ -92,6 +99,13 @@ private:
 
 inline std::unique_ptr<PreparedLinear> BackendInterface::prepare(const LinearWeights& w) const {
     return std::make_unique<detail::PointerPrepared>(*this, w);
+}
+
+inline void BackendInterface::linear_together(std::span<const PreparedLinear* const> layers, MatrixView<const float> x,
+                                              std::span<const MatrixView<float>> ys) const {
+    if (layers.size() != ys.size())
+        throw InvalidArgument("linear_together: " + std::to_string(layers.size()) + " layers, " + std::to_string(ys.size()) + " outputs");
+    for (std::size_t i = 0; i < layers.size(); ++i) layers[i]->forward(x, ys[i]);
 }
 
 namespace detail {
@@ -161,19 +175,36 @@ inline bool keep_panels_default() noexcept {
     return !(env && env[0] == '0' && env[1] == '\0');
 }
 
+/// What the CPU backend's linear_together needs of a layer with kept row panels, whatever its
+/// format: the panels (built on first use) and the GEMV over a range of them.
+class CpuPanelLayer {
+public:
+    virtual ~CpuPanelLayer() = default;
+    /// The kept panels, built by the first call.
+    virtual const PanelSet& kept() const = 0;
+    /// y[r] = row r . a for the rows of panels [p0, p1) (`a` cut for the matrix, natural order).
+    virtual void gemv_panel_range(const PanelSet& s, const QuantizedActivation& a, int p0, int p1, float* y) const noexcept = 0;
+};
+
 /// A packed layer on the CPU: single activations (a decode step) run over row panels kept with
 /// the weights (backends/panel.hpp), built on the first such product, so a model only ever run on
 /// prompts (evaluation) never builds them; larger products go to `linear` as before.
 template <class F>
-class CpuPanelPrepared final : public PreparedLinear {
+class CpuPanelPrepared final : public PreparedLinear, public CpuPanelLayer {
 public:
     CpuPanelPrepared(const BackendInterface& b, const LinearWeights& w, const typename F::Packed& packed, Isa isa, int threads)
-        : b_(b), w_(w), packed_(packed), isa_(isa), threads_(threads) {}
+        : b_(b), w_(w), packed_(packed), isa_(isa), threads_(threads), fns_(row_functions<F>(isa)) {}
     void forward(MatrixView<const float> x, MatrixView<float> y) const override {
         if (x.rows != 1) return b_.linear(w_, x, y);
         if (y.rows != 1) throw InvalidArgument("linear: X has 1 row, Y " + std::to_string(y.rows));
+        gemv_panels<F>(kept(), x.row(0), y.row(0), isa_, threads_);
+    }
+    const PanelSet& kept() const override {
         std::call_once(built_, [&] { panels_ = build_panel_set<F>(packed_, isa_, threads_); });
-        gemv_panels<F>(*panels_, x.row(0), y.row(0), isa_, threads_);
+        return *panels_;
+    }
+    void gemv_panel_range(const PanelSet& s, const QuantizedActivation& a, int p0, int p1, float* y) const noexcept override {
+        fns_.panel_gemv_rows(s, a, p0, p1, y);
     }
     /// The kept panels, null until the first single-activation product.
     const PanelSet* panels() const noexcept { return panels_.get(); }
@@ -184,6 +215,7 @@ private:
     const typename F::Packed& packed_;
     Isa isa_;
     int threads_;
+    RowFunctions<F> fns_;
     mutable std::once_flag built_;
     mutable std::shared_ptr<const PanelSet> panels_;
 };
@@ -276,6 +308,36 @@ public:
             },
             weights);
     }
+    /// A single activation through layers that all keep row panels with groups of one length:
+    /// the activation quantized once, every layer's panels in one parallel section. Otherwise
+    /// (batches, other layers) each layer's forward in turn.
+    void linear_together(std::span<const PreparedLinear* const> layers, MatrixView<const float> x,
+                         std::span<const MatrixView<float>> ys) const override {
+        std::vector<const detail::CpuPanelLayer*> panel_layers;
+        for (const PreparedLinear* l : layers)
+            if (const auto* p = dynamic_cast<const detail::CpuPanelLayer*>(l)) panel_layers.push_back(p);
+        if (x.rows != 1 || panel_layers.size() != layers.size() || layers.size() != ys.size() || layers.empty())
+            return BackendInterface::linear_together(layers, x, ys);
+        std::vector<const PanelSet*> sets;
+        for (const auto* p : panel_layers) sets.push_back(&p->kept());
+        for (std::size_t i = 0; i < sets.size(); ++i) {
+            if (sets[i]->group_length != sets[0]->group_length) return BackendInterface::linear_together(layers, x, ys);
+            if (x.cols != std::size_t(sets[i]->cols) || ys[i].rows != 1 || ys[i].cols != std::size_t(sets[i]->rows))
+                throw InvalidArgument("linear_together: layer " + std::to_string(i) + " is " + std::to_string(sets[i]->rows) + " x " +
+                                      std::to_string(sets[i]->cols) + ", X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) +
+                                      ", its Y " + std::to_string(ys[i].rows) + " x " + std::to_string(ys[i].cols));
+        }
+        detail::require_finite(x.row(0), "linear input vector");
+        const QuantizedActivation a = quantize_activation(x.row(0), sets[0]->group_length, LaneOrder::natural, fp32_.quantize_sub);
+        std::vector<std::size_t> first(sets.size() + 1, 0);  // panels of layers before i
+        for (std::size_t i = 0; i < sets.size(); ++i) first[i + 1] = first[i] + std::size_t(sets[i]->panels());
+        parallel_for(first.back(), threads_, [&](std::size_t p0, std::size_t p1) {
+            for (std::size_t i = 0; i < sets.size(); ++i) {
+                const std::size_t b = std::max(p0, first[i]), e = std::min(p1, first[i + 1]);
+                if (b < e) panel_layers[i]->gemv_panel_range(*sets[i], a, int(b - first[i]), int(e - first[i]), ys[i].data);
+            }
+        }, grain_for(x.cols * panel_rows));
+    }
     void dequantize(const LinearWeights& weights, MatrixView<float> out) const override {
         std::visit(
             [&](const auto& w) {
@@ -332,6 +394,9 @@ public:
     void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const { impl_->linear(w, x, y); }
     void dequantize(const LinearWeights& w, MatrixView<float> out) const { impl_->dequantize(w, out); }
     std::unique_ptr<PreparedLinear> prepare(const LinearWeights& w) const { return impl_->prepare(w); }
+    void linear_together(std::span<const PreparedLinear* const> layers, MatrixView<const float> x, std::span<const MatrixView<float>> ys) const {
+        impl_->linear_together(layers, x, ys);
+    }
     const BackendInterface& implementation() const noexcept { return *impl_; }
     /// The implementation, shared (what a cache of prepared weights keeps alive).
     const std::shared_ptr<const BackendInterface>& shared_implementation() const noexcept { return impl_; }

@@ -82,6 +82,29 @@ public:
         prepared(backend)->forward(x, y);
     }
 
+    /// Y_i = X W_i^T for layers that read the same X (a block's q/k/v, its gate and up), through
+    /// Backend::linear_together: the CPU backend quantizes a single activation once and runs the
+    /// layers' row panels in one parallel section. The same bits as each layer's forward.
+    /// Throws InvalidArgument on shapes (as forward does).
+    static void forward_together(std::span<const Linear* const> layers, MatrixView<const float> x, std::span<const MatrixView<float>> ys,
+                                 const Backend& backend) {
+        if (layers.size() != ys.size())
+            throw InvalidArgument("Linear::forward_together: " + std::to_string(layers.size()) + " layers, " + std::to_string(ys.size()) + " outputs");
+        bool reordered = false;
+        for (const Linear* l : layers) reordered = reordered || !l->order_.empty();
+        if (reordered) {  // act-order layers gather their own input
+            for (std::size_t i = 0; i < layers.size(); ++i) layers[i]->forward(x, ys[i], backend);
+            return;
+        }
+        std::vector<std::shared_ptr<const PreparedLinear>> kept;
+        std::vector<const PreparedLinear*> raw;
+        for (const Linear* l : layers) {
+            kept.push_back(l->prepared(backend));
+            raw.push_back(kept.back().get());
+        }
+        backend.linear_together(raw, x, ys);
+    }
+
 private:
     /// The weights as the last backend that multiplied them keeps them (Backend::prepare: on the
     /// CPU, row panels for decode's GEMV). A copy or a move starts empty: what is kept refers to

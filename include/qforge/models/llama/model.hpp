@@ -252,9 +252,9 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
         if (see(Site::attention_input, s.xb, D)) return;
     }
     if (runs(Site::attention_output)) {
-        L.wq.forward(mat(s.xb, D), mat(s.q, D), backend);
-        L.wk.forward(mat(s.xb, D), mat(s.k, KV), backend);
-        L.wv.forward(mat(s.xb, D), mat(s.v, KV), backend);
+        const Linear* qkv[] = {&L.wq, &L.wk, &L.wv};
+        const MatrixView<float> qkv_out[] = {mat(s.q, D), mat(s.k, KV), mat(s.v, KV)};
+        Linear::forward_together(qkv, mat(s.xb, D), qkv_out, backend);
         for (int t = 0; t < n; ++t) {
             rope.apply(s.q.data() + std::size_t(t) * D, D, pos0 + t);
             rope.apply(s.k.data() + std::size_t(t) * KV, KV, pos0 + t);
@@ -271,8 +271,9 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
         if (see(Site::mlp_input, s.xb, D)) return;
     }
     if (runs(Site::mlp_hidden)) {
-        L.w1.forward(mat(s.xb, D), mat(s.hb, H), backend);
-        L.w3.forward(mat(s.xb, D), mat(s.hb2, H), backend);
+        const Linear* gate_up[] = {&L.w1, &L.w3};
+        const MatrixView<float> gate_up_out[] = {mat(s.hb, H), mat(s.hb2, H)};
+        Linear::forward_together(gate_up, mat(s.xb, D), gate_up_out, backend);
         if (see(Site::mlp_gate, s.hb, H)) return;
         parallel_for(N, backend.threads(), [&](std::size_t t0, std::size_t t1) {  // SwiGLU: an exp per element
             for (std::size_t i = t0 * H; i < t1 * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
