@@ -57,28 +57,38 @@ inline std::vector<float> fold_lower(const std::vector<float>& h, std::size_t co
     return f;
 }
 
-/// sum_r λ_r d_r H d_r^T for D (rows x cols), with `folded` = fold_lower(H): proportional to the
-/// output error. D F^T is taken in column blocks, block b reading only the columns up to its end
-/// (F is zero above the diagonal), each block one FP32 product on the backend.
-inline double hessian_error(const std::vector<float>& d, int rows, int cols, const std::vector<float>& folded, const std::vector<float>* row_weight,
-                            const Backend& backend) {
-    const std::size_t R = std::size_t(rows), C = std::size_t(cols);
-    std::vector<float> df(d.size());
+/// DF = D F^T for D (rows x cols, row-major) and `folded` = fold_lower(H) (cols x cols): in
+/// column blocks, block b reading only the columns up to its end (F is zero above the diagonal),
+/// each block one FP32 product on the backend. Row r of DF depends only on row r of D.
+inline void hessian_products(const float* d, std::size_t rows, std::size_t cols, const std::vector<float>& folded, const Backend& backend, float* df) {
     // blocks of 64 columns below 1024 inputs, 128 above: 0.56 and 0.54 of the full product's
     // work at SmolLM2's 576 and 1536 inputs, with products still wide enough for the BLAS
-    const std::size_t block = C < 1024 ? 64 : 128;
-    for (std::size_t j0 = 0; j0 < C; j0 += block) {
-        const std::size_t j1 = std::min(C, j0 + block);
-        backend.gemm_fp32(MatrixView<const float>(folded.data() + j0 * C, j1 - j0, j1, C), MatrixView<const float>(d.data(), R, j1, C),
-                          MatrixView<float>(df.data() + j0, R, j1 - j0, C));
+    const std::size_t block = cols < 1024 ? 64 : 128;
+    for (std::size_t j0 = 0; j0 < cols; j0 += block) {
+        const std::size_t j1 = std::min(cols, j0 + block);
+        backend.gemm_fp32(MatrixView<const float>(folded.data() + j0 * cols, j1 - j0, j1, cols), MatrixView<const float>(d, rows, j1, cols),
+                          MatrixView<float>(df + j0, rows, j1 - j0, cols));
     }
-    const Fp32Functions& fns = backend.host_fp32();
+}
+
+/// sum_r λ_r d_r · df_r in double, rows in order (λ = 1 without `row_weight`).
+inline double weighted_row_dots(const float* d, const float* df, std::size_t rows, int cols, const std::vector<float>* row_weight,
+                                const Fp32Functions& fns) {
     double e = 0.0;
-    for (std::size_t r = 0; r < R; ++r) {
-        const double v = fns.dot(d.data() + r * C, df.data() + r * C, cols);
+    for (std::size_t r = 0; r < rows; ++r) {
+        const double v = fns.dot(d + r * std::size_t(cols), df + r * std::size_t(cols), cols);
         e += row_weight ? double((*row_weight)[r]) * v : v;
     }
     return e;
+}
+
+/// sum_r λ_r d_r H d_r^T for D (rows x cols), with `folded` = fold_lower(H): proportional to the
+/// output error (hessian_products, then weighted_row_dots).
+inline double hessian_error(const std::vector<float>& d, int rows, int cols, const std::vector<float>& folded, const std::vector<float>* row_weight,
+                            const Backend& backend) {
+    std::vector<float> df(d.size());
+    hessian_products(d.data(), std::size_t(rows), std::size_t(cols), folded, backend, df.data());
+    return weighted_row_dots(d.data(), df.data(), std::size_t(rows), cols, row_weight, backend.host_fp32());
 }
 
 /// H with input channel c's error weighted by w_c: diag(√w) H diag(√w).
@@ -103,23 +113,18 @@ inline std::vector<float> scaled_rtn(MatrixView<const float> w, const std::vecto
     return ws;
 }
 
-/// W - scaled_rtn(W, s): the weight error after scaling, RTN and unscaling (rows x cols,
-/// row-major), the same values as from scaled_rtn, with the rounding on the backend's vector
-/// kernel. Throws InvalidData for a non-finite weight, or naming the row and group whose scaled
-/// range does not fit the scale type.
-inline std::vector<float> scaled_rtn_error(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, const Backend& backend) {
-    spec.validate();
-    require_finite_matrix(w, "AWQ weight matrix");  // as RtnQuantizer does: a NaN would reach the rounding
+/// scaled_rtn_error written into `d` (rows x cols, row-major), W not checked for non-finite
+/// values (the α search checks each layer once, not once per grid point).
+inline void scaled_rtn_error_into(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, const Backend& backend, float* d) {
     const std::size_t R = w.rows, C = w.cols;
     const int g = spec.group_length(int(C)), groups = spec.groups_per_row(int(C));
     const GridRoundFn grid_round = backend.host_fp32().grid_round;
-    std::vector<float> d(R * C);
     parallel_for(R, backend.threads(), [&](std::size_t r0, std::size_t r1) {
         std::vector<float> ws(C);
         for (std::size_t r = r0; r < r1; ++r) {
             const auto row = w.row(r);
             for (std::size_t c = 0; c < C; ++c) ws[c] = row[c] * s[c];
-            float* dr = d.data() + r * C;
+            float* dr = d + r * C;
             for (int gi = 0; gi < groups; ++gi) {
                 const std::size_t c0 = std::size_t(gi) * std::size_t(g), n = std::min(C, c0 + std::size_t(g)) - c0;
                 const std::span<const float> values(ws.data() + c0, n);
@@ -135,6 +140,16 @@ inline std::vector<float> scaled_rtn_error(MatrixView<const float> w, const std:
             for (std::size_t c = 0; c < C; ++c) dr[c] = row[c] - dr[c] / s[c];
         }
     }, grain_for(C * 8));
+}
+/// W - scaled_rtn(W, s): the weight error after scaling, RTN and unscaling (rows x cols,
+/// row-major), the same values as from scaled_rtn, with the rounding on the backend's vector
+/// kernel. Throws InvalidData for a non-finite weight, or naming the row and group whose scaled
+/// range does not fit the scale type.
+inline std::vector<float> scaled_rtn_error(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, const Backend& backend) {
+    spec.validate();
+    require_finite_matrix(w, "AWQ weight matrix");  // as RtnQuantizer does: a NaN would reach the rounding
+    std::vector<float> d(w.rows * w.cols);
+    scaled_rtn_error_into(w, s, spec, backend, d.data());
     return d;
 }
 
@@ -226,14 +241,31 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         for (auto& v : s) v /= norm;
         return s;
     };
+    spec.validate();
+    for (const auto& m : measured) require_finite_matrix(MatrixView<const float>(m.w.data(), m.weight.size(), C), "AWQ weight matrix");
+    // A grid point's layers are measured together: their D stacked into one matrix, whose H
+    // products (hessian_products) are then one product per column block instead of one per layer
+    // and block; each layer's sum is what its own product gives. (Stacking grid points as well
+    // was slower on SmolLM2 (the stack outgrew the caches) and would make a row's product depend
+    // on how many points are measured with it: the BLAS's result can depend on the row count.)
+    std::size_t rows_per_point = 0;
+    for (const auto& m : measured) rows_per_point += m.weight.size();
+    std::vector<float> d(rows_per_point * C), df(d.size());
     const auto measure = [&](int i) {
         if (!std::isnan(best.error[std::size_t(i)])) return;
         const auto s = scales_at(i);
-        double e = 0.0;
+        std::size_t at = 0;  // rows of the stack so far
         for (const auto& m : measured) {
-            const std::size_t rows = m.weight.size();
-            const auto d = scaled_rtn_error(MatrixView<const float>(m.w.data(), rows, C), s, spec, o.backend);
-            e += hessian_error(d, int(rows), int(C), folded, m.weighted ? &m.weight : nullptr, o.backend);
+            scaled_rtn_error_into(MatrixView<const float>(m.w.data(), m.weight.size(), C), s, spec, o.backend, d.data() + at * C);
+            at += m.weight.size();
+        }
+        hessian_products(d.data(), at, C, folded, o.backend, df.data());
+        double e = 0.0;
+        at = 0;
+        for (const auto& m : measured) {
+            e += weighted_row_dots(d.data() + at * C, df.data() + at * C, m.weight.size(), int(C), m.weighted ? &m.weight : nullptr,
+                                   o.backend.host_fp32());
+            at += m.weight.size();
         }
         best.error[std::size_t(i)] = e;
     };
@@ -260,9 +292,9 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
 /// that group's own output error d_g H_gg d_g^T (H restricted to the group's inputs; the first
 /// smallest shrink wins ties; a group whose errors are all NaN keeps its plain range).
 ///
-/// The errors of a block of rows, for every shrink, are one FP32 product on the backend:
-/// D (block rows x shrinks, g) times H_gg, then a dot per row. Blocks are fixed row ranges, so the
-/// result does not depend on the thread count.
+/// The errors of a block of rows, for every shrink, are FP32 products on the backend: D (block
+/// rows x shrinks, g) times H_gg folded onto its lower triangle (fold_lower), then a dot per row.
+/// Blocks are fixed row ranges, so the result does not depend on the thread count.
 inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::vector<float>& h, const QuantSpec& spec, const AwqOptions& o) {
     spec.validate();
     require_finite_matrix(w, "AWQ clip search weight matrix");
@@ -279,7 +311,17 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
     const std::size_t blocks = (std::size_t(rows) + block_rows - 1) / block_rows;
     const std::size_t block_ops = block_rows * C * std::size_t(g) * std::size_t(shrinks);
     parallel_for(blocks, o.backend.threads(), [&](std::size_t b0, std::size_t b1) {
-        std::vector<float> d(block_rows * std::size_t(shrinks) * std::size_t(g)), hd(d.size());
+        std::vector<float> d(block_rows * std::size_t(shrinks) * std::size_t(g)), hd(d.size()), fg(std::size_t(g) * std::size_t(g));
+        int folded_at = -1;  // the group whose F_gg is in fg
+        const auto fold_group = [&](int c0, int n) {
+            if (folded_at == c0) return;
+            for (int i = 0; i < n; ++i)
+                for (int j = 0; j < n; ++j) {
+                    const float v = h[std::size_t(c0 + i) * C + std::size_t(c0 + j)];
+                    fg[std::size_t(i) * std::size_t(n) + std::size_t(j)] = j < i ? 2.0f * v : j == i ? v : 0.0f;
+                }
+            folded_at = c0;
+        };
         for (std::size_t b = b0; b < b1; ++b) {
             const std::size_t r0 = b * block_rows, nr = std::min(block_rows, std::size_t(rows) - r0);
             for (int gi = 0; gi < groups; ++gi) {
@@ -294,9 +336,16 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
                     }
                 }
                 const std::size_t m = nr * std::size_t(shrinks);
-                // HD = D H_gg^T (= D H_gg: H is symmetric), H_gg read in place with H's row stride
-                o.backend.gemm_fp32(MatrixView<const float>(h.data() + std::size_t(c0) * C + std::size_t(c0), N, N, C),
-                                    MatrixView<const float>(d.data(), m, N), MatrixView<float>(hd.data(), m, N));
+                // HD = D F_gg^T with F_gg = fold_lower(H_gg) (d H_gg d^T = d F_gg d^T), in column
+                // blocks of 32 reading only the columns up to each block's end (F_gg is zero
+                // above its diagonal): 5/8 of the full product's work for groups of 128. On
+                // SmolLM2 awq:w4g128a chose the same shrink for every group as with D H_gg.
+                fold_group(c0, n);
+                for (std::size_t j0 = 0; j0 < N; j0 += 32) {
+                    const std::size_t j1 = std::min(N, j0 + 32);
+                    o.backend.gemm_fp32(MatrixView<const float>(fg.data() + j0 * N, j1 - j0, j1, N), MatrixView<const float>(d.data(), m, j1, N),
+                                        MatrixView<float>(hd.data() + j0, m, j1 - j0, N));
+                }
                 for (std::size_t i = 0; i < nr; ++i) {
                     const std::size_t r = r0 + i;
                     const auto values = w.row(r).subspan(std::size_t(c0), N);
