@@ -363,7 +363,9 @@ struct Kernels {
 
     /// Rows [r, r + valid) (valid <= 16) into `buf`, cut as activation `a` is cut.
     static RowPanel pack_panel(const View& v, int r, int valid, const QuantizedActivation& a, PanelBuffer& buf) noexcept {
-        std::memset(buf.codes, 0, buf.code_bytes);
+        // a valid row writes every byte of its lane (a short sub-block's positions padded with
+        // zero codes below); only the lanes of missing rows need clearing
+        if (valid < panel_rows) std::memset(buf.codes, 0, buf.code_bytes);
         const int groups = traits::groups(v);
         const int length = traits::group_length(v);
         alignas(64) std::uint8_t codes[act_sub_block + 64];
@@ -598,15 +600,21 @@ struct Kernels {
         }
     }
 
+    /// The activations' terms for the panel kernel of this format (PanelTerms), made once per
+    /// product by its caller; empty where there is no panel kernel.
+    static PanelTerms panel_terms(const View& v, const QuantizedActivation* xs, int n) {
+        if constexpr (has_panel_kernel) return PanelTerms(xs, n, zero_code, traits::zero(v) == ZeroPoint::symmetric);
+        else return PanelTerms{};
+    }
+
     /// y[t * ldy + r] = row r . x_t for n activations quantized in LaneOrder::natural, rows
-    /// [r0, r1) in panels of 16 from r0: each panel decoded once, then every activation run over it.
-    static void gemm_tiled_rows(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y,
-                                std::size_t ldy) noexcept {
+    /// [r0, r1) in panels of 16 from r0: each panel decoded once, then every activation run over
+    /// it. `terms`: panel_terms(v, xs, n).
+    static void gemm_tiled_rows(const View& v, const QuantizedActivation* xs, int n, int r0, int r1, float* y, std::size_t ldy,
+                                const PanelTerms& terms) noexcept {
         if (n == 0 || r0 >= r1) return;
         PanelBuffer buf(v, xs[0]);
         with_zero(v, [&](auto zero) {
-            PanelTerms terms;
-            if constexpr (has_panel_kernel) terms = PanelTerms(xs, n, zero_code, zero() == ZeroPoint::symmetric);
             for (int r = r0; r < r1; r += panel_rows) {
                 const RowPanel p = pack_panel(v, r, std::min(panel_rows, r1 - r), xs[0], buf);
                 if constexpr (has_panel_kernel) prims::template panel_gemm<zero()>(codec{}, p, xs, n, terms, y + r, ldy);

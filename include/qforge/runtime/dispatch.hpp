@@ -87,7 +87,9 @@ struct RowFunctions {
     void (*gemv_rows)(const View&, const QuantizedActivation&, int, int, float*) noexcept = nullptr;
     void (*gemm_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
     /// The tiled GEMM over row panels (backends/panel.hpp); activations in LaneOrder::natural.
-    void (*gemm_tiled_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t) noexcept = nullptr;
+    void (*gemm_tiled_rows)(const View&, const QuantizedActivation*, int, int, int, float*, std::size_t, const PanelTerms&) noexcept = nullptr;
+    /// The activations' terms gemm_tiled_rows reads, made once per product.
+    PanelTerms (*panel_terms)(const View&, const QuantizedActivation*, int) = nullptr;
     /// Whether gemm_tiled_rows runs a vector panel kernel (else plain loops, kept for tests).
     bool panel_kernel = false;
     /// Row panels kept with the weights (PanelSet) and the GEMV over them.
@@ -105,6 +107,7 @@ constexpr RowFunctions<F> row_functions_of() noexcept {
             &Kernels<B, F>::gemv_rows,
             &Kernels<B, F>::gemm_rows,
             &Kernels<B, F>::gemm_tiled_rows,
+            &Kernels<B, F>::panel_terms,
             Kernels<B, F>::has_panel_kernel,
             &Kernels<B, F>::panel_set_for,
             &Kernels<B, F>::build_panels,
@@ -293,9 +296,10 @@ void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<flo
     }, grain_for(std::size_t(w.cols) * 4));
     if (panels) {
         const std::size_t count = (std::size_t(w.rows) + panel_rows - 1) / panel_rows;
+        const PanelTerms terms = fns.panel_terms(view, xs.data(), int(xs.size()));
         parallel_for(count, threads, [&](std::size_t p0, std::size_t p1) {
             fns.gemm_tiled_rows(view, xs.data(), int(xs.size()), int(p0) * panel_rows,
-                                std::min(int(p1) * panel_rows, w.rows), y.data, y.row_stride);
+                                std::min(int(p1) * panel_rows, w.rows), y.data, y.row_stride, terms);
         }, grain_for(std::size_t(w.cols) * xs.size() * panel_rows));
         return;
     }
