@@ -153,6 +153,29 @@ BOOST_AUTO_TEST_CASE(decode_matches_a_straightforward_implementation) {
     }
 }
 
+// Activations beyond float's range (hidden states of ~1e20: squares overflow) are an error naming
+// the norm, the layer and the row, not a silently zeroed state with uniform logits.
+BOOST_AUTO_TEST_CASE(activations_out_of_float_range_are_an_error) {
+    const auto c = qtest::tiny_config(2);
+    auto w = qtest::random_llama(c, 9);
+    for (std::size_t i = 0; i < std::size_t(c.dim); ++i) w.token_embedding[std::size_t(3 * c.dim) + i] = 1e20f;
+    for (const std::size_t n : {std::size_t(1), std::size_t(16)}) {
+        llama::Session s(w, Backend::cpu(best_isa(), 2));
+        std::vector<int> toks(n, 1);
+        toks[n - 1] = 3;
+        try {
+            s.forward_batch(toks, 0);
+            BOOST_ERROR("no error for activations of 1e20");
+        } catch (const InvalidData& e) {
+            const std::string m = e.what();
+            BOOST_TEST(m.find("the attention norm of layer 0, row " + std::to_string(n - 1)) != std::string::npos, m);
+        }
+    }
+    llama::Session ok(w, Backend::cpu(best_isa(), 2));
+    const std::vector<int> fine{1, 2};
+    BOOST_CHECK_NO_THROW(ok.forward_batch(fine, 0));
+}
+
 BOOST_AUTO_TEST_CASE(batched_prompt_matches_one_token_decode) {
     const Tiny tiny(11);
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(tiny.write("qf_forward_batch.bin")));

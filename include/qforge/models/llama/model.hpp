@@ -130,13 +130,20 @@ struct BlockScratch {
     }
 };
 
-inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, const std::vector<float>& weight,
-                         float eps) noexcept {
+/// Throws InvalidData naming `where` and the row when a row's sum of squares is not finite (the
+/// residual stream left float's range: the output would be silently all zeros, the logits uniform).
+inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, const std::vector<float>& weight, float eps,
+                         const char* where = "the final norm", int layer = -1) {
     for (int t = 0; t < n; ++t) {
         const float* xr = x + std::size_t(t) * width;
         float* o = out + std::size_t(t) * width;
         float ss = 0.0f;
         for (std::size_t i = 0; i < width; ++i) ss += xr[i] * xr[i];
+        if (!std::isfinite(ss))
+            throw InvalidData(std::string(where) + (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()) + ", row " +
+                              std::to_string(t) + " of the batch: the residual stream's sum of squares is " +
+                              (std::isnan(ss) ? "NaN" : "beyond float's range") +
+                              " (activations out of range: check the weights' magnitudes)");
         const float scale = 1.0f / std::sqrt(ss / float(width) + eps);
         for (std::size_t i = 0; i < width; ++i) o[i] = weight[i] * (scale * xr[i]);
     }
@@ -251,7 +258,7 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
     const auto runs = [&](Site stage) { return resume_after < int(stage); };  // the stage that ends at this site
 
     if (runs(Site::attention_input)) {
-        rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps);
+        rmsnorm_rows(s.xb.data(), x, n, D, L.attention_norm, c.norm_eps, "the attention norm", layer);
         if (see(Site::attention_input, s.xb, D)) return;
     }
     if (runs(Site::attention_output)) {
@@ -270,7 +277,7 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
     if (runs(Site::mlp_input)) {
         L.wo.forward(mat(s.xb, D), mat(s.xb2, D), backend);
         for (std::size_t i = 0; i < N * D; ++i) x[i] += s.xb2[i];
-        rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps);
+        rmsnorm_rows(s.xb.data(), x, n, D, L.ffn_norm, c.norm_eps, "the MLP norm", layer);
         if (see(Site::mlp_input, s.xb, D)) return;
     }
     if (runs(Site::mlp_hidden)) {
