@@ -273,6 +273,50 @@ BOOST_AUTO_TEST_CASE(fp32_vector_kernels_match_the_scalar_oracle) {
     if (best_isa() != Isa::scalar) BOOST_TEST(simd.isa != scalar.isa);  // the vector kernels really ran
 }
 
+// Attention's softmax and the MLP's SwiGLU: the oracle against the formulas in double, the vector
+// kernels (xsimd's exp, a reassociated sum) against the oracle within a few ulp; every length
+// around the vector width, so the padded tail runs.
+BOOST_AUTO_TEST_CASE(softmax_and_swiglu_kernels_match_the_formulas) {
+    std::mt19937 rng(2);
+    std::normal_distribution<float> n(0.0f, 4.0f);
+    const auto simd = fp32_functions(best_isa()), scalar = fp32_functions(Isa::scalar);
+    for (int len = 1; len <= 70; ++len) {
+        std::vector<float> x(static_cast<std::size_t>(len)), up(x.size());
+        for (auto& v : x) v = n(rng);
+        for (auto& v : up) v = n(rng);
+        const float scale = 0.125f;
+        double top = -INFINITY, total = 0.0;
+        for (const float v : x) top = std::max(top, double(v) * scale);
+        for (const float v : x) total += std::exp(double(v) * scale - top);
+        auto a = x, b = x;
+        scalar.softmax(a.data(), len, scale);
+        simd.softmax(b.data(), len, scale);
+        double sum_b = 0.0;
+        for (int i = 0; i < len; ++i) {
+            const double want = std::exp(double(x[std::size_t(i)]) * scale - top) / total;
+            BOOST_TEST(std::fabs(a[std::size_t(i)] - want) <= 1e-6 * want + 1e-30, "softmax len " << len << " i " << i);
+            BOOST_TEST(std::fabs(b[std::size_t(i)] - a[std::size_t(i)]) <= 1e-6f * a[std::size_t(i)] + 1e-30f,
+                       "vector softmax len " << len << " i " << i);
+            sum_b += b[std::size_t(i)];
+        }
+        BOOST_TEST(std::fabs(sum_b - 1.0) < 1e-5);
+        a = x;
+        b = x;
+        scalar.swiglu(a.data(), up.data(), x.size());
+        simd.swiglu(b.data(), up.data(), x.size());
+        for (int i = 0; i < len; ++i) {
+            const double g = x[std::size_t(i)], want = g / (1.0 + std::exp(-g)) * up[std::size_t(i)];
+            BOOST_TEST(std::fabs(a[std::size_t(i)] - want) <= 1e-6 * std::fabs(want) + 1e-30, "swiglu len " << len << " i " << i);
+            BOOST_TEST(std::fabs(b[std::size_t(i)] - a[std::size_t(i)]) <= 1e-6f * std::fabs(a[std::size_t(i)]) + 1e-30f,
+                       "vector swiglu len " << len << " i " << i);
+        }
+    }
+    std::vector<float> masked = {1.0f, -INFINITY, 3.0f};  // a -inf score gets weight 0
+    simd.softmax(masked.data(), 3, 1.0f);
+    BOOST_TEST(masked[1] == 0.0f);
+    BOOST_TEST(std::fabs(masked[2] - 1.0f / (1.0f + std::exp(-2.0f))) < 1e-6f);
+}
+
 // Prompts of 16 tokens or more run attention as matrix products (llama::attend_gemm), in
 // chunks of 128 queries; one-token decoding runs the per-token loop. On the scalar backend both
 // are the same sums in the same order: bit for bit; vectorised within rounding.

@@ -313,6 +313,17 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
     BOOST_CHECK_EXCEPTION(gemv<Dense<4>>(p, x, y, Isa::scalar), InvalidData, [](const InvalidData& e) {
         return std::string(e.what()).find("index 17") != std::string::npos;
     });
+    x[17] = 1.0f;
+    // a batch: the first bad row and its column, on the row kernels and the panels, NaN or Inf
+    std::vector<float> xs(20 * 64, 0.5f), ys(20 * 4);
+    xs[7 * 64 + 40] = std::numeric_limits<float>::infinity();
+    xs[12 * 64 + 3] = std::numeric_limits<float>::quiet_NaN();
+    for (const Isa isa : {Isa::scalar, best_isa()})
+        for (const GemmPath path : {GemmPath::rows, GemmPath::panels})
+            BOOST_CHECK_EXCEPTION(gemm<Dense<4>>(p, MatrixView<const float>(xs.data(), 20, 64), MatrixView<float>(ys.data(), 20, 4), isa, 2, path),
+                                  InvalidData, [](const InvalidData& e) {
+                                      return std::string(e.what()).find("row 7, column 40") != std::string::npos;
+                                  });
     BOOST_CHECK_THROW(parse_isa("sse9"), InvalidArgument);
 }
 

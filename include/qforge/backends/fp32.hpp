@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// FP32 kernels the model needs besides packed GEMV/GEMM: Y = X W^T on plain FP32 weights (the
-/// reference model, calibration Hessians) and the dot/axpy of attention. `Fp32Kernels<Scalar>`
+/// reference model, calibration Hessians), the dot/axpy/softmax of attention and the MLP's SwiGLU. `Fp32Kernels<Scalar>`
 /// is the oracle; `Fp32Kernels<Simd<Arch>>` uses the arch's xsimd batch and is compiled into
 /// qforge::dispatch with that arch's flags. Vector sums are reassociated, so they differ from
 /// the oracle by rounding only (tests bound it relative to sum |w x|).
@@ -47,6 +47,21 @@ struct Fp32Kernels<Scalar> {
     }
     static void axpy(float alpha, const float* x, float* y, int n) noexcept {
         for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+    }
+    /// The softmax of row[0, n) in place, of the entries scaled by `scale` (attention's 1/sqrt(d)):
+    /// row[p] = exp(scale row[p] - m) / sum with m the largest scaled entry and the sum taken in
+    /// ascending p. n >= 1. The one softmax of the decoder (prompt products and decode loop), so
+    /// both round alike.
+    static void softmax(float* row, int n, float scale) noexcept {
+        float max_score = -INFINITY;
+        for (int p = 0; p < n; ++p) max_score = std::max(max_score, row[p] *= scale);
+        float sum = 0.0f;
+        for (int p = 0; p < n; ++p) sum += (row[p] = std::exp(row[p] - max_score));
+        for (int p = 0; p < n; ++p) row[p] /= sum;
+    }
+    /// SwiGLU of the MLP in place: gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
+    static void swiglu(float* gate, const float* up, std::size_t n) noexcept {
+        for (std::size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
     }
     /// One weight onto the grid (AffineGrid's formula): its level, as a float.
     static float grid_level(float w, const AffineGrid& g) noexcept {
@@ -117,6 +132,67 @@ struct Fp32Kernels<Simd<Arch>> {
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
         for (; i < n; ++i) y[i] += alpha * x[i];
+    }
+
+    /// softmax and swiglu below read a partial last vector through a copy padded with `fill`.
+    static batch load_tail(const float* p, int count, float fill) noexcept {
+        alignas(64) float buf[lanes];
+        for (int j = 0; j < lanes; ++j) buf[j] = j < count ? p[j] : fill;
+        return batch::load_aligned(buf);
+    }
+    static void store_tail(const batch& v, float* p, int count) noexcept {
+        alignas(64) float buf[lanes];
+        v.store_aligned(buf);
+        for (int j = 0; j < count; ++j) p[j] = buf[j];
+    }
+    /// Fp32Kernels<Scalar>::softmax with xsimd's vector exp (within a few ulp of std::exp) and the
+    /// sum reassociated: differs from the oracle by rounding only (test_forward bounds it).
+    static void softmax(float* row, int n, float scale) noexcept {
+        const batch s(scale);
+        batch m(-INFINITY);
+        int i = 0;
+        for (; i + lanes <= n; i += lanes) {
+            const batch v = batch::load_unaligned(row + i) * s;
+            v.store_unaligned(row + i);
+            m = xsimd::max(m, v);
+        }
+        const int tail = n - i;
+        if (tail > 0) {
+            const batch v = load_tail(row + i, tail, -INFINITY) * s;
+            store_tail(v, row + i, tail);
+            m = xsimd::max(m, v);
+        }
+        alignas(64) float mv[lanes];
+        m.store_aligned(mv);
+        float top = mv[0];
+        for (int j = 1; j < lanes; ++j) top = std::max(top, mv[j]);
+        const batch mx(top);
+        batch acc(0.0f);
+        for (i = 0; i + lanes <= n; i += lanes) {
+            const batch e = xsimd::exp(batch::load_unaligned(row + i) - mx);
+            e.store_unaligned(row + i);
+            acc += e;
+        }
+        if (tail > 0) {  // the padding's exp(-inf) is 0
+            const batch e = xsimd::exp(load_tail(row + i, tail, -INFINITY) - mx);
+            store_tail(e, row + i, tail);
+            acc += e;
+        }
+        const batch sum(xsimd::hadd(acc));
+        for (i = 0; i + lanes <= n; i += lanes) (batch::load_unaligned(row + i) / sum).store_unaligned(row + i);
+        if (tail > 0) store_tail(load_tail(row + i, tail, 0.0f) / sum, row + i, tail);
+    }
+    static void swiglu(float* gate, const float* up, std::size_t n) noexcept {
+        const batch one(1.0f);
+        std::size_t i = 0;
+        for (; i + lanes <= n; i += lanes) {
+            const batch g = batch::load_unaligned(gate + i);
+            (g / (one + xsimd::exp(-g)) * batch::load_unaligned(up + i)).store_unaligned(gate + i);
+        }
+        if (const int tail = int(n - i); tail > 0) {
+            const batch g = load_tail(gate + i, tail, 0.0f);
+            store_tail(g / (one + xsimd::exp(-g)) * load_tail(up + i, tail, 0.0f), gate + i, tail);
+        }
     }
 
     /// a * b + c rounded once. xsimd 8's fma on avx512f is a multiply then an add (two

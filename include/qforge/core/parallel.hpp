@@ -232,14 +232,18 @@ private:
 
     using Clock = std::chrono::steady_clock;
 
-    /// After each loop: a caller that waited for the others longer than it worked itself (and
-    /// more than 50 us) met a worker descheduled mid-chunk, so the next loops run inline for a
+    /// After each loop: a caller that waited for the others longer than it worked itself and
+    /// longer than `stall` met a worker descheduled mid-chunk, so the next loops run inline for a
     /// while, doubling from 1 ms up to 100 ms while it keeps happening; a loop that goes well
-    /// resets it. On a quiet machine the wait is at most one chunk and this never triggers; on a
-    /// busy one, N threads then cost about what one does instead of a time slice per loop.
+    /// resets it. On a busy machine N threads then cost about what one does instead of a time
+    /// slice per loop. `stall` is above a sleeping worker's wake-up (tens to a few hundred us on
+    /// a VM): at 50 us a wake-up alone set it off, the loops then ran inline, the worker slept
+    /// again and the next loop's wake-up set it off again — SmolLM2 prompts on 2 threads ran
+    /// at 750 tokens/s in that state and 1080 out of it, flipping between the two from run to run.
+    static constexpr auto stall = std::chrono::microseconds(400);
     void learn(Clock::duration own, Clock::duration waited) {
         using std::chrono::microseconds;
-        if (waited > std::max<Clock::duration>(own, microseconds(50))) {
+        if (waited > std::max<Clock::duration>(own, stall)) {
             const auto next = std::min<Clock::duration>(backoff_ * 2, std::chrono::milliseconds(100));
             backoff_ = next;
             inline_until_.store((Clock::now() + next).time_since_epoch().count(), std::memory_order_relaxed);

@@ -8,6 +8,7 @@
 /// both compiled in and supported by the running CPU. `QFORGE_ISA=scalar|avx2|avx512_vnni` caps
 /// the choice (to test a narrower path on a wider CPU, or to rule a path out).
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -144,12 +145,14 @@ struct Fp32Functions {
                       std::size_t) noexcept = nullptr;
     void (*grid_round)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept = nullptr;
     QuantizeSubFn quantize_sub = nullptr;
+    void (*softmax)(float*, int, float) noexcept = nullptr;
+    void (*swiglu)(float*, const float*, std::size_t) noexcept = nullptr;
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
     return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
-            &Fp32Kernels<B>::quantize_sub};
+            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
@@ -205,10 +208,21 @@ inline void gemm_fp32(MatrixView<const float> w, MatrixView<const float> x, Matr
 }
 
 namespace detail {
+/// The index of x's first non-finite entry, or x.size(). The scan ORs the exponent bits'
+/// all-ones test over the span without a branch (vectorised by the compiler: it runs on every
+/// packed product's activations).
+inline std::size_t first_nonfinite(std::span<const float> x) noexcept {
+    std::uint32_t bad = 0;
+    for (const float v : x) bad |= std::uint32_t((std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
+    if (!bad) return x.size();
+    std::size_t i = 0;
+    while (std::isfinite(x[i])) ++i;
+    return i;
+}
+/// Throws InvalidData naming `what` and the first non-finite entry's index.
 inline void require_finite(std::span<const float> x, const char* what) {
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isfinite(x[i]))
-            throw InvalidData(std::string(what) + " has a non-finite value at index " + std::to_string(i));
+    if (const std::size_t i = first_nonfinite(x); i < x.size())
+        throw InvalidData(std::string(what) + " has a non-finite value at index " + std::to_string(i));
 }
 }  // namespace detail
 
@@ -289,10 +303,13 @@ void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<flo
                         (path == GemmPath::automatic && fns.panel_kernel && x.rows >= gemm_panel_min_tokens);
     const LaneOrder order = panels ? LaneOrder::natural : FormatTraits<F>::order;
     std::vector<QuantizedActivation> xs(x.rows);
-    for (std::size_t t = 0; t < x.rows; ++t) detail::require_finite(x.row(t), "gemm input matrix");
     const QuantizeSubFn sub = fp32_functions(isa).quantize_sub;
-    parallel_for(x.rows, threads, [&](std::size_t t0, std::size_t t1) {
-        for (std::size_t t = t0; t < t1; ++t) xs[t] = quantize_activation(x.row(t), FormatTraits<F>::group_length(view), order, sub);
+    parallel_for(x.rows, threads, [&](std::size_t t0, std::size_t t1) {  // an error names the first bad row
+        for (std::size_t t = t0; t < t1; ++t) {
+            if (const std::size_t i = detail::first_nonfinite(x.row(t)); i < x.cols)
+                throw InvalidData("gemm input matrix has a non-finite value at row " + std::to_string(t) + ", column " + std::to_string(i));
+            xs[t] = quantize_activation(x.row(t), FormatTraits<F>::group_length(view), order, sub);
+        }
     }, grain_for(std::size_t(w.cols) * 4));
     if (panels) {
         const std::size_t count = (std::size_t(w.rows) + panel_rows - 1) / panel_rows;

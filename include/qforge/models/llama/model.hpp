@@ -165,6 +165,7 @@ inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const
     const std::size_t heads = std::size_t(c.n_heads), group = heads / std::size_t(c.n_kv_heads), L = std::size_t(pos0 + n);
     constexpr std::size_t chunk = 128;
     const float inv_sqrt = 1.0f / std::sqrt(float(hs));
+    const Fp32Functions& fns = backend.host_fp32();
     s.vt.resize(std::size_t(c.n_kv_heads) * hs * L);  // V_h^T: hs x L per KV head
     for (std::size_t kh = 0; kh < std::size_t(c.n_kv_heads); ++kh)
         for (std::size_t p = 0; p < L; ++p)
@@ -180,14 +181,10 @@ inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const
             for (std::size_t j = j0; j < j1; ++j) {
                 float* row = s.scores.data() + j * keys;
                 const std::size_t visible = std::size_t(pos0) + t0 + j % rows + 1;
-                float max_score = -INFINITY;
-                for (std::size_t p = 0; p < visible; ++p) max_score = std::max(max_score, row[p] *= inv_sqrt);
-                float sum = 0.0f;
-                for (std::size_t p = 0; p < visible; ++p) sum += (row[p] = std::exp(row[p] - max_score));
-                for (std::size_t p = 0; p < visible; ++p) row[p] /= sum;
+                fns.softmax(row, int(visible), inv_sqrt);
                 std::fill(row + visible, row + keys, 0.0f);
             }
-        }, grain_for(keys * 24));
+        }, grain_for(keys * 8));
         for (std::size_t h = 0; h < heads; ++h)
             backend.gemm_fp32(MatrixView<const float>(s.vt.data() + (h / group) * hs * L, hs, keys, L),
                               MatrixView<const float>(s.scores.data() + h * rows * keys, rows, keys),
@@ -218,16 +215,11 @@ inline void attend(const Config& c, BlockScratch& s, const float* kc, const floa
             const int pos = pos0 + t;
             const float* qh = s.q.data() + std::size_t(t) * D + std::size_t(h * hs);
             const std::size_t kv_off = std::size_t((h / group) * hs);
-            float max_score = -INFINITY;
-            for (int p = 0; p <= pos; ++p) {
-                att[std::size_t(p)] = fns.dot(qh, kc + std::size_t(p) * KV + kv_off, hs) * inv_sqrt;
-                max_score = std::max(max_score, att[std::size_t(p)]);
-            }
-            float sum = 0.0f;
-            for (int p = 0; p <= pos; ++p) sum += (att[std::size_t(p)] = std::exp(att[std::size_t(p)] - max_score));
+            for (int p = 0; p <= pos; ++p) att[std::size_t(p)] = fns.dot(qh, kc + std::size_t(p) * KV + kv_off, hs);
+            fns.softmax(att.data(), pos + 1, inv_sqrt);
             float* out = s.xb.data() + std::size_t(t) * D + std::size_t(h * hs);
             std::fill(out, out + hs, 0.0f);
-            for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)] / sum, vc + std::size_t(p) * KV + kv_off, out, hs);
+            for (int p = 0; p <= pos; ++p) fns.axpy(att[std::size_t(p)], vc + std::size_t(p) * KV + kv_off, out, hs);
         }
     }, grain_for(head_ops));
 }
@@ -285,9 +277,10 @@ inline void run_block(const Config& c, const Layer& L, int layer, float* x, int 
         const MatrixView<float> gate_up_out[] = {mat(s.hb, H), mat(s.hb2, H)};
         Linear::forward_together(gate_up, mat(s.xb, D), gate_up_out, backend);
         if (see(Site::mlp_gate, s.hb, H)) return;
-        parallel_for(N, backend.threads(), [&](std::size_t t0, std::size_t t1) {  // SwiGLU: an exp per element
-            for (std::size_t i = t0 * H; i < t1 * H; ++i) s.hb[i] = s.hb[i] / (1.0f + std::exp(-s.hb[i])) * s.hb2[i];
-        }, grain_for(H * 16));
+        const auto swiglu = backend.host_fp32().swiglu;
+        parallel_for(N, backend.threads(), [&](std::size_t t0, std::size_t t1) {
+            swiglu(s.hb.data() + t0 * H, s.hb2.data() + t0 * H, (t1 - t0) * H);
+        }, grain_for(H * 4));
         if (see(Site::mlp_hidden, s.hb, H)) return;
     }
     L.w2.forward(mat(s.hb, H), mat(s.xb, D), backend);
