@@ -361,50 +361,72 @@ struct Kernels {
         }
     };
 
-    /// Rows [r, r + valid) (valid <= 16) into `buf`, cut as activation `a` is cut.
-    static RowPanel pack_panel(const View& v, int r, int valid, const QuantizedActivation& a, PanelBuffer& buf) noexcept {
-        // a valid row writes every byte of its lane (a short sub-block's positions padded with
-        // zero codes below); only the lanes of missing rows need clearing
-        if (valid < panel_rows) std::memset(buf.codes, 0, buf.code_bytes);
-        const int groups = traits::groups(v);
-        const int length = traits::group_length(v);
+    /// Stored row r into lane `lane` of a panel (panel.hpp) cut as activation `cut` is: each
+    /// sub-block's codes decoded, padded with zero codes to whole chunks, and scattered 4 codes
+    /// to a lane step; `nibbles` packs two codes per byte (kept panels), else one per byte. Every
+    /// byte of the lane is written. The one writer of a panel row, for per-product panels
+    /// (pack_panel) and kept ones (build_panels) alike.
+    static void write_panel_lane(const View& v, int r, int lane, const QuantizedActivation& cut, bool nibbles, std::uint8_t* panel) noexcept {
+        const int groups = traits::groups(v), length = traits::group_length(v);
+        const std::size_t chunk_bytes = panel_chunk_bytes_of(nibbles);
         alignas(64) std::uint8_t codes[act_sub_block + 64];
-        alignas(64) float row_values[64];
-        for (int i = 0; i < panel_rows; ++i) {
-            std::uint8_t* chunk = buf.codes;
-            for (int g = 0; g < groups; ++g) {
-                const std::uint8_t* bytes = traits::group_bytes(v, r + std::min(i, valid - 1), g);
-                const int glen = std::min(length, traits::cols(v) - g * length);
-                for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
-                    const int len = std::min(act_sub_block, glen - k * act_sub_block);
-                    const int chunks = panel_chunks(a, g, k);
-                    if (i < valid) {
-                        const std::uint8_t* src = bytes + std::size_t(k) * traits::sub_block_bytes;
-                        // vector backends decode codebook nibbles inside their dots only
-                        if constexpr (requires { prims::decode(codec{}, src, len, codes); }) prims::decode(codec{}, src, len, codes);
-                        else Primitives<Scalar>::decode(codec{}, src, len, codes);
-                        std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
-                        for (int c = 0; c < chunks; ++c)
-                            for (int j = 0; j < 8; ++j)
-                                std::memcpy(chunk + std::size_t(c) * panel_chunk_bytes + std::size_t(j) * 64 + std::size_t(i) * 4,
-                                            codes + c * panel_chunk + 4 * j, 4);
+        std::uint8_t* chunk = panel;
+        for (int g = 0; g < groups; ++g) {
+            const std::uint8_t* bytes = traits::group_bytes(v, r, g);
+            const int glen = std::min(length, traits::cols(v) - g * length);
+            for (int k = 0; k < cut.sub_blocks_in_group(g); ++k) {
+                const int len = std::min(act_sub_block, glen - k * act_sub_block);
+                const int chunks = panel_chunks(cut, g, k);
+                const std::uint8_t* src = bytes + std::size_t(k) * traits::sub_block_bytes;
+                // vector backends decode codebook nibbles inside their dots only
+                if constexpr (requires { prims::decode(codec{}, src, len, codes); }) prims::decode(codec{}, src, len, codes);
+                else Primitives<Scalar>::decode(codec{}, src, len, codes);
+                std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
+                for (int c = 0; c < chunks; ++c) {
+                    std::uint8_t* out = chunk + std::size_t(c) * chunk_bytes + std::size_t(lane) * 4;
+                    const std::uint8_t* in = codes + c * panel_chunk;
+                    if (nibbles) {
+                        for (int j = 0; j < 4; ++j)
+                            for (int b = 0; b < 4; ++b) out[64 * j + b] = std::uint8_t(in[8 * j + b] | (in[8 * j + 4 + b] << 4));
+                    } else {
+                        for (int j = 0; j < 8; ++j) std::memcpy(out + 64 * j, in + 4 * j, 4);
                     }
-                    chunk += std::size_t(chunks) * panel_chunk_bytes;
                 }
-            }
-            for (int g0 = 0; g0 < groups; g0 += 64) {
-                const int count = std::min(64, groups - g0);
-                if (i < valid) traits::template scales<prims>(v, r + i, g0, count, row_values);
-                for (int g = 0; g < count; ++g) buf.scale[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? row_values[g] : 0.0f;
-                if (traits::zero(v) == ZeroPoint::float_min) {
-                    if (i < valid) traits::template mins<prims>(v, r + i, g0, count, row_values);
-                    for (int g = 0; g < count; ++g) buf.min[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? row_values[g] : 0.0f;
-                }
-                if (traits::zero(v) == ZeroPoint::integer)
-                    for (int g = 0; g < count; ++g)
-                        buf.zero[std::size_t(g0 + g) * panel_rows + std::size_t(i)] = i < valid ? std::int32_t(traits::zeros(v, r + i, g0)[g]) : 0;
+                chunk += std::size_t(chunks) * chunk_bytes;
             }
         }
+    }
+    /// Stored row r's per-group terms, put(g, scale, min, zero) for every group g: min is 0
+    /// unless the grid has a float minimum, zero 0 unless it has integer zero points.
+    template <class Put>
+    static void for_row_terms(const View& v, int r, Put&& put) noexcept {
+        const int groups = traits::groups(v);
+        alignas(64) float scales[64], mins[64] = {};
+        for (int g0 = 0; g0 < groups; g0 += 64) {
+            const int count = std::min(64, groups - g0);
+            traits::template scales<prims>(v, r, g0, count, scales);
+            if (traits::zero(v) == ZeroPoint::float_min) traits::template mins<prims>(v, r, g0, count, mins);
+            for (int g = 0; g < count; ++g)
+                put(g0 + g, scales[g], mins[g], traits::zero(v) == ZeroPoint::integer ? std::int32_t(traits::zeros(v, r, g0)[g]) : 0);
+        }
+    }
+
+    /// Rows [r, r + valid) (valid <= 16) into `buf`, cut as activation `a` is cut.
+    static RowPanel pack_panel(const View& v, int r, int valid, const QuantizedActivation& a, PanelBuffer& buf) noexcept {
+        // a valid row writes every byte of its lane; only the lanes of missing rows need clearing
+        if (valid < panel_rows) std::memset(buf.codes, 0, buf.code_bytes);
+        const std::size_t lanes = std::size_t(traits::groups(v)) * panel_rows;
+        for (int i = 0; i < valid; ++i) {
+            write_panel_lane(v, r + i, i, a, false, buf.codes);
+            for_row_terms(v, r + i, [&](int g, float scale, float min, std::int32_t zero) {
+                const std::size_t at = std::size_t(g) * panel_rows + std::size_t(i);
+                buf.scale[at] = scale;
+                buf.min[at] = min;
+                buf.zero[at] = zero;
+            });
+        }
+        for (int i = valid; i < panel_rows; ++i)  // missing rows: terms 0, as their codes
+            for (std::size_t at = std::size_t(i); at < lanes; at += panel_rows) buf.scale[at] = buf.min[at] = 0.0f, buf.zero[at] = 0;
         RowPanel p;
         p.codes = buf.codes;
         p.scale = buf.scale.get();
@@ -487,55 +509,18 @@ struct Kernels {
     /// Panels [p0, p1) of `s` (made by panel_set_for(v)) from the stored rows, float terms.
     static void build_panels(const View& v, int p0, int p1, PanelSet& s) noexcept {
         const QuantizedActivation cut = activation_cut(s.cols, s.group_length);
-        const std::size_t chunk_bytes = panel_chunk_bytes_of(s.nibbles);
-        alignas(64) std::uint8_t codes[act_sub_block + 64];
-        alignas(64) float values[64];
         for (int p = p0; p < p1; ++p) {
             std::uint8_t* panel = s.codes + std::size_t(p) * s.code_bytes;
-            std::memset(panel, 0, s.code_bytes);
-            for (int i = 0; i < panel_rows && p * panel_rows + i < s.rows; ++i) {
-                const int r = p * panel_rows + i;
-                std::uint8_t* chunk = panel;
-                for (int g = 0; g < s.groups; ++g) {
-                    const std::uint8_t* bytes = traits::group_bytes(v, r, g);
-                    const int glen = std::min(s.group_length, s.cols - g * s.group_length);
-                    for (int k = 0; k < cut.sub_blocks_in_group(g); ++k) {
-                        const int len = std::min(act_sub_block, glen - k * act_sub_block);
-                        const int chunks = panel_chunks(cut, g, k);
-                        Primitives<Scalar>::decode(codec{}, bytes + std::size_t(k) * traits::sub_block_bytes, len, codes);
-                        std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
-                        for (int c = 0; c < chunks; ++c) {
-                            std::uint8_t* out = chunk + std::size_t(c) * chunk_bytes + std::size_t(i) * 4;
-                            const std::uint8_t* in = codes + c * panel_chunk;
-                            if (s.nibbles) {
-                                for (int j = 0; j < 4; ++j)
-                                    for (int b = 0; b < 4; ++b)
-                                        out[64 * j + b] = std::uint8_t(in[8 * j + b] | (in[8 * j + 4 + b] << 4));
-                            } else {
-                                for (int j = 0; j < 8; ++j) std::memcpy(out + 64 * j, in + 4 * j, 4);
-                            }
-                        }
-                        chunk += std::size_t(chunks) * chunk_bytes;
-                    }
-                }
-                for (int g0 = 0; g0 < s.groups; g0 += 64) {
-                    const int count = std::min(64, s.groups - g0);
-                    const auto put = [&](std::vector<std::uint8_t>& t) {
-                        for (int g = 0; g < count; ++g)
-                            std::memcpy(t.data() + ((std::size_t(p) * std::size_t(s.groups) + std::size_t(g0 + g)) * panel_rows + std::size_t(i)) * 4,
-                                        values + g, 4);
-                    };
-                    traits::template scales<prims>(v, r, g0, count, values);
-                    put(s.scale);
-                    if (s.zero_kind == ZeroPoint::float_min) {
-                        traits::template mins<prims>(v, r, g0, count, values);
-                        put(s.min);
-                    }
-                    if (s.zero_kind == ZeroPoint::integer)
-                        for (int g = 0; g < count; ++g)
-                            s.zero[(std::size_t(p) * std::size_t(s.groups) + std::size_t(g0 + g)) * panel_rows + std::size_t(i)] =
-                                std::int32_t(traits::zeros(v, r, g0)[g]);
-                }
+            const int valid = std::min(panel_rows, s.rows - p * panel_rows);
+            if (valid < panel_rows) std::memset(panel, 0, s.code_bytes);  // the terms of missing rows stay 0 from panel_set_for
+            for (int i = 0; i < valid; ++i) {
+                write_panel_lane(v, p * panel_rows + i, i, cut, s.nibbles, panel);
+                for_row_terms(v, p * panel_rows + i, [&](int g, float scale, float min, std::int32_t zero) {
+                    const std::size_t at = (std::size_t(p) * std::size_t(s.groups) + std::size_t(g)) * panel_rows + std::size_t(i);
+                    std::memcpy(s.scale.data() + at * 4, &scale, 4);
+                    if (s.zero_kind == ZeroPoint::float_min) std::memcpy(s.min.data() + at * 4, &min, 4);
+                    if (s.zero_kind == ZeroPoint::integer) s.zero[at] = zero;
+                });
             }
         }
     }

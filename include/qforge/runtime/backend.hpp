@@ -192,15 +192,16 @@ public:
 template <class F>
 class CpuPanelPrepared final : public PreparedLinear, public CpuPanelLayer {
 public:
-    CpuPanelPrepared(const BackendInterface& b, const LinearWeights& w, const typename F::Packed& packed, Isa isa, int threads)
-        : b_(b), w_(w), packed_(packed), isa_(isa), threads_(threads), fns_(row_functions<F>(isa)) {}
+    /// `w` holds an F::Packed.
+    CpuPanelPrepared(const BackendInterface& b, const LinearWeights& w, Isa isa, int threads)
+        : b_(b), w_(w), isa_(isa), threads_(threads), fns_(row_functions<F>(isa)) {}
     void forward(MatrixView<const float> x, MatrixView<float> y) const override {
         if (x.rows != 1) return b_.linear(w_, x, y);
         if (y.rows != 1) throw InvalidArgument("linear: X has 1 row, Y " + std::to_string(y.rows));
         gemv_panels<F>(kept(), x.row(0), y.row(0), isa_, threads_);
     }
     const PanelSet& kept() const override {
-        std::call_once(built_, [&] { panels_ = build_panel_set<F>(packed_, isa_, threads_); });
+        std::call_once(built_, [&] { panels_ = build_panel_set<F>(std::get<typename F::Packed>(w_), isa_, threads_); });
         return *panels_;
     }
     void gemv_panel_range(const PanelSet& s, const QuantizedActivation& a, int p0, int p1, float* y) const noexcept override {
@@ -212,7 +213,6 @@ public:
 private:
     const BackendInterface& b_;
     const LinearWeights& w_;
-    const typename F::Packed& packed_;
     Isa isa_;
     int threads_;
     RowFunctions<F> fns_;
@@ -302,7 +302,7 @@ public:
                 if constexpr (!std::is_same_v<T, Fp32Matrix>) {
                     using F = format_of_packed<T>;
                     if (keep_panels_ && row_functions<F>(isa_).panel_gemv_kernel)
-                        return std::make_unique<detail::CpuPanelPrepared<F>>(*this, weights, w, isa_, threads_);
+                        return std::make_unique<detail::CpuPanelPrepared<F>>(*this, weights, isa_, threads_);
                 }
                 return BackendInterface::prepare(weights);
             },
