@@ -5,6 +5,7 @@
 namespace cli {
 void add_eval(CLI::App& app, int& status);
 void add_quantize(CLI::App& app, int& status);
+void add_convert(CLI::App& app, int& status);
 void add_ppl(CLI::App& app, int& status);
 void add_generate(CLI::App& app, int& status);
 void add_lens(CLI::App& app, int& status);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     int status = 0;
     cli::add_eval(app, status);
     cli::add_quantize(app, status);
+    cli::add_convert(app, status);
     cli::add_ppl(app, status);
     cli::add_generate(app, status);
     cli::add_lens(app, status);

@@ -46,7 +46,15 @@ Tokenizer gguf_tokenizer(const std::string& path) {
         t.bos = spm->bos(), t.eos = spm->eos();
         t.add_bos = flag("tokenizer.ggml.add_bos_token", true);
         t.add_eos = flag("tokenizer.ggml.add_eos_token", false);
-        t.decode = [spm](int, int token) { return spm->decode(token); };
+        // SentencePiece's space prefix is not part of the text: the first piece after BOS loses its
+        // leading space, as llama.cpp's detokenizer and llama2.c's decoder drop it
+        const bool strip = flag("tokenizer.ggml.add_space_prefix", true);
+        const int bos = spm->bos();
+        t.decode = [spm, strip, bos](int previous, int token) {
+            std::string piece = spm->decode(token);
+            if (strip && previous == bos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
+            return piece;
+        };
         const int eos = spm->eos();
         t.is_end = [eos](int token) { return token == eos; };
         return t;

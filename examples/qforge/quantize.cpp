@@ -1,5 +1,6 @@
-// `qforge quantize`: streams a model into a qforge container, quantizing the decoder's linear
-// layers with a scheme and any weight matching an --override pattern with its own action.
+// `qforge quantize`: streams a model into a qforge container or a GGUF file, quantizing the
+// decoder's linear layers with a scheme and any weight matching an --override pattern with its own
+// action. `qforge convert`: the same writers with no scheme (every weight kept, or --outtype).
 #include <fnmatch.h>
 
 #include <chrono>
@@ -11,6 +12,9 @@
 
 #include <qforge/io/output_path.hpp>
 #include <qforge/container/llama/container.hpp>
+#include <qforge/container/llama/gguf_export.hpp>
+#include <qforge/io/gguf_tokenizer.hpp>
+#include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/pipelines/llama/quantizing_source.hpp>
 #include <qforge/models/llama/size.hpp>
 
@@ -23,14 +27,37 @@ namespace {
 struct QuantizeOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string scheme, out;
+    std::string scheme, out, format = "qforge", outtype = "keep";
     std::vector<std::string> overrides;
     int threads = 0;
     bool json = false;
+    bool convert = false;  ///< `qforge convert`: no scheme needed
 };
 
+/// The model's tokenizer as GGUF metadata, from the file it was read from (by content, as
+/// Model::open recognises it): a GGUF file's tokenizer.* keys, or a llama2.c tokenizer.bin.
+qforge::io::GgufMetadata gguf_tokenizer_of(const Model& model) {
+    const std::string& path = model.tokenizer_path();
+    const auto& kind = model.tokenizer().kind;
+    if (kind == "bpe" || kind == "spm") return qforge::io::tokenizer_metadata(qforge::io::GgufFile::open(path));
+    if (kind == "llama2c")
+        return qforge::io::tokenizer_metadata(qforge::io::Llama2cTokenizer::load(path, model.source().config().vocab_size));
+    throw qforge::InvalidArgument(path + ": writing a " + kind + " tokenizer into GGUF is not supported yet (GGUF and llama2.c tokenizers are); "
+                                         "pass --tokenizer with a GGUF file of the same vocabulary");
+}
+
+/// general.name: the source GGUF's, else the model file's stem.
+std::string model_name(const Model& model) {
+    if (model.kind() == "gguf") {
+        const auto f = qforge::io::GgufFile::open(model.path());
+        if (f.has("general.name")) return f.get("general.name").as_string();
+    }
+    return std::filesystem::path(model.path()).stem().string();
+}
+
 int run(QuantizeOptions opt) {
-    if (opt.scheme.empty() && opt.overrides.empty()) throw CLI::RequiredError("--scheme (or --override)");
+    if (opt.scheme.empty() && opt.overrides.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --override)");
+    const bool gguf = opt.format == "gguf";
     // every action is checked before any work
     std::vector<std::pair<std::string, std::string>> overrides;
     for (const auto& rule : opt.overrides) {
@@ -38,7 +65,8 @@ int run(QuantizeOptions opt) {
         if (eq == std::string::npos || eq == 0 || eq + 1 == rule.size())
             throw CLI::ValidationError("--override", "needs PATTERN=ACTION, got '" + rule + "'");
         const std::string action = rule.substr(eq + 1);
-        if (action != "f32" && action != "keep") {
+        if (action == "f16" && !gguf) throw CLI::ValidationError("--override", "'" + rule + "': f16 is a GGUF type (--format gguf)");
+        if (action != "f32" && action != "keep" && action != "f16") {
             const auto s = qforge::parse_scheme(action);
             if (qforge::method_of(s).needs_calibration())
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
@@ -47,6 +75,12 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    // --outtype (convert): one action for every weight matrix, before the overrides
+    if (opt.outtype == "f16" && !gguf) throw CLI::ValidationError("--outtype", "f16 is a GGUF type (--format gguf)");
+    if (opt.outtype != "keep") {
+        const std::string action = opt.outtype == "f32" || opt.outtype == "f16" ? opt.outtype : qforge::to_string(qforge::parse_scheme("rtn:" + opt.outtype));
+        overrides.insert(overrides.begin(), {"*", action});
+    }
     qforge::io::check_output_path(opt.out);
 
     auto model = Model::open(opt.model);
@@ -99,35 +133,64 @@ int run(QuantizeOptions opt) {
     // a calibrated run shows its own bar (block and step); the writer's would draw over it
     if (!calibrated)
         o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
-    qforge::llama::write_container(calibrated ? static_cast<const qforge::llama::ModelSource&>(*calibrated) : model.source(), opt.out, o);
+    const auto& source = calibrated ? static_cast<const qforge::llama::ModelSource&>(*calibrated) : model.source();
+    double bpw = 0.0;
+    std::vector<std::string> fallbacks;
+    if (gguf) {
+        qforge::llama::GgufExportOptions g;
+        g.rules = o.rules;
+        g.backend = o.backend;
+        g.progress = o.progress;
+        g.metadata = gguf_tokenizer_of(model);
+        g.metadata.emplace_back("general.name", qforge::io::gguf_value::string(model_name(model)));
+        const auto report = qforge::llama::write_gguf(source, opt.out, g);
+        bpw = report.block_bits_per_weight();  // from the bytes written (an F16 fallback counts 16)
+        fallbacks = report.fallbacks;
+    } else {
+        qforge::llama::write_container(source, opt.out, o);
+    }
     bar.finish();
     if (calibrated_bar) calibrated_bar->finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (const auto& f : fallbacks) std::fprintf(stderr, "qforge: fallback: %s\n", f.c_str());
 
-    // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
-    qforge::llama::ContainerSource written(opt.out);
-    const auto w = qforge::llama::load_weights(written);
-    const double bpw = qforge::llama::block_bits_per_weight(w);
+    if (!gguf) {
+        // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
+        qforge::llama::ContainerSource written(opt.out);
+        bpw = qforge::llama::block_bits_per_weight(qforge::llama::load_weights(written));
+    }
     const auto file_bytes = std::filesystem::file_size(opt.out);
     if (opt.json) {
         JsonObject j;
-        j.add("model", model.path()).add("out", opt.out).add("file_bytes", std::int64_t(file_bytes)).add("block_bits_per_weight", bpw);
+        j.add("model", model.path()).add("out", opt.out).add("format", opt.format).add("file_bytes", std::int64_t(file_bytes));
+        j.add("block_bits_per_weight", bpw).add("fallbacks", std::int64_t(fallbacks.size()));
         j.add("seconds", seconds);
         print_json(j);
     } else {
-        std::printf("wrote %s: %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", opt.out.c_str(), double(file_bytes) / 1e6, bpw,
-                    seconds);
+        std::printf("wrote %s (%s): %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", opt.out.c_str(), opt.format.c_str(),
+                    double(file_bytes) / 1e6, bpw, seconds);
     }
     return 0;
 }
 
 }  // namespace
 
+namespace {
+void add_format_option(CLI::App& sub, QuantizeOptions& o) {
+    sub.add_option("--format", o.format,
+                   "qforge (the container: any scheme) or gguf (llama.cpp's file: F32/F16 and the GGUF grids q4_0, q4_1, q5_0, q5_1, "
+                   "q8_0, q2_k ... q6_k, iq4nl, with the tokenizer and hyper-parameters llama.cpp needs)")
+        ->check(CLI::IsMember({"qforge", "gguf"}));
+}
+}  // namespace
+
 void add_quantize(CLI::App& app, int& status) {
-    auto* sub = app.add_subcommand("quantize", "write a quantized model (qforge container) with per-weight overrides");
+    auto* sub = app.add_subcommand("quantize", "write a quantized model (qforge container or GGUF) with per-weight overrides");
     sub->footer(
         "Writes qforge's container (safetensors; codes, scales, zeros as tensors, each weight's scheme and the format\n"
-        "version in the metadata), which 'ppl', 'generate' and 'eval' read back whatever the file's name. The output path\n"
+        "version in the metadata), which 'ppl', 'generate' and 'eval' read back whatever the file's name, or with\n"
+        "--format gguf a GGUF file llama.cpp runs (schemes on a GGUF grid: rtn:q4_0, gptq:q4_k, gptq:q4_1,act,static ...;\n"
+        "rows that are not whole blocks take llama-quantize's fallback type, or F16, each fallback reported). The output path\n"
         "is checked before any work; the file is written under a temporary name and renamed when complete.\n"
         "Weights are named the llama.cpp way: token_embd.weight, blk.N.attn_q.weight (attn_k, attn_v, attn_output,\n"
         "ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear layers get --scheme; embeddings and the output\n"
@@ -147,7 +210,29 @@ void add_quantize(CLI::App& app, int& status) {
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
                     "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks; a pattern that names no "
                     "weight is an error");
-    sub->add_option("--out", o->out, "output file (a qforge container, safetensors)")->required()->check(writable_output());
+    sub->add_option("--out", o->out, "output file (a qforge container, safetensors; or GGUF with --format gguf)")->required()->check(writable_output());
+    add_format_option(*sub, *o);
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout");
+    sub->callback([o, &status] { status = run(*o); });
+}
+
+void add_convert(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("convert", "rewrite a model in another format (qforge container or GGUF), optionally as another type");
+    sub->footer(
+        "Reads any model qforge reads (llama2.c, GGUF, Hugging Face safetensors, qforge container) and writes it as\n"
+        "--format qforge or gguf. Weights are kept as stored unless --outtype (every weight matrix) or --override says\n"
+        "otherwise; norms stay F32. A weight no GGUF type holds (a dense qforge layout such as w4g128a) is an error\n"
+        "naming it, before anything is written.");
+    auto o = std::make_shared<QuantizeOptions>();
+    o->convert = true;
+    add_model_options(*sub, o->model);
+    sub->add_option("--outtype", o->outtype,
+                    "keep (default), f32, f16 (GGUF), or a grid quantized by RTN: q8_0, q6_k, q5_k, q4_k, q4_0, q4_1, q5_0, q3_k, q2_k, "
+                    "iq4nl (GGUF or qforge), w4g128a ... (qforge)");
+    sub->add_option("--override", o->overrides, "PATTERN=ACTION for weights matching the glob (as for quantize; later ones win)");
+    sub->add_option("--out", o->out, "output file")->required()->check(writable_output());
+    add_format_option(*sub, *o);
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");
     sub->callback([o, &status] { status = run(*o); });

@@ -61,6 +61,21 @@ grep -q "blk.2.attn_q.weight=f32" "$tmp/err.txt" || fail "override error: $(cat 
 if "$q" quantize --scheme rtn:w4g32a --override 'blk.0.atn_q.weight=f32' --out "$tmp/g3.safetensors" 2> "$tmp/err.txt"; then fail "typo override accepted"; fi
 grep -q "matches no weight" "$tmp/err.txt" || fail "typo override error: $(cat "$tmp/err.txt")"
 
+# GGUF export: stories260K onto Q4_0 (its 172-wide ffn_down rows fall back to F16, reported), read
+# back by qforge's own GGUF loader (llama.cpp reads it in the peer test peer.gguf_export)
+"$q" quantize --scheme rtn:q4_0 --format gguf --out "$tmp/s.gguf" --json > "$tmp/gguf.json" 2> "$tmp/gguf.err"
+grep -q "fallback: blk.4.ffn_down.weight: 172 columns are not whole Q4_0 blocks: written as F16" "$tmp/gguf.err" || fail "gguf fallback: $(cat "$tmp/gguf.err")"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['format']=='gguf' and d['fallbacks']==5 and 4.5 < d['block_bits_per_weight'] < 16, d" "$tmp/gguf.json"
+[ ! -e "$tmp/s.gguf.tmp" ] || fail "gguf temporary left"
+"$q" generate --model "$tmp/s.gguf" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "gguf generate"
+# back to the container: the same blocks, runnable
+"$q" convert --model "$tmp/s.gguf" --format qforge --out "$tmp/s_back.safetensors" --json > /dev/null
+"$q" generate --model "$tmp/s_back.safetensors" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "gguf -> container generate"
+# a dense qforge layout has no GGUF type: refused before any file exists
+if "$q" quantize --scheme rtn:w4g32a --format gguf --out "$tmp/d.gguf" 2> "$tmp/err"; then fail "dense layout written to gguf"; fi
+grep -q "blk.0.attn_q.weight: scheme 'rtn:w4g32a' packs into a layout no GGUF type holds" "$tmp/err" || fail "gguf dense error: $(cat "$tmp/err")"
+[ ! -e "$tmp/d.gguf" ] && [ ! -e "$tmp/d.gguf.tmp" ] || fail "refused gguf left a file"
+
 # AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
 printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"
 "$q" eval --max-tokens 600 --context 128 --scheme rtn:w3g32a --scheme awq:w3g32a --scheme twq:w3g32a --neurons "$tmp/n.json" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Peer test: every tensor qforge dequantizes from a GGUF file equals what llama.cpp's `gguf`
 # Python package dequantizes, bit for bit: all of SmolLM2's tensors, and a file of random
-# K-quant (Q4_K, Q5_K, Q6_K) blocks written here with the package's own writer.
+# blocks of every type llama-quantize emits (K-quants, Q5_0/Q5_1, i-quants, TQ1_0/TQ2_0) written
+# here with the package's own writer.
 # Usage: run_gguf_peer.sh SOURCE_DIR TEST_BINARY
 set -euo pipefail
 src=$1

@@ -5,6 +5,8 @@
 #include "qforge/core/concepts.hpp"
 #include "qforge/formats/dense.hpp"
 #include "qforge/formats/gguf.hpp"
+#include "qforge/formats/gguf_kq.hpp"
+#include "qforge/formats/ggml_types.hpp"
 #include "qforge/quantizers/rtn.hpp"
 
 using namespace qforge;
@@ -145,4 +147,65 @@ BOOST_AUTO_TEST_CASE(unsupported_layouts_are_clear_errors) {
     q.scales[0] = 0.1f;  // not an fp16 value: packing would silently change the weights
     BOOST_CHECK_THROW(Dense<4>::pack(q), InvalidData);
     BOOST_CHECK_THROW(Dense<4>::pack(random_quantized({4, 32, ZeroPoint::symmetric, ScaleType::f32}, 1, 64, 1)), InvalidArgument);
+}
+
+// K-quants and 5-bit blocks: what a quantizer puts on their grids packs into ggml's blocks and
+// back unchanged (codes, group scales and minimums, super-block d and dmin); off-grid matrices are
+// refused, naming where; and a block written by hand means what ggml's dequantization says.
+namespace {
+template <class F>
+void check_k_round_trip(int rows, int cols, unsigned seed) {
+    const auto w = qtest::random_weights(std::size_t(rows) * std::size_t(cols), seed);
+    const auto q = RtnQuantizer(F::grid_spec).quantize(MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols)));
+    const auto p = F::pack(q);
+    const auto back = F::unpack(p);
+    BOOST_TEST((same(back, q) && back.super == q.super), F::name() << " " << rows << "x" << cols);
+    BOOST_TEST(p.bytes() * 8 == std::size_t(rows) * std::size_t(cols) * std::size_t(ggml_type_info(*F::info.gguf).block_bytes) * 8 /
+                                    ggml_type_info(*F::info.gguf).block_weights);
+    // the blocks, read as ggml reads them, are the matrix's values
+    std::vector<float> ggml(std::size_t(rows) * std::size_t(cols));
+    ggml_type_info(*F::info.gguf).dequantize(reinterpret_cast<const std::uint8_t*>(p.blocks.data()), ggml.size(), ggml.data());
+    BOOST_TEST((ggml == q.dequantize()), F::name());
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(k_quants_round_trip_and_errors) {
+    unsigned seed = 70;
+    for (int cols : {256, 768}) {
+        check_k_round_trip<Q2_K>(3, cols, ++seed);
+        check_k_round_trip<Q3_K>(3, cols, ++seed);
+        check_k_round_trip<Q4_K>(3, cols, ++seed);
+        check_k_round_trip<Q5_K>(3, cols, ++seed);
+        check_k_round_trip<Q6_K>(3, cols, ++seed);
+        check_k_round_trip<Q5_0>(3, cols, ++seed);
+        check_k_round_trip<Q5_1>(3, cols, ++seed);
+    }
+    const auto w = qtest::random_weights(2 * 512, 5);
+    auto q = RtnQuantizer(Q4_K::grid_spec).quantize(MatrixView<const float>(w.data(), 2, 512));
+    q.scales[q.group_index(1, 10)] *= 1.0001f;  // row 1, super-block 1, its group 2: no longer d * sc
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { Q4_K::pack(q); }), {"q4_k", "row 1", "block 1", "group 2", "not on the grid"}));
+    q = RtnQuantizer(Q4_K::grid_spec).quantize(MatrixView<const float>(w.data(), 2, 512));
+    q.codes[5] = 16;
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { Q4_K::pack(q); }), {"row 0", "block 0", "out of range"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] {
+                   Q4_K::pack(RtnQuantizer(Q4_K::grid_spec).quantize(MatrixView<const float>(w.data(), 4, 96)));
+               }), {"q4_k", "256", "96 columns"}));
+    // by hand: Q4_K with d = 1, dmin = 0.5, group 0's sc = 2 and m = 3, weight 0's code 5:
+    // 1 * 2 * 5 - 0.5 * 3 = 8.5; group 5 (sc 40, m 17: the high 2 bits of both are used)
+    KSuperBlock k{};
+    k.d = float_to_half(1.0f);
+    k.dmin = float_to_half(0.5f);
+    k.sc[0] = 2, k.m[0] = 3, k.codes[0] = 5;
+    k.sc[5] = 40, k.m[5] = 17, k.codes[32 * 5 + 1] = 15;
+    block_q4_K b{};
+    KQuantType<block_q4_K>::encode(k, b);
+    float out[256];
+    dequantize_k_block(b, out);
+    BOOST_TEST(out[0] == 8.5f);
+    BOOST_TEST(out[32 * 5 + 1] == 40.0f * 15 - 0.5f * 17);
+    BOOST_TEST(out[1] == -1.5f);  // code 0 of group 0: -dmin * m
+    KSuperBlock back{};
+    KQuantType<block_q4_K>::decode(b, back);
+    BOOST_TEST(back.sc[5] == 40);
+    BOOST_TEST(back.m[5] == 17);
 }

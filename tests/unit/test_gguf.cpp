@@ -273,6 +273,27 @@ BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
     cases.push_back({"Q4_K dmin inf", q4k, 144, 0, 2, half_inf, "super-block 0 (row 0, columns 0-255) has a non-finite minimum scale dmin (inf)", false});
     cases.push_back({"Q5_K dmin nan", q5k, 176, 1, 2, half_nan, "super-block 1 (row 1, columns 0-255) has a non-finite minimum scale dmin (nan)", false});
     cases.push_back({"Q6_K d inf", q6k, 210, 1, 208, half_inf, "super-block 1 (row 1, columns 0-255) has a non-finite scale d (inf)", false});
+    // the types read for evaluation only (5-bit, low K-quants, i-quants, ternary)
+    Tensor q5_0{"blk.3.attn_q.weight", {64, 2}, 6, k_blocks<block_q5_0>(4, 17), {}};
+    Tensor q5_1{"blk.3.attn_k.weight", {64, 2}, 7, k_blocks<block_q5_1>(4, 18), {}};
+    for (std::size_t b = 0; b < 4; ++b) set_half(q5_1.data, 24, b, 2, float_to_half(-0.1f));
+    Tensor q2k{"blk.3.ffn_up.weight", {256, 2}, 10, k_blocks<block_q2_K>(2, 19), {}};
+    Tensor q3k{"blk.3.ffn_gate.weight", {256, 2}, 11, k_blocks<block_q3_K>(2, 20), {}};
+    Tensor iq2{"blk.3.attn_v.weight", {256, 2}, 16, k_blocks<block_iq2_xxs>(2, 21), {}};
+    Tensor iq4xs{"blk.3.attn_output.weight", {256, 2}, 23, k_blocks<block_iq4_xs>(2, 22), {}};
+    Tensor tq1{"blk.3.ffn_down.weight", {256, 2}, 34, k_blocks<block_tq1_0>(2, 23), {}};
+    cases.push_back({"Q5_0 d nan", q5_0, 22, 2, 0, half_nan, "block 2 (row 1, columns 0-31) has a non-finite scale (nan)", false});
+    cases.push_back({"Q5_1 m inf", q5_1, 24, 1, 2, half_inf, "block 1 (row 0, columns 32-63) has a non-finite minimum (inf)", false});
+    cases.push_back({"Q2_K dmin nan", q2k, 84, 1, 82, half_nan, "super-block 1 (row 1, columns 0-255) has a non-finite minimum scale dmin (nan)", false});
+    cases.push_back({"Q3_K d inf", q3k, 110, 0, 108, half_inf, "super-block 0 (row 0, columns 0-255) has a non-finite scale d (inf)", false});
+    cases.push_back({"IQ2_XXS d nan", iq2, 66, 1, 0, half_nan, "super-block 1 (row 1, columns 0-255) has a non-finite scale d (nan)", false});
+    cases.push_back({"IQ4_XS d inf", iq4xs, 136, 1, 0, half_inf, "super-block 1 (row 1, columns 0-255) has a non-finite scale d (inf)", false});
+    cases.push_back({"TQ1_0 d nan", tq1, 54, 0, 52, half_nan, "super-block 0 (row 0, columns 0-255) has a non-finite scale d (nan)", false});
+    // IQ1_M spreads its fp16 d over the top 4 bits of four words: the values are checked instead.
+    // An infinite d (0x7C00) puts 0xC in the third word's top nibble, 0x7 in the fourth's; grid
+    // point 0 is all -1, so the first weight is inf * (-1 + 1/8).
+    Tensor iq1m{"blk.3.ffn_norm_like.weight", {256, 1}, 29, std::vector<std::uint8_t>(56, 0), {}};
+        cases.push_back({"IQ1_M d inf", iq1m, 56, 0, 48 + 2 * 3, 0x7000, "row 0, column 0 has a non-finite value (-inf)", false});
     // plain values: F16, BF16 (2 x 4 matrices) and F32 (a vector)
     Tensor f16{"blk.2.attn_v.weight", {4, 2}, 1, std::vector<std::uint8_t>(16, 0), {}};
     Tensor bf16{"blk.2.attn_output.weight", {4, 2}, 30, std::vector<std::uint8_t>(16, 0), {}};
@@ -297,6 +318,7 @@ BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
                 if (c.packed) BOOST_CHECK_NO_THROW(llama::gguf_linear(clean, clean.tensor(c.tensor.name)));
             }
             if (c.value) set_half(c.tensor.data, c.block_bytes, c.block, c.offset, c.value);
+            if (c.tensor.type == 29) set_half(c.tensor.data, 56, 0, 48 + 2 * 2, 0xC000);
             const auto path = write_file("qf_bad_" + std::to_string(&c - cases.data()) + ".gguf", build({c.tensor}, 32));
             const auto f = GgufFile::open(path);
             const auto& t = f.tensor(c.tensor.name);
@@ -305,5 +327,85 @@ BOOST_AUTO_TEST_CASE(non_finite_stored_scales_are_refused_at_load) {
                 BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { (void)llama::gguf_linear(f, t); }), {path, "tensor " + c.tensor.name, "non-finite", c.where}));
             if (c.packed) BOOST_TEST(!f.block_fault(t).empty());
         }
+    }
+}
+
+// The blocks read for evaluation, by hand (the peer test compares every code with gguf-py's
+// dequantization; these pin the conventions a reader most easily gets wrong).
+BOOST_AUTO_TEST_CASE(low_bit_blocks_by_hand) {
+    {  // Q5_0: the 5th bit of weight i is bit i of qh (little-endian); value d * (q - 16)
+        block_q5_0 b{};
+        b.d = float_to_half(0.5f);
+        b.qs[0] = 0x3F;          // weight 0: low nibble 15; weight 16: 3
+        b.qh[0] = 0x01;          // weight 0 gets the 5th bit: 31
+        b.qh[2] = 0x01;          // bit 16: weight 16 becomes 19
+        float out[32];
+        dequantize_block(b, out);
+        BOOST_TEST(out[0] == 0.5f * (31 - 16));
+        BOOST_TEST(out[16] == 0.5f * (19 - 16));
+        BOOST_TEST(out[1] == 0.5f * -16);
+    }
+    {  // Q5_1: d * q + m
+        block_q5_1 b{};
+        b.d = float_to_half(0.25f);
+        b.m = float_to_half(-2.0f);
+        b.qs[5] = 0x0A;
+        b.qh[0] = 0x20;  // bit 5
+        float out[32];
+        dequantize_block(b, out);
+        BOOST_TEST(out[5] == 0.25f * 26 - 2.0f);
+        BOOST_TEST(out[21] == -2.0f);
+    }
+    {  // Q3_K: a cleared hmask bit subtracts 4; 6-bit scales minus 32
+        block_q3_K b{};
+        b.d = float_to_half(1.0f);
+        for (auto& sc : b.scales) sc = 0;  // every scale: 0 - 32
+        b.scales[0] = 0x01;                // scale 0: low nibble 1 -> 1 - 32 = -31 (weights 0-15)
+        b.qs[0] = 0x02;                    // weight 0: low bits 2
+        b.hmask[0] = 0x01;                 // weight 0 keeps its offset: q = 2
+        b.qs[1] = 0x01;                    // weight 1: low bits 1, hmask bit clear: 1 - 4
+        float out[256];
+        dequantize_k_block(b, out);
+        BOOST_TEST(out[0] == -31.0f * 2);
+        BOOST_TEST(out[1] == -31.0f * (1 - 4));
+        BOOST_TEST(out[32] == -32.0f * -4);  // weight 32: bits 2-3 of qs[0] = 0, bit 1 of hmask[0] clear
+    }
+    {  // IQ2_XXS: sign index 0 is all plus; index 1 has one minus, so ggml adds an eighth (even count)
+        block_iq2_xxs b{};
+        b.d = float_to_half(4.0f);
+        const std::uint32_t aux = (2u << 28) | 1u;  // scale 2: db = 4 * 2.5 * 0.25; group 0 signs index 1
+        std::memcpy(&b.qs[2], &aux, 4);
+        float out[256];
+        dequantize_block(b, out);
+        const float db = 4.0f * 2.5f * 0.25f;
+        BOOST_TEST(out[0] == -db * 8);  // grid point 0 is eight 8s
+        BOOST_TEST(out[1] == db * 8);
+        BOOST_TEST(out[7] == -db * 8);  // the parity bit
+        BOOST_TEST(out[8] == db * 8);   // group 1: sign index 0
+    }
+    {  // TQ2_0: codes q - 1 in Q2_K's order
+        block_tq2_0 b{};
+        b.d = float_to_half(3.0f);
+        for (auto& q : b.qs) q = 0x55;  // every code 1: zero
+        b.qs[0] = 0x56;                 // weight 0: code 2 -> +d
+        b.qs[32] = 0x15;                // weight 128 + 96: code 0 -> -d
+        float out[256];
+        dequantize_block(b, out);
+        BOOST_TEST(out[0] == 3.0f);
+        BOOST_TEST(out[224] == -3.0f);
+        BOOST_TEST(out[1] == 0.0f);
+    }
+    {  // TQ1_0: byte 243 * v / 256 rounded up; digit p of 5 read as (byte * 3^p mod 256) * 3 >> 8
+        block_tq1_0 b{};
+        b.d = float_to_half(1.0f);
+        // digits (2, 0, 1, 1, 0) in base 3, most significant first: 2*81 + 0*27 + 1*9 + 1*3 + 0 = 174
+        b.qs[0] = std::uint8_t((174 * 256 + 242) / 243);
+        float out[256];
+        dequantize_block(b, out);
+        BOOST_TEST(out[0] == 1.0f);    // digit 2 -> +1
+        BOOST_TEST(out[32] == -1.0f);  // digit 0 -> -1
+        BOOST_TEST(out[64] == 0.0f);
+        BOOST_TEST(out[96] == 0.0f);
+        BOOST_TEST(out[128] == -1.0f);
     }
 }

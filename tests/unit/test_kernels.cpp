@@ -227,6 +227,25 @@ BOOST_AUTO_TEST_CASE(row_panels_of_many_rows) {
     }
 }
 
+// K-quants and 5-bit blocks run through their kernel form (one signed byte per weight, float
+// group scales and minimums derived from ggml's blocks): scalar against the recipe, every ISA
+// against the scalar oracle, for groups of 16 (Q2_K, Q3_K, Q6_K) and 32, symmetric and float-minimum
+BOOST_AUTO_TEST_CASE(k_quants_and_5bit_blocks) {
+    unsigned seed = 1200;
+    for (int rows : {1, 9, 37})
+        for (int cols : {256, 512, 1536}) {
+            check_format<Q2_K>({rows, cols, Q2_K::grid_spec}, ++seed);
+            check_format<Q3_K>({rows, cols, Q3_K::grid_spec}, ++seed);
+            check_format<Q4_K>({rows, cols, Q4_K::grid_spec}, ++seed);
+            check_format<Q5_K>({rows, cols, Q5_K::grid_spec}, ++seed);
+            check_format<Q6_K>({rows, cols, Q6_K::grid_spec}, ++seed);
+        }
+    for (int cols : {32, 96, 576}) {
+        check_format<Q5_0>({9, cols, Q5_0::grid_spec}, ++seed);
+        check_format<Q5_1>({9, cols, Q5_1::grid_spec}, ++seed);
+    }
+}
+
 // codebook blocks: every code of the table, every shape whole blocks allow, each ISA against the
 // scalar oracle and the written-out recipe
 template <class F>

@@ -92,3 +92,47 @@ BOOST_AUTO_TEST_CASE(no_option_that_no_format_can_store) {
     for (const char* t : {"rtn:w4g32a", "rtn:w2g64m,clip", "gptq:w3g128a,act,static,damp=0.1", "awq:w4g128s"})
         BOOST_TEST((parse_scheme(t).spec.scale_type == ScaleType::f16));
 }
+
+// A GGUF block type names its own grid (Q4_0: 4-bit symmetric, Q4_1: 4-bit float minimum, Q8_0:
+// 8-bit symmetric; groups of 32, fp16 scales) and the one format it packs into.
+BOOST_AUTO_TEST_CASE(gguf_block_grids) {
+    const struct {
+        const char* text;
+        int bits;
+        ZeroPoint zero;
+    } cases[] = {{"rtn:q4_0", 4, ZeroPoint::symmetric}, {"rtn:q4_1", 4, ZeroPoint::float_min}, {"gptq:q8_0,act,static", 8, ZeroPoint::symmetric}};
+    for (const auto& c : cases) {
+        const RuntimeScheme s = parse_scheme(c.text);
+        BOOST_TEST(to_string(s) == c.text);
+        BOOST_TEST((parse_scheme(to_string(s)) == s));
+        BOOST_TEST(s.spec.bits == c.bits);
+        BOOST_TEST(s.spec.group_size == 32);
+        BOOST_TEST((s.spec.zero == c.zero));
+        BOOST_TEST(s.spec.block == std::string_view(c.text).substr(std::string_view(c.text).find(':') + 1, 4));
+    }
+    // the same numbers without the name are qforge's grid, packed densely
+    BOOST_TEST(parse_scheme("rtn:w4g32s").spec.block.empty());
+    BOOST_TEST(!(parse_scheme("rtn:w4g32s") == parse_scheme("rtn:q4_0")));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:q4_0g64"); }), {"GGUF block type", "group 32", "'g64'"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:q4_0s"); }), {"GGUF block type", "'s'"}));
+    // act-order's dynamic groups cannot be stored in a block type: ',static' is asked for, not assumed
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("gptq:q4_0,act"); }), {"gptq:q4_0,act,static"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:q7_0"); }), {"q4_0, q4_1, q8_0", "q4_k", "q5_0"}));
+    // the K-quants' two-level grids and the 5-bit blocks
+    for (const char* t : {"rtn:q2_k", "rtn:q3_k", "gptq:q4_k,act,static", "rtn:q5_k,clip", "gptq:q6_k", "rtn:q5_0", "awq:q5_1"}) {
+        const RuntimeScheme s = parse_scheme(t);
+        BOOST_TEST(to_string(s) == t);
+        BOOST_TEST((parse_scheme(to_string(s)) == s));
+    }
+    const auto k4 = parse_scheme("rtn:q4_k").spec;
+    BOOST_TEST_REQUIRE(k4.super != nullptr);
+    BOOST_TEST(k4.super->weights == 256);
+    BOOST_TEST(k4.group_size == 32);
+    BOOST_TEST((k4.zero == ZeroPoint::float_min));
+    const auto k6 = parse_scheme("rtn:q6_k").spec;
+    BOOST_TEST(k6.bits == 6);
+    BOOST_TEST(k6.group_size == 16);
+    BOOST_TEST((k6.zero == ZeroPoint::symmetric));
+    BOOST_TEST(parse_scheme("rtn:q5_0").spec.super == nullptr);
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:w5g32s"); }), {"unsupported bit width 5"}));
+}

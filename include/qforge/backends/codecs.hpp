@@ -12,6 +12,7 @@
 #include "qforge/formats/dense.hpp"
 #include "qforge/formats/double_quant.hpp"
 #include "qforge/formats/gguf.hpp"
+#include "qforge/formats/gguf_kq.hpp"
 
 namespace qforge {
 
@@ -184,6 +185,46 @@ struct FormatTraits<F> : CodebookFormatTraits<typename F::codebook_grid, F::N> {
 template <class F>
     requires requires { typename F::dq_grid; }
 struct FormatTraits<F> : CodebookFormatTraits<typename F::dq_grid, F::N, typename F::block_type, DqBlockView<typename F::block_type>> {};
+
+/// K-quants (formats/gguf_kq.hpp) through their kernel form: one signed byte per weight and a
+/// float scale and minimum per group, so SignedBytes' kernels run them as they run Q8_0.
+template <class F>
+struct DerivedBytesTraits {
+    using View = KQuantView;
+    using codec = SignedBytes;
+    static constexpr ZeroPoint zero_kind = F::T::zero;
+    static constexpr LaneOrder order = LaneOrder::natural;
+    static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per group
+
+    [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
+    [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }
+    [[gnu::always_inline]] static int group_length(const View& v) noexcept { return v.group_length; }
+    [[gnu::always_inline]] static int groups(const View& v) noexcept { return v.groups_per_row(); }
+    [[gnu::always_inline]] static ZeroPoint zero(const View&) noexcept { return zero_kind; }
+    [[gnu::always_inline]] static std::size_t row_stride(const View& v) noexcept { return std::size_t(v.cols); }
+    [[gnu::always_inline]] static const std::uint8_t* group_bytes(const View& v, int r, int g) noexcept {
+        return reinterpret_cast<const std::uint8_t*>(v.codes + std::size_t(r) * std::size_t(v.cols) + std::size_t(g) * std::size_t(v.group_length));
+    }
+    [[gnu::always_inline]] static std::size_t group_step(const View& v) noexcept { return std::size_t(v.group_length); }
+    template <class Prims>
+    [[gnu::always_inline]] static void scales(const View& v, int r, int g0, int n, float* out) noexcept {
+        for (int g = 0; g < n; ++g) out[g] = v.scales[v.gi(r, g0 + g)];
+    }
+    template <class Prims>
+    [[gnu::always_inline]] static void mins(const View& v, int r, int g0, int n, float* out) noexcept {
+        if constexpr (zero_kind == ZeroPoint::float_min)
+            for (int g = 0; g < n; ++g) out[g] = v.mins[v.gi(r, g0 + g)];
+    }
+    [[gnu::always_inline]] static const std::uint8_t* zeros(const View&, int, int) noexcept { return nullptr; }
+    template <class Prims, ZeroPoint = zero_kind>
+    [[gnu::always_inline]] static GroupRef group(const View& v, int r, int g) noexcept {
+        const std::size_t gi = v.gi(r, g);
+        return {group_bytes(v, r, g), v.group_length, v.scales[gi], 128, zero_kind == ZeroPoint::float_min ? v.mins[gi] : 0.0f};
+    }
+};
+template <class F>
+    requires requires { typename F::T; F::code_offset; }
+struct FormatTraits<F> : DerivedBytesTraits<F> {};
 
 template <>
 struct FormatTraits<Q4_0> : BlockFormatTraits<block_q4_0, ZeroPoint::symmetric, NibbleBlock> {};

@@ -21,6 +21,10 @@ struct QuantizedMatrix {
     std::vector<float> scales;        ///< rows x groups_per_row
     std::vector<std::uint8_t> zeros;  ///< rows x groups (ZeroPoint::integer only)
     std::vector<float> mins;          ///< rows x groups (ZeroPoint::float_min only)
+    /// Two-level grids (spec.super): rows x super-blocks x 2, each super-block's d then dmin
+    /// (fp16 values); every group's scale is d * sc and minimum -(dmin * m) for integer codes
+    /// sc and m in the grid's ranges.
+    std::vector<float> super;
 
     QuantizedMatrix() = default;
     QuantizedMatrix(const QuantSpec& s, int r, int c)
@@ -28,7 +32,9 @@ struct QuantizedMatrix {
           scales(std::size_t(r) * std::size_t(s.groups_per_row(c))) {
         if (s.zero == ZeroPoint::integer) zeros.resize(scales.size());
         if (s.zero == ZeroPoint::float_min) mins.resize(scales.size());
+        if (s.super) super.resize(std::size_t(r) * std::size_t(supers_per_row()) * 2);
     }
+    int supers_per_row() const noexcept { return spec.super ? (cols + spec.super->weights - 1) / spec.super->weights : 0; }
 
     int groups_per_row() const noexcept { return spec.groups_per_row(cols); }
     int group_of(int col) const noexcept { return col / spec.group_length(cols); }
@@ -59,6 +65,10 @@ struct QuantizedMatrix {
             std::copy(zeros.begin() + std::ptrdiff_t(std::size_t(r0) * G), zeros.begin() + std::ptrdiff_t(std::size_t(r1) * G), out.zeros.begin());
         if (!mins.empty())
             std::copy(mins.begin() + std::ptrdiff_t(std::size_t(r0) * G), mins.begin() + std::ptrdiff_t(std::size_t(r1) * G), out.mins.begin());
+        if (!super.empty()) {
+            const std::size_t S = std::size_t(supers_per_row()) * 2;
+            std::copy(super.begin() + std::ptrdiff_t(std::size_t(r0) * S), super.begin() + std::ptrdiff_t(std::size_t(r1) * S), out.super.begin());
+        }
         return out;
     }
 

@@ -9,6 +9,9 @@
 ///     grid   := "w" bits [ "g" group ] [ zero ]         (affine: scale and zero point)
 ///             | codebook [ "g" group ]                 (a codebook grid of grids/: nf4, iq4nl;
 ///                                                        without "g", its format's block)
+///             | block                                  (a GGUF block type's own grid: q4_0, q4_1,
+///                                                        q5_0, q5_1, q8_0, q2_k ... q6_k; packed
+///                                                        into exactly that type)
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
 ///     option := "clip" (MSE clip search)
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
@@ -144,7 +147,9 @@ inline std::string to_string(const RuntimeScheme& s) {
     // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "g" + std::to_string(...)
     std::string out = s.method;
     out += ':';
-    if (s.spec.codebook) {
+    if (!s.spec.block.empty()) {
+        out += s.spec.block;
+    } else if (s.spec.codebook) {
         out += s.spec.codebook->name;
         out += 'g';
         out += std::to_string(s.spec.group_size);
@@ -176,7 +181,7 @@ inline std::string to_string(const RuntimeScheme& s) {
 /// Parses scheme text against a list of methods (quantizers/registry.hpp's `parse_scheme(text)`
 /// passes the registry's); throws InvalidArgument quoting the text and saying what is wrong.
 inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodInfo> methods,
-                                  std::span<const Codebook* const> codebooks = {}) {
+                                  std::span<const Codebook* const> codebooks = {}, std::span<const QuantSpec> block_grids = {}) {
     const auto fail = [&](const std::string& why) -> RuntimeScheme {
         throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why +
                               " (expected e.g. rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip)");
@@ -210,7 +215,11 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
     const Codebook* codebook = nullptr;
     for (const Codebook* cb : codebooks)
         if (grid.substr(0, cb->name.size()) == cb->name && (!codebook || cb->name.size() > codebook->name.size())) codebook = cb;
-    if (codebook) {
+    const auto block = std::find_if(block_grids.begin(), block_grids.end(), [&](const QuantSpec& b) { return grid == b.block; });
+    if (block != block_grids.end()) {
+        s.spec = *block;  // the type fixes bits, group, zero point and scales
+        grid = {};
+    } else if (codebook) {
         grid.remove_prefix(codebook->name.size());
         s.spec.bits = codebook->bits;
         s.spec.codebook = codebook;
@@ -218,9 +227,15 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         s.spec.group_size = codebook->default_group;
     } else {
         if (grid.empty() || grid.front() != 'w') {
-            std::string names;
+            for (const QuantSpec& b : block_grids)
+                if (grid.substr(0, b.block.size()) == b.block)
+                    return fail(std::string(b.block) + " is a GGUF block type with its own grid (group 32): unexpected '" +
+                                std::string(grid.substr(b.block.size())) + "'");
+            std::string names, blocks;
             for (const Codebook* cb : codebooks) names += ", " + std::string(cb->name);
-            return fail("the grid must start with 'w<bits>'" + (names.empty() ? std::string() : " or a codebook (" + names.substr(2) + ")"));
+            for (const QuantSpec& b : block_grids) blocks += ", " + std::string(b.block);
+            return fail("the grid must start with 'w<bits>'" + (names.empty() ? std::string() : ", or be a codebook (" + names.substr(2) + ")") +
+                        (blocks.empty() ? std::string() : " or a GGUF block type (" + blocks.substr(2) + ")"));
         }
         grid.remove_prefix(1);
         s.spec.bits = read_int(grid, "w");
@@ -268,6 +283,9 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         }
         options = next == std::string_view::npos ? "" : options.substr(next + 1);
     }
+    if (!s.spec.block.empty() && s.options.act_order && !s.options.static_groups)
+        return fail("a GGUF block grid fixes its groups, so act-order must keep them: add ',static' (" + s.method + ":" +
+                    std::string(s.spec.block) + ",act,static)");
     try {
         s.spec.validate();
     } catch (const InvalidArgument& e) {

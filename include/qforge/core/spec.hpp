@@ -71,6 +71,22 @@ struct Codebook {
     }
 };
 
+/// A two-level grid (ggml's K-quants): groups ("sub-blocks") of `group_size` weights gather into
+/// super-blocks of `weights`; each group's scale is d * sc and its minimum -(dmin * m), with d and
+/// dmin fp16 per super-block and sc, m small integers per group. The scales and minimums a
+/// QuantizedMatrix holds are those products (exact in float), and `QuantizedMatrix::super`
+/// holds d and dmin. Affine grids only (symmetric or float minimum).
+struct SuperBlockGrid {
+    std::string_view name;       ///< the GGUF type ("q4_k")
+    int weights = 256;           ///< per super-block
+    int scale_bits = 6;          ///< bits of each group's scale code sc
+    bool signed_scales = false;  ///< sc is signed (two's complement int8, or offset by 2^(bits-1))
+    int min_bits = 0;            ///< bits of each group's minimum code m (float-minimum grids)
+    constexpr int max_scale_code() const noexcept { return signed_scales ? (1 << (scale_bits - 1)) - 1 : (1 << scale_bits) - 1; }
+    constexpr int min_scale_code() const noexcept { return signed_scales ? -(1 << (scale_bits - 1)) : 0; }
+    constexpr int max_min_code() const noexcept { return (1 << min_bits) - 1; }
+};
+
 /// A runtime description of one quantization grid. Compile-time schemes produce one of these.
 struct QuantSpec {
     int bits = 4;
@@ -78,6 +94,11 @@ struct QuantSpec {
     ZeroPoint zero = ZeroPoint::integer;
     ScaleType scale_type = ScaleType::f16;
     const Codebook* codebook = nullptr;  ///< a codebook grid (levels from a table), or null: affine
+    /// The GGUF block type whose own grid this is ("q4_0", "q4_1", "q8_0": a format's `stored_as`),
+    /// so the weights pack into exactly that block format; empty: the registry's default packing
+    /// for the grid (dense rows). Scheme text names such grids directly (`rtn:q4_0`).
+    std::string_view block{};
+    const SuperBlockGrid* super = nullptr;  ///< a two-level grid (K-quants; `block` names its type), or null
 
     /// The largest group size accepted; larger values would only mean "per-channel".
     static constexpr int max_group_size = 1 << 24;
@@ -105,9 +126,11 @@ struct QuantSpec {
             throw InvalidArgument("double quantization of the scales (dq) is defined for the nf4 grid only (QLoRA)");
         if (codebook && group_size == 0)
             throw InvalidArgument("the codebook grid " + std::string(codebook->name) + " is per group: give a group size");
-        if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+        if (bits != 2 && bits != 3 && bits != 4 && bits != 8 && !(!block.empty() && (bits == 5 || bits == 6)))
             throw InvalidArgument("unsupported bit width " + std::to_string(bits) +
                                   " (supported: 2, 3, 4, 8)");
+        if (super && (codebook || zero == ZeroPoint::integer || group_size <= 0 || super->weights % group_size != 0))
+            throw InvalidArgument("the two-level grid " + std::string(super->name) + " needs an affine grid with groups dividing its super-block");
         if (group_size < 0 || group_size > max_group_size)
             throw InvalidArgument("group size " + std::to_string(group_size) +
                                   " is out of range (0 for per-channel, or 1.." +

@@ -14,18 +14,30 @@
 
 #include "qforge/core/half.hpp"
 #include "qforge/formats/gguf.hpp"
+#include "qforge/formats/codebook.hpp"
 #include "qforge/formats/gguf_k.hpp"
 #include "qforge/formats/ggml_type.hpp"
 
 namespace qforge {
 
 namespace detail {
-template <class Block>
-void dequantize_k_run(const std::uint8_t* p, std::size_t n, float* out) {
-    for (std::size_t b = 0; b < n / k_block; ++b) {
+/// Blocks read through a `dequantize_block(const Block&, float*)` overload.
+template <class Block, std::size_t weights = k_block>
+void dequantize_block_run(const std::uint8_t* p, std::size_t n, float* out) {
+    for (std::size_t b = 0; b < n / weights; ++b) {
         Block blk;
         std::memcpy(&blk, p + b * sizeof(Block), sizeof(Block));
-        dequantize_k_block(blk, out + b * k_block);
+        if constexpr (requires { dequantize_block(blk, out); })
+            dequantize_block(blk, out + b * weights);  // 5-bit, i-quant and ternary blocks
+        else
+            dequantize_k_block(blk, out + b * weights);  // K-quants
+    }
+}
+inline void dequantize_iq4_nl_run(const std::uint8_t* p, std::size_t n, float* out) {
+    for (std::size_t b = 0; b < n / 32; ++b) {
+        std::uint16_t d;
+        std::memcpy(&d, p + b * 18, 2);
+        dequantize_iq4_nl_block(d, p + b * 18 + 2, out + b * 32);
     }
 }
 /// Q4_0 / Q4_1 / Q8_0 blocks of 32, with ggml's arithmetic (Q4_1: one fused multiply-add).
@@ -96,33 +108,33 @@ inline constexpr std::array<GgmlTypeInfo, 31> ggml_types{{
     {GgmlType::F16, "F16", 1, 2, &detail::dequantize_f16_run},
     {GgmlType::Q4_0, "Q4_0", 32, sizeof(block_q4_0), &detail::dequantize_32_run<block_q4_0>, &detail::block_fault_run<block_q4_0>},
     {GgmlType::Q4_1, "Q4_1", 32, sizeof(block_q4_1), &detail::dequantize_32_run<block_q4_1>, &detail::block_fault_run<block_q4_1>},
-    {GgmlType::Q5_0, "Q5_0", 32, 22},
-    {GgmlType::Q5_1, "Q5_1", 32, 24},
+    {GgmlType::Q5_0, "Q5_0", 32, sizeof(block_q5_0), &detail::dequantize_block_run<block_q5_0, 32>, &detail::block_fault_run<block_q5_0>},
+    {GgmlType::Q5_1, "Q5_1", 32, sizeof(block_q5_1), &detail::dequantize_block_run<block_q5_1, 32>, &detail::block_fault_run<block_q5_1>},
     {GgmlType::Q8_0, "Q8_0", 32, sizeof(block_q8_0), &detail::dequantize_32_run<block_q8_0>, &detail::block_fault_run<block_q8_0>},
     {GgmlType::Q8_1, "Q8_1", 32, 36},
-    {GgmlType::Q2_K, "Q2_K", 256, 84},
-    {GgmlType::Q3_K, "Q3_K", 256, 110},
-    {GgmlType::Q4_K, "Q4_K", k_block, sizeof(block_q4_K), &detail::dequantize_k_run<block_q4_K>, &detail::block_fault_run<block_q4_K>},
-    {GgmlType::Q5_K, "Q5_K", k_block, sizeof(block_q5_K), &detail::dequantize_k_run<block_q5_K>, &detail::block_fault_run<block_q5_K>},
-    {GgmlType::Q6_K, "Q6_K", k_block, sizeof(block_q6_K), &detail::dequantize_k_run<block_q6_K>, &detail::block_fault_run<block_q6_K>},
+    {GgmlType::Q2_K, "Q2_K", k_block, sizeof(block_q2_K), &detail::dequantize_block_run<block_q2_K>, &detail::block_fault_run<block_q2_K>},
+    {GgmlType::Q3_K, "Q3_K", k_block, sizeof(block_q3_K), &detail::dequantize_block_run<block_q3_K>, &detail::block_fault_run<block_q3_K>},
+    {GgmlType::Q4_K, "Q4_K", k_block, sizeof(block_q4_K), &detail::dequantize_block_run<block_q4_K>, &detail::block_fault_run<block_q4_K>},
+    {GgmlType::Q5_K, "Q5_K", k_block, sizeof(block_q5_K), &detail::dequantize_block_run<block_q5_K>, &detail::block_fault_run<block_q5_K>},
+    {GgmlType::Q6_K, "Q6_K", k_block, sizeof(block_q6_K), &detail::dequantize_block_run<block_q6_K>, &detail::block_fault_run<block_q6_K>},
     {GgmlType::Q8_K, "Q8_K", 256, 292},
-    {GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66},
-    {GgmlType::IQ2_XS, "IQ2_XS", 256, 74},
-    {GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98},
-    {GgmlType::IQ1_S, "IQ1_S", 256, 50},
-    {GgmlType::IQ4_NL, "IQ4_NL", 32, 18},
-    {GgmlType::IQ3_S, "IQ3_S", 256, 110},
-    {GgmlType::IQ2_S, "IQ2_S", 256, 82},
-    {GgmlType::IQ4_XS, "IQ4_XS", 256, 136},
+    {GgmlType::IQ2_XXS, "IQ2_XXS", k_block, sizeof(block_iq2_xxs), &detail::dequantize_block_run<block_iq2_xxs>, &detail::block_fault_run<block_iq2_xxs>},
+    {GgmlType::IQ2_XS, "IQ2_XS", k_block, sizeof(block_iq2_xs), &detail::dequantize_block_run<block_iq2_xs>, &detail::block_fault_run<block_iq2_xs>},
+    {GgmlType::IQ3_XXS, "IQ3_XXS", k_block, sizeof(block_iq3_xxs), &detail::dequantize_block_run<block_iq3_xxs>, &detail::block_fault_run<block_iq3_xxs>},
+    {GgmlType::IQ1_S, "IQ1_S", k_block, sizeof(block_iq1_s), &detail::dequantize_block_run<block_iq1_s>, &detail::block_fault_run<block_iq1_s>},
+    {GgmlType::IQ4_NL, "IQ4_NL", 32, 18, &detail::dequantize_iq4_nl_run, &detail::block_fault_run<block_codebook<32>>},
+    {GgmlType::IQ3_S, "IQ3_S", k_block, sizeof(block_iq3_s), &detail::dequantize_block_run<block_iq3_s>, &detail::block_fault_run<block_iq3_s>},
+    {GgmlType::IQ2_S, "IQ2_S", k_block, sizeof(block_iq2_s), &detail::dequantize_block_run<block_iq2_s>, &detail::block_fault_run<block_iq2_s>},
+    {GgmlType::IQ4_XS, "IQ4_XS", k_block, sizeof(block_iq4_xs), &detail::dequantize_block_run<block_iq4_xs>, &detail::block_fault_run<block_iq4_xs>},
     {GgmlType::I8, "I8", 1, 1},
     {GgmlType::I16, "I16", 1, 2},
     {GgmlType::I32, "I32", 1, 4},
     {GgmlType::I64, "I64", 1, 8},
     {GgmlType::F64, "F64", 1, 8},
-    {GgmlType::IQ1_M, "IQ1_M", 256, 56},
+    {GgmlType::IQ1_M, "IQ1_M", k_block, sizeof(block_iq1_m), &detail::dequantize_block_run<block_iq1_m>},  // d is spread over 4 words: values are checked after
     {GgmlType::BF16, "BF16", 1, 2, &detail::dequantize_bf16_run},
-    {GgmlType::TQ1_0, "TQ1_0", 256, 54},
-    {GgmlType::TQ2_0, "TQ2_0", 256, 66},
+    {GgmlType::TQ1_0, "TQ1_0", k_block, sizeof(block_tq1_0), &detail::dequantize_block_run<block_tq1_0>, &detail::block_fault_run<block_tq1_0>},
+    {GgmlType::TQ2_0, "TQ2_0", k_block, sizeof(block_tq2_0), &detail::dequantize_block_run<block_tq2_0>, &detail::block_fault_run<block_tq2_0>},
 }};
 
 /// The row of a stored type id, or null for an id ggml does not define.

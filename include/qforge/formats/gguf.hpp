@@ -23,7 +23,9 @@
 #include "qforge/core/half.hpp"
 #include "qforge/core/quantized.hpp"
 #include "qforge/formats/dense.hpp"
+#include "qforge/formats/gguf_iq.hpp"
 #include "qforge/formats/gguf_k.hpp"
+#include "qforge/formats/gguf_q5.hpp"
 
 namespace qforge {
 
@@ -78,6 +80,36 @@ template <> struct block_fields<block_q5_K> {
     static constexpr const char* noun = "super-block";
     static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q5_K, d), "scale d"}, {offsetof(block_q5_K, dmin), "minimum scale dmin"}}};
 };
+/// A block type whose only fp16 field is the scale `d` at offset Offset.
+template <std::size_t Weights, std::size_t Offset, const char* Noun>
+struct scale_only_fields {
+    static constexpr std::size_t weights = Weights;
+    static constexpr const char* noun = Noun;
+    static constexpr std::array<BlockField, 1> fields{{{Offset, Weights == 32 ? "scale" : "scale d"}}};
+};
+inline constexpr char block_noun[] = "block";
+inline constexpr char super_block_noun[] = "super-block";
+template <> struct block_fields<block_q5_0> : scale_only_fields<32, offsetof(block_q5_0, d), block_noun> {};
+template <> struct block_fields<block_q5_1> {
+    static constexpr std::size_t weights = 32;
+    static constexpr const char* noun = "block";
+    static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q5_1, d), "scale"}, {offsetof(block_q5_1, m), "minimum"}}};
+};
+template <> struct block_fields<block_q2_K> {
+    static constexpr std::size_t weights = k_block;
+    static constexpr const char* noun = "super-block";
+    static constexpr std::array<BlockField, 2> fields{{{offsetof(block_q2_K, d), "scale d"}, {offsetof(block_q2_K, dmin), "minimum scale dmin"}}};
+};
+template <> struct block_fields<block_q3_K> : scale_only_fields<k_block, offsetof(block_q3_K, d), super_block_noun> {};
+template <> struct block_fields<block_iq2_xxs> : scale_only_fields<k_block, offsetof(block_iq2_xxs, d), super_block_noun> {};
+template <> struct block_fields<block_iq2_xs> : scale_only_fields<k_block, offsetof(block_iq2_xs, d), super_block_noun> {};
+template <> struct block_fields<block_iq2_s> : scale_only_fields<k_block, offsetof(block_iq2_s, d), super_block_noun> {};
+template <> struct block_fields<block_iq3_xxs> : scale_only_fields<k_block, offsetof(block_iq3_xxs, d), super_block_noun> {};
+template <> struct block_fields<block_iq3_s> : scale_only_fields<k_block, offsetof(block_iq3_s, d), super_block_noun> {};
+template <> struct block_fields<block_iq1_s> : scale_only_fields<k_block, offsetof(block_iq1_s, d), super_block_noun> {};
+template <> struct block_fields<block_iq4_xs> : scale_only_fields<k_block, offsetof(block_iq4_xs, d), super_block_noun> {};
+template <> struct block_fields<block_tq1_0> : scale_only_fields<k_block, offsetof(block_tq1_0, d), super_block_noun> {};
+template <> struct block_fields<block_tq2_0> : scale_only_fields<k_block, offsetof(block_tq2_0, d), super_block_noun> {};
 template <> struct block_fields<block_q6_K> {
     static constexpr std::size_t weights = k_block;
     static constexpr const char* noun = "super-block";
@@ -115,6 +147,16 @@ struct BlockView {
     }
 };
 
+/// Whether `spec` is the grid of a block type whose grid is `own`: equal but for the type's name,
+/// which may be missing (a matrix quantized on the same numbers without naming the type, packed
+/// into it by a direct call) or must be the type's.
+constexpr bool same_grid(const QuantSpec& spec, const QuantSpec& own) noexcept {
+    if (!spec.block.empty() && spec.block != own.block) return false;
+    QuantSpec a = spec;
+    a.block = own.block;
+    return a == own;
+}
+
 namespace detail {
 /// n 4-bit codes into n/2 bytes, ggml's nibble order: low nibble of byte j = code j, high nibble =
 /// code j + n/2. False (nothing written past the first bad byte) when a code does not fit 4 bits.
@@ -137,10 +179,12 @@ struct GgufFormat {
     using block_type = Block;
     static constexpr int bits = Bits;
     static constexpr FormatInfo info{Name, Name, Storage::blocks, Bits, Type};
+    /// The type's own grid, named in scheme text by the format's name (`rtn:q4_0`).
+    static constexpr QuantSpec grid_spec{Bits, gguf_block, Zero, ScaleType::f16, nullptr, Name};
     static std::string name() { return Name; }
 
     struct Packed {
-        QuantSpec spec{Bits, gguf_block, Zero, ScaleType::f16};
+        QuantSpec spec = grid_spec;
         int rows = 0, cols = 0;
         std::vector<Block> blocks;
         std::size_t bytes() const noexcept { return blocks.size() * sizeof(Block); }
@@ -148,13 +192,12 @@ struct GgufFormat {
     };
 
     static std::string unsupported(const QuantSpec& spec, int rows, int cols) {
-        const QuantSpec want{Bits, gguf_block, Zero, ScaleType::f16};
         if (rows <= 0 || cols <= 0) return "empty matrix";
         if (cols % gguf_block != 0)
             return name() + " needs rows of whole 32-weight blocks; got " + std::to_string(cols) + " columns";
-        if (!(spec == want))
-            return name() + " stores the " + std::to_string(Bits) + "-bit " + to_string(Zero) +
-                   " grid with group size 32 and fp16 scales; the spec differs";
+        if (!same_grid(spec, grid_spec))
+            return name() + " stores its own grid (" + std::to_string(Bits) + "-bit " + to_string(Zero) +
+                   ", group size 32, fp16 scales), named '" + name() + "' in a scheme; the spec differs";
         return {};
     }
 
@@ -167,6 +210,7 @@ struct GgufFormat {
     static Packed pack(const QuantizedMatrix& q) {
         if (auto why = unsupported(q.spec, q.rows, q.cols); !why.empty()) throw InvalidArgument(why);
         Packed p;
+        p.spec = q.spec;  // as given: the type's name, or the same numbers unnamed (a direct pack)
         p.rows = q.rows;
         p.cols = q.cols;
         p.blocks.resize(std::size_t(q.rows) * std::size_t(q.cols / gguf_block));

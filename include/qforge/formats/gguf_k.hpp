@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// llama.cpp's K-quant super-blocks (256 weights each), read so that GGUF models stored with
+/// llama.cpp's K-quant super-blocks (256 weights each: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), read so that GGUF models stored with
 /// them can be dequantized to FP32 (the reference weights qforge then quantizes). Reading only:
 /// qforge's kernels do not multiply from these blocks.
 ///
@@ -11,6 +11,13 @@
 /// | block_q5_K | 176   | as q4_K plus qh[32]: bit j of qh[l] is the 5th bit of sub-block j | d*sc_j*q - dmin*m_j   |
 /// | block_q6_K | 210   | ql[128]: low 4 bits; qh[64]: high 2 bits; scales[16]: int8;    | d*sc_k*(q - 32), 16 per k |
 /// |            |       | d: fp16                                                        |                          |
+/// | block_q2_K | 84    | scales[16]: 4-bit scale (low), 4-bit min (high) per 16 weights; | d*sc_k*q - dmin*m_k    |
+/// |            |       | qs[64]: 2-bit codes; d, dmin: fp16                             |                          |
+/// | block_q3_K | 110   | hmask[32]: 3rd bit; qs[64]: low 2 bits; scales[12]: 16 6-bit   | d*(sc_k - 32)*(q - 4*!h) |
+/// |            |       | scales; d: fp16                                                |                          |
+///
+/// Code order of Q2_K/Q3_K: weight w = 128*c + 32*s + l takes bits 2s..2s+1 of qs[32*c + l]; Q3_K's
+/// high bit of weight w = 32*j + l is bit j of hmask[l], and its value is q - 4 when that bit is 0.
 ///
 /// Arithmetic is llama.cpp's, in float, in its order: (d*sc)*q - (dmin*m). Compile without
 /// FMA contraction to reproduce it bit for bit.
@@ -45,6 +52,21 @@ struct block_q6_K {
     std::uint16_t d;
 };
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K must match ggml's 210-byte layout");
+
+struct block_q2_K {
+    std::uint8_t scales[16];
+    std::uint8_t qs[64];
+    std::uint16_t d, dmin;
+};
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K must match ggml's 84-byte layout");
+
+struct block_q3_K {
+    std::uint8_t hmask[32];
+    std::uint8_t qs[64];
+    std::uint8_t scales[12];
+    std::uint16_t d;
+};
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K must match ggml's 110-byte layout");
 
 namespace detail {
 /// Scale and min of sub-block j (0..7), 6 bits each, packed into 12 bytes.
@@ -95,6 +117,34 @@ inline void dequantize_k_block(const block_q6_K& b, float* out) noexcept {
             y[l + 64] = d * float(sc[is + 4]) * float(q3);
             y[l + 96] = d * float(sc[is + 6]) * float(q4);
         }
+    }
+}
+
+inline void dequantize_k_block(const block_q2_K& b, float* out) noexcept {
+    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    for (int w = 0; w < k_block; ++w) {
+        const int c = w / 128, s = (w / 32) % 4, l = w % 32;
+        const int q = (b.qs[32 * c + l] >> (2 * s)) & 3;
+        const std::uint8_t sc = b.scales[w / 16];
+        const float dl = d * float(sc & 0x0F), ml = dmin * float(sc >> 4);
+        const float scaled = dl * float(q);
+        out[w] = scaled - ml;
+    }
+}
+
+inline void dequantize_k_block(const block_q3_K& b, float* out) noexcept {
+    const float d = half_to_float(b.d);
+    int scales[16];
+    for (int k = 0; k < 16; ++k) {
+        const int low = (b.scales[k % 8] >> (4 * (k / 8))) & 0x0F;
+        const int high = (b.scales[8 + k % 4] >> (2 * (k / 4))) & 0x03;
+        scales[k] = (low | (high << 4)) - 32;
+    }
+    for (int w = 0; w < k_block; ++w) {
+        const int c = w / 128, s = (w / 32) % 4, l = w % 32;
+        const int low = (b.qs[32 * c + l] >> (2 * s)) & 3;
+        const int high = (b.hmask[l] >> (w / 32)) & 1;
+        out[w] = d * float(scales[w / 16]) * float(low - (high ? 0 : 4));
     }
 }
 

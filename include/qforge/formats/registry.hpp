@@ -7,6 +7,7 @@
 /// which format a quantized matrix packs into, and the kernel instantiations of every dispatched
 /// instruction set (runtime/instantiate.hpp). Adding a format: its file in formats/, its
 /// FormatTraits in backends/codecs.hpp, and one entry here.
+#include <array>
 #include <optional>
 #include <tuple>
 #include <string>
@@ -19,6 +20,7 @@
 #include "qforge/formats/double_quant.hpp"
 #include "qforge/formats/format.hpp"
 #include "qforge/formats/gguf.hpp"
+#include "qforge/formats/gguf_kq.hpp"
 
 namespace qforge {
 
@@ -26,7 +28,7 @@ template <class... F>
 struct format_list {};
 
 /// Every packed format, in the order a spec looks for the format it packs into.
-using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL, NF4, NF4_DQ>;
+using Formats = format_list<Dense<2>, Dense<3>, Dense<4>, Dense<8>, Q4_0, Q4_1, Q8_0, IQ4_NL, NF4, NF4_DQ, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q5_0, Q5_1>;
 
 /// std::variant<Extra..., F::Packed...> over a format list.
 template <class List, class... Extra>
@@ -71,14 +73,68 @@ bool visit_format(Pred&& pred, Fn&& fn) {
     return visit_format(Formats{}, std::forward<Pred>(pred), std::forward<Fn>(fn));
 }
 
+namespace detail {
+template <class F>
+concept HasBlockGrid = requires { F::grid_spec; } && !F::grid_spec.block.empty();
+template <class... F>
+constexpr auto block_grid_table(format_list<F...>) {
+    constexpr std::size_t n = (std::size_t(HasBlockGrid<F>) + ... + 0);
+    std::array<QuantSpec, n> out{};
+    std::size_t i = 0;
+    const auto add = [&](auto f) {
+        using G = typename decltype(f)::type;
+        if constexpr (HasBlockGrid<G>) out[i++] = G::grid_spec;
+    };
+    (add(std::type_identity<F>{}), ...);
+    return out;
+}
+}  // namespace detail
+
+/// The grids of the GGUF block types whose grid is fixed (Q4_0, Q4_1, Q8_0, the K-quants): each a QuantSpec
+/// with `block` set to the format's `stored_as`, as scheme text names them (`rtn:q4_0`).
+inline constexpr auto block_grids = detail::block_grid_table(Formats{});
+
+/// llama-quantize's fallback where a row is not whole blocks of a type (llama.cpp's
+/// `tensor_type_fallback`, src/llama-quant.cpp): Q2_K and Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to
+/// Q5_1, Q6_K to Q8_0; a 32-weight type (and a fallback that does not fit either) to F16.
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 5> block_fallbacks{{
+    {"q2_k", "q4_0"}, {"q3_k", "q4_0"}, {"q4_k", "q5_0"}, {"q5_k", "q5_1"}, {"q6_k", "q8_0"}}};
+
+/// Weights per block of the block format named `block` (0 when none is).
+inline std::size_t block_weights_of(std::string_view block) {
+    std::size_t n = 0;
+    visit_format([&](const FormatInfo& i) { return i.stored_as == block && i.storage == Storage::blocks; },
+                 [&](auto f) {
+                     using F = typename decltype(f)::type;
+                     if constexpr (requires { typename F::block_type; }) n = block_fields<typename F::block_type>::weights;
+                 });
+    return n;
+}
+
+/// The grid a row of `cols` weights gets under `spec`: the spec itself when it names no block
+/// type or its blocks divide the row; else the grid of llama-quantize's fallback type
+/// (block_fallbacks) when that divides it; nullopt when no block type does (llama-quantize then
+/// writes F16).
+inline std::optional<QuantSpec> fitting_block_grid(const QuantSpec& spec, int cols) {
+    if (spec.block.empty()) return spec;
+    const std::size_t n = block_weights_of(spec.block);
+    if (n && cols > 0 && std::size_t(cols) % n == 0) return spec;
+    for (const auto& [from, to] : block_fallbacks)
+        if (from == spec.block)
+            for (const QuantSpec& b : block_grids)
+                if (b.block == to && cols > 0 && std::size_t(cols) % block_weights_of(to) == 0) return b;
+    return std::nullopt;
+}
+
 /// The format a quantized matrix of this spec packs into by default: a codebook grid's format
 /// (the first of the list storing that codebook with the spec's kind of scales), else the dense format of the spec's bit width.
-/// Affine GGUF block formats are only chosen by name (their grids are fixed), so a spec that
-/// happens to match Q4_0 still packs densely. A format that cannot hold the matrix (its
+/// Affine GGUF block formats are only chosen by name (`spec.block`: their grids are fixed), so a
+/// spec that happens to match Q4_0's grid without naming it still packs densely. A format that cannot hold the matrix (its
 /// `unsupported` says why) is an InvalidArgument.
 template <class Fn>
 bool visit_packing_format(const QuantSpec& spec, int rows, int cols, Fn&& fn) {
     return visit_format([&](const FormatInfo& i) {
+                            if (!spec.block.empty()) return i.stored_as == spec.block;
                             return spec.codebook ? i.codebook == spec.codebook && (i.scales == ScaleType::dq8) == (spec.scale_type == ScaleType::dq8)
                                                  : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
                         },

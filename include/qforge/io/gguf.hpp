@@ -52,7 +52,8 @@ enum class GgufValueType : std::uint32_t {
 /// A metadata value: scalars widened to 64 bits, strings, and arrays of either.
 struct GgufValue {
     using Array = std::vector<GgufValue>;
-    std::uint32_t type = 0;  ///< gguf_type of the stored value
+    std::uint32_t type = 0;       ///< gguf_type of the stored value
+    std::uint32_t elem_type = 0;  ///< for an ARRAY: the type of its elements (kept for empty arrays too)
     std::variant<std::uint64_t, std::int64_t, double, bool, std::string, std::shared_ptr<Array>> value;
 
     std::int64_t as_int() const {
@@ -228,6 +229,7 @@ private:
             case T::ARRAY: {
                 if (depth > 2) throw FileError(path_, "arrays nested too deep");
                 const auto elem = c.read<std::uint32_t>("an array type");
+                v.elem_type = elem;
                 const auto n = c.read<std::uint64_t>("an array length");
                 if (n > size_) throw FileError(path_, "implausible array length " + std::to_string(n));
                 auto arr = std::make_shared<GgufValue::Array>();

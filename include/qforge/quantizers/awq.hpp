@@ -411,8 +411,13 @@ template <>
 struct quantizer<Awq> {
     /// The final quantizer on weights already scaled (and `c.hessian` of the scaled inputs).
     static QuantizedLayer round(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
-        if (o.awq_clip) return QuantizedLayer(awq_clip_quantize(w, detail::need(c.hessian, Awq::info.name, "the input Hessian"), s.spec, awq_options(o)));
-        return QuantizedLayer(RtnQuantizer(s.spec, false, {}, o.backend.threads()).quantize(w));
+        if (o.awq_clip && !s.spec.super)
+            return QuantizedLayer(awq_clip_quantize(w, detail::need(c.hessian, Awq::info.name, "the input Hessian"), s.spec, awq_options(o)));
+        QuantizedLayer out(RtnQuantizer(s.spec, false, {}, o.backend.threads()).quantize(w));
+        // AWQ's clip search shrinks each group's own range; a two-level grid (K-quants) fits a
+        // whole super-block at once, so it takes RTN's fit there (said in the layer's note)
+        if (o.awq_clip) out.note += "AWQ's per-group clip search does not apply to the two-level grid " + std::string(s.spec.block) + ": RTN's fit; ";
+        return out;
     }
     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
         return awq_scaled_layer(w, s, c, o, Awq::info.name, &round);

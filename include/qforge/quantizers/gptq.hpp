@@ -157,6 +157,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
 
     QuantizedMatrix q(spec, rows, cols);
     const int groups = q.groups_per_row();
+    const int per_super = spec.super ? spec.super->weights / g : 1;  // groups per super-block
     const std::size_t R = std::size_t(rows);
     // The lazy batch multiplies by U[i1:i2, i2:]^T: copied per block into a (C - i2) x block
     // panel rather than keeping all of U^T (another C x C floats)
@@ -177,10 +178,24 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
                     const int grp = group_of[std::size_t(k)];
                     GroupParams& p = params[r * std::size_t(groups) + std::size_t(grp)];
                     if (!have[r * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
-                        values.clear();
-                        for (const int j : members[std::size_t(grp)]) values.push_back(row[j]);
-                        p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
-                        have[r * std::size_t(groups) + std::size_t(grp)] = 1;
+                        if (spec.super) {
+                            // a two-level grid: the whole super-block's grid, from its error-fed
+                            // weights when the loop reaches its first column (superblock.hpp)
+                            const int sb = grp / per_super, g0 = sb * per_super, g1 = std::min(groups, g0 + per_super);
+                            values.clear();
+                            for (int gg = g0; gg < g1; ++gg)
+                                for (const int j : members[std::size_t(gg)]) values.push_back(row[j]);
+                            const SuperBlockParams sp = o.clip_search ? search_super_block(values, spec, o.search, &params[r * std::size_t(groups) + std::size_t(g0)])
+                                                                      : fit_super_block(values, spec, &params[r * std::size_t(groups) + std::size_t(g0)]);
+                            q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2] = sp.d;
+                            q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2 + 1] = sp.dmin;
+                            for (int gg = g0; gg < g1; ++gg) have[r * std::size_t(groups) + std::size_t(gg)] = 1;
+                        } else {
+                            values.clear();
+                            for (const int j : members[std::size_t(grp)]) values.push_back(row[j]);
+                            p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
+                            have[r * std::size_t(groups) + std::size_t(grp)] = 1;
+                        }
                     }
                     const std::uint8_t code = quantize_value(row[k], p, spec);
                     q.codes[r * C + std::size_t(k)] = code;
@@ -226,6 +241,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
         out.scales = std::move(q.scales);
         out.zeros = std::move(q.zeros);
         out.mins = std::move(q.mins);
+        out.super = std::move(q.super);
         parallel_for(std::size_t(rows), threads, [&](std::size_t r0, std::size_t r1) {
             for (std::size_t r = r0; r < r1; ++r)
                 for (std::size_t k = 0; k < C; ++k) out.codes[r * C + std::size_t(order[k])] = q.codes[r * C + k];

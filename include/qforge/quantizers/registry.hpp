@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "qforge/formats/registry.hpp"
 #include "qforge/grids/registry.hpp"
 #include "qforge/quantizers/awq.hpp"
 #include "qforge/quantizers/awq_gptq.hpp"
@@ -30,18 +31,37 @@ using LayerQuantizeFn = QuantizedLayer (*)(MatrixView<const float>, const Runtim
 /// A method as the runtime sees it.
 struct MethodEntry {
     MethodInfo info;
-    LayerQuantizeFn quantize = nullptr;  ///< quantizer<Tag>::quantize
-    LayerQuantizeFn round = nullptr;     ///< quantizer<Tag>::round (activation_scaled methods), else null
+    LayerQuantizeFn quantize = nullptr;  ///< quantizer<Tag>::quantize (after GGUF's block fallback, detail::with_block_fallback)
+    LayerQuantizeFn round = nullptr;     ///< quantizer<Tag>::round (activation_scaled methods), else null; the same fallback
 };
 
 namespace detail {
+/// A method's quantize (or round) with GGUF's block fallback first: a layer whose rows are not
+/// whole blocks of the scheme's GGUF type is quantized onto llama-quantize's fallback type instead
+/// (fitting_block_grid), and its note says so; InvalidArgument when no block type fits.
+template <LayerQuantizeFn Fn>
+QuantizedLayer with_block_fallback(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+    if (s.spec.block.empty()) return Fn(w, s, c, o);
+    const auto fit = fitting_block_grid(s.spec, int(w.cols));
+    if (!fit)
+        throw InvalidArgument(std::to_string(w.cols) + " columns are not whole blocks of " + std::string(s.spec.block) +
+                              " nor of its fallback type: no GGUF block grid holds this layer (llama-quantize writes such a tensor as F16)");
+    if (*fit == s.spec) return Fn(w, s, c, o);
+    RuntimeScheme t = s;
+    t.spec = *fit;
+    QuantizedLayer out = Fn(w, t, c, o);
+    out.note += std::to_string(w.cols) + " columns are not whole " + std::string(s.spec.block) + " blocks: quantized onto " +
+                std::string(fit->block) + " instead, as llama-quantize falls back; ";
+    return out;
+}
+
 template <class Tag>
 constexpr MethodEntry method_entry() {
     static_assert(Tag::info.pipeline != Pipeline::activation_scaled || requires { &quantizer<Tag>::round; },
                   "qforge: a method of the activation_scaled pipeline must give its quantizer a round(...) (the final "
                   "quantizer on scaled weights)");
-    MethodEntry e{Tag::info, &quantizer<Tag>::quantize, nullptr};
-    if constexpr (requires { &quantizer<Tag>::round; }) e.round = &quantizer<Tag>::round;
+    MethodEntry e{Tag::info, &with_block_fallback<&quantizer<Tag>::quantize>, nullptr};
+    if constexpr (requires { &quantizer<Tag>::round; }) e.round = &with_block_fallback<&quantizer<Tag>::round>;
     return e;
 }
 template <class... Tags>
@@ -67,7 +87,7 @@ inline const MethodEntry& find_method(std::string_view name) {
 }
 
 /// Parses scheme text (grammar in core/scheme.hpp) against the registry's methods.
-inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(text, method_infos, codebooks); }
+inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(text, method_infos, codebooks, block_grids); }
 
 /// The method facts of a parsed scheme.
 inline const MethodInfo& method_of(const RuntimeScheme& s) { return find_method(s.method).info; }

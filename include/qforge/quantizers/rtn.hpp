@@ -246,6 +246,7 @@ public:
     QuantizedMatrix quantize(MatrixView<const float> w) const {
         require_finite_matrix(w, "weight matrix");
         require_int_shape(w.rows, w.cols, "weight matrix");
+        if (spec_.super) return quantize_two_level(w);
         QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
         const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
         const std::size_t row_ops = w.cols * 8 * (clip_ ? std::size_t(search_.grid) + 1 : 1);  // a grid per shrink tried
@@ -275,6 +276,9 @@ public:
     }
 
 private:
+    /// Two-level grids: each super-block fitted as a whole (quantizers/superblock.hpp).
+    QuantizedMatrix quantize_two_level(MatrixView<const float> w) const;
+
     QuantSpec spec_;
     bool clip_;
     ClipSearch search_;
@@ -289,3 +293,6 @@ struct quantizer<Rtn> {
 };
 
 }  // namespace qforge
+
+// RtnQuantizer::quantize_two_level and the two-level grid fit
+#include "qforge/quantizers/superblock.hpp"

@@ -161,6 +161,7 @@ Linear blocks_from(const io::SafetensorsFile& f, const std::string& name, const 
         }
     // every block's scale (and minimum) finite, as for a GGUF file's blocks
     if (auto why = F::fault(p); !why.empty()) throw FileError(f.path(), "tensor " + name + ": " + why);
+    if constexpr (requires { F::complete(p); }) F::complete(p);  // a K-quant's kernel form
     return Linear(std::move(p));
 }
 }  // namespace detail

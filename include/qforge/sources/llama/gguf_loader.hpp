@@ -1,9 +1,10 @@
 #pragma once
 /// @file
 /// A Llama model from a GGUF file (llama.cpp's tensor names). Packed tensors stay packed when a
-/// format of the registry has the ggml type's bytes (`FormatInfo::gguf`: Q4_0, Q4_1, Q8_0), so
-/// the decoder multiplies straight from the file's blocks; other readable types (F32, F16, BF16,
-/// K-quants) become FP32 layers. llama.cpp stores
+/// format of the registry has the ggml type's bytes (`FormatInfo::gguf`: Q4_0, Q4_1, Q8_0, IQ4_NL,
+/// Q2_K-Q6_K), so the decoder multiplies from the file's blocks (K-quants through their kernel
+/// form, formats/gguf_kq.hpp); other readable types (F32, F16, BF16, Q5_0/Q5_1, i-quants,
+/// ternary) become FP32 layers. llama.cpp stores
 /// q/k rows already ordered for the adjacent-pair rotation the decoder uses.
 #include <cstring>
 #include <string>
@@ -26,6 +27,7 @@ Linear packed_linear(const io::GgufFile& f, const io::GgufTensorInfo& t) {
     p.cols = int(t.cols());
     p.blocks.resize(std::size_t(t.bytes) / sizeof(typename F::block_type));
     std::memcpy(p.blocks.data(), f.data(t).data(), std::size_t(t.bytes));
+    if constexpr (requires { F::complete(p); }) F::complete(p);  // a K-quant's kernel form
     return Linear(std::move(p));
 }
 }  // namespace detail

@@ -83,10 +83,16 @@ inline std::pair<int, std::string> block_tensor_slot(const std::string& name, in
 /// for its grid; `ordered` for act-order with dynamic groups, whose columns keep GPTQ's
 /// processing order). InvalidArgument when no packed format stores that grid at that shape.
 inline TensorLayout scheme_layout(const RuntimeScheme& scheme, int rows, int cols) {
+    // a GGUF block grid whose blocks do not divide the row: llama-quantize's fallback type, as the
+    // quantizers apply it (quantizers/registry.hpp)
+    const auto spec = fitting_block_grid(scheme.spec, cols);
+    if (!spec)
+        throw InvalidArgument(std::to_string(cols) + " columns are not whole blocks of " + std::string(scheme.spec.block) +
+                              " nor of its fallback type: no GGUF block grid holds this layer");
     std::string format;
-    if (!visit_packing_format(scheme.spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; }))
+    if (!visit_packing_format(*spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; }))
         throw InvalidArgument("no packed format stores the grid of '" + to_string(scheme) + "' (formats/registry.hpp)");
-    return {format, scheme.spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
+    return {format, *spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
 }
 
 inline std::pair<int, int> block_linear_shape(const Config& c, const BlockLinear& b) {

@@ -1,0 +1,255 @@
+#define BOOST_TEST_MODULE gguf_export
+// The GGUF writer and the model export: what is written reads back identically (metadata of every
+// type, tensors of every type written), exported weights equal qforge's own quantization of the
+// same weights byte for byte, rows that do not fit a block fall back to F16 and say so, and a
+// weight no GGUF type holds is refused by name before a file exists.
+#include <cstring>
+#include <filesystem>
+
+#include "common.hpp"
+#include "qforge/container/llama/gguf_export.hpp"
+#include "qforge/io/gguf_tokenizer.hpp"
+#include "qforge/sources/llama/gguf_loader.hpp"
+#include "tiny_llama.hpp"
+
+using namespace qforge;
+namespace fs = std::filesystem;
+
+namespace {
+std::string tmp(const std::string& name) { return (fs::temp_directory_path() / name).string(); }
+
+std::vector<std::pair<std::string, std::string>> block_rules(const std::string& action) {
+    std::vector<std::pair<std::string, std::string>> r;
+    for (const auto& b : llama::block_linears) r.emplace_back("blk.*." + std::string(b.gguf) + ".weight", action);
+    return r;
+}
+
+/// The bytes of a packed linear's blocks.
+std::vector<std::uint8_t> blocks_of(const llama::Linear& l) {
+    const auto b = llama::detail::part_bytes(l, ".blocks");
+    return {b.begin(), b.end()};
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(writer_round_trips_metadata_and_tensors) {
+    using namespace io::gguf_value;
+    for (std::uint64_t alignment : {32u, 64u}) {
+        io::GgufWriter w(alignment);
+        w.set("general.architecture", string("llama"));
+        w.set("t.u32", u32(4000000000u));
+        w.set("t.i32", i32(-7));
+        w.set("t.u64", u64(1ull << 40));
+        w.set("t.f32", f32(0.1f));
+        w.set("t.bool", boolean(true));
+        w.set("t.str", string("ü\n"));
+        w.set("t.strings", strings({"a", "", "<0x0A>"}));
+        w.set("t.f32s", f32s({1.5f, -2.0f}));
+        w.set("t.i32s", i32s({3, -4}));
+        w.set("t.empty", i32s({}));
+        w.set("t.i32", i32(-8));  // replaces
+        const std::vector<float> v{1.0f, -2.0f, 0.5f};
+        const std::uint16_t h[4] = {0x3C00, 0xC000, 0x0001, 0x7BFF};
+        w.add_tensor("vec", {3}, GgmlType::F32);
+        w.add_tensor("mat", {2, 2}, GgmlType::F16);
+        BOOST_CHECK_THROW(w.add_tensor("mat", {2, 2}, GgmlType::F16), InvalidArgument);
+        BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { w.add_tensor("q", {48, 1}, GgmlType::Q4_0); }), {"q", "48", "Q4_0"}));
+        const auto path = tmp("qf_writer.gguf");
+        w.write(path, [&](std::size_t i, std::span<std::uint8_t> out) {
+            if (i == 0) std::memcpy(out.data(), v.data(), 12);
+            else std::memcpy(out.data(), h, 8);
+        });
+        const auto f = io::GgufFile::open(path);
+        BOOST_TEST(f.alignment() == alignment);
+        BOOST_TEST(f.get("t.u32").as_int() == 4000000000ll);
+        BOOST_TEST(f.get("t.u32").type == std::uint32_t(io::GgufValueType::UINT32));
+        BOOST_TEST(f.get("t.i32").as_int() == -8);
+        BOOST_TEST(f.get("t.u64").as_int() == (1ll << 40));
+        BOOST_TEST(float(f.get("t.f32").as_double()) == 0.1f);
+        BOOST_TEST(f.get("t.bool").as_bool());
+        BOOST_TEST(f.get("t.str").as_string() == "ü\n");
+        BOOST_TEST(f.get("t.strings").as_array().size() == 3u);
+        BOOST_TEST(f.get("t.strings").as_array()[2].as_string() == "<0x0A>");
+        BOOST_TEST(f.get("t.f32s").as_array()[0].as_double() == 1.5);
+        BOOST_TEST(f.get("t.i32s").as_array()[1].as_int() == -4);
+        BOOST_TEST(f.get("t.empty").as_array().empty());
+        BOOST_TEST(f.get("t.empty").elem_type == std::uint32_t(io::GgufValueType::INT32));
+        BOOST_TEST((f.dequantize(f.tensor("vec")) == v));
+        const auto m = f.dequantize(f.tensor("mat"));
+        BOOST_TEST(m[0] == 1.0f);
+        BOOST_TEST(m[1] == -2.0f);
+        BOOST_TEST(m[3] == 65504.0f);
+        BOOST_TEST(f.tensor("mat").offset % alignment == 0u);
+    }
+}
+
+// A model exported with GGUF grids reads back as the same packed weights qforge's own RTN makes:
+// Q4_0/Q4_1/Q8_0/IQ4_NL blocks byte for byte, F16 as the halves of the FP32 weights, norms and
+// hyper-parameters as they were, the tokenizer keys as given.
+BOOST_AUTO_TEST_CASE(export_reads_back_as_qforge_quantized_it) {
+    auto c = qtest::tiny_config(2);
+    c.dim = 64;
+    c.hidden_dim = 96;
+    const auto w = qtest::random_llama(c, 5);
+    llama::WeightsSource src(w, "tiny");
+    const Backend scalar = Backend::cpu(Isa::scalar, 1);
+    for (const std::string grid : {"q4_0", "q4_1", "q8_0", "iq4nl"}) {
+        BOOST_TEST_CONTEXT(grid) {
+            llama::GgufExportOptions o;
+            o.backend = scalar;
+            o.rules = block_rules("rtn:" + grid);
+            o.rules.emplace_back("token_embd.weight", "f16");
+            o.metadata = {{"tokenizer.ggml.model", io::gguf_value::string("llama")}, {"general.name", io::gguf_value::string("tiny")}};
+            const auto path = tmp("qf_export_" + grid + ".gguf");
+            const auto report = llama::write_gguf(src, path, o);
+            BOOST_TEST(report.fallbacks.empty());
+            const auto f = io::GgufFile::open(path);
+            BOOST_TEST(f.get("general.name").as_string() == "tiny");
+            BOOST_TEST(f.get("llama.block_count").as_int() == c.n_layers);
+            BOOST_TEST(f.get("llama.attention.head_count_kv").as_int() == c.n_kv_heads);
+            BOOST_TEST(f.get("llama.rope.dimension_count").as_int() == c.dim / c.n_heads);
+            llama::GgufSource g(f);
+            BOOST_TEST(g.config().hidden_dim == c.hidden_dim);
+            BOOST_TEST(g.config().vocab_size == c.vocab_size);
+            const auto scheme = parse_scheme("rtn:" + grid);
+            for (int l = 0; l < c.n_layers; ++l)
+                for (const auto& b : llama::block_linears) {
+                    const auto name = llama::block_tensor_name(l, b.gguf);
+                    const auto ours = llama::quantize_linear(w.layers[std::size_t(l)].*(b.member), scheme, scalar);
+                    const auto [rows, cols] = llama::block_linear_shape(c, b);
+                    const auto read = g.linear(name, rows, cols);
+                    BOOST_TEST(llama::layout_of(read).format == llama::layout_of(ours).format, name);
+                    BOOST_TEST((blocks_of(read) == blocks_of(ours)), name);
+                }
+            const auto embd = f.dequantize(f.tensor("token_embd.weight"));
+            BOOST_TEST(embd.size() == w.token_embedding.size());
+            bool halves = true;
+            for (std::size_t i = 0; i < embd.size(); ++i) halves = halves && embd[i] == half_to_float(float_to_half(w.token_embedding[i]));
+            BOOST_TEST(halves);
+            BOOST_TEST((g.values("blk.1.ffn_norm.weight", std::size_t(c.dim)) == w.layers[1].ffn_norm));
+            BOOST_TEST((g.values("output_norm.weight", std::size_t(c.dim)) == w.norm));
+            // the untied head is kept as stored (FP32)
+            BOOST_TEST(f.tensor("output.weight").type == std::uint32_t(GgmlType::F32));
+            // bits per weight from the bytes written: Q4_0 18 bytes per 32 weights = 4.5
+            const double want = grid == "q8_0" ? 8.5 : grid == "q4_1" ? 5.0 : 4.5;
+            BOOST_TEST(report.block_bits_per_weight() == want);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rows_that_are_not_whole_blocks_fall_back_to_f16) {
+    auto c = qtest::tiny_config(1);
+    c.dim = 64;
+    c.hidden_dim = 80;  // ffn_down's rows: 80 columns, not whole blocks of 32
+    const auto w = qtest::random_llama(c, 6);
+    llama::WeightsSource src(w, "tiny");
+    llama::GgufExportOptions o;
+    o.backend = Backend::cpu(Isa::scalar, 1);
+    o.rules = block_rules("rtn:q4_0");
+    const auto path = tmp("qf_export_fallback.gguf");
+    const auto report = llama::write_gguf(src, path, o);
+    BOOST_TEST_REQUIRE(report.fallbacks.size() == 1u);
+    BOOST_TEST(qtest::has_all(report.fallbacks[0], {"blk.0.ffn_down.weight", "80 columns", "Q4_0", "F16"}));
+    const auto f = io::GgufFile::open(path);
+    BOOST_TEST(f.tensor("blk.0.ffn_down.weight").type == std::uint32_t(GgmlType::F16));
+    BOOST_TEST(f.tensor("blk.0.ffn_up.weight").type == std::uint32_t(GgmlType::Q4_0));
+}
+
+// K-quant grids: rows of whole 256-weight super-blocks are written as the K type; the others take
+// llama-quantize's fallback type (Q4_K -> Q5_0, Q6_K -> Q8_0, Q3_K -> Q4_0), which the quantizer
+// itself applies, so the file still holds exactly what qforge computed; each fallback reported.
+BOOST_AUTO_TEST_CASE(k_quants_export_with_llama_quantize_fallbacks) {
+    auto c = qtest::tiny_config(1);
+    c.dim = 256;
+    c.hidden_dim = 320;  // ffn_down's rows: 320 columns, not whole super-blocks
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    const auto w = qtest::random_llama(c, 8);
+    llama::WeightsSource src(w, "tiny");
+    const Backend scalar = Backend::cpu(Isa::scalar, 1);
+    const struct {
+        const char* grid;
+        GgmlType type, fallback;
+    } cases[] = {{"q4_k", GgmlType::Q4_K, GgmlType::Q5_0}, {"q6_k", GgmlType::Q6_K, GgmlType::Q8_0}, {"q3_k", GgmlType::Q3_K, GgmlType::Q4_0},
+                 {"q5_k", GgmlType::Q5_K, GgmlType::Q5_1}, {"q2_k", GgmlType::Q2_K, GgmlType::Q4_0}};
+    for (const auto& k : cases) {
+        BOOST_TEST_CONTEXT(k.grid) {
+            llama::GgufExportOptions o;
+            o.backend = scalar;
+            o.rules = block_rules(std::string("rtn:") + k.grid);
+            const auto path = tmp(std::string("qf_export_") + k.grid + ".gguf");
+            const auto report = llama::write_gguf(src, path, o);
+            BOOST_TEST_REQUIRE(report.fallbacks.size() == 1u);
+            BOOST_TEST(qtest::has_all(report.fallbacks[0], {"blk.0.ffn_down.weight", "320 columns", std::string(ggml_type_info(k.type).name),
+                                                            std::string(ggml_type_info(k.fallback).name), "llama-quantize"}));
+            const auto f = io::GgufFile::open(path);
+            BOOST_TEST(f.tensor("blk.0.attn_q.weight").type == std::uint32_t(k.type));
+            BOOST_TEST(f.tensor("blk.0.ffn_down.weight").type == std::uint32_t(k.fallback));
+            llama::GgufSource g(f);
+            for (const auto& b : llama::block_linears) {
+                const auto name = llama::block_tensor_name(0, b.gguf);
+                const auto ours = llama::quantize_linear(w.layers[0].*(b.member), parse_scheme(std::string("rtn:") + k.grid), scalar);
+                const auto [rows, cols] = llama::block_linear_shape(c, b);
+                const auto read = g.linear(name, rows, cols);
+                BOOST_TEST((blocks_of(read) == blocks_of(ours)), name);
+                // the file's blocks, loaded in place, mean what qforge's quantization meant
+                std::vector<float> a(std::size_t(rows) * std::size_t(cols)), bq(a.size());
+                scalar.dequantize(read.weights(), MatrixView<float>(a.data(), std::size_t(rows), std::size_t(cols)));
+                scalar.dequantize(ours.weights(), MatrixView<float>(bq.data(), std::size_t(rows), std::size_t(cols)));
+                BOOST_TEST((a == bq), name);
+                BOOST_TEST((a == f.dequantize(f.tensor(name))), name);  // and what the file's reader says
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(weights_no_gguf_type_holds_are_refused_before_writing) {
+    const auto c = qtest::tiny_config(1);
+    const auto w = qtest::random_llama(c, 7);
+    llama::WeightsSource src(w, "tiny");
+    const auto path = tmp("qf_export_refused.gguf");
+    fs::remove(path);
+    llama::GgufExportOptions o;
+    o.rules = block_rules("rtn:w4g128a");
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { llama::write_gguf(src, path, o); }),
+                              {"tiny", "blk.0.attn_q.weight", "rtn:w4g128a", "q4_0"}));
+    BOOST_TEST(!fs::exists(path));
+    BOOST_TEST(!fs::exists(path + ".tmp"));
+    // a model already quantized into qforge's dense layout, kept as stored
+    const auto dense = llama::quantize_block_linears(w, parse_scheme("rtn:w4g16a"));
+    llama::WeightsSource dsrc(dense, "dense");
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { llama::write_gguf(dsrc, path, {}); }),
+                              {"dense", "blk.0.attn_q.weight", "stored as dense", "4-bit, group 16", "f16/f32"}));
+    BOOST_TEST(!fs::exists(path));
+    // a bad output path is refused before any work
+    BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { llama::write_gguf(src, "/nonexistent-dir/x.gguf", {}); }), {"does not exist"}));
+}
+
+// The llama2.c tokenizer as llama.cpp's SentencePiece vocabulary: spaces as U+2581, the types
+// llama.cpp needs (unknown, control, byte, normal).
+BOOST_AUTO_TEST_CASE(llama2c_tokenizer_as_gguf_metadata, *boost::unit_test::precondition(qtest::needs_data{"models/stories260K/tok512.bin"})) {
+    const auto t = io::Llama2cTokenizer::load(qtest::data_path("models/stories260K/tok512.bin"), 512);
+    const auto kv = io::tokenizer_metadata(t);
+    const auto find = [&](const std::string& k) -> const io::GgufValue& {
+        for (const auto& [key, v] : kv)
+            if (key == k) return v;
+        throw std::runtime_error("no " + k);
+    };
+    const auto& tokens = find("tokenizer.ggml.tokens").as_array();
+    const auto& types = find("tokenizer.ggml.token_type").as_array();
+    BOOST_TEST_REQUIRE(tokens.size() == 512u);
+    BOOST_TEST(types[0].as_int() == 2);
+    BOOST_TEST(types[1].as_int() == 3);
+    BOOST_TEST(types[3].as_int() == 6);  // <0x00>
+    int spaced = 0;
+    for (int i = 0; i < 512; ++i) {
+        const auto& piece = tokens[std::size_t(i)].as_string();
+        BOOST_TEST(piece.find(' ') == std::string::npos);
+        if (t.piece(i).find(' ') != std::string::npos) {
+            ++spaced;
+            BOOST_TEST(piece.find("\xE2\x96\x81") != std::string::npos);
+        }
+    }
+    BOOST_TEST(spaced > 0);
+    BOOST_TEST(find("tokenizer.ggml.model").as_string() == "llama");
+    BOOST_TEST(find("tokenizer.ggml.scores").as_array()[300].as_double() == double(t.score(300)));
+}
