@@ -19,15 +19,17 @@ source "$src/tests/peer/env.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 text=$data/eval/wikitext-2-raw/wiki.test.raw
-check() {  # FILE LIMIT_KLD
+check() {  # FILE LIMIT_KLD [REFERENCE]
   "$python" "$src/tests/peer/gguf_dequant.py" "$1" "$work/dump"
   QFORGE_GGUF_PEER_DIR=$work/dump QFORGE_GGUF_PEER_FILE=$1 "$gguf_bin" --run_test=gguf_matches_gguf_py --log_level=message
   rm -rf "$work/dump"
-  "$python" "$src/tests/peer/llamacpp_export.py" "$1" "$text" 128 "$logits_bin" "$2"
+  "$python" "$src/tests/peer/llamacpp_export.py" "$1" "$text" 128 "$logits_bin" "$2" ${3:+"$3"}
 }
+# F32: also against the gguf package's own F32 copy of the same model, in llama.cpp
 "$qforge" convert --model "$model" --outtype f32 --format gguf --out "$work/f32.gguf"
-check "$work/f32.gguf" 1e-3
-rm "$work/f32.gguf"
+"$python" "$src/tests/peer/gguf_to_f32.py" "$model" "$work/f32_gguf_py.gguf"
+check "$work/f32.gguf" 1e-3 "$work/f32_gguf_py.gguf"
+rm "$work/f32.gguf" "$work/f32_gguf_py.gguf"
 "$qforge" convert --model "$model" --outtype q8_0 --format gguf --out "$work/q8_0.gguf"
 check "$work/q8_0.gguf" 0.01
 "$qforge" quantize --model "$model" --scheme rtn:q4_0 --format gguf --out "$work/rtn_q4_0.gguf"
