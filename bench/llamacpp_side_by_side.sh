@@ -4,9 +4,10 @@
 #
 # llama.cpp is built from the sources inside the llama-cpp-python source package that the peer
 # tests pin (vendor/llama.cpp; its commit is printed), CPU only, for this machine (GGML_NATIVE).
-# Its llama-quantize makes a Q4_0 and an F32 file from the cached Q4_1 GGUF (--allow-requantize:
+# Its llama-quantize makes Q4_0, F32, Q8_0 and Q4_K_M files from the cached Q4_1 GGUF (--allow-requantize:
 # the Q4_1 values dequantized and rounded again; speed is what is compared here, not quality).
-# qforge's bench_model then runs its own variants and those two files as stored.
+# qforge's bench_model then runs its own variants and those files as stored (Q4_K_M: its Q5_0,
+# Q4_K and Q6_K tensors in place through their kernel form, formats/gguf_kq.hpp).
 #
 # Usage: bench/llamacpp_side_by_side.sh [BUILD_DIR]   (BUILD_DIR: where bench_model is built,
 # default build/ci-release). Env: QFORGE_THREADS (default 2), QFORGE_BENCH_PROMPT (512),
@@ -44,7 +45,7 @@ if [ ! -x "$lbuild/bin/llama-bench" ] || [ ! -x "$lbuild/bin/llama-quantize" ]; 
 fi
 commit=$(git -C "$llama" rev-parse --short HEAD 2>/dev/null || echo "unknown (no .git in the package)")
 
-for t in Q4_0 F32; do
+for t in Q4_0 F32 Q8_0 Q4_K_M; do
   out="$cache/SmolLM2-135M-Instruct.$t.gguf"
   if [ ! -f "$out" ]; then
     "$lbuild/bin/llama-quantize" --allow-requantize "$model" "$out.partial" "$t" >/dev/null 2>&1
@@ -55,7 +56,7 @@ done
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $threads"
 echo "llama.cpp: commit $commit (llama-cpp-python $version sdist), $("$lbuild/bin/llama-bench" --version 2>&1 | head -1 || true)"
 echo
-for t in Q4_0 Q4_1 F32; do
+for t in Q4_0 Q4_1 F32 Q8_0 Q4_K_M; do
   f="$cache/SmolLM2-135M-Instruct.$t.gguf"
   echo "+ llama-bench -m $(basename "$f") -t $threads -p $prompt -n $decode -r 3"
   "$lbuild/bin/llama-bench" -m "$f" -t "$threads" -p "$prompt" -n "$decode" -r 3 -o md 2>/dev/null
@@ -63,5 +64,5 @@ done
 echo
 echo "+ QFORGE_THREADS=$threads QFORGE_BENCH_PROMPT=$prompt QFORGE_BENCH_DECODE=$decode bench_model --benchmark_filter=SmolLM2 --benchmark_repetitions=3 (median)"
 QFORGE_THREADS=$threads QFORGE_BENCH_PROMPT=$prompt QFORGE_BENCH_DECODE=$decode \
-QFORGE_BENCH_GGUF="$cache/SmolLM2-135M-Instruct.Q4_0.gguf:$cache/SmolLM2-135M-Instruct.F32.gguf" \
+QFORGE_BENCH_GGUF="$cache/SmolLM2-135M-Instruct.Q4_0.gguf:$cache/SmolLM2-135M-Instruct.F32.gguf:$cache/SmolLM2-135M-Instruct.Q8_0.gguf:$cache/SmolLM2-135M-Instruct.Q4_K_M.gguf" \
   "$build/bench/bench_model" --benchmark_filter=SmolLM2 --benchmark_repetitions=3 2>&1 | sed -n '/^model\/variant/,$p'

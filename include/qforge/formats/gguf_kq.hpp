@@ -86,6 +86,7 @@ struct KQuantType<block_q4_K> {
     static constexpr SuperBlockGrid grid{"q4_k", k_block, 6, false, 6};
     static constexpr int weights = k_block;
     static constexpr const SuperBlockGrid* super = &grid;
+    static constexpr bool two_level = true;  // a trait: &grid == nullptr is no constant expression under the sanitizers
     static void encode(const KSuperBlock& k, block_q4_K& b) noexcept {
         b.d = k.d, b.dmin = k.dmin;
         detail::k_pack_scale_min(k.sc, k.m, b.scales);
@@ -110,6 +111,7 @@ struct KQuantType<block_q5_K> {
     static constexpr SuperBlockGrid grid{"q5_k", k_block, 6, false, 6};
     static constexpr int weights = k_block;
     static constexpr const SuperBlockGrid* super = &grid;
+    static constexpr bool two_level = true;  // a trait: &grid == nullptr is no constant expression under the sanitizers
     static void encode(const KSuperBlock& k, block_q5_K& b) noexcept {
         b.d = k.d, b.dmin = k.dmin;
         detail::k_pack_scale_min(k.sc, k.m, b.scales);
@@ -140,6 +142,7 @@ struct KQuantType<block_q6_K> {
     static constexpr SuperBlockGrid grid{"q6_k", k_block, 8, true, 0};
     static constexpr int weights = k_block;
     static constexpr const SuperBlockGrid* super = &grid;
+    static constexpr bool two_level = true;  // a trait: &grid == nullptr is no constant expression under the sanitizers
     static void encode(const KSuperBlock& k, block_q6_K& b) noexcept {
         b.d = k.d;
         for (int i = 0; i < 16; ++i) b.scales[i] = std::int8_t(k.sc[i]);
@@ -180,6 +183,7 @@ struct KQuantType<block_q3_K> {
     static constexpr SuperBlockGrid grid{"q3_k", k_block, 6, true, 0};
     static constexpr int weights = k_block;
     static constexpr const SuperBlockGrid* super = &grid;
+    static constexpr bool two_level = true;  // a trait: &grid == nullptr is no constant expression under the sanitizers
     static void encode(const KSuperBlock& k, block_q3_K& b) noexcept {
         b.d = k.d;
         detail::k3_pack_scales(k.sc, b.scales);
@@ -207,6 +211,7 @@ struct KQuantType<block_q2_K> {
     static constexpr SuperBlockGrid grid{"q2_k", k_block, 4, false, 4};
     static constexpr int weights = k_block;
     static constexpr const SuperBlockGrid* super = &grid;
+    static constexpr bool two_level = true;  // a trait: &grid == nullptr is no constant expression under the sanitizers
     static void encode(const KSuperBlock& k, block_q2_K& b) noexcept {
         b.d = k.d, b.dmin = k.dmin;
         for (int i = 0; i < 16; ++i) b.scales[i] = std::uint8_t((k.sc[i] & 0x0F) | ((k.m[i] & 0x0F) << 4));
@@ -227,6 +232,7 @@ struct KQuantType<block_q5_0> {
     static constexpr int bits = 5, group = 32, weights = 32;
     static constexpr ZeroPoint zero = ZeroPoint::symmetric;
     static constexpr const SuperBlockGrid* super = nullptr;
+    static constexpr bool two_level = false;
     static void encode(const KSuperBlock& k, block_q5_0& b) noexcept {
         b.d = k.d;
         std::uint32_t qh = 0;
@@ -247,6 +253,7 @@ struct KQuantType<block_q5_1> {
     static constexpr int bits = 5, group = 32, weights = 32;
     static constexpr ZeroPoint zero = ZeroPoint::float_min;
     static constexpr const SuperBlockGrid* super = nullptr;
+    static constexpr bool two_level = false;
     static void encode(const KSuperBlock& k, block_q5_1& b) noexcept {
         b.d = k.d, b.m = k.dmin;
         std::uint32_t qh = 0;
@@ -322,7 +329,7 @@ struct KQuantFormat {
                 const float d = half_to_float(k.d), dmin = half_to_float(k.dmin);
                 for (int j = 0; j < per; ++j) {
                     const std::size_t gi = std::size_t(r) * std::size_t(groups) + std::size_t(s * per + j);
-                    if constexpr (T::super != nullptr) {
+                    if constexpr (T::two_level) {
                         p.scales[gi] = d * float(k.sc[j]);
                         if (T::zero == ZeroPoint::float_min) p.mins[gi] = -(dmin * float(k.m[j]));
                     } else {  // Q5_0/Q5_1: d and m themselves
@@ -352,7 +359,7 @@ public:
         q.scales = p.scales;
         if (T::zero == ZeroPoint::float_min) q.mins = p.mins;
         for (std::size_t i = 0; i < p.codes.size(); ++i) q.codes[i] = std::uint8_t(int(p.codes[i]) + code_offset);
-        if constexpr (T::super != nullptr)
+        if constexpr (T::two_level)
             for (int r = 0; r < p.rows; ++r)
                 for (int s = 0; s < supers; ++s) {
                     const Block& b = p.blocks[std::size_t(r) * std::size_t(supers) + std::size_t(s)];
@@ -382,7 +389,7 @@ typename KQuantFormat<Block>::Packed KQuantFormat<Block>::pack(const QuantizedMa
                 if (codes[w] >> T::bits) throw InvalidArgument(where() + ": a code is out of range");
                 k.codes[w] = codes[w];
             }
-            if constexpr (T::super == nullptr) {  // Q5_0/Q5_1: the group's own scale (and minimum), as fp16
+            if constexpr (!T::two_level) {  // Q5_0/Q5_1: the group's own scale (and minimum), as fp16
                 const std::size_t gi = q.group_index(r, s);
                 k.d = detail::exact_half(q.scales[gi], name(), "scale", where);
                 k.dmin = T::zero == ZeroPoint::float_min ? detail::exact_half(q.mins[gi], name(), "minimum", where) : std::uint16_t(0);
