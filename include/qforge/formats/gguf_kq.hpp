@@ -288,13 +288,14 @@ struct KQuantFormat {
     static constexpr int block_weights = T::weights;
     /// The kernel byte of code q: q - 128 (float minimum) or q - zero (symmetric).
     static constexpr int code_offset = T::zero == ZeroPoint::float_min ? 128 : 1 << (T::bits - 1);
+    static constexpr std::size_t code_pad = 32;
     static std::string name() { return T::name; }
 
     struct Packed {
         QuantSpec spec = grid_spec;
         int rows = 0, cols = 0;
         std::vector<Block> blocks;          ///< ggml's blocks, rows x cols/block_weights
-        std::vector<std::int8_t> codes;     ///< the kernels' form (complete() derives it from blocks)
+        std::vector<std::int8_t> codes;     ///< the kernels' form (complete() derives it from blocks), rows x cols + code_pad
         std::vector<float> scales, mins;
         std::size_t bytes() const noexcept { return blocks.size() * sizeof(Block); }
         KQuantView view() const noexcept {
@@ -319,7 +320,9 @@ struct KQuantFormat {
     /// Fills the kernels' form from `blocks` (after a load of the blocks as stored).
     static void complete(Packed& p) {
         const int groups = p.cols / T::group, supers = p.cols / block_weights, per = block_weights / T::group;
-        p.codes.assign(std::size_t(p.rows) * std::size_t(p.cols), 0);
+        // 32 bytes of zeros past the last code: the vector kernels load a group's codes 32 bytes at
+        // a time, so groups of 16 read 16 bytes beyond (against zero activation slots: no effect)
+        p.codes.assign(std::size_t(p.rows) * std::size_t(p.cols) + code_pad, 0);
         p.scales.assign(std::size_t(p.rows) * std::size_t(groups), 0.0f);
         if (T::zero == ZeroPoint::float_min) p.mins.assign(p.scales.size(), 0.0f);
         KSuperBlock k;
@@ -358,7 +361,7 @@ public:
         const int supers = p.cols / block_weights;
         q.scales = p.scales;
         if (T::zero == ZeroPoint::float_min) q.mins = p.mins;
-        for (std::size_t i = 0; i < p.codes.size(); ++i) q.codes[i] = std::uint8_t(int(p.codes[i]) + code_offset);
+        for (std::size_t i = 0; i < q.codes.size(); ++i) q.codes[i] = std::uint8_t(int(p.codes[i]) + code_offset);
         if constexpr (T::two_level)
             for (int r = 0; r < p.rows; ++r)
                 for (int s = 0; s < supers; ++s) {
