@@ -68,6 +68,19 @@ inline void k3_pack_scales(const int* sc, std::uint8_t* s) noexcept {
 inline int k3_scale(const std::uint8_t* s, int k) noexcept {
     return (((s[k % 8] >> (4 * (k / 8))) & 0x0F) | (((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4)) - 32;
 }
+/// Q4_K/Q5_K's qs: the low 4 bits of groups 2i and 2i+1 share 32 bytes (low nibble, high nibble).
+inline void k_pack_pair_nibbles(const std::uint8_t* codes, std::uint8_t* qs) noexcept {
+    for (int j = 0; j < 8; j += 2)
+        for (int l = 0; l < 32; ++l) qs[16 * j + l] = std::uint8_t((codes[32 * j + l] & 0x0F) | ((codes[32 * (j + 1) + l] & 0x0F) << 4));
+}
+inline int k_pair_nibble(const std::uint8_t* qs, int j, int l) noexcept { return j % 2 ? qs[16 * (j - 1) + l] >> 4 : qs[16 * j + l] & 0x0F; }
+/// Q5_0/Q5_1's qh (bit i: the 5th bit of weight i) and qs (nibbles as Q4_0) from 32 codes.
+inline void q5_pack(const std::uint8_t* codes, std::uint8_t* qh, std::uint8_t* qs) noexcept {
+    std::uint32_t bits = 0;
+    for (int i = 0; i < 32; ++i) bits |= std::uint32_t((codes[i] >> 4) & 1) << i;
+    std::memcpy(qh, &bits, 4);
+    for (int j = 0; j < 16; ++j) qs[j] = std::uint8_t((codes[j] & 0x0F) | ((codes[j + 16] & 0x0F) << 4));
+}
 /// Position of weight w's 2 low bits in Q2_K/Q3_K's qs: byte 32*(w/128) + w%32, shift 2*((w/32)%4).
 constexpr int k2_byte(int w) noexcept { return 32 * (w / 128) + w % 32; }
 constexpr int k2_shift(int w) noexcept { return 2 * ((w / 32) % 4); }
@@ -90,14 +103,13 @@ struct KQuantType<block_q4_K> {
     static void encode(const KSuperBlock& k, block_q4_K& b) noexcept {
         b.d = k.d, b.dmin = k.dmin;
         detail::k_pack_scale_min(k.sc, k.m, b.scales);
-        for (int j = 0; j < 8; j += 2)
-            for (int l = 0; l < 32; ++l) b.qs[16 * j + l] = std::uint8_t((k.codes[32 * j + l] & 0x0F) | (k.codes[32 * (j + 1) + l] << 4));
+        detail::k_pack_pair_nibbles(k.codes, b.qs);
     }
     static void decode(const block_q4_K& b, KSuperBlock& k) noexcept {
         k.d = b.d, k.dmin = b.dmin;
         for (int j = 0; j < 8; ++j) {
             detail::k_scale_min(j, b.scales, k.sc[j], k.m[j]);
-            for (int l = 0; l < 32; ++l) k.codes[32 * j + l] = std::uint8_t(j % 2 ? b.qs[16 * (j - 1) + l] >> 4 : b.qs[16 * j + l] & 0x0F);
+            for (int l = 0; l < 32; ++l) k.codes[32 * j + l] = std::uint8_t(detail::k_pair_nibble(b.qs, j, l));
         }
     }
 };
@@ -118,17 +130,13 @@ struct KQuantType<block_q5_K> {
         std::memset(b.qh, 0, sizeof b.qh);
         for (int j = 0; j < 8; ++j)
             for (int l = 0; l < 32; ++l) b.qh[l] |= std::uint8_t(((k.codes[32 * j + l] >> 4) & 1) << j);
-        for (int j = 0; j < 8; j += 2)
-            for (int l = 0; l < 32; ++l) b.qs[16 * j + l] = std::uint8_t((k.codes[32 * j + l] & 0x0F) | ((k.codes[32 * (j + 1) + l] & 0x0F) << 4));
+        detail::k_pack_pair_nibbles(k.codes, b.qs);
     }
     static void decode(const block_q5_K& b, KSuperBlock& k) noexcept {
         k.d = b.d, k.dmin = b.dmin;
         for (int j = 0; j < 8; ++j) {
             detail::k_scale_min(j, b.scales, k.sc[j], k.m[j]);
-            for (int l = 0; l < 32; ++l) {
-                const int low = j % 2 ? b.qs[16 * (j - 1) + l] >> 4 : b.qs[16 * j + l] & 0x0F;
-                k.codes[32 * j + l] = std::uint8_t(low | (((b.qh[l] >> j) & 1) << 4));
-            }
+            for (int l = 0; l < 32; ++l) k.codes[32 * j + l] = std::uint8_t(detail::k_pair_nibble(b.qs, j, l) | (((b.qh[l] >> j) & 1) << 4));
         }
     }
 };
@@ -235,10 +243,7 @@ struct KQuantType<block_q5_0> {
     static constexpr bool two_level = false;
     static void encode(const KSuperBlock& k, block_q5_0& b) noexcept {
         b.d = k.d;
-        std::uint32_t qh = 0;
-        for (int i = 0; i < 32; ++i) qh |= std::uint32_t((k.codes[i] >> 4) & 1) << i;
-        std::memcpy(b.qh, &qh, 4);
-        for (int j = 0; j < 16; ++j) b.qs[j] = std::uint8_t((k.codes[j] & 0x0F) | ((k.codes[j + 16] & 0x0F) << 4));
+        detail::q5_pack(k.codes, b.qh, b.qs);
     }
     static void decode(const block_q5_0& b, KSuperBlock& k) noexcept {
         k.d = b.d, k.dmin = 0;
@@ -256,10 +261,7 @@ struct KQuantType<block_q5_1> {
     static constexpr bool two_level = false;
     static void encode(const KSuperBlock& k, block_q5_1& b) noexcept {
         b.d = k.d, b.m = k.dmin;
-        std::uint32_t qh = 0;
-        for (int i = 0; i < 32; ++i) qh |= std::uint32_t((k.codes[i] >> 4) & 1) << i;
-        std::memcpy(b.qh, &qh, 4);
-        for (int j = 0; j < 16; ++j) b.qs[j] = std::uint8_t((k.codes[j] & 0x0F) | ((k.codes[j + 16] & 0x0F) << 4));
+        detail::q5_pack(k.codes, b.qh, b.qs);
     }
     static void decode(const block_q5_1& b, KSuperBlock& k) noexcept {
         k.d = b.d, k.dmin = b.m;

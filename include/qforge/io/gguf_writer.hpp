@@ -6,10 +6,7 @@
 /// in declaration order, one at a time, so resident memory stays about one tensor. The file
 /// goes to a temporary name beside the destination and is renamed when complete: a reader never
 /// sees a partial file. Spec: ggml's docs/gguf.md.
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <span>
@@ -73,12 +70,6 @@ public:
             }
         kv_.emplace_back(key, std::move(v));
     }
-    bool has(const std::string& key) const {
-        for (const auto& kv : kv_)
-            if (kv.first == key) return true;
-        return false;
-    }
-
     /// Declares a tensor: `ne` with ne[0] fastest (a matrix of `rows` x `cols` is {cols, rows}).
     /// InvalidArgument when ne[0] is not whole blocks of the type, or the name is taken.
     void add_tensor(const std::string& name, std::vector<std::uint64_t> ne, GgmlType type) {
@@ -107,38 +98,35 @@ public:
     /// Writes the file: `produce(i, out)` fills tensor i's bytes (out has exactly its size).
     /// FileError naming the file when it cannot be written; nothing is left under `path` then.
     void write(const std::string& path, const std::function<void(std::size_t, std::span<std::uint8_t>)>& produce) const {
-        check_output_path(path);
-        const std::string tmp = path + ".tmp";
-        std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-        if (!out) throw FileError(tmp, "cannot create file");
-        std::uint64_t at = 0;
-        const auto put = [&](const void* p, std::size_t n) {
-            if (n && std::fwrite(p, 1, n, out.get()) != n) throw FileError(tmp, "write failed (disk full?)");
-            at += n;
-        };
-        const auto pad = [&] {
-            static const std::uint8_t zeros[64] = {};
-            while (at % alignment_) put(zeros, std::size_t(std::min<std::uint64_t>(64, alignment_ - at % alignment_)));
-        };
-        try {
-            std::string head;
-            append(head, "GGUF", 4);
-            append_pod(head, std::uint32_t(3));
-            append_pod(head, std::uint64_t(tensors_.size()));
-            append_pod(head, std::uint64_t(kv_.size()));
-            for (const auto& [key, v] : kv_) {
-                append_string(head, key);
-                append_pod(head, v.type);
-                append_value(head, v, key);
-            }
-            for (const auto& t : tensors_) {
-                append_string(head, t.name);
-                append_pod(head, std::uint32_t(t.ne.size()));
-                for (auto d : t.ne) append_pod(head, d);
-                append_pod(head, std::uint32_t(t.type));
-                append_pod(head, t.offset);
-            }
+        std::string head;
+        append(head, "GGUF", 4);
+        append_pod(head, std::uint32_t(3));
+        append_pod(head, std::uint64_t(tensors_.size()));
+        append_pod(head, std::uint64_t(kv_.size()));
+        for (const auto& [key, v] : kv_) {
+            append_string(head, key);
+            append_pod(head, v.type);
+            append_value(head, v, key);
+        }
+        for (const auto& t : tensors_) {
+            append_string(head, t.name);
+            append_pod(head, std::uint32_t(t.ne.size()));
+            for (auto d : t.ne) append_pod(head, d);
+            append_pod(head, std::uint32_t(t.type));
+            append_pod(head, t.offset);
+        }
+        write_file_streamed(path, [&](const auto& put) {
+            std::uint64_t at = 0;
+            const auto pad = [&] {
+                static const std::uint8_t zeros[64] = {};
+                while (at % alignment_) {
+                    const auto n = std::size_t(std::min<std::uint64_t>(64, alignment_ - at % alignment_));
+                    put(zeros, n);
+                    at += n;
+                }
+            };
             put(head.data(), head.size());
+            at += head.size();
             pad();
             const std::uint64_t data_start = at;
             for (std::size_t i = 0; i < tensors_.size(); ++i) {
@@ -146,18 +134,10 @@ public:
                 produce(i, buffer);
                 if (at - data_start != tensors_[i].offset) throw InvalidArgument("GGUF writer: tensor " + tensors_[i].name + " is misplaced");
                 put(buffer.data(), buffer.size());
+                at += buffer.size();
                 pad();
             }
-            if (std::fflush(out.get()) != 0 || ::fsync(::fileno(out.get())) != 0) throw FileError(tmp, "write failed");
-            out.reset();
-            std::error_code ec;
-            std::filesystem::rename(tmp, path, ec);
-            if (ec) throw FileError(path, "cannot move the finished file into place: " + ec.message());
-        } catch (...) {
-            out.reset();
-            std::remove(tmp.c_str());
-            throw;
-        }
+        });
     }
 
 private:

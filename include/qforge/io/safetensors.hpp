@@ -217,14 +217,7 @@ public:
         }
         std::string text = Json(std::move(header)).dump();
         while ((text.size() + 8) % 8) text += ' ';  // tensor data starts 8-byte aligned
-        check_output_path(path);
-        const std::string tmp = path + ".tmp";
-        std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-        if (!out) throw FileError(tmp, "cannot create file");
-        const auto put = [&](const void* p, std::size_t n) {
-            if (n && std::fwrite(p, 1, n, out.get()) != n) throw FileError(tmp, "write failed (disk full?)");
-        };
-        try {
+        write_file_streamed(path, [&](const auto& put) {
             const std::uint64_t n = text.size();
             put(&n, 8);
             put(text.data(), text.size());
@@ -235,16 +228,7 @@ public:
                 produce(i, buffer);
                 put(buffer.data(), buffer.size());
             }
-            if (std::fflush(out.get()) != 0 || ::fsync(::fileno(out.get())) != 0) throw FileError(tmp, "write failed");
-            out.reset();
-            std::error_code ec;
-            std::filesystem::rename(tmp, path, ec);
-            if (ec) throw FileError(path, "cannot move the finished file into place: " + ec.message());
-        } catch (...) {
-            out.reset();
-            std::remove(tmp.c_str());
-            throw;
-        }
+        });
     }
 
 private:

@@ -93,18 +93,6 @@ inline SuperBlockParams search_super_block(std::span<const float> values, const 
     return best;
 }
 
-/// The group scale and minimum codes (sc_j, m_j) of a fitted super-block's group, recovered from
-/// its products: false when `p` is not on the grid of (d, dmin) (the products are exact, so a
-/// grid fitted here always recovers).
-inline bool super_block_codes(const GroupParams& p, const SuperBlockParams& sp, const SuperBlockGrid& sb, bool has_min, int& sc, int& mc) noexcept {
-    sc = sp.d == 0.0f ? 0 : int(std::nearbyint(p.scale / sp.d));
-    mc = !has_min || sp.dmin == 0.0f ? 0 : int(std::nearbyint(-p.min / sp.dmin));
-    if (sc < sb.min_scale_code() || sc > sb.max_scale_code() || mc < 0 || (has_min && mc > sb.max_min_code())) return false;
-    if (sp.d * float(sc) != p.scale) return false;
-    if (has_min && -(sp.dmin * float(mc)) != p.min) return false;
-    return true;
-}
-
 // Declared in RtnQuantizer (rtn.hpp), which includes this file at its end.
 inline QuantizedMatrix RtnQuantizer::quantize_two_level(MatrixView<const float> w) const {
     QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
