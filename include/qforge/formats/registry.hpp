@@ -126,6 +126,13 @@ inline std::optional<QuantSpec> fitting_block_grid(const QuantSpec& spec, int co
     return std::nullopt;
 }
 
+/// Whether `i` is the format a matrix of `spec` packs into (see visit_packing_format).
+inline bool packs_into(const FormatInfo& i, const QuantSpec& spec) noexcept {
+    if (!spec.block.empty()) return i.stored_as == spec.block;
+    return spec.codebook ? i.codebook == spec.codebook && (i.scales == ScaleType::dq8) == (spec.scale_type == ScaleType::dq8)
+                         : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
+}
+
 /// The format a quantized matrix of this spec packs into by default: a codebook grid's format
 /// (the first of the list storing that codebook with the spec's kind of scales), else the dense format of the spec's bit width.
 /// Affine GGUF block formats are only chosen by name (`spec.block`: their grids are fixed), so a
@@ -133,11 +140,7 @@ inline std::optional<QuantSpec> fitting_block_grid(const QuantSpec& spec, int co
 /// `unsupported` says why) is an InvalidArgument.
 template <class Fn>
 bool visit_packing_format(const QuantSpec& spec, int rows, int cols, Fn&& fn) {
-    return visit_format([&](const FormatInfo& i) {
-                            if (!spec.block.empty()) return i.stored_as == spec.block;
-                            return spec.codebook ? i.codebook == spec.codebook && (i.scales == ScaleType::dq8) == (spec.scale_type == ScaleType::dq8)
-                                                 : i.storage == Storage::dense_rows && !i.codebook && i.bits == spec.bits;
-                        },
+    return visit_format([&](const FormatInfo& i) { return packs_into(i, spec); },
                         [&](auto f) {
                             using F = typename decltype(f)::type;
                             if (auto why = F::unsupported(spec, rows, cols); !why.empty()) throw InvalidArgument(why);

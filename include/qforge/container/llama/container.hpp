@@ -305,6 +305,15 @@ private:
     std::map<std::string, std::string> schemes_;
 };
 
+namespace detail {
+/// Every tensor a written Llama model holds, in file order: matrix(name, source name, rows, cols)
+/// for token_embd, each block's seven linears and output.weight, vector(name, n) for the norms.
+/// A tied head stays tied (no output.weight) unless a rule names output.weight itself; the
+/// embedding table is a matrix either way.
+template <class Matrix, class Vector>
+void for_each_model_tensor(const ModelSource& src, const std::vector<std::pair<std::string, std::string>>& rules, Matrix&& matrix, Vector&& vector);
+}  // namespace detail
+
 /// What happens to each weight matrix: rules (glob pattern -> action) are tried in order and
 /// the last match wins. Actions: "keep" (as stored in the source), "f32" (dequantized), or a
 /// scheme such as "rtn:w4g128a". Matrices no rule matches are kept.
@@ -328,6 +337,25 @@ inline std::string action_for(const std::vector<std::pair<std::string, std::stri
     for (const auto& [pattern, what] : rules)
         if (::fnmatch(pattern.c_str(), name.c_str(), 0) == 0) action = what;
     return action;
+}
+
+template <class Matrix, class Vector>
+void detail::for_each_model_tensor(const ModelSource& src, const std::vector<std::pair<std::string, std::string>>& rules, Matrix&& matrix,
+                                   Vector&& vector) {
+    const Config& c = src.config();
+    const bool tied = src.tied_output() && action_for(rules, "output.weight") == "keep";
+    matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
+    for (int l = 0; l < c.n_layers; ++l) {
+        vector(block_tensor_name(l, "attn_norm"), c.dim);
+        vector(block_tensor_name(l, "ffn_norm"), c.dim);
+        for (const auto& b : block_linears) {
+            const auto [rows, cols] = block_linear_shape(c, b);
+            const auto name = block_tensor_name(l, b.gguf);
+            matrix(name, name, rows, cols);
+        }
+    }
+    vector("output_norm.weight", c.dim);
+    if (!tied) matrix("output.weight", src.output_name(), c.vocab_size, c.dim);
 }
 
 /// Streams `src` into a container at `path`: each weight is materialised, converted, written and
@@ -361,22 +389,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
     };
     const auto vector = [&](const std::string& name, int n) { entries.push_back({name, "f32", true, {"f32", {}, 1, n}}); };
 
-    // A tied head stays tied unless a rule names output.weight itself; the embedding table is a
-    // matrix either way: kept as stored unless a rule names it.
-    bool tied = src.tied_output();
-    if (tied && action_for(o.rules, "output.weight") != "keep") tied = false;
-    matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
-    for (int l = 0; l < c.n_layers; ++l) {
-        vector(block_tensor_name(l, "attn_norm"), c.dim);
-        vector(block_tensor_name(l, "ffn_norm"), c.dim);
-        for (const auto& b : block_linears) {
-            const auto [rows, cols] = block_linear_shape(c, b);
-            const auto name = block_tensor_name(l, b.gguf);
-            matrix(name, name, rows, cols);
-        }
-    }
-    vector("output_norm.weight", c.dim);
-    if (!tied) matrix("output.weight", src.output_name(), c.vocab_size, c.dim);
+    detail::for_each_model_tensor(src, o.rules, matrix, vector);
 
     io::SafetensorsWriter w;
     struct Slot {

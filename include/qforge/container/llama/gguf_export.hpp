@@ -69,12 +69,11 @@ inline std::optional<GgmlType> gguf_type_of(const TensorLayout& l) {
     return out;
 }
 
-/// The GGUF type a scheme's grid asks for (its block type, or the codebook's block format), or
-/// nullopt when it names none.
+/// The GGUF type of the format a scheme's grid packs into (packs_into), or nullopt when that
+/// format is no GGUF type (qforge's dense layouts, NF4).
 inline std::optional<GgmlType> want_of(const QuantSpec& spec) {
     std::optional<GgmlType> out;
-    visit_format([&](const FormatInfo& i) { return !spec.block.empty() ? i.stored_as == spec.block : spec.codebook && i.codebook == spec.codebook && i.scales == spec.scale_type; },
-                 [&](auto f) { out = decltype(f)::type::info.gguf; });
+    visit_format([&](const FormatInfo& i) { return packs_into(i, spec); }, [&](auto f) { out = decltype(f)::type::info.gguf; });
     return out;
 }
 
@@ -149,20 +148,7 @@ inline GgufExportReport write_gguf(const ModelSource& src, const std::string& pa
     };
     const auto vector = [&](const std::string& name, int n) { entries.push_back({name, name, "f32", true, 1, n, GgmlType::F32}); };
 
-    bool tied = src.tied_output();
-    if (tied && action_for(o.rules, "output.weight") != "keep") tied = false;
-    matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
-    for (int l = 0; l < c.n_layers; ++l) {
-        vector(block_tensor_name(l, "attn_norm"), c.dim);
-        for (const auto& b : block_linears) {
-            const auto [rows, cols] = block_linear_shape(c, b);
-            const auto name = block_tensor_name(l, b.gguf);
-            matrix(name, name, rows, cols);
-        }
-        vector(block_tensor_name(l, "ffn_norm"), c.dim);
-    }
-    vector("output_norm.weight", c.dim);
-    if (!tied) matrix("output.weight", src.output_name(), c.vocab_size, c.dim);
+    detail::for_each_model_tensor(src, o.rules, matrix, vector);
 
     io::GgufWriter w;
     using namespace io::gguf_value;
