@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every test: Release (warnings as errors, CUDA compiled when nvcc is there),
-# ASan+UBSan (no CUDA), bounded fuzzing, the Doxygen build. Prints each stage's time.
+# ASan+UBSan (no CUDA), bounded fuzzing; the Doxygen build runs first, inside the release stage. Prints each stage's time.
 # QFORGE_FUZZ_SECONDS (default 30) bounds each fuzzer; QFORGE_REQUIRE_DATA=1 turns missing
 # data files into failures (CI sets it).
 set -euo pipefail
@@ -23,6 +23,9 @@ stage "release build + tests (unit, consumers, peer)"
 cuda_flags=()
 if command -v nvcc >/dev/null; then cuda_flags=(-DQFORGE_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=80;90"); else cuda_flags=(-DQFORGE_CUDA=OFF); fi
 cmake -S . -B build/ci-release -DCMAKE_BUILD_TYPE=Release -DQFORGE_WERROR=ON "${cuda_flags[@]}" >/dev/null
+# Doxygen first: seconds, and a broken page should not wait for the builds to be reported
+echo "--- docs (Doxygen, warnings are errors)"
+cmake --build build/ci-release --target docs
 cmake --build build/ci-release -j"$jobs"
 (cd build/ci-release && ctest --output-on-failure -j"$jobs")
 done_stage
@@ -56,10 +59,6 @@ if command -v clang++ >/dev/null; then
 else
   echo "clang++ not found: fuzzers not built"
 fi
-done_stage
-
-stage "docs (Doxygen, warnings are errors)"
-cmake --build build/ci-release --target docs
 done_stage
 
 echo
