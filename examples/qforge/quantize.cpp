@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include <qforge/io/output_path.hpp>
 #include <qforge/container/llama/container.hpp>
 #include <qforge/container/llama/gguf_export.hpp>
+#include <qforge/container/llama/type_mix.hpp>
 #include <qforge/io/gguf_tokenizer.hpp>
 #include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/pipelines/llama/quantizing_source.hpp>
@@ -27,7 +29,7 @@ namespace {
 struct QuantizeOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string scheme, out, format = "qforge", outtype = "keep";
+    std::string scheme, out, format = "qforge", outtype = "keep", mix;
     std::vector<std::string> overrides;
     int threads = 0;
     bool json = false;
@@ -56,7 +58,7 @@ std::string model_name(const Model& model) {
 }
 
 int run(QuantizeOptions opt) {
-    if (opt.scheme.empty() && opt.overrides.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --override)");
+    if (opt.scheme.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --mix, --override)");
     const bool gguf = opt.format == "gguf";
     // every action is checked before any work
     std::vector<std::pair<std::string, std::string>> overrides;
@@ -75,6 +77,16 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    // --mix: llama.cpp's per-tensor types, on the scheme's method (RTN without --scheme)
+    const qforge::llama::TypeMix* mix = nullptr;
+    if (!opt.mix.empty()) {
+        mix = &qforge::llama::find_type_mix(opt.mix);
+        if (opt.outtype != "keep") throw CLI::ValidationError("--mix", "--mix and --outtype both say what every weight becomes; give one");
+        if (!scheme) scheme = qforge::parse_scheme("rtn:" + std::string(mix->base));
+        if (scheme->spec.block != mix->base)
+            throw CLI::ValidationError("--mix", std::string(mix->name) + " quantizes most weights as " + std::string(mix->base) + " and raises some; --scheme " +
+                                                    opt.scheme + " must be on that grid (e.g. gptq:" + std::string(mix->base) + ")");
+    }
     // --outtype (convert): one action for every weight matrix, before the overrides
     if (opt.outtype == "f16" && !gguf) throw CLI::ValidationError("--outtype", "f16 is a GGUF type (--format gguf)");
     if (opt.outtype != "keep") {
@@ -97,6 +109,16 @@ int run(QuantizeOptions opt) {
                                                              " (names: token_embd.weight, output.weight, blk.N.attn_q.weight ... blk.N.ffn_down.weight)");
         }
     }
+    // each weight matrix's scheme under the mix: the run's method and options on the mix's type
+    // for the block linears; RTN for the embedding and the head (llama-quantize rounds all)
+    std::map<std::string, qforge::RuntimeScheme> mix_schemes;
+    if (mix)
+        for (const auto& [name, grid] : qforge::llama::type_mix_grids(*mix, model.source().config(), model.source().tied_output())) {
+            const bool block = name.rfind("blk.", 0) == 0;
+            qforge::RuntimeScheme s = block ? *scheme : qforge::parse_scheme("rtn:" + grid);
+            s.spec = qforge::parse_scheme("rtn:" + grid).spec;
+            mix_schemes[name] = s;
+        }
     qforge::llama::ContainerOptions o;
     o.backend = qforge::Backend::best_cpu(opt.threads);
     o.tokenizer = model.tokenizer_path();
@@ -120,9 +142,14 @@ int run(QuantizeOptions opt) {
                                                                      qforge::to_string(*scheme) + "; overrides apply to the other weights");
                 }
             const auto calib = calibration_tokens(opt.calib, model, data_dir() + "/eval/wikitext-2-raw/wiki.test.raw", 16384);
-            calibrated_bar = std::make_unique<Progress>(qforge::to_string(*scheme));
-            calibrated = std::make_unique<qforge::llama::QuantizingSource>(
-                model.source(), calib, *scheme, model_quantize_options(model.source().config(), *scheme, opt.calib, o.backend, *calibrated_bar));
+            calibrated_bar = std::make_unique<Progress>(qforge::to_string(*scheme) + (mix ? " " + std::string(mix->name) : ""));
+            auto mo = model_quantize_options(model.source().config(), *scheme, opt.calib, o.backend, *calibrated_bar);
+            for (const auto& [name, s] : mix_schemes)
+                if (name.rfind("blk.", 0) == 0 && !(s == *scheme)) mo.tensor_schemes[name] = s;
+                else if (name.rfind("blk.", 0) != 0) o.rules.emplace_back(name, qforge::to_string(s));
+            calibrated = std::make_unique<qforge::llama::QuantizingSource>(model.source(), calib, *scheme, mo);
+        } else if (mix) {
+            for (const auto& [name, s] : mix_schemes) o.rules.emplace_back(name, qforge::to_string(s));
         } else {
             for (const auto& b : qforge::llama::block_linears)
                 o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(*scheme));
@@ -136,6 +163,7 @@ int run(QuantizeOptions opt) {
     const auto& source = calibrated ? static_cast<const qforge::llama::ModelSource&>(*calibrated) : model.source();
     double bpw = 0.0;
     std::vector<std::string> fallbacks;
+    std::map<std::string, std::int64_t> types;  // GGUF: weight matrices per type written
     if (gguf) {
         qforge::llama::GgufExportOptions g;
         g.rules = o.rules;
@@ -146,6 +174,8 @@ int run(QuantizeOptions opt) {
         const auto report = qforge::llama::write_gguf(source, opt.out, g);
         bpw = report.block_bits_per_weight();  // from the bytes written (an F16 fallback counts 16)
         fallbacks = report.fallbacks;
+        for (const auto& t : report.tensors)
+            if (t.matrix) ++types[std::string(qforge::ggml_type_name(std::uint32_t(t.type)))];
     } else {
         qforge::llama::write_container(source, opt.out, o);
     }
@@ -164,11 +194,21 @@ int run(QuantizeOptions opt) {
         JsonObject j;
         j.add("model", model.path()).add("out", opt.out).add("format", opt.format).add("file_bytes", std::int64_t(file_bytes));
         j.add("block_bits_per_weight", bpw).add("fallbacks", std::int64_t(fallbacks.size()));
+        if (gguf) {
+            JsonObject t;
+            for (const auto& [type, n] : types) t.add(type, n);
+            j.add("matrix_types", t);
+        }
         j.add("seconds", seconds);
         print_json(j);
     } else {
         std::printf("wrote %s (%s): %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", opt.out.c_str(), opt.format.c_str(),
                     double(file_bytes) / 1e6, bpw, seconds);
+        if (gguf) {
+            std::string line;
+            for (const auto& [type, n] : types) line += (line.empty() ? "" : ", ") + type + " " + std::to_string(n);
+            std::printf("weight matrices by type: %s\n", line.c_str());
+        }
     }
     return 0;
 }
@@ -176,6 +216,15 @@ int run(QuantizeOptions opt) {
 }  // namespace
 
 namespace {
+void add_mix_option(CLI::App& sub, QuantizeOptions& o) {
+    std::string names;
+    for (const auto& m : qforge::llama::type_mixes) names += std::string(names.empty() ? "" : ", ") + std::string(m.name);
+    sub.add_option("--mix", o.mix,
+                   "llama.cpp's type mix: each weight matrix gets the type llama-quantize gives it (" + names +
+                       "; docs/export.md). Without --scheme, RTN as llama-quantize; with one, its method and options on the mix's types "
+                       "(e.g. --mix q4_k_m --scheme gptq:q4_k)");
+}
+
 void add_format_option(CLI::App& sub, QuantizeOptions& o) {
     sub.add_option("--format", o.format,
                    "qforge (the container: any scheme) or gguf (llama.cpp's file: F32/F16 and the GGUF grids q4_0, q4_1, q5_0, q5_1, "
@@ -200,6 +249,7 @@ void add_quantize(CLI::App& app, int& status) {
     sub->add_option("--scheme", o->scheme,
                     "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize block by "
                     "block, each block written as it finishes: memory of one block, whatever the depth)");
+    add_mix_option(*sub, *o);
     add_calib_options(*sub, o->calib);
     // quantize evaluates nothing: say which slice the defaults take
     sub->get_option("--calib")->description(
@@ -230,6 +280,7 @@ void add_convert(CLI::App& app, int& status) {
     sub->add_option("--outtype", o->outtype,
                     "keep (default), f32, f16 (GGUF), or a grid quantized by RTN: q8_0, q6_k, q5_k, q4_k, q4_0, q4_1, q5_0, q3_k, q2_k, "
                     "iq4nl (GGUF or qforge), w4g128a ... (qforge)");
+    add_mix_option(*sub, *o);
     sub->add_option("--override", o->overrides, "PATTERN=ACTION for weights matching the glob (as for quantize; later ones win)");
     sub->add_option("--out", o->out, "output file")->required()->check(writable_output());
     add_format_option(*sub, *o);

@@ -8,6 +8,8 @@
 #   way; q4_k: SmolLM2's 576-wide rows take Q5_0, llama-quantize's fallback, its ffn_down Q4_K);
 #   stories260K (llama2.c: its SentencePiece vocabulary written by qforge, F16 fallbacks for its
 #   172-wide rows) as rtn:q4_0.
+#   llama.cpp's type mixes (qforge convert --mix): every tensor of the type llama-quantize gives it
+#   (SmolLM2: Q4_K_M, Q3_K_M, Q2_K; stories260K: all ten), and llama.cpp runs SmolLM2's Q4_K_M.
 # Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
 set -euo pipefail
 src=$1
@@ -29,7 +31,16 @@ check() {  # FILE LIMIT_KLD [REFERENCE]
 "$qforge" convert --model "$model" --outtype f32 --format gguf --out "$work/f32.gguf"
 "$python" "$src/tests/peer/gguf_to_f32.py" "$model" "$work/f32_gguf_py.gguf"
 check "$work/f32.gguf" 1e-3 "$work/f32_gguf_py.gguf"
-rm "$work/f32.gguf" "$work/f32_gguf_py.gguf"
+rm "$work/f32_gguf_py.gguf"
+# llama.cpp's type mixes: each tensor the type llama-quantize gives it (from the same F32 file),
+# and llama.cpp runs qforge's Q4_K_M
+mkdir "$work/mixes"
+for mix in q4_k_m q3_k_m q2_k; do
+  "$qforge" convert --model "$model" --mix $mix --format gguf --out "$work/mixes/$mix.gguf"
+done
+"$python" "$src/tests/peer/llamacpp_types.py" "$work/f32.gguf" "$work/mixes" q4_k_m q3_k_m q2_k
+check "$work/mixes/q4_k_m.gguf" 0.01
+rm -rf "$work/mixes" "$work/f32.gguf"
 "$qforge" convert --model "$model" --outtype q8_0 --format gguf --out "$work/q8_0.gguf"
 check "$work/q8_0.gguf" 0.01
 "$qforge" quantize --model "$model" --scheme rtn:q4_0 --format gguf --out "$work/rtn_q4_0.gguf"
@@ -43,3 +54,12 @@ check "$work/gptq_q4_k.gguf" 0.01
 cat "$work/stories.err"
 grep -q "fallback: blk.0.ffn_down.weight: 172 columns" "$work/stories.err"
 check "$work/stories.gguf" 0.01
+# every mix on stories260K (5 blocks, 2 query heads per kv head, rows of 64 and 172: a fallback
+# for nearly every tensor), types only
+mkdir "$work/mixes"
+"$qforge" convert --model "$data/models/stories260K/stories260K.bin" --outtype f32 --format gguf --out "$work/stories_f32.gguf"
+mixes=(q2_k q2_k_s q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k)
+for mix in "${mixes[@]}"; do
+  "$qforge" convert --model "$data/models/stories260K/stories260K.bin" --mix $mix --format gguf --out "$work/mixes/$mix.gguf" 2>/dev/null
+done
+"$python" "$src/tests/peer/llamacpp_types.py" "$work/stories_f32.gguf" "$work/mixes" "${mixes[@]}"

@@ -420,3 +420,26 @@ BOOST_AUTO_TEST_CASE(awq_advances_to_the_original_blocks_outputs) {
             BOOST_TEST(differ > a.rows * a.cols / 2, scheme << ": only " << differ << " values differ: not the quantized block");
     }
 }
+
+// Layers sharing an input but not a grid (a type mix: attn_v on Q6_K beside attn_q on Q4_K): each
+// layer's error in the α search is measured on its own AwqLayer::spec, so the search's error at
+// every grid point is the sum of each layer searched alone on its grid.
+BOOST_AUTO_TEST_CASE(search_measures_each_layer_on_its_grid) {
+    const auto l = planted(16, 73);
+    const auto s4 = parse_scheme("rtn:w4g32a").spec, s8 = parse_scheme("rtn:w8g32a").spec, s2 = parse_scheme("rtn:w2g32a").spec;
+    const std::size_t half = std::size_t(l.rows / 2);
+    const MatrixView<const float> a(l.w.data(), half, std::size_t(l.cols)), b(l.w.data() + half * std::size_t(l.cols), half, std::size_t(l.cols));
+    AwqOptions o;
+    o.grid = 5;
+    o.coarse_step = 1;
+    o.search_rows = 0;
+    o.backend = Backend::cpu(best_isa());
+    const auto mixed = awq_search_scales({{a, nullptr, &s4}, {b, nullptr, &s8}}, l.mean_abs, l.h, s2, o);
+    const auto alone_a = awq_search_scales({{a}}, l.mean_abs, l.h, s4, o), alone_b = awq_search_scales({{b}}, l.mean_abs, l.h, s8, o);
+    const auto shared = awq_search_scales({{a}, {b}}, l.mean_abs, l.h, s4, o);
+    for (int i = 0; i < o.grid; ++i) {
+        const auto k = std::size_t(i);
+        BOOST_TEST(mixed.error[k] == alone_a.error[k] + alone_b.error[k], boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(std::abs(shared.error[k] - mixed.error[k]) > 1e-3 * mixed.error[k]);  // b on 4 bits is another search
+    }
+}

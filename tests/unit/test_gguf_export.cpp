@@ -2,12 +2,17 @@
 // The GGUF writer and the model export: what is written reads back identically (metadata of every
 // type, tensors of every type written), exported weights equal qforge's own quantization of the
 // same weights byte for byte, rows that do not fit a block fall back to F16 and say so, and a
-// weight no GGUF type holds is refused by name before a file exists.
+// weight no GGUF type holds is refused by name before a file exists. llama.cpp's type mixes give
+// the types worked out by hand from llama-quantize's rules (peer.gguf_export checks them against
+// llama-quantize itself).
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "common.hpp"
 #include "qforge/container/llama/gguf_export.hpp"
+#include "qforge/container/llama/type_mix.hpp"
 #include "qforge/io/gguf_tokenizer.hpp"
 #include "qforge/sources/llama/gguf_loader.hpp"
 #include "tiny_llama.hpp"
@@ -252,4 +257,63 @@ BOOST_AUTO_TEST_CASE(llama2c_tokenizer_as_gguf_metadata, *boost::unit_test::prec
     BOOST_TEST(spaced > 0);
     BOOST_TEST(find("tokenizer.ggml.model").as_string() == "llama");
     BOOST_TEST(find("tokenizer.ggml.scores").as_array()[300].as_double() == double(t.score(300)));
+}
+
+// Type mixes by hand from llama_tensor_get_type_impl (llama.cpp src/llama-quant.cpp) for
+// SmolLM2-135M's shape (30 blocks, 9 heads on 3 kv heads, dim 576, tied head) and a Llama-2-7B
+// shape (32 blocks, no GQA, dim 4096, its own head).
+BOOST_AUTO_TEST_CASE(type_mixes_by_hand) {
+    llama::Config smol{};
+    smol.dim = 576, smol.hidden_dim = 1536, smol.n_layers = 30, smol.n_heads = 9, smol.n_kv_heads = 3, smol.vocab_size = 49152, smol.seq_len = 2048;
+    const auto types = [](const std::vector<std::pair<std::string, std::string>>& v) { return std::map<std::string, std::string>(v.begin(), v.end()); };
+    // use_more_bits(i, 30): i < 3, i >= 26, or (i - 3) % 3 == 2
+    const std::set<int> more = {0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29};
+    auto t = types(llama::type_mix_grids(llama::find_type_mix("Q4_K_M"), smol, true));
+    BOOST_TEST(t.size() == 1u + 30u * 7u);  // tied: no output.weight
+    BOOST_TEST(t.at("token_embd.weight") == "q8_0");  // the head's type; 576 is not whole 256-blocks
+    for (int i = 0; i < 30; ++i) {
+        const std::string raised = more.count(i) ? "q6_k" : "q4_k";
+        BOOST_TEST(t.at(llama::block_tensor_name(i, "attn_v")) == raised, i);
+        BOOST_TEST(t.at(llama::block_tensor_name(i, "ffn_down")) == raised, i);
+        for (const char* other : {"attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"}) BOOST_TEST(t.at(llama::block_tensor_name(i, other)) == "q4_k");
+    }
+    t = types(llama::type_mix_grids(llama::find_type_mix("q3_k_m"), smol, true));
+    BOOST_TEST(t.at("blk.0.attn_v.weight") == "q5_k");
+    BOOST_TEST(t.at("blk.1.attn_v.weight") == "q5_k");
+    BOOST_TEST(t.at("blk.2.attn_v.weight") == "q4_k");
+    BOOST_TEST(t.at("blk.0.ffn_down.weight") == "q5_k");  // i < 30/16
+    BOOST_TEST(t.at("blk.1.ffn_down.weight") == "q4_k");
+    BOOST_TEST(t.at("blk.7.attn_output.weight") == "q4_k");
+    BOOST_TEST(t.at("blk.7.ffn_up.weight") == "q3_k");
+    t = types(llama::type_mix_grids(llama::find_type_mix("q2_k"), smol, true));
+    BOOST_TEST(t.at("blk.4.attn_v.weight") == "q3_k");  // 9 / 3 = 3 query heads per kv head, < 4
+    BOOST_TEST(t.at("blk.4.ffn_down.weight") == "q3_k");
+    BOOST_TEST(t.at("blk.4.attn_output.weight") == "q3_k");
+    BOOST_TEST(t.at("blk.4.attn_q.weight") == "q2_k");
+
+    llama::Config big = smol;
+    big.dim = 4096, big.hidden_dim = 11008, big.n_layers = 32, big.n_heads = 32, big.n_kv_heads = 32, big.vocab_size = 32000;
+    t = types(llama::type_mix_grids(llama::find_type_mix("q4_k_m"), big, false));
+    BOOST_TEST(t.at("token_embd.weight") == "q4_k");
+    BOOST_TEST(t.at("output.weight") == "q6_k");
+    BOOST_TEST(t.at("blk.3.attn_v.weight") == "q6_k");  // 3 < 32/8
+    BOOST_TEST(t.at("blk.4.attn_v.weight") == "q4_k");
+    BOOST_TEST(t.at("blk.6.attn_v.weight") == "q6_k");  // (6 - 4) % 3 == 2
+    BOOST_TEST(t.at("blk.28.ffn_down.weight") == "q6_k");  // >= 7 * 32 / 8
+    big.n_kv_heads = 8;  // 4 query heads per kv head
+    t = types(llama::type_mix_grids(llama::find_type_mix("q2_k"), big, false));
+    BOOST_TEST(t.at("blk.9.attn_v.weight") == "q4_k");
+    t = types(llama::type_mix_grids(llama::find_type_mix("q4_k_s"), big, false));
+    BOOST_TEST(t.at("blk.3.attn_v.weight") == "q5_k");
+    BOOST_TEST(t.at("blk.4.attn_v.weight") == "q4_k");
+    BOOST_TEST(t.at("blk.3.ffn_down.weight") == "q5_k");  // i < 32/8
+    BOOST_TEST(t.at("blk.4.ffn_down.weight") == "q4_k");
+
+    std::string m = "(no error)";
+    try {
+        (void)llama::find_type_mix("q4_k_x");
+    } catch (const InvalidArgument& e) {
+        m = e.what();
+    }
+    BOOST_TEST(m.find("unknown type mix 'q4_k_x' (known: q2_k, q2_k_s") == 0u, m);
 }

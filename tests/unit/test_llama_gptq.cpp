@@ -8,7 +8,9 @@
 #include "common.hpp"
 #include "qforge/container/llama/container.hpp"
 #include "qforge/models/llama/evaluate.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/pipelines/llama/gptq.hpp"
+#include "qforge/pipelines/llama/quantize_model.hpp"
 #include "qforge/models/llama/sampler.hpp"
 #include "tiny_llama.hpp"
 
@@ -147,4 +149,51 @@ BOOST_AUTO_TEST_CASE(stacked_step_equals_layers_one_by_one) {
     llama::Layer q;
     std::string note;
     BOOST_TEST(!llama::quantize_stacked(L, q, {&llama::Layer::wo}, h, parse_scheme("gptq:w4g8a"), settings, note));  // one layer: nothing to stack
+}
+
+// Per-tensor schemes (ModelQuantizeOptions::tensor_schemes, what a type mix such as Q4_K_M sets):
+// in block 0, whose q/k/v Hessian no quantization has touched yet, the layer set apart gets
+// exactly what a run with its scheme everywhere gives it, and its step's other layers what the
+// run's scheme alone gives them. AWQ: each layer's bytes are its own grid's. Bad maps are refused
+// before any work, naming the tensor.
+BOOST_AUTO_TEST_CASE(tensor_schemes_set_layers_apart) {
+    const auto w = qtest::random_llama(qtest::tiny_config(2), 65);
+    const auto tokens = qtest::random_tokens(64, w.config.vocab_size, 66);
+    llama::ModelQuantizeOptions o;
+    o.calibration.sequence_length = 16;
+    const auto fp32 = [&](const llama::Linear& l) { return std::get<llama::Fp32Matrix>(llama::dequantized_linear(l, Backend::cpu(Isa::scalar)).weights()).data; };
+    const auto s4 = parse_scheme("gptq:w4g8a"), s8 = parse_scheme("gptq:w8g8a");
+    const auto all4 = llama::gptq_quantize_model(w, tokens, s4, o), all8 = llama::gptq_quantize_model(w, tokens, s8, o);
+    auto mixed_o = o;
+    mixed_o.tensor_schemes["blk.0.attn_v.weight"] = s8;
+    mixed_o.tensor_schemes["blk.1.ffn_down.weight"] = s8;
+    const auto mixed = llama::gptq_quantize_model(w, tokens, s4, mixed_o);
+    BOOST_TEST(fp32(mixed.layers[0].wv) == fp32(all8.layers[0].wv));
+    BOOST_TEST(fp32(mixed.layers[0].wq) == fp32(all4.layers[0].wq));
+    BOOST_TEST(fp32(mixed.layers[0].wk) == fp32(all4.layers[0].wk));
+    BOOST_TEST(mixed.layers[1].w2.bytes() == all8.layers[1].w2.bytes());
+    BOOST_TEST(mixed.layers[1].w1.bytes() == all4.layers[1].w1.bytes());
+    BOOST_TEST(fp32(mixed.layers[0].wv) != fp32(all4.layers[0].wv));
+
+    const auto a4 = parse_scheme("awq:w4g8a"), a8 = parse_scheme("awq:w8g8a");
+    auto awq_o = o;
+    awq_o.tensor_schemes["blk.0.attn_v.weight"] = a8;
+    const auto awq_all4 = llama::awq_quantize_model(w, tokens, a4, o), awq_mixed = llama::awq_quantize_model(w, tokens, a4, awq_o);
+    BOOST_TEST(awq_mixed.layers[0].wv.bytes() > awq_all4.layers[0].wv.bytes());
+    BOOST_TEST(awq_mixed.layers[0].wq.bytes() == awq_all4.layers[0].wq.bytes());
+
+    const auto refused = [&](const std::map<std::string, RuntimeScheme>& map, const char* says) {
+        auto bad = o;
+        bad.tensor_schemes = map;
+        std::string m = "(no error)";
+        try {
+            llama::BlockQuantizer(w.config, w.token_embedding, tokens, s4, bad);
+        } catch (const InvalidArgument& e) {
+            m = e.what();
+        }
+        BOOST_TEST(m.find(says) != std::string::npos, m);
+    };
+    refused({{"blk.2.attn_v.weight", s8}}, "'blk.2.attn_v.weight': not a block linear of this model");
+    refused({{"blk.0.attn_norm.weight", s8}}, "'blk.0.attn_norm.weight': not a block linear");
+    refused({{"blk.0.attn_v.weight", parse_scheme("rtn:w8g8a")}}, "has another method than the run's gptq:w4g8a");
 }

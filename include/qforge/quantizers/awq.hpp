@@ -156,6 +156,7 @@ inline std::vector<float> scaled_rtn_error(MatrixView<const float> w, const std:
 struct AwqLayer {
     MatrixView<const float> w;                    ///< rows x cols
     const std::vector<float>* row_weight = nullptr;  ///< TWQ: λ per output row, or null
+    const QuantSpec* spec = nullptr;              ///< this layer's grid when it differs from the search's (a type mix), or null
 };
 
 struct AwqScales {
@@ -167,7 +168,9 @@ struct AwqScales {
 /// The α search for layers sharing one input with mean |x| `mean_abs` and Hessian `h` (already
 /// input-weighted for TWQ if wanted), each layer's error measured on `o.search_rows` of its rows. `tie` (optional): channel c must share the scale of
 /// channel tie[c] (grouped-query attention: the o_proj inputs coming from one v row); the
-/// activation magnitudes of tied channels are averaged.
+/// activation magnitudes of tied channels are averaged. A layer's error is measured on its own
+/// AwqLayer::spec when it has one (a type mix gives layers sharing an input different grids),
+/// else on `spec`.
 inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const std::vector<float>& mean_abs, const std::vector<float>& h,
                                    const QuantSpec& spec, const AwqOptions& o, const std::vector<int>* tie = nullptr) {
     const std::size_t C = mean_abs.size();
@@ -190,10 +193,12 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         std::vector<float> w;       // the sampled rows, contiguous
         std::vector<float> weight;  // per sampled row: TWQ's λ times the sampling factor
         bool weighted = false;
+        const QuantSpec* spec = nullptr;  // the grid its error is measured on
     };
     std::vector<Measured> measured;
     for (const auto& l : layers) {
         Measured m;
+        m.spec = l.spec ? l.spec : &spec;
         const std::size_t rows = l.w.rows;
         std::vector<std::size_t> pick;
         if (o.search_rows <= 0 || rows <= std::size_t(o.search_rows)) {
@@ -241,7 +246,7 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         for (auto& v : s) v /= norm;
         return s;
     };
-    spec.validate();
+    for (const auto& m : measured) m.spec->validate();
     for (const auto& m : measured) require_finite_matrix(MatrixView<const float>(m.w.data(), m.weight.size(), C), "AWQ weight matrix");
     // A grid point's layers are measured together: their D stacked into one matrix, whose H
     // products (hessian_products) are then one product per column block instead of one per layer
@@ -256,7 +261,7 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         const auto s = scales_at(i);
         std::size_t at = 0;  // rows of the stack so far
         for (const auto& m : measured) {
-            scaled_rtn_error_into(MatrixView<const float>(m.w.data(), m.weight.size(), C), s, spec, o.backend, d.data() + at * C);
+            scaled_rtn_error_into(MatrixView<const float>(m.w.data(), m.weight.size(), C), s, *m.spec, o.backend, d.data() + at * C);
             at += m.weight.size();
         }
         hessian_products(d.data(), at, C, folded, o.backend, df.data());

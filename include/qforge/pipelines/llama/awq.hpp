@@ -134,24 +134,29 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
         for (const auto m : members) s += (m == *members.begin() ? " " : ", ") + block_linear_name(l, m);
         return s;
     };
+    // each layer's own grid (o.tensor_schemes: a type mix) in the search as in the final rounding
+    const auto spec_of = [&](Linear Layer::*m) { return &o.scheme_for(block_linear_name(l, m), scheme).spec; };
     const auto& a = stats.at(Site::attention_input);
     auto r = with_context(names({&Layer::wq, &Layer::wk, &Layer::wv}), [&] {
-        return awq_search_scales({{view(scaled.wq)}, {view(scaled.wk)}, {view(scaled.wv)}}, a.mean_abs(), a.hessian(), scheme.spec, ao);
+        return awq_search_scales({{view(scaled.wq), nullptr, spec_of(&Layer::wq)}, {view(scaled.wk), nullptr, spec_of(&Layer::wk)},
+                                  {view(scaled.wv), nullptr, spec_of(&Layer::wv)}},
+                                 a.mean_abs(), a.hessian(), scheme.spec, ao);
     });
     bs.qkv = r.scales, bs.alpha_qkv = r.alpha;
     const auto& ao_stats = stats.at(Site::attention_output);
     r = with_context(names({&Layer::wo}), [&] {
-        return awq_search_scales({{view(scaled.wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
+        return awq_search_scales({{view(scaled.wo), nullptr, spec_of(&Layer::wo)}}, ao_stats.mean_abs(), ao_stats.hessian(), scheme.spec, ao, &tie);
     });
     bs.o = r.scales, bs.alpha_o = r.alpha;
     const auto& mi = stats.at(Site::mlp_input);
     r = with_context(names({&Layer::w1, &Layer::w3}), [&] {
-        return awq_search_scales({{view(scaled.w1), rows_w}, {view(scaled.w3), rows_w}}, mi.mean_abs(), mi.hessian(), scheme.spec, ao);
+        return awq_search_scales({{view(scaled.w1), rows_w, spec_of(&Layer::w1)}, {view(scaled.w3), rows_w, spec_of(&Layer::w3)}}, mi.mean_abs(),
+                                 mi.hessian(), scheme.spec, ao);
     });
     bs.gate_up = r.scales, bs.alpha_gate_up = r.alpha;
     const auto& mh = stats.at(Site::mlp_hidden);
     const auto h_down = o.targets ? weight_inputs(mh.hessian(), neuron_weight) : mh.hessian();
-    r = with_context(names({&Layer::w2}), [&] { return awq_search_scales({{view(scaled.w2)}}, mh.mean_abs(), h_down, scheme.spec, ao); });
+    r = with_context(names({&Layer::w2}), [&] { return awq_search_scales({{view(scaled.w2), nullptr, spec_of(&Layer::w2)}}, mh.mean_abs(), h_down, scheme.spec, ao); });
     bs.down = r.scales, bs.alpha_down = r.alpha;
     fold_block_scales(c, scaled, bs);
 
@@ -174,7 +179,7 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
         q.*m.m = with_tensor_context({}, block_linear_name(l, m.m), [&] {  // an error names the tensor
             LayerCalibration calib;
             calib.hessian = m.h;
-            const auto res = method.round(w, scheme, calib, settings);
+            const auto res = method.round(w, o.scheme_for(block_linear_name(l, m.m), scheme), calib, settings);
             return packed_linear(res.q, res.column_order);
         });
         // the next block's inputs go through the quantized layer: its scaled FP32 form is not needed again
@@ -196,6 +201,7 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
 inline Weights awq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {},
                                   std::vector<BlockScales>* report = nullptr) {
     awq_method(scheme, o, model.layers.size());
+    check_tensor_schemes(model.config, scheme, o);
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);
     const QuantizeSettings settings = o.run_settings();

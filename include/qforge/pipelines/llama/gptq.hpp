@@ -8,8 +8,11 @@
 /// quantized in the order the block runs them — q/k/v, then o, then gate/up, then down — and
 /// each group's Hessian is captured with the earlier groups already quantized. Without it, all
 /// seven layers use the Hessians of the unquantized block.
+#include <algorithm>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qforge/pipelines/llama/calibration.hpp"
 #include "qforge/pipelines/llama/quantize_options.hpp"
@@ -110,9 +113,18 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
         const auto h = stats.at(step.site).hessian();
         if (o.true_sequential) stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
         if (o.progress) o.progress(l, blocks, std::string("quantize ") + step.what);
-        if (!quantize_stacked(block, q, step.members, h, scheme, settings, note))
-            for (const auto member : step.members)  // one by one: also what names the tensor and row of an error
-                q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, scheme, settings, &note); });
+        // members with the same scheme (o.tensor_schemes may set one apart) are stacked
+        std::vector<std::pair<const RuntimeScheme*, std::vector<Linear Layer::*>>> by_scheme;
+        for (const auto member : step.members) {
+            const RuntimeScheme* s = &o.scheme_for(block_linear_name(l, member), scheme);
+            const auto same = std::find_if(by_scheme.begin(), by_scheme.end(), [&](const auto& e) { return *e.first == *s; });
+            if (same == by_scheme.end()) by_scheme.push_back({s, {member}});
+            else same->second.push_back(member);
+        }
+        for (const auto& [s, members] : by_scheme)
+            if (!quantize_stacked(block, q, members, h, *s, settings, note))
+                for (const auto member : members)  // one by one: also what names the tensor and row of an error
+                    q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, *s, settings, &note); });
         for (const auto member : step.members) block.*member = dequantized_linear(q.*member, settings.backend);
     }
     if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);
@@ -128,6 +140,7 @@ inline Weights gptq_quantize_model(const Weights& model, std::span<const int> to
                                    const ModelQuantizeOptions& o = {}) {
     if (method_of(scheme).pipeline != Pipeline::sequential_hessian)
         throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not of the sequential-Hessian pipeline (gptq)");
+    check_tensor_schemes(model.config, scheme, o);
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);
     const QuantizeSettings settings = o.run_settings();

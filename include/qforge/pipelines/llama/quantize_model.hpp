@@ -31,6 +31,7 @@ public:
         : config_(config), scheme_(std::move(scheme)), options_(std::move(options)), label_(std::move(label)),
           method_(&find_method(scheme_.method)), settings_(options_.run_settings()) {
         if (method_->info.needs_calibration() && tokens.empty()) throw InvalidArgument(to_string(scheme_) + " needs calibration tokens");
+        check_tensor_schemes(config_, scheme_, options_);
         if (method_->info.pipeline == Pipeline::activation_scaled) awq_method(scheme_, options_, std::size_t(config_.n_layers));
         if (method_->info.pipeline != Pipeline::independent)
             calibration_.emplace(config_, token_embedding, tokens, options_.calibration);
@@ -59,9 +60,12 @@ public:
                 if (options_.progress) options_.progress(l, blocks, "quantize");
                 q.attention_norm = std::move(fp32.attention_norm);
                 q.ffn_norm = std::move(fp32.ffn_norm);
-                for (const auto& b : block_linears)
-                    q.*b.member = with_tensor_context(label_, block_tensor_name(l, b.gguf),
-                                                      [&] { return quantize_linear(fp32.*b.member, scheme_, options_.calibration.backend); });
+                for (const auto& b : block_linears) {
+                    const auto name = block_tensor_name(l, b.gguf);
+                    q.*b.member = with_tensor_context(label_, name, [&] {
+                        return quantize_linear(fp32.*b.member, options_.scheme_for(name, scheme_), options_.calibration.backend);
+                    });
+                }
                 break;
         }
         if (++next_ == blocks && options_.progress) options_.progress(blocks, blocks, "done");

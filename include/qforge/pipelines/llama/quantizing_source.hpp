@@ -13,6 +13,7 @@
 /// InvalidArgument (the hidden states have moved on). Other tensors (embedding, output norm,
 /// head) come from the underlying source unchanged. `layout()` of a block linear is planned from
 /// the scheme (scheme_layout), so a container header can be written before the work.
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -31,9 +32,19 @@ public:
     QuantizingSource(const ModelSource& src, std::span<const int> tokens, const RuntimeScheme& scheme, const ModelQuantizeOptions& o = {})
         : src_(src), backend_(o.run_settings().backend) {
         const Config& c = src.config();
+        check_tensor_schemes(c, scheme, o);
         for (const auto& b : block_linears) {
             const auto [rows, cols] = block_linear_shape(c, b);
             layouts_.push_back(with_tensor_context(src.label(), block_tensor_name(0, b.gguf), [&] { return scheme_layout(scheme, rows, cols); }));
+        }
+        // a type mix's tensors: their own layouts, planned (and checked) before any work
+        for (const auto& [name, s] : o.tensor_schemes) {
+            const auto [l, what] = block_tensor_slot(name, c.n_layers);
+            for (const auto& b : block_linears)
+                if (b.gguf == what) {
+                    const auto [rows, cols] = block_linear_shape(c, b);
+                    tensor_layouts_[name] = {to_string(s), with_tensor_context(src.label(), name, [&] { return scheme_layout(s, rows, cols); })};
+                }
         }
         const std::size_t n = std::size_t(c.vocab_size) * std::size_t(c.dim);
         const auto embedding = with_tensor_context(src.label(), "token_embd.weight", [&] { return src.values("token_embd.weight", n); });
@@ -65,6 +76,7 @@ public:
     TensorLayout layout(const std::string& name) const override {
         const auto [l, b] = block_linear(name);
         if (!b) return src_.layout(name);
+        if (const auto it = tensor_layouts_.find(name); it != tensor_layouts_.end()) return it->second.second;
         return layouts_[std::size_t(b - block_linears.data())];
     }
 
@@ -73,9 +85,12 @@ public:
         if (block_tensor_slot(name, config().n_layers).first < 0) src_.release(name);
     }
 
-    /// The scheme of the block linears; other matrices: the underlying source's answer.
+    /// The scheme of a block linear (its tensor_schemes entry, else the run's); other matrices:
+    /// the underlying source's answer.
     std::string scheme_of(const std::string& name) const override {
-        return block_linear(name).second ? to_string(scheme()) : src_.scheme_of(name);
+        if (!block_linear(name).second) return src_.scheme_of(name);
+        const auto it = tensor_layouts_.find(name);
+        return it == tensor_layouts_.end() ? to_string(scheme()) : it->second.first;
     }
     /// The scheme the block linears are quantized with.
     const RuntimeScheme& scheme() const noexcept { return quantizer_->scheme(); }
@@ -131,6 +146,7 @@ private:
     const ModelSource& src_;
     Backend backend_;  // the run's: dequantizes packed blocks (bit for bit the scalar result)
     std::vector<TensorLayout> layouts_;  // per block_linears entry
+    std::map<std::string, std::pair<std::string, TensorLayout>> tensor_layouts_;  // tensor_schemes: name -> (scheme text, layout)
     mutable std::optional<BlockQuantizer> quantizer_;
     mutable Layer block_;  // the current block's results
     mutable int current_ = -1;
