@@ -4,7 +4,9 @@
 // same weights byte for byte, rows that do not fit a block fall back to F16 and say so, and a
 // weight no GGUF type holds is refused by name before a file exists. llama.cpp's type mixes give
 // the types worked out by hand from llama-quantize's rules (peer.gguf_export checks them against
-// llama-quantize itself).
+// llama-quantize itself). Importance matrices: a legacy .dat built byte by byte reads back as
+// written and is written back byte for byte; the GGUF form round-trips; a model's imatrix equals
+// sums of squares computed by hand at block 0's input; malformed files are refused by name.
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -14,6 +16,8 @@
 #include "qforge/container/llama/gguf_export.hpp"
 #include "qforge/container/llama/type_mix.hpp"
 #include "qforge/io/gguf_tokenizer.hpp"
+#include "qforge/io/imatrix.hpp"
+#include "qforge/pipelines/llama/imatrix.hpp"
 #include "qforge/sources/llama/gguf_loader.hpp"
 #include "tiny_llama.hpp"
 
@@ -316,4 +320,138 @@ BOOST_AUTO_TEST_CASE(type_mixes_by_hand) {
         m = e.what();
     }
     BOOST_TEST(m.find("unknown type mix 'q4_k_x' (known: q2_k, q2_k_s") == 0u, m);
+}
+
+namespace {
+std::string bytes_of(std::initializer_list<std::pair<const void*, std::size_t>> parts) {
+    std::string out;
+    for (const auto& [p, n] : parts) out.append(static_cast<const char*>(p), n);
+    return out;
+}
+void write_bytes(const std::string& path, const std::string& b) {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(b.data(), 1, b.size(), f);
+    std::fclose(f);
+}
+std::string read_bytes(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    std::string b;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) b.append(buf, n);
+    std::fclose(f);
+    return b;
+}
+std::string load_error(const std::string& path) {
+    try {
+        (void)io::Imatrix::load(path);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+}  // namespace
+
+// llama.cpp's legacy .dat layout by hand (common/imatrix-loader.cpp): i32 entries; per entry i32
+// name length, name, i32 ncall, i32 nval, nval f32 (mean * ncall); i32 chunk count, i32 dataset
+// length, dataset.
+BOOST_AUTO_TEST_CASE(imatrix_legacy_by_hand) {
+    const std::int32_t n = 2, la = 9, lb = 7, ncall = 2, nv = 3, chunks = 2, ld = 8;
+    const float va[3] = {2.0f, 4.0f, 6.0f}, vb[3] = {0.5f, 1.0f, 0.0f};  // mean * ncall
+    const std::string file = bytes_of({{&n, 4}, {&la, 4}, {"blk.0.a.w", 9}, {&ncall, 4}, {&nv, 4}, {va, 12},
+                                       {&lb, 4}, {"blk.0.b", 7}, {&ncall, 4}, {&nv, 4}, {vb, 12}, {&chunks, 4}, {&ld, 4}, {"wiki.txt", 8}});
+    const auto path = tmp("qf_imatrix_legacy.dat");
+    write_bytes(path, file);
+    const auto im = io::Imatrix::load(path);
+    BOOST_TEST(im.legacy);
+    BOOST_TEST(im.entries.size() == 2u);
+    BOOST_TEST(im.chunk_count == 2u);
+    BOOST_TEST(im.datasets == std::vector<std::string>{"wiki.txt"});
+    BOOST_TEST(im.mean("blk.0.a.w") == (std::vector<float>{1.0f, 2.0f, 3.0f}), boost::test_tools::per_element());
+    BOOST_TEST(im.mean("blk.0.b") == (std::vector<float>{0.25f, 0.5f, 0.0f}), boost::test_tools::per_element());
+    BOOST_TEST(im.mean("missing").empty());
+    // written back from sums over 1000 tokens in chunks of 512: ncall = ceil(1000 / 512) = 2,
+    // the same bytes
+    io::Imatrix back;
+    back.chunk_size = 512;
+    back.chunk_count = 2;
+    back.datasets = {"wiki.txt"};
+    back.entries["blk.0.a.w"] = {{1000.0f, 2000.0f, 3000.0f}, {1000.0f}};
+    back.entries["blk.0.b"] = {{250.0f, 500.0f, 0.0f}, {1000.0f}};
+    const auto out = tmp("qf_imatrix_back.dat");
+    back.save_legacy(out);
+    BOOST_TEST(read_bytes(out) == file);
+
+    // malformed: each names the file and what is wrong
+    const auto bad = tmp("qf_imatrix_bad.dat");
+    write_bytes(bad, file.substr(0, 30));
+    BOOST_TEST(load_error(bad).find("runs past the end") != std::string::npos, load_error(bad));
+    const std::int32_t neg = -5;
+    write_bytes(bad, bytes_of({{&n, 4}, {&la, 4}, {"blk.0.a.w", 9}, {&ncall, 4}, {&neg, 4}}));
+    BOOST_TEST(load_error(bad).find("imatrix entry blk.0.a.w: ncall 2, -5 values") != std::string::npos, load_error(bad));
+    const float nan3[3] = {1.0f, NAN, 1.0f};
+    write_bytes(bad, bytes_of({{&n, 4}, {&la, 4}, {"blk.0.a.w", 9}, {&ncall, 4}, {&nv, 4}, {nan3, 12}}));
+    BOOST_TEST(load_error(bad).find("imatrix entry blk.0.a.w: values[1] is") != std::string::npos, load_error(bad));
+    write_bytes(bad, file + "xy");
+    BOOST_TEST(load_error(bad).find("2 bytes after the last field") != std::string::npos, load_error(bad));
+    BOOST_TEST(load_error(bad).find(bad) != std::string::npos);
+    for (const auto& f : {path, out, bad}) fs::remove(f);
+}
+
+// The GGUF form: the keys and tensors llama-imatrix writes, read back identically; a model's
+// imatrix at block 0's q/k/v input equals Σ_t (x_t / rms(x_t) * g)_j², x_t the token's embedding.
+BOOST_AUTO_TEST_CASE(imatrix_gguf_and_a_model) {
+    auto w = qtest::random_llama(qtest::tiny_config(2), 81);
+    for (std::size_t i = 0; i < w.layers[0].attention_norm.size(); ++i) w.layers[0].attention_norm[i] = 0.5f + 0.01f * float(i);
+    const auto tokens = qtest::random_tokens(40, w.config.vocab_size, 82);
+    llama::WeightsSource src(w, "tiny");
+    llama::CalibrationOptions co;
+    co.sequence_length = 16;
+    const auto im = llama::compute_imatrix(src, tokens, co, "random tokens");
+    BOOST_TEST(im.entries.size() == 14u);
+    BOOST_TEST(im.chunk_size == 16u);
+    BOOST_TEST(im.chunk_count == 3u);  // 40 tokens: 16 + 16 + 8
+    const auto& q = im.entries.at("blk.0.attn_q.weight");
+    BOOST_TEST(q.counts == std::vector<float>{40.0f});
+    BOOST_TEST(q.in_sum2 == im.entries.at("blk.0.attn_v.weight").in_sum2);
+    BOOST_TEST(im.entries.at("blk.1.ffn_down.weight").in_sum2.size() == std::size_t(w.config.hidden_dim));
+    const int D = w.config.dim;
+    std::vector<double> want(std::size_t(D), 0.0);
+    for (const int t : tokens) {
+        const float* x = w.token_embedding.data() + std::size_t(t) * std::size_t(D);
+        double ss = 0;
+        for (int j = 0; j < D; ++j) ss += double(x[j]) * x[j];
+        const double r = 1.0 / std::sqrt(ss / D + double(w.config.norm_eps));
+        for (int j = 0; j < D; ++j) {
+            const double v = x[j] * r * w.layers[0].attention_norm[std::size_t(j)];
+            want[std::size_t(j)] += v * v;
+        }
+    }
+    for (int j = 0; j < D; ++j) BOOST_TEST(q.in_sum2[std::size_t(j)] == want[std::size_t(j)], boost::test_tools::tolerance(1e-4));
+
+    const auto path = tmp("qf_imatrix.gguf");
+    im.save_gguf(path);
+    const auto f = io::GgufFile::open(path);
+    BOOST_TEST(f.get("general.type").as_string() == "imatrix");
+    BOOST_TEST(f.get("imatrix.chunk_count").as_int() == 3);
+    BOOST_TEST(f.get("imatrix.chunk_size").as_int() == 16);
+    BOOST_TEST(f.get("imatrix.datasets").as_array().at(0).as_string() == "random tokens");
+    BOOST_TEST(f.tensor("blk.1.ffn_down.weight.in_sum2").ne == (std::vector<std::uint64_t>{std::uint64_t(w.config.hidden_dim), 1}));
+    BOOST_TEST(f.tensor("blk.1.ffn_down.weight.counts").ne == (std::vector<std::uint64_t>{1, 1}));
+    const auto back = io::Imatrix::load(path);
+    BOOST_TEST(!back.legacy);
+    BOOST_TEST(back.entries.size() == im.entries.size());
+    for (const auto& [name, e] : im.entries) {
+        BOOST_TEST(back.entries.at(name).in_sum2 == e.in_sum2, name);
+        BOOST_TEST(back.entries.at(name).counts == e.counts, name);
+    }
+    BOOST_TEST(back.mean("blk.0.attn_q.weight")[3] == q.in_sum2[3] / 40.0f);
+
+    // a GGUF whose sums have no counts
+    io::GgufWriter bad;
+    bad.add_tensor("blk.0.attn_q.weight.in_sum2", {4, 1}, GgmlType::F32);
+    const auto bad_path = tmp("qf_imatrix_bad.gguf");
+    bad.write(bad_path, [](std::size_t, std::span<std::uint8_t> out) { std::fill(out.begin(), out.end(), 0); });
+    BOOST_TEST(load_error(bad_path).find("imatrix entry blk.0.attn_q.weight: counts tensor is missing") != std::string::npos, load_error(bad_path));
+    fs::remove(path);
+    fs::remove(bad_path);
 }

@@ -23,6 +23,31 @@
 
 namespace qforge::llama {
 
+/// Block `l`'s norms and linears from `src`, linears as FP32 (packed ones dequantized on
+/// `backend`, bit for bit the scalar result); each tensor released as soon as it is copied. Errors
+/// name the model and the tensor.
+inline Layer read_fp32_block(const ModelSource& src, int l, const Backend& backend) {
+    const Config& c = src.config();
+    Layer L;
+    const auto vec = [&](const char* what) {
+        const std::string name = block_tensor_name(l, what);
+        auto v = with_tensor_context(src.label(), name, [&] { return src.values(name, std::size_t(c.dim)); });
+        src.release(name);
+        return v;
+    };
+    L.attention_norm = vec("attn_norm");
+    L.ffn_norm = vec("ffn_norm");
+    for (const auto& b : block_linears) {
+        const auto [rows, cols] = block_linear_shape(c, b);
+        const std::string name = block_tensor_name(l, b.gguf);
+        Linear stored = with_tensor_context(src.label(), name, [&] { return src.linear(name, rows, cols); });
+        src.release(name);
+        const bool plain = std::holds_alternative<Fp32Matrix>(stored.weights()) && stored.input_order().empty();
+        L.*b.member = plain ? std::move(stored) : dequantized_linear(stored, backend);
+    }
+    return L;
+}
+
 class QuantizingSource : public ModelSource {
 public:
     /// `src` must outlive this source. `tokens`: calibration tokens. The embedding table is read
@@ -114,33 +139,9 @@ private:
                                   " was quantized; a quantizing source gives its blocks in order, once");
         block_ = Layer();  // the previous block's results go before this one's weights are read
         current_ = -1;
-        block_ = quantizer_->quantize(read_fp32_block(l));
+        block_ = quantizer_->quantize(read_fp32_block(src_, l, backend_));
         current_ = l;
         return block_;
-    }
-
-    /// Block `l`'s norms and linears from the source, linears as FP32; each tensor released as
-    /// soon as it is copied.
-    Layer read_fp32_block(int l) const {
-        const Config& c = config();
-        Layer L;
-        const auto vec = [&](const char* what) {
-            const std::string name = block_tensor_name(l, what);
-            auto v = with_tensor_context(label(), name, [&] { return src_.values(name, std::size_t(c.dim)); });
-            src_.release(name);
-            return v;
-        };
-        L.attention_norm = vec("attn_norm");
-        L.ffn_norm = vec("ffn_norm");
-        for (const auto& b : block_linears) {
-            const auto [rows, cols] = block_linear_shape(c, b);
-            const std::string name = block_tensor_name(l, b.gguf);
-            Linear stored = with_tensor_context(label(), name, [&] { return src_.linear(name, rows, cols); });
-            src_.release(name);
-            const bool plain = std::holds_alternative<Fp32Matrix>(stored.weights()) && stored.input_order().empty();
-            L.*b.member = plain ? std::move(stored) : dequantized_linear(stored, backend_);
-        }
-        return L;
     }
 
     const ModelSource& src_;
