@@ -10,6 +10,7 @@
 #   172-wide rows) as rtn:q4_0.
 #   llama.cpp's type mixes (qforge convert --mix): every tensor of the type llama-quantize gives it
 #   (SmolLM2: Q4_K_M, Q3_K_M, Q2_K; stories260K: all ten), and llama.cpp runs SmolLM2's Q4_K_M.
+#   qforge imatrix: the gguf package reads it, its legacy .dat agrees, llama-quantize uses it.
 # Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
 set -euo pipefail
 src=$1
@@ -40,7 +41,11 @@ for mix in q4_k_m q3_k_m q2_k; do
 done
 "$python" "$src/tests/peer/llamacpp_types.py" "$work/f32.gguf" "$work/mixes" q4_k_m q3_k_m q2_k
 check "$work/mixes/q4_k_m.gguf" 0.01
-rm -rf "$work/mixes" "$work/f32.gguf"
+# qforge's importance matrix: the gguf package reads it, the legacy .dat agrees, llama-quantize uses it
+"$qforge" imatrix --model "$model" --calib-tokens 1024 --out "$work/imatrix.gguf"
+"$qforge" imatrix --model "$model" --calib-tokens 1024 --format dat --out "$work/imatrix.dat"
+"$python" "$src/tests/peer/llamacpp_imatrix.py" "$work/imatrix.gguf" "$work/imatrix.dat" "$work/f32.gguf"
+rm -rf "$work/mixes" "$work/f32.gguf" "$work/imatrix.gguf" "$work/imatrix.dat"
 "$qforge" convert --model "$model" --outtype q8_0 --format gguf --out "$work/q8_0.gguf"
 check "$work/q8_0.gguf" 0.01
 "$qforge" quantize --model "$model" --scheme rtn:q4_0 --format gguf --out "$work/rtn_q4_0.gguf"
