@@ -7,6 +7,8 @@
 // llama-quantize itself). Importance matrices: a legacy .dat built byte by byte reads back as
 // written and is written back byte for byte; the GGUF form round-trips; a model's imatrix equals
 // sums of squares computed by hand at block 0's input; malformed files are refused by name.
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -454,4 +456,54 @@ BOOST_AUTO_TEST_CASE(imatrix_gguf_and_a_model) {
     BOOST_TEST(load_error(bad_path).find("imatrix entry blk.0.attn_q.weight: counts tensor is missing") != std::string::npos, load_error(bad_path));
     fs::remove(path);
     fs::remove(bad_path);
+}
+
+// Peer (run by tests/peer/run_gguf_peer.sh with QFORGE_GGML_PEER_FILE from ggml_quantize.py):
+// qforge's RTN against ggml's own quantizer on the same rows, block for block. Without an
+// imatrix, the 32-weight types must give ggml's blocks exactly (llama-quantize rounds them
+// plainly); with one, Q4_0, Q5_0, Q4_1 and Q5_1 (the weighted searches of ggml_search.hpp). The
+// K-quants, whose scales llama-quantize searches (make_qkx2_quants ...) where qforge fits them
+// plainly, are measured: the share of identical blocks is printed, not required.
+namespace {
+struct needs_ggml_peer {
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        boost::test_tools::assertion_result r(std::getenv("QFORGE_GGML_PEER_FILE") != nullptr);
+        if (!r) r.message() << "QFORGE_GGML_PEER_FILE not set: this comparison runs from the 'peer' ctest label";
+        return r;
+    }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(rtn_matches_ggml_blocks, *boost::unit_test::precondition(needs_ggml_peer{})) {
+    const auto f = io::GgufFile::open(std::getenv("QFORGE_GGML_PEER_FILE"));
+    const auto& xt = f.tensor("x");
+    const auto x = f.dequantize(xt);
+    const auto im = f.dequantize(f.tensor("imatrix"));
+    const int rows = int(xt.rows()), cols = int(xt.cols());
+    for (const char* type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}) {
+        std::string grid = type;
+        std::transform(grid.begin(), grid.end(), grid.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+        const auto scheme = parse_scheme("rtn:" + grid);
+        const bool exact_plain = std::string(type).find("_K") == std::string::npos;
+        const bool weighted = grid == "q4_0" || grid == "q5_0" || grid == "q4_1" || grid == "q5_1";
+        for (const bool with_imatrix : {false, true}) {
+            const auto& t = f.tensor(std::string(type) + (with_imatrix ? ".imatrix" : ".plain"));
+            const auto theirs = f.data(t);
+            if (with_imatrix && !weighted) {
+                if (std::string(type) == "Q8_0") continue;  // ggml's Q8_0 ignores an imatrix
+                BOOST_TEST_MESSAGE(type << " with imatrix: not implemented in qforge's RTN");
+                continue;
+            }
+            LayerCalibration calib;
+            calib.importance = with_imatrix ? &im : nullptr;
+            const auto r = find_method("rtn").quantize(MatrixView<const float>(x.data(), std::size_t(rows), std::size_t(cols)), scheme, calib, {});
+            const auto ours = blocks_of(llama::packed_linear(r.q, r.column_order));
+            BOOST_TEST_REQUIRE(ours.size() == theirs.size(), type);
+            const std::size_t block_bytes = ours.size() / (std::size_t(rows) * std::size_t(cols) / block_weights_of(grid));
+            std::size_t same = 0, blocks = ours.size() / block_bytes;
+            for (std::size_t b = 0; b < blocks; ++b) same += std::memcmp(ours.data() + b * block_bytes, theirs.data() + b * block_bytes, block_bytes) == 0;
+            BOOST_TEST_MESSAGE(type << (with_imatrix ? " with imatrix" : " without") << ": " << same << " of " << blocks << " blocks identical to ggml's");
+            if (exact_plain || with_imatrix) BOOST_TEST(same == blocks, type << (with_imatrix ? " with imatrix" : " without"));
+        }
+    }
 }

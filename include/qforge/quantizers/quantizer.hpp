@@ -35,6 +35,7 @@ struct LayerCalibration {
     const std::vector<float>* hessian = nullptr;       ///< cols x cols, H = 2 X^T X / n (GPTQ, AWQ)
     const std::vector<float>* mean_abs = nullptr;      ///< cols: mean |x_c| of each input channel (AWQ)
     const std::vector<float>* row_weight = nullptr;    ///< rows: weight λ_r of each output row's error (TWQ), or null
+    const std::vector<float>* importance = nullptr;    ///< cols: an imatrix's mean x² per input (RTN rounds as llama-quantize; io/imatrix.hpp), or null
 };
 
 /// How a quantizer runs (not what it computes: results do not depend on the backend's threads).

@@ -18,6 +18,7 @@
 #include "qforge/core/scheme.hpp"
 #include "qforge/core/validate.hpp"
 #include "qforge/core/view.hpp"
+#include "qforge/quantizers/ggml_search.hpp"
 #include "qforge/quantizers/quantizer.hpp"
 
 namespace qforge {
@@ -232,20 +233,33 @@ inline GroupParams search_group_params(std::span<const float> values, const Quan
 }
 
 /// Round-to-nearest quantizer.
+///
+/// On the 32-weight GGUF grids (q4_0, q4_1, q5_0, q5_1, q8_0) it rounds as llama-quantize does
+/// (ggml_search.hpp), so its blocks are llama-quantize's, byte for byte: ggml's reference
+/// rounding, or with an importance vector (`importance`: one weight per column, an imatrix's
+/// mean of x², io/imatrix.hpp) its weighted searches (q4_0, q5_0: make_qx_quants; q4_1, q5_1:
+/// make_qkx3_quants; q8_0 ignores it, as ggml does). An importance vector on another grid is an
+/// InvalidArgument (llama-quantize's K-quant searches are not reproduced yet), as is one of the
+/// wrong length or with negative or non-finite entries.
 class RtnQuantizer {
 public:
     explicit RtnQuantizer(const QuantSpec& spec, bool clip_search = false, ClipSearch search = {},
-                          int threads = 0)
-        : spec_(spec), clip_(clip_search), search_(search), threads_(threads) {
+                          int threads = 0, const std::vector<float>* importance = nullptr)
+        : spec_(spec), clip_(clip_search), search_(search), threads_(threads), importance_(importance) {
         spec_.validate();
         if (clip_ && (search_.grid < 1 || !(search_.max_shrink > 0.0f && search_.max_shrink < 1.0f)))
             throw InvalidArgument("clip search needs grid >= 1 and 0 < max_shrink < 1");
+        if (importance_ && !ggml_grid())
+            throw InvalidArgument("rtn with an importance matrix rounds as llama-quantize on q4_0, q5_0, q4_1, q5_1 and q8_0 so far, not on " +
+                                  (spec_.block.empty() ? std::string("qforge's own grids") : std::string(spec_.block)));
+        if (importance_ && clip_) throw InvalidArgument("rtn with an importance matrix searches its own scales; ',clip' does not apply");
     }
     const QuantSpec& spec() const noexcept { return spec_; }
 
     QuantizedMatrix quantize(MatrixView<const float> w) const {
         require_finite_matrix(w, "weight matrix");
         require_int_shape(w.rows, w.cols, "weight matrix");
+        if (ggml_grid() && !clip_) return quantize_ggml(w);
         if (spec_.super) return quantize_two_level(w);
         QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
         const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
@@ -279,16 +293,82 @@ private:
     /// Two-level grids: each super-block fitted as a whole (quantizers/superblock.hpp).
     QuantizedMatrix quantize_two_level(MatrixView<const float> w) const;
 
+    bool ggml_grid() const noexcept {
+        return spec_.block == "q4_0" || spec_.block == "q5_0" || spec_.block == "q4_1" || spec_.block == "q5_1" || spec_.block == "q8_0";
+    }
+
+    /// llama-quantize's rounding of the 32-weight types: without an importance vector, or on
+    /// q8_0, ggml's reference rounding (ggml_search::ref_group); with one
+    /// (quantize_row_q4_0_impl ... q5_1_impl), per group of 32 the weights
+    /// imatrix[j] * sqrt(sigma2 + x_j^2), then make_qx_quants (symmetric) or
+    /// make_qkx3_quants(rmin -0.9, rdelta 0.05, 36 steps) (float minimum). The scale and minimum
+    /// are stored in fp16, the codes as ggml computed them from the unrounded scale.
+    QuantizedMatrix quantize_ggml(MatrixView<const float> w) const {
+        static const std::vector<float> none;
+        const bool weighted = importance_ && spec_.block != "q8_0";
+        const auto& imp = importance_ ? *importance_ : none;
+        if (importance_ && imp.size() != w.cols)
+            throw InvalidArgument("importance matrix has " + std::to_string(imp.size()) + " entries, the weight matrix " + std::to_string(w.cols) +
+                                  " columns");
+        for (std::size_t j = 0; j < imp.size(); ++j)
+            if (!std::isfinite(imp[j]) || imp[j] < 0.0f)
+                throw InvalidArgument("importance matrix entry " + std::to_string(j) + " is " + detail::short_number(imp[j]) +
+                                      " (means of squares are finite and not negative)");
+        QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
+        const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
+        if (g != 32) throw InvalidArgument("rtn with an importance matrix: groups of 32 expected, the grid has " + std::to_string(g));
+        const bool symmetric = spec_.zero == ZeroPoint::symmetric;
+        const int nmax = symmetric ? spec_.symmetric_zero() : spec_.max_code();
+        parallel_for(w.rows, threads_, [&](std::size_t begin, std::size_t end) {
+            float weight[32];
+            std::int8_t L[32];
+            std::uint8_t U[32], aux[32];
+            for (std::size_t r = begin; r < end; ++r) {
+                const auto row = w.row(r);
+                const float sigma2 = weighted ? ggml_search::row_sigma2(row) : 0.0f;
+                std::uint8_t* out = q.codes.data() + r * std::size_t(q.cols);
+                for (int gi = 0; gi < groups; ++gi) {
+                    const std::size_t c0 = std::size_t(gi) * 32;
+                    const float* x = row.data() + c0;
+                    if (weighted)
+                        for (int j = 0; j < 32; ++j) weight[j] = imp[c0 + std::size_t(j)] * std::sqrt(sigma2 + x[j] * x[j]);
+                    const std::size_t idx = q.group_index(int(r), gi);
+                    try {
+                        if (!weighted) {
+                            float min = 0.0f;
+                            q.scales[idx] = detail::store_scale(ggml_search::ref_group(spec_.bits, !symmetric, x, U, &min), spec_.scale_type);
+                            if (!symmetric) q.mins[idx] = detail::store_scale(min, spec_.scale_type, "minimum");
+                            for (int j = 0; j < 32; ++j) out[c0 + std::size_t(j)] = U[j];
+                        } else if (symmetric) {
+                            q.scales[idx] = detail::store_scale(ggml_search::make_qx_quants(32, nmax, x, L, weight), spec_.scale_type);
+                            for (int j = 0; j < 32; ++j) out[c0 + std::size_t(j)] = std::uint8_t(L[j]);
+                        } else {
+                            float the_min = 0.0f;
+                            const float d = ggml_search::make_qkx3_quants(32, nmax, x, weight, U, &the_min, aux, -0.9f, 0.05f, 36);
+                            q.scales[idx] = detail::store_scale(d, spec_.scale_type);
+                            q.mins[idx] = detail::store_scale(-the_min, spec_.scale_type, "minimum");
+                            for (int j = 0; j < 32; ++j) out[c0 + std::size_t(j)] = U[j];
+                        }
+                    } catch (const Error&) {
+                        rethrow_with_context("row " + std::to_string(r) + ", group " + std::to_string(gi));
+                    }
+                }
+            }
+        }, grain_for(w.cols * 8 * 20));
+        return q;
+    }
+
     QuantSpec spec_;
     bool clip_;
     ClipSearch search_;
     int threads_;
+    const std::vector<float>* importance_ = nullptr;
 };
 
 template <>
 struct quantizer<Rtn> {
-    static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration&, const QuantizeSettings& o) {
-        return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.backend.threads()).quantize(w));
+    static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+        return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.backend.threads(), c.importance).quantize(w));
     }
 };
 
