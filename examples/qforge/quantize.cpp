@@ -16,6 +16,7 @@
 #include <qforge/container/llama/gguf_export.hpp>
 #include <qforge/container/llama/type_mix.hpp>
 #include <qforge/io/gguf_tokenizer.hpp>
+#include <qforge/io/imatrix.hpp>
 #include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/pipelines/llama/quantizing_source.hpp>
 #include <qforge/models/llama/size.hpp>
@@ -29,7 +30,7 @@ namespace {
 struct QuantizeOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string scheme, out, format = "qforge", outtype = "keep", mix;
+    std::string scheme, out, format = "qforge", outtype = "keep", mix, imatrix;
     std::vector<std::string> overrides;
     int threads = 0;
     bool json = false;
@@ -121,6 +122,25 @@ int run(QuantizeOptions opt) {
         }
     qforge::llama::ContainerOptions o;
     o.backend = qforge::Backend::best_cpu(opt.threads);
+    // --imatrix: RTN rounds as llama-quantize does with it (the 32-weight GGUF grids)
+    std::optional<qforge::io::Imatrix> imatrix;
+    if (!opt.imatrix.empty()) {
+        if (scheme && qforge::method_of(*scheme).needs_calibration())
+            throw CLI::ValidationError("--imatrix", "weights RTN's rounding (as llama-quantize); " + qforge::to_string(*scheme) +
+                                                        " calibrates on its own statistics (--calib)");
+        imatrix = qforge::io::Imatrix::load(opt.imatrix);
+        int found = 0;
+        for (int l = 0; l < model.source().config().n_layers; ++l)
+            for (const auto& b : qforge::llama::block_linears) found += imatrix->entries.count(qforge::llama::block_tensor_name(l, b.gguf)) != 0;
+        if (found == 0)
+            throw CLI::ValidationError("--imatrix", opt.imatrix + " has no entry for any weight of " + model.path() +
+                                                        " (entries are named as the weights: blk.N.attn_q.weight ...)");
+        o.quantize = [&imatrix, &model, &o](const std::string& name, const qforge::llama::Linear& fp32, const qforge::RuntimeScheme& s) {
+            const auto mean = imatrix->mean(name);  // empty: no entry, rounded without (as llama-quantize)
+            return qforge::with_tensor_context(model.source().label(), name,
+                                                      [&] { return qforge::llama::quantize_linear(fp32, s, o.backend, mean.empty() ? nullptr : &mean); });
+        };
+    }
     o.tokenizer = model.tokenizer_path();
     o.source = std::filesystem::absolute(model.path()).string();
     // a weight kept from a container keeps the record of the scheme that made it (the source's scheme_of)
@@ -169,6 +189,7 @@ int run(QuantizeOptions opt) {
         g.rules = o.rules;
         g.backend = o.backend;
         g.progress = o.progress;
+        g.quantize = o.quantize;
         g.metadata = gguf_tokenizer_of(model);
         g.metadata.emplace_back("general.name", qforge::io::gguf_value::string(model_name(model)));
         const auto report = qforge::llama::write_gguf(source, opt.out, g);
@@ -225,6 +246,13 @@ void add_mix_option(CLI::App& sub, QuantizeOptions& o) {
                        "(e.g. --mix q4_k_m --scheme gptq:q4_k)");
 }
 
+void add_imatrix_option(CLI::App& sub, QuantizeOptions& o) {
+    sub.add_option("--imatrix", o.imatrix,
+                   "llama.cpp importance matrix (GGUF or legacy .dat; 'qforge imatrix' writes one): RTN then rounds as llama-quantize "
+                   "does with it, byte for byte, on q4_0, q4_1, q5_0, q5_1 (q8_0 ignores it; K-quant grids refuse it for now)")
+        ->check(CLI::ExistingFile);
+}
+
 void add_format_option(CLI::App& sub, QuantizeOptions& o) {
     sub.add_option("--format", o.format,
                    "qforge (the container: any scheme) or gguf (llama.cpp's file: F32/F16 and the GGUF grids q4_0, q4_1, q5_0, q5_1, "
@@ -250,6 +278,7 @@ void add_quantize(CLI::App& app, int& status) {
                     "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize block by "
                     "block, each block written as it finishes: memory of one block, whatever the depth)");
     add_mix_option(*sub, *o);
+    add_imatrix_option(*sub, *o);
     add_calib_options(*sub, o->calib);
     // quantize evaluates nothing: say which slice the defaults take
     sub->get_option("--calib")->description(
@@ -281,6 +310,7 @@ void add_convert(CLI::App& app, int& status) {
                     "keep (default), f32, f16 (GGUF), or a grid quantized by RTN: q8_0, q6_k, q5_k, q4_k, q4_0, q4_1, q5_0, q3_k, q2_k, "
                     "iq4nl (GGUF or qforge), w4g128a ... (qforge)");
     add_mix_option(*sub, *o);
+    add_imatrix_option(*sub, *o);
     sub->add_option("--override", o->overrides, "PATTERN=ACTION for weights matching the glob (as for quantize; later ones win)");
     sub->add_option("--out", o->out, "output file")->required()->check(writable_output());
     add_format_option(*sub, *o);

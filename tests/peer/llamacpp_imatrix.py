@@ -6,7 +6,10 @@ loader expects it (general.type "imatrix", imatrix.* keys, an F32 <name>.in_sum2
 holds the same means (sum / count, times ncall = ceil(tokens / chunk)); llama-quantize (the
 llama_model_quantize API, given the means as tools/quantize/quantize.cpp's load_imatrix computes
 them) quantizes F32.gguf as Q4_K_M with it, and its blocks differ from those it writes without.
-Usage: llamacpp_imatrix.py IMATRIX.gguf LEGACY.dat F32.gguf"""
+With QFORGE_Q4_0.gguf (`qforge convert --outtype q4_0 --imatrix IMATRIX.gguf` of the same model):
+llama-quantize's Q4_0 with the imatrix holds the same bytes in every decoder tensor both write
+as Q4_0 (llama.cpp raises the first ffn_down tensors to Q4_1 and the head to Q6_K/Q8_0).
+Usage: llamacpp_imatrix.py IMATRIX.gguf LEGACY.dat F32.gguf [QFORGE_Q4_0.gguf]"""
 import ctypes
 import os
 import struct
@@ -95,7 +98,7 @@ def llama_quantize(src, dst, ftype, means=None):
         raise SystemExit(f"llama_model_quantize {ftype}: status {rc}")
 
 
-def main(imatrix, legacy, f32):
+def main(imatrix, legacy, f32, qforge_q4_0=None):
     meta, means = read_gguf(imatrix)
     print(f"gguf package: {len(means)} entries, chunks {meta['imatrix.chunk_count']} of {meta['imatrix.chunk_size']}, datasets {meta['imatrix.datasets']}")
     old, chunks, dataset = read_legacy(legacy)
@@ -119,6 +122,15 @@ def main(imatrix, legacy, f32):
         changed = sum(1 for n in ta if n.startswith("blk.") and ta[n] != tb[n])
         print(f"llama-quantize Q4_K_M with qforge's imatrix: {changed} block tensors differ from its plain Q4_K_M")
         assert changed > 0
+        if qforge_q4_0:
+            c = os.path.join(tmp, "q4_0.gguf")
+            llama_quantize(f32, c, "q4_0", {k: v[0] for k, v in means.items()})
+            theirs = {t.name: (t.tensor_type.name, bytes(t.data)) for t in GGUFReader(c).tensors}
+            ours = {t.name: (t.tensor_type.name, bytes(t.data)) for t in GGUFReader(qforge_q4_0).tensors}
+            both = [n for n in theirs if n.startswith("blk.") and n in ours and theirs[n][0] == ours[n][0] == "Q4_0"]
+            same = [n for n in both if theirs[n][1] == ours[n][1]]
+            print(f"Q4_0 with the imatrix: {len(same)} of {len(both)} decoder tensors both write as Q4_0 are byte-identical")
+            assert both and len(same) == len(both), sorted(set(both) - set(same))[:5]
     return 0
 
 

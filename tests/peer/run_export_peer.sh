@@ -10,7 +10,8 @@
 #   172-wide rows) as rtn:q4_0.
 #   llama.cpp's type mixes (qforge convert --mix): every tensor of the type llama-quantize gives it
 #   (SmolLM2: Q4_K_M, Q3_K_M, Q2_K; stories260K: all ten), and llama.cpp runs SmolLM2's Q4_K_M.
-#   qforge imatrix: the gguf package reads it, its legacy .dat agrees, llama-quantize uses it.
+#   qforge imatrix: the gguf package reads it, its legacy .dat agrees, llama-quantize uses it, and
+#   qforge's RTN with it (convert --outtype q4_0 --imatrix) writes llama-quantize's Q4_0 bytes.
 # Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
 set -euo pipefail
 src=$1
@@ -44,8 +45,9 @@ check "$work/mixes/q4_k_m.gguf" 0.01
 # qforge's importance matrix: the gguf package reads it, the legacy .dat agrees, llama-quantize uses it
 "$qforge" imatrix --model "$model" --calib-tokens 1024 --out "$work/imatrix.gguf"
 "$qforge" imatrix --model "$model" --calib-tokens 1024 --format dat --out "$work/imatrix.dat"
-"$python" "$src/tests/peer/llamacpp_imatrix.py" "$work/imatrix.gguf" "$work/imatrix.dat" "$work/f32.gguf"
-rm -rf "$work/mixes" "$work/f32.gguf" "$work/imatrix.gguf" "$work/imatrix.dat"
+"$qforge" convert --model "$model" --outtype q4_0 --imatrix "$work/imatrix.dat" --format gguf --out "$work/q4_0_imatrix.gguf"
+"$python" "$src/tests/peer/llamacpp_imatrix.py" "$work/imatrix.gguf" "$work/imatrix.dat" "$work/f32.gguf" "$work/q4_0_imatrix.gguf"
+rm -rf "$work/mixes" "$work/f32.gguf" "$work/imatrix.gguf" "$work/imatrix.dat" "$work/q4_0_imatrix.gguf"
 "$qforge" convert --model "$model" --outtype q8_0 --format gguf --out "$work/q8_0.gguf"
 check "$work/q8_0.gguf" 0.01
 "$qforge" quantize --model "$model" --scheme rtn:q4_0 --format gguf --out "$work/rtn_q4_0.gguf"

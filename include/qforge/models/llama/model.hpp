@@ -370,7 +370,10 @@ inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_ord
 
 /// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
 /// packed; a calibrated method is an InvalidArgument saying so (use the model drivers).
-inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, const Backend& backend = {}) {
+/// `importance`: an imatrix's mean x² per input column (io/imatrix.hpp), for RTN's llama-quantize
+/// rounding (quantizers/rtn.hpp), or null.
+inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, const Backend& backend = {},
+                              const std::vector<float>* importance = nullptr) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
     if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
@@ -379,7 +382,9 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
         throw InvalidArgument("quantize_linear: scheme '" + to_string(scheme) + "' needs calibration (llama::quantize_model)");
     QuantizeSettings o;
     o.backend = backend;
-    const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, {}, o);
+    LayerCalibration calib;
+    calib.importance = importance;
+    const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o);
     return packed_linear(r.q, r.column_order);
 }
 
