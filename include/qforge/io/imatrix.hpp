@@ -67,9 +67,18 @@ struct Imatrix {
     /// not pair up or divide, a non-F32 tensor, non-finite or negative values).
     static Imatrix load(const std::string& path) {
         const auto m = map_file(path);
-        const auto* p = static_cast<const std::uint8_t*>(m.map.get());
-        if (m.size >= 4 && std::memcmp(p, "GGUF", 4) == 0) return load_gguf(GgufFile::open(path));
-        return load_legacy(path, p, m.size);
+        return from_memory(path, static_cast<const std::uint8_t*>(m.map.get()), m.size);
+    }
+
+    /// The same from bytes in memory (the caller keeps them alive); `label` names them in errors.
+    /// Every fault is a FileError.
+    static Imatrix from_memory(const std::string& label, const std::uint8_t* p, std::size_t size) {
+        try {
+            if (size >= 4 && std::memcmp(p, "GGUF", 4) == 0) return load_gguf(GgufFile::from_memory(label, p, size));
+            return load_legacy(label, p, size);
+        } catch (const InvalidArgument& e) {  // a metadata value of another type than the key's
+            throw FileError(label, std::string("imatrix: ") + e.what());
+        }
     }
 
     /// Writes the GGUF form (what llama-quantize --imatrix reads today), entries in name order.
