@@ -249,7 +249,7 @@ void add_mix_option(CLI::App& sub, QuantizeOptions& o) {
 void add_imatrix_option(CLI::App& sub, QuantizeOptions& o) {
     sub.add_option("--imatrix", o.imatrix,
                    "llama.cpp importance matrix (GGUF or legacy .dat; 'qforge imatrix' writes one): RTN then rounds as llama-quantize "
-                   "does with it, byte for byte, on q4_0, q4_1, q5_0, q5_1 (q8_0 ignores it; K-quant grids refuse it for now)")
+                   "does with it, byte for byte, on q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k (q8_0 ignores it; q2_k, q3_k refuse it for now)")
         ->check(CLI::ExistingFile);
 }
 

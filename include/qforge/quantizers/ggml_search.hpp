@@ -19,6 +19,8 @@
 #include <cstring>
 #include <span>
 
+#include "qforge/core/half.hpp"
+
 namespace qforge::ggml_search {
 
 /// ggml's nearest_int: round half to even through the float mantissa (|f| < 2^22).
@@ -202,6 +204,219 @@ inline float ref_group(int nbits, bool float_min, const float* x, std::uint8_t* 
         codes[j] = std::uint8_t(q > 2 * zero - 1 ? 2 * zero - 1 : q);
     }
     return d;
+}
+
+/// make_qkx2_quants: make_qkx3_quants' search with its own empty-range test (max == min), as
+/// quantize_row_q4_K_ref / q5_K_ref call it.
+inline float make_qkx2_quants(int n, int nmax, const float* x, const float* w, std::uint8_t* L, float* the_min, std::uint8_t* Laux, float rmin,
+                              float rdelta, int nstep) noexcept {
+    float min = x[0], max = x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (max == min) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        *the_min = -min;
+        return 0.0f;
+    }
+    // from here the two searches are the same computation
+    return make_qkx3_quants(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep);
+}
+
+/// make_qp_quants: the n non-negative values x (a super-block's group scales or minimums) coded in
+/// [0, nmax] against one scale, weighted by `w`: 9 candidate scales, then up to 5 passes moving
+/// single codes while that raises (Σwxl)²/Σwl². Returns the scale Σwxl/Σwl².
+inline float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L, const float* w) noexcept {
+    float max = 0.0f;
+    for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
+    if (max < 1e-15f) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        return 0.0f;
+    }
+    float iscale = float(nmax) / max;
+    int Li[64];
+    for (int i = 0; i < n; ++i) Li[i] = nearest_int(iscale * x[i]);
+    const float scale = 1.0f / iscale;
+    float best_mse = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const float diff = x[i] - scale * float(Li[i]);
+        best_mse += w[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0) continue;
+        const float iscale_is = (0.1f * float(is) + float(nmax)) / max;
+        const float scale_is = 1.0f / iscale_is;
+        float mse = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            int l = nearest_int(iscale_is * x[i]);
+            l = l < nmax ? l : nmax;
+            const float diff = x[i] - scale_is * float(l);
+            mse += w[i] * diff * diff;
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        int l = nearest_int(iscale * x[i]);
+        l = l < nmax ? l : nmax;
+        Li[i] = l;
+        sumlx += w[i] * x[i] * float(l);
+        suml2 += w[i] * float(l) * float(l);
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        int n_changed = 0;
+        for (int i = 0; i < n; ++i) {
+            float slx = sumlx - w[i] * x[i] * float(Li[i]);
+            float sl2 = suml2 - w[i] * float(Li[i]) * float(Li[i]);
+            if (slx > 0.0f && sl2 > 0.0f) {
+                int new_l = nearest_int(x[i] * sl2 / slx);
+                new_l = new_l < nmax ? new_l : nmax;
+                if (new_l != Li[i]) {
+                    slx += w[i] * x[i] * float(new_l);
+                    sl2 += w[i] * float(new_l) * float(new_l);
+                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        Li[i] = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; ++i) L[i] = std::uint8_t(Li[i]);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/// One super-block of 256 as llama-quantize writes it without an imatrix
+/// (quantize_row_q4_K_ref, q5_K_ref, q6_K_ref), `nbits` 4, 5 or 6:
+/// - Q4_K/Q5_K: per group of 32, weights sqrt(Σx²/32) + |x_i| and make_qkx2_quants (nmax 15 or
+///   31; rmin -1 / -0.5, rdelta 0.1, 20 / 15 steps); the scales and minimums then coded in 6 bits
+///   against their largest (sc = min(63, nearest_int(63 / max_scale · scale))), d = fp16(max_scale
+///   / 63), dmin = fp16(max_min / 63); codes nearest_int((x + dmin·m) / (d·sc)).
+/// - Q6_K: per group of 16, make_qx_quants(nmax 32, weights x²); the scales coded as int8 against
+///   the one of largest magnitude (iscale = -128 / max_scale, d = fp16(1 / iscale)); codes
+///   nearest_int(x / (d·sc)) + 32. A super-block whose scales are all below 1e-15 is all zero.
+/// With an imatrix `qw` (its 256 entries for this super-block; quantize_row_q4_K_impl ... q6_K_impl):
+/// Q4_K/Q5_K weigh each weight qw · sqrt(σ² + x²) with σ² = 2 Σx² / 256, search with
+/// make_qkx3_quants (rmin -0.9, rdelta 0.05, 36 steps) and code the scales and minimums with
+/// make_qp_quants weighted by each group's summed weight (d, dmin its results in fp16); Q6_K
+/// weighs make_qx_quants by qw itself.
+/// Writes d and dmin (fp16 values), each group's scale code `sc` and minimum code `m`, and the
+/// codes `L` (qforge's unsigned codes); where a group's d·sc is 0 the codes stay those of the
+/// group's own search, as ggml leaves them.
+inline void k_ref_super_block(int nbits, const float* x, float* d_out, float* dmin_out, int* sc, int* m, std::uint8_t* L,
+                              const float* qw = nullptr) noexcept {
+    if (nbits == 6) {
+        float scales[16], w[16];
+        std::int8_t l8[16];
+        float max_scale = 0.0f, max_abs_scale = 0.0f;
+        for (int ib = 0; ib < 16; ++ib) {
+            for (int i = 0; i < 16; ++i) w[i] = qw ? qw[16 * ib + i] : x[16 * ib + i] * x[16 * ib + i];
+            const float scale = make_qx_quants(16, 32, x + 16 * ib, l8, w);
+            for (int i = 0; i < 16; ++i) L[16 * ib + i] = std::uint8_t(l8[i]);
+            scales[ib] = scale;
+            if (std::fabs(scale) > max_abs_scale) {
+                max_abs_scale = std::fabs(scale);
+                max_scale = scale;
+            }
+        }
+        *dmin_out = 0.0f;
+        if (max_abs_scale < 1e-15f) {
+            *d_out = 0.0f;
+            for (int ib = 0; ib < 16; ++ib) sc[ib] = 0;
+            for (int i = 0; i < 256; ++i) L[i] = 0;  // ggml zeroes the whole block: every code byte 0
+            return;
+        }
+        const float iscale = -128.0f / max_scale;
+        const float d = round_to_half(1.0f / iscale);
+        *d_out = d;
+        for (int ib = 0; ib < 16; ++ib) {
+            const int v = nearest_int(iscale * scales[ib]);
+            sc[ib] = v > 127 ? 127 : v;
+        }
+        for (int j = 0; j < 16; ++j) {
+            const float dj = d * float(std::int8_t(sc[j]));
+            if (dj == 0.0f) continue;
+            for (int ii = 0; ii < 16; ++ii) {
+                int l = nearest_int(x[16 * j + ii] / dj);
+                l = l < -32 ? -32 : l > 31 ? 31 : l;
+                L[16 * j + ii] = std::uint8_t(l + 32);
+            }
+        }
+        return;
+    }
+    const int nmax = nbits == 4 ? 15 : 31;
+    float mins[8], scales[8], w[32];
+    std::uint8_t aux[32];
+    if (qw) {
+        float sum_x2 = 0.0f;
+        for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+        const float sigma2 = 2.0f * sum_x2 / 256.0f;
+        float sw[8];
+        for (int j = 0; j < 8; ++j) {
+            for (int l = 0; l < 32; ++l) w[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
+            float sumw = 0.0f;
+            for (int l = 0; l < 32; ++l) sumw += w[l];
+            sw[j] = sumw;
+            scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], aux, -0.9f, 0.05f, 36);
+        }
+        std::uint8_t ls[8], lm[8];
+        const float d = round_to_half(make_qp_quants(8, 63, scales, ls, sw)), dmin = round_to_half(make_qp_quants(8, 63, mins, lm, sw));
+        *d_out = d;
+        *dmin_out = dmin;
+        for (int j = 0; j < 8; ++j) {
+            sc[j] = ls[j] & 63;  // ggml packs 6 bits of each
+            m[j] = lm[j] & 63;
+            const float dj = d * float(sc[j]);
+            if (dj == 0.0f) continue;
+            const float dm = dmin * float(m[j]);
+            for (int ii = 0; ii < 32; ++ii) {
+                int l = nearest_int((x[32 * j + ii] + dm) / dj);
+                l = l < 0 ? 0 : l > nmax ? nmax : l;
+                L[32 * j + ii] = std::uint8_t(l);
+            }
+        }
+        return;
+    }
+    const float rmin = nbits == 4 ? -1.0f : -0.5f;
+    const int nstep = nbits == 4 ? 20 : 15;
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        float sum_x2 = 0.0f;
+        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        const float av_x = std::sqrt(sum_x2 / 32.0f);
+        for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[32 * j + l]);
+        scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], aux, rmin, 0.1f, nstep);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+    const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        const int ls = std::uint8_t(nearest_int(inv_scale * scales[j])), lm = std::uint8_t(nearest_int(inv_min * mins[j]));
+        sc[j] = ls > 63 ? 63 : ls;
+        m[j] = lm > 63 ? 63 : lm;
+    }
+    const float d = round_to_half(max_scale / 63.0f), dmin = round_to_half(max_min / 63.0f);
+    *d_out = d;
+    *dmin_out = dmin;
+    for (int j = 0; j < 8; ++j) {
+        const float dj = d * float(sc[j]);
+        if (dj == 0.0f) continue;
+        const float dm = dmin * float(m[j]);
+        for (int ii = 0; ii < 32; ++ii) {
+            int l = nearest_int((x[32 * j + ii] + dm) / dj);
+            l = l < 0 ? 0 : l > nmax ? nmax : l;
+            L[32 * j + ii] = std::uint8_t(l);
+        }
+    }
 }
 
 }  // namespace qforge::ggml_search

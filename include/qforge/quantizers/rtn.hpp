@@ -238,9 +238,10 @@ inline GroupParams search_group_params(std::span<const float> values, const Quan
 /// (ggml_search.hpp), so its blocks are llama-quantize's, byte for byte: ggml's reference
 /// rounding, or with an importance vector (`importance`: one weight per column, an imatrix's
 /// mean of x², io/imatrix.hpp) its weighted searches (q4_0, q5_0: make_qx_quants; q4_1, q5_1:
-/// make_qkx3_quants; q8_0 ignores it, as ggml does). An importance vector on another grid is an
-/// InvalidArgument (llama-quantize's K-quant searches are not reproduced yet), as is one of the
-/// wrong length or with negative or non-finite entries.
+/// make_qkx3_quants; q8_0 ignores it, as ggml does). Q4_K, Q5_K and Q6_K likewise follow
+/// llama-quantize's searches with and without an imatrix (ggml_search::k_ref_super_block). An
+/// importance vector on another grid (Q2_K, Q3_K, qforge's own) is an InvalidArgument, as is one
+/// of the wrong length or with negative or non-finite entries.
 class RtnQuantizer {
 public:
     explicit RtnQuantizer(const QuantSpec& spec, bool clip_search = false, ClipSearch search = {},
@@ -249,8 +250,8 @@ public:
         spec_.validate();
         if (clip_ && (search_.grid < 1 || !(search_.max_shrink > 0.0f && search_.max_shrink < 1.0f)))
             throw InvalidArgument("clip search needs grid >= 1 and 0 < max_shrink < 1");
-        if (importance_ && !ggml_grid())
-            throw InvalidArgument("rtn with an importance matrix rounds as llama-quantize on q4_0, q5_0, q4_1, q5_1 and q8_0 so far, not on " +
+        if (importance_ && !ggml_grid() && !ggml_k_grid())
+            throw InvalidArgument("rtn with an importance matrix rounds as llama-quantize on q4_0, q5_0, q4_1, q5_1, q8_0, q4_k, q5_k and q6_k so far, not on " +
                                   (spec_.block.empty() ? std::string("qforge's own grids") : std::string(spec_.block)));
         if (importance_ && clip_) throw InvalidArgument("rtn with an importance matrix searches its own scales; ',clip' does not apply");
     }
@@ -296,6 +297,20 @@ private:
     bool ggml_grid() const noexcept {
         return spec_.block == "q4_0" || spec_.block == "q5_0" || spec_.block == "q4_1" || spec_.block == "q5_1" || spec_.block == "q8_0";
     }
+    /// The K-quants whose llama-quantize search ggml_search reproduces (with and without an imatrix).
+    bool ggml_k_grid() const noexcept { return spec_.block == "q4_k" || spec_.block == "q5_k" || spec_.block == "q6_k"; }
+
+    /// An importance vector must have one finite, non-negative entry per column.
+    void check_importance(std::size_t cols) const {
+        const auto& imp = *importance_;
+        if (imp.size() != cols)
+            throw InvalidArgument("importance matrix has " + std::to_string(imp.size()) + " entries, the weight matrix " + std::to_string(cols) +
+                                  " columns");
+        for (std::size_t j = 0; j < imp.size(); ++j)
+            if (!std::isfinite(imp[j]) || imp[j] < 0.0f)
+                throw InvalidArgument("importance matrix entry " + std::to_string(j) + " is " + detail::short_number(imp[j]) +
+                                      " (means of squares are finite and not negative)");
+    }
 
     /// llama-quantize's rounding of the 32-weight types: without an importance vector, or on
     /// q8_0, ggml's reference rounding (ggml_search::ref_group); with one
@@ -307,13 +322,7 @@ private:
         static const std::vector<float> none;
         const bool weighted = importance_ && spec_.block != "q8_0";
         const auto& imp = importance_ ? *importance_ : none;
-        if (importance_ && imp.size() != w.cols)
-            throw InvalidArgument("importance matrix has " + std::to_string(imp.size()) + " entries, the weight matrix " + std::to_string(w.cols) +
-                                  " columns");
-        for (std::size_t j = 0; j < imp.size(); ++j)
-            if (!std::isfinite(imp[j]) || imp[j] < 0.0f)
-                throw InvalidArgument("importance matrix entry " + std::to_string(j) + " is " + detail::short_number(imp[j]) +
-                                      " (means of squares are finite and not negative)");
+        if (importance_) check_importance(w.cols);
         QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
         const int g = spec_.group_length(q.cols), groups = q.groups_per_row();
         if (g != 32) throw InvalidArgument("rtn with an importance matrix: groups of 32 expected, the grid has " + std::to_string(g));

@@ -97,6 +97,40 @@ inline SuperBlockParams search_super_block(std::span<const float> values, const 
 inline QuantizedMatrix RtnQuantizer::quantize_two_level(MatrixView<const float> w) const {
     QuantizedMatrix q(spec_, int(w.rows), int(w.cols));
     const int g = spec_.group_size, per = spec_.super->weights, supers = q.supers_per_row();
+    // Q4_K, Q5_K, Q6_K: llama-quantize's own search (ggml_search::k_ref_super_block), so the
+    // blocks are llama-quantize's; rows are whole super-blocks there (the fallback saw to it)
+    const int k_bits = spec_.block == "q4_k" ? 4 : spec_.block == "q5_k" ? 5 : spec_.block == "q6_k" ? 6 : 0;
+    if (importance_ && !(k_bits && q.cols % per == 0))
+        throw InvalidArgument("rtn with an importance matrix on " + std::string(spec_.block) + ": " +
+                              (k_bits ? "rows of " + std::to_string(q.cols) + " are not whole super-blocks of " + std::to_string(per)
+                                      : std::string("llama-quantize's search for this type is not reproduced yet")));
+    if (k_bits && !clip_ && q.cols % per == 0) {
+        if (importance_) check_importance(w.cols);
+        parallel_for(w.rows, threads_, [&](std::size_t begin, std::size_t end) {
+            int sc[16], m[16];
+            for (std::size_t r = begin; r < end; ++r) {
+                const auto row = w.row(r);
+                std::uint8_t* out = q.codes.data() + r * std::size_t(q.cols);
+                for (int sbi = 0; sbi < supers; ++sbi) {
+                    const int c0 = sbi * per;
+                    float d = 0.0f, dmin = 0.0f;
+                    ggml_search::k_ref_super_block(k_bits, row.data() + c0, &d, &dmin, sc, m, out + c0,
+                                                   importance_ ? importance_->data() + c0 : nullptr);
+                    if (!std::isfinite(d) || !std::isfinite(dmin))
+                        throw InvalidData("row " + std::to_string(r) + ", super-block " + std::to_string(sbi) +
+                                          ": the super-block scale does not fit fp16 (max 65504); the weights are too large for fp16 scales");
+                    q.super[(r * std::size_t(supers) + std::size_t(sbi)) * 2] = d;
+                    q.super[(r * std::size_t(supers) + std::size_t(sbi)) * 2 + 1] = dmin;
+                    for (int j = 0; j < per / g; ++j) {
+                        const std::size_t idx = q.group_index(int(r), c0 / g + j);
+                        q.scales[idx] = d * float(k_bits == 6 ? int(std::int8_t(sc[j])) : sc[j]);
+                        if (spec_.zero == ZeroPoint::float_min) q.mins[idx] = -(dmin * float(m[j]));
+                    }
+                }
+            }
+        }, grain_for(w.cols * 8 * 24));
+        return q;
+    }
     parallel_for(w.rows, threads_, [&](std::size_t begin, std::size_t end) {
         GroupParams ps[64];
         for (std::size_t r = begin; r < end; ++r) {
