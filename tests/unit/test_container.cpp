@@ -168,6 +168,11 @@ BOOST_AUTO_TEST_CASE(tied_head_stays_tied) {
     const auto loaded = llama::load_weights(back);
     BOOST_TEST(loaded.token_embedding == w.token_embedding, boost::test_tools::per_element());
     BOOST_TEST(logits_of(loaded, {3, 4}) == logits_of(w, {3, 4}), boost::test_tools::per_element());
+    // one action for every weight ("*", as `convert --outtype` writes it) keeps the tie too
+    llama::write_container(src, path, with_rules({{"*", "rtn:w4g32s"}}));
+    const llama::ContainerSource all(path);
+    BOOST_TEST(!all.has("output.weight"));
+    BOOST_TEST(all.scheme("token_embd.weight") == "rtn:w4g32s");
 }
 
 // Untying the head by a rule on output.weight leaves the embedding as stored (it was written as

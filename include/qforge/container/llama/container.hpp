@@ -308,8 +308,9 @@ private:
 namespace detail {
 /// Every tensor a written Llama model holds, in file order: matrix(name, source name, rows, cols)
 /// for token_embd, each block's seven linears and output.weight, vector(name, n) for the norms.
-/// A tied head stays tied (no output.weight) unless a rule names output.weight itself; the
-/// embedding table is a matrix either way.
+/// A tied head stays tied (no output.weight) unless the rules give output.weight an action of
+/// its own (not "keep", and not the one token_embd.weight gets: `--outtype q8_0`'s "*" keeps the
+/// tie, as the two would be written alike); the embedding table is a matrix either way.
 template <class Matrix, class Vector>
 void for_each_model_tensor(const ModelSource& src, const std::vector<std::pair<std::string, std::string>>& rules, Matrix&& matrix, Vector&& vector);
 }  // namespace detail
@@ -343,7 +344,8 @@ template <class Matrix, class Vector>
 void detail::for_each_model_tensor(const ModelSource& src, const std::vector<std::pair<std::string, std::string>>& rules, Matrix&& matrix,
                                    Vector&& vector) {
     const Config& c = src.config();
-    const bool tied = src.tied_output() && action_for(rules, "output.weight") == "keep";
+    const std::string head = action_for(rules, "output.weight");
+    const bool tied = src.tied_output() && (head == "keep" || head == action_for(rules, "token_embd.weight"));
     matrix("token_embd.weight", "token_embd.weight", c.vocab_size, c.dim);
     for (int l = 0; l < c.n_layers; ++l) {
         vector(block_tensor_name(l, "attn_norm"), c.dim);
