@@ -13,7 +13,7 @@ Calibration: WikiText-2 test after its first 16384 tokens (qforge's default slic
 the evaluated tokens.
 
 Usage: python bench/export_claim.py QFORGE_BINARY MODEL.gguf DATA_DIR WORK_DIR
-       [--mixes q4_k_m,q3_k_m,q2_k] [--eval 4096] [--ctx 512] [--calib 4096] [--methods gptq,awq]
+       [--mixes q4_k_m,q3_k_m,q2_k] [--eval 4096] [--ctx 512] [--calib 4096] [--methods 'gptq;awq']
 Prints a markdown table (and writes WORK_DIR/claim.json)."""
 import argparse
 import json
@@ -82,7 +82,8 @@ def main():
     ap.add_argument("data")
     ap.add_argument("work")
     ap.add_argument("--mixes", default="q4_k_m,q3_k_m,q2_k")
-    ap.add_argument("--methods", default="gptq,awq")
+    ap.add_argument("--no-llama", action="store_true", help="only qforge's files (llama-quantize's rows already measured)")
+    ap.add_argument("--methods", default="gptq;awq", help="';'-separated: a method, or a scheme with {base} for the mix's grid")
     ap.add_argument("--eval", type=int, default=4096)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--calib", type=int, default=4096)
@@ -107,16 +108,18 @@ def main():
     for mix in a.mixes.split(","):
         base = {"q4_k_m": "q4_k", "q3_k_m": "q3_k", "q2_k": "q2_k", "q5_k_m": "q5_k", "q3_k_s": "q3_k", "q4_k_s": "q4_k"}[mix]
         files = []
-        for label, im in (("llama-quantize", None), ("llama-quantize + imatrix", means)):
+        for label, im in () if a.no_llama else (("llama-quantize", None), ("llama-quantize + imatrix", means)):
             out = os.path.join(a.work, f"llama_{mix}{'_imatrix' if im else ''}.gguf")
             t = time.time()
             llama_quantize(f32, out, mix, im)
             files.append((f"{mix.upper()} {label}", out, time.time() - t))
-        for method in a.methods.split(","):
-            out = os.path.join(a.work, f"qforge_{mix}_{method}.gguf")
-            t = run([a.qforge, "quantize", "--model", a.model, "--mix", mix, "--scheme", f"{method}:{base}", "--calib-tokens", str(a.calib),
+        for method in a.methods.split(";"):
+            # "gptq" -> gptq:q4_k; a scheme with options names the base as {base}: "gptq:{base},clip"
+            scheme = method.format(base=base) if "{base}" in method else f"{method}:{base}"
+            out = os.path.join(a.work, f"qforge_{mix}_{len(files)}.gguf")
+            t = run([a.qforge, "quantize", "--model", a.model, "--mix", mix, "--scheme", scheme, "--calib-tokens", str(a.calib),
                      "--format", "gguf", "--out", out])
-            files.append((f"{mix.upper()} qforge {method}:{base}", out, t))
+            files.append((f"{mix.upper()} qforge {scheme}", out, t))
         for label, path, seconds in files:
             stats, _ = evaluate(path, windows, a.ctx, ref)
             rows.append({"file": label, "bpw": block_bpw(path), "seconds": seconds, **stats})
