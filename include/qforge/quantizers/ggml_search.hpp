@@ -31,6 +31,15 @@ inline int nearest_int(float f) noexcept {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/// A float converted as C converts it to an integer (truncation toward zero) where that is
+/// defined, clamped to [lo, hi] otherwise (NaN gives lo): ggml's `(int8_t)(v)` casts, without their
+/// undefined behaviour on the degenerate groups (a range so small that 1/d overflows).
+inline int trunc_clamped(float v, int lo, int hi) noexcept {
+    if (!(v >= float(lo))) return lo;
+    if (!(v <= float(hi))) return hi;
+    return int(v);
+}
+
 /// ggml's per-weight importance for a row: imatrix[j] * sqrt(sigma2 + x_j^2), sigma2 = the row's
 /// sum of squares over its length (accumulated in float, in order).
 inline float row_sigma2(std::span<const float> row) noexcept {
@@ -176,7 +185,7 @@ inline float ref_group(int nbits, bool float_min, const float* x, std::uint8_t* 
         const float d = (max - min) / float(top);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (int j = 0; j < qk; ++j) {
-            const int q = int(std::int8_t((x[j] - min) * id + 0.5f));
+            const int q = trunc_clamped((x[j] - min) * id + 0.5f, 0, 127);
             codes[j] = std::uint8_t(q > top ? top : q);
         }
         *min_out = min;
@@ -187,7 +196,7 @@ inline float ref_group(int nbits, bool float_min, const float* x, std::uint8_t* 
         for (int j = 0; j < qk; ++j) amax = amax > std::fabs(x[j]) ? amax : std::fabs(x[j]);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < qk; ++j) codes[j] = std::uint8_t(int(std::round(x[j] * id)) + 128);
+        for (int j = 0; j < qk; ++j) codes[j] = std::uint8_t(trunc_clamped(std::round(x[j] * id), -128, 127) + 128);
         return d;
     }
     float amax = 0.0f, max = 0.0f;
@@ -200,7 +209,7 @@ inline float ref_group(int nbits, bool float_min, const float* x, std::uint8_t* 
     const float d = max / -float(zero);
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int j = 0; j < qk; ++j) {
-        const int q = int(std::int8_t(x[j] * id + (float(zero) + 0.5f)));
+        const int q = trunc_clamped(x[j] * id + (float(zero) + 0.5f), 0, 127);
         codes[j] = std::uint8_t(q > 2 * zero - 1 ? 2 * zero - 1 : q);
     }
     return d;
