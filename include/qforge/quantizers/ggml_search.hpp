@@ -303,7 +303,7 @@ inline float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L, co
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/// One super-block of 256 as llama-quantize writes it without an imatrix
+/// One K-quant super-block of 256 as llama-quantize writes it without an imatrix
 /// (quantize_row_q4_K_ref, q5_K_ref, q6_K_ref), `nbits` 4, 5 or 6:
 /// - Q4_K/Q5_K: per group of 32, weights sqrt(Σx²/32) + |x_i| and make_qkx2_quants (nmax 15 or
 ///   31; rmin -1 / -0.5, rdelta 0.1, 20 / 15 steps); the scales and minimums then coded in 6 bits
@@ -321,49 +321,64 @@ inline float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L, co
 /// codes `L` (qforge's unsigned codes); where a group's d·sc is 0 the codes stay those of the
 /// group's own search, as ggml leaves them.
 inline void k_ref_super_block(int nbits, const float* x, float* d_out, float* dmin_out, int* sc, int* m, std::uint8_t* L,
-                              const float* qw = nullptr) noexcept {
-    if (nbits == 6) {
-        float scales[16], w[16];
-        std::int8_t l8[16];
-        float max_scale = 0.0f, max_abs_scale = 0.0f;
-        for (int ib = 0; ib < 16; ++ib) {
-            for (int i = 0; i < 16; ++i) w[i] = qw ? qw[16 * ib + i] : x[16 * ib + i] * x[16 * ib + i];
-            const float scale = make_qx_quants(16, 32, x + 16 * ib, l8, w);
-            for (int i = 0; i < 16; ++i) L[16 * ib + i] = std::uint8_t(l8[i]);
-            scales[ib] = scale;
-            if (std::fabs(scale) > max_abs_scale) {
-                max_abs_scale = std::fabs(scale);
-                max_scale = scale;
-            }
+                              const float* qw = nullptr) noexcept;
+
+namespace detail {
+/// The codes of a super-block once its scales are coded (the last loop of ggml's Q4_K/Q5_K/Q6_K
+/// quantizers): nearest_int((x + dmin·m_j) / (d·sc_j)) clamped to [lo, hi], plus `offset`; groups
+/// whose d·sc_j is 0 keep the codes they have.
+inline void k_codes(const float* x, int groups, int group, float d, float dmin, const int* sc, const int* m, int lo, int hi, int offset,
+                    std::uint8_t* L) noexcept {
+    for (int j = 0; j < groups; ++j) {
+        const float dj = d * float(sc[j]);
+        if (dj == 0.0f) continue;
+        const float dm = m ? dmin * float(m[j]) : 0.0f;
+        for (int ii = 0; ii < group; ++ii) {
+            int l = nearest_int((m ? x[group * j + ii] + dm : x[group * j + ii]) / dj);
+            l = l < lo ? lo : l > hi ? hi : l;
+            L[group * j + ii] = std::uint8_t(l + offset);
         }
-        *dmin_out = 0.0f;
-        if (max_abs_scale < 1e-15f) {
-            *d_out = 0.0f;
-            for (int ib = 0; ib < 16; ++ib) sc[ib] = 0;
-            for (int i = 0; i < 256; ++i) L[i] = 0;  // ggml zeroes the whole block: every code byte 0
-            return;
+    }
+}
+
+/// Q6_K: 16 groups of 16, make_qx_quants each (weights x², or the imatrix), scales as int8.
+inline void q6_k_super_block(const float* x, const float* qw, float* d_out, int* sc, std::uint8_t* L) noexcept {
+    float scales[16], w[16];
+    std::int8_t l8[16];
+    float max_scale = 0.0f, max_abs_scale = 0.0f;
+    for (int ib = 0; ib < 16; ++ib) {
+        for (int i = 0; i < 16; ++i) w[i] = qw ? qw[16 * ib + i] : x[16 * ib + i] * x[16 * ib + i];
+        const float scale = make_qx_quants(16, 32, x + 16 * ib, l8, w);
+        for (int i = 0; i < 16; ++i) L[16 * ib + i] = std::uint8_t(l8[i]);
+        scales[ib] = scale;
+        if (std::fabs(scale) > max_abs_scale) {
+            max_abs_scale = std::fabs(scale);
+            max_scale = scale;
         }
-        const float iscale = -128.0f / max_scale;
-        const float d = round_to_half(1.0f / iscale);
-        *d_out = d;
-        for (int ib = 0; ib < 16; ++ib) {
-            const int v = nearest_int(iscale * scales[ib]);
-            sc[ib] = v > 127 ? 127 : v;
-        }
-        for (int j = 0; j < 16; ++j) {
-            const float dj = d * float(std::int8_t(sc[j]));
-            if (dj == 0.0f) continue;
-            for (int ii = 0; ii < 16; ++ii) {
-                int l = nearest_int(x[16 * j + ii] / dj);
-                l = l < -32 ? -32 : l > 31 ? 31 : l;
-                L[16 * j + ii] = std::uint8_t(l + 32);
-            }
-        }
+    }
+    if (max_abs_scale < 1e-15f) {  // ggml zeroes the whole block: scales and every code byte 0
+        *d_out = 0.0f;
+        for (int ib = 0; ib < 16; ++ib) sc[ib] = 0;
+        for (int i = 0; i < 256; ++i) L[i] = 0;
         return;
     }
+    const float iscale = -128.0f / max_scale;
+    const float d = round_to_half(1.0f / iscale);
+    *d_out = d;
+    for (int ib = 0; ib < 16; ++ib) {
+        const int v = nearest_int(iscale * scales[ib]);
+        sc[ib] = v > 127 ? 127 : v;
+    }
+    k_codes(x, 16, 16, d, 0.0f, sc, nullptr, -32, 31, 32, L);
+}
+
+/// Q4_K, Q5_K: 8 groups of 32, each searched with a minimum; scales and minimums in 6 bits.
+inline void q45_k_super_block(int nbits, const float* x, const float* qw, float* d_out, float* dmin_out, int* sc, int* m,
+                              std::uint8_t* L) noexcept {
     const int nmax = nbits == 4 ? 15 : 31;
     float mins[8], scales[8], w[32];
     std::uint8_t aux[32];
+    float d = 0.0f, dmin = 0.0f;
     if (qw) {
         float sum_x2 = 0.0f;
         for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
@@ -377,54 +392,45 @@ inline void k_ref_super_block(int nbits, const float* x, float* d_out, float* dm
             scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], aux, -0.9f, 0.05f, 36);
         }
         std::uint8_t ls[8], lm[8];
-        const float d = round_to_half(make_qp_quants(8, 63, scales, ls, sw)), dmin = round_to_half(make_qp_quants(8, 63, mins, lm, sw));
-        *d_out = d;
-        *dmin_out = dmin;
+        d = round_to_half(make_qp_quants(8, 63, scales, ls, sw));
+        dmin = round_to_half(make_qp_quants(8, 63, mins, lm, sw));
         for (int j = 0; j < 8; ++j) {
             sc[j] = ls[j] & 63;  // ggml packs 6 bits of each
             m[j] = lm[j] & 63;
-            const float dj = d * float(sc[j]);
-            if (dj == 0.0f) continue;
-            const float dm = dmin * float(m[j]);
-            for (int ii = 0; ii < 32; ++ii) {
-                int l = nearest_int((x[32 * j + ii] + dm) / dj);
-                l = l < 0 ? 0 : l > nmax ? nmax : l;
-                L[32 * j + ii] = std::uint8_t(l);
-            }
         }
-        return;
+    } else {
+        float max_scale = 0.0f, max_min = 0.0f;
+        for (int j = 0; j < 8; ++j) {
+            float sum_x2 = 0.0f;
+            for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            const float av_x = std::sqrt(sum_x2 / 32.0f);
+            for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[32 * j + l]);
+            scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], aux, nbits == 4 ? -1.0f : -0.5f, 0.1f, nbits == 4 ? 20 : 15);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+        const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+        for (int j = 0; j < 8; ++j) {
+            const int ls = std::uint8_t(nearest_int(inv_scale * scales[j])), lm = std::uint8_t(nearest_int(inv_min * mins[j]));
+            sc[j] = ls > 63 ? 63 : ls;
+            m[j] = lm > 63 ? 63 : lm;
+        }
+        d = round_to_half(max_scale / 63.0f);
+        dmin = round_to_half(max_min / 63.0f);
     }
-    const float rmin = nbits == 4 ? -1.0f : -0.5f;
-    const int nstep = nbits == 4 ? 20 : 15;
-    float max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-        float sum_x2 = 0.0f;
-        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-        const float av_x = std::sqrt(sum_x2 / 32.0f);
-        for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[32 * j + l]);
-        scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, w, L + 32 * j, &mins[j], aux, rmin, 0.1f, nstep);
-        if (scales[j] > max_scale) max_scale = scales[j];
-        if (mins[j] > max_min) max_min = mins[j];
-    }
-    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
-    const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-    for (int j = 0; j < 8; ++j) {
-        const int ls = std::uint8_t(nearest_int(inv_scale * scales[j])), lm = std::uint8_t(nearest_int(inv_min * mins[j]));
-        sc[j] = ls > 63 ? 63 : ls;
-        m[j] = lm > 63 ? 63 : lm;
-    }
-    const float d = round_to_half(max_scale / 63.0f), dmin = round_to_half(max_min / 63.0f);
     *d_out = d;
     *dmin_out = dmin;
-    for (int j = 0; j < 8; ++j) {
-        const float dj = d * float(sc[j]);
-        if (dj == 0.0f) continue;
-        const float dm = dmin * float(m[j]);
-        for (int ii = 0; ii < 32; ++ii) {
-            int l = nearest_int((x[32 * j + ii] + dm) / dj);
-            l = l < 0 ? 0 : l > nmax ? nmax : l;
-            L[32 * j + ii] = std::uint8_t(l);
-        }
+    k_codes(x, 8, 32, d, dmin, sc, m, 0, nmax, 0, L);
+}
+}  // namespace detail
+
+inline void k_ref_super_block(int nbits, const float* x, float* d_out, float* dmin_out, int* sc, int* m, std::uint8_t* L, const float* qw) noexcept {
+    if (nbits == 6) {
+        *dmin_out = 0.0f;
+        detail::q6_k_super_block(x, qw, d_out, sc, L);
+    } else {
+        detail::q45_k_super_block(nbits, x, qw, d_out, dmin_out, sc, m, L);
     }
 }
 
