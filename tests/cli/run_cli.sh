@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of the qforge binary on stories260K: greedy generation reproduces the
 # documented story, 'quantize' writes a container that 'generate'/'ppl' read back, 'eval --json'
-# is one JSON object, and bad input gives an error naming the file (no partial output).
+# is one JSON object, and bad input gives an error naming the file (no partial output); type mixes
+# and importance matrices end to end.
 # Usage: run_cli.sh QFORGE_BINARY DATA_DIR. Exit 77 (skip) when data is missing, unless
 # QFORGE_REQUIRE_DATA=1.
 set -euo pipefail
@@ -75,6 +76,27 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['format']=
 if "$q" quantize --scheme rtn:w4g32a --format gguf --out "$tmp/d.gguf" 2> "$tmp/err"; then fail "dense layout written to gguf"; fi
 grep -q "blk.0.attn_q.weight: scheme 'rtn:w4g32a' packs into a layout no GGUF type holds" "$tmp/err" || fail "gguf dense error: $(cat "$tmp/err")"
 [ ! -e "$tmp/d.gguf" ] && [ ! -e "$tmp/d.gguf.tmp" ] || fail "refused gguf left a file"
+
+# llama.cpp's type mixes and importance matrices: the types per tensor (llama-quantize's own
+# choice is checked in peer.gguf_export), an imatrix file of each form, and the refusals
+"$q" convert --mix Q4_K_M --format gguf --out "$tmp/m.gguf" --json > "$tmp/mix.json" 2> /dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['matrix_types']=={'F16':5,'Q5_0':28,'Q8_0':3}, d" "$tmp/mix.json"
+"$q" imatrix --calib-tokens 512 --chunk 128 --out "$tmp/im.gguf" --json > "$tmp/im.json"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert (d['entries'],d['tokens'],d['chunks'])==(35,512,4), d" "$tmp/im.json"
+"$q" imatrix --calib-tokens 512 --format dat --out "$tmp/im.dat" > /dev/null
+"$q" convert --outtype q4_0 --imatrix "$tmp/im.dat" --format gguf --out "$tmp/qi.gguf" > /dev/null 2>&1
+"$q" generate --model "$tmp/qi.gguf" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "imatrix q4_0 generate"
+refused() {  # EXPECTED_TEXT ARGS...: the command fails, says so, and writes nothing
+  local want=$1; shift
+  if "$q" "$@" --out "$tmp/r.gguf" > /dev/null 2> "$tmp/err"; then fail "accepted: $*"; fi
+  grep -qF -- "$want" "$tmp/err" || fail "$*: $(cat "$tmp/err")"
+  [ ! -e "$tmp/r.gguf" ] && [ ! -e "$tmp/r.gguf.tmp" ] || fail "refused command left a file: $*"
+}
+refused "unknown type mix 'q4_k_x'" convert --mix q4_k_x --format gguf
+refused "--scheme rtn:q4_0 must be on that grid (e.g. gptq:q4_k)" quantize --mix q4_k_m --scheme rtn:q4_0 --format gguf
+refused "calibrates on its own statistics" quantize --imatrix "$tmp/im.gguf" --scheme gptq:q4_0 --format gguf
+refused "tok512.bin: imatrix entry 1 of 7" convert --outtype q4_0 --imatrix "$data/models/stories260K/tok512.bin" --format gguf
+refused "not on qforge's own grids" convert --outtype w4g32s --imatrix "$tmp/im.gguf" --format qforge
 
 # AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
 printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"
