@@ -14,6 +14,7 @@
 #include <qforge/io/output_path.hpp>
 #include <qforge/container/llama/container.hpp>
 #include <qforge/container/llama/gguf_export.hpp>
+#include <qforge/container/llama/hf_export.hpp>
 #include <qforge/container/llama/type_mix.hpp>
 #include <qforge/io/gguf_tokenizer.hpp>
 #include <qforge/io/imatrix.hpp>
@@ -61,6 +62,10 @@ std::string model_name(const Model& model) {
 int run(QuantizeOptions opt) {
     if (opt.scheme.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --mix, --override)");
     const bool gguf = opt.format == "gguf";
+    const bool hf = opt.format == "gptq" || opt.format == "gptq_v2" || opt.format == "awq";  // a Hugging Face checkpoint directory
+    // the output first: a file, or for a checkpoint a new (or empty) directory
+    if (const auto why = hf ? qforge::llama::detail::output_dir_problem(opt.out) : qforge::io::output_path_problem(opt.out); !why.empty())
+        throw CLI::ValidationError("--out", "'" + opt.out + "': " + why);
     // every action is checked before any work
     std::vector<std::pair<std::string, std::string>> overrides;
     for (const auto& rule : opt.overrides) {
@@ -83,6 +88,7 @@ int run(QuantizeOptions opt) {
     if (!opt.mix.empty()) {
         mix = &qforge::llama::find_type_mix(opt.mix);
         if (opt.outtype != "keep") throw CLI::ValidationError("--mix", "--mix and --outtype both say what every weight becomes; give one");
+        if (hf) throw CLI::ValidationError("--mix", "a " + opt.format + " checkpoint has one grid for every layer (one quantization_config); --mix gives each tensor its own type (--format gguf)");
         if (!scheme) scheme = qforge::parse_scheme("rtn:" + std::string(mix->base));
         if (scheme->spec.block != mix->base)
             throw CLI::ValidationError("--mix", std::string(mix->name) + " quantizes most weights as " + std::string(mix->base) + " and raises some; --scheme " +
@@ -92,9 +98,8 @@ int run(QuantizeOptions opt) {
     if (opt.outtype == "f16" && !gguf) throw CLI::ValidationError("--outtype", "f16 is a GGUF type (--format gguf)");
     if (opt.outtype != "keep") {
         const std::string action = opt.outtype == "f32" || opt.outtype == "f16" ? opt.outtype : qforge::to_string(qforge::parse_scheme("rtn:" + opt.outtype));
-        overrides.insert(overrides.begin(), {"*", action});
+        overrides.insert(overrides.begin(), {hf ? "blk.*" : "*", action});  // a checkpoint keeps the embedding and head F16
     }
-    qforge::io::check_output_path(opt.out);
 
     auto model = Model::open(opt.model);
     // a pattern that names no matrix of the model (a typo) would silently do nothing
@@ -184,6 +189,8 @@ int run(QuantizeOptions opt) {
     double bpw = 0.0;
     std::vector<std::string> fallbacks;
     std::map<std::string, std::int64_t> types;  // GGUF: weight matrices per type written
+    std::string hf_config;                       // gptq/awq: the quantization_config written
+    std::size_t hf_tokenizer_files = 0;
     if (gguf) {
         qforge::llama::GgufExportOptions g;
         g.rules = o.rules;
@@ -197,6 +204,20 @@ int run(QuantizeOptions opt) {
         fallbacks = report.fallbacks;
         for (const auto& t : report.tensors)
             if (t.matrix) ++types[std::string(qforge::ggml_type_name(std::uint32_t(t.type)))];
+    } else if (hf) {
+        qforge::llama::HfExportOptions h;
+        h.format = opt.format;
+        h.rules = o.rules;
+        h.backend = o.backend;
+        h.progress = o.progress;
+        h.quantize = o.quantize;
+        if (model.kind() == "hf") h.tokenizer_dir = std::filesystem::is_directory(model.path()) ? model.path() : std::filesystem::path(model.path()).parent_path().string();
+        h.bos_token_id = model.tokenizer().bos;
+        h.eos_token_id = model.tokenizer().eos;
+        const auto report = qforge::llama::write_hf_checkpoint(source, opt.out, h);
+        bpw = report.block_bits_per_weight();  // from the bytes written: qweight, qzeros, scales, g_idx
+        hf_config = report.quantization.to_json().dump();
+        hf_tokenizer_files = report.copied.size();
     } else {
         qforge::llama::write_container(source, opt.out, o);
     }
@@ -205,12 +226,16 @@ int run(QuantizeOptions opt) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (const auto& f : fallbacks) std::fprintf(stderr, "qforge: fallback: %s\n", f.c_str());
 
-    if (!gguf) {
+    if (!gguf && !hf) {
         // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
         qforge::llama::ContainerSource written(opt.out);
         bpw = qforge::llama::block_bits_per_weight(qforge::llama::load_weights(written));
     }
-    const auto file_bytes = std::filesystem::file_size(opt.out);
+    std::uintmax_t file_bytes = 0;
+    if (hf)
+        for (const auto& f : std::filesystem::directory_iterator(opt.out)) file_bytes += f.is_regular_file() ? f.file_size() : 0;
+    else
+        file_bytes = std::filesystem::file_size(opt.out);
     if (opt.json) {
         JsonObject j;
         j.add("model", model.path()).add("out", opt.out).add("format", opt.format).add("file_bytes", std::int64_t(file_bytes));
@@ -220,6 +245,7 @@ int run(QuantizeOptions opt) {
             for (const auto& [type, n] : types) t.add(type, n);
             j.add("matrix_types", t);
         }
+        if (hf) j.add("quantization_config", hf_config).add("tokenizer_files", std::int64_t(hf_tokenizer_files));
         j.add("seconds", seconds);
         print_json(j);
     } else {
@@ -229,6 +255,12 @@ int run(QuantizeOptions opt) {
             std::string line;
             for (const auto& [type, n] : types) line += (line.empty() ? "" : ", ") + type + " " + std::to_string(n);
             std::printf("weight matrices by type: %s\n", line.c_str());
+        }
+        if (hf) {
+            std::printf("quantization_config: %s\n", hf_config.c_str());
+            if (hf_tokenizer_files == 0)
+                std::printf("no tokenizer files written (the model was not read from a Hugging Face directory): give engines the original "
+                            "model's tokenizer (qforge: --tokenizer)\n");
         }
     }
     return 0;
@@ -255,19 +287,23 @@ void add_imatrix_option(CLI::App& sub, QuantizeOptions& o) {
 
 void add_format_option(CLI::App& sub, QuantizeOptions& o) {
     sub.add_option("--format", o.format,
-                   "qforge (the container: any scheme) or gguf (llama.cpp's file: F32/F16 and the GGUF grids q4_0, q4_1, q5_0, q5_1, "
-                   "q8_0, q2_k ... q6_k, iq4nl, with the tokenizer and hyper-parameters llama.cpp needs)")
-        ->check(CLI::IsMember({"qforge", "gguf"}));
+                   "qforge (the container: any scheme), gguf (llama.cpp's file: F32/F16 and the GGUF grids q4_0, q4_1, q5_0, q5_1, "
+                   "q8_0, q2_k ... q6_k, iq4nl, with the tokenizer and hyper-parameters llama.cpp needs), or a Hugging Face checkpoint "
+                   "directory that transformers and vLLM load: gptq (AutoGPTQ's layout; 2/3/4/8-bit 'a' or 's' grids, act-order as g_idx), "
+                   "gptq_v2 (GPTQModel's: zero points stored as they are) or awq (AutoAWQ's GEMM layout; 4-bit, no act-order)")
+        ->check(CLI::IsMember({"qforge", "gguf", "gptq", "gptq_v2", "awq"}));
 }
 }  // namespace
 
 void add_quantize(CLI::App& app, int& status) {
-    auto* sub = app.add_subcommand("quantize", "write a quantized model (qforge container or GGUF) with per-weight overrides");
+    auto* sub = app.add_subcommand("quantize", "write a quantized model (qforge container, GGUF, or a GPTQ/AWQ checkpoint) with per-weight overrides");
     sub->footer(
         "Writes qforge's container (safetensors; codes, scales, zeros as tensors, each weight's scheme and the format\n"
         "version in the metadata), which 'ppl', 'generate' and 'eval' read back whatever the file's name, or with\n"
         "--format gguf a GGUF file llama.cpp runs (schemes on a GGUF grid: rtn:q4_0, gptq:q4_k, gptq:q4_1,act,static ...;\n"
-        "rows that are not whole blocks take llama-quantize's fallback type, or F16, each fallback reported). The output path\n"
+        "rows that are not whole blocks take llama-quantize's fallback type, or F16, each fallback reported), or with\n"
+        "--format gptq|gptq_v2|awq a Hugging Face checkpoint directory in that layout (config.json with quantization_config,\n"
+        "model.safetensors with qweight/qzeros/scales/g_idx; e.g. --scheme gptq:w4g128s,act --format gptq). The output path\n"
         "is checked before any work; the file is written under a temporary name and renamed when complete.\n"
         "Weights are named the llama.cpp way: token_embd.weight, blk.N.attn_q.weight (attn_k, attn_v, attn_output,\n"
         "ffn_gate, ffn_up, ffn_down), output.weight. The decoder's linear layers get --scheme; embeddings and the output\n"
@@ -289,7 +325,8 @@ void add_quantize(CLI::App& app, int& status) {
                     "PATTERN=ACTION for weights matching the glob: an rtn scheme, f32 or keep (repeatable, later ones win), e.g. "
                     "'output.weight=rtn:w8g32s'; with a gptq/awq --scheme, only weights outside the decoder blocks; a pattern that names no "
                     "weight is an error");
-    sub->add_option("--out", o->out, "output file (a qforge container, safetensors; or GGUF with --format gguf)")->required()->check(writable_output());
+    sub->add_option("--out", o->out, "output file (a qforge container, safetensors; or GGUF with --format gguf), or a new directory "
+                                     "(--format gptq|gptq_v2|awq)")->required();
     add_format_option(*sub, *o);
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");
@@ -297,10 +334,11 @@ void add_quantize(CLI::App& app, int& status) {
 }
 
 void add_convert(CLI::App& app, int& status) {
-    auto* sub = app.add_subcommand("convert", "rewrite a model in another format (qforge container or GGUF), optionally as another type");
+    auto* sub = app.add_subcommand("convert", "rewrite a model in another format (qforge container, GGUF, GPTQ/AWQ checkpoint), optionally as another type");
     sub->footer(
-        "Reads any model qforge reads (llama2.c, GGUF, Hugging Face safetensors, qforge container) and writes it as\n"
-        "--format qforge or gguf. Weights are kept as stored unless --outtype (every weight matrix) or --override says\n"
+        "Reads any model qforge reads (llama2.c, GGUF, Hugging Face safetensors including GPTQ/AWQ checkpoints, qforge\ncontainer) and writes it as "
+        "--format qforge, gguf, or gptq|gptq_v2|awq (a Hugging Face checkpoint directory; its decoder linears on one integer\n"
+        "grid, e.g. --outtype w4g128s). Weights are kept as stored unless --outtype (every weight matrix) or --override says\n"
         "otherwise; norms stay F32. A weight no GGUF type holds (a dense qforge layout such as w4g128a) is an error\n"
         "naming it, before anything is written.");
     auto o = std::make_shared<QuantizeOptions>();
@@ -312,7 +350,7 @@ void add_convert(CLI::App& app, int& status) {
     add_mix_option(*sub, *o);
     add_imatrix_option(*sub, *o);
     sub->add_option("--override", o->overrides, "PATTERN=ACTION for weights matching the glob (as for quantize; later ones win)");
-    sub->add_option("--out", o->out, "output file")->required()->check(writable_output());
+    sub->add_option("--out", o->out, "output file, or a new directory for --format gptq|gptq_v2|awq")->required();
     add_format_option(*sub, *o);
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout");

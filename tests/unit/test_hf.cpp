@@ -3,13 +3,20 @@
 // safetensors shards, an index; F16/BF16/F32 tensors; q/k in Hugging Face's rotate-half order)
 // loads into a model whose logits equal a straightforward double-precision forward that applies
 // rotate-half RoPE to the weights as stored; bad files give errors naming the file.
+// GPTQ and AWQ checkpoints: words pinned by hand and against AutoGPTQ's pack loop, round trips,
+// and exported checkpoints decoded the way the reference kernels read them and run by that
+// reference forward.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
 
 #include "common.hpp"
+#include "qforge/container/llama/hf_export.hpp"
 #include "qforge/sources/llama/hf_source.hpp"
 #include "tiny_llama.hpp"
 
@@ -356,4 +363,395 @@ BOOST_AUTO_TEST_CASE(case_hf_huge_names_tensor_row_and_group) {
     }
     BOOST_TEST_MESSAGE(m);
     BOOST_TEST(qtest::has_all(m, {dir, "tensor blk.0.ffn_up.weight", "row ", ", group ", "(columns ", "does not fit fp16"}), m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPTQ and AWQ checkpoint layouts (formats/gptq_awq.hpp, container/llama/hf_export.hpp, the
+// quantized part of HfSource).
+
+namespace {
+
+/// AutoGPTQ's QuantLinear.pack loop over one output column, transcribed (qweight rows, int32
+/// words as uint32): the independent statement of the 2/3/4/8-bit layout, 3-bit's straddling
+/// words written out as AutoGPTQ does.
+std::vector<std::uint32_t> autogptq_pack_column(const std::vector<std::uint32_t>& w, int bits) {
+    std::vector<std::uint32_t> q(w.size() * std::size_t(bits) / 32, 0);
+    std::size_t i = 0, row = 0;
+    while (row < q.size()) {
+        if (bits != 3) {
+            for (std::size_t j = i; j < i + std::size_t(32 / bits); ++j) q[row] |= w[j] << (std::size_t(bits) * (j - i));
+            i += std::size_t(32 / bits);
+            row += 1;
+        } else {
+            for (std::size_t j = i; j < i + 10; ++j) q[row] |= w[j] << (3 * (j - i));
+            i += 10;
+            q[row] |= w[i] << 30;
+            row += 1;
+            q[row] |= (w[i] >> 2) & 1;
+            i += 1;
+            for (std::size_t j = i; j < i + 10; ++j) q[row] |= w[j] << (3 * (j - i) + 1);
+            i += 10;
+            q[row] |= w[i] << 31;
+            row += 1;
+            q[row] |= (w[i] >> 1) & 0x3;
+            i += 1;
+            for (std::size_t j = i; j < i + 10; ++j) q[row] |= w[j] << (3 * (j - i) + 2);
+            i += 10;
+            row += 1;
+        }
+    }
+    return q;
+}
+
+IntGridLayer random_int_grid(int bits, int n, int k, int g, unsigned seed, bool zero_free = true) {
+    std::mt19937 rng(seed);
+    IntGridLayer l(bits, n, k, g);
+    std::uniform_int_distribution<int> code(0, (1 << bits) - 1), z(zero_free ? 1 : 0, (1 << bits) - 1);
+    std::uniform_real_distribution<float> s(0.001f, 0.1f);
+    for (auto& c : l.codes) c = std::uint8_t(code(rng));
+    for (auto& v : l.zeros) v = std::uint8_t(z(rng));
+    for (auto& v : l.scales) v = float_to_half(s(rng));
+    return l;
+}
+
+template <class T>
+std::string error_of(T&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gptq_awq_words_pinned_by_hand) {
+    // 8 outputs x 8 inputs, one group; code(n, i) = (n + i) mod 16, zero points 8 (GPTQ's symmetric 4-bit)
+    IntGridLayer l(4, 8, 8, 8);
+    for (int n = 0; n < 8; ++n)
+        for (int i = 0; i < 8; ++i) l.codes[std::size_t(n * 8 + i)] = std::uint8_t((n + i) % 16);
+    std::fill(l.zeros.begin(), l.zeros.end(), std::uint8_t(8));
+    const auto v1 = pack_gptq(l, true);
+    BOOST_TEST((v1.qweight_shape == std::array<std::size_t, 2>{1, 8}));
+    BOOST_TEST(v1.qweight[0] == 0x76543210u);  // output 0: codes 0..7, code i at bits 4i
+    BOOST_TEST(v1.qweight[1] == 0x87654321u);
+    BOOST_TEST(v1.qweight[7] == 0xEDCBA987u);
+    BOOST_TEST(v1.qzeros.size() == 1u);
+    BOOST_TEST(v1.qzeros[0] == 0x77777777u);  // v1: zero - 1, the famous 0x77777777 of symmetric 4-bit
+    BOOST_TEST(pack_gptq(l, false).qzeros[0] == 0x88888888u);
+    BOOST_TEST((v1.g_idx == std::vector<std::int32_t>(8, 0)));
+    // AWQ: packed along outputs in the order 0 2 4 6 1 3 5 7
+    for (int n = 0; n < 8; ++n) l.zeros[std::size_t(n)] = std::uint8_t(n);
+    const auto a = pack_awq(l);
+    BOOST_TEST((a.qweight_shape == std::array<std::size_t, 2>{8, 1}));
+    BOOST_TEST(a.qweight[0] == 0x75316420u);  // input 0: outputs 0,2,4,6,1,3,5,7 -> codes 0,2,4,6,1,3,5,7
+    BOOST_TEST(a.qweight[1] == 0x86427531u);  // input 1: codes 1,3,5,7,2,4,6,8
+    BOOST_TEST(a.qzeros[0] == 0x75316420u);
+    // 2-bit: 16 codes per word
+    IntGridLayer t(2, 16, 16, 16);
+    for (int i = 0; i < 16; ++i) t.codes[std::size_t(i)] = std::uint8_t(i % 4);  // output 0: 0 1 2 3 0 1 2 3 ...
+    std::fill(t.zeros.begin(), t.zeros.end(), std::uint8_t(2));
+    const auto p2 = pack_gptq(t, true);
+    BOOST_TEST(p2.qweight[0] == 0xE4E4E4E4u);  // 0b11100100 per byte
+    BOOST_TEST(p2.qzeros[0] == 0x55555555u);   // zero 2 stored as 1
+}
+
+BOOST_AUTO_TEST_CASE(gptq_packing_equals_autogptq_loop) {
+    for (const int bits : {2, 3, 4, 8}) {
+        const auto l = random_int_grid(bits, 32, 96, 32, unsigned(bits));
+        const auto p = pack_gptq(l, true);
+        const std::size_t N = 32, K = 96, W = K * std::size_t(bits) / 32;
+        std::size_t bad = 0;
+        for (std::size_t n = 0; n < N; ++n) {
+            std::vector<std::uint32_t> col(K);
+            for (std::size_t i = 0; i < K; ++i) col[i] = l.codes[n * K + i];
+            const auto want = autogptq_pack_column(col, bits);
+            for (std::size_t w = 0; w < W; ++w) bad += p.qweight[w * N + n] != want[w];
+        }
+        BOOST_TEST(bad == 0u, bits << "-bit: " << bad << " qweight words differ from AutoGPTQ's loop");
+        // qzeros: the same stream along outputs, zero - 1
+        for (std::size_t g = 0; g < 3; ++g) {
+            std::vector<std::uint32_t> row(N);
+            for (std::size_t n = 0; n < N; ++n) row[n] = std::uint32_t(l.zeros[g * N + n] - 1);
+            const auto want = autogptq_pack_column(row, bits);
+            for (std::size_t w = 0; w < want.size(); ++w) BOOST_TEST(p.qzeros[g * want.size() + w] == want[w], bits << "-bit zeros word " << w);
+        }
+        const auto back = unpack_gptq(p, bits, 32, 96, 32, true);
+        BOOST_TEST((back.codes == l.codes && back.zeros == l.zeros && back.scales == l.scales && back.g_idx == l.g_idx));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(dense_layers_round_trip_through_both_layouts) {
+    std::mt19937 rng(5);
+    for (const int bits : {2, 3, 4, 8})
+        for (const auto zero : {ZeroPoint::integer, ZeroPoint::symmetric})
+            for (const bool ordered : {false, true}) {
+                const int N = 32, K = 128, g = 32;
+                QuantSpec spec;
+                spec.bits = bits;
+                spec.group_size = g;
+                spec.zero = zero;
+                QuantizedMatrix q(spec, N, K);
+                std::uniform_int_distribution<int> code(0, spec.max_code()), z(1, spec.max_code());
+                for (auto& c : q.codes) c = std::uint8_t(code(rng));
+                for (auto& s : q.scales) s = round_to_half(0.01f + 0.001f * float(code(rng)));
+                for (auto& v : q.zeros) v = std::uint8_t(z(rng));
+                std::vector<int> order;
+                if (ordered) {
+                    order.resize(K);
+                    std::iota(order.begin(), order.end(), 0);
+                    std::shuffle(order.begin(), order.end(), rng);
+                }
+                const llama::Linear lin = llama::packed_linear(q, order);
+                const IntGridLayer l = llama::int_grid_of(lin);
+                // every weight as the QuantizedMatrix defines it, at its original input
+                double worst = 0;
+                for (int n = 0; n < N; ++n)
+                    for (int k = 0; k < K; ++k) worst = std::max(worst, double(std::fabs(l.weight(n, ordered ? order[std::size_t(k)] : k) - q.dequantize(n, k))));
+                BOOST_TEST(worst == 0.0, bits << "-bit zero " << int(zero) << " ordered " << ordered);
+                BOOST_TEST(l.trivial_g_idx() == !ordered);
+                for (const bool v1 : {true, false}) {
+                    const auto back = unpack_gptq(pack_gptq(l, v1), bits, N, K, g, v1);
+                    BOOST_TEST((back.codes == l.codes && back.zeros == l.zeros && back.scales == l.scales && back.g_idx == l.g_idx));
+                    const auto again = llama::linear_of(back, zero == ZeroPoint::symmetric);
+                    BOOST_TEST((llama::layout_of(again).spec == llama::layout_of(lin).spec));
+                    const auto a = std::get<Fp32Matrix>(llama::dequantized_linear(again).weights()).data;
+                    const auto b = std::get<Fp32Matrix>(llama::dequantized_linear(lin).weights()).data;
+                    BOOST_TEST((a == b), bits << "-bit zero " << int(zero) << " ordered " << ordered << " v1 " << v1);
+                }
+                if (bits == 4 && !ordered) {
+                    const auto back = unpack_awq(pack_awq(l), N, K, g);
+                    BOOST_TEST((back.codes == l.codes && back.zeros == l.zeros && back.scales == l.scales));
+                }
+            }
+}
+
+BOOST_AUTO_TEST_CASE(gptq_awq_layout_errors) {
+    auto l = random_int_grid(4, 16, 64, 32, 3, false);
+    l.zeros[5] = 0;
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)pack_gptq(l, true); }), {"output 5, group 0", "zero point 0", "gptq_v2"}));
+    BOOST_TEST(error_of([&] { (void)pack_gptq(l, false); }) == "(no error)");
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)pack_awq(random_int_grid(8, 16, 64, 32, 1)); }), {"4-bit codes, not 8"}));
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)pack_gptq(random_int_grid(3, 16, 64, 32, 1), true); }), {"16 outputs of 3 bits"}));
+    auto p = pack_gptq(random_int_grid(4, 16, 64, 32, 1), true);
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)unpack_gptq(p, 4, 16, 64, 16, true); }), {"qzeros is [2, 2]", "groups of 16 need [4, 2]"}));
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)unpack_gptq(p, 4, 16, 128, 32, true); }), {"qweight is [8, 16]", "needs [16, 16]"}));
+    p.g_idx[7] = 9;
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)unpack_gptq(p, 4, 16, 64, 32, true); }), {"g_idx[7] = 9 is not a group (0..1)"}));
+    p.g_idx[7] = 1;  // group 0 now has 31 columns, group 1 33
+    const auto l2 = unpack_gptq(p, 4, 16, 64, 32, true);
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)llama::linear_of(l2, false); }), {"g_idx puts 31 input columns in group 0", "group_size = 32"}));
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)llama::linear_of(random_int_grid(4, 16, 64, 32, 2), true); }), {"said to be symmetric"}));
+}
+
+namespace {
+
+/// A checkpoint's weights as Hugging Face stores them (q/k rows in rotate-half order), decoded
+/// straight from the tensors the way AutoGPTQ's and AutoAWQ's reference dequantization reads them
+/// (shift and mask per code; v1 zeros + 1; AWQ's reverse order 0 4 1 5 2 6 3 7), not through
+/// qforge's unpacking.
+llama::Weights decode_like_the_reference(const std::string& dir, const llama::Config& c, const std::string& method, int bits, int group, bool v1) {
+    const auto f = io::SafetensorsFile::open(dir + "/model.safetensors");
+    const auto halves = [&](const std::string& name) { return f.to_float(f.tensor(name)); };
+    const auto words = [&](const std::string& name) {
+        const auto& t = f.tensor(name);
+        std::vector<std::uint32_t> v(std::size_t(t.elements()));
+        std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+        return v;
+    };
+    const auto linear = [&](const std::string& base, int N, int K) {
+        const auto qw = words(base + ".qweight"), qz = words(base + ".qzeros");
+        const auto sc = halves(base + ".scales");
+        std::vector<float> m(std::size_t(N) * std::size_t(K));
+        const std::uint32_t mask = (1u << bits) - 1u;
+        const int per = 32 / bits;
+        std::vector<std::int32_t> g_idx(static_cast<std::size_t>(K));
+        if (method == "gptq") {
+            const auto& gt = f.tensor(base + ".g_idx");
+            std::memcpy(g_idx.data(), gt.bytes.data(), gt.bytes.size());
+        } else {
+            for (int i = 0; i < K; ++i) g_idx[std::size_t(i)] = i / group;
+        }
+        constexpr int reverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+        for (int n = 0; n < N; ++n)
+            for (int i = 0; i < K; ++i) {
+                const int g = g_idx[std::size_t(i)];
+                std::uint32_t q, z;
+                if (method == "gptq") {
+                    q = (qw[std::size_t(i / per) * std::size_t(N) + std::size_t(n)] >> (bits * (i % per))) & mask;
+                    z = (qz[std::size_t(g) * std::size_t(N / per) + std::size_t(n / per)] >> (bits * (n % per))) & mask;
+                    if (v1) z = (z + 1) & mask;
+                } else {
+                    q = (qw[std::size_t(i) * std::size_t(N / 8) + std::size_t(n / 8)] >> (4 * reverse[n % 8])) & 15u;
+                    z = (qz[std::size_t(g) * std::size_t(N / 8) + std::size_t(n / 8)] >> (4 * reverse[n % 8])) & 15u;
+                }
+                m[std::size_t(n) * std::size_t(K) + std::size_t(i)] = sc[std::size_t(g) * std::size_t(N) + std::size_t(n)] * (float(q) - float(z));
+            }
+        return llama::Linear(llama::Fp32Matrix{N, K, m});
+    };
+    llama::Weights w;
+    w.config = c;
+    w.token_embedding = halves("model.embed_tokens.weight");
+    for (int l = 0; l < c.n_layers; ++l) {
+        llama::Layer L;
+        L.attention_norm = halves("model.layers." + std::to_string(l) + ".input_layernorm.weight");
+        L.ffn_norm = halves("model.layers." + std::to_string(l) + ".post_attention_layernorm.weight");
+        for (const auto& b : llama::block_linears) {
+            const auto [rows, cols] = llama::block_linear_shape(c, b);
+            const auto hf = llama::HfSource::hf_name(llama::block_tensor_name(l, b.gguf));
+            L.*b.member = linear(hf.substr(0, hf.size() - 7), rows, cols);
+        }
+        w.layers.push_back(std::move(L));
+    }
+    w.norm = halves("model.norm.weight");
+    w.output = llama::Linear(llama::Fp32Matrix{c.vocab_size, c.dim, f.find("lm_head.weight") ? halves("lm_head.weight") : w.token_embedding});
+    return w;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gptq_awq_checkpoints_export_and_import) {
+    auto c = qtest::tiny_config(2);
+    const auto fp32 = qtest::random_llama(c, 77);
+    const std::vector<int> tokens = {1, 17, 4, 33, 8, 8, 49, 2, 20};
+    std::mt19937 rng(8);
+    struct Case {
+        std::string format, scheme;
+        int bits, group;
+        bool ordered;
+    };
+    for (const Case& k : {Case{"gptq", "rtn:w4g16s", 4, 16, false}, Case{"gptq_v2", "rtn:w4g16a", 4, 16, false}, Case{"gptq", "rtn:w8s", 8, -1, false},
+                          Case{"gptq_v2", "rtn:w2g16a", 2, 16, true}, Case{"awq", "rtn:w4g16a", 4, 16, false}}) {
+        // the model quantized in memory (act-order: the same codes with a random column order)
+        auto q = llama::quantize_block_linears(fp32, parse_scheme(k.scheme));
+        if (k.ordered)
+            for (auto& L : q.layers)
+                for (const auto& b : llama::block_linears) {
+                    std::vector<int> order(std::size_t((L.*b.member).cols()));
+                    std::iota(order.begin(), order.end(), 0);
+                    std::shuffle(order.begin(), order.end(), rng);
+                    L.*b.member = llama::Linear((L.*b.member).weights(), order);
+                }
+        const llama::WeightsSource src(q, "in-memory");
+        const auto dir = (fs::temp_directory_path() / ("qf_hfq_" + k.format + std::to_string(k.bits))).string();
+        fs::remove_all(dir);
+        llama::HfExportOptions o;
+        o.format = k.format;
+        const auto report = llama::write_hf_checkpoint(src, dir, o);
+        BOOST_TEST(!fs::exists(dir + ".tmp"));
+        BOOST_TEST(report.quantization.desc_act == k.ordered);
+        // bits per weight from the bytes: codes + fp16 scales + packed zeros (+ g_idx)
+        BOOST_TEST(report.block_bits_per_weight() > double(k.bits));
+        // read back: the same layers exactly
+        const llama::HfSource back(dir);
+        BOOST_REQUIRE(back.quantization().has_value());
+        BOOST_TEST(back.quantization()->method == (k.format == "awq" ? "awq" : "gptq"));
+        const auto w = llama::load_weights(back);
+        for (int l = 0; l < c.n_layers; ++l)
+            for (const auto& b : llama::block_linears) {
+                const auto& a = q.layers[std::size_t(l)].*b.member;
+                const auto& r = w.layers[std::size_t(l)].*b.member;
+                const auto ia = llama::int_grid_of(a), ir = llama::int_grid_of(r);
+                BOOST_TEST((ia.codes == ir.codes && ia.scales == ir.scales && ia.zeros == ir.zeros && ia.g_idx == ir.g_idx),
+                           k.format << " " << k.scheme << " " << llama::block_tensor_name(l, b.gguf));
+                BOOST_TEST(llama::layout_of(r).ordered == k.ordered);
+                if (k.format != "awq") BOOST_TEST((llama::layout_of(r).spec.zero == llama::layout_of(a).spec.zero));
+            }
+        // the file as the reference kernels read it, run by the rotate-half reference forward,
+        // against qforge's forward of what it imported
+        const auto decoded = decode_like_the_reference(dir, c, k.format == "awq" ? "awq" : "gptq", k.bits, k.group < 0 ? c.dim : k.group, k.format == "gptq");
+        const auto ref = hf_reference(decoded, tokens);
+        // FP32 weights (dequantized): the packed kernels also quantize activations to 8 bits
+        const auto wf = llama::dequantized_weights(w);
+        llama::Session s(wf, Backend::cpu(best_isa(), 2));
+        const auto got = s.forward_batch(tokens, 0);
+        double worst = 0;
+        for (std::size_t p = 0; p < tokens.size(); ++p)
+            for (std::size_t i = 0; i < got.cols; ++i) worst = std::max(worst, std::fabs(double(got(p, i)) - ref[p][i]));
+        BOOST_TEST(worst < 1e-4, k.format << " " << k.scheme << ": " << worst);
+        // config.json says what transformers and vLLM need
+        const auto cfg = llama::detail::read_json(dir + "/config.json");
+        const auto& qc = cfg.at("quantization_config");
+        BOOST_TEST(qc.at("quant_method").as_string() == (k.format == "awq" ? "awq" : "gptq"));
+        BOOST_TEST(qc.at("bits").as_int() == k.bits);
+        BOOST_TEST(qc.at("group_size").as_int() == k.group);
+        if (k.format != "awq") BOOST_TEST(qc.at("checkpoint_format").as_string() == k.format);
+        BOOST_TEST(fs::exists(dir + (k.format == "awq" ? "/quant_config.json" : "/quantize_config.json")));
+        BOOST_TEST(io::SafetensorsFile::open(dir + "/model.safetensors").metadata().at("format") == "pt");
+        fs::remove_all(dir);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gptq_awq_export_refusals) {
+    auto c = qtest::tiny_config(1);
+    const auto fp32 = qtest::random_llama(c, 78);
+    const auto dir = (fs::temp_directory_path() / "qf_hfq_bad").string();
+    fs::remove_all(dir);
+    const auto attempt = [&](const llama::Weights& w, const std::string& format, std::vector<std::pair<std::string, std::string>> rules = {}) {
+        const llama::WeightsSource src(w, "model.bin");
+        llama::HfExportOptions o;
+        o.format = format;
+        o.rules = std::move(rules);
+        return error_of([&] { (void)llama::write_hf_checkpoint(src, dir, o); });
+    };
+    const auto q4m = llama::quantize_block_linears(fp32, parse_scheme("rtn:w4g16m"));
+    const auto q8 = llama::quantize_block_linears(fp32, parse_scheme("rtn:w8g16a"));
+    BOOST_TEST(qtest::has_all(attempt(fp32, "gptq"), {"model.bin: tensor blk.0.attn_q.weight is stored as FP32", "gptq:w4g128s"}));
+    BOOST_TEST(qtest::has_all(attempt(q4m, "gptq"), {"blk.0.attn_q.weight", "float minimums ('m')", "integer zero points"}));
+    BOOST_TEST(qtest::has_all(attempt(q8, "awq"), {"blk.0.attn_q.weight", "AWQ's GEMM layout is 4-bit", "8-bit"}));
+    BOOST_TEST(qtest::has_all(attempt(q8, "gptq", {{"blk.0.ffn_down.weight", "rtn:w4g16a"}}), {"blk.0.ffn_down.weight is 4-bit, group 16", "8-bit, group 16",
+                                                                                                "one quantization_config"}));
+    BOOST_TEST(qtest::has_all(attempt(q8, "gptq", {{"output.weight", "rtn:w8g16a"}}), {"output.weight", "unquantized (F16)"}));
+    BOOST_TEST(qtest::has_all(attempt(q8, "safetensors"), {"'safetensors': gptq, gptq_v2 or awq"}));
+    BOOST_TEST(!fs::exists(dir));
+    // an output that is not a new (or empty) directory, before any work
+    fs::create_directories(dir + "/old");
+    BOOST_TEST(qtest::has_all(attempt(q8, "gptq"), {dir, "exists and is not empty"}));
+    fs::remove_all(dir);
+    // a failure midway leaves neither the directory nor its temporary
+    const llama::WeightsSource src(fp32, "model.bin");
+    llama::HfExportOptions o;
+    o.rules = {{"blk.*", "rtn:w4g16a"}};
+    int calls = 0;
+    o.quantize = [&](const std::string& name, const llama::Linear& l, const RuntimeScheme& s) {
+        if (++calls == 4) throw InvalidData(name + ": stopped on purpose");
+        return llama::quantize_linear(l, s);
+    };
+    BOOST_TEST(qtest::has_all(error_of([&] { (void)llama::write_hf_checkpoint(src, dir, o); }), {"stopped on purpose"}));
+    BOOST_TEST(!fs::exists(dir));
+    BOOST_TEST(!fs::exists(dir + ".tmp"));
+}
+
+BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
+    auto c = qtest::tiny_config(1);
+    const auto q = llama::quantize_block_linears(qtest::random_llama(c, 79), parse_scheme("rtn:w4g16s"));
+    const auto dir = (fs::temp_directory_path() / "qf_hfq_read").string();
+    fs::remove_all(dir);
+    (void)llama::write_hf_checkpoint(llama::WeightsSource(q, "m"), dir, {});
+    const auto load = [&] { return error_of([&] { (void)llama::load_weights(llama::HfSource(dir)); }); };
+    BOOST_TEST(load() == "(no error)");
+    // a quantization_config qforge does not read
+    const auto cfg_text = [&] {
+        std::ifstream in(dir + "/config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }();
+    const auto with_config = [&](const std::string& from, const std::string& to) {
+        auto t = cfg_text;
+        t.replace(t.find(from), from.size(), to);
+        std::ofstream(dir + "/config.json") << t;
+    };
+    with_config("\"bits\":4", "\"bits\":5");
+    BOOST_TEST(qtest::has_all(load(), {dir + "/config.json", "bits 5"}));
+    with_config("\"quant_method\":\"gptq\"", "\"quant_method\":\"exl2\"");
+    BOOST_TEST(qtest::has_all(load(), {dir + "/config.json", "quant_method 'exl2'"}));
+    with_config("\"group_size\":16", "\"group_size\":8");
+    BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "model.layers.0.self_attn.q_proj.scales (blk.0.attn_q.weight)", "needs [4, 32]"}));
+    with_config("\"bits\":4", "\"bits\":8");
+    BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "layer model.layers.0.self_attn.q_proj (blk.0.attn_q.weight)", "8-bit", "qweight is [4, 32]"}));
+    std::ofstream(dir + "/config.json") << cfg_text;
+    BOOST_TEST(load() == "(no error)");
+    fs::remove_all(dir);
 }

@@ -5,17 +5,25 @@
 /// q and k projections permuted for its rotate-half RoPE (pairs (j, j + head_size/2) of a head);
 /// qforge's decoder rotates adjacent pairs (2j, 2j + 1) as llama.cpp does, so q/k rows are
 /// reordered on load: row h*hs + 2j + t takes Hugging Face row h*hs + t*hs/2 + j.
+///
+/// GPTQ and AWQ checkpoints load too (config.json's `quantization_config`, or AutoGPTQ's
+/// quantize_config.json / AutoAWQ's quant_config.json beside it): a layer stored as
+/// `W.qweight`, `W.qzeros`, `W.scales` (and GPTQ's `W.g_idx`) becomes a qforge Dense layer on the
+/// same grid, exactly (formats/gptq_awq.hpp; act-order as an input order), its q/k rows reordered
+/// as above.
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include "qforge/io/json.hpp"
 #include "qforge/io/safetensors.hpp"
+#include "qforge/sources/llama/hf_quantized.hpp"
 #include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
@@ -71,9 +79,19 @@ public:
             if (const auto* e = cfg.find("rms_norm_eps")) config_.norm_eps = float(e->as_double());
             if (const auto* s = cfg.find("rope_scaling"); s && !s->is_null()) throw FileError(cfg_path, "rope_scaling is not supported");
             tied_ = cfg.find("tie_word_embeddings") && cfg.at("tie_word_embeddings").as_bool();
+            if (const auto* q = cfg.find("quantization_config"); q && !q->is_null()) quant_ = HfQuantConfig::from_json(*q);
         } catch (const InvalidData& e) {
             throw FileError(cfg_path, e.what());
         }
+        for (const char* side : {"quantize_config.json", "quant_config.json"})
+            if (!quant_ && fs::exists(dir / side)) {
+                const auto side_path = (dir / side).string();
+                try {
+                    quant_ = HfQuantConfig::from_json(detail::read_json(side_path));
+                } catch (const InvalidData& e) {
+                    throw FileError(side_path, e.what());
+                }
+            }
         validate_config(config_, cfg_path);
         // the shards
         const auto index = dir / "model.safetensors.index.json";
@@ -104,14 +122,17 @@ public:
     const std::string& label() const override { return label_; }
     bool has(const std::string& name) const override {
         if (name == "output.weight" && tied_) return false;
-        return where_.count(hf_name(name)) != 0;
+        return where_.count(hf_name(name)) != 0 || quantized(name);
     }
+    /// The checkpoint's quantization_config (GPTQ or AWQ), if it has one.
+    const std::optional<HfQuantConfig>& quantization() const noexcept { return quant_; }
     std::vector<float> values(const std::string& name, std::size_t n) const override {
         const auto& [file, t] = find(name);
         if (t.elements() != n) throw FileError(file.path(), "tensor " + t.name + " has " + std::to_string(t.elements()) + " elements, expected " + std::to_string(n));
         return floats(file, t, name);
     }
     Linear linear(const std::string& name, int rows, int cols) const override {
+        if (quantized(name)) return quantized_linear(name, rows, cols);
         const auto& [file, t] = find(name);
         if (t.shape.size() != 2) throw FileError(file.path(), "tensor " + t.name + " is not a matrix");
         check_shape(name, t.shape[0], t.shape[1], rows, cols);
@@ -122,11 +143,41 @@ public:
         return Linear(Fp32Matrix{rows, cols, std::move(w)});
     }
     TensorLayout layout(const std::string& name) const override {
+        if (quantized(name)) {
+            const auto& [file, t] = find_part(name, ".qweight");
+            (void)file;
+            TensorLayout l;
+            l.format = "dense";
+            l.spec.bits = quant_->bits;
+            l.spec.zero = quant_->sym ? ZeroPoint::symmetric : ZeroPoint::integer;
+            l.cols = quant_->method == "awq" ? int(t.shape[0]) : int(t.shape[0] * 32 / std::uint64_t(quant_->bits));
+            l.rows = quant_->method == "awq" ? int(t.shape[1] * 8) : int(t.shape[1]);
+            l.spec.group_size = quant_->group_size < 0 || quant_->group_size >= l.cols ? 0 : quant_->group_size;
+            if (where_.count(hf_base(name) + ".g_idx")) {  // act-order: a g_idx that is not i / group_size
+                const auto& [gfile, g] = find_part(name, ".g_idx");
+                (void)gfile;
+                const int gl = l.spec.group_length(l.cols);
+                for (std::size_t i = 0; i < g.bytes.size() / 4 && !l.ordered; ++i) {
+                    std::int32_t v;
+                    std::memcpy(&v, g.bytes.data() + 4 * i, 4);
+                    l.ordered = v != int(i) / gl;
+                }
+            }
+            return l;
+        }
         const auto& [file, t] = find(name);
         (void)file;
         return {"f32", {}, t.shape.empty() ? 1 : int(t.shape[0]), t.shape.size() < 2 ? int(t.elements()) : int(t.shape[1])};
     }
     void release(const std::string& name) const override {
+        if (quantized(name)) {
+            for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx"})
+                if (where_.count(hf_base(name) + part)) {
+                    const auto& [file, t] = find_part(name, part);
+                    file.release(t);
+                }
+            return;
+        }
         const auto& [file, t] = find(name);
         file.release(t);
     }
@@ -150,6 +201,61 @@ public:
     }
 
 private:
+    /// Hugging Face's name of a layer without ".weight" (the prefix of its GPTQ/AWQ parts).
+    static std::string hf_base(const std::string& name) {
+        const std::string hf = hf_name(name);
+        return hf.size() > 7 && hf.compare(hf.size() - 7, 7, ".weight") == 0 ? hf.substr(0, hf.size() - 7) : hf;
+    }
+    bool quantized(const std::string& name) const { return quant_ && where_.count(hf_base(name) + ".qweight") != 0; }
+
+    std::pair<const io::SafetensorsFile&, const io::SafetensorsTensor&> find_part(const std::string& name, const char* part) const {
+        const std::string hf = hf_base(name) + part;
+        const auto it = where_.find(hf);
+        if (it == where_.end()) throw FileError(label_, "no tensor named '" + hf + "' (" + name + " is " + quant_->method + "-quantized: it needs " + hf + ")");
+        const auto& file = *shards_[it->second];
+        return {file, file.tensor(hf)};
+    }
+
+    /// A GPTQ/AWQ layer's parts unpacked into qforge's Dense layout (rows in adjacent-pair order).
+    Linear quantized_linear(const std::string& name, int rows, int cols) const {
+        const auto& q = *quant_;
+        PackedCheckpointLayer p;
+        std::string path = label_;
+        const auto words = [&](const char* part, const char* dtype, std::size_t dims, auto& out) -> std::array<std::size_t, 2> {
+            const auto& [file, t] = find_part(name, part);
+            path = file.path();
+            if (t.dtype != dtype || t.shape.size() != dims)
+                throw FileError(file.path(), "tensor " + t.name + " (" + name + "): dtype " + t.dtype + " with " + std::to_string(t.shape.size()) +
+                                                 " dimensions, " + q.method + " checkpoints store it as " + dtype + " with " + std::to_string(dims));
+            out.resize(std::size_t(t.elements()));
+            std::memcpy(out.data(), t.bytes.data(), t.bytes.size());
+            return {std::size_t(t.shape[0]), dims == 2 ? std::size_t(t.shape[1]) : 1};
+        };
+        p.qweight_shape = words(".qweight", "I32", 2, p.qweight);
+        p.qzeros_shape = words(".qzeros", "I32", 2, p.qzeros);
+        const auto scales_shape = words(".scales", "F16", 2, p.scales);
+        const int groups_wanted = q.group_size < 0 ? 1 : (cols + q.group_size - 1) / q.group_size;
+        if (scales_shape != std::array<std::size_t, 2>{std::size_t(groups_wanted), std::size_t(rows)})
+            throw FileError(path, "tensor " + hf_base(name) + ".scales (" + name + ") is [" + std::to_string(scales_shape[0]) + ", " +
+                                      std::to_string(scales_shape[1]) + "]; a layer of " + std::to_string(rows) + " outputs, " + std::to_string(cols) +
+                                      " inputs and group_size " + std::to_string(q.group_size) + " needs [" + std::to_string(groups_wanted) + ", " +
+                                      std::to_string(rows) + "]");
+        if (q.method == "gptq" && where_.count(hf_base(name) + ".g_idx")) words(".g_idx", "I32", 1, p.g_idx);
+        const int g = q.group_size < 0 ? cols : q.group_size;
+        try {
+            IntGridLayer l = q.method == "awq" ? unpack_awq(p, rows, cols, g) : unpack_gptq(p, q.bits, rows, cols, g, q.v1);
+            const int hs = config_.head_size();
+            if (name.find(".attn_q.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_heads, hs));
+            if (name.find(".attn_k.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_kv_heads, hs));
+            bool sym = q.sym;
+            if (sym)  // a "sym" checkpoint whose zero points are not all 2^(b-1) loads on the integer grid it really is
+                for (const auto z : l.zeros) sym = sym && int(z) == (1 << (q.bits - 1));
+            return linear_of(l, sym);
+        } catch (const Error& e) {
+            throw FileError(path, "layer " + hf_base(name) + " (" + name + "), " + q.method + " " + std::to_string(q.bits) + "-bit: " + e.what());
+        }
+    }
+
     /// The tensor's F32/F16/BF16 values as FP32. A NaN or Inf is an error naming the shard, the
     /// tensor (both names) and where in it, with the row as stored in the file.
     static std::vector<float> floats(const io::SafetensorsFile& file, const io::SafetensorsTensor& t, const std::string& name) {
@@ -193,6 +299,7 @@ private:
     std::string label_;
     Config config_;
     bool tied_ = false;
+    std::optional<HfQuantConfig> quant_;
     std::vector<std::shared_ptr<io::SafetensorsFile>> shards_;
     std::map<std::string, std::size_t> where_;
 };
