@@ -97,6 +97,15 @@ refused "--scheme rtn:q4_0 must be on that grid (e.g. gptq:q4_k)" quantize --mix
 refused "calibrates on its own statistics" quantize --imatrix "$tmp/im.gguf" --scheme gptq:q4_0 --format gguf
 refused "tok512.bin: imatrix entry 1 of 7" convert --outtype q4_0 --imatrix "$data/models/stories260K/tok512.bin" --format gguf
 refused "not on qforge's own grids" convert --outtype w4g32s --imatrix "$tmp/im.gguf" --format qforge
+# GPTQ/AWQ checkpoint directories (layouts and SmolLM2 end to end: unit test hf, peer.gguf_export):
+# what they cannot hold is refused, naming the tensor, before anything is written
+refused "--mix gives each tensor its own type" convert --mix q4_k_m --format gptq
+refused "blk.0.ffn_gate.weight (172 x 64): GPTQ packs zero points into int32 words: 172 outputs of 4 bits" quantize --scheme rtn:w4g32s --format gptq
+refused "blk.0.attn_q.weight is stored as dense 4-bit with float minimums ('m')" quantize --scheme rtn:w4g32m --format gptq_v2
+refused "AWQ's GEMM layout is 4-bit" convert --outtype w8g32a --format awq
+mkdir -p "$tmp/full/x"
+if "$q" convert --outtype w4g32s --format gptq --out "$tmp/full" > /dev/null 2> "$tmp/err"; then fail "non-empty output directory accepted"; fi
+grep -qF "exists and is not empty" "$tmp/err" || fail "non-empty directory: $(cat "$tmp/err")"
 
 # AWQ, TWQ (a hand-written neuron file) and the per-language FLORES table
 printf '%s' '{"format":"qforge-neurons","version":1,"layers":5,"hidden":172,"method":"lape","sets":{"fra_Latn":[[1,2],[3],[4],[5],[6]],"random:fra_Latn":[[7,8],[9],[10],[11],[12]]}}' > "$tmp/n.json"

@@ -12,6 +12,8 @@
 #   (SmolLM2: Q4_K_M, Q3_K_M, Q2_K; stories260K: all ten), and llama.cpp runs SmolLM2's Q4_K_M.
 #   qforge imatrix: the gguf package reads it, its legacy .dat agrees, llama-quantize uses it, and
 #   qforge's RTN with it (convert --outtype q4_0 --imatrix) writes llama-quantize's Q4_0 bytes.
+#   GPTQ/AWQ checkpoint directories (--format gptq|awq): the safetensors package reads them and the
+#   reference unpacking of every layer equals what qforge imports (tests/peer/hf_checkpoint.py).
 # Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
 set -euo pipefail
 src=$1
@@ -57,6 +59,15 @@ check "$work/gptq_q4_1.gguf" 0.01
 rm "$work/gptq_q4_1.gguf"
 "$qforge" quantize --model "$model" --scheme gptq:q4_k --calib-tokens 512 --format gguf --out "$work/gptq_q4_k.gguf"
 check "$work/gptq_q4_k.gguf" 0.01
+# GPTQ and AWQ checkpoint directories: the safetensors package reads them, every layer
+# dequantized as AutoGPTQ's/AutoAWQ's reference code unpacks it equals qforge's import
+"$qforge" quantize --model "$model" --scheme gptq:w4g64s,act --calib-tokens 512 --format gptq --out "$work/gptq"
+"$qforge" quantize --model "$model" --scheme awq:w4g64a --calib-tokens 512 --format awq --out "$work/awq"
+for ck in gptq awq; do
+  "$qforge" convert --model "$work/$ck" --tokenizer "$model" --outtype f32 --format gguf --out "$work/${ck}_f32.gguf" > /dev/null
+  "$python" "$src/tests/peer/hf_checkpoint.py" "$work/$ck" "$work/${ck}_f32.gguf"
+  rm -rf "$work/$ck" "$work/${ck}_f32.gguf"
+done
 "$qforge" quantize --model "$data/models/stories260K/stories260K.bin" --scheme rtn:q4_0 --format gguf --out "$work/stories.gguf" 2> "$work/stories.err"
 cat "$work/stories.err"
 grep -q "fallback: blk.0.ffn_down.weight: 172 columns" "$work/stories.err"

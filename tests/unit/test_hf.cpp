@@ -704,6 +704,8 @@ BOOST_AUTO_TEST_CASE(gptq_awq_export_refusals) {
                                                                                                 "one quantization_config"}));
     BOOST_TEST(qtest::has_all(attempt(q8, "gptq", {{"output.weight", "rtn:w8g16a"}}), {"output.weight", "unquantized (F16)"}));
     BOOST_TEST(qtest::has_all(attempt(q8, "safetensors"), {"'safetensors': gptq, gptq_v2 or awq"}));
+    BOOST_TEST(qtest::has_all(attempt(llama::quantize_block_linears(fp32, parse_scheme("rtn:w4g32a")), "gptq"),
+                              {"tensor blk.0.ffn_down.weight: 48 inputs are not whole groups of 32", "in_features divisible by group_size"}));
     BOOST_TEST(!fs::exists(dir));
     // an output that is not a new (or empty) directory, before any work
     fs::create_directories(dir + "/old");
@@ -748,7 +750,8 @@ BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
     with_config("\"quant_method\":\"gptq\"", "\"quant_method\":\"exl2\"");
     BOOST_TEST(qtest::has_all(load(), {dir + "/config.json", "quant_method 'exl2'"}));
     with_config("\"group_size\":16", "\"group_size\":8");
-    BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "model.layers.0.self_attn.q_proj.scales (blk.0.attn_q.weight)", "needs [4, 32]"}));
+    BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "layer model.layers.0.self_attn.q_proj (blk.0.attn_q.weight)",
+                                      "tensor model.layers.0.self_attn.q_proj.scales is [2, 32]", "needs [4, 32]"}));
     with_config("\"bits\":4", "\"bits\":8");
     BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "layer model.layers.0.self_attn.q_proj (blk.0.attn_q.weight)", "8-bit", "qweight is [4, 32]"}));
     std::ofstream(dir + "/config.json") << cfg_text;

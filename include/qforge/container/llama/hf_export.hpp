@@ -13,7 +13,8 @@
 ///   copied; other sources have none to copy (the report says so).
 ///
 /// Every decoder linear must come out on one integer grid (same bits, group size and zero-point
-/// kind in every layer; the config has one `quantization_config`): a scheme such as
+/// kind in every layer; the config has one `quantization_config`), its groups dividing every
+/// layer's input width (vLLM and AutoAWQ refuse other checkpoints): a scheme such as
 /// `gptq:w4g128s,act` or `awq:w4g128a`, or weights already stored on such a grid (a qforge
 /// container, a GPTQ checkpoint). AWQ's layout is 4-bit without act-order; GPTQ's v1 form
 /// (`gptq`, what every loader reads) cannot store a zero point of 0 (use `gptq_v2` or a
@@ -119,7 +120,7 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
         if (awq && (l.spec.bits != 4 || l.ordered))
             throw InvalidArgument(src.label() + ": tensor " + name + ": AWQ's GEMM layout is 4-bit with contiguous groups; this weight is " +
                                   std::to_string(l.spec.bits) + "-bit" + (l.ordered ? " with an act-order column order (use --format gptq)" : ""));
-        const int g = l.spec.group_length(cols) >= cols ? -1 : l.spec.group_length(cols);
+        const int g = l.spec.group_size > 0 ? l.spec.group_size : -1;  // -1: one group per output (quantization_config's spelling)
         if (!grid) {
             grid = l;
             grid->spec.group_size = g;
@@ -129,6 +130,10 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
                                   ", but " + grid_from + " is " + std::to_string(grid->spec.bits) + "-bit, group " + std::to_string(grid->spec.group_size) +
                                   ": a " + o.format + " checkpoint has one quantization_config for every layer");
         }
+        if (g > 0 && cols % g != 0)
+            throw InvalidArgument(src.label() + ": tensor " + name + ": " + std::to_string(cols) + " inputs are not whole groups of " + std::to_string(g) +
+                                  ": vLLM, AutoAWQ and the exllama kernels need in_features divisible by group_size (pick a group that divides "
+                                  "every layer's width)");
         any_ordered = any_ordered || l.ordered;
         IntGridLayer probe(l.spec.bits, rows, cols, g < 0 ? cols : g);
         if (const auto why = awq ? awq_unsupported(probe) : gptq_unsupported(probe); !why.empty())

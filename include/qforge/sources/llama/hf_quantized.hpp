@@ -5,11 +5,14 @@
 /// GPTQModel; `quant_config.json` of AutoAWQ), and the conversions between qforge's layers and
 /// the checkpoint layouts of formats/gptq_awq.hpp, q/k rows included (Hugging Face keeps them
 /// in rotate-half order; qforge in adjacent pairs).
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "qforge/formats/gptq_awq.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/safetensors.hpp"
 #include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
@@ -132,6 +135,45 @@ inline Linear linear_of(const IntGridLayer& l, bool symmetric) {
         case 8: return make.template operator()<8>();
     }
     throw InvalidData("bits " + std::to_string(l.bits) + " (2, 3, 4 or 8)");
+}
+
+/// Every zero point is 2^(b-1): the layer is on the symmetric grid (a "sym" checkpoint whose
+/// zeros are not loads on the integer grid it really is).
+inline bool symmetric_zeros(const IntGridLayer& l) {
+    for (const auto z : l.zeros)
+        if (int(z) != (1 << (l.bits - 1))) return false;
+    return true;
+}
+
+/// One GPTQ/AWQ layer of `rows` outputs and `cols` inputs from its stored tensors: `part(".qweight")`
+/// (".qzeros", ".scales", ".g_idx") returns the tensor, or null when the checkpoint has none.
+/// InvalidData naming the tensor for a missing part, a wrong dtype or shape, or values off the
+/// layout (formats/gptq_awq.hpp).
+inline IntGridLayer read_checkpoint_layer(const HfQuantConfig& q, const std::function<const io::SafetensorsTensor*(const char*)>& part, int rows,
+                                          int cols) {
+    if (rows <= 0 || cols <= 0) throw InvalidData("empty layer (" + std::to_string(rows) + " x " + std::to_string(cols) + ")");
+    PackedCheckpointLayer p;
+    const auto read = [&](const char* suffix, const char* dtype, std::size_t dims, auto& out) -> std::array<std::size_t, 2> {
+        const io::SafetensorsTensor* t = part(suffix);
+        if (!t) throw InvalidData(std::string("no ") + suffix + " tensor (a " + q.method + " layer stores qweight, qzeros and scales)");
+        if (t->dtype != dtype || t->shape.size() != dims)
+            throw InvalidData("tensor " + t->name + ": dtype " + t->dtype + " with " + std::to_string(t->shape.size()) + " dimensions; " + q.method +
+                              " checkpoints store it as " + dtype + " with " + std::to_string(dims));
+        out.resize(std::size_t(t->elements()));
+        std::memcpy(out.data(), t->bytes.data(), t->bytes.size());
+        return {std::size_t(t->shape[0]), dims == 2 ? std::size_t(t->shape[1]) : 1};
+    };
+    p.qweight_shape = read(".qweight", "I32", 2, p.qweight);
+    p.qzeros_shape = read(".qzeros", "I32", 2, p.qzeros);
+    const auto scales_shape = read(".scales", "F16", 2, p.scales);
+    const int g = q.group_size < 0 ? cols : q.group_size;
+    const std::size_t groups = (std::size_t(cols) + std::size_t(g) - 1) / std::size_t(g);
+    if (scales_shape != std::array<std::size_t, 2>{groups, std::size_t(rows)})
+        throw InvalidData("tensor " + part(".scales")->name + " is [" + std::to_string(scales_shape[0]) + ", " + std::to_string(scales_shape[1]) + "]; a layer of " +
+                          std::to_string(rows) + " outputs, " + std::to_string(cols) + " inputs and group_size " + std::to_string(q.group_size) +
+                          " needs [" + std::to_string(groups) + ", " + std::to_string(rows) + "]");
+    if (q.method == "gptq" && part(".g_idx")) read(".g_idx", "I32", 1, p.g_idx);
+    return q.method == "awq" ? unpack_awq(p, rows, cols, g) : unpack_gptq(p, q.bits, rows, cols, g, q.v1);
 }
 
 }  // namespace qforge::llama

@@ -218,41 +218,22 @@ private:
 
     /// A GPTQ/AWQ layer's parts unpacked into qforge's Dense layout (rows in adjacent-pair order).
     Linear quantized_linear(const std::string& name, int rows, int cols) const {
-        const auto& q = *quant_;
-        PackedCheckpointLayer p;
         std::string path = label_;
-        const auto words = [&](const char* part, const char* dtype, std::size_t dims, auto& out) -> std::array<std::size_t, 2> {
-            const auto& [file, t] = find_part(name, part);
-            path = file.path();
-            if (t.dtype != dtype || t.shape.size() != dims)
-                throw FileError(file.path(), "tensor " + t.name + " (" + name + "): dtype " + t.dtype + " with " + std::to_string(t.shape.size()) +
-                                                 " dimensions, " + q.method + " checkpoints store it as " + dtype + " with " + std::to_string(dims));
-            out.resize(std::size_t(t.elements()));
-            std::memcpy(out.data(), t.bytes.data(), t.bytes.size());
-            return {std::size_t(t.shape[0]), dims == 2 ? std::size_t(t.shape[1]) : 1};
-        };
-        p.qweight_shape = words(".qweight", "I32", 2, p.qweight);
-        p.qzeros_shape = words(".qzeros", "I32", 2, p.qzeros);
-        const auto scales_shape = words(".scales", "F16", 2, p.scales);
-        const int groups_wanted = q.group_size < 0 ? 1 : (cols + q.group_size - 1) / q.group_size;
-        if (scales_shape != std::array<std::size_t, 2>{std::size_t(groups_wanted), std::size_t(rows)})
-            throw FileError(path, "tensor " + hf_base(name) + ".scales (" + name + ") is [" + std::to_string(scales_shape[0]) + ", " +
-                                      std::to_string(scales_shape[1]) + "]; a layer of " + std::to_string(rows) + " outputs, " + std::to_string(cols) +
-                                      " inputs and group_size " + std::to_string(q.group_size) + " needs [" + std::to_string(groups_wanted) + ", " +
-                                      std::to_string(rows) + "]");
-        if (q.method == "gptq" && where_.count(hf_base(name) + ".g_idx")) words(".g_idx", "I32", 1, p.g_idx);
-        const int g = q.group_size < 0 ? cols : q.group_size;
         try {
-            IntGridLayer l = q.method == "awq" ? unpack_awq(p, rows, cols, g) : unpack_gptq(p, q.bits, rows, cols, g, q.v1);
+            IntGridLayer l = read_checkpoint_layer(*quant_, [&](const char* part) -> const io::SafetensorsTensor* {
+                if (!where_.count(hf_base(name) + part)) return nullptr;
+                const auto& [file, t] = find_part(name, part);
+                path = file.path();
+                return &t;
+            }, rows, cols);
             const int hs = config_.head_size();
             if (name.find(".attn_q.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_heads, hs));
             if (name.find(".attn_k.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_kv_heads, hs));
-            bool sym = q.sym;
-            if (sym)  // a "sym" checkpoint whose zero points are not all 2^(b-1) loads on the integer grid it really is
-                for (const auto z : l.zeros) sym = sym && int(z) == (1 << (q.bits - 1));
-            return linear_of(l, sym);
+            return linear_of(l, quant_->sym && symmetric_zeros(l));
+        } catch (const FileError&) {
+            throw;
         } catch (const Error& e) {
-            throw FileError(path, "layer " + hf_base(name) + " (" + name + "), " + q.method + " " + std::to_string(q.bits) + "-bit: " + e.what());
+            throw FileError(path, "layer " + hf_base(name) + " (" + name + "), " + quant_->method + " " + std::to_string(quant_->bits) + "-bit: " + e.what());
         }
     }
 
