@@ -727,10 +727,13 @@ BOOST_AUTO_TEST_CASE(gptq_awq_export_refusals) {
 
 BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
     auto c = qtest::tiny_config(1);
-    const auto q = llama::quantize_block_linears(qtest::random_llama(c, 79), parse_scheme("rtn:w4g16s"));
     const auto dir = (fs::temp_directory_path() / "qf_hfq_read").string();
     fs::remove_all(dir);
-    (void)llama::write_hf_checkpoint(llama::WeightsSource(q, "m"), dir, {});
+    llama::HfExportOptions o;
+    o.rules = {{"blk.*", "rtn:w4g16s"}};  // quantized while written; the scheme is recorded for qforge's import
+    (void)llama::write_hf_checkpoint(llama::WeightsSource(qtest::random_llama(c, 79), "m"), dir, o);
+    BOOST_TEST(llama::HfSource(dir).scheme_of("blk.0.ffn_up.weight") == "rtn:w4g16s");
+    BOOST_TEST(llama::HfSource(dir).scheme_of("token_embd.weight") == "");
     const auto load = [&] { return error_of([&] { (void)llama::load_weights(llama::HfSource(dir)); }); };
     BOOST_TEST(load() == "(no error)");
     // a quantization_config qforge does not read

@@ -181,14 +181,16 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
         }
     }
     w.metadata("format", "pt");
-    {
+    {  // the schemes that made the layers (a kept layer: what its source recorded), for qforge's own import
         std::string schemes;
         std::map<std::string, bool> seen;
-        for (const auto& e : entries)
-            if (e.quantized && !seen[e.action]) {
-                seen[e.action] = true;
-                schemes += (schemes.empty() ? "" : ", ") + (e.action == "keep" ? src.scheme_of(e.name) : e.action);
-            }
+        for (const auto& e : entries) {
+            if (!e.quantized) continue;
+            std::string made_by = e.action == "keep" ? src.scheme_of(e.name) : e.action;
+            if (made_by.empty()) made_by = "keep";
+            if (!seen[made_by]) schemes += (schemes.empty() ? "" : ", ") + made_by;
+            seen[made_by] = true;
+        }
         w.metadata("qforge.scheme", schemes);
     }
 

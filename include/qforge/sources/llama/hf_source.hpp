@@ -124,6 +124,16 @@ public:
         if (name == "output.weight" && tied_) return false;
         return where_.count(hf_name(name)) != 0 || quantized(name);
     }
+    /// For a quantized layer, the scheme qforge recorded when it wrote the checkpoint
+    /// (`qforge.scheme` in the safetensors metadata, when it names one scheme); else empty.
+    std::string scheme_of(const std::string& name) const override {
+        if (!quantized(name)) return {};
+        const auto& [file, t] = find_part(name, ".qweight");
+        (void)t;
+        const auto it = file.metadata().find("qforge.scheme");
+        if (it == file.metadata().end() || it->second == "keep" || it->second.find(", ") != std::string::npos) return {};
+        return it->second;
+    }
     /// The checkpoint's quantization_config (GPTQ or AWQ), if it has one.
     const std::optional<HfQuantConfig>& quantization() const noexcept { return quant_; }
     std::vector<float> values(const std::string& name, std::size_t n) const override {
