@@ -189,7 +189,7 @@ int run(QuantizeOptions opt) {
     double bpw = 0.0;
     std::vector<std::string> fallbacks;
     std::map<std::string, std::int64_t> types;  // GGUF: weight matrices per type written
-    std::string hf_config;                       // gptq/awq: the quantization_config written
+    qforge::llama::HfQuantConfig hf_quant;       // gptq/awq: the quantization_config written
     std::size_t hf_tokenizer_files = 0;
     if (gguf) {
         qforge::llama::GgufExportOptions g;
@@ -216,7 +216,7 @@ int run(QuantizeOptions opt) {
         h.eos_token_id = model.tokenizer().eos;
         const auto report = qforge::llama::write_hf_checkpoint(source, opt.out, h);
         bpw = report.block_bits_per_weight();  // from the bytes written: qweight, qzeros, scales, g_idx
-        hf_config = report.quantization.to_json().dump();
+        hf_quant = report.quantization;
         hf_tokenizer_files = report.copied.size();
     } else {
         qforge::llama::write_container(source, opt.out, o);
@@ -245,7 +245,7 @@ int run(QuantizeOptions opt) {
             for (const auto& [type, n] : types) t.add(type, n);
             j.add("matrix_types", t);
         }
-        if (hf) j.add("quantization_config", hf_config).add("tokenizer_files", std::int64_t(hf_tokenizer_files));
+        if (hf) j.add("quantization_config", hf_quant.to_json()).add("tokenizer_files", std::int64_t(hf_tokenizer_files));
         j.add("seconds", seconds);
         print_json(j);
     } else {
@@ -257,7 +257,7 @@ int run(QuantizeOptions opt) {
             std::printf("weight matrices by type: %s\n", line.c_str());
         }
         if (hf) {
-            std::printf("quantization_config: %s\n", hf_config.c_str());
+            std::printf("quantization_config: %s\n", hf_quant.to_json().dump().c_str());
             if (hf_tokenizer_files == 0)
                 std::printf("no tokenizer files written (the model was not read from a Hugging Face directory): give engines the original "
                             "model's tokenizer (qforge: --tokenizer)\n");

@@ -731,7 +731,14 @@ BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
     fs::remove_all(dir);
     llama::HfExportOptions o;
     o.rules = {{"blk.*", "rtn:w4g16s"}};  // quantized while written; the scheme is recorded for qforge's import
-    (void)llama::write_hf_checkpoint(llama::WeightsSource(qtest::random_llama(c, 79), "m"), dir, o);
+    o.tokenizer_dir = dir + "_tok";     // a Hugging Face source's tokenizer files are copied
+    fs::create_directories(o.tokenizer_dir);
+    std::ofstream(o.tokenizer_dir + "/tokenizer.json") << "{\"model\": {}}";
+    std::ofstream(o.tokenizer_dir + "/tokenizer_config.json") << "{}";
+    const auto report = llama::write_hf_checkpoint(llama::WeightsSource(qtest::random_llama(c, 79), "m"), dir, o);
+    fs::remove_all(o.tokenizer_dir);
+    BOOST_TEST((report.copied == std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}));
+    BOOST_TEST(fs::file_size(dir + "/tokenizer.json") == 13u);
     BOOST_TEST(llama::HfSource(dir).scheme_of("blk.0.ffn_up.weight") == "rtn:w4g16s");
     BOOST_TEST(llama::HfSource(dir).scheme_of("token_embd.weight") == "");
     const auto load = [&] { return error_of([&] { (void)llama::load_weights(llama::HfSource(dir)); }); };
