@@ -39,14 +39,19 @@ struct QuantizeOptions {
 };
 
 /// The model's tokenizer as GGUF metadata, from the file it was read from (by content, as
-/// Model::open recognises it): a GGUF file's tokenizer.* keys, or a llama2.c tokenizer.bin.
+/// Model::open recognises it): a GGUF file's tokenizer.* keys, a llama2.c tokenizer.bin, or a
+/// Hugging Face tokenizer.json (byte-level BPE; BOS/EOS and their flags as the model applies them).
 qforge::io::GgufMetadata gguf_tokenizer_of(const Model& model) {
     const std::string& path = model.tokenizer_path();
     const auto& kind = model.tokenizer().kind;
     if (kind == "bpe" || kind == "spm") return qforge::io::tokenizer_metadata(qforge::io::GgufFile::open(path));
     if (kind == "llama2c")
         return qforge::io::tokenizer_metadata(qforge::io::Llama2cTokenizer::load(path, model.source().config().vocab_size));
-    throw qforge::InvalidArgument(path + ": writing a " + kind + " tokenizer into GGUF is not supported yet (GGUF and llama2.c tokenizers are); "
+    if (kind == "tokenizer.json") {
+        const auto& t = model.tokenizer();
+        return qforge::io::tokenizer_metadata_from_json(path, {model.source().config().vocab_size, t.bos, t.eos, t.add_bos, t.add_eos});
+    }
+    throw qforge::InvalidArgument(path + ": writing a " + kind + " tokenizer into GGUF is not supported (GGUF, llama2.c and tokenizer.json ones are); "
                                          "pass --tokenizer with a GGUF file of the same vocabulary");
 }
 

@@ -13,7 +13,9 @@
 #   qforge imatrix: the gguf package reads it, its legacy .dat agrees, llama-quantize uses it, and
 #   qforge's RTN with it (convert --outtype q4_0 --imatrix) writes llama-quantize's Q4_0 bytes.
 #   GPTQ/AWQ checkpoint directories (--format gptq|awq): the safetensors package reads them and the
-#   reference unpacking of every layer equals what qforge imports (tests/peer/hf_checkpoint.py).
+#   reference unpacking of every layer equals what qforge imports (tests/peer/hf_checkpoint.py);
+#   such a directory with a tokenizer.json becomes a GGUF whose tokenizer keys are SmolLM2's own
+#   (tests/peer/tokenizer_json.py) and which llama.cpp runs.
 # Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
 set -euo pipefail
 src=$1
@@ -68,6 +70,16 @@ for ck in gptq awq; do
   "$python" "$src/tests/peer/hf_checkpoint.py" "$work/$ck" "$work/${ck}_f32.gguf"
   rm -rf "$work/$ck" "$work/${ck}_f32.gguf"
 done
+# a Hugging Face directory's tokenizer.json into GGUF (SmolLM2's vocabulary as the tokenizers
+# package writes it): the tokenizer keys equal the original GGUF's, llama.cpp tokenizes alike and
+# runs the file
+"$qforge" quantize --model "$model" --scheme rtn:w4g64s --format gptq --out "$work/hf" > /dev/null
+"$python" "$src/tests/peer/tokenizer_json.py" make "$model" "$work/hf"
+"$qforge" convert --model "$work/hf" --format gguf --outtype q8_0 --out "$work/hf.gguf"
+"$python" "$src/tests/peer/tokenizer_json.py" compare "$model" "$work/hf.gguf" 100 "$text" "$data/eval/flores200/devtest/zho_Hans.devtest" \
+  "$data/eval/flores200/devtest/hin_Deva.devtest"
+check "$work/hf.gguf" 0.01
+rm -rf "$work/hf" "$work/hf.gguf"
 "$qforge" quantize --model "$data/models/stories260K/stories260K.bin" --scheme rtn:q4_0 --format gguf --out "$work/stories.gguf" 2> "$work/stories.err"
 cat "$work/stories.err"
 grep -q "fallback: blk.0.ffn_down.weight: 172 columns" "$work/stories.err"

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -263,6 +264,57 @@ BOOST_AUTO_TEST_CASE(llama2c_tokenizer_as_gguf_metadata, *boost::unit_test::prec
     BOOST_TEST(spaced > 0);
     BOOST_TEST(find("tokenizer.ggml.model").as_string() == "llama");
     BOOST_TEST(find("tokenizer.ggml.scores").as_array()[300].as_double() == double(t.score(300)));
+}
+
+// A tokenizer.json (byte-level BPE) as GGUF metadata, by hand: ids in order with the gaps padded
+// as convert_hf_to_gguf.py pads them, added tokens typed control (special) or user-defined, both
+// merge spellings, the pre-tokenizer's GGUF name; what GGUF cannot say is refused by name.
+BOOST_AUTO_TEST_CASE(tokenizer_json_as_gguf_metadata) {
+    const auto dir = fs::temp_directory_path() / "qf_tokjson";
+    fs::create_directories(dir);
+    const std::string path = (dir / "tokenizer.json").string();
+    const auto write = [&](const std::string& pre, const std::string& extra = "") {
+        std::ofstream(path) << R"({"version": "1.0", "added_tokens": [{"id": 5, "content": "<|im_start|>", "special": true},)"
+                            << R"( {"id": 6, "content": "<note>", "special": false}], "normalizer": null, "pre_tokenizer": )" << pre << extra
+                            << R"(, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "Ġa": 3}, "merges": ["a b", ["Ġ", "a"]]}})";
+    };
+    write(R"({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}]})");
+    const auto kv = io::tokenizer_metadata_from_json(path, {8, 5, 6, false, true});
+    const auto find = [&](const std::string& k) -> const io::GgufValue& {
+        for (const auto& [key, v] : kv)
+            if (key == k) return v;
+        throw std::runtime_error("no " + k);
+    };
+    std::vector<std::string> tokens, merges;
+    std::vector<std::int64_t> types;
+    for (const auto& t : find("tokenizer.ggml.tokens").as_array()) tokens.push_back(t.as_string());
+    for (const auto& t : find("tokenizer.ggml.token_type").as_array()) types.push_back(t.as_int());
+    for (const auto& m : find("tokenizer.ggml.merges").as_array()) merges.push_back(m.as_string());
+    BOOST_TEST((tokens == std::vector<std::string>{"a", "b", "ab", "\xC4\xA0" "a", "[PAD4]", "<|im_start|>", "<note>", "[PAD7]"}));
+    BOOST_TEST((types == std::vector<std::int64_t>{1, 1, 1, 1, 4, 3, 4, 4}));
+    BOOST_TEST((merges == std::vector<std::string>{"a b", "\xC4\xA0 a"}));
+    BOOST_TEST(find("tokenizer.ggml.model").as_string() == "gpt2");
+    BOOST_TEST(find("tokenizer.ggml.pre").as_string() == "smollm");
+    BOOST_TEST(find("tokenizer.ggml.bos_token_id").as_int() == 5);
+    BOOST_TEST(find("tokenizer.ggml.eos_token_id").as_int() == 6);
+    BOOST_TEST(find("tokenizer.ggml.add_bos_token").as_bool() == false);
+    BOOST_TEST(find("tokenizer.ggml.add_eos_token").as_bool() == true);
+    write(R"({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})");
+    BOOST_TEST(io::tokenizer_metadata_from_json(path, {8, -1, -1, false, false})[1].second.as_string() == "gpt2");
+    const auto error = [&](int vocab) {
+        try {
+            (void)io::tokenizer_metadata_from_json(path, {vocab, -1, -1, false, false});
+        } catch (const FileError& e) {
+            return std::string(e.what());
+        }
+        return std::string("(no error)");
+    };
+    BOOST_TEST(qtest::has_all(error(6), {path, "token id 6 is outside the model's vocabulary of 6"}));
+    write(R"({"type": "Metaspace", "replacement": "▁"})");
+    BOOST_TEST(qtest::has_all(error(8), {path, "pre-tokenizer has no GGUF name"}));
+    write("null", R"(, "decoder": null)");
+    BOOST_TEST(qtest::has_all(error(8), {path, "pre-tokenizer has no GGUF name"}));
+    fs::remove_all(dir);
 }
 
 // Type mixes by hand from llama_tensor_get_type_impl (llama.cpp src/llama-quant.cpp) for
