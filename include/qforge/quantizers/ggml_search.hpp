@@ -18,10 +18,34 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
+#include <string_view>
 
 #include "qforge/core/half.hpp"
 
 namespace qforge::ggml_search {
+
+/// The GGUF types whose llama-quantize search this file reproduces: the one-level grids
+/// (k_bits 0) and the K-quants (k_bits: their code width). The one list RTN consults.
+struct Reproduced {
+    std::string_view block;
+    int k_bits;
+};
+inline constexpr Reproduced reproduced[] = {{"q4_0", 0}, {"q5_0", 0}, {"q4_1", 0}, {"q5_1", 0}, {"q8_0", 0}, {"q4_k", 4}, {"q5_k", 5}, {"q6_k", 6}};
+
+/// The entry for a block type, or null when llama-quantize's search for it is not reproduced.
+constexpr const Reproduced* reproduced_for(std::string_view block) noexcept {
+    for (const auto& r : reproduced)
+        if (r.block == block) return &r;
+    return nullptr;
+}
+
+/// "q4_0, q5_0, ..." for messages.
+inline std::string reproduced_names() {
+    std::string s;
+    for (const auto& r : reproduced) s += (s.empty() ? "" : ", ") + std::string(r.block);
+    return s;
+}
 
 /// ggml's nearest_int: round half to even through the float mantissa (|f| < 2^22).
 inline int nearest_int(float f) noexcept {

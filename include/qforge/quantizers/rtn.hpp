@@ -250,8 +250,8 @@ public:
         spec_.validate();
         if (clip_ && (search_.grid < 1 || !(search_.max_shrink > 0.0f && search_.max_shrink < 1.0f)))
             throw InvalidArgument("clip search needs grid >= 1 and 0 < max_shrink < 1");
-        if (importance_ && !ggml_grid() && !ggml_k_grid())
-            throw InvalidArgument("rtn with an importance matrix rounds as llama-quantize on q4_0, q5_0, q4_1, q5_1, q8_0, q4_k, q5_k and q6_k so far, not on " +
+        if (importance_ && !ggml_search::reproduced_for(spec_.block))
+            throw InvalidArgument("rtn with an importance matrix rounds as llama-quantize on " + ggml_search::reproduced_names() + " so far, not on " +
                                   (spec_.block.empty() ? std::string("qforge's own grids") : std::string(spec_.block)));
         if (importance_ && clip_) throw InvalidArgument("rtn with an importance matrix searches its own scales; ',clip' does not apply");
     }
@@ -294,11 +294,16 @@ private:
     /// Two-level grids: each super-block fitted as a whole (quantizers/superblock.hpp).
     QuantizedMatrix quantize_two_level(MatrixView<const float> w) const;
 
+    /// A one-level GGUF grid whose llama-quantize search ggml_search reproduces.
     bool ggml_grid() const noexcept {
-        return spec_.block == "q4_0" || spec_.block == "q5_0" || spec_.block == "q4_1" || spec_.block == "q5_1" || spec_.block == "q8_0";
+        const auto* r = ggml_search::reproduced_for(spec_.block);
+        return r && r->k_bits == 0;
     }
-    /// The K-quants whose llama-quantize search ggml_search reproduces (with and without an imatrix).
-    bool ggml_k_grid() const noexcept { return spec_.block == "q4_k" || spec_.block == "q5_k" || spec_.block == "q6_k"; }
+    /// The code width of a K-quant whose search ggml_search reproduces, else 0.
+    int ggml_k_bits() const noexcept {
+        const auto* r = ggml_search::reproduced_for(spec_.block);
+        return r ? r->k_bits : 0;
+    }
 
     /// An importance vector must have one finite, non-negative entry per column.
     void check_importance(std::size_t cols) const {

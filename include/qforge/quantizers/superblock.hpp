@@ -99,7 +99,7 @@ inline QuantizedMatrix RtnQuantizer::quantize_two_level(MatrixView<const float> 
     const int g = spec_.group_size, per = spec_.super->weights, supers = q.supers_per_row();
     // Q4_K, Q5_K, Q6_K: llama-quantize's own search (ggml_search::k_ref_super_block), so the
     // blocks are llama-quantize's; rows are whole super-blocks there (the fallback saw to it)
-    const int k_bits = spec_.block == "q4_k" ? 4 : spec_.block == "q5_k" ? 5 : spec_.block == "q6_k" ? 6 : 0;
+    const int k_bits = ggml_k_bits();
     if (importance_ && !(k_bits && q.cols % per == 0))
         throw InvalidArgument("rtn with an importance matrix on " + std::string(spec_.block) + ": " +
                               (k_bits ? "rows of " + std::to_string(q.cols) + " are not whole super-blocks of " + std::to_string(per)
