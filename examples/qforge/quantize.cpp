@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -62,6 +63,12 @@ std::string model_name(const Model& model) {
         if (f.has("general.name")) return f.get("general.name").as_string();
     }
     return std::filesystem::path(model.path()).stem().string();
+}
+
+std::string fixed3(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3f", v);
+    return b;
 }
 
 int run(QuantizeOptions opt) {
@@ -191,7 +198,7 @@ int run(QuantizeOptions opt) {
     if (!calibrated)
         o.progress = [&](std::size_t done, std::size_t total, const std::string& name) { bar.update(double(done), double(total), name); };
     const auto& source = calibrated ? static_cast<const qforge::llama::ModelSource&>(*calibrated) : model.source();
-    double bpw = 0.0;
+    double bpw = 0.0, file_bpw = 0.0;
     std::vector<std::string> fallbacks;
     std::map<std::string, std::int64_t> types;  // GGUF: weight matrices per type written
     qforge::llama::HfQuantConfig hf_quant;       // gptq/awq: the quantization_config written
@@ -205,7 +212,7 @@ int run(QuantizeOptions opt) {
         g.metadata = gguf_tokenizer_of(model);
         g.metadata.emplace_back("general.name", qforge::io::gguf_value::string(model_name(model)));
         const auto report = qforge::llama::write_gguf(source, opt.out, g);
-        bpw = report.block_bits_per_weight();  // from the bytes written (an F16 fallback counts 16)
+        file_bpw = report.block_bits_per_weight();  // from the bytes written (an F16 fallback counts 16)
         fallbacks = report.fallbacks;
         for (const auto& t : report.tensors)
             if (t.matrix) ++types[std::string(qforge::ggml_type_name(std::uint32_t(t.type)))];
@@ -220,7 +227,7 @@ int run(QuantizeOptions opt) {
         h.bos_token_id = model.tokenizer().bos;
         h.eos_token_id = model.tokenizer().eos;
         const auto report = qforge::llama::write_hf_checkpoint(source, opt.out, h);
-        bpw = report.block_bits_per_weight();  // from the bytes written: qweight, qzeros, scales, g_idx
+        file_bpw = report.block_bits_per_weight();  // from the bytes written: qweight, qzeros, scales, g_idx
         hf_quant = report.quantization;
         hf_tokenizer_files = report.copied.size();
     } else {
@@ -231,10 +238,18 @@ int run(QuantizeOptions opt) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (const auto& f : fallbacks) std::fprintf(stderr, "qforge: fallback: %s\n", f.c_str());
 
-    if (!gguf && !hf) {
-        // bits per weight as every command counts them: Linear::bytes() of the decoder's layers
-        qforge::llama::ContainerSource written(opt.out);
-        bpw = qforge::llama::block_bits_per_weight(qforge::llama::load_weights(written));
+    // bits per weight as every command counts them (docs/conventions.md): Linear::bytes() of the
+    // decoder's layers as qforge holds them once it reads the file back (as eval counts models);
+    // the file's own layout may store more or less (file_bpw: an F16 fallback is FP32 once read,
+    // a GPTQ directory stores packed zeros and g_idx for every layer)
+    if (gguf) {
+        const auto file = qforge::io::GgufFile::open(opt.out);
+        bpw = qforge::llama::block_bits_per_weight(qforge::llama::GgufSource(file));
+    } else if (hf) {
+        bpw = qforge::llama::block_bits_per_weight(qforge::llama::HfSource(opt.out));
+    } else {
+        bpw = qforge::llama::block_bits_per_weight(qforge::llama::ContainerSource(opt.out));
+        file_bpw = bpw;
     }
     std::uintmax_t file_bytes = 0;
     if (hf)
@@ -244,7 +259,7 @@ int run(QuantizeOptions opt) {
     if (opt.json) {
         JsonObject j;
         j.add("model", model.path()).add("out", opt.out).add("format", opt.format).add("file_bytes", std::int64_t(file_bytes));
-        j.add("block_bits_per_weight", bpw).add("fallbacks", std::int64_t(fallbacks.size()));
+        j.add("block_bits_per_weight", bpw).add("file_bits_per_weight", file_bpw).add("fallbacks", std::int64_t(fallbacks.size()));
         if (gguf) {
             JsonObject t;
             for (const auto& [type, n] : types) t.add(type, n);
@@ -254,8 +269,10 @@ int run(QuantizeOptions opt) {
         j.add("seconds", seconds);
         print_json(j);
     } else {
-        std::printf("wrote %s (%s): %.2f MB, decoder linear layers at %.3f bits/weight (%.1f s)\n", opt.out.c_str(), opt.format.c_str(),
-                    double(file_bytes) / 1e6, bpw, seconds);
+        const std::string stored =
+            std::fabs(file_bpw - bpw) > 1e-9 ? ", " + fixed3(file_bpw) + " as the " + opt.format + " file stores them" : std::string();
+        std::printf("wrote %s (%s): %.2f MB, decoder linear layers at %.3f bits/weight%s (%.1f s)\n", opt.out.c_str(), opt.format.c_str(),
+                    double(file_bytes) / 1e6, bpw, stored.c_str(), seconds);
         if (gguf) {
             std::string line;
             for (const auto& [type, n] : types) line += (line.empty() ? "" : ", ") + type + " " + std::to_string(n);

@@ -191,6 +191,23 @@ private:
     bool tied_;
 };
 
+/// The one bits-per-weight definition (models/llama/size.hpp: `Linear::bytes()` over the decoder's
+/// linear layers) for a model on disk, read one layer at a time (each released before the next,
+/// so memory stays one layer), as `eval` counts the models it holds.
+inline double block_bits_per_weight(const ModelSource& src) {
+    const Config& c = src.config();
+    double bytes = 0, weights = 0;
+    for (int l = 0; l < c.n_layers; ++l)
+        for (const auto& b : block_linears) {
+            const auto [rows, cols] = block_linear_shape(c, b);
+            const auto name = block_tensor_name(l, b.gguf);
+            bytes += double(with_tensor_context(src.label(), name, [&] { return src.linear(name, rows, cols); }).bytes());
+            weights += double(rows) * double(cols);
+            src.release(name);
+        }
+    return weights > 0 ? 8.0 * bytes / weights : 0.0;
+}
+
 /// The whole model in memory (packed tensors stay packed). Every error names the source and the
 /// tensor being read.
 inline Weights load_weights(const ModelSource& src) {
