@@ -707,6 +707,9 @@ BOOST_AUTO_TEST_CASE(gptq_awq_export_refusals) {
     BOOST_TEST(qtest::has_all(attempt(llama::quantize_block_linears(fp32, parse_scheme("rtn:w4g32a")), "gptq"),
                               {"tensor blk.0.ffn_down.weight: 48 inputs are not whole groups of 32", "in_features divisible by group_size"}));
     BOOST_TEST(!fs::exists(dir));
+    // output directories: a new one (with or without the trailing slash), not under a missing parent
+    BOOST_TEST(llama::detail::output_dir_problem(dir + "/") == "");
+    BOOST_TEST(llama::detail::output_dir_problem("/nonexistent_qf/out/") == "directory '/nonexistent_qf' does not exist");
     // an output that is not a new (or empty) directory, before any work
     fs::create_directories(dir + "/old");
     BOOST_TEST(qtest::has_all(attempt(q8, "gptq"), {dir, "exists and is not empty"}));

@@ -20,6 +20,8 @@
 /// (`gptq`, what every loader reads) cannot store a zero point of 0 (use `gptq_v2` or a
 /// symmetric grid). All of this is checked before anything is written; the directory is built
 /// under `DIR.tmp` and renamed to DIR when complete.
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -59,9 +61,13 @@ inline std::string output_dir_problem(const std::string& dir) {
     if (dir.empty()) return "no output directory given";
     if (fs::exists(dir, ec) && !(fs::is_directory(dir, ec) && fs::is_empty(dir, ec)))
         return fs::is_directory(dir, ec) ? "the directory exists and is not empty (a checkpoint is written into a new directory)" : "a file of that name exists";
-    fs::path p = fs::path(dir);
-    if (!p.has_filename()) p = p.parent_path();
-    return io::output_path_problem((p.parent_path().empty() ? fs::path(".") : p.parent_path()).string() + "/x");
+    fs::path p(dir);
+    if (!p.has_filename()) p = p.parent_path();  // "out/"
+    const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    if (!fs::exists(parent, ec)) return "directory '" + parent.string() + "' does not exist";
+    if (!fs::is_directory(parent, ec)) return "'" + parent.string() + "' is not a directory";
+    if (::access(parent.c_str(), W_OK) != 0) return "directory '" + parent.string() + "' is not writable";
+    return "";
 }
 }  // namespace detail
 
