@@ -260,7 +260,7 @@ IntGridLayer int_grid_of(const typename Dense<B>::Packed& p, const std::vector<i
     return l;
 }
 
-/// An IntGridLayer as qforge's Dense<B> layout and input order (empty when g_idx is trivial).
+/// An IntGridLayer as qforge's `Dense<B>` layout and input order (empty when g_idx is trivial).
 /// `symmetric`: store it on the symmetric grid, allowed when every zero point is 2^(b-1).
 /// InvalidData when g_idx's groups are not all `group_size` columns (but the last).
 template <int B>

@@ -62,7 +62,7 @@ inline GgufMetadata tokenizer_metadata(const Llama2cTokenizer& t) {
 }
 
 /// What a tokenizer.json does not say but GGUF needs: the model's vocabulary size (the embedding's
-/// rows; ids the file does not name become "[PAD<id>]" user-defined tokens, as
+/// rows; ids the file does not name become `[PAD<id>]` user-defined tokens, as
 /// convert_hf_to_gguf.py pads), BOS/EOS ids (config.json's; -1 for none) and whether texts start
 /// with BOS or end with EOS (tokenizer_config.json's add_bos_token/add_eos_token).
 struct HfTokenizerFacts {

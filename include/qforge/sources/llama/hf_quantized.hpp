@@ -122,7 +122,7 @@ inline IntGridLayer int_grid_of(const Linear& l) {
     return out;
 }
 
-/// The qforge linear an IntGridLayer holds (Dense<bits>, with an input order for act-order).
+/// The qforge linear an IntGridLayer holds (`Dense<bits>`, with an input order for act-order).
 inline Linear linear_of(const IntGridLayer& l, bool symmetric) {
     const auto make = [&]<int B>() {
         auto [packed, order] = dense_of<B>(l, symmetric);
