@@ -199,7 +199,8 @@ inline double block_bits_per_weight(const ModelSource& src) {
     double bytes = 0, weights = 0;
     for (int l = 0; l < c.n_layers; ++l)
         for (const auto& b : block_linears) {
-            const auto [rows, cols] = block_linear_shape(c, b);
+            const auto shape = block_linear_shape(c, b);  // not a structured binding: lambdas cannot capture those before C++20 P1091 (clang 15)
+            const int rows = shape.first, cols = shape.second;
             const auto name = block_tensor_name(l, b.gguf);
             bytes += double(with_tensor_context(src.label(), name, [&] { return src.linear(name, rows, cols); }).bytes());
             weights += double(rows) * double(cols);
