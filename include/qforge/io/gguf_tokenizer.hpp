@@ -7,9 +7,6 @@
 /// token types as llama.cpp reads them (ggml's docs/gguf.md, `llama_vocab::load`): token types
 /// 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte; SentencePiece pieces spell spaces as
 /// U+2581.
-#include <fstream>
-#include <map>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +14,7 @@
 #include "qforge/io/gguf.hpp"
 #include "qforge/io/gguf_writer.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/tokenizer_json.hpp"
 #include "qforge/io/llama2c_tokenizer.hpp"
 
 namespace qforge::io {
@@ -74,18 +72,11 @@ struct HfTokenizerFacts {
 /// (added tokens included: special ones control, others user-defined), merges as "a b",
 /// `tokenizer.ggml.pre` from the pre-tokenizer ("gpt2": ByteLevel with its regex; "smollm":
 /// Digits one by one, then ByteLevel). FileError naming the file for anything else (another
-/// model type, a normalizer, another pre-tokenizer, ids beyond the vocabulary).
+/// model type, ignore_merges, a normalizer: io/tokenizer_json.hpp; another pre-tokenizer, ids
+/// beyond the vocabulary).
 inline GgufMetadata tokenizer_metadata_from_json(const std::string& path, const HfTokenizerFacts& facts) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const TokenizerJson t = read_tokenizer_json(path);
     try {
-        const Json j = Json::parse(ss.str());
-        const Json& model = j.at("model");
-        if (model.at("type").as_string() != "BPE") throw FileError(path, "model type '" + model.at("type").as_string() + "' is not byte-level BPE");
-        if (const auto* n = j.find("normalizer"); n && !n->is_null())
-            throw FileError(path, "normalizer '" + n->at("type").as_string() + "': only byte-level BPE without a normalizer is written to GGUF");
         // the pre-tokenizer as llama.cpp names it
         std::string pre;
         const auto byte_level = [](const Json& p) {
@@ -94,10 +85,10 @@ inline GgufMetadata tokenizer_metadata_from_json(const std::string& path, const 
             const auto* r = p.find("use_regex");
             return !(a && a->as_bool()) && !(r && !r->as_bool());
         };
-        if (const auto* p = j.find("pre_tokenizer"); p && !p->is_null()) {
-            if (byte_level(*p)) pre = "gpt2";
-            else if (p->at("type").as_string() == "Sequence") {
-                const auto& seq = p->at("pretokenizers").as_array();
+        if (const Json& p = t.pre_tokenizer; !p.is_null()) {
+            if (byte_level(p)) pre = "gpt2";
+            else if (p.at("type").as_string() == "Sequence") {
+                const auto& seq = p.at("pretokenizers").as_array();
                 if (seq.size() == 2 && seq[0].at("type").as_string() == "Digits" && seq[0].find("individual_digits") &&
                     seq[0].at("individual_digits").as_bool() && byte_level(seq[1]))
                     pre = "smollm";
@@ -105,27 +96,17 @@ inline GgufMetadata tokenizer_metadata_from_json(const std::string& path, const 
         }
         if (pre.empty())
             throw FileError(path, "its pre-tokenizer has no GGUF name qforge knows (gpt2: ByteLevel with its regex; smollm: Digits one by one, then ByteLevel)");
-        std::map<std::int64_t, std::pair<std::string, std::int32_t>> by_id;  // id -> piece, type
-        for (const auto& [piece, id] : model.at("vocab").as_object()) by_id[id.as_int()] = {piece, 1};
-        if (const auto* added = j.find("added_tokens"))
-            for (const auto& a : added->as_array()) {
-                const auto* special = a.find("special");
-                by_id[a.at("id").as_int()] = {a.at("content").as_string(), special && special->as_bool() ? 3 : 4};
-            }
         const int n = facts.vocab_size;
-        if (!by_id.empty() && (by_id.begin()->first < 0 || by_id.rbegin()->first >= n))
-            throw FileError(path, "token id " + std::to_string(by_id.begin()->first < 0 ? by_id.begin()->first : by_id.rbegin()->first) +
-                                      " is outside the model's vocabulary of " + std::to_string(n));
         std::vector<std::string> tokens(static_cast<std::size_t>(n));
-        std::vector<std::int32_t> types(std::size_t(n), 4);
+        std::vector<std::int32_t> types(std::size_t(n), 4);  // ids the file leaves out: "[PAD<id>]", user-defined
         for (int i = 0; i < n; ++i) tokens[std::size_t(i)] = "[PAD" + std::to_string(i) + "]";
-        for (const auto& [id, pt] : by_id) {
-            tokens[std::size_t(id)] = pt.first;
-            types[std::size_t(id)] = pt.second;
+        for (const auto& tok : t.tokens) {
+            if (tok.id < 0 || tok.id >= n)
+                throw FileError(path, "token id " + std::to_string(tok.id) + " is outside the model's vocabulary of " + std::to_string(n));
+            tokens[std::size_t(tok.id)] = tok.content;
+            types[std::size_t(tok.id)] = !tok.added ? 1 : tok.special ? 3 : 4;
         }
-        std::vector<std::string> merges;
-        for (const auto& m : model.at("merges").as_array())
-            merges.push_back(m.is_string() ? m.as_string() : m.as_array().at(0).as_string() + " " + m.as_array().at(1).as_string());
+        const auto& merges = t.merges;
         using namespace gguf_value;
         GgufMetadata out{{"tokenizer.ggml.model", string("gpt2")},
                          {"tokenizer.ggml.pre", string(pre)},

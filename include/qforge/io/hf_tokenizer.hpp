@@ -5,13 +5,12 @@
 /// `BpeTokenizer` GGUF vocabularies use. Pre-tokenizers understood: ByteLevel (GPT-2's regex),
 /// Digits, Split with a regex (isolated matches), and Sequence of these. Anything else (a
 /// normalizer, prefix spaces, `ignore_merges`) is refused by name rather than approximated.
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "qforge/io/bpe_tokenizer.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/tokenizer_json.hpp"
 
 namespace qforge::io {
 
@@ -42,42 +41,22 @@ inline void hf_pre_tokenizer(const Json& p, std::vector<std::string>& regexes, c
 }  // namespace detail
 
 inline BpeTokenizer bpe_from_tokenizer_json(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const TokenizerJson t = read_tokenizer_json(path);
+    std::vector<std::string> pieces;
+    std::vector<int> specials;
+    for (const auto& tok : t.tokens) {
+        if (tok.id < 0 || tok.id > (1 << 24)) throw FileError(path, "token id " + std::to_string(tok.id) + " out of range");
+        if (std::size_t(tok.id) >= pieces.size()) pieces.resize(std::size_t(tok.id) + 1);
+        pieces[std::size_t(tok.id)] = tok.content;
+        if (tok.added) specials.push_back(int(tok.id));
+    }
+    std::vector<std::string> regexes;
     try {
-        const Json j = Json::parse(ss.str());
-        const Json& model = j.at("model");
-        if (model.at("type").as_string() != "BPE") throw FileError(path, "model type '" + model.at("type").as_string() + "' is not BPE");
-        if (const auto* im = model.find("ignore_merges"); im && im->as_bool())
-            throw FileError(path, "BPE with ignore_merges is not supported");
-        if (const auto* n = j.find("normalizer"); n && !n->is_null())
-            throw FileError(path, "normalizer '" + n->at("type").as_string() + "' is not supported");
-        std::vector<std::string> pieces;
-        const auto put = [&](const std::string& piece, std::int64_t id) {
-            if (id < 0 || id > (1 << 24)) throw FileError(path, "token id " + std::to_string(id) + " out of range");
-            if (std::size_t(id) >= pieces.size()) pieces.resize(std::size_t(id) + 1);
-            pieces[std::size_t(id)] = piece;
-        };
-        for (const auto& [piece, id] : model.at("vocab").as_object()) put(piece, id.as_int());
-        std::vector<int> specials;
-        if (const auto* added = j.find("added_tokens"))
-            for (const auto& a : added->as_array()) {
-                put(a.at("content").as_string(), a.at("id").as_int());
-                specials.push_back(int(a.at("id").as_int()));
-            }
-        std::vector<std::string> merges;
-        for (const auto& m : model.at("merges").as_array()) {
-            if (m.is_string()) merges.push_back(m.as_string());
-            else merges.push_back(m.as_array().at(0).as_string() + " " + m.as_array().at(1).as_string());
-        }
-        std::vector<std::string> regexes;
-        if (const auto* p = j.find("pre_tokenizer")) detail::hf_pre_tokenizer(*p, regexes, path);
-        return BpeTokenizer::from_vocabulary(std::move(pieces), merges, std::move(specials), regexes, path);
+        detail::hf_pre_tokenizer(t.pre_tokenizer, regexes, path);
     } catch (const InvalidData& e) {
         throw FileError(path, std::string("bad tokenizer.json: ") + e.what());
     }
+    return BpeTokenizer::from_vocabulary(std::move(pieces), t.merges, std::move(specials), regexes, path);
 }
 
 }  // namespace qforge::io
