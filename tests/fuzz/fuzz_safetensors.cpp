@@ -24,7 +24,10 @@ void read_as_checkpoint_layers(const qforge::io::SafetensorsFile& f, int bits) {
             q.group_size = groups <= 1 ? -1 : int((cols + groups - 1) / groups);
             try {
                 const auto l = qforge::llama::read_checkpoint_layer(q, part, int(rows), int(cols));
-                (void)qforge::llama::linear_of(l, qforge::llama::symmetric_zeros(l));
+                for (const bool sym : {false, true}) try {
+                        (void)qforge::llama::linear_of(l, sym);
+                    } catch (const qforge::Error&) {
+                    }
             } catch (const qforge::Error&) {
             }
         }

@@ -770,4 +770,21 @@ BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
     std::ofstream(dir + "/config.json") << cfg_text;
     BOOST_TEST(load() == "(no error)");
     fs::remove_all(dir);
+    // a checkpoint that says "sym" but holds other zero points: refused, naming the layer (not
+    // loaded on another grid than the one its layout was planned with)
+    o.format = "gptq_v2";
+    o.rules = {{"blk.*", "rtn:w4g16a"}};
+    o.tokenizer_dir.clear();
+    (void)llama::write_hf_checkpoint(llama::WeightsSource(qtest::random_llama(c, 80), "m"), dir, o);
+    {
+        std::ifstream in(dir + "/config.json");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        auto t = ss.str();
+        t.replace(t.find("\"sym\":false"), 11, "\"sym\":true");
+        std::ofstream(dir + "/config.json") << t;
+    }
+    BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "layer model.layers.0.self_attn.q_proj (blk.0.attn_q.weight)",
+                                      "said to be symmetric"}));
+    fs::remove_all(dir);
 }

@@ -238,14 +238,12 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
                         for (const float v : std::get<Fp32Matrix>(fp32.weights()).data) halves.push_back(float_to_half(v));
                     } else {
                         Linear weight = e.action == "keep" ? std::move(stored) : quantize(e.name, dequantized_linear(stored, o.backend), parse_scheme(e.action));
-                        with_tensor_context(src.label(), e.name, [&] {
+                        packed = with_tensor_context(src.label(), e.name, [&] {
                             IntGridLayer l = int_grid_of(weight);
-                            if (l.group_size >= l.in_features && q.group_size > 0) l.group_size = q.group_size;  // one group either way
                             const int hs = c.head_size();
                             if (e.name.find(".attn_q.") != std::string::npos) l = l.permute_outputs(hf_rotary_rows(c.n_heads, hs));
                             if (e.name.find(".attn_k.") != std::string::npos) l = l.permute_outputs(hf_rotary_rows(c.n_kv_heads, hs));
-                            packed = awq ? pack_awq(l) : pack_gptq(l, q.v1);
-                            return 0;
+                            return awq ? pack_awq(l) : pack_gptq(l, q.v1);
                         });
                         report.block_weights += std::uint64_t(e.rows) * std::uint64_t(e.cols);
                     }

@@ -137,14 +137,6 @@ inline Linear linear_of(const IntGridLayer& l, bool symmetric) {
     throw InvalidData("bits " + std::to_string(l.bits) + " (2, 3, 4 or 8)");
 }
 
-/// Every zero point is 2^(b-1): the layer is on the symmetric grid (a "sym" checkpoint whose
-/// zeros are not loads on the integer grid it really is).
-inline bool symmetric_zeros(const IntGridLayer& l) {
-    for (const auto z : l.zeros)
-        if (int(z) != (1 << (l.bits - 1))) return false;
-    return true;
-}
-
 /// One GPTQ/AWQ layer of `rows` outputs and `cols` inputs from its stored tensors: `part(".qweight")`
 /// (".qzeros", ".scales", ".g_idx") returns the tensor, or null when the checkpoint has none.
 /// InvalidData naming the tensor for a missing part, a wrong dtype or shape, or values off the

@@ -239,7 +239,7 @@ private:
             const int hs = config_.head_size();
             if (name.find(".attn_q.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_heads, hs));
             if (name.find(".attn_k.") != std::string::npos) l = l.permute_outputs(rotary_rows_from_hf(config_.n_kv_heads, hs));
-            return linear_of(l, quant_->sym && symmetric_zeros(l));
+            return linear_of(l, quant_->sym);  // as layout() says; zeros off 2^(b-1) in a "sym" checkpoint are an error
         } catch (const FileError&) {
             throw;
         } catch (const Error& e) {
