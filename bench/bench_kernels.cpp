@@ -164,6 +164,44 @@ void BM_Gemv(benchmark::State& state) {
     report(state, double(set.bytes_each));
 }
 
+/// A decode step's GEMV: over the row panels kept beside the weights (build_panel_set, what the
+/// CPU backend prepares), next to the row kernels on the same copies measured just before
+/// (`vs_rows`: the row kernels' time / this one's). GB/s counts the kept panels' bytes (codes
+/// and terms); `kept_bits` is those bytes per weight (K-quants keep 4-6 bits, not the kernel
+/// form's 8).
+template <class F>
+void BM_GemvKept(benchmark::State& state) {
+    const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
+    const auto isa = qforge::Isa(state.range(3));
+    if (!qforge::isa_usable(isa) || !qforge::row_functions<F>(isa).panel_gemv_kernel) {
+        state.SkipWithError("no vector GEMV over kept panels for this format on this machine");
+        return;
+    }
+    const Copies<F> set(rows, cols, bench_spec<F>(group));
+    std::vector<std::shared_ptr<const qforge::PanelSet>> kept;  // one set per stored copy: about the stored bytes each
+    for (const auto& p : set.packed) kept.push_back(qforge::build_panel_set<F>(p, isa, g_threads));
+    const auto& first = kept[0];
+    const auto x = weights(std::size_t(cols), 2);
+    std::vector<float> y(static_cast<std::size_t>(rows));
+    // the row kernels over the stored copies, best of 3 passes over them
+    double rows_seconds = 1e30;
+    for (int pass = 0; pass < 3; ++pass) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (const auto& p : set.packed) qforge::gemv<F>(p, x, y, isa, g_threads);
+        rows_seconds = std::min(rows_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(set.packed.size()));
+    }
+    std::size_t i = 0;
+    for (auto _ : state) {
+        qforge::gemv_panels<F>(*kept[i], x, y, isa, g_threads);
+        benchmark::DoNotOptimize(y.data());
+        i = (i + 1) % kept.size();
+    }
+    state.SetLabel(std::string(qforge::isa_name(isa)) + ", " + std::to_string(kept.size()) + " copies");
+    report(state, double(first->bytes()));
+    state.counters["kept_bits"] = double(first->bytes()) * 8.0 / (double(rows) * double(cols));
+    state.counters["vs_rows"] = benchmark::Counter(rows_seconds, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 template <class F>
 void BM_Dequantize(benchmark::State& state) {
     const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
@@ -206,6 +244,11 @@ BENCHMARK(BM_Gemv<qforge::Dense<3>>)->Apply(shapes);
 BENCHMARK(BM_Gemv<qforge::Dense<8>>)->Apply(shapes);
 BENCHMARK(BM_Gemv<qforge::Q4_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_Gemv<qforge::Dense<4>>)->Name("BM_Gemv<Dense<4>>/isa")->Apply(every_isa);
+BENCHMARK(BM_GemvKept<qforge::Q4_0>)->Apply(shapes_q4_0);
+BENCHMARK(BM_GemvKept<qforge::Q8_0>)->Apply(shapes_q4_0);
+BENCHMARK(BM_GemvKept<qforge::Q5_0>)->Apply(shapes_q4_0);
+BENCHMARK(BM_GemvKept<qforge::Q4_K>)->Apply(shapes_q4_0);
+BENCHMARK(BM_GemvKept<qforge::Q6_K>)->Apply(shapes_q4_0);
 BENCHMARK(BM_Dequantize<qforge::Dense<4>>)->Apply(shapes);
 BENCHMARK(BM_Dequantize<qforge::Dense<3>>)->Apply(shapes);
 BENCHMARK(BM_Dequantize<qforge::Dense<8>>)->Apply(shapes);

@@ -246,6 +246,31 @@ BOOST_AUTO_TEST_CASE(k_quants_and_5bit_blocks) {
     }
 }
 
+// kept panels of K-quants and 5-bit blocks hold the type's own codes in 4, 5 or 6 bits (not the
+// kernel form's byte): a decode step reads that many bits per weight; the symmetric grids' zero
+// code moves with the codes (Q5_0: kernel codes 112..143 kept as 0..31, zero 16)
+template <class F>
+void check_kept_width(int bits, int zero_code) {
+    const int rows = 37, cols = 512;
+    const auto w = qtest::random_weights(std::size_t(rows) * std::size_t(cols), 77u + unsigned(bits));
+    const auto p = F::pack(RtnQuantizer(F::grid_spec).quantize(MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols))));
+    const auto kept = build_panel_set<F>(p, Isa::scalar, 1, true);
+    BOOST_TEST(kept->code_bits == bits, F::name());
+    if (F::grid_spec.zero == ZeroPoint::symmetric) BOOST_TEST(kept->zero_code == zero_code, F::name());
+    // codes: 3 panels of 16 rows x 512 positions at `bits` bits each
+    BOOST_TEST(std::size_t(kept->panels()) * kept->code_bytes == std::size_t(3 * 16 * 512 * bits / 8), F::name());
+    if (simd::avx512_vnni::available()) BOOST_TEST(row_functions<F>(Isa::avx512_vnni).panel_gemv_kernel, F::name());
+}
+BOOST_AUTO_TEST_CASE(k_quant_kept_panels_are_narrow) {
+    check_kept_width<Q2_K>(4, 0);
+    check_kept_width<Q3_K>(4, 4);
+    check_kept_width<Q4_K>(4, 0);
+    check_kept_width<Q5_K>(5, 0);
+    check_kept_width<Q6_K>(6, 32);
+    check_kept_width<Q5_0>(5, 16);
+    check_kept_width<Q5_1>(5, 0);
+}
+
 // codebook blocks: every code of the table, every shape whole blocks allow, each ISA against the
 // scalar oracle and the written-out recipe
 template <class F>

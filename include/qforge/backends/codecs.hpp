@@ -195,6 +195,10 @@ struct DerivedBytesTraits {
     static constexpr ZeroPoint zero_kind = F::T::zero;
     static constexpr LaneOrder order = LaneOrder::natural;
     static constexpr std::size_t sub_block_bytes = 0;  // one sub-block per group
+    /// Kept row panels (backends/panel.hpp) hold the type's own codes q (kernel code q -
+    /// code_offset + 128) in 4, 5 or 6 bits, not the kernel form's byte.
+    static constexpr int panel_code_bits = F::T::bits <= 4 ? 4 : F::T::bits;
+    static constexpr int panel_code_offset = 128 - F::code_offset;
 
     [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
     [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }

@@ -362,13 +362,15 @@ struct Kernels {
     };
 
     /// Stored row r into lane `lane` of a panel (panel.hpp) cut as activation `cut` is: each
-    /// sub-block's codes decoded, padded with zero codes to whole chunks, and scattered 4 codes
-    /// to a lane step; `nibbles` packs two codes per byte (kept panels), else one per byte. Every
-    /// byte of the lane is written. The one writer of a panel row, for per-product panels
-    /// (pack_panel) and kept ones (build_panels) alike.
-    static void write_panel_lane(const View& v, int r, int lane, const QuantizedActivation& cut, bool nibbles, std::uint8_t* panel) noexcept {
+    /// sub-block's codes decoded, less `code_offset`, padded with zero codes to whole chunks, and
+    /// scattered 4 codes to a lane step in `code_bits` bits (8: bytes, per-product panels; 4, 5,
+    /// 6: nibbles and bit planes, kept panels). Every bit of the lane is written. The one writer
+    /// of a panel row, for per-product panels (pack_panel) and kept ones (build_panels) alike.
+    /// `halves`: sub-blocks of at most 16 positions take half a chunk (kept sets, panel.hpp).
+    static void write_panel_lane(const View& v, int r, int lane, const QuantizedActivation& cut, int code_bits, int code_offset,
+                                 bool halves, std::uint8_t* panel) noexcept {
         const int groups = traits::groups(v), length = traits::group_length(v);
-        const std::size_t chunk_bytes = panel_chunk_bytes_of(nibbles);
+        const std::size_t chunk_bytes = panel_chunk_bytes_of(code_bits);
         alignas(64) std::uint8_t codes[act_sub_block + 64];
         std::uint8_t* chunk = panel;
         for (int g = 0; g < groups; ++g) {
@@ -381,18 +383,32 @@ struct Kernels {
                 // vector backends decode codebook nibbles inside their dots only
                 if constexpr (requires { prims::decode(codec{}, src, len, codes); }) prims::decode(codec{}, src, len, codes);
                 else Primitives<Scalar>::decode(codec{}, src, len, codes);
+                if (code_offset != 0)
+                    for (int i = 0; i < len; ++i) codes[i] = std::uint8_t(codes[i] - code_offset);
                 std::memset(codes + len, 0, std::size_t(chunks * panel_chunk - len));
+                const bool half = halves && kept_half_chunk(cut, g, k);
+                const int steps = half ? 4 : 8;  // byte steps of 4 positions
                 for (int c = 0; c < chunks; ++c) {
-                    std::uint8_t* out = chunk + std::size_t(c) * chunk_bytes + std::size_t(lane) * 4;
+                    std::uint8_t* base = chunk + std::size_t(c) * chunk_bytes;
+                    std::uint8_t* out = base + std::size_t(lane) * 4;
                     const std::uint8_t* in = codes + c * panel_chunk;
-                    if (nibbles) {
-                        for (int j = 0; j < 4; ++j)
-                            for (int b = 0; b < 4; ++b) out[64 * j + b] = std::uint8_t(in[8 * j + b] | (in[8 * j + 4 + b] << 4));
-                    } else {
-                        for (int j = 0; j < 8; ++j) std::memcpy(out + 64 * j, in + 4 * j, 4);
+                    if (code_bits == 8) {
+                        for (int j = 0; j < steps; ++j) std::memcpy(out + 64 * j, in + 4 * j, 4);
+                        continue;
                     }
+                    for (int j = 0; j < steps / 2; ++j)
+                        for (int b = 0; b < 4; ++b) out[64 * j + b] = std::uint8_t((in[8 * j + b] & 0x0f) | ((in[8 * j + 4 + b] & 0x0f) << 4));
+                    // lane i owns bits 4i .. 4i + 3 of each plane mask: half of byte i / 2
+                    for (int q = 0; q < code_bits - 4; ++q)
+                        for (int step = 0; step < steps; ++step) {
+                            std::uint8_t& m = base[32 * steps + 8 * steps * q + 8 * step + lane / 2];
+                            std::uint8_t bits = 0;
+                            for (int b = 0; b < 4; ++b) bits = std::uint8_t(bits | (((in[4 * step + b] >> (4 + q)) & 1) << b));
+                            const int shift = 4 * (lane % 2);
+                            m = std::uint8_t((m & ~(0x0f << shift)) | (bits << shift));
+                        }
                 }
-                chunk += std::size_t(chunks) * chunk_bytes;
+                chunk += half ? chunk_bytes / 2 : std::size_t(chunks) * chunk_bytes;
             }
         }
     }
@@ -417,7 +433,7 @@ struct Kernels {
         if (valid < panel_rows) std::memset(buf.codes, 0, buf.code_bytes);
         const std::size_t lanes = std::size_t(traits::groups(v)) * panel_rows;
         for (int i = 0; i < valid; ++i) {
-            write_panel_lane(v, r + i, i, a, false, buf.codes);
+            write_panel_lane(v, r + i, i, a, 8, 0, false, buf.codes);
             for_row_terms(v, r + i, [&](int g, float scale, float min, std::int32_t zero) {
                 const std::size_t at = std::size_t(g) * panel_rows + std::size_t(i);
                 buf.scale[at] = scale;
@@ -473,15 +489,27 @@ struct Kernels {
     // ---- row panels kept with the weights, for single-activation products (PanelSet) ----
 
     static constexpr bool codebook_codec = requires { codec::codebook; };
-    /// Kernel codes fit in a nibble: the kept panels take half a byte per weight, as stored.
-    static constexpr bool panel_nibbles = codec::bits == 4 && !codebook_codec;
-    /// Kept panels read no more bytes than the stored rows (4-bit codes as nibbles, 8-bit as
-    /// bytes), so a GEMV over them is worth it; wider layouts for 2/3-bit or codebook grids would
-    /// read more and are not built.
-    static constexpr bool panel_set_worth = panel_nibbles || (codec::bits == 8 && !codebook_codec);
+    /// The kept panels' code width and the offset taken off each kernel code (panel.hpp): a
+    /// format's traits may say (`panel_code_bits`, `panel_code_offset`: K-quants and 5-bit
+    /// blocks, whose kernel form spends a byte on 2 to 6 bits); else 4-bit codes as nibbles and
+    /// 8-bit ones as bytes, as stored. 0: no kept panels (2/3-bit and codebook grids: a nibble
+    /// layout would read more than the stored rows).
+    static constexpr int panel_code_bits = [] {
+        if constexpr (requires { traits::panel_code_bits; }) return traits::panel_code_bits;
+        else if constexpr (codebook_codec) return 0;
+        else return codec::bits == 4 || codec::bits == 8 ? codec::bits : 0;
+    }();
+    static constexpr int panel_code_offset = [] {
+        if constexpr (requires { traits::panel_code_offset; }) return traits::panel_code_offset;
+        else return 0;
+    }();
+    static_assert(panel_code_bits == 0 || panel_code_bits == 4 || panel_code_bits == 5 || panel_code_bits == 6 || panel_code_bits == 8,
+                  "qforge: kept row panels hold codes of 4, 5, 6 or 8 bits (panel.hpp)");
+    /// Kept panels read no more bytes than the row kernels, so a GEMV over them is worth it.
+    static constexpr bool panel_set_worth = panel_code_bits != 0;
     /// Whether this backend has a vector GEMV over kept panels (AVX-512 VNNI).
     static constexpr bool has_panel_gemv_kernel = panel_set_worth && requires(const PanelSet& s, const QuantizedActivation& a, float* y) {
-        prims::template panel_gemv<ZeroPoint::symmetric, panel_nibbles>(codec{}, s, 0, a, y);
+        prims::template panel_gemv<ZeroPoint::symmetric, (panel_code_bits != 0 ? panel_code_bits : 8)>(codec{}, s, 0, a, y);
     };
 
     /// An empty set sized for `v`: storage for every panel, float terms (build_panels fills
@@ -492,10 +520,11 @@ struct Kernels {
         s.cols = traits::cols(v);
         s.group_length = traits::group_length(v);
         s.groups = traits::groups(v);
-        s.nibbles = panel_nibbles;
+        s.code_bits = panel_code_bits != 0 ? panel_code_bits : 8;  // 8: tests force a set where none is worth it
+        s.code_offset = panel_code_bits != 0 ? panel_code_offset : 0;
         s.zero_kind = traits::zero(v);
-        s.zero_code = zero_code;
-        s.code_bytes = PanelSet::chunks_for(activation_cut(s.cols, s.group_length)) * panel_chunk_bytes_of(s.nibbles);
+        s.zero_code = zero_code - s.code_offset;
+        s.code_bytes = (PanelSet::code_bytes_for(activation_cut(s.cols, s.group_length), s.code_bits) + 63) / 64 * 64;  // each panel 64-byte aligned
         const std::size_t total = std::size_t(s.panels()) * s.code_bytes;
         s.storage.reset(new std::uint8_t[total + 64]);
         s.codes = s.storage.get() + (64 - reinterpret_cast<std::uintptr_t>(s.storage.get()) % 64) % 64;
@@ -514,7 +543,7 @@ struct Kernels {
             const int valid = std::min(panel_rows, s.rows - p * panel_rows);
             if (valid < panel_rows) std::memset(panel, 0, s.code_bytes);  // the terms of missing rows stay 0 from panel_set_for
             for (int i = 0; i < valid; ++i) {
-                write_panel_lane(v, p * panel_rows + i, i, cut, s.nibbles, panel);
+                write_panel_lane(v, p * panel_rows + i, i, cut, s.code_bits, s.code_offset, true, panel);
                 for_row_terms(v, p * panel_rows + i, [&](int g, float scale, float min, std::int32_t zero) {
                     const std::size_t at = (std::size_t(p) * std::size_t(s.groups) + std::size_t(g)) * panel_rows + std::size_t(i);
                     std::memcpy(s.scale.data() + at * 4, &scale, 4);
@@ -530,7 +559,7 @@ struct Kernels {
     template <ZeroPoint Zero>
     static void panel_gemv_plain(const PanelSet& s, int p, const QuantizedActivation& a, float* y) noexcept {
         constexpr bool float_min = Zero == ZeroPoint::float_min;
-        const std::size_t chunk_bytes = panel_chunk_bytes_of(s.nibbles);
+        const std::size_t chunk_bytes = panel_chunk_bytes_of(s.code_bits);
         const std::uint8_t* w = s.panel_codes(p);
         float out[panel_rows] = {};
         for (int g = 0; g < a.groups; ++g) {
@@ -538,17 +567,22 @@ struct Kernels {
             for (int k = 0; k < a.sub_blocks_in_group(g); ++k) {
                 const int sub = a.sub_index(g, k);
                 std::int32_t d[panel_rows] = {};
-                for (int c = 0; c < panel_chunks(a, g, k); ++c, w += chunk_bytes) {
+                const bool half = kept_half_chunk(a, g, k);
+                const int positions = half ? panel_chunk / 2 : panel_chunk, steps = positions / 4;
+                for (int c = 0; c < panel_chunks(a, g, k); ++c, w += half ? chunk_bytes / 2 : chunk_bytes) {
                     const std::int8_t* x = a.slots(sub) + c * panel_chunk;
                     for (int i = 0; i < panel_rows; ++i)
-                        for (int pos = 0; pos < panel_chunk; ++pos) {
+                        for (int pos = 0; pos < positions; ++pos) {
                             int code;
-                            if (s.nibbles) {
+                            if (s.code_bits == 8) {
+                                code = w[64 * (pos / 4) + 4 * i + pos % 4];
+                            } else {
                                 const int j = pos / 8, b = pos % 4;
                                 const std::uint8_t byte = w[64 * j + 4 * i + b];
                                 code = pos % 8 < 4 ? byte & 0x0f : byte >> 4;
-                            } else {
-                                code = w[64 * (pos / 4) + 4 * i + pos % 4];
+                                const int bit = 4 * i + pos % 4;  // in the plane masks of step pos / 4
+                                for (int q = 0; q < s.code_bits - 4; ++q)
+                                    code |= ((w[32 * steps + 8 * steps * q + 8 * (pos / 4) + bit / 8] >> (bit % 8)) & 1) << (4 + q);
                             }
                             d[i] += code * std::int32_t(x[pos]);
                         }
@@ -574,7 +608,7 @@ struct Kernels {
         const auto run = [&](auto zero) {
             for (int p = p0; p < p1; ++p) {
                 float* yp = y + std::size_t(p) * panel_rows;
-                if constexpr (has_panel_gemv_kernel) prims::template panel_gemv<zero(), panel_nibbles>(codec{}, s, p, a, yp);
+                if constexpr (has_panel_gemv_kernel) prims::template panel_gemv<zero(), panel_code_bits>(codec{}, s, p, a, yp);
                 else panel_gemv_plain<zero()>(s, p, a, yp);
             }
         };

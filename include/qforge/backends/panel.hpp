@@ -28,12 +28,24 @@ inline constexpr int panel_rows = 16;
 /// Positions per chunk and bytes per chunk of a panel's codes.
 inline constexpr int panel_chunk = 32;
 inline constexpr std::size_t panel_chunk_bytes = std::size_t(panel_chunk) * panel_rows;
+/// Bytes of one chunk of 32 positions in a PanelSet's codes of `code_bits` bits (4, 5, 6 or 8).
+inline constexpr std::size_t panel_chunk_bytes_of(int code_bits) noexcept { return std::size_t(panel_chunk) * panel_rows * std::size_t(code_bits) / 8; }
+static_assert(panel_chunk_bytes_of(8) == panel_chunk_bytes && panel_chunk_bytes_of(5) == 320, "a chunk: 4 nibble steps of 64 bytes, then 64 bytes per bit plane");
 
+/// Positions in sub-block k of group g for activations cut as `a` is.
+[[gnu::always_inline]] inline int panel_sub_length(const QuantizedActivation& a, int g, int k) noexcept {
+    const int glen = a.group_length < a.cols - g * a.group_length ? a.group_length : a.cols - g * a.group_length;
+    return glen - k * act_sub_block < act_sub_block ? glen - k * act_sub_block : act_sub_block;
+}
 /// Chunks of 32 positions in sub-block k of group g for activations cut as `a` is.
 [[gnu::always_inline]] inline int panel_chunks(const QuantizedActivation& a, int g, int k) noexcept {
-    const int glen = a.group_length < a.cols - g * a.group_length ? a.group_length : a.cols - g * a.group_length;
-    const int len = glen - k * act_sub_block < act_sub_block ? glen - k * act_sub_block : act_sub_block;
-    return (len + panel_chunk - 1) / panel_chunk;
+    return (panel_sub_length(a, g, k) + panel_chunk - 1) / panel_chunk;
+}
+/// Whether a kept panel set (PanelSet) stores sub-block k of group g as half a chunk: a
+/// sub-block of at most 16 positions (every group of Q2_K, Q3_K and Q6_K) would be half padding
+/// in a whole one.
+[[gnu::always_inline]] inline bool kept_half_chunk(const QuantizedActivation& a, int g, int k) noexcept {
+    return panel_sub_length(a, g, k) <= panel_chunk / 2;
 }
 
 /// 16 rows ready for the tiled GEMM. Per-group arrays are [group][16] (lane = row).
@@ -92,17 +104,28 @@ struct PanelTerms {
 
 /// Every row panel of one matrix, built once and kept beside the weights for repeated
 /// single-activation products (a decode step's GEMV): lane i of a vector is row i, so the GEMV
-/// runs no horizontal sum and decodes nothing but nibbles. llama.cpp keeps its Q4_0 weights
-/// repacked the same way (block_q4_0x8) for its CPU GEMV; qforge keeps the stored format as
-/// well (it is what is saved, dequantized and multiplied for prompts) and builds this from it
-/// (CpuBackend::prepare). Outputs are those of the row kernels, bit for bit: the same recipe
-/// (activation.hpp), lane by lane.
+/// runs no horizontal sum and decodes nothing but nibbles and bit planes. llama.cpp keeps its
+/// Q4_0 weights repacked the same way (block_q4_0x8) for its CPU GEMV; qforge keeps the stored
+/// format as well (it is what is saved, dequantized and multiplied for prompts) and builds this
+/// from it (CpuBackend::prepare). Outputs are those of the row kernels, bit for bit: the same
+/// recipe (activation.hpp), lane by lane.
+///
+/// Codes are kept as narrow as the grid allows (`code_bits`): a kernel code c is stored as
+/// c - `code_offset`, and a symmetric grid's `zero_code` is the kernel's minus the same offset,
+/// so every integer dot minus zero x sum is unchanged. Q5_0's kernel codes 112..143 are kept as
+/// 0..31 in 5 bits, Q6_K's 96..159 as 0..63 in 6, Q3_K's 124..131 as 0..7 in a nibble: a decode
+/// step reads 5/8, 6/8 or 4/8 of the kernel form's one byte per weight.
 ///
 /// Byte layout, panel after panel (`code_bytes` each, 64-byte aligned), sub-blocks and chunks of
-/// 32 positions in order as in RowPanel:
-///   - bytes (`nibbles` false): RowPanel's layout, 8 steps of 64 bytes per chunk;
-///   - nibbles (every kernel code < 16: 4-bit grids): 4 steps of 64 bytes per chunk; step j,
-///     lane i, byte b holds position 8j + b in its low nibble and 8j + 4 + b in its high one.
+/// 32 positions in order as in RowPanel; a chunk takes 64 x code_bits bytes:
+///   - bytes (code_bits 8): RowPanel's layout, 8 steps of 64 bytes per chunk;
+///   - nibbles (code_bits 4, 5 or 6): 4 steps of 64 bytes; step j, lane i, byte b holds the low
+///     4 bits of position 8j + b in its low nibble and of 8j + 4 + b in its high one;
+///   - bit planes (code_bits 5 or 6), after the nibbles: plane q (bit 4 + q of the codes) is 8
+///     little-endian 64-bit masks, mask s at byte 256 + 64q + 8s; its bit 4i + b is bit 4 + q of
+///     lane i's code at position 4s + b (the byte a vector of step s holds it in);
+///   - a sub-block of at most 16 positions (kept_half_chunk) takes half a chunk: the first half
+///     of the steps (bytes: 4; nibbles: 2, then per plane 4 masks, at 128 + 32q + 8s).
 /// Per-lane terms are [panel][group][16]: `scale` (and `min` for ZeroPoint::float_min) as IEEE
 /// half when every one of the matrix's converts exactly (`half`: GGUF's fp16 d and m), else
 /// float; `zero` as int32 (ZeroPoint::integer). Lanes past the last row hold zero codes and
@@ -110,10 +133,11 @@ struct PanelTerms {
 struct PanelSet {
     int rows = 0, cols = 0;
     int group_length = 0, groups = 0;
-    bool nibbles = false;
+    int code_bits = 8;                  ///< 4, 5, 6 or 8 (layout above)
+    int code_offset = 0;                ///< subtracted from each kernel code before it is kept
     bool half = false;
     ZeroPoint zero_kind = ZeroPoint::symmetric;
-    int zero_code = 0;                  ///< z of a symmetric grid
+    int zero_code = 0;                  ///< z of a symmetric grid, minus code_offset
     std::size_t code_bytes = 0;         ///< per panel
     std::unique_ptr<std::uint8_t[]> storage;
     std::uint8_t* codes = nullptr;      ///< panels() x code_bytes, 64-byte aligned
@@ -146,12 +170,14 @@ struct PanelSet {
     const std::int32_t* zeros(int p, int g) const noexcept {
         return zero.data() + (std::size_t(p) * std::size_t(groups) + std::size_t(g)) * panel_rows;
     }
-    /// An activation cut for this matrix has this many chunks of 32 positions in all.
-    static std::size_t chunks_for(const QuantizedActivation& cut) noexcept {
-        std::size_t chunks = 0;
+    /// Bytes of one kept panel's codes for a matrix whose activations are cut as `cut` is.
+    static std::size_t code_bytes_for(const QuantizedActivation& cut, int code_bits) noexcept {
+        std::size_t bytes = 0;
         for (int g = 0; g < cut.groups; ++g)
-            for (int k = 0; k < cut.sub_blocks_in_group(g); ++k) chunks += std::size_t(panel_chunks(cut, g, k));
-        return chunks;
+            for (int k = 0; k < cut.sub_blocks_in_group(g); ++k)
+                bytes += kept_half_chunk(cut, g, k) ? panel_chunk_bytes_of(code_bits) / 2
+                                                    : std::size_t(panel_chunks(cut, g, k)) * panel_chunk_bytes_of(code_bits);
+        return bytes;
     }
 };
 
@@ -184,8 +210,6 @@ inline void compact_panel_terms(PanelSet& s) {
     s.half = true;
 }
 
-/// Bytes of one chunk of 32 positions in a PanelSet's codes.
-inline constexpr std::size_t panel_chunk_bytes_of(bool nibbles) noexcept { return nibbles ? panel_chunk_bytes / 2 : panel_chunk_bytes; }
 
 /// An activation's cut (groups, sub-blocks) for a matrix of `cols` columns and groups of
 /// `group_length`, without its values: what a PanelSet's layout depends on.

@@ -12,7 +12,8 @@
 /// - the kernels' form, derived from the blocks: one signed byte per weight (SignedBytes codec:
 ///   the code minus 128 for float-minimum grids, the code minus the zero code for symmetric ones)
 ///   and each group's float scale d*sc and minimum -(dmin*m) (exact products), so the integer-dot
-///   kernels run on K-quants as on any block format.
+///   kernels run on K-quants as on any block format. (For decode the CPU backend also keeps row
+///   panels of the codes in the type's own 4, 5 or 6 bits: backends/panel.hpp.)
 ///
 /// | type | code bits | group | grid of a group                | scale code sc     | min code m |
 /// |------|-----------|-------|--------------------------------|-------------------|------------|

@@ -160,6 +160,22 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
 #endif
     }
 
+    /// A kept panel's bit-plane mask (panel.hpp): 64 bits, little-endian, at `at`.
+    QFORGE_INLINE static __mmask64 plane_mask(const std::uint8_t* at) noexcept {
+        std::uint64_t m;
+        std::memcpy(&m, at, 8);
+        return _cvtu64_mask64(m);
+    }
+
+    /// Bit 4 (and 5) of byte step `step` added to the nibbles `v` where its plane mask is set:
+    /// the planes of a kept chunk (panel.hpp) start at `planes`, `plane_bytes` apart.
+    template <int Bits>
+    QFORGE_INLINE static __m512i widen(__m512i v, const std::uint8_t* planes, int plane_bytes, int step) noexcept {
+        if constexpr (Bits >= 5) v = _mm512_mask_add_epi8(v, plane_mask(planes + 8 * step), v, _mm512_set1_epi8(16));
+        if constexpr (Bits >= 6) v = _mm512_mask_add_epi8(v, plane_mask(planes + plane_bytes + 8 * step), v, _mm512_set1_epi8(32));
+        return v;
+    }
+
     /// 16 per-lane terms (halfs or floats) of a kept panel set as floats.
     QFORGE_INLINE static __m512 panel_terms(const PanelSet& s, const std::uint8_t* at) noexcept {
         if (s.half) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
@@ -169,10 +185,13 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
     /// The recipe over kept panel p (panel.hpp, PanelSet) for one activation: per 64 bytes of
     /// codes one load and one vpdpbusd per code plane (nibbles: low and high), the 4 activation
     /// bytes broadcast from memory; four accumulators so the dot products do not wait on each
-    /// other (integer sums: the order does not matter). The float steps are
-    /// Kernels::panel_gemv_plain's, lane by lane, so outputs equal the scalar oracle bit for bit.
-    template <ZeroPoint Zero, bool Nibbles, class Codec>
+    /// other (integer sums: the order does not matter). 5- and 6-bit codes: each nibble vector
+    /// gets bit 4 (and 5) from a 64-bit mask by a byte-masked add, no extra shuffle. The float
+    /// steps are Kernels::panel_gemv_plain's, lane by lane, so outputs equal the scalar oracle
+    /// bit for bit.
+    template <ZeroPoint Zero, int Bits, class Codec>
     [[gnu::noinline]] static void panel_gemv(Codec, const PanelSet& s, int p, const QuantizedActivation& a, float* y) noexcept {
+        static_assert(Bits == 4 || Bits == 5 || Bits == 6 || Bits == 8, "qforge: kept panels hold 4, 5, 6 or 8-bit codes");
         constexpr bool float_min = Zero == ZeroPoint::float_min;
         const std::uint8_t* w = s.panel_codes(p);
         const int valid = s.rows - p * panel_rows;
@@ -187,20 +206,27 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
                 const int chunks = panel_chunks(a, g, k);
                 const std::int8_t* x = a.slots(sub);
                 __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
+                // a sub-block of at most 16 positions is half a chunk (kept_half_chunk): 2 nibble
+                // steps (4 byte steps) and 4 masks per plane
+                const int nsteps = kept_half_chunk(a, g, k) ? 2 : 4;
                 for (int c = 0; c < chunks; ++c, x += panel_chunk) {
-                    if constexpr (Nibbles) {
-#pragma GCC unroll 4
-                        for (int j = 0; j < 4; j += 2, w += 128) {
-                            const __m512i v0 = _mm512_load_si512(reinterpret_cast<const void*>(w));
-                            const __m512i v1 = _mm512_load_si512(reinterpret_cast<const void*>(w + 64));
-                            d0 = dpbusd_broadcast(d0, _mm512_and_si512(v0, low), x + 8 * j);
-                            d1 = dpbusd_broadcast(d1, _mm512_and_si512(_mm512_srli_epi16(v0, 4), low), x + 8 * j + 4);
-                            d2 = dpbusd_broadcast(d2, _mm512_and_si512(v1, low), x + 8 * j + 8);
-                            d3 = dpbusd_broadcast(d3, _mm512_and_si512(_mm512_srli_epi16(v1, 4), low), x + 8 * j + 12);
+                    if constexpr (Bits < 8) {
+                        const std::uint8_t* planes = w + 64 * nsteps;
+                        const int plane_bytes = 16 * nsteps;
+#pragma GCC unroll 2
+                        for (int j = 0; j < nsteps; j += 2) {
+                            // unaligned loads: a 5-bit half chunk is 160 bytes
+                            const __m512i v0 = _mm512_loadu_si512(reinterpret_cast<const void*>(w + 64 * j));
+                            const __m512i v1 = _mm512_loadu_si512(reinterpret_cast<const void*>(w + 64 * j + 64));
+                            d0 = dpbusd_broadcast(d0, widen<Bits>(_mm512_and_si512(v0, low), planes, plane_bytes, 2 * j), x + 8 * j);
+                            d1 = dpbusd_broadcast(d1, widen<Bits>(_mm512_and_si512(_mm512_srli_epi16(v0, 4), low), planes, plane_bytes, 2 * j + 1), x + 8 * j + 4);
+                            d2 = dpbusd_broadcast(d2, widen<Bits>(_mm512_and_si512(v1, low), planes, plane_bytes, 2 * j + 2), x + 8 * j + 8);
+                            d3 = dpbusd_broadcast(d3, widen<Bits>(_mm512_and_si512(_mm512_srli_epi16(v1, 4), low), planes, plane_bytes, 2 * j + 3), x + 8 * j + 12);
                         }
+                        w += 16 * Bits * nsteps;
                     } else {
-#pragma GCC unroll 8
-                        for (int j = 0; j < 8; j += 4, w += 256) {
+#pragma GCC unroll 2
+                        for (int j = 0; j < 2 * nsteps; j += 4, w += 256) {
                             d0 = dpbusd_broadcast(d0, _mm512_load_si512(reinterpret_cast<const void*>(w)), x + 4 * j);
                             d1 = dpbusd_broadcast(d1, _mm512_load_si512(reinterpret_cast<const void*>(w + 64)), x + 4 * j + 4);
                             d2 = dpbusd_broadcast(d2, _mm512_load_si512(reinterpret_cast<const void*>(w + 128)), x + 4 * j + 8);
