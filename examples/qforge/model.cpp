@@ -157,7 +157,12 @@ Model Model::open(const ModelOptions& options) {
         const auto cfg = qforge::llama::detail::read_json((d / "config.json").string());
         if (const auto* b = cfg.find("bos_token_id"); b && b->is_number()) hf_bos = int(b->as_int());
         if (const auto* e = cfg.find("eos_token_id"); e && e->is_number()) hf_eos = int(e->as_int());
-        if (tokenizer.empty()) tokenizer = (d / "tokenizer.json").string();
+        if (tokenizer.empty()) {
+            tokenizer = (d / "tokenizer.json").string();
+            if (!fs::exists(tokenizer))
+                throw qforge::FileError(d.string(), "has no tokenizer.json (a checkpoint qforge exported from a GGUF or llama2.c model carries "
+                                                    "none): pass --tokenizer with the original model's (its GGUF, tokenizer.json or tokenizer.bin)");
+        }
     } else if (m.kind_ == "gguf") {
         auto file = std::make_shared<qforge::io::GgufFile>(qforge::io::GgufFile::open(m.path_));
         m.source_ = std::make_shared<qforge::llama::GgufSource>(*file);

@@ -65,6 +65,9 @@ check "$work/gptq_q4_k.gguf" 0.01
 # dequantized as AutoGPTQ's/AutoAWQ's reference code unpacks it equals qforge's import
 "$qforge" quantize --model "$model" --scheme gptq:w4g64s,act --calib-tokens 512 --format gptq --out "$work/gptq"
 "$qforge" quantize --model "$model" --scheme awq:w4g64a --calib-tokens 512 --format awq --out "$work/awq"
+# a directory exported from a GGUF carries no tokenizer: said so, with the remedy
+if "$qforge" ppl --model "$work/gptq" --max-tokens 64 > /dev/null 2> "$work/err"; then echo "FAIL: a directory without a tokenizer was accepted"; exit 1; fi
+grep -qF "has no tokenizer.json" "$work/err" && grep -qF "pass --tokenizer" "$work/err" || { echo "FAIL: $(cat "$work/err")"; exit 1; }
 for ck in gptq awq; do
   "$qforge" convert --model "$work/$ck" --tokenizer "$model" --outtype f32 --format gguf --out "$work/${ck}_f32.gguf" > /dev/null
   "$python" "$src/tests/peer/hf_checkpoint.py" "$work/$ck" "$work/${ck}_f32.gguf"

@@ -767,6 +767,13 @@ BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
                                       "tensor model.layers.0.self_attn.q_proj.scales is [2, 32]", "needs [4, 32]"}));
     with_config("\"bits\":4", "\"bits\":8");
     BOOST_TEST(qtest::has_all(load(), {dir + "/model.safetensors", "layer model.layers.0.self_attn.q_proj (blk.0.attn_q.weight)", "8-bit", "qweight is [4, 32]"}));
+    // packed tensors, but no quantization_config anywhere: said so, not "no tensor q_proj.weight"
+    std::ofstream(dir + "/config.json") << cfg_text.substr(0, cfg_text.find(",\"quantization_config\"")) << "}";
+    fs::rename(dir + "/quantize_config.json", dir + "/saved.json");
+    BOOST_TEST(qtest::has_all(load(), {dir, "model.layers.0.self_attn.q_proj.qweight (blk.0.attn_q.weight) is GPTQ/AWQ-packed",
+                                      "config.json has no quantization_config"}));
+    fs::rename(dir + "/saved.json", dir + "/quantize_config.json");
+    BOOST_TEST(load() == "(no error)");  // AutoGPTQ's file beside it is enough
     std::ofstream(dir + "/config.json") << cfg_text;
     BOOST_TEST(load() == "(no error)");
     fs::remove_all(dir);

@@ -282,6 +282,9 @@ private:
     std::pair<const io::SafetensorsFile&, const io::SafetensorsTensor&> find(const std::string& name) const {
         const std::string hf = hf_name(name);
         const auto it = where_.find(hf);
+        if (it == where_.end() && !quant_ && where_.count(hf_base(name) + ".qweight"))
+            throw FileError(label_, "tensor " + hf_base(name) + ".qweight (" + name + ") is GPTQ/AWQ-packed, but config.json has no "
+                                    "quantization_config (nor is there a quantize_config.json or quant_config.json beside it)");
         if (it == where_.end()) throw FileError(label_, "no tensor named '" + hf + "' (" + name + ")");
         const auto& file = *shards_[it->second];
         return {file, file.tensor(hf)};
