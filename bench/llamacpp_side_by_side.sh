@@ -7,7 +7,8 @@
 # Its llama-quantize makes Q4_0, F32, Q8_0 and Q4_K_M files from the cached Q4_1 GGUF (--allow-requantize:
 # the Q4_1 values dequantized and rounded again; speed is what is compared here, not quality).
 # qforge's bench_model then runs its own variants and those files as stored (Q4_K_M: its Q5_0,
-# Q4_K and Q6_K tensors in place through their kernel form, formats/gguf_kq.hpp).
+# Q4_K and Q6_K tensors in place: prompts through their kernel form, formats/gguf_kq.hpp; decode over
+# row panels kept in each type's own 4-6 bits, backends/panel.hpp).
 #
 # Usage: bench/llamacpp_side_by_side.sh [BUILD_DIR]   (BUILD_DIR: where bench_model is built,
 # default build/ci-release). Env: QFORGE_THREADS (default 2), QFORGE_BENCH_PROMPT (512),
