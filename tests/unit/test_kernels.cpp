@@ -141,7 +141,7 @@ void check_format(const Case& c, unsigned seed) {
             gemv_panels<F>(*kept, x, yk, isa, 2);
             BOOST_TEST(bitwise_equal(yk, y_scalar), what << " gemv over kept panels on " << isa_name(isa)
                                                        << (fns.panel_gemv_kernel ? " (vector kernel)" : " (plain loops)")
-                                                       << (kept->half ? ", half terms" : ", float terms"));
+                                                       << (kept->span > 0 ? ", factored terms" : kept->half ? ", half terms" : ", float terms"));
         }
         // every path of the GEMM: the row kernels, the row panels (plain loops on the scalar
         // backend, the vector panel kernel where there is one), and the automatic choice
@@ -260,6 +260,15 @@ void check_kept_width(int bits, int zero_code) {
     // codes: 3 panels of 16 rows x 512 positions at `bits` bits each
     BOOST_TEST(std::size_t(kept->panels()) * kept->code_bytes == std::size_t(3 * 16 * 512 * bits / 8), F::name());
     if (simd::avx512_vnni::available()) BOOST_TEST(row_functions<F>(Isa::avx512_vnni).panel_gemv_kernel, F::name());
+    // the group terms: a two-level type's d·sc (and -(dmin·m)) factored back into a half per
+    // 256 weights and an int8 per group, exactly (check_format runs such sets against the
+    // oracle); Q5_0/Q5_1's d and m are halfs themselves
+    if constexpr (F::T::two_level) {
+        BOOST_TEST(kept->span == 256 / F::T::group, F::name());
+        BOOST_TEST(kept->scale.size() == std::size_t(3 * 16 * (cols / F::T::group)), F::name());
+    } else {
+        BOOST_TEST(kept->half, F::name());
+    }
 }
 BOOST_AUTO_TEST_CASE(k_quant_kept_panels_are_narrow) {
     check_kept_width<Q2_K>(4, 0);

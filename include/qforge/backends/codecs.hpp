@@ -199,6 +199,9 @@ struct DerivedBytesTraits {
     /// code_offset + 128) in 4, 5 or 6 bits, not the kernel form's byte.
     static constexpr int panel_code_bits = F::T::bits <= 4 ? 4 : F::T::bits;
     static constexpr int panel_code_offset = 128 - F::code_offset;
+    /// Kept panels factor the group terms d·sc, -(dmin·m) back into a half per super-block and
+    /// int8 per group (panel.hpp compact_panel_terms) for the two-level types.
+    static constexpr int panel_term_span = F::T::two_level ? F::block_weights / F::T::group : 0;
 
     [[gnu::always_inline]] static int rows(const View& v) noexcept { return v.rows; }
     [[gnu::always_inline]] static int cols(const View& v) noexcept { return v.cols; }

@@ -15,6 +15,8 @@
 /// past the panel's valid rows hold 0 (the activation's slots there are 0 as well).
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -127,37 +129,55 @@ struct PanelTerms {
 ///   - a sub-block of at most 16 positions (kept_half_chunk) takes half a chunk: the first half
 ///     of the steps (bytes: 4; nibbles: 2, then per plane 4 masks, at 128 + 32q + 8s).
 /// Per-lane terms are [panel][group][16]: `scale` (and `min` for ZeroPoint::float_min) as IEEE
-/// half when every one of the matrix's converts exactly (`half`: GGUF's fp16 d and m), else
-/// float; `zero` as int32 (ZeroPoint::integer). Lanes past the last row hold zero codes and
-/// terms; their outputs are never stored.
+/// half when every one of the matrix's converts exactly (`half`: GGUF's fp16 d and m); else, when
+/// each is exactly a half times a small integer shared by `span` consecutive groups (`span` > 0:
+/// the K-quants' d·sc and -(dmin·m), one d per 256 weights), as int8 multipliers [panel][group][16]
+/// in `scale`/`min` and half bases [panel][group / span][16] in `scale_base`/`min_base`, the
+/// float product of the two being the term bit for bit; else float. `zero` as int32
+/// (ZeroPoint::integer). Lanes past the last row hold zero codes and terms; their outputs are
+/// never stored.
 struct PanelSet {
     int rows = 0, cols = 0;
     int group_length = 0, groups = 0;
     int code_bits = 8;                  ///< 4, 5, 6 or 8 (layout above)
     int code_offset = 0;                ///< subtracted from each kernel code before it is kept
     bool half = false;
+    int span = 0;                       ///< groups per half base of factored terms; 0: not factored
     ZeroPoint zero_kind = ZeroPoint::symmetric;
     int zero_code = 0;                  ///< z of a symmetric grid, minus code_offset
     std::size_t code_bytes = 0;         ///< per panel
     std::unique_ptr<std::uint8_t[]> storage;
     std::uint8_t* codes = nullptr;      ///< panels() x code_bytes, 64-byte aligned
-    std::vector<std::uint8_t> scale;    ///< panels() x groups x 16 halfs or floats
+    std::vector<std::uint8_t> scale;    ///< panels() x groups x 16 halfs, floats or int8 multipliers
     std::vector<std::uint8_t> min;      ///< same, ZeroPoint::float_min only
+    std::vector<std::uint8_t> scale_base, min_base;  ///< panels() x groups/span x 16 halfs (factored terms only)
     std::vector<std::int32_t> zero;     ///< panels() x groups x 16, ZeroPoint::integer only
 
     int panels() const noexcept { return (rows + panel_rows - 1) / panel_rows; }
     /// Bytes held (codes and terms), for memory reports.
     std::size_t bytes() const noexcept {
-        return std::size_t(panels()) * code_bytes + scale.size() + min.size() + zero.size() * sizeof(std::int32_t);
+        return std::size_t(panels()) * code_bytes + scale.size() + min.size() + scale_base.size() + min_base.size() +
+               zero.size() * sizeof(std::int32_t);
     }
     const std::uint8_t* panel_codes(int p) const noexcept { return codes + std::size_t(p) * code_bytes; }
-    std::size_t term_bytes() const noexcept { return half ? 2 : 4; }
-    /// Entry (panel p, group g, lane 0) of a per-lane term array.
+    std::size_t term_bytes() const noexcept { return span > 0 ? 1 : half ? 2 : 4; }
+    /// Entry (panel p, group g, lane 0) of a per-lane term array (multipliers, if factored).
     const std::uint8_t* terms(const std::vector<std::uint8_t>& t, int p, int g) const noexcept {
         return t.data() + (std::size_t(p) * std::size_t(groups) + std::size_t(g)) * panel_rows * term_bytes();
     }
+    /// Entry (panel p, group g's span, lane 0) of `scale_base` or `min_base` (factored terms).
+    const std::uint8_t* bases(const std::vector<std::uint8_t>& b, int p, int g) const noexcept {
+        const std::size_t spans = std::size_t((groups + span - 1) / span);
+        return b.data() + (std::size_t(p) * spans + std::size_t(g / span)) * panel_rows * 2;
+    }
+    /// Term (scale or min, with its bases) of lane `lane`, group g of panel p, as a float.
     float term(const std::vector<std::uint8_t>& t, int p, int g, int lane) const noexcept {
         const std::uint8_t* at = terms(t, p, g) + std::size_t(lane) * term_bytes();
+        if (span > 0) {
+            std::uint16_t h;
+            std::memcpy(&h, bases(&t == &scale ? scale_base : min_base, p, g) + std::size_t(lane) * 2, 2);
+            return half_to_float(h) * float(std::int8_t(*at));
+        }
         if (half) {
             std::uint16_t h;
             std::memcpy(&h, at, 2);
@@ -181,10 +201,43 @@ struct PanelSet {
     }
 };
 
+namespace detail {
+/// A half base b and int8 multipliers k with float(b) * k == t bit for bit for every term t of
+/// `n` (a lane's terms over one span), or false. Any such pair gives the same floats, so the
+/// base is searched from the largest term: t_max / k for k = ±1 .. ±128 (Q6_K's sc is any int8).
+inline bool factor_terms(const float* t, int n, std::uint16_t& base, std::int8_t* k) noexcept {
+    int top = 0;
+    for (int i = 1; i < n; ++i)
+        if (std::fabs(t[i]) > std::fabs(t[top])) top = i;
+    const auto fits = [&](float b) {
+        for (int i = 0; i < n; ++i) {
+            const float r = b == 0.0f ? 0.0f : std::nearbyint(t[i] / b);
+            if (!(r >= -128.0f && r <= 127.0f)) return false;
+            const float q = float(int(r));  // as the kernels convert the int8: no -0
+            const float back = b * q;
+            if (std::memcmp(&back, &t[i], 4) != 0) return false;
+            k[i] = std::int8_t(q);
+        }
+        return true;
+    };
+    for (int m = 1; m <= 128; ++m)
+        for (const int sign : {1, -1}) {
+            // t_max = 0 (every term ±0): a base of ±1 and k = 0 give ±0 by the base's sign
+            const float b = t[top] == 0.0f ? float(sign) : t[top] / float(sign * m);
+            const std::uint16_t h = float_to_half(b);
+            if (half_to_float(h) != b || !std::isfinite(b)) continue;
+            if (fits(b)) return base = h, true;
+        }
+    return false;
+}
+}  // namespace detail
+
 /// After every panel is built with float terms: stores them as halfs when each converts exactly
-/// (bit for bit, so the kernels' half-to-float conversion gives them back), halving their bytes.
-inline void compact_panel_terms(PanelSet& s) {
-    if (s.half) return;
+/// (bit for bit, so the kernels' half-to-float conversion gives them back), halving their bytes;
+/// else, for `span` > 0, as half bases per `span` groups and int8 multipliers when every lane's
+/// terms factor so exactly (the K-quants': a quarter of the float bytes and a little more).
+inline void compact_panel_terms(PanelSet& s, int span = 0) {
+    if (s.half || s.span > 0) return;
     const auto exact = [](const std::vector<std::uint8_t>& t) {
         for (std::size_t i = 0; i < t.size(); i += 4) {
             float f;
@@ -194,7 +247,36 @@ inline void compact_panel_terms(PanelSet& s) {
         }
         return true;
     };
-    if (!exact(s.scale) || !exact(s.min)) return;
+    const bool halves = exact(s.scale) && exact(s.min);
+    if (!halves && span > 0 && span <= 256 && s.groups % span == 0) {
+        // all or nothing: the kernels read one kind of term per set
+        const std::size_t spans = std::size_t(s.groups / span), panels = std::size_t(s.panels());
+        std::vector<std::uint8_t> k_scale(panels * std::size_t(s.groups) * panel_rows), k_min(s.min.empty() ? 0 : k_scale.size());
+        std::vector<std::uint8_t> b_scale(panels * spans * panel_rows * 2), b_min(s.min.empty() ? 0 : b_scale.size());
+        const auto factor = [&](const std::vector<std::uint8_t>& t, std::vector<std::uint8_t>& k, std::vector<std::uint8_t>& b) {
+            float lane[256];
+            std::int8_t mult[256];
+            for (std::size_t p = 0; p < panels; ++p)
+                for (std::size_t sp = 0; sp < spans; ++sp)
+                    for (std::size_t i = 0; i < std::size_t(panel_rows); ++i) {
+                        for (std::size_t j = 0; j < std::size_t(span); ++j)
+                            std::memcpy(&lane[j], t.data() + ((p * std::size_t(s.groups) + sp * std::size_t(span) + j) * panel_rows + i) * 4, 4);
+                        std::uint16_t base;
+                        if (!detail::factor_terms(lane, span, base, mult)) return false;
+                        std::memcpy(b.data() + ((p * spans + sp) * panel_rows + i) * 2, &base, 2);
+                        for (std::size_t j = 0; j < std::size_t(span); ++j)
+                            k[(p * std::size_t(s.groups) + sp * std::size_t(span) + j) * panel_rows + i] = std::uint8_t(mult[j]);
+                    }
+            return true;
+        };
+        if (factor(s.scale, k_scale, b_scale) && (s.min.empty() || factor(s.min, k_min, b_min))) {
+            s.scale = std::move(k_scale), s.min = std::move(k_min);
+            s.scale_base = std::move(b_scale), s.min_base = std::move(b_min);
+            s.span = span;
+            return;
+        }
+    }
+    if (!halves) return;
     const auto shrink = [](std::vector<std::uint8_t>& t) {
         std::vector<std::uint8_t> h(t.size() / 2);
         for (std::size_t i = 0; i < t.size() / 4; ++i) {

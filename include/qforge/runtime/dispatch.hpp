@@ -259,7 +259,8 @@ std::shared_ptr<const PanelSet> build_panel_set(const typename F::Packed& w, Isa
     parallel_for(std::size_t(s->panels()), threads, [&](std::size_t p0, std::size_t p1) {
         fns.build_panels(view, int(p0), int(p1), *s);
     }, grain_for(std::size_t(w.cols) * panel_rows * 4));
-    compact_panel_terms(*s);
+    if constexpr (requires { FormatTraits<F>::panel_term_span; }) compact_panel_terms(*s, FormatTraits<F>::panel_term_span);
+    else compact_panel_terms(*s);
     return s;
 }
 

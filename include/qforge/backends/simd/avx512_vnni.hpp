@@ -176,8 +176,14 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
         return v;
     }
 
-    /// 16 per-lane terms (halfs or floats) of a kept panel set as floats.
-    QFORGE_INLINE static __m512 panel_terms(const PanelSet& s, const std::uint8_t* at) noexcept {
+    /// The 16 per-lane terms `t` (s.scale or s.min; `base`: its bases) of group g of kept panel p
+    /// as floats: halfs, floats, or half base x int8 multiplier (factored: exact, panel.hpp).
+    QFORGE_INLINE static __m512 panel_term(const PanelSet& s, const std::vector<std::uint8_t>& t, const std::vector<std::uint8_t>& base, int p,
+                                           int g) noexcept {
+        const std::uint8_t* at = s.terms(t, p, g);
+        if (s.span > 0)
+            return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.bases(base, p, g)))),
+                                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at)))));
         if (s.half) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
         return _mm512_loadu_ps(reinterpret_cast<const float*>(at));
     }
@@ -241,8 +247,8 @@ struct Primitives<Simd<simd::avx512_vnni>> : simd::detail::X86<simd::avx512_vnni
                     centred = _mm512_sub_epi32(centred, _mm512_mullo_epi32(_mm512_loadu_si512(s.zeros(p, g)), _mm512_set1_epi32(a.sum[std::size_t(sub)])));
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(a.scale[std::size_t(sub)]), _mm512_cvtepi32_ps(centred), acc);
             }
-            out = _mm512_fmadd_ps(panel_terms(s, s.terms(s.scale, p, g)), acc, out);
-            if constexpr (float_min) out = _mm512_fmadd_ps(panel_terms(s, s.terms(s.min, p, g)), _mm512_set1_ps(a.group_sum[std::size_t(g)]), out);
+            out = _mm512_fmadd_ps(panel_term(s, s.scale, s.scale_base, p, g), acc, out);
+            if constexpr (float_min) out = _mm512_fmadd_ps(panel_term(s, s.min, s.min_base, p, g), _mm512_set1_ps(a.group_sum[std::size_t(g)]), out);
         }
         _mm512_mask_storeu_ps(y, keep, out);
     }
