@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -220,7 +221,14 @@ inline bool factor_terms(const float* t, int n, std::uint16_t& base, std::int8_t
         }
         return true;
     };
-    for (int m = 1; m <= 128; ++m)
+    // b = t_max / m is a half only if m's odd part divides the odd part of t_max's significand
+    // and leaves at most 11 bits (a half's significand): an integer test before any float one
+    const std::uint32_t top_bits = std::bit_cast<std::uint32_t>(std::fabs(t[top]));
+    std::uint32_t odd_sig = (top_bits & 0x7fffffu) | ((top_bits >> 23) != 0 ? 0x800000u : 0u);
+    if (odd_sig != 0) odd_sig >>= std::countr_zero(odd_sig);
+    for (int m = 1; m <= 128; ++m) {
+        const std::uint32_t odd_m = std::uint32_t(m) >> std::countr_zero(std::uint32_t(m));
+        if (odd_sig != 0 && (odd_sig % odd_m != 0 || odd_sig / odd_m >= 2048u)) continue;
         for (const int sign : {1, -1}) {
             // t_max = 0 (every term ±0): a base of ±1 and k = 0 give ±0 by the base's sign
             const float b = t[top] == 0.0f ? float(sign) : t[top] / float(sign * m);
@@ -228,6 +236,7 @@ inline bool factor_terms(const float* t, int n, std::uint16_t& base, std::int8_t
             if (half_to_float(h) != b || !std::isfinite(b)) continue;
             if (fits(b)) return base = h, true;
         }
+    }
     return false;
 }
 }  // namespace detail
