@@ -3,6 +3,7 @@
 // action. `qforge convert`: the same writers with no scheme (every weight kept, or --outtype).
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <qforge/io/output_path.hpp>
 #include <qforge/container/llama/container.hpp>
@@ -41,6 +43,32 @@ struct QuantizeOptions {
 
 /// The model's tokenizer as GGUF metadata, from the file it was read from (by content, as
 /// Model::open recognises it): a GGUF file's tokenizer.* keys, a llama2.c tokenizer.bin, or a
+/// The GGUF writer's fallbacks ("TENSOR: why: written as TYPE") on stderr: each line when there
+/// are a few; else one line per reason with its count and first tensors (a type mix on a model
+/// whose rows are not whole super-blocks falls back for most tensors, SmolLM2's Q4_K_M for 180).
+void print_fallbacks(const std::vector<std::string>& fallbacks) {
+    constexpr std::size_t each_up_to = 8, names_shown = 3;
+    if (fallbacks.size() <= each_up_to) {
+        for (const auto& f : fallbacks) std::fprintf(stderr, "qforge: fallback: %s\n", f.c_str());
+        return;
+    }
+    std::vector<std::pair<std::string, std::vector<std::string>>> reasons;  // in first-seen order
+    for (const auto& f : fallbacks) {
+        const auto cut = f.find(": ");
+        const std::string name = cut == std::string::npos ? f : f.substr(0, cut), why = cut == std::string::npos ? "" : f.substr(cut + 2);
+        auto it = std::find_if(reasons.begin(), reasons.end(), [&](const auto& r) { return r.first == why; });
+        if (it == reasons.end()) it = reasons.insert(reasons.end(), {why, {}});
+        it->second.push_back(name);
+    }
+    std::fprintf(stderr, "qforge: %zu tensors fell back to another type:\n", fallbacks.size());
+    for (const auto& [why, names] : reasons) {
+        std::string list;
+        for (std::size_t i = 0; i < std::min(names.size(), names_shown); ++i) list += (i ? ", " : "") + names[i];
+        if (names.size() > names_shown) list += ", ...";
+        std::fprintf(stderr, "qforge: fallback: %s: %zu tensor%s (%s)\n", why.c_str(), names.size(), names.size() == 1 ? "" : "s", list.c_str());
+    }
+}
+
 /// Hugging Face tokenizer.json (byte-level BPE; BOS/EOS and their flags as the model applies them).
 qforge::io::GgufMetadata gguf_tokenizer_of(const Model& model) {
     const std::string& path = model.tokenizer_path();
@@ -236,7 +264,7 @@ int run(QuantizeOptions opt) {
     bar.finish();
     if (calibrated_bar) calibrated_bar->finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (const auto& f : fallbacks) std::fprintf(stderr, "qforge: fallback: %s\n", f.c_str());
+    print_fallbacks(fallbacks);
 
     // bits per weight as every command counts them (docs/conventions.md): Linear::bytes() of the
     // decoder's layers as qforge holds them once it reads the file back (as eval counts models);

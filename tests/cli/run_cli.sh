@@ -88,8 +88,18 @@ grep -q "blk.0.attn_q.weight: scheme 'rtn:w4g32a' packs into a layout no GGUF ty
 
 # llama.cpp's type mixes and importance matrices: the types per tensor (llama-quantize's own
 # choice is checked in peer.gguf_export), an imatrix file of each form, and the refusals
-"$q" convert --mix Q4_K_M --format gguf --out "$tmp/m.gguf" --json > "$tmp/mix.json" 2> /dev/null
+"$q" convert --mix Q4_K_M --format gguf --out "$tmp/m.gguf" --json > "$tmp/mix.json" 2> "$tmp/mix.err"
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['matrix_types']=={'F16':5,'Q5_0':28,'Q8_0':3}, d" "$tmp/mix.json"
+# 35 fallbacks: one stderr line per reason with its count and first tensors, not 35 lines
+python3 - "$tmp/mix.json" "$tmp/mix.err" <<'PY' || fail "grouped fallbacks: $(cat "$tmp/mix.err")"
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+lines = [l for l in open(sys.argv[2]).read().splitlines() if l.startswith('qforge: fallback: ')]
+assert f"qforge: {d['fallbacks']} tensors fell back to another type:" in open(sys.argv[2]).read() and d['fallbacks'] == 35, d
+counts = [int(re.search(r': (\d+) tensors? \(', l).group(1)) for l in lines]
+assert len(lines) == 4 and sum(counts) == 35, lines
+assert any('written as Q5_0, as llama-quantize falls back: 28 tensors (blk.0.attn_q.weight, blk.0.attn_k.weight, blk.0.attn_v.weight, ...)' in l for l in lines), lines
+PY
 "$q" imatrix --calib-tokens 512 --chunk 128 --out "$tmp/im.gguf" --json > "$tmp/im.json"
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert (d['entries'],d['tokens'],d['chunks'])==(35,512,4), d" "$tmp/im.json"
 "$q" imatrix --calib-tokens 512 --format dat --out "$tmp/im.dat" > /dev/null
