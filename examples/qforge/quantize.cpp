@@ -103,7 +103,15 @@ int run(QuantizeOptions opt) {
     if (opt.scheme.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --mix, --override)");
     const bool gguf = opt.format == "gguf";
     const bool hf = opt.format == "gptq" || opt.format == "gptq_v2" || opt.format == "awq";  // a Hugging Face checkpoint directory
-    // the output first: a file, or for a checkpoint a new (or empty) directory
+    // the output first: a file, or for a checkpoint a new (or empty) directory, which an --out
+    // named like one of the files (x.safetensors) is not meant to be
+    if (hf) {
+        const std::string ext = std::filesystem::path(opt.out).extension().string();
+        for (const char* file_ext : {".safetensors", ".gguf", ".bin", ".json"})
+            if (ext == file_ext)
+                throw CLI::ValidationError("--out", "'" + opt.out + "': --format " + opt.format + " writes a directory (model.safetensors, config.json, ...), and this names a file; give a directory, e.g. '" +
+                                                        std::filesystem::path(opt.out).replace_extension().string() + "/'");
+    }
     if (const auto why = hf ? qforge::llama::detail::output_dir_problem(opt.out) : qforge::io::output_path_problem(opt.out); !why.empty())
         throw CLI::ValidationError("--out", "'" + opt.out + "': " + why);
     // every action is checked before any work

@@ -107,9 +107,10 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert (d['entries'
 "$q" generate --model "$tmp/qi.gguf" --max-tokens 20 --json | grep -q '"text":"Once upon a time' || fail "imatrix q4_0 generate"
 refused() {  # EXPECTED_TEXT ARGS...: the command fails, says so, and writes nothing
   local want=$1; shift
-  if "$q" "$@" --out "$tmp/r.gguf" > /dev/null 2> "$tmp/err"; then fail "accepted: $*"; fi
+  # no extension: a file for --format gguf/qforge, a directory for gptq/awq
+  if "$q" "$@" --out "$tmp/r_out" > /dev/null 2> "$tmp/err"; then fail "accepted: $*"; fi
   grep -qF -- "$want" "$tmp/err" || fail "$*: $(cat "$tmp/err")"
-  [ ! -e "$tmp/r.gguf" ] && [ ! -e "$tmp/r.gguf.tmp" ] || fail "refused command left a file: $*"
+  [ ! -e "$tmp/r_out" ] && [ ! -e "$tmp/r_out.tmp" ] || fail "refused command left a file: $*"
 }
 refused "unknown type mix 'q4_k_x'" convert --mix q4_k_x --format gguf
 refused "--scheme rtn:q4_0 must be on that grid (e.g. gptq:q4_k)" quantize --mix q4_k_m --scheme rtn:q4_0 --format gguf
@@ -122,6 +123,10 @@ refused "--mix gives each tensor its own type" convert --mix q4_k_m --format gpt
 refused "blk.0.ffn_gate.weight (172 x 64): GPTQ packs zero points into int32 words: 172 outputs of 4 bits" quantize --scheme rtn:w4g32s --format gptq
 refused "blk.0.attn_q.weight is stored as dense 4-bit with float minimums ('m')" quantize --scheme rtn:w4g32m --format gptq_v2
 refused "AWQ's GEMM layout is 4-bit" convert --outtype w8g32a --format awq
+# a checkpoint is a directory: an --out that names a file (x.safetensors) is refused, not made a directory
+if "$q" convert --outtype w4g32s --format gptq --out "$tmp/x.safetensors" > /dev/null 2> "$tmp/err"; then fail "gptq --out x.safetensors accepted"; fi
+grep -qF "writes a directory" "$tmp/err" && grep -qF "x.safetensors" "$tmp/err" || fail "gptq file-like --out: $(cat "$tmp/err")"
+[ ! -e "$tmp/x.safetensors" ] || fail "gptq file-like --out left something"
 mkdir -p "$tmp/full/x"
 if "$q" convert --outtype w4g32s --format gptq --out "$tmp/full" > /dev/null 2> "$tmp/err"; then fail "non-empty output directory accepted"; fi
 grep -qF "exists and is not empty" "$tmp/err" || fail "non-empty directory: $(cat "$tmp/err")"
