@@ -41,8 +41,6 @@ struct QuantizeOptions {
     bool convert = false;  ///< `qforge convert`: no scheme needed
 };
 
-/// The model's tokenizer as GGUF metadata, from the file it was read from (by content, as
-/// Model::open recognises it): a GGUF file's tokenizer.* keys, a llama2.c tokenizer.bin, or a
 /// The GGUF writer's fallbacks ("TENSOR: why: written as TYPE") on stderr: each line when there
 /// are a few; else one line per reason with its count and first tensors (a type mix on a model
 /// whose rows are not whole super-blocks falls back for most tensors, SmolLM2's Q4_K_M for 180).
@@ -69,6 +67,8 @@ void print_fallbacks(const std::vector<std::string>& fallbacks) {
     }
 }
 
+/// The model's tokenizer as GGUF metadata, from the file it was read from (by content, as
+/// Model::open recognises it): a GGUF file's tokenizer.* keys, a llama2.c tokenizer.bin, or a
 /// Hugging Face tokenizer.json (byte-level BPE; BOS/EOS and their flags as the model applies them).
 qforge::io::GgufMetadata gguf_tokenizer_of(const Model& model) {
     const std::string& path = model.tokenizer_path();
