@@ -1,4 +1,5 @@
 #define BOOST_TEST_MODULE awq
+#include <bit>
 // AWQ: folding scales leaves the FP32 model unchanged; α = 0 without clipping is RTN exactly; on a
 // layer with planted salient input channels AWQ's output error is at most 0.8x RTN's; the clip
 // search never does worse than no clipping and picks each group's least error (against a plain
@@ -229,6 +230,29 @@ BOOST_AUTO_TEST_CASE(coarse_to_fine_alpha_search) {
         AwqOptions d = full;
         d.coarse_step = AwqOptions{}.coarse_step;
         BOOST_TEST(awq_search_scales({{w}}, l.mean_abs, l.h, spec, d).alpha == all.alpha, grid);
+    }
+}
+
+// Grid points are measured on threads of their own: every point's error, and so the choice,
+// must not depend on how many threads share them (nor on which thread took which point).
+BOOST_AUTO_TEST_CASE(alpha_search_does_not_depend_on_threads) {
+    const auto l = planted(16, 93);
+    const auto spec = parse_scheme("rtn:w4g32a").spec;
+    const MatrixView<const float> w(l.w.data(), std::size_t(l.rows), std::size_t(l.cols));
+    for (const int step : {1, 5}) {
+        AwqOptions one;
+        one.backend = Backend::cpu(best_isa(), 1);
+        one.coarse_step = step;
+        const auto base = awq_search_scales({{w}, {w}}, l.mean_abs, l.h, spec, one);
+        for (const int threads : {2, 3, 7}) {
+            AwqOptions o = one;
+            o.backend = Backend::cpu(best_isa(), threads);
+            const auto got = awq_search_scales({{w}, {w}}, l.mean_abs, l.h, spec, o);
+            for (std::size_t i = 0; i < base.error.size(); ++i)
+                BOOST_TEST((std::bit_cast<std::uint64_t>(got.error[i]) == std::bit_cast<std::uint64_t>(base.error[i])),
+                           "step " << step << " threads " << threads << " point " << i);
+            BOOST_TEST(got.alpha == base.alpha);
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 #define BOOST_TEST_MODULE rtn
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <random>
 #include <limits>
 
 #include "common.hpp"
@@ -45,6 +48,40 @@ BOOST_AUTO_TEST_CASE(asymmetric_float_min_by_hand) {
     BOOST_TEST(q.mins[0] == -1.0f);
     BOOST_TEST(q.scales[0] == 4.0f / 15.0f);
     BOOST_TEST((q.codes == std::vector<std::uint8_t>{0, 12, 6, 15}));  // 0, 11.625->12, 5.625->6, 15
+}
+
+// group_range's lane-wise scans against the plain ones they replace (std::minmax_element's
+// first minimum and last maximum; the first value of largest magnitude), bit for bit: every
+// length 1..80 (a partial last lane, none, several), ties between +a and -a in different lanes,
+// signed zeros at either end, NaN and infinity.
+BOOST_AUTO_TEST_CASE(group_range_equals_the_plain_scans) {
+    const auto bits = [](float v) { return std::bit_cast<std::uint32_t>(v); };
+    const QuantSpec asym{4, 0, ZeroPoint::integer, ScaleType::f32}, sym{4, 0, ZeroPoint::symmetric, ScaleType::f32};
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> pick(0, 9);
+    const float specials[] = {0.0f, -0.0f, 1.5f, -1.5f, 3.0f, -3.0f, std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::infinity(), 0.25f, -0.25f};
+    int checked = 0;
+    for (int n = 1; n <= 80; ++n)
+        for (int trial = 0; trial < 40; ++trial) {
+            std::vector<float> v(static_cast<std::size_t>(n));
+            for (auto& x : v) {
+                const int k = pick(rng);
+                // mostly small finite values, sometimes a special (NaN and infinity rarer)
+                x = k < 6 ? specials[std::size_t(pick(rng) % 6)] * float(1 + pick(rng)) / 4.0f : specials[std::size_t(k)];
+                if (trial < 20 && !std::isfinite(x)) x = 0.5f;
+            }
+            const auto [lo_it, hi_it] = std::minmax_element(v.begin(), v.end());
+            const GroupRange a = group_range(v, asym);
+            BOOST_TEST_REQUIRE((bits(a.lo) == bits(*lo_it) || (std::isnan(a.lo) && std::isnan(*lo_it))), "n " << n << " trial " << trial);
+            BOOST_TEST_REQUIRE((bits(a.hi) == bits(*hi_it) || (std::isnan(a.hi) && std::isnan(*hi_it))), "n " << n << " trial " << trial);
+            float extreme = 0.0f;
+            for (const float x : v)
+                if (std::fabs(x) > std::fabs(extreme)) extreme = x;
+            BOOST_TEST_REQUIRE(bits(group_range(v, sym).extreme) == bits(extreme), "n " << n << " trial " << trial);
+            ++checked;
+        }
+    BOOST_TEST(checked == 80 * 40);
 }
 
 BOOST_AUTO_TEST_CASE(all_equal_and_zero_groups) {

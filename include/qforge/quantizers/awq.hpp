@@ -255,10 +255,15 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
     // on how many points are measured with it: the BLAS's result can depend on the row count.)
     std::size_t rows_per_point = 0;
     for (const auto& m : measured) rows_per_point += m.weight.size();
-    std::vector<float> d(rows_per_point * C), df(d.size());
-    const auto measure = [&](int i) {
-        if (!std::isnan(best.error[std::size_t(i)])) return;
+    // Grid points are measured on threads of their own, each point's work (its rounding and its
+    // products) on one thread: the products are small (a stack of ~2.5K rows times 64 columns of
+    // H on SmolLM2), and cutting each one across 2 cores sped the search up 1.73x where whole
+    // points give 1.8-1.9x (SmolLM2, 2026-12-05). A point's error is computed the same on any
+    // thread (the BLAS's tiles depend on the shape alone).
+    const auto measure = [&](int i, std::vector<float>& d, std::vector<float>& df) {
         const auto s = scales_at(i);
+        d.resize(rows_per_point * C);
+        df.resize(d.size());
         std::size_t at = 0;  // rows of the stack so far
         for (const auto& m : measured) {
             scaled_rtn_error_into(MatrixView<const float>(m.w.data(), m.weight.size(), C), s, *m.spec, o.backend, d.data() + at * C);
@@ -274,6 +279,15 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         }
         best.error[std::size_t(i)] = e;
     };
+    const auto measure_all = [&](const std::vector<int>& points) {
+        std::vector<int> todo;
+        for (const int i : points)
+            if (std::isnan(best.error[std::size_t(i)])) todo.push_back(i);
+        parallel_for(todo.size(), o.backend.threads(), [&](std::size_t p0, std::size_t p1) {
+            std::vector<float> d, df;
+            for (std::size_t p = p0; p < p1; ++p) measure(todo[p], d, df);
+        }, 1);
+    };
     // the least measured error, the first grid point on ties (NaN errors never win)
     const auto argmin = [&] {
         int k = -1;
@@ -282,10 +296,14 @@ inline AwqScales awq_search_scales(const std::vector<AwqLayer>& layers, const st
         return k;
     };
     const int step = std::max(1, o.coarse_step);
-    for (int i = 0; i < o.grid; i += step) measure(i);
+    std::vector<int> coarse;
+    for (int i = 0; i < o.grid; i += step) coarse.push_back(i);
+    measure_all(coarse);
     if (step > 1) {
         const int k = std::max(0, argmin());
-        for (int i = std::max(0, k - (step - 1)); i <= std::min(o.grid - 1, k + (step - 1)); ++i) measure(i);
+        std::vector<int> fine;
+        for (int i = std::max(0, k - (step - 1)); i <= std::min(o.grid - 1, k + (step - 1)); ++i) fine.push_back(i);
+        measure_all(fine);
     }
     const int k = argmin();
     best.alpha = float(std::max(k, 0)) / float(o.grid);

@@ -67,16 +67,89 @@ struct GroupRange {
     bool empty = true;
 };
 
+namespace detail {
+/// Lanes of the vector min/max scans: independent accumulators whose `x < m ? x : m` the
+/// compiler turns into vector min/max (that expression is exactly minps/vminps, NaN and all);
+/// a scalar scan through one accumulator is one dependent min per weight, and was 70% of the
+/// AWQ α search's rounding (perf, SmolLM2, 2026-12-05).
+inline constexpr std::size_t scan_lanes = 16;
+
+/// The least and greatest of `v` (non-empty) as values, lane by lane; false (lo, hi unset)
+/// when `v` holds a NaN or an infinity, whose order std::minmax_element defines its own way.
+inline bool lane_min_max(std::span<const float> v, float& lo, float& hi) {
+    constexpr std::size_t L = scan_lanes;
+    const std::size_t n = v.size();
+    lo = v[0], hi = v[0];
+    float finite = 0.0f;  // x - x: NaN once any x is NaN or infinite
+    std::size_t i = 0;
+    if (n >= L) {
+        float l[L], h[L], f[L] = {};
+        for (std::size_t j = 0; j < L; ++j) l[j] = h[j] = v[j];
+        for (i = 0; i + L <= n; i += L)
+            for (std::size_t j = 0; j < L; ++j) {
+                const float x = v[i + j];
+                l[j] = x < l[j] ? x : l[j];
+                h[j] = x > h[j] ? x : h[j];
+                f[j] += x - x;
+            }
+        for (std::size_t j = 0; j < L; ++j) {
+            lo = l[j] < lo ? l[j] : lo;
+            hi = h[j] > hi ? h[j] : hi;
+            finite += f[j];
+        }
+    }
+    for (; i < n; ++i) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+        finite += v[i] - v[i];
+    }
+    return finite == 0.0f;
+}
+
+/// The greatest |v|, lane by lane (NaN ignored unless in v[0..L)).
+inline float lane_max_abs(std::span<const float> v) {
+    constexpr std::size_t L = scan_lanes;
+    const std::size_t n = v.size();
+    float m = 0.0f;
+    std::size_t i = 0;
+    if (n >= L) {
+        float a[L] = {};
+        for (i = 0; i + L <= n; i += L)
+            for (std::size_t j = 0; j < L; ++j) {
+                const float x = std::fabs(v[i + j]);
+                a[j] = x > a[j] ? x : a[j];
+            }
+        for (std::size_t j = 0; j < L; ++j) m = a[j] > m ? a[j] : m;
+    }
+    for (; i < n; ++i) m = std::fabs(v[i]) > m ? std::fabs(v[i]) : m;
+    return m;
+}
+}  // namespace detail
+
 inline GroupRange group_range(std::span<const float> values, const QuantSpec& spec) {
     GroupRange r;
     if (values.empty()) return r;
     r.empty = false;
     if (spec.codebook || spec.zero == ZeroPoint::symmetric) {
-        for (const float v : values)
+        // the sign of the extreme decides the scale's: the first value of largest magnitude,
+        // found by a scan for the maximum's first occurrence
+        const float m = detail::lane_max_abs(values);
+        if (m > 0.0f && std::isfinite(m)) {
+            for (const float v : values)
+                if (std::fabs(v) == m) {
+                    r.extreme = v;
+                    return r;
+                }
+        }
+        for (const float v : values)  // NaN, infinity or all zeros: the plain scan's answer
             if (std::fabs(v) > std::fabs(r.extreme)) r.extreme = v;
     } else {
-        const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
-        r.lo = *lo_it, r.hi = *hi_it;
+        // -0 and +0 compare equal but are stored differently: a zero end (or a NaN, an infinity)
+        // takes the plain scan's first minimum and last maximum
+        if (!detail::lane_min_max(values, r.lo, r.hi) || r.lo == 0.0f || r.hi == 0.0f) {
+            const auto [lo_it, hi_it] = std::minmax_element(values.begin(), values.end());
+            r.lo = *lo_it, r.hi = *hi_it;
+        }
     }
     return r;
 }
