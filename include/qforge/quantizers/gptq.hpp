@@ -78,6 +78,48 @@ struct GptqResult {
     }
 };
 
+namespace detail {
+/// U, the upper Cholesky factor of H^{-1}, for H permuted into processing order (`order`), its
+/// diagonal replaced by `diag` (dead inputs at 1) plus damping `damp` * mean(diag); the damping
+/// doubles (up to 10 times) until H is positive definite, and `note` says so. Throws InvalidData
+/// when it never is.
+struct GptqFactor {
+    std::vector<float> u;  ///< cols x cols, row-major
+    float damp = 0.0f;     ///< the damping fraction finally used
+    std::string note;
+};
+inline GptqFactor gptq_inverse_factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp,
+                                      const Backend& backend) {
+    const std::size_t C = order.size();
+    const int threads = backend.threads();
+    GptqFactor f;
+    // No copy of H is kept: the permuted, damped H is built straight into the buffer that the
+    // factorisation turns into U (rebuilt on a retry), so GPTQ holds H (the caller's), U and U^T.
+    double mean_diag = 0.0;
+    for (std::size_t i = 0; i < C; ++i) mean_diag += double(diag[std::size_t(order[i])]);
+    mean_diag /= double(C);
+    f.u.resize(C * C);
+    std::vector<float>& u = f.u;
+    for (int attempt = 0;; ++attempt) {
+        const float add = float(double(damp) * mean_diag);
+        parallel_for(C, threads, [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const std::size_t oi = std::size_t(order[i]);
+                for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
+                u[i * C + i] = diag[oi] + add;
+            }
+        }, grain_for(C));
+        if (linalg::inverse_cholesky_upper_in_place(u, int(C), backend)) break;
+        if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
+        const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
+        f.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
+        damp = next;
+    }
+    f.damp = damp;
+    return f;
+}
+}  // namespace detail
+
 /// `w` rows x cols (out x in features), `hessian` cols x cols (symmetric).
 inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<float>& hessian, const QuantSpec& spec,
                                 const GptqOptions& o = {}) {
@@ -94,8 +136,6 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
 
     GptqResult res;
-    // No copy of H is kept: the permuted, damped H is built straight into the buffer that the
-    // factorisation turns into U (rebuilt on a retry), so GPTQ holds H (the caller's), U and U^T.
     std::vector<float> wk(w.rows * C);  // working copy, processing order, error-fed
     std::vector<bool> dead(C, false);
     std::vector<float> diag(C);
@@ -122,28 +162,10 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
             }
     }, grain_for(C));
 
-    // damping, raised until the factorisation succeeds
-    double mean_diag = 0.0;
-    for (std::size_t i = 0; i < C; ++i) mean_diag += double(diag[std::size_t(order[i])]);
-    mean_diag /= double(C);
-    std::vector<float> u(C * C);
-    float damp = o.damp;
-    for (int attempt = 0;; ++attempt) {
-        const float add = float(double(damp) * mean_diag);
-        parallel_for(C, threads, [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                const std::size_t oi = std::size_t(order[i]);
-                for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
-                u[i * C + i] = diag[oi] + add;
-            }
-        }, grain_for(C));
-        if (linalg::inverse_cholesky_upper_in_place(u, cols, o.backend)) break;
-        if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
-        const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
-        res.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
-        damp = next;
-    }
-    res.damp = damp;
+    auto factor = detail::gptq_inverse_factor(hessian, order, diag, o.damp, o.backend);
+    std::vector<float>& u = factor.u;
+    res.note += factor.note;
+    res.damp = factor.damp;
 
     // groups: in processing order (dynamic) or in the original order (static)
     const int g = spec.group_length(cols);

@@ -1,0 +1,162 @@
+#pragma once
+/// @file
+/// Weighted k-means for vector-quantization codebooks: k-means++ seeding (Arthur & Vassilvitskii,
+/// SODA 2007), then Lloyd iterations, under the distance Σ_j h_j (x_j − c_j)² with one
+/// non-negative weight per dimension (GPTQ-PQ passes the Hessian diagonal of the sub-vector's
+/// input columns, so a dimension whose input is larger counts for more).
+///
+/// Deterministic for a seed on every platform: the random numbers come from SplitMix64 and are
+/// mapped to [0, 1) by hand (the standard distributions are implementation-defined), sums are in
+/// double and in point order, and ties go to the lowest centroid index.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qforge/core/error.hpp"
+
+namespace qforge {
+
+/// SplitMix64 (Steele, Lea & Flood, OOPSLA 2014): a 64-bit state, one output per step.
+struct SplitMix64 {
+    std::uint64_t state;
+    std::uint64_t next() noexcept {
+        std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    double uniform() noexcept { return double(next() >> 11) * 0x1.0p-53; }
+};
+
+struct KmeansOptions {
+    int iterations = 25;       ///< Lloyd iterations at most (stops earlier when no point moves)
+    std::uint64_t seed = 0;    ///< k-means++'s random choices
+};
+
+struct KmeansResult {
+    std::vector<float> centroids;   ///< k x d, row-major
+    std::vector<std::uint16_t> assignment;  ///< per point, its centroid (k <= 65536)
+    double inertia = 0.0;           ///< Σ over points of the weighted squared distance to its centroid
+    int iterations = 0;             ///< Lloyd iterations run
+};
+
+namespace detail {
+inline double weighted_sq(const float* x, const float* c, const float* h, int d) noexcept {
+    double s = 0.0;
+    for (int j = 0; j < d; ++j) {
+        const double e = double(x[j]) - double(c[j]);
+        s += double(h[j]) * e * e;
+    }
+    return s;
+}
+/// The nearest of k centroids (k x d) to x, the lowest index on ties; its distance in `dist`.
+inline int nearest_centroid(const float* x, const float* centroids, int k, const float* h, int d, double& dist) noexcept {
+    int best = 0;
+    double bd = std::numeric_limits<double>::infinity();
+    for (int c = 0; c < k; ++c) {
+        const double v = weighted_sq(x, centroids + std::size_t(c) * std::size_t(d), h, d);
+        if (v < bd) bd = v, best = c;
+    }
+    dist = bd;
+    return best;
+}
+}  // namespace detail
+
+/// k-means of `points` (count x d, row-major) into k centroids under the weights `h`: d values
+/// shared by every point, or count x d (each point's own, e.g. the Hessian diagonal of the
+/// columns it came from); each >= 0 and finite, and a centroid moves to its points' weighted
+/// mean per dimension (the plain mean where a dimension's weights are all zero). Fewer distinct
+/// points than k leaves some centroids repeated; a cluster that empties keeps its centroid.
+/// Throws InvalidArgument for k < 1, k > 65536, d < 1, a size mismatch or a bad weight,
+/// InvalidData for a non-finite point.
+inline KmeansResult kmeans(std::span<const float> points, int d, int k, std::span<const float> h, const KmeansOptions& o = {}) {
+    if (d < 1 || k < 1 || k > 65536) throw InvalidArgument("k-means: needs d >= 1 and 1 <= k <= 65536, got d = " + std::to_string(d) + ", k = " + std::to_string(k));
+    if (points.size() % std::size_t(d) != 0 || points.empty())
+        throw InvalidArgument("k-means: " + std::to_string(points.size()) + " values are not a positive number of " + std::to_string(d) + "-dimensional points");
+    const std::size_t n = points.size() / std::size_t(d), D = std::size_t(d);
+    if (h.size() != D && h.size() != n * D)
+        throw InvalidArgument("k-means: " + std::to_string(h.size()) + " weights for " + std::to_string(n) + " points of " + std::to_string(d) +
+                              " dimensions (d or count x d)");
+    for (const float v : h)
+        if (!(v >= 0.0f) || !std::isfinite(v)) throw InvalidArgument("k-means: a weight is negative or not finite");
+    for (const float v : points)
+        if (!std::isfinite(v)) throw InvalidData("k-means: a point has a non-finite coordinate");
+    const float* x = points.data();
+    const bool per_point = h.size() != D || n == 1;
+    const auto wt = [&](std::size_t i) { return h.data() + (per_point ? i * D : 0); };
+
+    KmeansResult r;
+    r.centroids.resize(std::size_t(k) * D);
+    r.assignment.assign(n, 0);
+    SplitMix64 rng{o.seed};
+    // k-means++: the first centre uniformly, each next one with probability proportional to a
+    // point's distance to its nearest centre so far
+    std::vector<double> nearest(n);
+    std::size_t first = std::min(n - 1, std::size_t(rng.uniform() * double(n)));
+    std::copy_n(x + first * D, D, r.centroids.data());
+    for (std::size_t i = 0; i < n; ++i) nearest[i] = detail::weighted_sq(x + i * D, r.centroids.data(), wt(i), d);
+    for (int c = 1; c < k; ++c) {
+        double total = 0.0;
+        for (const double v : nearest) total += v;
+        std::size_t pick = 0;
+        if (total > 0.0) {
+            const double target = rng.uniform() * total;
+            double run = 0.0;
+            pick = n - 1;
+            for (std::size_t i = 0; i < n; ++i) {
+                run += nearest[i];
+                if (run > target && nearest[i] > 0.0) {
+                    pick = i;
+                    break;
+                }
+            }
+        } else {
+            rng.next();  // every point is a centre already: repeat the first
+        }
+        float* cc = r.centroids.data() + std::size_t(c) * D;
+        std::copy_n(x + pick * D, D, cc);
+        for (std::size_t i = 0; i < n; ++i) nearest[i] = std::min(nearest[i], detail::weighted_sq(x + i * D, cc, wt(i), d));
+    }
+    // Lloyd: assign, then move each centre to its points' weighted mean, dimension by dimension
+    std::vector<double> sum(std::size_t(k) * D), wsum(sum.size()), plain(sum.size());
+    std::vector<std::size_t> count(static_cast<std::size_t>(k));
+    bool moved = true;
+    for (int it = 0; it <= o.iterations && moved; ++it) {
+        moved = false;
+        r.inertia = 0.0;
+        for (std::size_t i = 0; i < n; ++i) {
+            double dist = 0.0;
+            const int c = detail::nearest_centroid(x + i * D, r.centroids.data(), k, wt(i), d, dist);
+            if (it == 0 || r.assignment[i] != std::uint16_t(c)) moved = true;
+            r.assignment[i] = std::uint16_t(c);
+            r.inertia += dist;
+        }
+        if (!moved || it == o.iterations) break;
+        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(wsum.begin(), wsum.end(), 0.0);
+        std::fill(plain.begin(), plain.end(), 0.0);
+        std::fill(count.begin(), count.end(), 0);
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t c = r.assignment[i];
+            const float* wi = wt(i);
+            ++count[c];
+            for (std::size_t j = 0; j < D; ++j) {
+                sum[c * D + j] += double(wi[j]) * double(x[i * D + j]);
+                wsum[c * D + j] += double(wi[j]);
+                plain[c * D + j] += double(x[i * D + j]);
+            }
+        }
+        for (std::size_t c = 0; c < std::size_t(k); ++c)
+            if (count[c])
+                for (std::size_t j = 0; j < D; ++j)
+                    r.centroids[c * D + j] = float(wsum[c * D + j] > 0.0 ? sum[c * D + j] / wsum[c * D + j] : plain[c * D + j] / double(count[c]));
+        r.iterations = it + 1;
+    }
+    return r;
+}
+
+}  // namespace qforge
