@@ -19,6 +19,7 @@
 
 #include "qforge/backends/fp32.hpp"
 #include "qforge/backends/kernels.hpp"
+#include "qforge/backends/pq.hpp"
 #include "qforge/backends/scalar/primitives.hpp"
 #include "qforge/backends/simd/arch.hpp"
 #include "qforge/core/parallel.hpp"
@@ -147,12 +148,13 @@ struct Fp32Functions {
     QuantizeSubFn quantize_sub = nullptr;
     void (*softmax)(float*, int, float) noexcept = nullptr;
     void (*swiglu)(float*, const float*, std::size_t) noexcept = nullptr;
+    PqGemvFn pq_gemv = nullptr;  ///< row blocks of a product-quantized GEMV (backends/pq.hpp)
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
     return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
-            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu};
+            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
@@ -179,6 +181,15 @@ inline Fp32Functions fp32_functions(Isa isa) {
 #endif
         default: return fp32_functions_of<Scalar>();
     }
+}
+
+/// y = W x for product-quantized W (backends/pq.hpp's kernel form): `x` has k.cols entries, `y`
+/// k.rows; row blocks of 64 split over `threads` (0: all). Bit-identical on every instruction set
+/// and thread count (the oracle's arithmetic). Throws InvalidArgument for an unusable `isa`.
+inline void pq_gemv(const PqKernel& k, const float* x, float* y, Isa isa, int threads = 0) {
+    const PqGemvFn fn = fp32_functions(isa).pq_gemv;
+    const std::size_t work = std::size_t(k.positions) * std::size_t(k.col_blocks) * (64 + std::size_t(k.n_pad * k.d));
+    parallel_for(std::size_t(k.row_blocks), threads, [&](std::size_t b0, std::size_t b1) { fn(k, x, y, b0, b1); }, grain_for(work));
 }
 
 namespace detail {
