@@ -202,6 +202,50 @@ void BM_GemvKept(benchmark::State& state) {
     state.counters["vs_rows"] = benchmark::Counter(rows_seconds, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// Product-quantized GEMV through the codebooks (backends/pq.hpp): args rows, cols, d, n,
+/// centroid bits, isa. Random codes and codebooks (the kernel's work does not depend on them).
+/// GB/s counts the bytes the kernel reads (codes as bytes, centroids as floats: `read_bits` per
+/// weight); `stored_bits` is the packed format's bits per weight (formats/pq.hpp).
+void BM_GemvPq(benchmark::State& state) {
+    const int rows = int(state.range(0)), cols = int(state.range(1));
+    const qforge::PqSpec spec{int(state.range(2)), int(state.range(3)), 1024, int(state.range(4))};
+    const auto isa = qforge::Isa(state.range(5));
+    if (!qforge::isa_usable(isa)) {
+        state.SkipWithError("instruction set not usable on this machine");
+        return;
+    }
+    qforge::PqMatrix m(spec, rows, cols);
+    const auto vals = weights(std::size_t(m.codebooks()) * std::size_t(spec.n) * std::size_t(spec.d), 3);
+    for (int b = 0; b < m.codebooks(); ++b) m.set_codebook(b, vals.data() + std::size_t(b) * std::size_t(spec.n) * std::size_t(spec.d));
+    std::uint64_t z = 1;
+    for (auto& c : m.codes) c = std::uint16_t((z = z * 6364136223846793005ull + 1442695040888963407ull) >> 58) % std::uint16_t(spec.n);
+    std::vector<qforge::PqKernel> copies{qforge::PqKernel::from(m)};
+    const std::size_t bytes = copies[0].bytes();
+    while (copies.size() < std::max<std::size_t>(2, working_set() / bytes + 1)) copies.push_back(copies[0]);
+    const auto x = weights(std::size_t(cols), 2);
+    std::vector<float> y(static_cast<std::size_t>(rows));
+    std::size_t i = 0;
+    for (auto _ : state) {
+        qforge::pq_gemv(copies[i], x.data(), y.data(), isa, g_threads);
+        benchmark::DoNotOptimize(y.data());
+        i = (i + 1) % copies.size();
+    }
+    state.SetLabel(std::string(qforge::isa_name(isa)) + ", " + std::to_string(copies.size()) + " copies");
+    report(state, double(bytes));
+    state.counters["read_bits"] = double(bytes) * 8.0 / (double(rows) * double(cols));
+    state.counters["stored_bits"] = m.bits_per_weight();
+}
+void shapes_pq(benchmark::internal::Benchmark* b) {
+    const long best = long(qforge::best_isa());
+    for (long isa : {1L, best})
+        for (const auto& a : std::vector<std::vector<long>>{{4096, 4096, 2, 64, 16}, {4096, 4096, 2, 64, 8}, {4096, 4096, 4, 256, 16}}) {
+            auto args = a;
+            args.push_back(isa);
+            b->Args(args);
+        }
+    b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 template <class F>
 void BM_Dequantize(benchmark::State& state) {
     const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
@@ -244,6 +288,7 @@ BENCHMARK(BM_Gemv<qforge::Dense<3>>)->Apply(shapes);
 BENCHMARK(BM_Gemv<qforge::Dense<8>>)->Apply(shapes);
 BENCHMARK(BM_Gemv<qforge::Q4_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_Gemv<qforge::Dense<4>>)->Name("BM_Gemv<Dense<4>>/isa")->Apply(every_isa);
+BENCHMARK(BM_GemvPq)->Apply(shapes_pq);
 BENCHMARK(BM_GemvKept<qforge::Q4_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_GemvKept<qforge::Q8_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_GemvKept<qforge::Q5_0>)->Apply(shapes_q4_0);
