@@ -246,6 +246,49 @@ void shapes_pq(benchmark::internal::Benchmark* b) {
     b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+/// The randomized Hadamard transform of one activation vector (linalg/hadamard.hpp), the run-time
+/// cost of `,had` per token and layer input: args width, isa (0 scalar oracle). `vs_gemv`: this
+/// transform's time as a fraction of a 4-bit (Dense<4>, g128) GEMV of a width x width layer on
+/// the same instruction set and threads, measured just before (best of 5 passes).
+void BM_Hadamard(benchmark::State& state) {
+    const int n = int(state.range(0));
+    const auto isa = qforge::Isa(state.range(1));
+    if (!qforge::isa_usable(isa)) {
+        state.SkipWithError("instruction set not usable on this machine");
+        return;
+    }
+    const qforge::HadamardTransform t(n, 1);
+    const auto fn = qforge::fp32_functions(isa).hadamard;
+    auto x = weights(std::size_t(n), 2);
+    std::vector<float> tmp(static_cast<std::size_t>(n));
+    double gemv_seconds = 1e30;
+    {
+        const auto w = weights(std::size_t(n) * std::size_t(n), 1);
+        const auto q = qforge::RtnQuantizer(bench_spec<qforge::Dense<4>>(128)).quantize(qforge::MatrixView<const float>(w.data(), std::size_t(n), std::size_t(n)));
+        const auto packed = qforge::Dense<4>::pack(q);
+        std::vector<float> y(static_cast<std::size_t>(n));
+        for (int pass = 0; pass < 5; ++pass) {
+            const auto t0 = std::chrono::steady_clock::now();
+            qforge::gemv<qforge::Dense<4>>(packed, x, y, isa, g_threads);
+            gemv_seconds = std::min(gemv_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : state) {
+        fn(t, x.data(), tmp.data(), false);
+        benchmark::DoNotOptimize(x.data());
+    }
+    const double each = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(state.iterations());
+    state.SetLabel(std::string(qforge::isa_name(isa)) + ", " + std::to_string(t.m) + " x " + std::to_string(t.pow2));
+    state.counters["vs_gemv"] = each / gemv_seconds;
+    state.counters["gemv_us"] = gemv_seconds * 1e6;
+}
+void shapes_hadamard(benchmark::internal::Benchmark* b) {
+    for (long isa : {0L, long(qforge::best_isa())})
+        for (long n : {576L, 1536L, 4096L}) b->Args({n, isa});
+    b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 template <class F>
 void BM_Dequantize(benchmark::State& state) {
     const int rows = int(state.range(0)), cols = int(state.range(1)), group = int(state.range(2));
@@ -289,6 +332,7 @@ BENCHMARK(BM_Gemv<qforge::Dense<8>>)->Apply(shapes);
 BENCHMARK(BM_Gemv<qforge::Q4_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_Gemv<qforge::Dense<4>>)->Name("BM_Gemv<Dense<4>>/isa")->Apply(every_isa);
 BENCHMARK(BM_GemvPq)->Apply(shapes_pq);
+BENCHMARK(BM_Hadamard)->Apply(shapes_hadamard);
 BENCHMARK(BM_GemvKept<qforge::Q4_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_GemvKept<qforge::Q8_0>)->Apply(shapes_q4_0);
 BENCHMARK(BM_GemvKept<qforge::Q5_0>)->Apply(shapes_q4_0);

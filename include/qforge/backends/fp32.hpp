@@ -12,6 +12,7 @@
 
 #include "qforge/backends/activation.hpp"
 #include "qforge/backends/backend.hpp"
+#include "qforge/linalg/hadamard.hpp"
 
 namespace qforge {
 
@@ -90,6 +91,9 @@ struct Fp32Kernels<Scalar> {
         for (int r = r0; r < r1; ++r)
             for (int t = 0; t < n; ++t) y[std::size_t(t) * ldy + std::size_t(r)] = dot(w + std::size_t(r) * ldw, x + std::size_t(t) * ldx, cols);
     }
+
+    /// The randomized Hadamard transform in place: the oracle (linalg/hadamard.hpp).
+    static void hadamard(const HadamardTransform& t, float* x, float* tmp, bool transpose) noexcept { rht_apply(t, x, tmp, transpose); }
 };
 
 }  // namespace qforge
@@ -316,6 +320,73 @@ struct Fp32Kernels<Simd<Arch>> {
                     }
                 }
             }
+        }
+    }
+
+    /// The randomized Hadamard transform (linalg/hadamard.hpp's rht_apply, the oracle): the same
+    /// adds, subtractions and products per value in the same order, `lanes` values at a time;
+    /// the mixing across runs keeps four outputs' sums in registers over each chunk.
+    static void hadamard(const HadamardTransform& t, float* x, float* tmp, bool transpose) noexcept {
+        const std::size_t n = std::size_t(t.n), P = std::size_t(t.pow2), M = std::size_t(t.m), L = std::size_t(lanes);
+        const auto scale_by = [&](const float* f) {
+            std::size_t i = 0;
+            for (; i + L <= n; i += L) (batch::load_unaligned(x + i) * batch::load_unaligned(f + i)).store_unaligned(x + i);
+            for (; i < n; ++i) x[i] *= f[i];
+        };
+        const auto scale_all = [&] {
+            const batch sc(t.scale);
+            std::size_t i = 0;
+            for (; i + L <= n; i += L) (batch::load_unaligned(x + i) * sc).store_unaligned(x + i);
+            for (; i < n; ++i) x[i] *= t.scale;
+        };
+        const auto butterflies = [&] {
+            for (std::size_t a = 0; a < M; ++a) {
+                float* v = x + a * P;
+                for (std::size_t h = 1; h < P; h *= 2)
+                    for (std::size_t i = 0; i < P; i += 2 * h) {
+                        std::size_t j = 0;
+                        if (h >= L)
+                            for (; j < h; j += L) {
+                                const batch u = batch::load_unaligned(v + i + j), w = batch::load_unaligned(v + i + j + h);
+                                (u + w).store_unaligned(v + i + j);
+                                (u - w).store_unaligned(v + i + j + h);
+                            }
+                        for (; j < h; ++j) {
+                            const float u = v[i + j], w = v[i + j + h];
+                            v[i + j] = u + w;
+                            v[i + j + h] = u - w;
+                        }
+                    }
+            }
+        };
+        const auto mix = [&] {
+            if (M == 1) return;
+            const auto plus = [&](std::size_t a, std::size_t c) { return (transpose ? t.hm[c * M + a] : t.hm[a * M + c]) > 0; };
+            if (P % L != 0 || M % 4 != 0) {
+                rht_mix_plain(t, x, tmp, transpose);
+                return;
+            }
+            for (std::size_t a = 0; a < M; a += 4)
+                for (std::size_t b = 0; b < P; b += L) {
+                    batch acc[4] = {batch(0.0f), batch(0.0f), batch(0.0f), batch(0.0f)};
+                    for (std::size_t c = 0; c < M; ++c) {
+                        const batch in = batch::load_unaligned(x + c * P + b);
+                        for (std::size_t k = 0; k < 4; ++k) acc[k] = plus(a + k, c) ? acc[k] + in : acc[k] - in;
+                    }
+                    for (std::size_t k = 0; k < 4; ++k) acc[k].store_unaligned(tmp + (a + k) * P + b);
+                }
+            std::copy_n(tmp, n, x);
+        };
+        if (!transpose) {
+            scale_by(t.signs.data());
+            butterflies();
+            mix();
+            scale_all();
+        } else {
+            scale_all();
+            mix();
+            butterflies();
+            scale_by(t.signs.data());
         }
     }
 };

@@ -16,21 +16,9 @@
 #include <vector>
 
 #include "qforge/core/error.hpp"
+#include "qforge/core/random.hpp"
 
 namespace qforge {
-
-/// SplitMix64 (Steele, Lea & Flood, OOPSLA 2014): a 64-bit state, one output per step.
-struct SplitMix64 {
-    std::uint64_t state;
-    std::uint64_t next() noexcept {
-        std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    /// Uniform in [0, 1) with 53 random bits.
-    double uniform() noexcept { return double(next() >> 11) * 0x1.0p-53; }
-};
 
 struct KmeansOptions {
     int iterations = 25;       ///< Lloyd iterations at most (stops earlier when no point moves)

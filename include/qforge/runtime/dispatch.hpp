@@ -20,6 +20,7 @@
 #include "qforge/backends/fp32.hpp"
 #include "qforge/backends/kernels.hpp"
 #include "qforge/backends/pq.hpp"
+#include "qforge/linalg/hadamard.hpp"
 #include "qforge/backends/scalar/primitives.hpp"
 #include "qforge/backends/simd/arch.hpp"
 #include "qforge/core/parallel.hpp"
@@ -149,12 +150,14 @@ struct Fp32Functions {
     void (*softmax)(float*, int, float) noexcept = nullptr;
     void (*swiglu)(float*, const float*, std::size_t) noexcept = nullptr;
     PqGemvFn pq_gemv = nullptr;  ///< row blocks of a product-quantized GEMV (backends/pq.hpp)
+    /// the randomized Hadamard transform in place (linalg/hadamard.hpp): x, n floats of scratch, transpose
+    void (*hadamard)(const HadamardTransform&, float*, float*, bool) noexcept = nullptr;
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
     return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
-            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv};
+            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
