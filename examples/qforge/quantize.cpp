@@ -124,6 +124,9 @@ int run(QuantizeOptions opt) {
         if (action == "f16" && !gguf) throw CLI::ValidationError("--override", "'" + rule + "': f16 is a GGUF type (--format gguf)");
         if (action != "f32" && action != "keep" && action != "f16") {
             const auto s = qforge::parse_scheme(action);
+            if (s.options.hadamard)
+                throw CLI::ValidationError("--override", "'" + rule + "': ',had' layers cannot be written yet (no container, GGUF or checkpoint field holds "
+                                                         "the transform); evaluate them with qforge eval");
             if (qforge::method_of(s).needs_calibration())
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         }
@@ -131,6 +134,9 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    if (scheme && scheme->options.hadamard)
+        throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': ',had' layers cannot be written yet (no container, GGUF or checkpoint field holds "
+                                               "the transform); evaluate them with qforge eval");
     // --mix: llama.cpp's per-tensor types, on the scheme's method (RTN without --scheme)
     const qforge::llama::TypeMix* mix = nullptr;
     if (!opt.mix.empty()) {

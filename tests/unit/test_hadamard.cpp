@@ -9,7 +9,10 @@
 
 #include "common.hpp"
 #include "qforge/linalg/hadamard.hpp"
+#include "qforge/models/llama/model.hpp"
+#include "qforge/quantizers/registry.hpp"
 #include "qforge/runtime/dispatch.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 using namespace qforge;
 
@@ -113,4 +116,99 @@ BOOST_AUTO_TEST_CASE(every_instruction_set_equals_the_oracle) {
             }
         }
     }
+}
+
+// ---- ',had' on schemes and layers ----
+
+BOOST_AUTO_TEST_CASE(scheme_option_round_trips_and_is_refused_where_it_cannot_apply) {
+    for (const char* text : {"rtn:w4g128a,had", "gptq:w4g128a,act,had", "rtn:nf4,had"}) {
+        const auto s = parse_scheme(text);
+        BOOST_TEST(s.options.hadamard, text);
+        BOOST_TEST((parse_scheme(to_string(s)) == s), text);
+    }
+    BOOST_TEST(!parse_scheme("rtn:w4g128a").options.hadamard);
+    for (const char* text : {"awq:w4g128a,had", "awq+gptq:w4g128a,had", "rtn:w4g128a,had,had"})
+        BOOST_CHECK_THROW(parse_scheme(text), InvalidArgument);
+    using S = Scheme<Rtn, Int<4>, Group<128>, Asym, Hadamard>;
+    BOOST_TEST(S::text() == "rtn:w4g128a,had");
+}
+
+namespace {
+/// rows x cols weights whose columns 3, 40 and 300 are 20 times larger: the outliers a grid's
+/// range is wasted on without incoherence processing.
+std::vector<float> outlier_weights(int rows, int cols, unsigned seed) {
+    auto w = normal(std::size_t(rows) * std::size_t(cols), seed);
+    for (int r = 0; r < rows; ++r)
+        for (const int c : {3, 40, 300})
+            if (c < cols) w[std::size_t(r) * std::size_t(cols) + std::size_t(c)] *= 20.0f;
+    return w;
+}
+double sq_error(const std::vector<float>& a, const std::vector<float>& b) {
+    double e = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) e += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    return e;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(rtn_with_had_quantizes_the_transformed_weights) {
+    const int rows = 64, cols = 576;
+    const auto w = outlier_weights(rows, cols, 21);
+    const MatrixView<const float> wv(w.data(), std::size_t(rows), std::size_t(cols));
+    QuantizeSettings o;
+    o.backend = Backend::cpu(best_isa(), 2);
+    const auto plain = quantize(wv, parse_scheme("rtn:w4g32a"), {}, o);
+    const auto had = quantize(wv, parse_scheme("rtn:w4g32a,had"), {}, o);
+    BOOST_TEST_REQUIRE(had.input_transform != nullptr);
+    BOOST_TEST(had.input_transform->n == cols);
+    BOOST_TEST(!plain.input_transform);
+    // the codes are of W Tᵀ: RTN of the transformed rows, bit for bit
+    std::vector<float> wt = w, tmp(static_cast<std::size_t>(cols));
+    for (int r = 0; r < rows; ++r) had.input_transform->apply(wt.data() + std::size_t(r) * std::size_t(cols), tmp.data());
+    const auto direct = quantize(MatrixView<const float>(wt.data(), std::size_t(rows), std::size_t(cols)), parse_scheme("rtn:w4g32a"), {}, o);
+    BOOST_TEST(direct.q.codes == had.q.codes);
+    // the compile-time scheme takes the same path
+    const auto ct = quantize<Scheme<Rtn, Int<4>, Group<32>, Asym, Hadamard>>(wv, {}, o);
+    BOOST_TEST(ct.q.codes == had.q.codes);
+    // dequantized in the original space; the outliers no longer spoil their groups
+    const double e_plain = sq_error(plain.dequantize(), w), e_had = sq_error(had.dequantize(), w);
+    BOOST_TEST_MESSAGE("rtn:w4g32a weight error " << e_plain << ", with ',had' " << e_had);
+    BOOST_TEST(e_had < 0.8 * e_plain);
+    // a width without a built-in order is quantized untransformed, and the note says so
+    const auto odd = outlier_weights(8, 172, 22);
+    const auto r = quantize(MatrixView<const float>(odd.data(), 8, 172), parse_scheme("rtn:w4g4a,had"), {}, o);
+    BOOST_TEST(!r.input_transform);
+    BOOST_TEST(r.note.find("without the transform") != std::string::npos, r.note);
+}
+
+BOOST_AUTO_TEST_CASE(a_transformed_layer_multiplies_and_dequantizes_like_the_original) {
+    const int rows = 40, cols = 1536;
+    const auto w = outlier_weights(rows, cols, 23);
+    const auto x = normal(std::size_t(cols) * 3, 24);
+    const Backend backend = Backend::cpu(best_isa(), 2);
+    // FP32: W Tᵀ with T on the input gives W x
+    const auto t = std::make_shared<const HadamardTransform>(cols, 5);
+    std::vector<float> wt = w, tmp(static_cast<std::size_t>(cols));
+    for (int r = 0; r < rows; ++r) t->apply(wt.data() + std::size_t(r) * std::size_t(cols), tmp.data());
+    const llama::Linear fp32(Fp32Matrix{rows, cols, wt}, {}, t);
+    std::vector<float> y(std::size_t(rows) * 3);
+    fp32.forward(MatrixView<const float>(x.data(), 3, std::size_t(cols)), MatrixView<float>(y.data(), 3, std::size_t(rows)), backend);
+    for (int n = 0; n < 3; ++n)
+        for (int r = 0; r < rows; ++r) {
+            double want = 0.0, mag = 0.0;
+            for (int c = 0; c < cols; ++c) {
+                want += double(w[std::size_t(r) * std::size_t(cols) + std::size_t(c)]) * x[std::size_t(n) * std::size_t(cols) + std::size_t(c)];
+                mag += std::fabs(double(w[std::size_t(r) * std::size_t(cols) + std::size_t(c)]) * x[std::size_t(n) * std::size_t(cols) + std::size_t(c)]);
+            }
+            BOOST_TEST_REQUIRE(std::fabs(y[std::size_t(n) * std::size_t(rows) + std::size_t(r)] - want) <= 1e-5 * mag, "token " << n << " row " << r);
+        }
+    BOOST_TEST(fp32.bytes() == std::size_t(rows) * std::size_t(cols) * 4 + 8);
+    // packed: dequantized_linear undoes the transform, equal to QuantizedLayer::dequantize
+    const auto q = quantize(MatrixView<const float>(w.data(), std::size_t(rows), std::size_t(cols)), parse_scheme("rtn:w8g32a,had"), {},
+                            QuantizeSettings{.backend = backend});
+    const llama::Linear packed = llama::packed_linear(q.q, q.column_order, q.input_transform);
+    const auto back = llama::dequantized_linear(packed, backend);
+    BOOST_TEST(std::get<Fp32Matrix>(back.weights()).data == q.dequantize());
+    BOOST_TEST(sq_error(q.dequantize(), w) < 1e-3 * sq_error(std::vector<float>(w.size(), 0.0f), w));
+    BOOST_CHECK_THROW(llama::layout_of(packed), InvalidArgument);  // no stored layout holds it yet
+    BOOST_CHECK_THROW(llama::Linear(Fp32Matrix{rows, 576, std::vector<float>(std::size_t(rows) * 576)}, {}, t), InvalidArgument);
 }

@@ -17,6 +17,9 @@
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
 ///               also for awq+gptq)
 ///             | "dq" (QLoRA's double quantization of the scales: ScaleType::dq8; nf4 only)
+///             | "had" (incoherence processing: the weights quantized after a randomized Hadamard
+///               transform of their inputs, the inputs transformed at run time; rtn and gptq,
+///               whose calibration is a Hessian; linalg/hadamard.hpp)
 /// Scales are fp16, or with "dq" 8-bit double-quantized codes (an fp32-scale option was dropped
 /// from the grammar because no format could store what it asked for). Without "g" the grid is per-channel. `to_string` always writes the zero letter, so canonical
 /// text round-trips exactly.
@@ -94,6 +97,8 @@ struct Clip {};
 struct ActOrder {};
 /// GPTQ with act-order: groups are runs of the original column order.
 struct StaticGroups {};
+/// Incoherence processing: a randomized Hadamard transform on each layer's inputs (`,had`).
+struct Hadamard {};
 /// QLoRA's double quantization of a codebook grid's absmax scales (ScaleType::dq8; NF4).
 struct DoubleQuant {};
 
@@ -103,6 +108,7 @@ struct SchemeOptions {
     bool act_order = false;      ///< GPTQ only
     bool static_groups = false;  ///< GPTQ only
     float damp = 0.01f;          ///< GPTQ only: fraction of the mean Hessian diagonal
+    bool hadamard = false;       ///< `,had`: a randomized Hadamard transform on the inputs (rtn, gptq)
     friend constexpr bool operator==(const SchemeOptions&, const SchemeOptions&) = default;
 };
 
@@ -139,7 +145,7 @@ template <class T>
 concept ZeroTag = requires { { T::zero } -> std::convertible_to<ZeroPoint>; };
 template <class T>
 concept OptionTag = std::is_same_v<T, Clip> || std::is_same_v<T, ActOrder> ||
-                    std::is_same_v<T, StaticGroups> || std::is_same_v<T, DoubleQuant>;
+                    std::is_same_v<T, StaticGroups> || std::is_same_v<T, DoubleQuant> || std::is_same_v<T, Hadamard>;
 }  // namespace detail
 
 /// Canonical text of a runtime scheme.
@@ -168,6 +174,7 @@ inline std::string to_string(const RuntimeScheme& s) {
     if (s.options.clip) out += ",clip";
     if (s.options.act_order) out += ",act";
     if (s.options.static_groups) out += ",static";
+    if (s.options.hadamard) out += ",had";
     if (s.options.damp != 0.01f) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%g", double(s.options.damp));
@@ -270,6 +277,13 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         else if (opt == "f32") return fail("option 'f32' is not offered: packed formats store fp16 scales (or 8-bit ones with 'dq')");
         else if (opt == "act" && gptq) s.options.act_order = true;
         else if (opt == "static" && gptq) s.options.static_groups = true;
+        else if (opt == "had") {
+            // the activation-scaled methods' statistics (mean |x|, neuron targets) are of the
+            // inputs as they are, not transformed
+            if (method->pipeline == Pipeline::activation_scaled)
+                return fail("option 'had' is for rtn and gptq (" + s.method + " scales channels by their own activations, which the transform mixes)");
+            s.options.hadamard = true;
+        }
         else if (opt.substr(0, 5) == "damp=" && gptq) {
             const std::string value(opt.substr(5));
             char* end = nullptr;
@@ -309,7 +323,9 @@ struct Scheme {
     static_assert(detail::ZeroTag<Zero>,
                   "qforge::Scheme: the fourth parameter must be qforge::Sym, qforge::Asym or qforge::AsymMin");
     static_assert((detail::OptionTag<Options> && ...),
-                  "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder, qforge::StaticGroups or qforge::DoubleQuant");
+                  "qforge::Scheme: options must be qforge::Clip, qforge::ActOrder, qforge::StaticGroups, qforge::DoubleQuant or qforge::Hadamard");
+    static_assert(Method::info.pipeline != Pipeline::activation_scaled || !(std::is_same_v<Options, Hadamard> || ...),
+                  "qforge::Scheme: Hadamard (incoherence processing) is an option of rtn and gptq only");
     static_assert(!(std::is_same_v<Options, DoubleQuant> || ...) || detail::supports_double_quant<Bits>(),
                   "qforge::Scheme: DoubleQuant (QLoRA's double quantization of the scales) is for the NF4 grid only");
     static_assert(Method::info.gptq_options ||
@@ -321,7 +337,7 @@ struct Scheme {
                                     (std::is_same_v<Options, DoubleQuant> || ...) ? ScaleType::dq8 : ScaleType::f16,
                                     detail::codebook_of<Bits>()};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
-                                           (std::is_same_v<Options, StaticGroups> || ...), 0.01f};
+                                           (std::is_same_v<Options, StaticGroups> || ...), 0.01f, (std::is_same_v<Options, Hadamard> || ...)};
 
     static RuntimeScheme runtime() { return {std::string(Method::info.name), spec, options}; }
     static std::string text() { return to_string(runtime()); }

@@ -12,12 +12,17 @@
 /// driver. `quantize<Scheme<...>>(w, calib)` calls the specialisation at compile time; the text
 /// form goes through quantizers/registry.hpp, which lists the tags once. docs/extending.md walks
 /// through adding a method.
+#include <algorithm>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "qforge/core/parallel.hpp"
 #include "qforge/core/quantized.hpp"
 #include "qforge/core/scheme.hpp"
 #include "qforge/core/view.hpp"
+#include "qforge/linalg/hadamard.hpp"
 #include "qforge/runtime/backend.hpp"
 
 namespace qforge {
@@ -52,7 +57,8 @@ struct QuantizeSettings {
 /// One quantized layer. Ŵ = the dequantized codes, column k holding original column
 /// column_order[k] when column_order is not empty (GPTQ act-order with dynamic groups), divided
 /// by input_scales[c] per original column c when input_scales is not empty (AWQ applied to a
-/// single layer: the scales fold into whatever produces the layer's input).
+/// single layer: the scales fold into whatever produces the layer's input), and with
+/// `input_transform` (`,had`) the codes are of W Tᵀ: each row of Ŵ is Tᵀ applied to that row.
 struct QuantizedLayer {
     QuantizedLayer() = default;
     explicit QuantizedLayer(QuantizedMatrix m, std::vector<int> order = {}) : q(std::move(m)), column_order(std::move(order)) {}
@@ -60,6 +66,7 @@ struct QuantizedLayer {
     QuantizedMatrix q;
     std::vector<int> column_order;
     std::vector<float> input_scales;
+    std::shared_ptr<const HadamardTransform> input_transform;  ///< `,had`: T on the inputs, or null
     std::string note;       ///< what was adjusted (GPTQ damping raised, dead inputs), empty if nothing
     float alpha = 0.0f;     ///< AWQ: the exponent chosen
 
@@ -73,6 +80,10 @@ struct QuantizedLayer {
                 if (!input_scales.empty()) v /= input_scales[c];
                 w[std::size_t(r) * std::size_t(q.cols) + c] = v;
             }
+        if (input_transform) {
+            std::vector<float> tmp(static_cast<std::size_t>(q.cols));
+            for (int r = 0; r < q.rows; ++r) input_transform->apply_transpose(w.data() + std::size_t(r) * std::size_t(q.cols), tmp.data());
+        }
         return w;
     }
 };
@@ -96,13 +107,65 @@ inline const std::vector<float>& need(const std::vector<float>* p, std::string_v
 }
 }  // namespace detail
 
+/// The seed of a width's `,had` transform: fixed per width, so layers that read the same input
+/// (a block's q/k/v, its gate and up) share one transform.
+constexpr std::uint64_t hadamard_seed(int width) noexcept { return 0x9A11C0DEull + std::uint64_t(width); }
+
+/// `fn` (a method's quantize) with `,had` first: the weights' rows and the Hessian go through the
+/// randomized Hadamard transform of the inputs (W Tᵀ, T H Tᵀ), the method quantizes those, and the
+/// layer records T (its input is transformed at run time). A width without a built-in Hadamard
+/// order is quantized untransformed and its note says so. InvalidArgument when the calibration
+/// has per-input statistics that the transform would mix (mean |x|, an imatrix).
+template <class Fn>
+QuantizedLayer quantize_with_hadamard(Fn&& fn, MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+    if (!s.options.hadamard) return fn(w, s, c, o);
+    if (c.mean_abs || c.importance)
+        throw InvalidArgument("',had': per-input statistics (mean |x|, an importance matrix) are of the untransformed inputs");
+    std::shared_ptr<const HadamardTransform> t;
+    try {
+        t = std::make_shared<const HadamardTransform>(int(w.cols), hadamard_seed(int(w.cols)));
+    } catch (const InvalidArgument& e) {
+        QuantizedLayer out = fn(w, s, c, o);
+        out.note += std::string(e.what()) + ": quantized without the transform; ";
+        return out;
+    }
+    const std::size_t R = w.rows, C = w.cols;
+    const Fp32Functions& fns = o.backend.host_fp32();
+    std::vector<float> wt(R * C);
+    parallel_for(R, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
+        std::vector<float> tmp(C);
+        for (std::size_t r = r0; r < r1; ++r) {
+            std::copy_n(w.row(r).data(), C, wt.data() + r * C);
+            fns.hadamard(*t, wt.data() + r * C, tmp.data(), false);
+        }
+    }, grain_for(C * 16));
+    LayerCalibration ct = c;
+    std::vector<float> ht;
+    if (c.hessian) {
+        // T H Tᵀ: the rows of H transformed (H Tᵀ), then the rows of its transpose (H symmetric)
+        ht = *c.hessian;
+        for (int pass = 0; pass < 2; ++pass) {
+            parallel_for(C, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
+                std::vector<float> tmp(C);
+                for (std::size_t r = r0; r < r1; ++r) fns.hadamard(*t, ht.data() + r * C, tmp.data(), false);
+            }, grain_for(C * 16));
+            for (std::size_t i = 0; i < C; ++i)
+                for (std::size_t j = i + 1; j < C; ++j) std::swap(ht[i * C + j], ht[j * C + i]);
+        }
+        ct.hessian = &ht;
+    }
+    QuantizedLayer out = fn(MatrixView<const float>(wt.data(), R, C), s, ct, o);
+    out.input_transform = std::move(t);
+    return out;
+}
+
 /// Quantizes with a compile-time scheme, e.g.
 /// `quantize<Scheme<Gptq, Int<4>, Group<128>, Asym, ActOrder>>(w, {.hessian = &h})`.
 /// `w` is rows x cols (out x in features). Equal, bit for bit, to the registry's runtime path for
 /// `S::text()`. Throws InvalidArgument (bad shapes, missing calibration) or InvalidData (NaN/Inf).
 template <class S>
 QuantizedLayer quantize(MatrixView<const float> w, const LayerCalibration& calib = {}, const QuantizeSettings& o = {}) {
-    return quantizer<typename S::method>::quantize(w, S::runtime(), calib, o);
+    return quantize_with_hadamard(&quantizer<typename S::method>::quantize, w, S::runtime(), calib, o);
 }
 
 }  // namespace qforge

@@ -55,12 +55,18 @@ QuantizedLayer with_block_fallback(MatrixView<const float> w, const RuntimeSchem
     return out;
 }
 
+/// A method's quantize with `,had` first (quantize_with_hadamard, quantizers/quantizer.hpp).
+template <LayerQuantizeFn Fn>
+QuantizedLayer with_hadamard(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+    return quantize_with_hadamard(Fn, w, s, c, o);
+}
+
 template <class Tag>
 constexpr MethodEntry method_entry() {
     static_assert(Tag::info.pipeline != Pipeline::activation_scaled || requires { &quantizer<Tag>::round; },
                   "qforge: a method of the activation_scaled pipeline must give its quantizer a round(...) (the final "
                   "quantizer on scaled weights)");
-    MethodEntry e{Tag::info, &with_block_fallback<&quantizer<Tag>::quantize>, nullptr};
+    MethodEntry e{Tag::info, &with_block_fallback<&with_hadamard<&quantizer<Tag>::quantize>>, nullptr};
     if constexpr (requires { &quantizer<Tag>::round; }) e.round = &with_block_fallback<&quantizer<Tag>::round>;
     return e;
 }

@@ -2,6 +2,8 @@
 /// @file
 /// A linear layer: FP32 weights or any packed format, multiplied on a backend without
 /// materialising FP32 weights.
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "qforge/formats/linear_weights.hpp"
+#include "qforge/linalg/hadamard.hpp"
 #include "qforge/runtime/backend.hpp"
 
 namespace qforge::llama {
@@ -24,10 +27,16 @@ using qforge::LinearWeights;
 /// kernel works unchanged, groups contiguous) and the layer gathers its input x[order[k]] into a
 /// scratch row before the product, O(cols) per token against the product's O(rows x cols).
 /// Static groups avoid even that; dequantizing restores the original order.
+///
+/// `input_transform` (`,had`, linalg/hadamard.hpp): the weights are W Tᵀ and the layer applies T
+/// to its input first (then the input order, if any); dequantizing gives W back.
 class Linear {
 public:
     Linear() = default;
-    explicit Linear(LinearWeights w, std::vector<int> input_order = {}) : w_(std::move(w)), order_(std::move(input_order)) {
+    explicit Linear(LinearWeights w, std::vector<int> input_order = {}, std::shared_ptr<const HadamardTransform> input_transform = nullptr)
+        : w_(std::move(w)), order_(std::move(input_order)), transform_(std::move(input_transform)) {
+        if (transform_ && transform_->n != cols())
+            throw InvalidArgument("Linear: the input transform is " + std::to_string(transform_->n) + " wide, the layer has " + std::to_string(cols()) + " columns");
         if (!order_.empty()) {
             if (order_.size() != std::size_t(cols())) throw InvalidArgument("Linear: the input order must list every column once");
             std::vector<char> seen(order_.size(), 0);
@@ -40,6 +49,8 @@ public:
 
     /// Empty: columns in the original order; else column k of the weights multiplies x[order[k]].
     const std::vector<int>& input_order() const noexcept { return order_; }
+    /// The randomized Hadamard transform applied to the input first (`,had`), or null.
+    const std::shared_ptr<const HadamardTransform>& input_transform() const noexcept { return transform_; }
 
     int rows() const {
         return std::visit([](const auto& w) { return w.rows; }, w_);
@@ -51,8 +62,8 @@ public:
 
     /// Stored bytes of the layer: packed codes, scales, zeros/minimums, and the input order of
     /// an act-order layer (int32 per column, as the container stores it: GPTQ's g_idx costs the
-    /// same). The one definition behind every "bits per weight" qforge prints (8 x bytes /
-    /// weights; docs/conventions.md).
+    /// same), and 8 bytes for an input transform's seed. The one definition behind every "bits
+    /// per weight" qforge prints (8 x bytes / weights; docs/conventions.md).
     std::size_t bytes() const {
         return std::visit(
                    [](const auto& w) -> std::size_t {
@@ -60,7 +71,7 @@ public:
                        else return w.bytes();
                    },
                    w_) +
-               order_.size() * sizeof(std::int32_t);
+               order_.size() * sizeof(std::int32_t) + (transform_ ? sizeof(std::uint64_t) : 0);
     }
 
     /// y = W x (one activation).
@@ -71,15 +82,19 @@ public:
     /// Y = X W^T for n activations (rows of X), on `backend` (Backend::linear: packed weights
     /// are never materialised as FP32).
     void forward(MatrixView<const float> x, MatrixView<float> y, const Backend& backend) const {
-        if (!order_.empty()) {
-            if (x.cols != order_.size()) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(order_.size()));
-            std::vector<float> gathered(x.rows * x.cols);
-            for (std::size_t t = 0; t < x.rows; ++t)
-                for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
-            prepared(backend)->forward(MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
+        if (transform_) {
+            if (x.cols != std::size_t(transform_->n))
+                throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(transform_->n));
+            std::vector<float> t(x.rows * x.cols), tmp(x.cols);
+            const auto fn = backend.host_fp32().hadamard;
+            for (std::size_t r = 0; r < x.rows; ++r) {
+                std::copy_n(x.row(r).data(), x.cols, t.data() + r * x.cols);
+                fn(*transform_, t.data() + r * x.cols, tmp.data(), false);
+            }
+            forward_plain(MatrixView<const float>(t.data(), x.rows, x.cols), y, backend);
             return;
         }
-        prepared(backend)->forward(x, y);
+        forward_plain(x, y, backend);
     }
 
     /// Y_i = X W_i^T for layers that read the same X (a block's q/k/v, its gate and up), through
@@ -90,9 +105,9 @@ public:
                                  const Backend& backend) {
         if (layers.size() != ys.size())
             throw InvalidArgument("Linear::forward_together: " + std::to_string(layers.size()) + " layers, " + std::to_string(ys.size()) + " outputs");
-        bool reordered = false;
-        for (const Linear* l : layers) reordered = reordered || !l->order_.empty();
-        if (reordered) {  // act-order layers gather their own input
+        bool own_input = false;
+        for (const Linear* l : layers) own_input = own_input || !l->order_.empty() || l->transform_;
+        if (own_input) {  // act-order and transformed layers prepare their own input
             for (std::size_t i = 0; i < layers.size(); ++i) layers[i]->forward(x, ys[i], backend);
             return;
         }
@@ -106,6 +121,18 @@ public:
     }
 
 private:
+    void forward_plain(MatrixView<const float> x, MatrixView<float> y, const Backend& backend) const {
+        if (!order_.empty()) {
+            if (x.cols != order_.size()) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(order_.size()));
+            std::vector<float> gathered(x.rows * x.cols);
+            for (std::size_t t = 0; t < x.rows; ++t)
+                for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
+            prepared(backend)->forward(MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
+            return;
+        }
+        prepared(backend)->forward(x, y);
+    }
+
     /// The weights as the last backend that multiplied them keeps them (Backend::prepare: on the
     /// CPU, row panels for decode's GEMV). A copy or a move starts empty: what is kept refers to
     /// the weights of the layer it was made for.
@@ -138,6 +165,7 @@ private:
 
     LinearWeights w_;
     std::vector<int> order_;
+    std::shared_ptr<const HadamardTransform> transform_;
     mutable Prepared prepared_;
 };
 

@@ -359,10 +359,10 @@ inline int argmax(std::span<const float> logits) {
 namespace qforge::llama {
 
 /// A quantized matrix packed densely, with its column order (empty: the original order).
-inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_order = {}) {
+inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_order = {}, std::shared_ptr<const HadamardTransform> input_transform = nullptr) {
     Linear out;
     const bool found = visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) {
-        out = Linear(decltype(f)::type::pack(q), std::move(input_order));
+        out = Linear(decltype(f)::type::pack(q), std::move(input_order), input_transform);
     });
     if (!found) throw InvalidArgument(std::to_string(q.spec.bits) + "-bit codes: no packed format stores this grid (formats/registry.hpp)");
     return out;
@@ -385,21 +385,27 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     LayerCalibration calib;
     calib.importance = importance;
     const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o);
-    return packed_linear(r.q, r.column_order);
+    return packed_linear(r.q, r.column_order, r.input_transform);
 }
 
 /// The same layer with its packed weights dequantized back to FP32 on `backend`, columns in the
-/// original order.
+/// original order and untransformed (an input transform's Tᵀ applied to each row).
 inline Linear dequantized_linear(const Linear& layer, const Backend& backend = {}) {
     Fp32Matrix m{layer.rows(), layer.cols(), std::vector<float>(std::size_t(layer.rows()) * std::size_t(layer.cols()))};
     backend.dequantize(layer.weights(), MatrixView<float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
     const auto& order = layer.input_order();
-    if (order.empty()) return Linear(std::move(m));
-    std::vector<float> out(m.data.size());
     const std::size_t C = std::size_t(m.cols);
-    for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
-        for (std::size_t k = 0; k < C; ++k) out[r * C + std::size_t(order[k])] = m.data[r * C + k];
-    return Linear(Fp32Matrix{m.rows, m.cols, std::move(out)});
+    if (!order.empty()) {
+        std::vector<float> out(m.data.size());
+        for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
+            for (std::size_t k = 0; k < C; ++k) out[r * C + std::size_t(order[k])] = m.data[r * C + k];
+        m.data = std::move(out);
+    }
+    if (const auto& t = layer.input_transform()) {
+        std::vector<float> tmp(C);
+        for (std::size_t r = 0; r < std::size_t(m.rows); ++r) t->apply_transpose(m.data.data() + r * C, tmp.data());
+    }
+    return Linear(std::move(m));
 }
 
 

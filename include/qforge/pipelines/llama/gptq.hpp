@@ -26,13 +26,13 @@ namespace qforge::llama {
 inline Linear hessian_linear(const Linear& layer, const std::vector<float>& hessian, const RuntimeScheme& scheme, const QuantizeSettings& o,
                              std::string* note = nullptr) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
-    if (!fp32 || !layer.input_order().empty()) throw InvalidArgument("hessian_linear: the layer must be plain FP32");
+    if (!fp32 || !layer.input_order().empty() || layer.input_transform()) throw InvalidArgument("hessian_linear: the layer must be plain FP32");
     LayerCalibration calib;
     calib.hessian = &hessian;
     auto r = find_method(scheme.method).quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)),
                                                  scheme, calib, o);
     if (note) *note += r.note;
-    return packed_linear(r.q, r.column_order);
+    return packed_linear(r.q, r.column_order, r.input_transform);
 }
 
 /// The layers of one step (sharing their inputs, so their Hessian) quantized as one matrix, their
@@ -47,7 +47,7 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
     std::size_t rows = 0, cols = 0;
     for (const auto m : members) {
         const auto* w = std::get_if<Fp32Matrix>(&(block.*m).weights());
-        if (!w || !(block.*m).input_order().empty() || (cols && std::size_t(w->cols) != cols)) return false;
+        if (!w || !(block.*m).input_order().empty() || (block.*m).input_transform() || (cols && std::size_t(w->cols) != cols)) return false;
         cols = std::size_t(w->cols), rows += std::size_t(w->rows);
     }
     std::vector<float> stacked;
@@ -68,7 +68,7 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
     int r0 = 0;
     for (const auto m : members) {
         const int n = std::get<Fp32Matrix>((block.*m).weights()).rows;
-        q.*m = packed_linear(r.q.row_range(r0, r0 + n), r.column_order);
+        q.*m = packed_linear(r.q.row_range(r0, r0 + n), r.column_order, r.input_transform);
         r0 += n;
     }
     note += r.note;

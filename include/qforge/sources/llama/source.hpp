@@ -26,7 +26,11 @@ struct TensorLayout {
     bool ordered = false;  ///< the weights' columns are in their own order (Linear::input_order)
 };
 
+/// Throws InvalidArgument for a layer with an input transform (`,had`): no stored layout has a
+/// field for it yet.
 inline TensorLayout layout_of(const Linear& l) {
+    if (l.input_transform())
+        throw InvalidArgument("a layer with a Hadamard input transform (',had') has no stored layout yet (container, GGUF and checkpoints lack the field)");
     TensorLayout t = std::visit(
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
