@@ -9,7 +9,9 @@
 
 #include "common.hpp"
 #include "qforge/formats/pq.hpp"
+#include "qforge/quantizers/gptq.hpp"
 #include "qforge/quantizers/gptq_pq.hpp"
+#include "qforge/quantizers/registry.hpp"
 #include "qforge/runtime/dispatch.hpp"
 
 using namespace qforge;
@@ -279,4 +281,94 @@ BOOST_AUTO_TEST_CASE(pq_gemv_equals_the_oracle) {
     }
     PqMatrix big({2, 512, 1024, 16}, 64, 64);
     BOOST_CHECK_THROW(PqKernel::from(big), InvalidArgument);
+}
+
+// PQ as a scheme: `gptq:pq...` and `rtn:pq...` through the registry are gptq_pq_quantize and
+// pq_quantize (plain PQ, unit weights) exactly; `,had` quantizes W Tᵀ and dequantizes back to W's
+// basis; a row range keeps its codebooks whole.
+BOOST_AUTO_TEST_CASE(pq_schemes_reach_gptq_pq_and_plain_pq) {
+    const int rows = 192, cols = 128, n = 256;
+    const auto in = correlated_inputs(n, cols, 41);
+    const auto w = normal(std::size_t(rows) * std::size_t(cols), 42, 0.05f);
+    const MatrixView<const float> wv(w.data(), std::size_t(rows), std::size_t(cols));
+    QuantizeSettings settings;
+    settings.backend = Backend::cpu(best_isa(), 2);
+    LayerCalibration calib;
+    calib.hessian = &in.h;
+    GptqPqOptions o;
+    o.backend = settings.backend;
+    const auto g = quantize(wv, parse_scheme("gptq:pq2n64g1024c8,damp=0.05"), calib, settings);
+    BOOST_TEST_REQUIRE(g.is_pq());
+    o.damp = 0.05f;
+    const auto direct = gptq_pq_quantize(wv, in.h, {2, 64, 1024, 8}, o);
+    BOOST_TEST(g.pq.codes == direct.q.codes);
+    BOOST_TEST(g.pq.centroids == direct.q.centroids);
+    BOOST_TEST(g.dequantize() == direct.q.dequantize());
+    // rtn: plain PQ, k-means weighted 1 per dimension: equal to GPTQ-PQ without feedback on an identity Hessian
+    const auto r = quantize(wv, parse_scheme("rtn:pq2n64g1024"), {}, settings);
+    std::vector<float> eye(std::size_t(cols) * std::size_t(cols), 0.0f);
+    for (int i = 0; i < cols; ++i) eye[std::size_t(i) * std::size_t(cols + 1)] = 1.0f;
+    o = GptqPqOptions{};
+    o.error_feedback = false;
+    o.damp = 0.0f;
+    BOOST_TEST(r.pq.codes == gptq_pq_quantize(wv, eye, {2, 64, 1024, 16}, o).q.codes);
+    BOOST_TEST(output_error(w, g.dequantize(), in.x, rows, cols, n) < output_error(w, r.dequantize(), in.x, rows, cols, n));
+    // ',had': the codes are of W Tᵀ, dequantized back to W's basis (near W, not near W Tᵀ)
+    const auto h = quantize(wv, parse_scheme("gptq:pq2n64g1024,had"), calib, settings);
+    BOOST_TEST_REQUIRE(h.input_transform != nullptr);
+    double err = 0.0, norm = 0.0;
+    const auto hd = h.dequantize();
+    for (std::size_t i = 0; i < w.size(); ++i) err += double(hd[i] - w[i]) * double(hd[i] - w[i]), norm += double(w[i]) * double(w[i]);
+    BOOST_TEST(err < 0.1 * norm);
+    // rows [64, 192): the same codes and codebooks as those rows of the whole
+    const PqMatrix part = g.pq.row_range(64, 192);
+    const auto whole = g.pq.dequantize(), cut = part.dequantize();
+    BOOST_TEST(std::equal(cut.begin(), cut.end(), whole.begin() + 64 * cols));
+    BOOST_TEST(part.centroid_scales.size() == std::size_t(part.codebooks()));
+    BOOST_CHECK_THROW(g.pq.row_range(32, 192), InvalidArgument);
+    BOOST_CHECK_THROW(g.pq.row_range(0, 100), InvalidArgument);
+}
+
+// PQ weights behind the backend: one activation through the codebooks (the GEMV oracle's bits,
+// kept kernel or not), a batch through the dequantized weights, dequantize = the reference values.
+BOOST_AUTO_TEST_CASE(pq_weights_on_the_cpu_backend) {
+    std::mt19937 rng(51);
+    PqMatrix m({2, 64, 1024, 16}, 130, 96);
+    const auto vals = normal(std::size_t(m.codebooks()) * 64 * 2, 52);
+    for (int b = 0; b < m.codebooks(); ++b) m.set_codebook(b, vals.data() + std::size_t(b) * 128);
+    std::uniform_int_distribution<int> code(0, 63);
+    for (auto& c : m.codes) c = std::uint16_t(code(rng));
+    const LinearWeights lw(m);
+    const auto x = normal(3 * 96, 53);
+    const auto ref = m.dequantize();
+    std::vector<float> oracle(130);
+    pq_gemv(PqKernel::from(m), x.data(), oracle.data(), Isa::scalar, 1);
+    for (const Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512_vnni}) {
+        if (!isa_usable(isa)) continue;
+        const Backend b = Backend::cpu(isa, 2);
+        std::vector<float> y(130), y2(130);
+        b.linear(lw, MatrixView<const float>(x.data(), 1, 96), MatrixView<float>(y.data(), 1, 130));
+        const auto prepared = b.prepare(lw);
+        prepared->forward(MatrixView<const float>(x.data(), 1, 96), MatrixView<float>(y2.data(), 1, 130));
+        prepared->forward(MatrixView<const float>(x.data(), 1, 96), MatrixView<float>(y2.data(), 1, 130));  // the kept kernel
+        for (int r = 0; r < 130; ++r) {
+            BOOST_TEST_REQUIRE(std::bit_cast<std::uint32_t>(y[std::size_t(r)]) == std::bit_cast<std::uint32_t>(oracle[std::size_t(r)]), isa_name(isa) << " row " << r);
+            BOOST_TEST_REQUIRE(std::bit_cast<std::uint32_t>(y2[std::size_t(r)]) == std::bit_cast<std::uint32_t>(oracle[std::size_t(r)]), isa_name(isa) << " row " << r);
+        }
+        std::vector<float> yb(3 * 130);
+        prepared->forward(MatrixView<const float>(x.data(), 3, 96), MatrixView<float>(yb.data(), 3, 130));
+        for (int t = 0; t < 3; ++t)
+            for (int r = 0; r < 130; ++r) {
+                double s = 0.0, mag = 0.0;
+                for (int c = 0; c < 96; ++c) {
+                    const double p = double(ref[std::size_t(r) * 96 + std::size_t(c)]) * x[std::size_t(t) * 96 + std::size_t(c)];
+                    s += p, mag += std::fabs(p);
+                }
+                BOOST_TEST_REQUIRE(std::fabs(yb[std::size_t(t) * 130 + std::size_t(r)] - s) <= 1e-5 * mag + 1e-6, isa_name(isa) << " token " << t << " row " << r);
+            }
+        std::vector<float> d(130 * 96);
+        b.dequantize(lw, MatrixView<float>(d.data(), 130, 96));
+        BOOST_TEST(d == ref);
+        BOOST_CHECK_THROW(b.linear(lw, MatrixView<const float>(x.data(), 1, 95), MatrixView<float>(y.data(), 1, 130)), InvalidArgument);
+    }
 }

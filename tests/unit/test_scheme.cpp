@@ -136,3 +136,33 @@ BOOST_AUTO_TEST_CASE(gguf_block_grids) {
     BOOST_TEST(parse_scheme("rtn:q5_0").spec.super == nullptr);
     BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:w5g32s"); }), {"unsupported bit width 5"}));
 }
+
+// Product-quantization grids (`pq<d>n<n>g<g>[c8]`): text and compile-time routes agree, the text
+// round-trips, and what PQ cannot honour is refused with the reason.
+BOOST_AUTO_TEST_CASE(pq_grids) {
+    const RuntimeScheme s = parse_scheme("gptq:pq2n64g1024");
+    BOOST_TEST_REQUIRE(s.pq.has_value());
+    BOOST_TEST((*s.pq == PqSpec{2, 64, 1024, 16}));
+    BOOST_TEST((s.spec == QuantSpec{}));  // the scalar grid is unused
+    BOOST_TEST((parse_scheme("rtn:pq4n256g2048c8").pq == PqSpec{4, 256, 2048, 8}));
+    for (const char* t : {"gptq:pq2n64g1024", "gptq:pq2n64g1024c8", "rtn:pq4n256g2048", "gptq:pq2n64g1024,had", "gptq:pq1n16g64,damp=0.1"}) {
+        BOOST_TEST(to_string(parse_scheme(t)) == t);
+        BOOST_TEST((parse_scheme(to_string(parse_scheme(t))) == parse_scheme(t)));
+    }
+    BOOST_TEST((Scheme<Gptq, Pq<2, 64, 1024>>::runtime() == parse_scheme("gptq:pq2n64g1024")));
+    BOOST_TEST((Scheme<Rtn, Pq<4, 256, 2048, 8>, PerChannel, Asym, Hadamard>::text() == "rtn:pq4n256g2048c8,had"));
+    BOOST_TEST(!parse_scheme("gptq:w4g128a").pq.has_value());
+    const std::vector<std::pair<const char*, const char*>> bad{
+        {"awq:pq2n64g1024", "for rtn (plain PQ) and gptq"},
+        {"gptq:pq2n64g1000", "multiple of 64"},
+        {"gptq:pq2n1g1024", "codebook size n"},
+        {"gptq:pq0n64g1024", "sub-vector length d"},
+        {"gptq:pq2n64", "pq<d>n<n>g<g>"},
+        {"gptq:pq2g1024", "pq<d>n<n>g<g>"},
+        {"gptq:pq2n64g1024x", "only 'c8'"},
+        {"gptq:pq2n64g1024c16", "only 'c8'"},
+        {"gptq:pq2n64g1024,act", "options had and damp= only"},
+        {"rtn:pq2n64g1024,clip", "options had and damp= only"},
+    };
+    for (const auto& [t, why] : bad) BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { parse_scheme(t); }), {"bad scheme", why}), t);
+}

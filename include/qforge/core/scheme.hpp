@@ -12,6 +12,11 @@
 ///             | block                                  (a GGUF block type's own grid: q4_0, q4_1,
 ///                                                        q5_0, q5_1, q8_0, q2_k ... q6_k; packed
 ///                                                        into exactly that type)
+///             | "pq" d "n" n "g" g [ "c8" ]           (product quantization, PqSpec: sub-vectors of
+///                                                        d columns, n centroids per codebook, g
+///                                                        sub-vectors per codebook; fp16 centroids,
+///                                                        or int8 with "c8"; rtn and gptq only;
+///                                                        formats/pq.hpp)
 ///     zero   := "s" (symmetric) | "a" (integer zero, the default) | "m" (float minimum)
 ///     option := "clip" (MSE clip search)
 ///             | "act" (GPTQ act-order) | "static" (GPTQ static groups) | "damp=" fraction (GPTQ;
@@ -28,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <charconv>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <span>
@@ -57,6 +63,8 @@ struct MethodInfo {
     bool advance_quantized = false;
     /// needs_targets: the method this one equals with no neuron targeted (TWQ: "awq"), for reports
     std::string_view untargeted{};
+    /// accepts a product-quantization grid (`pq2n64g1024`): rtn (plain PQ) and gptq (GPTQ-PQ)
+    bool pq_grid = false;
     constexpr bool needs_calibration() const noexcept { return pipeline != Pipeline::independent; }
 };
 
@@ -99,6 +107,16 @@ struct ActOrder {};
 struct StaticGroups {};
 /// Incoherence processing: a randomized Hadamard transform on each layer's inputs (`,had`).
 struct Hadamard {};
+
+/// A product-quantization grid in place of `Int<bits>` (`Scheme<Gptq, Pq<2, 64, 1024>>` is
+/// `gptq:pq2n64g1024`): sub-vectors of D columns, N centroids per codebook shared by G sub-vectors,
+/// centroids in CentroidBits (16: fp16, 8: int8 with an fp16 scale per codebook).
+template <int D, int N, int G, int CentroidBits = 16>
+struct Pq {
+    static_assert(D >= 1 && D <= 16 && N >= 2 && N <= 65536 && G >= 64 && G % 64 == 0 && (CentroidBits == 16 || CentroidBits == 8),
+                  "qforge::Pq<D, N, G, CentroidBits>: D in 1..16, N in 2..65536, G a positive multiple of 64, centroids in 16 or 8 bits");
+    static constexpr PqSpec pq{D, N, G, CentroidBits};
+};
 /// QLoRA's double quantization of a codebook grid's absmax scales (ScaleType::dq8; NF4).
 struct DoubleQuant {};
 
@@ -115,8 +133,9 @@ struct SchemeOptions {
 /// A scheme known only at run time: what the CLI builds from `--scheme`.
 struct RuntimeScheme {
     std::string method = "rtn";  ///< a MethodInfo::name
-    QuantSpec spec{};
+    QuantSpec spec{};            ///< the scalar grid (left at its default for a PQ grid)
     SchemeOptions options{};
+    std::optional<PqSpec> pq{};  ///< a product-quantization grid instead of `spec`, or none
     friend bool operator==(const RuntimeScheme&, const RuntimeScheme&) = default;
 };
 
@@ -124,7 +143,19 @@ namespace detail {
 template <class T>
 concept MethodTag = requires { { T::info } -> std::convertible_to<MethodInfo>; };
 template <class T>
-concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; };
+concept BitsTag = requires { { T::bits } -> std::convertible_to<int>; } || requires { { T::pq } -> std::convertible_to<PqSpec>; };
+template <class T>
+inline constexpr bool is_pq_grid = requires { T::pq; };
+template <class T>
+constexpr std::optional<PqSpec> pq_of() noexcept {
+    if constexpr (is_pq_grid<T>) return T::pq;
+    else return std::nullopt;
+}
+template <class T>
+constexpr int bits_of() noexcept {
+    if constexpr (is_pq_grid<T>) return QuantSpec{}.bits;
+    else return T::bits;
+}
 /// A codebook grid tag (grids/) rather than `Int<bits>`. A trait, not a pointer test: comparing an
 /// object's address with null is not a constant expression under the sanitizers.
 template <class T>
@@ -153,7 +184,10 @@ inline std::string to_string(const RuntimeScheme& s) {
     // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "g" + std::to_string(...)
     std::string out = s.method;
     out += ':';
-    if (!s.spec.block.empty()) {
+    if (s.pq) {
+        out += "pq" + std::to_string(s.pq->d) + 'n' + std::to_string(s.pq->n) + 'g' + std::to_string(s.pq->g);
+        if (s.pq->centroid_bits == 8) out += "c8";
+    } else if (!s.spec.block.empty()) {
         out += s.spec.block;
     } else if (s.spec.codebook) {
         out += s.spec.codebook->name;
@@ -226,6 +260,25 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
     if (block != block_grids.end()) {
         s.spec = *block;  // the type fixes bits, group, zero point and scales
         grid = {};
+    } else if (grid.substr(0, 2) == "pq") {
+        if (!method->pq_grid) return fail("a product-quantization grid is for rtn (plain PQ) and gptq (GPTQ-PQ), not " + s.method);
+        grid.remove_prefix(2);
+        PqSpec p;
+        p.d = read_int(grid, "pq");
+        if (grid.empty() || grid.front() != 'n') return fail("a PQ grid is pq<d>n<n>g<g>[c8], e.g. pq2n64g1024");
+        grid.remove_prefix(1);
+        p.n = read_int(grid, "n");
+        if (grid.empty() || grid.front() != 'g') return fail("a PQ grid is pq<d>n<n>g<g>[c8], e.g. pq2n64g1024");
+        grid.remove_prefix(1);
+        p.g = read_int(grid, "g");
+        if (grid == "c8") p.centroid_bits = 8, grid = {};
+        if (!grid.empty()) return fail("unexpected '" + std::string(grid) + "' after the PQ grid (only 'c8', int8 centroids)");
+        try {
+            p.validate();
+        } catch (const InvalidArgument& e) {
+            return fail(e.what());
+        }
+        s.pq = p;
     } else if (codebook) {
         grid.remove_prefix(codebook->name.size());
         s.spec.bits = codebook->bits;
@@ -297,6 +350,8 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         }
         options = next == std::string_view::npos ? "" : options.substr(next + 1);
     }
+    if (s.pq && (s.options.clip || s.options.act_order || s.options.static_groups || s.spec.scale_type != ScaleType::f16))
+        return fail("a PQ grid takes the options had and damp= only (its codebooks are fitted by k-means, its columns stay in their blocks' order)");
     if (!s.spec.block.empty() && s.options.act_order && !s.options.static_groups)
         return fail("a GGUF block grid fixes its groups, so act-order must keep them: add ',static' (" + s.method + ":" +
                     std::string(s.spec.block) + ",act,static)");
@@ -333,13 +388,18 @@ struct Scheme {
                   "qforge::Scheme: ActOrder and StaticGroups are options of methods with GPTQ's options (qforge::Gptq, qforge::AwqGptq) only");
 
     using method = Method;
-    static constexpr QuantSpec spec{Bits::bits, Grouping::size, detail::is_codebook_grid<Bits> ? ZeroPoint::symmetric : Zero::zero,
+    static_assert(!detail::is_pq_grid<Bits> || (Method::info.pq_grid && Grouping::size == 0 && std::is_same_v<Zero, Asym> &&
+                                                !((std::is_same_v<Options, Clip> || std::is_same_v<Options, ActOrder> ||
+                                                   std::is_same_v<Options, StaticGroups> || std::is_same_v<Options, DoubleQuant>) || ...)),
+                  "qforge::Scheme: a Pq grid is for qforge::Rtn and qforge::Gptq, has no group or zero point of its own, and takes "
+                  "only the Hadamard option");
+    static constexpr QuantSpec spec{detail::bits_of<Bits>(), Grouping::size, detail::is_codebook_grid<Bits> ? ZeroPoint::symmetric : Zero::zero,
                                     (std::is_same_v<Options, DoubleQuant> || ...) ? ScaleType::dq8 : ScaleType::f16,
                                     detail::codebook_of<Bits>()};
     static constexpr SchemeOptions options{(std::is_same_v<Options, Clip> || ...), (std::is_same_v<Options, ActOrder> || ...),
                                            (std::is_same_v<Options, StaticGroups> || ...), 0.01f, (std::is_same_v<Options, Hadamard> || ...)};
 
-    static RuntimeScheme runtime() { return {std::string(Method::info.name), spec, options}; }
+    static RuntimeScheme runtime() { return {std::string(Method::info.name), spec, options, detail::pq_of<Bits>()}; }
     static std::string text() { return to_string(runtime()); }
 };
 

@@ -140,6 +140,34 @@ struct QuantSpec {
     friend constexpr bool operator==(const QuantSpec&, const QuantSpec&) = default;
 };
 
+/// Product quantization's parameters (d, n, g) and the centroids' storage: the grid of a PQ
+/// scheme (`gptq:pq2n64g1024`); the layout and its bytes are formats/pq.hpp's.
+struct PqSpec {
+    int d = 2;               ///< sub-vector length: consecutive input columns
+    int n = 64;              ///< centroids per codebook
+    int g = 1024;            ///< sub-vectors sharing one codebook
+    int centroid_bits = 16;  ///< 16: fp16 centroids; 8: int8 with one fp16 scale per codebook
+    static constexpr int block_rows = 64;
+
+    constexpr int block_cols() const noexcept { return g * d / block_rows; }
+    /// Bits of one code: ceil(log2 n).
+    constexpr int code_bits() const noexcept {
+        int b = 0;
+        while ((1 << b) < n) ++b;
+        return b;
+    }
+    /// Throws InvalidArgument saying what is out of range.
+    void validate() const {
+        if (d < 1 || d > 16) throw InvalidArgument("PQ: the sub-vector length d must be 1..16, is " + std::to_string(d));
+        if (n < 2 || n > 65536) throw InvalidArgument("PQ: the codebook size n must be 2..65536, is " + std::to_string(n));
+        if (g < block_rows || g % block_rows != 0)
+            throw InvalidArgument("PQ: g = " + std::to_string(g) + " sub-vectors per codebook is not a block of 64 rows times a whole number of "
+                                  "sub-vectors per row (g must be a positive multiple of 64)");
+        if (centroid_bits != 16 && centroid_bits != 8) throw InvalidArgument("PQ: centroids are stored in 16 (fp16) or 8 (int8) bits, not " + std::to_string(centroid_bits));
+    }
+    friend constexpr bool operator==(const PqSpec&, const PqSpec&) = default;
+};
+
 inline const char* to_string(ZeroPoint z) {
     switch (z) {
         case ZeroPoint::symmetric: return "symmetric";

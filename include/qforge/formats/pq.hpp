@@ -31,35 +31,9 @@
 
 #include "qforge/core/error.hpp"
 #include "qforge/core/half.hpp"
+#include "qforge/core/spec.hpp"
 
 namespace qforge {
-
-/// PQ's parameters (d, n, g) and the centroids' storage.
-struct PqSpec {
-    int d = 2;               ///< sub-vector length: consecutive input columns
-    int n = 64;              ///< centroids per codebook
-    int g = 1024;            ///< sub-vectors sharing one codebook
-    int centroid_bits = 16;  ///< 16: fp16 centroids; 8: int8 with one fp16 scale per codebook
-    static constexpr int block_rows = 64;
-
-    int block_cols() const noexcept { return g * d / block_rows; }
-    /// Bits of one code: ceil(log2 n).
-    int code_bits() const noexcept {
-        int b = 0;
-        while ((1 << b) < n) ++b;
-        return b;
-    }
-    /// Throws InvalidArgument saying what is out of range.
-    void validate() const {
-        if (d < 1 || d > 16) throw InvalidArgument("PQ: the sub-vector length d must be 1..16, is " + std::to_string(d));
-        if (n < 2 || n > 65536) throw InvalidArgument("PQ: the codebook size n must be 2..65536, is " + std::to_string(n));
-        if (g < block_rows || g % block_rows != 0)
-            throw InvalidArgument("PQ: g = " + std::to_string(g) + " sub-vectors per codebook is not a block of 64 rows times a whole number of "
-                                  "sub-vectors per row (g must be a positive multiple of 64)");
-        if (centroid_bits != 16 && centroid_bits != 8) throw InvalidArgument("PQ: centroids are stored in 16 (fp16) or 8 (int8) bits, not " + std::to_string(centroid_bits));
-    }
-    bool operator==(const PqSpec&) const = default;
-};
 
 /// A PQ-quantized matrix, unpacked: one code per sub-vector and the stored centroid values.
 struct PqMatrix {
@@ -111,6 +85,29 @@ struct PqMatrix {
         return (code_bits + 7) / 8 + (spec.centroid_bits == 16 ? 2 * book : book + 2 * std::size_t(codebooks()));
     }
     double bits_per_weight() const noexcept { return 8.0 * double(stored_bytes()) / (double(rows) * double(cols)); }
+    /// Stored bytes, as every linear weight counts them (llama::Linear::bytes).
+    std::size_t bytes() const noexcept { return stored_bytes(); }
+
+    /// Rows [r0, r1) with their codebooks: r0 a multiple of 64 and r1 too or the last row, so
+    /// that the codebook blocks stay whole (how GPTQ's stacked q/k/v are cut apart). Throws
+    /// InvalidArgument otherwise.
+    PqMatrix row_range(int r0, int r1) const {
+        constexpr int B = PqSpec::block_rows;
+        if (r0 < 0 || r1 > rows || r0 >= r1 || r0 % B != 0 || (r1 % B != 0 && r1 != rows))
+            throw InvalidArgument("PQ: rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") of " + std::to_string(rows) +
+                                  " do not cut along the 64-row codebook blocks");
+        PqMatrix out(spec, r1 - r0, cols);
+        const std::size_t per_row = std::size_t(subvectors_per_row());
+        std::copy(codes.begin() + std::ptrdiff_t(std::size_t(r0) * per_row), codes.begin() + std::ptrdiff_t(std::size_t(r1) * per_row), out.codes.begin());
+        const std::size_t books = std::size_t(block_col_count()), m = std::size_t(spec.n) * std::size_t(spec.d);
+        const std::size_t b0 = std::size_t(r0 / B) * books;
+        std::copy_n(centroids.begin() + std::ptrdiff_t(b0 * m), out.centroids.size(), out.centroids.begin());
+        if (spec.centroid_bits == 8) {
+            std::copy_n(centroid_codes.begin() + std::ptrdiff_t(b0 * m), out.centroid_codes.size(), out.centroid_codes.begin());
+            std::copy_n(centroid_scales.begin() + std::ptrdiff_t(b0), out.centroid_scales.size(), out.centroid_scales.begin());
+        }
+        return out;
+    }
 
     /// Sets codebook b's stored values from `values` (n x d): fp16-rounded, or int8 with an fp16
     /// scale max|v| / 127 (0 for an all-zero codebook). Throws InvalidData for a value that fp16

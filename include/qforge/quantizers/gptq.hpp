@@ -36,14 +36,15 @@
 #include <vector>
 
 #include "qforge/core/quantized.hpp"
-#include "qforge/linalg/cholesky.hpp"
+#include "qforge/quantizers/gptq_factor.hpp"
+#include "qforge/quantizers/gptq_pq.hpp"
 #include "qforge/quantizers/rtn.hpp"
 
 namespace qforge {
 
 /// GPTQ: error feedback through the inverse input Hessian. Needs LayerCalibration::hessian.
 struct Gptq {
-    static constexpr MethodInfo info{"gptq", true, Pipeline::sequential_hessian};
+    static constexpr MethodInfo info{"gptq", true, Pipeline::sequential_hessian, false, false, {}, true};
 };
 
 struct GptqOptions {
@@ -78,47 +79,6 @@ struct GptqResult {
     }
 };
 
-namespace detail {
-/// U, the upper Cholesky factor of H^{-1}, for H permuted into processing order (`order`), its
-/// diagonal replaced by `diag` (dead inputs at 1) plus damping `damp` * mean(diag); the damping
-/// doubles (up to 10 times) until H is positive definite, and `note` says so. Throws InvalidData
-/// when it never is.
-struct GptqFactor {
-    std::vector<float> u;  ///< cols x cols, row-major
-    float damp = 0.0f;     ///< the damping fraction finally used
-    std::string note;
-};
-inline GptqFactor gptq_inverse_factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp,
-                                      const Backend& backend) {
-    const std::size_t C = order.size();
-    const int threads = backend.threads();
-    GptqFactor f;
-    // No copy of H is kept: the permuted, damped H is built straight into the buffer that the
-    // factorisation turns into U (rebuilt on a retry), so GPTQ holds H (the caller's), U and U^T.
-    double mean_diag = 0.0;
-    for (std::size_t i = 0; i < C; ++i) mean_diag += double(diag[std::size_t(order[i])]);
-    mean_diag /= double(C);
-    f.u.resize(C * C);
-    std::vector<float>& u = f.u;
-    for (int attempt = 0;; ++attempt) {
-        const float add = float(double(damp) * mean_diag);
-        parallel_for(C, threads, [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                const std::size_t oi = std::size_t(order[i]);
-                for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
-                u[i * C + i] = diag[oi] + add;
-            }
-        }, grain_for(C));
-        if (linalg::inverse_cholesky_upper_in_place(u, int(C), backend)) break;
-        if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
-        const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
-        f.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
-        damp = next;
-    }
-    f.damp = damp;
-    return f;
-}
-}  // namespace detail
 
 /// `w` rows x cols (out x in features), `hessian` cols x cols (symmetric).
 inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<float>& hessian, const QuantSpec& spec,
@@ -128,25 +88,14 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     require_int_shape(w.rows, w.cols, "GPTQ weight matrix");
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols);
-    if (hessian.size() != C * C)
-        throw InvalidArgument("GPTQ: the Hessian has " + std::to_string(hessian.size()) + " entries, a " + std::to_string(cols) +
-                              "-column layer needs " + std::to_string(C * C));
-    for (std::size_t i = 0; i < hessian.size(); ++i)
-        if (!std::isfinite(hessian[i])) throw InvalidData("GPTQ: the Hessian has a non-finite entry at " + std::to_string(i));
+    auto hd = detail::hessian_diagonal(hessian, C, "GPTQ");
+    const std::vector<float>& diag = hd.diag;
+    const std::vector<bool>& dead = hd.dead;
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
 
     GptqResult res;
+    res.dead_columns = hd.dead_count;
     std::vector<float> wk(w.rows * C);  // working copy, processing order, error-fed
-    std::vector<bool> dead(C, false);
-    std::vector<float> diag(C);
-    for (std::size_t i = 0; i < C; ++i) {
-        diag[i] = hessian[i * C + i];
-        if (diag[i] == 0.0f) {
-            dead[i] = true;
-            diag[i] = 1.0f;
-            ++res.dead_columns;
-        }
-    }
     std::vector<int> order(C);
     std::iota(order.begin(), order.end(), 0);
     if (o.act_order)
@@ -298,7 +247,9 @@ inline QuantizedLayer to_layer(GptqResult r) {
 template <>
 struct quantizer<Gptq> {
     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
-        return to_layer(gptq_quantize(w, detail::need(c.hessian, Gptq::info.name, "the input Hessian"), s.spec, gptq_options(s, o, s.options.clip)));
+        const auto& h = detail::need(c.hessian, Gptq::info.name, "the input Hessian");
+        if (s.pq) return to_layer(gptq_pq_quantize(w, h, *s.pq, gptq_pq_options(s, o)));
+        return to_layer(gptq_quantize(w, h, s.spec, gptq_options(s, o, s.options.clip)));
     }
 };
 

@@ -26,8 +26,10 @@
 
 #include "qforge/core/parallel.hpp"
 #include "qforge/formats/pq.hpp"
-#include "qforge/quantizers/gptq.hpp"
+#include "qforge/core/validate.hpp"
+#include "qforge/quantizers/gptq_factor.hpp"
 #include "qforge/quantizers/kmeans.hpp"
+#include "qforge/quantizers/quantizer.hpp"
 
 namespace qforge {
 
@@ -49,20 +51,15 @@ struct GptqPqResult {
     std::string note;        ///< what was adjusted, empty if nothing
 };
 
-/// `w` rows x cols (out x in features), `hessian` cols x cols (symmetric, H = 2XᵀX/n). Throws
-/// InvalidArgument (a bad spec, shapes, cols not a multiple of d, a fixed codebook of the wrong
-/// size) or InvalidData (non-finite weights or Hessian, H not positive definite with damping).
-inline GptqPqResult gptq_pq_quantize(MatrixView<const float> w, const std::vector<float>& hessian, const PqSpec& spec, const GptqPqOptions& o = {}) {
+namespace detail {
+/// GPTQ-PQ (`hessian` given) or plain PQ (null: unit weights; `o.error_feedback` must be false).
+inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vector<float>* hessian, const PqSpec& spec, const GptqPqOptions& o) {
+    if (!hessian && o.error_feedback) throw InvalidArgument("GPTQ-PQ: error feedback needs the input Hessian");
     spec.validate();
     require_finite_matrix(w, "GPTQ-PQ weight matrix");
     require_int_shape(w.rows, w.cols, "GPTQ-PQ weight matrix");
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols), R = std::size_t(rows), D = std::size_t(spec.d), N = std::size_t(spec.n);
-    if (hessian.size() != C * C)
-        throw InvalidArgument("GPTQ-PQ: the Hessian has " + std::to_string(hessian.size()) + " entries, a " + std::to_string(cols) + "-column layer needs " +
-                              std::to_string(C * C));
-    for (std::size_t i = 0; i < hessian.size(); ++i)
-        if (!std::isfinite(hessian[i])) throw InvalidData("GPTQ-PQ: the Hessian has a non-finite entry at " + std::to_string(i));
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ-PQ: damping must be >= 0 and the block size >= 1");
     if (o.fixed_codebook && o.fixed_codebook->size() != N * D)
         throw InvalidArgument("GPTQ-PQ: the fixed codebook has " + std::to_string(o.fixed_codebook->size()) + " values, n x d = " + std::to_string(N * D));
@@ -71,16 +68,11 @@ inline GptqPqResult gptq_pq_quantize(MatrixView<const float> w, const std::vecto
     res.q = PqMatrix(spec, rows, cols);  // checks cols against d
     PqMatrix& q = res.q;
     std::vector<float> wk(R * C);
-    std::vector<float> diag(C);
-    std::vector<bool> dead(C, false);
-    for (std::size_t i = 0; i < C; ++i) {
-        diag[i] = hessian[i * C + i];
-        if (diag[i] == 0.0f) {
-            dead[i] = true;
-            diag[i] = 1.0f;
-            ++res.dead_columns;
-        }
-    }
+    // without a Hessian (plain PQ of `pq_quantize`): every dimension weighs 1, no input is dead
+    auto hd = hessian ? detail::hessian_diagonal(*hessian, C, "GPTQ-PQ") : detail::HessianDiagonal{std::vector<float>(C, 1.0f), std::vector<bool>(C, false), 0};
+    const std::vector<float>& diag = hd.diag;
+    const std::vector<bool>& dead = hd.dead;
+    res.dead_columns = hd.dead_count;
     const int threads = o.backend.threads();
     parallel_for(R, threads, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r)
@@ -90,7 +82,7 @@ inline GptqPqResult gptq_pq_quantize(MatrixView<const float> w, const std::vecto
     if (o.error_feedback) {
         std::vector<int> order(C);
         for (std::size_t i = 0; i < C; ++i) order[i] = int(i);
-        auto f = detail::gptq_inverse_factor(hessian, order, diag, o.damp, o.backend);
+        auto f = detail::gptq_inverse_factor(*hessian, order, diag, o.damp, o.backend);
         u = std::move(f.u);
         res.damp = f.damp;
         res.note += f.note;
@@ -169,6 +161,40 @@ inline GptqPqResult gptq_pq_quantize(MatrixView<const float> w, const std::vecto
                                 MatrixView<const float>(err.data(), R, std::size_t(bs), B), MatrixView<float>(wk.data() + std::size_t(i2), R, rest, C), -1.0f);
     }
     return res;
+}
+}  // namespace detail
+
+/// GPTQ-PQ (or, with `o.error_feedback` false, PQ weighted by H's diagonal). `w` rows x cols (out x
+/// in features), `hessian` cols x cols (symmetric, H = 2XᵀX/n). Throws InvalidArgument (a bad
+/// spec, shapes, cols not a multiple of d, a fixed codebook of the wrong size) or InvalidData
+/// (non-finite weights or Hessian, H not positive definite with damping).
+inline GptqPqResult gptq_pq_quantize(MatrixView<const float> w, const std::vector<float>& hessian, const PqSpec& spec, const GptqPqOptions& o = {}) {
+    return detail::pq_quantize_impl(w, &hessian, spec, o);
+}
+
+/// Plain PQ without calibration (`rtn:pq...`): k-means with unit weights on the weights as they
+/// are, each sub-vector's nearest centroid. `o.error_feedback` is ignored (there is no Hessian).
+/// Throws as gptq_pq_quantize.
+inline GptqPqResult pq_quantize(MatrixView<const float> w, const PqSpec& spec, GptqPqOptions o = {}) {
+    o.error_feedback = false;
+    return detail::pq_quantize_impl(w, nullptr, spec, o);
+}
+
+/// A GptqPqResult as the common QuantizedLayer (its note includes the dead inputs zeroed).
+inline QuantizedLayer to_layer(GptqPqResult r) {
+    QuantizedLayer out(std::move(r.q));
+    out.note = std::move(r.note);
+    if (r.dead_columns) out.note += std::to_string(r.dead_columns) + " dead input(s) zeroed; ";
+    return out;
+}
+
+/// GptqPqOptions from a scheme with a PQ grid (damp=) and the quantizer's settings.
+inline GptqPqOptions gptq_pq_options(const RuntimeScheme& s, const QuantizeSettings& o) {
+    GptqPqOptions p;
+    p.damp = s.options.damp;
+    p.block_size = o.gptq_block;
+    p.backend = o.backend;
+    return p;
 }
 
 }  // namespace qforge

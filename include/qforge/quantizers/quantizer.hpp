@@ -22,6 +22,7 @@
 #include "qforge/core/quantized.hpp"
 #include "qforge/core/scheme.hpp"
 #include "qforge/core/view.hpp"
+#include "qforge/formats/pq.hpp"
 #include "qforge/linalg/hadamard.hpp"
 #include "qforge/runtime/backend.hpp"
 
@@ -54,7 +55,7 @@ struct QuantizeSettings {
     int awq_coarse_step = 5;    ///< AWQ: the α search's coarse step (1: every grid point; AwqOptions::coarse_step)
 };
 
-/// One quantized layer. Ŵ = the dequantized codes, column k holding original column
+/// One quantized layer. Ŵ = the dequantized codes (`q`, or `pq` for a product-quantization grid), column k holding original column
 /// column_order[k] when column_order is not empty (GPTQ act-order with dynamic groups), divided
 /// by input_scales[c] per original column c when input_scales is not empty (AWQ applied to a
 /// single layer: the scales fold into whatever produces the layer's input), and with
@@ -62,18 +63,24 @@ struct QuantizeSettings {
 struct QuantizedLayer {
     QuantizedLayer() = default;
     explicit QuantizedLayer(QuantizedMatrix m, std::vector<int> order = {}) : q(std::move(m)), column_order(std::move(order)) {}
+    explicit QuantizedLayer(PqMatrix m) : pq(std::move(m)) {}
 
-    QuantizedMatrix q;
+    QuantizedMatrix q;      ///< the codes on a scalar grid (empty for a PQ grid)
+    PqMatrix pq;            ///< the codes and codebooks of a PQ grid (RuntimeScheme::pq), else empty
     std::vector<int> column_order;
     std::vector<float> input_scales;
     std::shared_ptr<const HadamardTransform> input_transform;  ///< `,had`: T on the inputs, or null
     std::string note;       ///< what was adjusted (GPTQ damping raised, dead inputs), empty if nothing
     float alpha = 0.0f;     ///< AWQ: the exponent chosen
 
+    bool is_pq() const noexcept { return pq.rows > 0; }
+    int rows() const noexcept { return is_pq() ? pq.rows : q.rows; }
+    int cols() const noexcept { return is_pq() ? pq.cols : q.cols; }
+
     /// Ŵ, rows x cols row-major in the original column order and units.
     std::vector<float> dequantize() const {
-        std::vector<float> w(std::size_t(q.rows) * std::size_t(q.cols));
-        for (int r = 0; r < q.rows; ++r)
+        std::vector<float> w = is_pq() ? pq.dequantize() : std::vector<float>(std::size_t(q.rows) * std::size_t(q.cols));
+        for (int r = 0; r < q.rows; ++r)  // a PQ layer has no rows here
             for (int k = 0; k < q.cols; ++k) {
                 const std::size_t c = std::size_t(column_order.empty() ? k : column_order[std::size_t(k)]);
                 float v = q.dequantize(r, k);
@@ -81,8 +88,8 @@ struct QuantizedLayer {
                 w[std::size_t(r) * std::size_t(q.cols) + c] = v;
             }
         if (input_transform) {
-            std::vector<float> tmp(static_cast<std::size_t>(q.cols));
-            for (int r = 0; r < q.rows; ++r) input_transform->apply_transpose(w.data() + std::size_t(r) * std::size_t(q.cols), tmp.data());
+            std::vector<float> tmp(static_cast<std::size_t>(cols()));
+            for (int r = 0; r < rows(); ++r) input_transform->apply_transpose(w.data() + std::size_t(r) * std::size_t(cols()), tmp.data());
         }
         return w;
     }

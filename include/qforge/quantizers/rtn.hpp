@@ -19,6 +19,7 @@
 #include "qforge/core/validate.hpp"
 #include "qforge/core/view.hpp"
 #include "qforge/quantizers/ggml_search.hpp"
+#include "qforge/quantizers/gptq_pq.hpp"
 #include "qforge/quantizers/quantizer.hpp"
 
 namespace qforge {
@@ -26,7 +27,7 @@ namespace qforge {
 /// Round to nearest: each group's grid from its own min/max (or the MSE clip search), every
 /// weight rounded onto it. No calibration.
 struct Rtn {
-    static constexpr MethodInfo info{"rtn", false, Pipeline::independent};
+    static constexpr MethodInfo info{"rtn", false, Pipeline::independent, false, false, {}, true};
 };
 
 /// The parameters of one group's grid.
@@ -455,6 +456,10 @@ private:
 template <>
 struct quantizer<Rtn> {
     static QuantizedLayer quantize(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+        if (s.pq) {  // plain PQ: k-means on the weights as they are
+            if (c.importance) throw InvalidArgument("rtn with a PQ grid: an importance matrix is not used by plain PQ's k-means");
+            return to_layer(pq_quantize(w, *s.pq, gptq_pq_options(s, o)));
+        }
         return QuantizedLayer(RtnQuantizer(s.spec, s.options.clip, o.clip_search, o.backend.threads(), c.importance).quantize(w));
     }
 };

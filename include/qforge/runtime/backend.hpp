@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <vector>
 #include <string>
@@ -221,6 +222,23 @@ private:
 };
 }  // namespace detail
 
+class CpuBackend;
+namespace detail {
+/// PQ weights on the CPU: the GEMV's form of the codes (PqKernel) built on the first single
+/// activation and kept; batches go to CpuBackend::pq_linear.
+class CpuPqPrepared final : public PreparedLinear {
+public:
+    CpuPqPrepared(const CpuBackend& b, const PqMatrix& w) : b_(b), w_(w) {}
+    void forward(MatrixView<const float> x, MatrixView<float> y) const override;
+
+private:
+    const CpuBackend& b_;
+    const PqMatrix& w_;
+    mutable std::once_flag built_;
+    mutable std::optional<PqKernel> kernel_;
+};
+}  // namespace detail
+
 /// The CPU backend: one instruction set of qforge::dispatch (scalar, avx2, avx512_vnni) and a
 /// thread count; packed products go through that set's row kernels, rows split over threads.
 /// FP32 GEMMs of at least `blas_min_rows` activations and Gram matrices go to the tuned BLAS
@@ -283,6 +301,8 @@ public:
                 using T = std::decay_t<decltype(w)>;
                 if constexpr (std::is_same_v<T, Fp32Matrix>) {
                     gemm_fp32(MatrixView<const float>(w.data.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y);
+                } else if constexpr (std::is_same_v<T, PqMatrix>) {
+                    pq_linear(w, nullptr, x, y);
                 } else if (x.rows == 1) {
                     gemv<format_of_packed<T>>(w, x.row(0), y.row(0), isa_, threads_);
                 } else {
@@ -299,7 +319,9 @@ public:
         return std::visit(
             [&](const auto& w) -> std::unique_ptr<PreparedLinear> {
                 using T = std::decay_t<decltype(w)>;
-                if constexpr (!std::is_same_v<T, Fp32Matrix>) {
+                if constexpr (std::is_same_v<T, PqMatrix>) {
+                    if (w.spec.n <= 256) return std::make_unique<detail::CpuPqPrepared>(*this, w);
+                } else if constexpr (!std::is_same_v<T, Fp32Matrix>) {
                     using F = format_of_packed<T>;
                     if (keep_panels_ && row_functions<F>(isa_).panel_gemv_kernel)
                         return std::make_unique<detail::CpuPanelPrepared<F>>(*this, weights, isa_, threads_);
@@ -347,11 +369,34 @@ public:
                         throw InvalidArgument("dequantize: output is " + std::to_string(out.rows) + " x " + std::to_string(out.cols) +
                                               " (contiguous rows needed), the matrix is " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
                     std::copy(w.data.begin(), w.data.end(), out.data);
+                } else if constexpr (std::is_same_v<T, PqMatrix>) {
+                    if (out.rows != std::size_t(w.rows) || out.cols != std::size_t(w.cols) || out.row_stride != out.cols)
+                        throw InvalidArgument("dequantize: output is " + std::to_string(out.rows) + " x " + std::to_string(out.cols) +
+                                              " (contiguous rows needed), the matrix is " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
+                    const auto v = w.dequantize();
+                    std::copy(v.begin(), v.end(), out.data);
                 } else {
                     qforge::dequantize<format_of_packed<T>>(w, out, isa_, threads_);
                 }
             },
             weights);
+    }
+
+    /// Y = X Wᵀ for PQ weights: one activation through the codebooks (`kernel`, or one built for
+    /// this call; backends/pq.hpp), more through the dequantized weights and the FP32 GEMM (the
+    /// decode of a few hundred thousand codes costs less than a table per token and block).
+    void pq_linear(const PqMatrix& w, const PqKernel* kernel, MatrixView<const float> x, MatrixView<float> y) const {
+        if (x.cols != std::size_t(w.cols) || y.cols != std::size_t(w.rows) || x.rows != y.rows)
+            throw InvalidArgument("linear: X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) + ", Y " + std::to_string(y.rows) + " x " +
+                                  std::to_string(y.cols) + ", the PQ weights " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
+        if (x.rows == 1 && w.spec.n <= 256) {
+            detail::require_finite(x.row(0), "linear input vector");
+            if (kernel) return qforge::pq_gemv(*kernel, x.data, y.data, isa_, threads_);
+            const PqKernel k = PqKernel::from(w);
+            return qforge::pq_gemv(k, x.data, y.data, isa_, threads_);
+        }
+        const auto v = w.dequantize();
+        gemm_fp32(MatrixView<const float>(v.data(), std::size_t(w.rows), std::size_t(w.cols)), x, y);
     }
 
 private:
@@ -361,6 +406,12 @@ private:
     Fp32Functions fp32_;
     bool keep_panels_ = detail::keep_panels_default();
 };
+
+inline void detail::CpuPqPrepared::forward(MatrixView<const float> x, MatrixView<float> y) const {
+    if (x.rows != 1) return b_.pq_linear(w_, nullptr, x, y);
+    std::call_once(built_, [&] { kernel_ = PqKernel::from(w_); });
+    b_.pq_linear(w_, &*kernel_, x, y);
+}
 
 /// The handle: cheap to copy, shares one immutable implementation. The default is the scalar
 /// CPU backend on all hardware threads, the oracle every other backend is tested against.

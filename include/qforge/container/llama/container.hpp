@@ -97,6 +97,7 @@ inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::stri
         [&](const auto& w) -> std::span<const std::uint8_t> {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return bytes_of(w.data.data(), w.data.size() * 4);
+            else if constexpr (std::is_same_v<T, PqMatrix>) throw InvalidArgument("container: PQ weights have no stored layout yet");
             else if constexpr (requires { w.blocks; }) {
                 if constexpr (requires { format_of_packed<T>::table(w, suffix); })
                     if (suffix != ".blocks") {

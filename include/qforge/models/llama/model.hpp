@@ -368,6 +368,16 @@ inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_ord
     return out;
 }
 
+/// A quantized layer as a Linear: scalar codes packed into their format (as above), PQ codes and
+/// codebooks as they are (formats/pq.hpp); its column order and input transform kept. Rows
+/// [r0, r1) only when r1 > 0 (the layers of GPTQ's stacked steps; a PQ layer cuts along its
+/// 64-row codebook blocks, PqMatrix::row_range). Throws InvalidArgument as packed_linear does.
+inline Linear packed_linear(const QuantizedLayer& r, int r0 = 0, int r1 = 0) {
+    const bool cut = r1 > 0 && (r0 != 0 || r1 != r.rows());
+    if (r.is_pq()) return Linear(LinearWeights(cut ? r.pq.row_range(r0, r1) : r.pq), r.column_order, r.input_transform);
+    return packed_linear(cut ? r.q.row_range(r0, r1) : r.q, r.column_order, r.input_transform);
+}
+
 /// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
 /// packed; a calibrated method is an InvalidArgument saying so (use the model drivers).
 /// `importance`: an imatrix's mean x² per input column (io/imatrix.hpp), for RTN's llama-quantize
@@ -384,8 +394,7 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     o.backend = backend;
     LayerCalibration calib;
     calib.importance = importance;
-    const auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o);
-    return packed_linear(r.q, r.column_order, r.input_transform);
+    return packed_linear(method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o));
 }
 
 /// The same layer with its packed weights dequantized back to FP32 on `backend`, columns in the

@@ -32,7 +32,7 @@ inline Linear hessian_linear(const Linear& layer, const std::vector<float>& hess
     auto r = find_method(scheme.method).quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)),
                                                  scheme, calib, o);
     if (note) *note += r.note;
-    return packed_linear(r.q, r.column_order, r.input_transform);
+    return packed_linear(r);
 }
 
 /// The layers of one step (sharing their inputs, so their Hessian) quantized as one matrix, their
@@ -48,6 +48,8 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
     for (const auto m : members) {
         const auto* w = std::get_if<Fp32Matrix>(&(block.*m).weights());
         if (!w || !(block.*m).input_order().empty() || (block.*m).input_transform() || (cols && std::size_t(w->cols) != cols)) return false;
+        // a PQ grid's codebooks are blocks of 64 rows: each layer must start and end on one
+        if (scheme.pq && w->rows % PqSpec::block_rows != 0) return false;
         cols = std::size_t(w->cols), rows += std::size_t(w->rows);
     }
     std::vector<float> stacked;
@@ -68,7 +70,7 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
     int r0 = 0;
     for (const auto m : members) {
         const int n = std::get<Fp32Matrix>((block.*m).weights()).rows;
-        q.*m = packed_linear(r.q.row_range(r0, r0 + n), r.column_order, r.input_transform);
+        q.*m = packed_linear(r, r0, r0 + n);
         r0 += n;
     }
     note += r.note;

@@ -107,7 +107,7 @@ inline IntGridLayer int_grid_of(const Linear& l) {
     std::visit(
         [&](const auto& w) {
             using T = std::decay_t<decltype(w)>;
-            if constexpr (!std::is_same_v<T, Fp32Matrix>) {
+            if constexpr (!std::is_same_v<T, Fp32Matrix> && !std::is_same_v<T, PqMatrix>) {
                 using F = format_of_packed<T>;
                 if constexpr (F::info.storage == Storage::dense_rows && F::info.codebook == nullptr && F::info.bits != 0) {
                     out = int_grid_of<F::info.bits>(w, l.input_order());

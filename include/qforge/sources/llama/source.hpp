@@ -26,8 +26,8 @@ struct TensorLayout {
     bool ordered = false;  ///< the weights' columns are in their own order (Linear::input_order)
 };
 
-/// Throws InvalidArgument for a layer with an input transform (`,had`): no stored layout has a
-/// field for it yet.
+/// Throws InvalidArgument for a layer with an input transform (`,had`) or PQ weights: no stored
+/// layout has a field for them yet.
 inline TensorLayout layout_of(const Linear& l) {
     if (l.input_transform())
         throw InvalidArgument("a layer with a Hadamard input transform (',had') has no stored layout yet (container, GGUF and checkpoints lack the field)");
@@ -35,6 +35,8 @@ inline TensorLayout layout_of(const Linear& l) {
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
             if constexpr (std::is_same_v<T, Fp32Matrix>) return {"f32", {}, w.rows, w.cols};
+            else if constexpr (std::is_same_v<T, PqMatrix>)
+                throw InvalidArgument("a product-quantized layer (PQ grid) has no stored layout yet (container, GGUF and checkpoints lack the format)");
             else return {std::string(format_of_packed<T>::info.stored_as), w.spec, w.rows, w.cols};
         },
         l.weights());

@@ -1,0 +1,85 @@
+#pragma once
+/// @file
+/// What GPTQ and GPTQ-PQ (quantizers/gptq.hpp, gptq_pq.hpp) share before their column loops: the
+/// Hessian's checks and dead inputs, and U, the upper Cholesky factor of the damped H⁻¹.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "qforge/core/error.hpp"
+#include "qforge/core/parallel.hpp"
+#include "qforge/linalg/cholesky.hpp"
+
+namespace qforge {
+
+namespace detail {
+/// H's diagonal with dead inputs (H_ii = 0) set to 1, which inputs are dead, and how many.
+struct HessianDiagonal {
+    std::vector<float> diag;
+    std::vector<bool> dead;
+    int dead_count = 0;
+};
+/// Checks a cols x cols Hessian (size, finite entries; InvalidArgument / InvalidData naming `who`)
+/// and returns its diagonal as GPTQ uses it (step 1 of quantizers/gptq.hpp).
+inline HessianDiagonal hessian_diagonal(const std::vector<float>& hessian, std::size_t C, const char* who) {
+    if (hessian.size() != C * C)
+        throw InvalidArgument(std::string(who) + ": the Hessian has " + std::to_string(hessian.size()) + " entries, a " + std::to_string(C) +
+                              "-column layer needs " + std::to_string(C * C));
+    for (std::size_t i = 0; i < hessian.size(); ++i)
+        if (!std::isfinite(hessian[i])) throw InvalidData(std::string(who) + ": the Hessian has a non-finite entry at " + std::to_string(i));
+    HessianDiagonal h{std::vector<float>(C), std::vector<bool>(C, false), 0};
+    for (std::size_t i = 0; i < C; ++i) {
+        h.diag[i] = hessian[i * C + i];
+        if (h.diag[i] == 0.0f) {
+            h.dead[i] = true;
+            h.diag[i] = 1.0f;
+            ++h.dead_count;
+        }
+    }
+    return h;
+}
+}  // namespace detail
+
+namespace detail {
+/// U, the upper Cholesky factor of H^{-1}, for H permuted into processing order (`order`), its
+/// diagonal replaced by `diag` (dead inputs at 1) plus damping `damp` * mean(diag); the damping
+/// doubles (up to 10 times) until H is positive definite, and `note` says so. Throws InvalidData
+/// when it never is.
+struct GptqFactor {
+    std::vector<float> u;  ///< cols x cols, row-major
+    float damp = 0.0f;     ///< the damping fraction finally used
+    std::string note;
+};
+inline GptqFactor gptq_inverse_factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp,
+                                      const Backend& backend) {
+    const std::size_t C = order.size();
+    const int threads = backend.threads();
+    GptqFactor f;
+    // No copy of H is kept: the permuted, damped H is built straight into the buffer that the
+    // factorisation turns into U (rebuilt on a retry), so GPTQ holds H (the caller's), U and U^T.
+    double mean_diag = 0.0;
+    for (std::size_t i = 0; i < C; ++i) mean_diag += double(diag[std::size_t(order[i])]);
+    mean_diag /= double(C);
+    f.u.resize(C * C);
+    std::vector<float>& u = f.u;
+    for (int attempt = 0;; ++attempt) {
+        const float add = float(double(damp) * mean_diag);
+        parallel_for(C, threads, [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const std::size_t oi = std::size_t(order[i]);
+                for (std::size_t j = 0; j < C; ++j) u[i * C + j] = hessian[oi * C + std::size_t(order[j])];
+                u[i * C + i] = diag[oi] + add;
+            }
+        }, grain_for(C));
+        if (linalg::inverse_cholesky_upper_in_place(u, int(C), backend)) break;
+        if (attempt == 10) throw InvalidData("GPTQ: the Hessian is not positive definite even with damping " + std::to_string(damp));
+        const float next = damp > 0.0f ? damp * 2.0f : 0.01f;
+        f.note += "Hessian not positive definite with damping " + std::to_string(damp) + ", raised to " + std::to_string(next) + "; ";
+        damp = next;
+    }
+    f.damp = damp;
+    return f;
+}
+}  // namespace detail
+
+}  // namespace qforge
