@@ -99,6 +99,16 @@ std::string fixed3(double v) {
     return b;
 }
 
+/// Why layers of `s` cannot be written by any output format yet (empty: they can): the stored
+/// layouts have no field for an input transform (`,had`) nor for PQ codes and codebooks.
+std::string unwritable(const qforge::RuntimeScheme& s) {
+    if (s.options.hadamard)
+        return "',had' layers cannot be written yet (no container, GGUF or checkpoint field holds the transform); evaluate them with qforge eval";
+    if (s.pq)
+        return "PQ layers cannot be written yet (no container, GGUF or checkpoint layout holds PQ codes and codebooks); evaluate them with qforge eval";
+    return {};
+}
+
 int run(QuantizeOptions opt) {
     if (opt.scheme.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --mix, --override)");
     const bool gguf = opt.format == "gguf";
@@ -124,9 +134,7 @@ int run(QuantizeOptions opt) {
         if (action == "f16" && !gguf) throw CLI::ValidationError("--override", "'" + rule + "': f16 is a GGUF type (--format gguf)");
         if (action != "f32" && action != "keep" && action != "f16") {
             const auto s = qforge::parse_scheme(action);
-            if (s.options.hadamard)
-                throw CLI::ValidationError("--override", "'" + rule + "': ',had' layers cannot be written yet (no container, GGUF or checkpoint field holds "
-                                                         "the transform); evaluate them with qforge eval");
+            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--override", "'" + rule + "': " + why);
             if (qforge::method_of(s).needs_calibration())
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         }
@@ -134,9 +142,8 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
-    if (scheme && scheme->options.hadamard)
-        throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': ',had' layers cannot be written yet (no container, GGUF or checkpoint field holds "
-                                               "the transform); evaluate them with qforge eval");
+    if (scheme)
+        if (const auto why = unwritable(*scheme); !why.empty()) throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': " + why);
     // --mix: llama.cpp's per-tensor types, on the scheme's method (RTN without --scheme)
     const qforge::llama::TypeMix* mix = nullptr;
     if (!opt.mix.empty()) {
@@ -151,7 +158,12 @@ int run(QuantizeOptions opt) {
     // --outtype (convert): one action for every weight matrix, before the overrides
     if (opt.outtype == "f16" && !gguf) throw CLI::ValidationError("--outtype", "f16 is a GGUF type (--format gguf)");
     if (opt.outtype != "keep") {
-        const std::string action = opt.outtype == "f32" || opt.outtype == "f16" ? opt.outtype : qforge::to_string(qforge::parse_scheme("rtn:" + opt.outtype));
+        std::string action = opt.outtype;
+        if (opt.outtype != "f32" && opt.outtype != "f16") {
+            const auto s = qforge::parse_scheme("rtn:" + opt.outtype);
+            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': " + why);
+            action = qforge::to_string(s);
+        }
         overrides.insert(overrides.begin(), {hf ? "blk.*" : "*", action});  // a checkpoint keeps the embedding and head F16
     }
 

@@ -22,11 +22,10 @@ struct Totals {
     double signal = 0, noise = 0, max_abs = 0, weights = 0, bytes = 0;
 };
 
-template <class F>
-void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, const qforge::Backend& backend, Totals& t) {
-    const qforge::LinearWeights packed = F::pack(q);
-    std::vector<float> back(w.size());
-    backend.dequantize(packed, qforge::MatrixView<float>(back.data(), std::size_t(q.rows), std::size_t(q.cols)));
+/// The layer's stored form (a packed grid, PQ codes, a column order, an input transform: what
+/// evaluation multiplies) dequantized back and compared with `w`; its bytes as Linear counts them.
+void measure(const qforge::llama::Linear& layer, std::span<const float> w, const qforge::Backend& backend, Totals& t) {
+    const auto back = std::get<qforge::Fp32Matrix>(qforge::llama::dequantized_linear(layer, backend).weights()).data;
     for (std::size_t i = 0; i < w.size(); ++i) {
         const double d = double(w[i]) - double(back[i]);
         t.signal += double(w[i]) * double(w[i]);
@@ -34,7 +33,7 @@ void measure(const qforge::QuantizedMatrix& q, std::span<const float> w, const q
         t.max_abs = std::max(t.max_abs, std::fabs(d));
     }
     t.weights += double(w.size());
-    t.bytes += double(std::get<typename F::Packed>(packed).bytes());
+    t.bytes += double(layer.bytes());
 }
 
 struct WeightsOptions {
@@ -86,10 +85,9 @@ int run(const WeightsOptions& opt) {
         for (const auto& tensor : linear) {
             const auto& m = *tensor.w;
             try {
-                const auto q = qforge::quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)), scheme, {},
-                                                settings).q;
-                if (!qforge::visit_packing_format(q.spec, q.rows, q.cols, [&](auto f) { measure<typename decltype(f)::type>(q, m.data, backend, t); }))
-                    throw qforge::InvalidArgument("no packed format stores the grid of '" + qforge::to_string(scheme) + "'");
+                measure(qforge::llama::packed_linear(
+                            qforge::quantize(qforge::MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)), scheme, {}, settings)),
+                        m.data, backend, t);
             } catch (const qforge::Error& e) {
                 throw qforge::InvalidArgument(model.path() + ": tensor " + tensor.name + ": " + e.what());
             }

@@ -202,5 +202,14 @@ expect_error "context 4096 exceeds the model's context of 512" "$q" ppl --contex
 json "$tmp/s.json" 'd["stride"] == 128 and d["context"] == 256'
 "$q" generate --max-tokens 100000 --json > "$tmp/gl.json" 2> "$tmp/gerr"
 grep -q "capped to" "$tmp/gerr" || fail "generate --max-tokens past the context: no note"
+# layers no output format can hold yet (an input transform, PQ codes) are refused before any
+# work, wherever a scheme can be named; `weights` measures them in the weights' own basis
+expect_error "',had' layers cannot be written" "$q" quantize --scheme rtn:w4g32a,had --out "$tmp/had.safetensors"
+expect_error "PQ layers cannot be written" "$q" quantize --scheme gptq:pq2n64g1024 --out "$tmp/pq.safetensors"
+expect_error "PQ layers cannot be written" "$q" quantize --scheme rtn:w4g32a --override 'blk.*=rtn:pq2n16g64' --out "$tmp/pq.safetensors"
+[ ! -e "$tmp/pq.safetensors" ] && [ ! -e "$tmp/had.safetensors" ] || fail "a refused quantize left an output file"
+"$q" weights --scheme rtn:w8g32s,had --scheme rtn:pq2n16g64 --json > "$tmp/wh.json"
+json "$tmp/wh.json" 'd["results"][0]["relative_frobenius"] < 0.02' 'd["results"][1]["relative_frobenius"] < 0.5' \
+  '5.5 < d["results"][1]["bits_per_weight"] < 7'
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"
