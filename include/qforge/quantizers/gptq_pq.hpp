@@ -109,7 +109,9 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
     for (int i1 = 0; i1 < cols; i1 += block) {
         const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
         parallel_for(std::size_t(row_blocks), threads, [&](std::size_t b0, std::size_t b1) {
-            std::vector<float> points, pw;
+            std::vector<float> points, pw, ct(N * D);
+            std::vector<double> scratch(N);
+            int transposed = -1;  // the codebook held in ct
             for (std::size_t rb = b0; rb < b1; ++rb) {
                 const int r0 = int(rb) * PqSpec::block_rows, r1 = std::min(rows, r0 + PqSpec::block_rows);
                 for (int k = i1; k < i2; k += spec.d) {
@@ -129,11 +131,12 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
                         q.set_codebook(book, km.centroids.data());
                     }
                     const float* cb = q.codebook(book);
+                    if (book != transposed) detail::transpose_centroids(cb, spec.n, spec.d, ct.data()), transposed = book;
                     const float* wt = weight.data() + k;
                     for (int r = r0; r < r1; ++r) {
                         float* row = wk.data() + std::size_t(r) * C;
                         double dist = 0.0;
-                        const int code = detail::nearest_centroid(row + k, cb, spec.n, wt, spec.d, dist);
+                        const int code = detail::nearest_centroid(row + k, ct.data(), spec.n, wt, spec.d, scratch.data(), dist);
                         q.codes[std::size_t(r) * std::size_t(per_row) + std::size_t(k / spec.d)] = std::uint16_t(code);
                         if (!o.error_feedback) continue;
                         const float* c = cb + std::size_t(code) * D;

@@ -41,16 +41,43 @@ inline double weighted_sq(const float* x, const float* c, const float* h, int d)
     }
     return s;
 }
-/// The nearest of k centroids (k x d) to x, the lowest index on ties; its distance in `dist`.
-inline int nearest_centroid(const float* x, const float* centroids, int k, const float* h, int d, double& dist) noexcept {
-    int best = 0;
-    double bd = std::numeric_limits<double>::infinity();
-    for (int c = 0; c < k; ++c) {
-        const double v = weighted_sq(x, centroids + std::size_t(c) * std::size_t(d), h, d);
-        if (v < bd) bd = v, best = c;
+/// Centroids k x d (row-major) as d x k, the layout the distance loops below run over.
+inline void transpose_centroids(const float* c, int k, int d, float* ct) noexcept {
+    for (int i = 0; i < k; ++i)
+        for (int j = 0; j < d; ++j) ct[std::size_t(j) * std::size_t(k) + std::size_t(i)] = c[std::size_t(i) * std::size_t(d) + std::size_t(j)];
+}
+/// The nearest of k centroids (`ct`: d x k, transpose_centroids) to x under the weights h, the
+/// lowest index on ties; its distance in `dist`. `s` is scratch for k doubles. Each distance is
+/// weighted_sq's sum in the same order; the loops run over centroids so that they vectorise
+/// (the assignments of k-means and of GPTQ-PQ were most of a PQ run's time).
+inline int nearest_centroid(const float* x, const float* ct, int k, const float* h, int d, double* s, double& dist) noexcept {
+    const std::size_t K = std::size_t(k);
+    for (std::size_t c = 0; c < K; ++c) s[c] = 0.0;
+    for (int j = 0; j < d; ++j) {
+        const double xj = x[j], hj = h[j];
+        const float* cj = ct + std::size_t(j) * K;
+        for (std::size_t c = 0; c < K; ++c) {
+            const double e = xj - double(cj[c]);
+            s[c] += hj * e * e;
+        }
     }
+    // the first minimum, by four independent running minima (one compare chain was the loop's
+    // latency), then the lowest value among them, the lowest index on ties
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    double b[4] = {inf, inf, inf, inf};
+    std::size_t at[4] = {0, 0, 0, 0};
+    std::size_t c = 0;
+    for (; c + 4 <= K; c += 4)
+        for (std::size_t l = 0; l < 4; ++l)
+            if (s[c + l] < b[l]) b[l] = s[c + l], at[l] = c + l;
+    for (; c < K; ++c)
+        if (s[c] < b[0]) b[0] = s[c], at[0] = c;
+    double bd = b[0];
+    std::size_t best = at[0];
+    for (std::size_t l = 1; l < 4; ++l)
+        if (b[l] < bd || (b[l] == bd && at[l] < best)) bd = b[l], best = at[l];
     dist = bd;
-    return best;
+    return int(best);
 }
 }  // namespace detail
 
@@ -112,13 +139,16 @@ inline KmeansResult kmeans(std::span<const float> points, int d, int k, std::spa
     // Lloyd: assign, then move each centre to its points' weighted mean, dimension by dimension
     std::vector<double> sum(std::size_t(k) * D), wsum(sum.size()), plain(sum.size());
     std::vector<std::size_t> count(static_cast<std::size_t>(k));
+    std::vector<float> ct(r.centroids.size());
+    std::vector<double> scratch(static_cast<std::size_t>(k));
     bool moved = true;
     for (int it = 0; it <= o.iterations && moved; ++it) {
         moved = false;
         r.inertia = 0.0;
+        detail::transpose_centroids(r.centroids.data(), k, d, ct.data());
         for (std::size_t i = 0; i < n; ++i) {
             double dist = 0.0;
-            const int c = detail::nearest_centroid(x + i * D, r.centroids.data(), k, wt(i), d, dist);
+            const int c = detail::nearest_centroid(x + i * D, ct.data(), k, wt(i), d, scratch.data(), dist);
             if (it == 0 || r.assignment[i] != std::uint16_t(c)) moved = true;
             r.assignment[i] = std::uint16_t(c);
             r.inertia += dist;
