@@ -2,6 +2,7 @@
 // over the same windows of the text, so the reference runs once and no logits are stored.
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -17,6 +18,7 @@
 
 #include "commands.hpp"
 #include "model.hpp"
+#include "plot.hpp"
 
 namespace cli {
 namespace {
@@ -24,7 +26,7 @@ namespace {
 struct EvalCliOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string text, kernels = "fp32", flores, flores_lines = "507-1012", neurons;
+    std::string text, kernels = "fp32", flores, flores_lines = "507-1012", neurons, svg;
     std::vector<std::string> schemes, twq_targets;
     long max_tokens = 16384;
     int context = 0, threads = 0, flores_max_lines = 100;
@@ -33,9 +35,17 @@ struct EvalCliOptions {
 
 struct Row {
     std::string label;
+    std::string family;  ///< the plot's series: method, kind of grid, ',had' (family_of)
     qforge::llama::Weights weights;
     double bits_per_weight = 0, size_mb = 0, quantize_seconds = 0;
 };
+
+/// A scheme's series in `--svg`: its method, its kind of grid (integer, PQ, a codebook, a GGUF
+/// block type) and ',had', so that one line joins the bit widths of one method.
+std::string family_of(const qforge::RuntimeScheme& s) {
+    std::string kind = s.pq ? "PQ" : !s.spec.block.empty() ? "GGUF blocks" : s.spec.codebook ? std::string(s.spec.codebook->name) : "int";
+    return s.method + " " + kind + (s.options.hadamard ? " + had" : "");
+}
 
 void measure(Row& r, bool tied) {
     std::size_t other = r.weights.output.bytes() + r.weights.norm.size() * 4;
@@ -91,11 +101,11 @@ int run(const EvalCliOptions& opt) {
     };
     std::vector<TwqPair> twq_pairs;
     std::vector<Row> rows;
-    Row reference{format == "FP32" ? "FP32" : format + "-ref",
+    Row reference{format == "FP32" ? "FP32" : format + "-ref", "reference",
                   qforge::llama::dequantized_weights(stored)};
     measure(reference, tied);  // the head as stored (the reference is defined by its values)
     if (format != "FP32" && packed) {
-        rows.push_back({format + " (as stored)", stored});
+        rows.push_back({format + " (as stored)", "as stored", stored});
         measure(rows.back(), tied);
     }
     const std::string flores_dir = opt.flores.empty() ? data_dir() + "/eval/flores200/devtest" : opt.flores;
@@ -157,7 +167,7 @@ int run(const EvalCliOptions& opt) {
                 char label[128];
                 std::snprintf(label, sizeof label, "%s@%s l=%g%s", qforge::to_string(scheme).c_str(), target.c_str(), double(best_lambda),
                               best_lambda == 1.0f ? " (=AWQ)" : "");
-                Row r{label, std::move(best)};
+                Row r{label, "twq", std::move(best)};
                 r.quantize_seconds = seconds;
                 measure(r, tied);
                 ao.targets = &control;
@@ -165,7 +175,7 @@ int run(const EvalCliOptions& opt) {
                 Progress bar("twq control " + target);
                 ao.progress = [&](int b, int n, const std::string& what) { bar.update(double(b), double(n), what); };
                 const auto cstart = std::chrono::steady_clock::now();
-                Row c{qforge::to_string(scheme) + "@" + target + "/random", qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao)};
+                Row c{qforge::to_string(scheme) + "@" + target + "/random", "twq random control", qforge::llama::awq_quantize_model(reference.weights, twq_calib, scheme, ao)};
                 bar.finish();
                 c.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - cstart).count();
                 measure(c, tied);
@@ -185,7 +195,7 @@ int run(const EvalCliOptions& opt) {
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
         if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
-        Row r{qforge::to_string(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())};
+        Row r{qforge::to_string(scheme), family_of(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())};
         bar.finish();
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
@@ -305,6 +315,22 @@ int run(const EvalCliOptions& opt) {
     const double ref_ppl = stats.front().reference_perplexity();
     const long scored = stats.front().tokens;
     const double rate = double(scored) * double(rows.size() + 1) / seconds;
+    if (!opt.svg.empty()) {
+        Plot p;
+        p.title = "perplexity against bits per weight: " + std::filesystem::path(model.path()).filename().string() + ", " + std::to_string(scored) + " tokens";
+        p.x_label = "bits per weight (stored bytes of the decoder's linear layers)";
+        p.y_label = "perplexity";
+        p.log_y = true;
+        p.reference_y = ref_ppl;
+        p.reference_label = reference.label + " " + std::to_string(ref_ppl).substr(0, 6);
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            auto it = std::find_if(p.series.begin(), p.series.end(), [&](const PlotSeries& x) { return x.label == rows[i].family; });
+            if (it == p.series.end()) it = p.series.insert(p.series.end(), PlotSeries{rows[i].family, {}});
+            it->points.emplace_back(rows[i].bits_per_weight, stats[i].perplexity());
+        }
+        for (auto& x : p.series) std::sort(x.points.begin(), x.points.end());
+        write_plot(opt.svg, p);
+    }
 
     if (opt.json) {
         using qforge::io::Json;
@@ -445,6 +471,8 @@ void add_eval(CLI::App& app, int& status) {
                     "NLL it adds per sentence");
     sub->add_option("--flores-lines", o->flores_lines, "lines A-B of each FLORES file (1-based)")->check(line_range())->capture_default_str();
     sub->add_option("--flores-max-lines", o->flores_max_lines, "at most this many of those lines")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+    sub->add_option("--svg", o->svg, "also plot perplexity against bits per weight there, one line per method and kind of grid (checked before any work)")
+        ->check(writable_output());
     sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
     sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");
     add_threads_option(*sub, o->threads);

@@ -13,53 +13,23 @@
 
 #include "commands.hpp"
 #include "model.hpp"
+#include "plot.hpp"
 
 namespace cli {
 namespace {
 
 void write_svg(const std::string& path, const std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>>& series) {
-    const double W = 640, H = 360, left = 60, right = 20, top = 30, bottom = 50;
-    const std::size_t layers = series.front().second.size();
-    double ymax = 0;
-    for (const auto& s : series)
-        for (const auto& l : s.second) ymax = std::max(ymax, l.mean_p_next);
-    ymax = ymax > 0 ? ymax * 1.1 : 1.0;
-    const auto X = [&](std::size_t i) { return left + (W - left - right) * (layers > 1 ? double(i) / double(layers - 1) : 0.0); };
-    const auto Y = [&](double v) { return H - bottom - (H - top - bottom) * v / ymax; };
-    std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"360\" font-family=\"sans-serif\" font-size=\"12\">\n";
-    svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", left, H - bottom, W - right, H - bottom);
-    svg += buf;
-    std::snprintf(buf, sizeof buf, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", left, top, left, H - bottom);
-    svg += buf;
-    for (int k = 0; k <= 4; ++k) {
-        const double v = ymax * k / 4;
-        std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.3f</text>\n", left - 5, Y(v) + 4, v);
-        svg += buf;
+    Plot p;
+    p.title = "mean p(next token) through the logit lens";
+    p.x_label = "layer";
+    p.y_label = "mean p(next token)";
+    p.y_from_zero = true;
+    for (const auto& [label, layers] : series) {
+        PlotSeries s{label, {}};
+        for (std::size_t i = 0; i < layers.size(); ++i) s.points.emplace_back(double(i), layers[i].mean_p_next);
+        p.series.push_back(std::move(s));
     }
-    for (std::size_t i = 0; i < layers; i += std::max<std::size_t>(1, layers / 10)) {
-        std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%zu</text>\n", X(i), H - bottom + 18, i);
-        svg += buf;
-    }
-    std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">layer</text>\n", (left + W - right) / 2, H - 10);
-    svg += buf;
-    std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"18\">mean p(next token) through the logit lens</text>\n", left);
-    svg += buf;
-    const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
-    for (std::size_t s = 0; s < series.size(); ++s) {
-        std::string points;
-        for (std::size_t i = 0; i < layers; ++i) {
-            std::snprintf(buf, sizeof buf, "%g,%g ", X(i), Y(series[s].second[i].mean_p_next));
-            points += buf;
-        }
-        svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" + std::string(colours[s % 4]) + "\" points=\"" + points + "\"/>\n";
-        std::snprintf(buf, sizeof buf, "<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", left + 10, top + 16 + 16 * double(s), colours[s % 4],
-                      series[s].first.c_str());
-        svg += buf;
-    }
-    svg += "</svg>\n";
-    qforge::io::write_file_atomically(path, svg);
+    write_plot(path, p);
 }
 
 struct LensOptions {

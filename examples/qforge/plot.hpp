@@ -1,0 +1,115 @@
+#pragma once
+// The CLI's one SVG plot: series of (x, y) points drawn as lines with markers, linear axes or a
+// logarithmic y axis, a legend, optional horizontal reference line. `qforge lens` (p(next) per
+// layer) and `qforge eval --svg` (perplexity against bits per weight) draw through it; the file
+// is written whole or not at all (io::write_file_atomically).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <qforge/io/output_path.hpp>
+
+namespace cli {
+
+struct PlotSeries {
+    std::string label;
+    std::vector<std::pair<double, double>> points;  ///< drawn in this order
+};
+
+struct Plot {
+    std::string title, x_label, y_label;
+    bool log_y = false;                  ///< y on a log scale (all y must be > 0)
+    bool y_from_zero = false;            ///< linear y axis starting at 0
+    std::optional<double> reference_y;   ///< a dashed horizontal line (e.g. the reference's PPL)
+    std::string reference_label;
+    std::vector<PlotSeries> series;
+};
+
+namespace detail {
+inline std::string xml_escaped(const std::string& s) {
+    std::string out;
+    for (const char c : s) {
+        if (c == '<') out += "&lt;";
+        else if (c == '>') out += "&gt;";
+        else if (c == '&') out += "&amp;";
+        else if (c == '"') out += "&quot;";
+        else out += c;
+    }
+    return out;
+}
+}  // namespace detail
+
+/// The plot as SVG text (640 x 400).
+inline std::string plot_svg(const Plot& p) {
+    const double W = 640, H = 400, left = 70, right = 20, top = 30, bottom = 50;
+    double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
+    const auto fy = [&](double y) { return p.log_y ? std::log10(y) : y; };
+    for (const auto& s : p.series)
+        for (const auto& [x, y] : s.points) {
+            if (!std::isfinite(x) || !std::isfinite(y) || (p.log_y && y <= 0)) continue;
+            x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, fy(y)), y1 = std::max(y1, fy(y));
+        }
+    if (p.reference_y && (!p.log_y || *p.reference_y > 0)) y0 = std::min(y0, fy(*p.reference_y)), y1 = std::max(y1, fy(*p.reference_y));
+    if (!(x0 <= x1)) x0 = 0, x1 = 1;
+    if (!(y0 <= y1)) y0 = 0, y1 = 1;
+    if (p.y_from_zero && !p.log_y) y0 = std::min(0.0, y0);
+    if (x1 - x0 < 1e-9) x0 -= 0.5, x1 += 0.5;
+    if (y1 - y0 < 1e-9) y0 -= 0.5, y1 += 0.5;
+    const double xpad = 0.04 * (x1 - x0), ypad = 0.06 * (y1 - y0);
+    x0 -= xpad, x1 += xpad, y1 += ypad;
+    if (!p.y_from_zero || p.log_y) y0 -= ypad;
+    const auto X = [&](double x) { return left + (W - left - right) * (x - x0) / (x1 - x0); };
+    const auto Y = [&](double v) { return H - bottom - (H - top - bottom) * (v - y0) / (y1 - y0); };
+    std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"400\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    char buf[512];
+    const auto add = [&](const char* fmt, auto... args) {
+        std::snprintf(buf, sizeof buf, fmt, args...);
+        svg += buf;
+    };
+    add("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", left, H - bottom, W - right, H - bottom);
+    add("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"black\"/>\n", left, top, left, H - bottom);
+    for (int k = 0; k <= 5; ++k) {
+        const double v = y0 + (y1 - y0) * k / 5, shown = p.log_y ? std::pow(10.0, v) : v;
+        add("<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.4g</text>\n", left - 5, Y(v) + 4, shown);
+        add("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#dddddd\"/>\n", left, Y(v), W - right, Y(v));
+    }
+    for (int k = 0; k <= 6; ++k) {
+        const double v = x0 + (x1 - x0) * k / 6;
+        add("<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%.3g</text>\n", X(v), H - bottom + 18, v);
+    }
+    add("<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%s</text>\n", (left + W - right) / 2, H - 12, detail::xml_escaped(p.x_label).c_str());
+    add("<text x=\"14\" y=\"%g\" text-anchor=\"middle\" transform=\"rotate(-90 14 %g)\">%s</text>\n", (top + H - bottom) / 2, (top + H - bottom) / 2,
+        detail::xml_escaped(p.y_label + (p.log_y ? " (log scale)" : "")).c_str());
+    add("<text x=\"%g\" y=\"18\">%s</text>\n", left, detail::xml_escaped(p.title).c_str());
+    if (p.reference_y && (!p.log_y || *p.reference_y > 0)) {
+        const double y = Y(fy(*p.reference_y));
+        add("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"gray\" stroke-dasharray=\"6 4\"/>\n", left, y, W - right, y);
+        add("<text x=\"%g\" y=\"%g\" text-anchor=\"end\" fill=\"gray\">%s</text>\n", W - right - 4, y - 4, detail::xml_escaped(p.reference_label).c_str());
+    }
+    static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+    for (std::size_t s = 0; s < p.series.size(); ++s) {
+        const char* colour = colours[s % 8];
+        std::string points;
+        for (const auto& [x, y] : p.series[s].points) {
+            if (!std::isfinite(x) || !std::isfinite(y) || (p.log_y && y <= 0)) continue;
+            std::snprintf(buf, sizeof buf, "%g,%g ", X(x), Y(fy(y)));
+            points += buf;
+            add("<circle cx=\"%g\" cy=\"%g\" r=\"3\" fill=\"%s\"/>\n", X(x), Y(fy(y)), colour);
+        }
+        svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" + std::string(colour) + "\" points=\"" + points + "\"/>\n";
+        add("<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - right - 170, top + 16 + 16 * double(s), colour, detail::xml_escaped(p.series[s].label).c_str());
+    }
+    svg += "</svg>\n";
+    return svg;
+}
+
+/// Writes the plot to `path` atomically. Throws what io::write_file_atomically throws.
+inline void write_plot(const std::string& path, const Plot& p) { qforge::io::write_file_atomically(path, plot_svg(p)); }
+
+}  // namespace cli
