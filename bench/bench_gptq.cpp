@@ -3,7 +3,8 @@
 // BLAS is linked) and, where it applies, next to qforge's own kernels (QFORGE_BLAS-free path):
 // the Hessian accumulation X^T X over 2048 tokens of 4096 channels, GPTQ on a 4096x4096 and an
 // 11008x4096 layer (w4g128a, with and without act-order) against its FLOP count, and AWQ's scale
-// + clip search on a 4096x4096 layer (the α search on a 512-row sample and on every row).
+// + clip search on a 4096x4096 layer (the α search on a 512-row sample and on every row), and
+// GPTQ-PQ on a 4096x4096 layer as a multiple of the same run's scalar GPTQ time.
 // QFORGE_THREADS sets the thread count (default: all).
 #include <benchmark/benchmark.h>
 
@@ -21,6 +22,7 @@ namespace {
 
 int g_threads = 0;
 double g_sgemm_gflops = 0.0;  // the baseline: this run's sgemm rate
+double g_gptq_seconds = 0.0;  // this run's scalar GPTQ on 4096 x 4096 (w4g128a, the default FP32 path): GPTQ-PQ's baseline
 
 qforge::Backend backend(bool blas) { return qforge::Backend::cpu(qforge::best_isa(), g_threads, blas); }
 
@@ -80,8 +82,27 @@ void quantize_layer(benchmark::State& state, int rows, bool act, bool blas) {
         seconds += since(t0);
     }
     report(state, gptq_flops(rows, cols), seconds);
+    if (rows == 4096 && !act && blas == qforge::blas::enabled()) g_gptq_seconds = seconds / double(state.iterations());
     // the time the FLOPs take at the sgemm rate: the target is within 2x of it
     state.counters["x_flop_bound"] = g_sgemm_gflops > 0 ? seconds / double(state.iterations()) / (gptq_flops(rows, cols) / 1e9 / g_sgemm_gflops) : 0.0;
+}
+
+/// GPTQ-PQ (or plain PQ without feedback) on a 4096 x 4096 layer, next to scalar GPTQ's time
+/// in the same run (x_gptq: GPTQ-PQ's seconds over GPTQ's).
+void gptq_pq_layer(benchmark::State& state, qforge::PqSpec spec, bool feedback) {
+    const int rows = 4096, cols = 4096;
+    const auto w = gaussian(std::size_t(rows) * cols, 4, 0.02f);
+    const auto& h = hessian_4096();
+    qforge::GptqPqOptions o;
+    o.error_feedback = feedback;
+    o.backend = backend(qforge::blas::enabled());
+    double seconds = 0;
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        benchmark::DoNotOptimize(qforge::gptq_pq_quantize(qforge::MatrixView<const float>(w.data(), rows, cols), h, spec, o).q.codes.data());
+        seconds += since(t0);
+    }
+    state.counters["x_gptq"] = g_gptq_seconds > 0 ? seconds / double(state.iterations()) / g_gptq_seconds : 0.0;
 }
 
 /// AWQ on one layer from given statistics: the 20-point scale search, then the clip search.
@@ -168,6 +189,9 @@ int main(int argc, char** argv) {
         add("gptq/4096x4096/w4g128a,act" + tag, quantize_layer, 4096, true, b);
         if (b == blas) add("gptq/11008x4096/w4g128a" + tag, quantize_layer, 11008, false, b);
     }
+    add("gptq_pq/4096x4096/pq2n64g1024", gptq_pq_layer, qforge::PqSpec{2, 64, 1024, 16}, true);
+    add("gptq_pq/4096x4096/pq2n64g1024c8", gptq_pq_layer, qforge::PqSpec{2, 64, 1024, 8}, true);
+    add("plain_pq/4096x4096/pq2n64g1024", gptq_pq_layer, qforge::PqSpec{2, 64, 1024, 16}, false);
     add("awq/4096x4096/w4g128a/search_rows:512", awq_layer, 4096, 512);
     add("awq/4096x4096/w4g128a/search_rows:all", awq_layer, 4096, 0);
     benchmark::RunSpecifiedBenchmarks();

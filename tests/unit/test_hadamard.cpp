@@ -212,3 +212,18 @@ BOOST_AUTO_TEST_CASE(a_transformed_layer_multiplies_and_dequantizes_like_the_ori
     BOOST_CHECK_THROW(llama::layout_of(packed), InvalidArgument);  // no stored layout holds it yet
     BOOST_CHECK_THROW(llama::Linear(Fp32Matrix{rows, 576, std::vector<float>(std::size_t(rows) * 576)}, {}, t), InvalidArgument);
 }
+
+// The tiled in-place transpose that builds T H Tᵀ for ',had' GPTQ: the plain transpose, element for
+// element, on sizes around the 64-wide tiles and on 1 and 3 threads.
+BOOST_AUTO_TEST_CASE(tiled_transpose_is_the_transpose) {
+    for (const std::size_t n : {1u, 2u, 63u, 64u, 65u, 130u, 576u}) {
+        std::vector<float> a(n * n);
+        for (std::size_t i = 0; i < a.size(); ++i) a[i] = float(i);
+        for (const int threads : {1, 3}) {
+            auto t = a;
+            detail::transpose_square(t.data(), n, threads);
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t j = 0; j < n; ++j) BOOST_TEST_REQUIRE(t[i * n + j] == a[j * n + i], "n " << n << " (" << i << ", " << j << ")");
+        }
+    }
+}
