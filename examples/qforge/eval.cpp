@@ -14,6 +14,7 @@
 #include <qforge/pipelines/llama/neurons.hpp>
 #include <qforge/sources/llama/source.hpp>
 
+#include <qforge/io/scheme_map.hpp>
 #include <qforge/models/llama/size.hpp>
 
 #include "commands.hpp"
@@ -27,7 +28,7 @@ struct EvalCliOptions {
     ModelOptions model;
     CalibOptions calib;
     std::string text, kernels = "fp32", flores, flores_lines = "507-1012", neurons, svg;
-    std::vector<std::string> schemes, twq_targets;
+    std::vector<std::string> schemes, twq_targets, scheme_maps;
     long max_tokens = 16384;
     int context = 0, threads = 0, flores_max_lines = 100;
     bool json = false;
@@ -76,9 +77,15 @@ void head_as_fp32(qforge::llama::Weights& w) {
 
 int run(const EvalCliOptions& opt) {
     auto schemes = opt.schemes;
-    if (schemes.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g32a", "rtn:w2g32a"};
+    if (schemes.empty() && opt.scheme_maps.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g32a", "rtn:w2g32a"};
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
+    std::vector<std::pair<std::string, qforge::io::SchemeMap>> maps;
+    for (const auto& path : opt.scheme_maps) {
+        maps.emplace_back(path, qforge::io::read_scheme_map(path));
+        if (qforge::method_of(maps.back().second.scheme).needs_targets)
+            throw CLI::ValidationError("--scheme-map", path + ": " + qforge::to_string(maps.back().second.scheme) + " needs neuron targets (use --scheme)");
+    }
     bool any_twq = false;
     for (const auto& s : parsed) any_twq |= qforge::method_of(s).needs_targets;
     if (any_twq && (opt.neurons.empty() || opt.twq_targets.empty()))
@@ -125,6 +132,18 @@ int run(const EvalCliOptions& opt) {
         return out;
     };
     const auto flores_tokens = [&](const std::string& lang, int first, int last) { return flores_lines(lang, first, last).tokens; };
+    // a quantized model's row: timed, measured (bits per weight as stored), dequantized for the
+    // FP32 kernels unless --kernels packed
+    const auto add_row = [&](Row r, Progress& bar, std::chrono::steady_clock::time_point start) {
+        bar.finish();
+        r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        measure(r, tied);
+        if (!packed) {
+            r.weights = qforge::llama::dequantized_weights(r.weights);
+            head_as_fp32(r.weights);
+        }
+        rows.push_back(std::move(r));
+    };
     for (const auto& scheme : parsed) {
         if (qforge::method_of(scheme).needs_targets) {  // one row per target language with its LAPE set, one with the random control
             const auto sets = qforge::llama::read_neuron_sets(opt.neurons, stored.config.n_layers, stored.config.hidden_dim);
@@ -195,15 +214,17 @@ int run(const EvalCliOptions& opt) {
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
         if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
-        Row r{qforge::to_string(scheme), family_of(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())};
-        bar.finish();
-        r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        measure(r, tied);
-        if (!packed) {
-            r.weights = qforge::llama::dequantized_weights(r.weights);
-            head_as_fp32(r.weights);
-        }
-        rows.push_back(std::move(r));
+        add_row({qforge::to_string(scheme), family_of(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())}, bar, start);
+    }
+    // per-tensor scheme maps (qforge allocate's output, or written by hand): one row each
+    for (const auto& [path, map] : maps) {
+        const std::string label = "map:" + std::filesystem::path(path).filename().string();
+        Progress bar("quantize " + label);
+        const auto start = std::chrono::steady_clock::now();
+        if (qforge::method_of(map.scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        auto mo = model_quantize_options(reference.weights.config, map.scheme, opt.calib, backend, bar);
+        mo.tensor_schemes = map.tensors;
+        add_row({label, "map " + map.scheme.method, qforge::llama::quantize_model(reference.weights, calib, map.scheme, mo, path)}, bar, start);
     }
     if (!packed) head_as_fp32(reference.weights);  // its blocks are FP32 already
 
@@ -473,6 +494,10 @@ void add_eval(CLI::App& app, int& status) {
     sub->add_option("--flores-max-lines", o->flores_max_lines, "at most this many of those lines")->check(CLI::Range(1, 1 << 20))->capture_default_str();
     sub->add_option("--svg", o->svg, "also plot perplexity against bits per weight there, one line per method and kind of grid (checked before any work)")
         ->check(writable_output());
+    sub->add_option("--scheme-map", o->scheme_maps,
+                    "a per-tensor scheme map to evaluate (JSON: the run's scheme and each listed tensor's own; docs/conventions.md; "
+                    "repeatable, one row each)")
+        ->check(CLI::ExistingFile);
     sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
     sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");
     add_threads_option(*sub, o->threads);

@@ -21,6 +21,7 @@
 #include <qforge/container/llama/type_mix.hpp>
 #include <qforge/io/gguf_tokenizer.hpp>
 #include <qforge/io/imatrix.hpp>
+#include <qforge/io/scheme_map.hpp>
 #include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/pipelines/llama/quantizing_source.hpp>
 #include <qforge/models/llama/size.hpp>
@@ -34,7 +35,7 @@ namespace {
 struct QuantizeOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string scheme, out, format = "qforge", outtype = "keep", mix, imatrix;
+    std::string scheme, out, format = "qforge", outtype = "keep", mix, imatrix, scheme_map;
     std::vector<std::string> overrides;
     int threads = 0;
     bool json = false;
@@ -110,7 +111,8 @@ std::string unwritable(const qforge::RuntimeScheme& s) {
 }
 
 int run(QuantizeOptions opt) {
-    if (opt.scheme.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert) throw CLI::RequiredError("--scheme (or --mix, --override)");
+    if (opt.scheme.empty() && opt.scheme_map.empty() && opt.overrides.empty() && opt.mix.empty() && !opt.convert)
+        throw CLI::RequiredError("--scheme (or --scheme-map, --mix, --override)");
     const bool gguf = opt.format == "gguf";
     const bool hf = opt.format == "gptq" || opt.format == "gptq_v2" || opt.format == "awq";  // a Hugging Face checkpoint directory
     // the output first: a file, or for a checkpoint a new (or empty) directory, which an --out
@@ -142,6 +144,21 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    // --scheme-map: the run's scheme and each listed tensor's own (qforge allocate writes one)
+    std::optional<qforge::io::SchemeMap> scheme_map;
+    if (!opt.scheme_map.empty()) {
+        if (scheme || !opt.mix.empty()) throw CLI::ValidationError("--scheme-map", "the map gives every decoder weight its scheme; give it without --scheme and --mix");
+        if (hf) throw CLI::ValidationError("--scheme-map", "a " + opt.format + " checkpoint has one grid for every layer (one quantization_config)");
+        scheme_map = qforge::io::read_scheme_map(opt.scheme_map);
+        scheme = scheme_map->scheme;
+        if (const auto why = unwritable(*scheme); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": \"scheme\": " + why);
+        for (const auto& [name, s] : scheme_map->tensors) {
+            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "': " + why);
+            if (s.method != scheme->method)
+                throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "': " + qforge::to_string(s) + " has another method than the map's " +
+                                                               qforge::to_string(*scheme) + " (a per-tensor scheme changes the grid and options, not the method)");
+        }
+    }
     if (scheme)
         if (const auto why = unwritable(*scheme); !why.empty()) throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': " + why);
     // --mix: llama.cpp's per-tensor types, on the scheme's method (RTN without --scheme)
@@ -173,6 +190,11 @@ int run(QuantizeOptions opt) {
         std::vector<std::string> names = {"token_embd.weight", "output.weight"};
         for (int l = 0; l < model.source().config().n_layers; ++l)
             for (const auto& b : qforge::llama::block_linears) names.push_back(qforge::llama::block_tensor_name(l, b.gguf));
+        if (scheme_map)
+            for (const auto& [name, s] : scheme_map->tensors)
+                if (name.rfind("blk.", 0) != 0 || std::find(names.begin(), names.end(), name) == names.end())
+                    throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "' is not a decoder weight of " + model.path() +
+                                                                   " (blk.0.attn_q.weight ... blk.N.ffn_down.weight)");
         for (const auto& [pattern, action] : overrides) {
             bool hit = false;
             for (const auto& name : names) hit = hit || ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;  // the writer's glob
@@ -191,6 +213,7 @@ int run(QuantizeOptions opt) {
             s.spec = qforge::parse_scheme("rtn:" + grid).spec;
             mix_schemes[name] = s;
         }
+    if (scheme_map) mix_schemes = scheme_map->tensors;  // block linears only (checked above)
     qforge::llama::ContainerOptions o;
     o.backend = qforge::Backend::best_cpu(opt.threads);
     // --imatrix: RTN rounds as llama-quantize does with it (the 32-weight GGUF grids)
@@ -244,6 +267,7 @@ int run(QuantizeOptions opt) {
         } else {
             for (const auto& b : qforge::llama::block_linears)
                 o.rules.emplace_back("blk.*." + std::string(b.gguf) + ".weight", qforge::to_string(*scheme));
+            for (const auto& [name, s] : mix_schemes) o.rules.emplace_back(name, qforge::to_string(s));  // a scheme map's tensors (the last rule wins)
         }
     }
     for (const auto& rule : overrides) o.rules.push_back(rule);
@@ -390,6 +414,10 @@ void add_quantize(CLI::App& app, int& status) {
                     "scheme for the decoder's linear layers, e.g. rtn:w4g128a or gptq:w4g128a,act (GPTQ/AWQ quantize block by "
                     "block, each block written as it finishes: memory of one block, whatever the depth)");
     add_mix_option(*sub, *o);
+    sub->add_option("--scheme-map", o->scheme_map,
+                    "a per-tensor scheme map instead of --scheme (JSON: the run's scheme and each listed tensor's own; qforge allocate "
+                    "writes one, docs/conventions.md)")
+        ->check(CLI::ExistingFile);
     add_imatrix_option(*sub, *o);
     add_calib_options(*sub, o->calib);
     // quantize evaluates nothing: say which slice the defaults take

@@ -211,5 +211,32 @@ expect_error "PQ layers cannot be written" "$q" quantize --scheme rtn:w4g32a --o
 "$q" weights --scheme rtn:w8g32s,had --scheme rtn:pq2n16g64 --json > "$tmp/wh.json"
 json "$tmp/wh.json" 'd["results"][0]["relative_frobenius"] < 0.02' 'd["results"][1]["relative_frobenius"] < 0.5' \
   '5.5 < d["results"][1]["bits_per_weight"] < 7'
+# per-tensor scheme maps: the same container as --scheme with an override naming the tensor, byte
+# for byte; evaluated as a row; every bad map refused before any work, naming the file and tensor
+map() { printf '{"format": "qforge.scheme_map", "version": 1, "scheme": "%s", "tensors": {%s}}' "$1" "$2" > "$3"; }
+map rtn:w4g32a '"blk.0.attn_q.weight": "rtn:w8g32a", "blk.2.ffn_down.weight": "rtn:w2g32a"' "$tmp/map.json"
+"$q" quantize --scheme-map "$tmp/map.json" --out "$tmp/m1.safetensors" > /dev/null 2>&1 || fail "quantize --scheme-map"
+"$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w8g32a' --override 'blk.2.ffn_down.weight=rtn:w2g32a' \
+  --out "$tmp/m2.safetensors" > /dev/null 2>&1 || fail "quantize with overrides"
+cmp -s "$tmp/m1.safetensors" "$tmp/m2.safetensors" || fail "a scheme map and the same overrides wrote different containers"
+"$q" eval --max-tokens 600 --scheme rtn:w4g32a --scheme-map "$tmp/map.json" --json > "$tmp/em.json"
+json "$tmp/em.json" 'd["rows"][1]["label"] == "map:map.json"' 'd["rows"][1]["bits_per_weight"] != d["rows"][0]["bits_per_weight"]'
+map gptq:w4g32a '"blk.1.attn_k.weight": "gptq:w8g32a"' "$tmp/mapg.json"
+"$q" eval --max-tokens 600 --calib-tokens 256 --scheme-map "$tmp/mapg.json" --json > "$tmp/emg.json"
+json "$tmp/emg.json" 'd["rows"][0]["label"] == "map:mapg.json"'
+for k in 1 2; do
+  "$q" quantize --scheme-map "$tmp/mapg.json" --calib-tokens 256 --out "$tmp/g$k.safetensors" > /dev/null 2>&1 || fail "quantize --scheme-map (gptq)"
+done
+cmp -s "$tmp/g1.safetensors" "$tmp/g2.safetensors" || fail "the same gptq scheme map wrote different containers"
+map rtn:w4g32a '"blk.9.attn_q.weight": "rtn:w8g32a"' "$tmp/bad1.json"
+expect_error "bad1.json: tensor 'blk.9.attn_q.weight' is not a decoder weight" "$q" quantize --scheme-map "$tmp/bad1.json" --out "$tmp/b.safetensors"
+map rtn:w4g32a '"blk.0.attn_q.weight": "gptq:w8g32a"' "$tmp/bad2.json"
+expect_error "tensor 'blk.0.attn_q.weight'.*another method" "$q" quantize --scheme-map "$tmp/bad2.json" --out "$tmp/b.safetensors"
+map rtn:w4g32a '"blk.0.attn_q.weight": "rtn:pq2n16g64"' "$tmp/bad3.json"
+expect_error "tensor 'blk.0.attn_q.weight': PQ layers cannot be written" "$q" quantize --scheme-map "$tmp/bad3.json" --out "$tmp/b.safetensors"
+map rtn:w4g32a '"blk.0.attn_q.weight": "rtn:w5g32a"' "$tmp/bad4.json"
+expect_error "bad4.json: tensor 'blk.0.attn_q.weight'.*unsupported bit width 5" "$q" eval --scheme-map "$tmp/bad4.json"
+expect_error "without --scheme" "$q" quantize --scheme rtn:w4g32a --scheme-map "$tmp/map.json" --out "$tmp/b.safetensors"
+[ ! -e "$tmp/b.safetensors" ] || fail "a refused scheme map left an output file"
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"

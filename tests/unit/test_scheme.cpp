@@ -1,5 +1,6 @@
 #define BOOST_TEST_MODULE scheme
 #include "common.hpp"
+#include "qforge/io/scheme_map.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
@@ -165,4 +166,41 @@ BOOST_AUTO_TEST_CASE(pq_grids) {
         {"rtn:pq2n64g1024,clip", "options had and damp= only"},
     };
     for (const auto& [t, why] : bad) BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { parse_scheme(t); }), {"bad scheme", why}), t);
+}
+
+// Per-tensor scheme maps (io/scheme_map.hpp): written and read back equal, other keys kept, and
+// every malformed file refused naming the file and the key or tensor.
+BOOST_AUTO_TEST_CASE(scheme_maps_round_trip_and_refuse_bad_files) {
+    io::SchemeMap m;
+    m.scheme = parse_scheme("gptq:w3g128a");
+    m.tensors["blk.0.attn_v.weight"] = parse_scheme("gptq:w4g128a");
+    m.tensors["blk.1.ffn_down.weight"] = parse_scheme("gptq:pq2n64g1024c8");
+    m.extra.emplace_back("budget_bpw", io::Json(3.5));
+    const std::string text = io::scheme_map_json(m);
+    const auto back = io::parse_scheme_map(text, "m.json");
+    BOOST_TEST((back.scheme == m.scheme));
+    BOOST_TEST((back.tensors == m.tensors));
+    BOOST_TEST(back.extra.size() == 1u);
+    BOOST_TEST(back.extra[0].second.as_double() == 3.5);
+    BOOST_TEST(io::scheme_map_json(back) == text);
+    const std::string head = R"({"format": "qforge.scheme_map", "version": 1, )";
+    const std::vector<std::pair<std::string, std::vector<std::string>>> bad{
+        {"not json", {"m.json", "not a scheme map"}},
+        {"[1]", {"m.json", "not a JSON object"}},
+        {R"({"format": "gguf", "version": 1, "scheme": "rtn:w4g32a"})", {"\"format\""}},
+        {R"({"format": "qforge.scheme_map", "version": 2, "scheme": "rtn:w4g32a"})", {"\"version\" must be 1"}},
+        {head + "\"tensors\": {}}", {"\"scheme\"", "expected a scheme string"}},
+        {head + "\"scheme\": 4}", {"\"scheme\"", "expected a scheme string"}},
+        {head + "\"scheme\": \"rtn:w5g32a\"}", {"\"scheme\"", "unsupported bit width 5"}},
+        {head + "\"scheme\": \"rtn:w4g32a\", \"tensors\": [1]}", {"\"tensors\" must be an object"}},
+        {head + "\"scheme\": \"rtn:w4g32a\", \"tensors\": {\"blk.0.attn_q.weight\": \"awq:pq2n64g1024\"}}", {"tensor 'blk.0.attn_q.weight'", "for rtn (plain PQ) and gptq"}},
+        {head + "\"scheme\": \"rtn:w4g32a\", \"tensors\": {\"blk.0.attn_q.weight\": \"rtn:w8g32a\", \"blk.0.attn_q.weight\": \"rtn:w2g32a\"}}", {"listed twice"}},
+    };
+    for (const auto& [t, parts] : bad) {
+        const std::string msg = qtest::error_of<FileError>([&] { io::parse_scheme_map(t, "m.json"); });
+        BOOST_TEST(msg.find("m.json") != std::string::npos, t << ": " << msg);
+        for (const auto& p : parts) BOOST_TEST(msg.find(p) != std::string::npos, t << ": lacks '" << p << "': " << msg);
+    }
+    BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { io::read_scheme_map("/nonexistent/map.json"); }), {"/nonexistent/map.json", "cannot open"}));
+    BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { io::read_scheme_map("/tmp"); }), {"/tmp", "is a directory"}));
 }
