@@ -99,6 +99,15 @@ int run(const EvalCliOptions& opt) {
     const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
     const bool tied = model.source().tied_output();
     const auto& stored = model.weights();
+    for (const auto& [path, map] : maps) {  // the maps' tensors and methods, before any work
+        qforge::llama::ModelQuantizeOptions mo;
+        mo.tensor_schemes = map.tensors;
+        try {
+            qforge::llama::check_tensor_schemes(stored.config, map.scheme, mo);
+        } catch (const qforge::Error& e) {
+            throw qforge::FileError(path, e.what());
+        }
+    }
     const std::string format = stored_format(stored);
 
     std::vector<int> calib;  // tokenized when a scheme first needs it
@@ -216,7 +225,7 @@ int run(const EvalCliOptions& opt) {
         if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         add_row({qforge::to_string(scheme), family_of(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())}, bar, start);
     }
-    // per-tensor scheme maps (qforge allocate's output, or written by hand): one row each
+    // per-tensor scheme maps (written by hand, or by a bit allocation): one row each
     for (const auto& [path, map] : maps) {
         const std::string label = "map:" + std::filesystem::path(path).filename().string();
         Progress bar("quantize " + label);
@@ -224,7 +233,13 @@ int run(const EvalCliOptions& opt) {
         if (qforge::method_of(map.scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         auto mo = model_quantize_options(reference.weights.config, map.scheme, opt.calib, backend, bar);
         mo.tensor_schemes = map.tensors;
-        add_row({label, "map " + map.scheme.method, qforge::llama::quantize_model(reference.weights, calib, map.scheme, mo, path)}, bar, start);
+        qforge::llama::Weights q;
+        try {  // the map's errors (a tensor the model lacks, another method, a grid a tensor cannot take) name the file
+            q = qforge::llama::quantize_model(reference.weights, calib, map.scheme, mo, model.path());
+        } catch (const qforge::Error& e) {
+            throw qforge::FileError(path, e.what());
+        }
+        add_row({label, "map " + map.scheme.method, std::move(q)}, bar, start);
     }
     if (!packed) head_as_fp32(reference.weights);  // its blocks are FP32 already
 

@@ -286,7 +286,7 @@ qforge::llama::ModelQuantizeOptions model_quantize_options(const qforge::llama::
     };
     o.note = [&](const std::string& line) {
         bar.finish();
-        std::fprintf(stderr, "%s: %s\n", scheme.method.c_str(), line.c_str());
+        std::fprintf(stderr, "%s: %s\n", qforge::to_string(scheme).c_str(), line.c_str());
     };
     return o;
 }

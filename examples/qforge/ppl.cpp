@@ -79,7 +79,7 @@ int run(const PplOptions& opt) {
                         stats.reference_perplexity(), stats.perplexity() / stats.reference_perplexity(), stats.mean_kl(),
                         100.0 * stats.top1());
         std::printf("  (context %d, stride %d, %s, %.1f s)\n", o.context, stride,
-                    packed ? "packed layers on the integer kernels, 8-bit activations" : "FP32 layers", seconds);
+                    packed ? "packed layers on the integer kernels, 8-bit activations; PQ layers on FP32 activations through their codebooks" : "FP32 layers", seconds);
     }
     return 0;
 }

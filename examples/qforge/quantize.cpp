@@ -144,7 +144,7 @@ int run(QuantizeOptions opt) {
     }
     std::optional<qforge::RuntimeScheme> scheme;
     if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
-    // --scheme-map: the run's scheme and each listed tensor's own (qforge allocate writes one)
+    // --scheme-map: the run's scheme and each listed tensor's own (written by hand, or by a bit allocation)
     std::optional<qforge::io::SchemeMap> scheme_map;
     if (!opt.scheme_map.empty()) {
         if (scheme || !opt.mix.empty()) throw CLI::ValidationError("--scheme-map", "the map gives every decoder weight its scheme; give it without --scheme and --mix");
@@ -177,6 +177,8 @@ int run(QuantizeOptions opt) {
     if (opt.outtype != "keep") {
         std::string action = opt.outtype;
         if (opt.outtype != "f32" && opt.outtype != "f16") {
+            if (opt.outtype.find(':') != std::string::npos)
+                throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': a grid without a method (e.g. w4g32a, q4_0): --outtype rounds with RTN");
             const auto s = qforge::parse_scheme("rtn:" + opt.outtype);
             if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': " + why);
             action = qforge::to_string(s);
@@ -194,7 +196,8 @@ int run(QuantizeOptions opt) {
             for (const auto& [name, s] : scheme_map->tensors)
                 if (name.rfind("blk.", 0) != 0 || std::find(names.begin(), names.end(), name) == names.end())
                     throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "' is not a decoder weight of " + model.path() +
-                                                                   " (blk.0.attn_q.weight ... blk.N.ffn_down.weight)");
+                                                                   " (blk.0.attn_q.weight ... blk." + std::to_string(model.source().config().n_layers - 1) +
+                                                                   ".ffn_down.weight)");
         for (const auto& [pattern, action] : overrides) {
             bool hit = false;
             for (const auto& name : names) hit = hit || ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;  // the writer's glob
@@ -415,8 +418,8 @@ void add_quantize(CLI::App& app, int& status) {
                     "block, each block written as it finishes: memory of one block, whatever the depth)");
     add_mix_option(*sub, *o);
     sub->add_option("--scheme-map", o->scheme_map,
-                    "a per-tensor scheme map instead of --scheme (JSON: the run's scheme and each listed tensor's own; qforge allocate "
-                    "writes one, docs/conventions.md)")
+                    "a per-tensor scheme map instead of --scheme (JSON: the run's scheme and each listed tensor's own; "
+                    "docs/conventions.md)")
         ->check(CLI::ExistingFile);
     add_imatrix_option(*sub, *o);
     add_calib_options(*sub, o->calib);

@@ -236,6 +236,11 @@ map rtn:w4g32a '"blk.0.attn_q.weight": "rtn:pq2n16g64"' "$tmp/bad3.json"
 expect_error "tensor 'blk.0.attn_q.weight': PQ layers cannot be written" "$q" quantize --scheme-map "$tmp/bad3.json" --out "$tmp/b.safetensors"
 map rtn:w4g32a '"blk.0.attn_q.weight": "rtn:w5g32a"' "$tmp/bad4.json"
 expect_error "bad4.json: tensor 'blk.0.attn_q.weight'.*unsupported bit width 5" "$q" eval --scheme-map "$tmp/bad4.json"
+expect_error "bad1.json.*blk.9.attn_q.weight" "$q" eval --scheme-map "$tmp/bad1.json"
+expect_error "bad2.json.*blk.0.attn_q.weight.*another method" "$q" eval --scheme-map "$tmp/bad2.json"
+# what a quantizer adjusted is said, for RTN as for GPTQ, with the scheme it belongs to
+"$q" eval --scheme rtn:w4g32a,had --max-tokens 300 > /dev/null 2> "$tmp/hn"
+grep -q "rtn:w4g32a,had: block 0: ffn_down: .*quantized without the transform" "$tmp/hn" || fail "no note for an untransformed ',had' layer: $(cat "$tmp/hn")"
 expect_error "without --scheme" "$q" quantize --scheme rtn:w4g32a --scheme-map "$tmp/map.json" --out "$tmp/b.safetensors"
 [ ! -e "$tmp/b.safetensors" ] || fail "a refused scheme map left an output file"
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }

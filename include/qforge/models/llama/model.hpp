@@ -381,9 +381,10 @@ inline Linear packed_linear(const QuantizedLayer& r, int r0 = 0, int r1 = 0) {
 /// An FP32 linear layer quantized with a scheme whose method needs no calibration (RTN) and
 /// packed; a calibrated method is an InvalidArgument saying so (use the model drivers).
 /// `importance`: an imatrix's mean x² per input column (io/imatrix.hpp), for RTN's llama-quantize
-/// rounding (quantizers/rtn.hpp), or null.
+/// rounding (quantizers/rtn.hpp), or null. `note`, if given, gets what the quantizer adjusted
+/// (a `,had` width without a Hadamard order quantized untransformed, ...).
 inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, const Backend& backend = {},
-                              const std::vector<float>* importance = nullptr) {
+                              const std::vector<float>* importance = nullptr, std::string* note = nullptr) {
     const auto* fp32 = std::get_if<Fp32Matrix>(&layer.weights());
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
     if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
@@ -394,7 +395,9 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     o.backend = backend;
     LayerCalibration calib;
     calib.importance = importance;
-    return packed_linear(method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o));
+    auto r = method.quantize(MatrixView<const float>(fp32->data.data(), std::size_t(fp32->rows), std::size_t(fp32->cols)), scheme, calib, o);
+    if (note) *note += r.note;
+    return packed_linear(r);
 }
 
 /// The same layer with its packed weights dequantized back to FP32 on `backend`, columns in the

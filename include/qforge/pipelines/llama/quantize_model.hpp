@@ -60,11 +60,17 @@ public:
                 if (options_.progress) options_.progress(l, blocks, "quantize");
                 q.attention_norm = std::move(fp32.attention_norm);
                 q.ffn_norm = std::move(fp32.ffn_norm);
-                for (const auto& b : block_linears) {
-                    const auto name = block_tensor_name(l, b.gguf);
-                    q.*b.member = with_tensor_context(label_, name, [&] {
-                        return quantize_linear(fp32.*b.member, options_.scheme_for(name, scheme_), options_.calibration.backend);
-                    });
+                {
+                    std::string note;
+                    for (const auto& b : block_linears) {
+                        const auto name = block_tensor_name(l, b.gguf);
+                        std::string n;
+                        q.*b.member = with_tensor_context(label_, name, [&] {
+                            return quantize_linear(fp32.*b.member, options_.scheme_for(name, scheme_), options_.calibration.backend, nullptr, &n);
+                        });
+                        if (!n.empty()) note += std::string(b.gguf) + ": " + n;
+                    }
+                    if (!note.empty() && options_.note) options_.note("block " + std::to_string(l) + ": " + note);
                 }
                 break;
         }
