@@ -12,4 +12,5 @@ void add_lens(CLI::App& app, int& status);
 void add_neurons(CLI::App& app, int& status);
 void add_weights(CLI::App& app, int& status);
 void add_imatrix(CLI::App& app, int& status);
+void add_allocate(CLI::App& app, int& status);
 }  // namespace cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     cli::add_quantize(app, status);
     cli::add_convert(app, status);
     cli::add_imatrix(app, status);
+    cli::add_allocate(app, status);
     cli::add_ppl(app, status);
     cli::add_generate(app, status);
     cli::add_lens(app, status);

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <qforge/core/error.hpp>
 #include <qforge/io/output_path.hpp>
 
 namespace cli {
@@ -111,5 +112,74 @@ inline std::string plot_svg(const Plot& p) {
 
 /// Writes the plot to `path` atomically. Throws what io::write_file_atomically throws.
 inline void write_plot(const std::string& path, const Plot& p) { qforge::io::write_file_atomically(path, plot_svg(p)); }
+
+/// A heat map: rows x columns of values, each cell coloured by log10 of its value (white at the
+/// smallest, dark red at the largest; values <= 0 or not finite drawn grey), with its value
+/// written in it and the cells in `marked` (row-major, or empty) outlined. `qforge allocate`
+/// draws its per-block sensitivity through it.
+struct HeatMap {
+    std::string title, value_label;
+    std::vector<std::string> row_labels, column_labels;
+    std::vector<double> values;  ///< rows x columns, row-major
+    std::vector<bool> marked;    ///< rows x columns, or empty
+};
+
+/// The heat map as SVG text. Throws InvalidArgument when values or marked do not match the labels.
+inline std::string heat_map_svg(const HeatMap& m) {
+    const std::size_t R = m.row_labels.size(), C = m.column_labels.size();
+    if (m.values.size() != R * C || (!m.marked.empty() && m.marked.size() != R * C))
+        throw qforge::InvalidArgument("heat map: " + std::to_string(m.values.size()) + " values for " + std::to_string(R) + " x " + std::to_string(C) + " cells");
+    const double cw = 96, ch = 18, left = 70, top = 60, bottom = 30;
+    const double W = left + cw * double(C) + 20, H = top + ch * double(R) + bottom;
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (const double v : m.values)
+        if (v > 0 && std::isfinite(v)) lo = std::min(lo, std::log10(v)), hi = std::max(hi, std::log10(v));
+    if (!(lo < hi)) hi = lo + 1;
+    std::string out;
+    char buf[512];
+    std::snprintf(buf, sizeof buf, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
+    out += buf;
+    out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"18\" font-size=\"14\">%s</text>\n", left, detail::xml_escaped(m.title).c_str());
+    out += buf;
+    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"34\" fill=\"#555\">%s (colour: log10, white %.3g .. dark red %.3g)</text>\n", left,
+                  detail::xml_escaped(m.value_label).c_str(), std::pow(10.0, lo), std::pow(10.0, hi));
+    out += buf;
+    for (std::size_t c = 0; c < C; ++c) {
+        std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", left + cw * (double(c) + 0.5), top - 6,
+                      detail::xml_escaped(m.column_labels[c]).c_str());
+        out += buf;
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+        const double y = top + ch * double(r);
+        std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", left - 6, y + ch * 0.7,
+                      detail::xml_escaped(m.row_labels[r]).c_str());
+        out += buf;
+        for (std::size_t c = 0; c < C; ++c) {
+            const double v = m.values[r * C + c];
+            std::string fill = "#bbbbbb";
+            bool dark = false;
+            if (v > 0 && std::isfinite(v)) {
+                const double f = (std::log10(v) - lo) / (hi - lo);  // 0 white .. 1 dark red (139, 0, 0)
+                const int red = int(255 - f * (255 - 139) + 0.5), other = int(255 * (1 - f) + 0.5);
+                std::snprintf(buf, sizeof buf, "#%02x%02x%02x", red, other, other);
+                fill = buf;
+                dark = f > 0.55;
+            }
+            const bool mark = !m.marked.empty() && m.marked[r * C + c];
+            std::snprintf(buf, sizeof buf, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" stroke=\"%s\" stroke-width=\"%s\"/>\n",
+                          left + cw * double(c), y, cw, ch, fill.c_str(), mark ? "black" : "white", mark ? "2.5" : "1");
+            out += buf;
+            std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%.3g</text>\n", left + cw * (double(c) + 0.5),
+                          y + ch * 0.7, dark ? "white" : "black", v);
+            out += buf;
+        }
+    }
+    out += "</svg>\n";
+    return out;
+}
+
+/// Writes the heat map to `path` atomically.
+inline void write_heat_map(const std::string& path, const HeatMap& m) { qforge::io::write_file_atomically(path, heat_map_svg(m)); }
 
 }  // namespace cli

@@ -243,5 +243,25 @@ expect_error "bad2.json.*blk.0.attn_q.weight.*another method" "$q" eval --scheme
 grep -q "rtn:w4g32a,had: block 0: ffn_down: .*quantized without the transform" "$tmp/hn" || fail "no note for an untransformed ',had' layer: $(cat "$tmp/hn")"
 expect_error "without --scheme" "$q" quantize --scheme rtn:w4g32a --scheme-map "$tmp/map.json" --out "$tmp/b.safetensors"
 [ ! -e "$tmp/b.safetensors" ] || fail "a refused scheme map left an output file"
+# qforge allocate (#17, stories260K): maps within their budgets whose models (quantize/eval
+# --scheme-map) hold the bytes the allocation counted; bad requests refused before any work
+"$q" allocate --candidates rtn:w2g32a,rtn:w4g32a,rtn:w8g32s --target-bpw 3,5 --calib-tokens 512 \
+  --out "$tmp/alloc-{bpw}.json" --svg "$tmp/heat.svg" --json > "$tmp/al.json" 2> "$tmp/al.err" || fail "allocate: $(cat "$tmp/al.err")"
+json "$tmp/al.json" 'len(d["allocations"]) == 2' 'all(a["bpw"] <= a["target_bpw"] for a in d["allocations"])' \
+  'all(a["measured_kl"] > 0 for a in d["allocations"])' 'd["allocations"][0]["predicted_loss"] > d["allocations"][1]["predicted_loss"]' \
+  'len(d["blocks"]) == 5 and all(b["candidates"][0]["kl"] > b["candidates"][2]["kl"] for b in d["blocks"])'
+grep -q "<svg" "$tmp/heat.svg" || fail "allocate --svg wrote no SVG"
+"$q" eval --max-tokens 300 --scheme-map "$tmp/alloc-3.json" --json > "$tmp/ea.json" || fail "eval of an allocated map"
+python3 - "$tmp/ea.json" "$tmp/alloc-3.json" <<'PY' || fail "the allocated map's bpw differs from the allocation's"
+import json, sys
+e, m = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert abs(e["rows"][0]["bits_per_weight"] - m["allocation"]["bpw"]) < 1e-9, (e["rows"][0]["bits_per_weight"], m["allocation"]["bpw"])
+PY
+expect_error "different methods" "$q" allocate --candidates rtn:w2g32a,gptq:w4g32a --target-bpw 3
+expect_error "only rtn: and gptq:" "$q" allocate --candidates awq:w4g32a --target-bpw 3
+expect_error "measure-linears" "$q" allocate --unit linear --loss kl --target-bpw 3
+expect_error "\{bpw\}" "$q" allocate --target-bpw 3,4 --out "$tmp/x.json"
+expect_error "target-bpw" "$q" allocate --target-bpw nan
+expect_error "target-bpw 1.*below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 1 --calib-tokens 256 --no-verify
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"

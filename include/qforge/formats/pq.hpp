@@ -71,11 +71,26 @@ struct PqMatrix {
         const std::size_t code = codes[std::size_t(row) * std::size_t(subvectors_per_row()) + std::size_t(col / spec.d)];
         return codebook(codebook_of(row, col))[code * std::size_t(spec.d) + std::size_t(col % spec.d)];
     }
+    /// Every weight into `out` (rows x cols, row-major, `out` holding rows·cols floats), row by
+    /// row and sub-vector by sub-vector: d consecutive values copied from one centroid. The same
+    /// values as dequantize(row, col); what evaluation and a PQ batch product decode through.
+    void dequantize_into(float* out) const noexcept {
+        const std::size_t D = std::size_t(spec.d), per_row = std::size_t(subvectors_per_row()), C = std::size_t(cols);
+        const std::size_t bc = std::size_t(spec.block_cols()) / D;  // sub-vectors per codebook block, per row
+        for (std::size_t r = 0; r < std::size_t(rows); ++r) {
+            const std::uint16_t* code = codes.data() + r * per_row;
+            float* o = out + r * C;
+            const std::size_t book_row = (r / std::size_t(PqSpec::block_rows)) * std::size_t(block_col_count());
+            for (std::size_t v = 0; v < per_row; ++v) {
+                const float* c = codebook(int(book_row + v / bc)) + std::size_t(code[v]) * D;
+                std::copy_n(c, D, o + v * D);
+            }
+        }
+    }
     /// rows x cols, row-major.
     std::vector<float> dequantize() const {
         std::vector<float> out(std::size_t(rows) * std::size_t(cols));
-        for (int r = 0; r < rows; ++r)
-            for (int c = 0; c < cols; ++c) out[std::size_t(r) * std::size_t(cols) + std::size_t(c)] = dequantize(r, c);
+        dequantize_into(out.data());
         return out;
     }
     /// Bytes of the packed form (see the file comment).

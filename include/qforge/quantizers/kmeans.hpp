@@ -61,22 +61,11 @@ inline int nearest_centroid(const float* x, const float* ct, int k, const float*
             s[c] += hj * e * e;
         }
     }
-    // the first minimum, by four independent running minima (one compare chain was the loop's
-    // latency), then the lowest value among them, the lowest index on ties
-    constexpr double inf = std::numeric_limits<double>::infinity();
-    double b[4] = {inf, inf, inf, inf};
-    std::size_t at[4] = {0, 0, 0, 0};
-    std::size_t c = 0;
-    for (; c + 4 <= K; c += 4)
-        for (std::size_t l = 0; l < 4; ++l)
-            if (s[c + l] < b[l]) b[l] = s[c + l], at[l] = c + l;
-    for (; c < K; ++c)
-        if (s[c] < b[0]) b[0] = s[c], at[0] = c;
-    double bd = b[0];
-    std::size_t best = at[0];
-    for (std::size_t l = 1; l < 4; ++l)
-        if (b[l] < bd || (b[l] == bd && at[l] < best)) bd = b[l], best = at[l];
-    dist = bd;
+    // the first minimum (four running minima instead of one gained nothing measurable)
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < K; ++c)
+        if (s[c] < s[best]) best = c;
+    dist = s[best];
     return int(best);
 }
 }  // namespace detail

@@ -373,8 +373,7 @@ public:
                     if (out.rows != std::size_t(w.rows) || out.cols != std::size_t(w.cols) || out.row_stride != out.cols)
                         throw InvalidArgument("dequantize: output is " + std::to_string(out.rows) + " x " + std::to_string(out.cols) +
                                               " (contiguous rows needed), the matrix is " + std::to_string(w.rows) + " x " + std::to_string(w.cols));
-                    const auto v = w.dequantize();
-                    std::copy(v.begin(), v.end(), out.data);
+                    w.dequantize_into(out.data);
                 } else {
                     qforge::dequantize<format_of_packed<T>>(w, out, isa_, threads_);
                 }

@@ -7,6 +7,7 @@
 #include <cstddef>
 
 #include "qforge/models/llama/model.hpp"
+#include "qforge/sources/llama/source.hpp"
 
 namespace qforge::llama {
 

@@ -1,0 +1,335 @@
+// `qforge allocate`: the sensitivity table of a model (each block, optionally each linear, quantized
+// alone with each candidate scheme: measured KL and the cheap proxies, with how well each proxy
+// ranks units like the measured KL), then a bit allocation per --target-bpw, written as a
+// per-tensor scheme map and checked by quantizing the model from that map and measuring it.
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <qforge/io/scheme_map.hpp>
+#include <qforge/metrics/rank_correlation.hpp>
+#include <qforge/models/llama/size.hpp>
+#include <qforge/pipelines/llama/allocate.hpp>
+#include <qforge/pipelines/llama/quantize_model.hpp>
+
+#include "commands.hpp"
+#include "model.hpp"
+#include "plot.hpp"
+
+namespace cli {
+namespace {
+
+struct AllocateCliOptions {
+    ModelOptions model;
+    CalibOptions calib;
+    std::string text, unit = "block", loss = "auto", solver = "exact", out, svg;
+    std::vector<std::string> candidates;
+    std::vector<double> budgets;
+    bool measure_linears = false, proxy_only = false, no_verify = false, json = false;
+    int threads = 0;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+/// `--out` for budget b: the path, with "{bpw}" replaced by the budget ("3.5") when it holds one.
+std::string map_path(const std::string& out, double bpw) {
+    const auto at = out.find("{bpw}");
+    if (at == std::string::npos) return out;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", bpw);
+    return out.substr(0, at) + buf + out.substr(at + 5);
+}
+
+/// ρ of `proxy` against the measured KL over the (unit, candidate) pairs of `units`.
+double rho(const std::vector<const qforge::llama::UnitLoss*>& units, const char* proxy) {
+    std::vector<double> a, b;
+    for (const auto* u : units)
+        if (!std::isnan(u->kl)) a.push_back(qforge::llama::loss_value(*u, proxy)), b.push_back(u->kl);
+    return a.size() < 2 ? std::numeric_limits<double>::quiet_NaN() : qforge::spearman(a, b);
+}
+
+int run_allocate(const AllocateCliOptions& opt) {
+    using namespace qforge::llama;
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<qforge::RuntimeScheme> candidates;
+    for (const auto& s : opt.candidates) candidates.push_back(qforge::parse_scheme(s));  // fail before any work
+    if (candidates.empty())
+        for (const char* s : {"gptq:w2g64a", "gptq:w3g128a", "gptq:w4g128a", "gptq:w8g128s"}) candidates.push_back(qforge::parse_scheme(s));
+    for (const auto& c : candidates) {
+        if (c.method != candidates.front().method)
+            throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) + " and " + qforge::to_string(c) +
+                                                           " have different methods: a scheme map has one method (its tensors change the grid)");
+        const auto& info = qforge::method_of(c);
+        if (info.needs_calibration() && info.pipeline != qforge::Pipeline::sequential_hessian)
+            throw CLI::ValidationError("--candidates", qforge::to_string(c) + ": only rtn: and gptq: candidates are quantized one unit at a time");
+    }
+    const AllocationUnitKind unit = opt.unit == "block" ? AllocationUnitKind::block : AllocationUnitKind::linear;
+    const std::string loss = opt.loss != "auto"                                                             ? opt.loss
+                             : !opt.proxy_only && (unit == AllocationUnitKind::block || opt.measure_linears) ? "kl"
+                                                                                                             : "output";
+    if (loss == "kl" && unit == AllocationUnitKind::linear && !opt.measure_linears)
+        throw CLI::ValidationError("--loss", "kl per linear needs --measure-linears (7x the blocks' cost), or use a proxy (--loss output)");
+    if (opt.proxy_only && (loss == "kl" || opt.measure_linears))
+        throw CLI::ValidationError("--proxy-only", "measures no KL: give a proxy as --loss (output, hessian_diag, weight) and no --measure-linears");
+    if (opt.budgets.size() > 1 && !opt.out.empty() && opt.out.find("{bpw}") == std::string::npos)
+        throw CLI::ValidationError("--out", "several --target-bpw: the path must hold {bpw} (one map per budget)");
+
+    auto model = Model::open(opt.model);
+    const qforge::Backend backend = qforge::Backend::best_cpu(opt.threads);
+    const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
+    // after eval's default slice (16384 tokens), so a default `qforge eval` never scores calibration text
+    const auto calib = calibration_tokens(opt.calib, model, text_path, 16384);
+    const Weights reference = dequantized_weights(model.weights());
+
+    CalibrationOptions co;
+    co.sequence_length = std::min(512, reference.config.seq_len);
+    co.backend = backend;
+    Progress trace_bar("reference trace");
+    co.progress = [&](long done, long total) { trace_bar.update(double(done), double(total)); };
+    const ReferenceTrace trace(reference, calib, co);
+    trace_bar.finish();
+    const double trace_s = seconds_since(start);
+
+    SensitivityOptions so;
+    so.measure_linears = opt.measure_linears;
+    so.measure_blocks = !opt.proxy_only;
+    so.settings.backend = backend;
+    Progress bar("sensitivity");
+    so.progress = [&](long done, long total, const std::string& what) { bar.update(double(done), double(total), what); };
+    so.note = [&](const std::string& line) {
+        bar.finish();
+        std::fprintf(stderr, "%s\n", line.c_str());
+    };
+    const auto table_start = std::chrono::steady_clock::now();
+    const SensitivityTable table = measure_sensitivity(trace, candidates, so);
+    bar.finish();
+    const double table_s = seconds_since(table_start);
+    const int L = reference.config.n_layers;
+    const std::size_t K = candidates.size();
+
+    // how well each proxy ranks like the measured KL
+    std::vector<const UnitLoss*> blocks_all, linears_all;
+    for (std::size_t k = 0; k < K; ++k)
+        for (int l = 0; l < L; ++l) {
+            blocks_all.push_back(&table.block[k][std::size_t(l)]);
+            for (const auto& u : table.linear[k][std::size_t(l)]) linears_all.push_back(&u);
+        }
+    const char* proxies[] = {"output", "hessian_diag", "weight"};
+
+    qforge::io::Json::Array allocations_json;
+    struct Done {
+        double target, bpw, predicted, measured, gap;
+        bool exact;
+        std::string path;
+        BitAllocation a;
+    };
+    std::vector<Done> done;
+    for (const double target : opt.budgets) {
+        AllocationRequest r;
+        r.target_bpw = target;
+        r.unit = unit;
+        r.loss = loss;
+        r.lagrangian = opt.solver == "lagrangian";
+        BitAllocation a;
+        try {
+            a = allocate_bits(table, r);
+        } catch (const qforge::InvalidArgument& e) {
+            char what[32];
+            std::snprintf(what, sizeof what, "%g", target);
+            throw qforge::InvalidArgument(std::string("--target-bpw ") + what + ": " + e.what());
+        }
+        double measured = std::numeric_limits<double>::quiet_NaN();
+        if (!opt.no_verify) {
+            Progress qbar("quantize map");
+            auto mo = model_quantize_options(reference.config, a.map.scheme, opt.calib, backend, qbar);
+            mo.tensor_schemes = a.map.tensors;
+            const Weights q = qforge::llama::quantize_model(reference, calib, a.map.scheme, mo, model.path());
+            qbar.finish();
+            if (block_bytes(q) != a.allocation.bytes)
+                throw qforge::InvalidData("allocation: the quantized model holds " + std::to_string(block_bytes(q)) + " bytes, the allocation counted " +
+                                          std::to_string(a.allocation.bytes));
+            measured = trace.kl_of(q);
+        }
+        qforge::io::Json::Array units;
+        for (std::size_t u = 0; u < a.units.size(); ++u) {
+            const int k = a.allocation.choice[u];
+            units.push_back(JsonObject()
+                                .add("unit", a.units[u].name)
+                                .add("scheme", qforge::to_string(candidates[std::size_t(k)]))
+                                .add("loss", a.units[u].candidates[std::size_t(k)].loss)
+                                .add("bytes", double(a.units[u].candidates[std::size_t(k)].bytes))
+                                .json());
+        }
+        const auto summary = JsonObject()
+                                 .add("target_bpw", target)
+                                 .add("bpw", a.bpw())
+                                 .add("budget_bytes", double(a.budget_bytes))
+                                 .add("bytes", double(a.allocation.bytes))
+                                 .add("unit", opt.unit)
+                                 .add("loss", loss)
+                                 .add("solver", a.allocation.exact ? "exact" : "lagrangian")
+                                 .add("predicted_loss", a.allocation.loss)
+                                 .add("lower_bound", a.allocation.lower_bound)
+                                 .add("measured_kl", measured)
+                                 .add("calibration_tokens", double(calib.size()))
+                                 .add("units", qforge::io::Json(std::move(units)))
+                                 .json();
+        a.map.extra.emplace_back("allocation", summary);
+        std::string path;
+        if (!opt.out.empty()) {
+            path = map_path(opt.out, target);
+            qforge::io::write_scheme_map(path, a.map);
+        }
+        allocations_json.push_back(summary);
+        done.push_back({target, a.bpw(), a.allocation.loss, measured, a.allocation.gap(), a.allocation.exact, path, std::move(a)});
+    }
+    const double total_s = seconds_since(start);
+
+    if (!opt.svg.empty()) {
+        HeatMap m;
+        m.title = "Sensitivity per block: " + model.path();
+        m.value_label = std::string(loss == "kl" ? "mean KL (nats) with only that block quantized" : "proxy '" + loss + "' of the block") +
+                        (unit == AllocationUnitKind::block && !done.empty() ? "; outlined: the allocation at " + std::to_string(done.front().target).substr(0, 4) + " bpw" : "");
+        for (int l = 0; l < L; ++l) m.row_labels.push_back("blk." + std::to_string(l));
+        for (const auto& c : candidates) m.column_labels.push_back(qforge::to_string(c));
+        for (int l = 0; l < L; ++l)
+            for (std::size_t k = 0; k < K; ++k) {
+                m.values.push_back(loss_value(table.block[k][std::size_t(l)], loss == "kl" ? "kl" : loss));
+                if (unit == AllocationUnitKind::block && !done.empty()) m.marked.push_back(done.front().a.allocation.choice[std::size_t(l)] == int(k));
+            }
+        write_heat_map(opt.svg, m);
+    }
+
+    if (opt.json) {
+        qforge::io::Json::Array blocks;
+        for (int l = 0; l < L; ++l) {
+            qforge::io::Json::Array per;
+            for (std::size_t k = 0; k < K; ++k) {
+                const auto& u = table.block[k][std::size_t(l)];
+                per.push_back(JsonObject()
+                                  .add("scheme", qforge::to_string(candidates[k]))
+                                  .add("kl", u.kl)
+                                  .add("output", u.output)
+                                  .add("hessian_diag", u.hessian_diag)
+                                  .add("weight", u.weight)
+                                  .add("bytes", double(u.bytes))
+                                  .json());
+            }
+            blocks.push_back(JsonObject().add("block", l).add("candidates", qforge::io::Json(std::move(per))).json());
+        }
+        JsonObject spearman_json;
+        for (const char* p : proxies) spearman_json.add(std::string("blocks_") + p, rho(blocks_all, p));
+        if (opt.measure_linears)
+            for (const char* p : proxies) spearman_json.add(std::string("linears_") + p, rho(linears_all, p));
+        print_json(JsonObject()
+                       .add("model", model.path())
+                       .add("calibration_tokens", double(calib.size()))
+                       .add("blocks", qforge::io::Json(std::move(blocks)))
+                       .add("spearman", spearman_json.json())
+                       .add("allocations", qforge::io::Json(std::move(allocations_json)))
+                       .add("seconds", JsonObject().add("trace", trace_s).add("sensitivity", table_s).add("total", total_s).json()));
+        return 0;
+    }
+
+    std::printf("Sensitivity of %s: mean KL (nats) from the reference on %zu calibration tokens with only that block quantized\n",
+                model.path().c_str(), calib.size());
+    std::printf("| block |");
+    for (const auto& c : candidates) std::printf(" %14s |", qforge::to_string(c).c_str());
+    std::printf("\n|---|");
+    for (std::size_t k = 0; k < K; ++k) std::printf("---|");
+    std::printf("\n");
+    for (int l = 0; l < L; ++l) {
+        std::printf("| %5d |", l);
+        for (std::size_t k = 0; k < K; ++k) std::printf(" %14.5f |", table.block[k][std::size_t(l)].kl);
+        std::printf("\n");
+    }
+    std::printf("\nHow each proxy ranks units like the measured KL (Spearman's rho over every unit and candidate; per candidate: across blocks)\n");
+    std::printf("| proxy | blocks |");
+    if (opt.measure_linears) std::printf(" linears |");
+    for (const auto& c : candidates) std::printf(" %s |", qforge::to_string(c).c_str());
+    std::printf("\n");
+    for (const char* p : proxies) {
+        std::printf("| %s | %.3f |", p, rho(blocks_all, p));
+        if (opt.measure_linears) std::printf(" %.3f |", rho(linears_all, p));
+        for (std::size_t k = 0; k < K; ++k) {
+            std::vector<const UnitLoss*> one;
+            for (int l = 0; l < L; ++l) one.push_back(&table.block[k][std::size_t(l)]);
+            std::printf(" %.3f |", rho(one, p));
+        }
+        std::printf("\n");
+    }
+    std::printf("\nAllocations (unit %s, loss %s): predicted = sum of the chosen units' losses; measured = KL of the model quantized from the map\n",
+                opt.unit.c_str(), loss.c_str());
+    std::printf("| target bpw | bpw | predicted | measured KL | solver | map |\n|---|---|---|---|---|---|\n");
+    for (const auto& d : done)
+        std::printf("| %.3f | %.4f | %.5f | %.5f | %s%s | %s |\n", d.target, d.bpw, d.predicted, d.measured, d.exact ? "exact" : "lagrangian",
+                    d.exact ? "" : (" gap " + std::to_string(d.gap)).c_str(), d.path.empty() ? "-" : d.path.c_str());
+    if (unit == AllocationUnitKind::block)
+        for (const auto& d : done) {
+            std::printf("%.3f bpw:", d.target);
+            for (int l = 0; l < L; ++l) std::printf(" %d:%s", l, qforge::to_string(candidates[std::size_t(d.a.allocation.choice[std::size_t(l)])]).c_str());
+            std::printf("\n");
+        }
+    std::printf("\ntime: reference trace %.1f s, sensitivity table %.1f s, total %.1f s (%d threads)\n", trace_s, table_s, total_s, opt.threads ? opt.threads : qforge::default_threads());
+    return 0;
+}
+
+}  // namespace
+
+void add_allocate(CLI::App& app, int& status) {
+    auto* sub = app.add_subcommand("allocate", "sensitivity table and bit allocation under a bits-per-weight budget (per-tensor scheme map)");
+    sub->footer(
+        "Each block of the decoder (and with --measure-linears each of its linear layers) is quantized alone with each candidate\n"
+        "scheme on the reference's calibration inputs; the loss it causes is the model's mean KL divergence from the reference\n"
+        "on the calibration tokens (measured; blocks before it are not run again), next to three proxies: the layer output\n"
+        "error on the calibration data (output), the Hessian-diagonal-weighted weight error (hessian_diag) and the plain weight\n"
+        "error (weight); Spearman's rho says how well each ranks units like the measured KL. Then, per --target-bpw, the\n"
+        "scheme of each unit minimising the summed loss within that average bits per weight of the decoder's linear layers\n"
+        "(exact: dynamic programming over the Pareto frontier), written as a scheme map (--out) for qforge quantize/eval\n"
+        "--scheme-map, and checked by quantizing the model from the map (the real pipeline) and measuring its KL.\n"
+        "Candidates share one method (rtn: or gptq:). docs/mixed.md.");
+    auto o = std::make_shared<AllocateCliOptions>();
+    o->calib.calib_tokens = 2048;
+    add_model_options(*sub, o->model);
+    sub->add_option("--text", o->text, "calibration text when --calib is not given (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw, "
+                                       "after its first 16384 tokens, the slice qforge eval scores by default)");
+    add_calib_options(*sub, o->calib);
+    sub->add_option("--candidates", o->candidates, "candidate schemes, one method (default: gptq:w2g64a gptq:w3g128a gptq:w4g128a gptq:w8g128s)")
+        ->delimiter(',');
+    sub->add_option("--target-bpw", o->budgets, "average bits per weight of the decoder's linear layers (repeatable, or comma-separated)")
+        ->required()
+        ->delimiter(',')
+        ->check(finite_in(0.01, 64.0));
+    sub->add_option("--unit", o->unit, "what gets one scheme: block (its seven linears) or linear")->check(CLI::IsMember({"block", "linear"}))->capture_default_str();
+    sub->add_option("--loss", o->loss, "the loss to minimise: kl (measured), output, hessian_diag, weight (proxies); auto: kl for blocks, output for linears")
+        ->check(CLI::IsMember({"auto", "kl", "output", "hessian_diag", "weight"}))
+        ->capture_default_str();
+    sub->add_flag("--measure-linears", o->measure_linears, "also measure the KL of each linear layer alone (7x the blocks' cost)");
+    sub->add_flag("--proxy-only", o->proxy_only, "measure no KL per unit (no Spearman rho): the allocation minimises the --loss proxy");
+    sub->add_option("--solver", o->solver, "exact (Pareto-frontier dynamic programming) or lagrangian (its bound and gap reported)")
+        ->check(CLI::IsMember({"exact", "lagrangian"}))
+        ->capture_default_str();
+    sub->add_option("--out", o->out, "write the scheme map (JSON) there; with several budgets the path must hold {bpw}");
+    sub->add_option("--svg", o->svg, "a heat map of the per-block sensitivity (SVG; checked before any work)")->check(writable_output());
+    sub->add_flag("--no-verify", o->no_verify, "do not quantize and measure the model of each allocation");
+    add_threads_option(*sub, o->threads);
+    sub->add_flag("--json", o->json, "one JSON object on stdout (progress stays on stderr)");
+    sub->callback([o, &status] {
+        if (!o->out.empty()) {  // every path an --out template gives, before any work
+            const auto check = writable_output();
+            for (const double b : o->budgets)
+            {
+                std::string path = map_path(o->out, b);
+                if (const auto why = check(path); !why.empty()) throw CLI::ValidationError("--out", why);
+            }
+        }
+        status = run_allocate(*o);
+    });
+}
+
+}  // namespace cli

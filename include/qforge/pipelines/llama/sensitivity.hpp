@@ -1,0 +1,382 @@
+#pragma once
+/// @file
+/// Sensitivity of a Llama decoder to quantization, one unit at a time (issue #17): for each block
+/// and each of its seven linear layers, and each candidate scheme, the loss that quantizing that
+/// unit alone causes — measured as the model's mean KL divergence from the reference on
+/// calibration sequences — and three cheap proxies of it, computed per linear layer from its
+/// weights W, its quantized weights Ŵ (ΔW = W − Ŵ, rows x cols) and the Hessian
+/// H = (2/n) Σ_t x_t x_tᵀ of its inputs on the same calibration tokens (cols x cols):
+///
+/// - `weight`:       Σ ΔW²                         (no data: plain weight error)
+/// - `hessian_diag`: Σ_ij H_jj ΔW_ij²              (the imatrix's weighting: llama.cpp, AWQ)
+/// - `output`:       Σ_ij ΔW_ij (ΔW H)_ij = (2/n) Σ_t ‖ΔW x_t‖²  (the layer's output error on
+///                   the calibration data; GPTQ's objective)
+///
+/// A block's proxies are its seven layers' sums. The measured loss reuses the reference's hidden
+/// states entering every block (`ReferenceTrace`): a model that differs from the reference only
+/// in block l runs from block l on, never through blocks 0..l-1 again, so a block at depth l
+/// costs (L − l) blocks plus the head.
+///
+/// Units are quantized on the reference's inputs (each alone, so no earlier unit's error reaches
+/// them): GPTQ's Hessians are the unquantized block's (GPTQ without true-sequential), the same
+/// Hessians the proxies use. A model quantized from an allocation runs the real pipeline
+/// (true-sequential GPTQ) and its loss is measured, not predicted.
+#include <array>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qforge/core/parallel.hpp"
+#include "qforge/metrics/next_token.hpp"
+#include "qforge/pipelines/llama/calibration.hpp"
+#include "qforge/pipelines/llama/gptq.hpp"
+#include "qforge/quantizers/registry.hpp"
+#include "qforge/sources/llama/source.hpp"
+
+namespace qforge::llama {
+
+/// The reference model's pass over calibration sequences, kept: the hidden states entering each
+/// block (blocks x tokens x dim floats) and each position's next-token distribution p (tokens x
+/// vocab floats, with Σ p·l and Σ p in double). Every sequence starts at position 0. Memory:
+/// 4 · tokens · (blocks · dim + vocab) bytes (SmolLM2-135M on 2048 tokens: 0.55 GB).
+class ReferenceTrace {
+public:
+    /// Runs `reference` (which must outlive the trace) over `tokens` cut into sequences of
+    /// o.sequence_length (calibration_sequences). Throws InvalidArgument for a token out of range
+    /// or no tokens; InvalidData when the reference's activations leave float's range.
+    ReferenceTrace(const Weights& reference, std::span<const int> tokens, CalibrationOptions o) : ref_(reference), options_(std::move(o)) {
+        const Config& c = ref_.config;
+        options_.sequence_length = std::min(options_.sequence_length, c.seq_len);
+        const auto sequences = calibration_sequences(tokens, options_.sequence_length);
+        for (const auto s : sequences) lengths_.push_back(int(s.size()));
+        tokens_ = long(tokens.size());
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), V = std::size_t(c.vocab_size);
+        hidden_.resize(std::size_t(c.n_layers) * T * D);
+        p_.resize(T * V);
+        p_dot_l_.resize(T);
+        p_sum_.resize(T);
+        log_z_.resize(T);
+        std::size_t offset = 0;
+        for (std::size_t i = 0; i < sequences.size(); ++i) {
+            const auto seq = sequences[i];
+            const std::size_t n = seq.size();
+            // the embedding rows are block 0's input; every later block's input is the residual
+            // stream after the previous block, taken by running the blocks one at a time
+            std::vector<float> x(n * D);
+            for (std::size_t t = 0; t < n; ++t) {
+                const int tok = seq[t];
+                if (tok < 0 || tok >= c.vocab_size) throw InvalidArgument("calibration token id " + std::to_string(tok) + " out of range");
+                std::copy_n(ref_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, x.begin() + std::ptrdiff_t(t * D));
+            }
+            run_from(0, ref_, nullptr, x.data(), int(n), offset, hidden_.data());
+            const auto logits = head(x.data(), int(n));
+            parallel_for(n, options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
+                for (std::size_t t = t0; t < t1; ++t) {
+                    const auto l = logits.row(t);
+                    const double z = log_sum_exp(l);
+                    float* p = p_.data() + (offset + t) * V;
+                    double pl = 0.0, ps = 0.0;
+                    for (std::size_t v = 0; v < V; ++v) {
+                        p[v] = float(std::exp(double(l[v]) - z));
+                        pl += double(p[v]) * double(l[v]);
+                        ps += double(p[v]);
+                    }
+                    log_z_[offset + t] = z, p_dot_l_[offset + t] = pl, p_sum_[offset + t] = ps;
+                }
+            }, grain_for(V * 32));
+            offset += n;
+            if (options_.progress) options_.progress(long(i + 1), long(sequences.size()));
+        }
+    }
+
+    const Weights& reference() const noexcept { return ref_; }
+    int layers() const noexcept { return ref_.config.n_layers; }
+    long tokens() const noexcept { return tokens_; }
+    std::size_t bytes() const noexcept { return (hidden_.size() + p_.size()) * sizeof(float) + 3 * p_dot_l_.size() * sizeof(double); }
+
+    /// The reference's hidden states entering block l, tokens x dim.
+    MatrixView<const float> hidden(int l) const {
+        check_layer(l);
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(ref_.config.dim);
+        return {hidden_.data() + std::size_t(l) * T * D, T, D};
+    }
+
+    /// Statistics (with Hessians) of block l's four linear-input sites when the reference's block
+    /// l runs on the reference's hidden states.
+    BlockStats block_stats(int l) const {
+        check_layer(l);
+        const Config& c = ref_.config;
+        BlockStats stats(c, true, (1u << unsigned(Site::attention_input)) | (1u << unsigned(Site::attention_output)) |
+                                      (1u << unsigned(Site::mlp_input)) | (1u << unsigned(Site::mlp_hidden)));
+        const Observer observer = [&](int, Site site, MatrixView<const float> x) {
+            if (site != Site::mlp_gate) stats.at(site).add(x, options_.backend);
+        };
+        const std::size_t D = std::size_t(c.dim);
+        std::vector<float> x;
+        std::size_t offset = 0;
+        for (const int n : lengths_) {
+            const auto in = hidden(l);
+            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+            fit_cache();
+            run_block(c, ref_.layers[std::size_t(l)], l, x.data(), n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, &observer);
+            offset += std::size_t(n);
+        }
+        return stats;
+    }
+
+    /// Mean KL(P_ref ‖ P) in nats over every position of the calibration sequences, of the
+    /// reference with block l replaced by `block` (same shapes; its linears FP32 or packed).
+    double kl_with_block(int l, const Layer& block) const {
+        check_layer(l);
+        return kl_from(l, ref_, &block);
+    }
+
+    /// The same for a whole model of the reference's configuration (an allocated, quantized model).
+    double kl_of(const Weights& model) const {
+        const Config& a = model.config, &b = ref_.config;
+        if (a.dim != b.dim || a.hidden_dim != b.hidden_dim || a.n_layers != b.n_layers || a.n_heads != b.n_heads ||
+            a.n_kv_heads != b.n_kv_heads || a.vocab_size != b.vocab_size)
+            throw InvalidArgument("reference trace: the model's configuration differs from the reference's");
+        return kl_from(0, model, nullptr);
+    }
+
+private:
+    void check_layer(int l) const {
+        if (l < 0 || l >= layers()) throw InvalidArgument("reference trace: block " + std::to_string(l) + " of " + std::to_string(layers()));
+    }
+    const Rope& rope() const {
+        if (rope_.half == 0) rope_ = Rope(ref_.config, options_.sequence_length);
+        return rope_;
+    }
+    void fit_cache() const {
+        const std::size_t n = std::size_t(options_.sequence_length) * std::size_t(ref_.config.kv_dim());
+        if (kc_.size() != n) kc_.assign(n, 0.0f), vc_.assign(n, 0.0f);
+    }
+
+    /// Runs blocks l.. of `model` (block l replaced by `replace` when given) on x (n x dim,
+    /// in place); with `record` (blocks x tokens x dim), stores each block's input at rows
+    /// [offset, offset + n) of its block's slice.
+    void run_from(int l, const Weights& model, const Layer* replace, float* x, int n, std::size_t offset, float* record) const {
+        const Config& c = model.config;
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), N = std::size_t(n);
+        fit_cache();
+        for (int b = l; b < c.n_layers; ++b) {
+            if (record) std::copy_n(x, N * D, record + std::size_t(b) * T * D + offset * D);
+            const Layer& block = (replace && b == l) ? *replace : model.layers[std::size_t(b)];
+            run_block(c, block, b, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
+        }
+    }
+
+    /// Final norm and head of x (n x dim): the logits, n x vocab (valid until the next call).
+    MatrixView<const float> head(const float* x, int n) const { return head_of(ref_, x, n); }
+    MatrixView<const float> head_of(const Weights& model, const float* x, int n) const {
+        const Config& c = model.config;
+        const std::size_t D = std::size_t(c.dim), V = std::size_t(c.vocab_size), N = std::size_t(n);
+        normed_.resize(N * D);
+        rmsnorm_rows(normed_.data(), x, n, D, model.norm, c.norm_eps);
+        logits_.resize(N * V);
+        model.output.forward(MatrixView<const float>(normed_.data(), N, D), MatrixView<float>(logits_.data(), N, V), options_.backend);
+        return {logits_.data(), N, V};
+    }
+
+    double kl_from(int l, const Weights& model, const Layer* replace) const {
+        const std::size_t D = std::size_t(model.config.dim), V = std::size_t(model.config.vocab_size);
+        std::vector<double> kl(std::size_t(tokens_), 0.0);
+        std::vector<float> x;
+        std::size_t offset = 0;
+        for (const int n : lengths_) {
+            const auto in = hidden(l);
+            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+            run_from(l, model, replace, x.data(), n, offset, nullptr);
+            const auto logits = head_of(model, x.data(), n);
+            // KL = Σ p (l − q) + (z_q − z_l) Σ p, with p the stored (float) reference probabilities
+            parallel_for(std::size_t(n), options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
+                for (std::size_t t = t0; t < t1; ++t) {
+                    const auto q = logits.row(t);
+                    const float* p = p_.data() + (offset + t) * V;
+                    double pq = 0.0;
+                    for (std::size_t v = 0; v < V; ++v) pq += double(p[v]) * double(q[v]);
+                    const double zq = log_sum_exp(q);
+                    kl[offset + t] = std::max(0.0, p_dot_l_[offset + t] - pq + (zq - log_z_[offset + t]) * p_sum_[offset + t]);
+                }
+            }, grain_for(V * 32));
+            offset += std::size_t(n);
+        }
+        double sum = 0.0;  // in position order: the same at any thread count
+        for (const double v : kl) sum += v;
+        return sum / double(tokens_);
+    }
+
+    const Weights& ref_;
+    CalibrationOptions options_;
+    std::vector<int> lengths_;
+    long tokens_ = 0;
+    std::vector<float> hidden_, p_;
+    std::vector<double> p_dot_l_, p_sum_, log_z_;
+    // work buffers of the runs (the trace is used from one thread at a time)
+    mutable std::vector<float> kc_, vc_, normed_, logits_;
+    mutable Rope rope_;
+    mutable BlockScratch scratch_;
+};
+
+/// What quantizing one unit with one candidate costs and causes.
+struct UnitLoss {
+    double kl = std::numeric_limits<double>::quiet_NaN();  ///< measured mean KL (nats); NaN: not measured
+    double weight = 0.0, hessian_diag = 0.0, output = 0.0; ///< the proxies (file comment)
+    std::uint64_t bytes = 0;                               ///< stored bytes (Linear::bytes)
+    std::uint64_t params = 0;                              ///< weights
+    UnitLoss& operator+=(const UnitLoss& o) {
+        weight += o.weight, hessian_diag += o.hessian_diag, output += o.output, bytes += o.bytes, params += o.params;
+        return *this;
+    }
+};
+
+/// The names of the loss measures, in the order `loss_value` takes them.
+inline constexpr std::array<const char*, 4> loss_measures{"kl", "output", "hessian_diag", "weight"};
+
+/// The measure `name` (one of loss_measures) of `u`; InvalidArgument for another name.
+inline double loss_value(const UnitLoss& u, std::string_view name) {
+    if (name == "kl") return u.kl;
+    if (name == "output") return u.output;
+    if (name == "hessian_diag") return u.hessian_diag;
+    if (name == "weight") return u.weight;
+    throw InvalidArgument("unknown loss measure '" + std::string(name) + "' (kl, output, hessian_diag, weight)");
+}
+
+/// The sensitivity table: per candidate, per block, the block's loss and each linear's
+/// (index as block_linears: attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_down, ffn_up).
+struct SensitivityTable {
+    std::vector<RuntimeScheme> candidates;
+    std::vector<std::vector<UnitLoss>> block;                   ///< [candidate][block]
+    std::vector<std::vector<std::array<UnitLoss, 7>>> linear;   ///< [candidate][block][linear]
+};
+
+struct SensitivityOptions {
+    bool measure_blocks = true;    ///< measured KL per (block, candidate): (L − l) blocks + head each
+    bool measure_linears = false;  ///< measured KL per (linear, candidate) too: 7x the blocks' cost
+    QuantizeSettings settings{};   ///< the quantizers' settings (GPTQ block, damping; backend)
+    /// (units done, units in all, what) as the work goes
+    std::function<void(long, long, const std::string&)> progress;
+    std::function<void(const std::string&)> note;  ///< the quantizers' notes
+};
+
+/// Block l of the reference quantized with `scheme` alone, on `stats`' Hessians (reference
+/// inputs) for a calibrated method of the sequential-Hessian pipeline (GPTQ; stacked as the
+/// model pipeline stacks q/k/v and gate/up), directly for one needing no calibration (RTN).
+/// InvalidArgument for another pipeline's method (AWQ's scales span layers: not one unit).
+inline Layer quantize_block_alone(const Layer& block, int l, const BlockStats& stats, const RuntimeScheme& scheme, const QuantizeSettings& settings,
+                                  std::string* note = nullptr) {
+    const MethodEntry& method = find_method(scheme.method);
+    Layer q;
+    q.attention_norm = block.attention_norm;
+    q.ffn_norm = block.ffn_norm;
+    std::string notes;
+    if (!method.info.needs_calibration()) {
+        for (const auto& b : block_linears)
+            q.*b.member = with_tensor_context({}, block_linear_name(l, b.member),
+                                              [&] { return quantize_linear(block.*b.member, scheme, settings.backend, nullptr, &notes); });
+    } else if (method.info.pipeline == Pipeline::sequential_hessian) {
+        const std::vector<std::pair<Site, std::vector<Linear Layer::*>>> steps = {
+            {Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}},
+            {Site::attention_output, {&Layer::wo}},
+            {Site::mlp_input, {&Layer::w1, &Layer::w3}},
+            {Site::mlp_hidden, {&Layer::w2}}};
+        for (const auto& [site, members] : steps) {
+            const auto h = stats.at(site).hessian();
+            if (!quantize_stacked(block, q, members, h, scheme, settings, notes))
+                for (const auto m : members)
+                    q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, h, scheme, settings, &notes); });
+        }
+    } else {
+        throw InvalidArgument("sensitivity: scheme '" + to_string(scheme) + "' is of the " + std::string(method.info.name) +
+                              " pipeline, whose scales span several layers: only RTN and GPTQ candidates are quantized one unit at a time");
+    }
+    if (note && !notes.empty()) *note += notes;
+    return q;
+}
+
+/// The three proxies of one linear layer: `w` FP32 (rows x cols), `q` its quantized form, `h`
+/// its inputs' Hessian (cols x cols). ΔW H runs on the backend's FP32 GEMM.
+inline UnitLoss linear_proxies(const Linear& w, const Linear& q, const std::vector<float>& h, const Backend& backend) {
+    const auto& fp = std::get<Fp32Matrix>(w.weights());
+    const std::size_t R = std::size_t(fp.rows), C = std::size_t(fp.cols);
+    if (h.size() != C * C) throw InvalidArgument("linear_proxies: a Hessian of " + std::to_string(h.size()) + " values for " + std::to_string(C) + " inputs");
+    const auto deq = dequantized_linear(q, backend);
+    const auto& wh = std::get<Fp32Matrix>(deq.weights()).data;
+    std::vector<float> dw(R * C), dwh(R * C);
+    for (std::size_t i = 0; i < R * C; ++i) dw[i] = fp.data[i] - wh[i];
+    // Y = X Wᵀ with W = H (symmetric) and X = ΔW: ΔW H
+    backend.gemm_fp32(MatrixView<const float>(h.data(), C, C), MatrixView<const float>(dw.data(), R, C), MatrixView<float>(dwh.data(), R, C));
+    UnitLoss u;
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t c = 0; c < C; ++c) {
+            const double d = dw[r * C + c];
+            u.weight += d * d;
+            u.hessian_diag += double(h[c * C + c]) * d * d;
+            u.output += d * double(dwh[r * C + c]);
+        }
+    u.bytes = q.bytes();
+    u.params = R * C;
+    return u;
+}
+
+/// The table for `candidates` (each RTN or GPTQ; InvalidArgument otherwise, before any work).
+/// The reference's block linears must be FP32. Blocks run one at a time: one block's Hessians
+/// are held, and each candidate's quantized block only while it is measured.
+inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::span<const RuntimeScheme> candidates, const SensitivityOptions& o) {
+    if (candidates.empty()) throw InvalidArgument("sensitivity: no candidate schemes");
+    for (const auto& s : candidates) {
+        const auto& info = find_method(s.method).info;
+        if (info.needs_calibration() && info.pipeline != Pipeline::sequential_hessian)
+            throw InvalidArgument("sensitivity: scheme '" + to_string(s) + "': only RTN and GPTQ candidates are quantized one unit at a time");
+    }
+    const Weights& ref = trace.reference();
+    for (int l = 0; l < ref.config.n_layers; ++l)
+        for (const auto& b : block_linears)
+            if (!std::holds_alternative<Fp32Matrix>((ref.layers[std::size_t(l)].*b.member).weights()))
+                throw InvalidArgument("sensitivity: tensor " + block_linear_name(l, b.member) + " of the reference is not FP32 (dequantize it first)");
+    const int L = ref.config.n_layers;
+    const std::size_t K = candidates.size();
+    SensitivityTable t;
+    t.candidates.assign(candidates.begin(), candidates.end());
+    t.block.assign(K, std::vector<UnitLoss>(std::size_t(L)));
+    t.linear.assign(K, std::vector<std::array<UnitLoss, 7>>(std::size_t(L)));
+    const long total = long(L) * long(K);
+    long done = 0;
+    for (int l = 0; l < L; ++l) {
+        const Layer& block = ref.layers[std::size_t(l)];
+        if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
+        const BlockStats stats = trace.block_stats(l);
+        std::array<std::vector<float>, site_count> h;
+        for (int s = 0; s < site_count; ++s)
+            if (Site(s) != Site::mlp_gate) h[std::size_t(s)] = stats.at(Site(s)).hessian();
+        for (std::size_t k = 0; k < K; ++k) {
+            if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
+            std::string note;
+            const Layer q = quantize_block_alone(block, l, stats, candidates[k], o.settings, &note);
+            if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
+            UnitLoss sum;
+            for (std::size_t i = 0; i < block_linears.size(); ++i) {
+                const auto m = block_linears[i].member;
+                UnitLoss u = linear_proxies(block.*m, q.*m, h[std::size_t(input_site(block_linears[i].short_name))], o.settings.backend);
+                if (o.measure_linears) {
+                    Layer one = block;
+                    one.*m = q.*m;
+                    u.kl = trace.kl_with_block(l, one);
+                }
+                sum += u;
+                t.linear[k][std::size_t(l)][i] = u;
+            }
+            if (o.measure_blocks) sum.kl = trace.kl_with_block(l, q);
+            t.block[k][std::size_t(l)] = sum;
+            ++done;
+        }
+    }
+    if (o.progress) o.progress(done, total, "done");
+    return t;
+}
+
+}  // namespace qforge::llama

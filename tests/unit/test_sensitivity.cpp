@@ -1,0 +1,202 @@
+#define BOOST_TEST_MODULE sensitivity
+// Issue #17's sensitivity table and allocation on stories260K: Spearman's ρ against a
+// by-definition reference; the reference trace's KL against Session runs and kl_divergence
+// (an independent route); the proxies against their definitions on the site's activations;
+// an allocation's bytes equal to the quantized model's, within the budget, and its map, saved
+// and read back, quantizing the same model bit for bit.
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "common.hpp"
+#include "qforge/io/llama2c.hpp"
+#include "qforge/metrics/rank_correlation.hpp"
+#include "qforge/models/llama/size.hpp"
+#include "qforge/pipelines/llama/allocate.hpp"
+#include "qforge/pipelines/llama/quantize_model.hpp"
+
+using namespace qforge;
+
+namespace {
+const char* model_file = "models/stories260K/stories260K.bin";
+
+/// ρ by its textbook formula for distinct values: 1 − 6 Σ d² / (n (n² − 1)), ranks by counting.
+double spearman_distinct(const std::vector<double>& a, const std::vector<double>& b) {
+    const std::size_t n = a.size();
+    double d2 = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        double ra = 1, rb = 1;
+        for (std::size_t j = 0; j < n; ++j) ra += a[j] < a[i], rb += b[j] < b[i];
+        d2 += (ra - rb) * (ra - rb);
+    }
+    return 1.0 - 6.0 * d2 / (double(n) * (double(n) * double(n) - 1.0));
+}
+
+std::vector<int> tokens_of(const llama::Weights& w, int n, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<int> t(static_cast<std::size_t>(n));
+    for (auto& v : t) v = int(rng() % std::uint64_t(w.config.vocab_size));
+    return t;
+}
+
+llama::CalibrationOptions calibration(int length) {
+    llama::CalibrationOptions o;
+    o.sequence_length = length;
+    o.backend = Backend::cpu(best_isa(), 2);
+    return o;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(spearman_matches_its_definition) {
+    const std::vector<double> a{1, 2, 3, 4, 5}, up{10, 20, 30, 40, 50}, down{5, 4, 3, 2, 1};
+    BOOST_TEST(spearman(a, up) == 1.0);
+    BOOST_TEST(spearman(a, down) == -1.0);
+    // hand-computed: ranks (1,2,3,4) vs (2,1,4,3): Σd² = 4, ρ = 1 − 24/60 = 0.6
+    BOOST_TEST(spearman(std::vector<double>{1, 2, 3, 4}, std::vector<double>{2, 1, 4, 3}) == 0.6, boost::test_tools::tolerance(1e-12));
+    // ties share their mean rank: (1, 2.5, 2.5, 4) vs (1,2,3,4) → Pearson of the ranks
+    BOOST_TEST(spearman(std::vector<double>{0, 1, 1, 2}, std::vector<double>{0, 1, 2, 3}) == std::sqrt(0.9), boost::test_tools::tolerance(1e-12));
+    std::mt19937_64 rng(7);
+    std::normal_distribution<double> nd;
+    for (int trial = 0; trial < 200; ++trial) {
+        const std::size_t n = 2 + std::size_t(rng() % 30);
+        std::vector<double> x(n), y(n);
+        for (std::size_t i = 0; i < n; ++i) x[i] = nd(rng), y[i] = x[i] * double(trial % 3) + nd(rng);
+        BOOST_TEST(spearman(x, y) == spearman_distinct(x, y), boost::test_tools::tolerance(1e-9));
+    }
+    BOOST_TEST(std::isnan(spearman(std::vector<double>{1, 1, 1}, std::vector<double>{1, 2, 3})));
+    BOOST_CHECK_THROW(spearman(std::vector<double>{1}, std::vector<double>{1}), InvalidArgument);
+    BOOST_CHECK_THROW(spearman(std::vector<double>{1, NAN}, std::vector<double>{1, 2}), InvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
+    const auto tokens = tokens_of(w, 300, 1);  // sequences of 128, 128 and a tail of 44
+    const llama::ReferenceTrace trace(w, tokens, calibration(128));
+    BOOST_TEST(trace.tokens() == 300);
+    BOOST_TEST(trace.kl_of(w) == 0.0);  // the same model: the same logits, bit for bit
+    const auto rtn = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w2g32a")); });
+    for (int l : {0, 2, 4}) {
+        llama::Weights one = w;
+        one.layers[std::size_t(l)] = rtn.layers[std::size_t(l)];
+        // independently: Session runs of both models per sequence, KL per position from the logits
+        double sum = 0;
+        for (const auto seq : llama::calibration_sequences(tokens, 128)) {
+            llama::Session a(w, Backend::cpu(Isa::scalar, 1), 128), b(one, Backend::cpu(Isa::scalar, 1), 128);
+            const auto la = a.forward_batch(seq, 0), lb = b.forward_batch(seq, 0);
+            for (std::size_t t = 0; t < seq.size(); ++t) sum += kl_divergence(la.row(t), lb.row(t));
+        }
+        const double expected = sum / 300.0, got = trace.kl_with_block(l, rtn.layers[std::size_t(l)]);
+        BOOST_TEST_MESSAGE("block " << l << ": KL " << got << " (Session runs " << expected << ")");
+        BOOST_TEST(expected > 1e-4);
+        BOOST_TEST(got == expected, boost::test_tools::tolerance(1e-4));
+        BOOST_TEST(trace.kl_of(one) == got, boost::test_tools::tolerance(1e-9));
+    }
+    BOOST_CHECK_THROW(trace.kl_with_block(5, w.layers[0]), InvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
+    const auto tokens = tokens_of(w, 512, 2);
+    const llama::ReferenceTrace trace(w, tokens, calibration(256));
+    const std::vector<RuntimeScheme> candidates{parse_scheme("rtn:w2g32a"), parse_scheme("rtn:w3g32a"), parse_scheme("rtn:w4g32a"), parse_scheme("rtn:w8g32s")};
+    llama::SensitivityOptions so;
+    so.settings.backend = Backend::cpu(best_isa(), 2);
+    so.measure_linears = true;
+    const auto table = llama::measure_sensitivity(trace, candidates, so);
+
+    // the proxies by their definitions, on block 1's MLP-down inputs captured by a Session
+    const int layer = 1;
+    std::vector<float> hidden;  // tokens x hidden_dim at mlp_hidden of block 1
+    for (const auto seq : llama::calibration_sequences(tokens, 256)) {
+        llama::Session s(w, Backend::cpu(best_isa(), 2), 256);
+        s.observe([&](int l, llama::Site site, MatrixView<const float> x) {
+            if (l == layer && site == llama::Site::mlp_hidden) hidden.insert(hidden.end(), x.data, x.data + x.rows * x.cols);
+        });
+        s.forward_batch(seq, 0, false);
+    }
+    const std::size_t H = std::size_t(w.config.hidden_dim), D = std::size_t(w.config.dim), T = hidden.size() / H;
+    BOOST_TEST(T == 512u);
+    const auto& fp = std::get<Fp32Matrix>(w.layers[layer].w2.weights()).data;
+    for (std::size_t k = 0; k < candidates.size(); ++k) {
+        const auto q = llama::quantize_linear(w.layers[layer].w2, candidates[k]);
+        const auto deq = std::get<Fp32Matrix>(llama::dequantized_linear(q).weights()).data;
+        double weight = 0, diag = 0, out = 0;
+        std::vector<double> h_jj(H, 0.0);
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t j = 0; j < H; ++j) h_jj[j] += 2.0 / double(T) * double(hidden[t * H + j]) * double(hidden[t * H + j]);
+        for (std::size_t r = 0; r < D; ++r)
+            for (std::size_t j = 0; j < H; ++j) {
+                const double d = double(fp[r * H + j]) - double(deq[r * H + j]);
+                weight += d * d, diag += h_jj[j] * d * d;
+            }
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t r = 0; r < D; ++r) {
+                double e = 0;
+                for (std::size_t j = 0; j < H; ++j) e += (double(fp[r * H + j]) - double(deq[r * H + j])) * double(hidden[t * H + j]);
+                out += 2.0 / double(T) * e * e;
+            }
+        const auto& u = table.linear[k][layer][5];  // ffn_down
+        BOOST_TEST(u.weight == weight, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(u.hessian_diag == diag, boost::test_tools::tolerance(1e-4));
+        BOOST_TEST(u.output == out, boost::test_tools::tolerance(1e-4));
+        BOOST_TEST(u.bytes == q.bytes());
+    }
+    // more bits, less loss: every block, every measure (the grids nest in their resolution)
+    for (int l = 0; l < w.config.n_layers; ++l)
+        for (std::size_t k = 1; k < candidates.size(); ++k) {
+            BOOST_TEST(table.block[k][std::size_t(l)].kl < table.block[k - 1][std::size_t(l)].kl);
+            BOOST_TEST(table.block[k][std::size_t(l)].output < table.block[k - 1][std::size_t(l)].output);
+            BOOST_TEST(table.block[k][std::size_t(l)].bytes > table.block[k - 1][std::size_t(l)].bytes);
+        }
+
+    // allocations at several budgets, by block and by linear: the model quantized from the map
+    // holds exactly the predicted bytes, within the budget and within one unit of it
+    for (const auto unit : {llama::AllocationUnitKind::block, llama::AllocationUnitKind::linear})
+        for (const double bpw : {2.8, 3.6, 4.5, 6.0}) {
+            llama::AllocationRequest r;
+            r.target_bpw = bpw;
+            r.unit = unit;
+            const auto a = llama::allocate_bits(table, r);
+            std::uint64_t widest = 0;
+            for (const auto& u : a.units)
+                for (const auto& c1 : u.candidates)
+                    for (const auto& c2 : u.candidates) widest = std::max(widest, c1.bytes > c2.bytes ? c1.bytes - c2.bytes : 0);
+            BOOST_TEST(a.allocation.bytes <= a.budget_bytes);
+            BOOST_TEST(a.allocation.bytes + widest >= a.budget_bytes);
+            const std::string path = (std::filesystem::temp_directory_path() / "qforge_test_allocation.json").string();
+            io::write_scheme_map(path, a.map);
+            const auto back = io::read_scheme_map(path);
+            std::filesystem::remove(path);
+            llama::ModelQuantizeOptions mo, mo_back;
+            mo.tensor_schemes = a.map.tensors;
+            mo_back.tensor_schemes = back.tensors;
+            const auto m1 = llama::quantize_model(w, {}, a.map.scheme, mo), m2 = llama::quantize_model(w, {}, back.scheme, mo_back);
+            BOOST_TEST(llama::block_bytes(m1) == a.allocation.bytes);
+            for (int l = 0; l < w.config.n_layers; ++l)
+                for (const auto& b : llama::block_linears) {
+                    const auto x = llama::dequantized_linear(m1.layers[std::size_t(l)].*b.member), y = llama::dequantized_linear(m2.layers[std::size_t(l)].*b.member);
+                    BOOST_TEST((std::get<Fp32Matrix>(x.weights()).data == std::get<Fp32Matrix>(y.weights()).data));
+                }
+            // the measured loss of the allocated model next to the predicted sum
+            const double measured = trace.kl_of(m1);
+            BOOST_TEST_MESSAGE("bpw " << bpw << (unit == llama::AllocationUnitKind::block ? " blocks" : " linears") << ": " << a.bpw()
+                                      << " bpw, predicted KL " << a.allocation.loss << ", measured " << measured);
+            BOOST_TEST(measured > 0.0);
+        }
+    // kl per linear without measure_linears is refused, by name
+    so.measure_linears = false;
+    const auto blocks_only = llama::measure_sensitivity(trace, candidates, so);
+    llama::AllocationRequest r;
+    r.unit = llama::AllocationUnitKind::linear;
+    BOOST_CHECK_THROW(llama::allocate_bits(blocks_only, r), InvalidArgument);
+    r.loss = "output";
+    BOOST_CHECK_NO_THROW(llama::allocate_bits(blocks_only, r));
+    r.loss = "nonsense";
+    BOOST_CHECK_THROW(llama::allocate_bits(blocks_only, r), InvalidArgument);
+    const auto t2 = llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("gptq:w3g32a")}, so);
+    BOOST_TEST(t2.block[0][0].kl > 0.0);
+    BOOST_CHECK_THROW(llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("awq:w3g32a")}, so), InvalidArgument);
+    llama::SensitivityTable bad = table;
+    bad.candidates[1] = parse_scheme("gptq:w3g32a");
+    BOOST_CHECK_THROW(llama::allocate_bits(bad, llama::AllocationRequest{}), InvalidArgument);
+}
