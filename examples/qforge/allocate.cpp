@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -70,11 +71,13 @@ int run_allocate(const AllocateCliOptions& opt) {
     }
     const AllocationUnitKind unit = opt.unit == "block" ? AllocationUnitKind::block : AllocationUnitKind::linear;
     const std::string loss = opt.loss != "auto"                                                             ? opt.loss
-                             : !opt.proxy_only && (unit == AllocationUnitKind::block || opt.measure_linears) ? "kl"
-                                                                                                             : "output";
+                             : opt.proxy_only                                                                  ? "output"
+                             : unit == AllocationUnitKind::block || opt.measure_linears                      ? "kl"
+                                                                                                             : "kl_split";
     if (loss == "kl" && unit == AllocationUnitKind::linear && !opt.measure_linears)
         throw CLI::ValidationError("--loss", "kl per linear needs --measure-linears (7x the blocks' cost), or use a proxy (--loss output)");
-    if (opt.proxy_only && (loss == "kl" || opt.measure_linears))
+    if (loss == "kl_split" && unit != AllocationUnitKind::linear) throw CLI::ValidationError("--loss", "kl_split is for --unit linear");
+    if (opt.proxy_only && (loss == "kl" || loss == "kl_split" || opt.measure_linears))
         throw CLI::ValidationError("--proxy-only", "measures no KL: give a proxy as --loss (output, hessian_diag, weight) and no --measure-linears");
     if (opt.budgets.size() > 1 && !opt.out.empty() && opt.out.find("{bpw}") == std::string::npos)
         throw CLI::ValidationError("--out", "several --target-bpw: the path must hold {bpw} (one map per budget)");
@@ -192,14 +195,14 @@ int run_allocate(const AllocateCliOptions& opt) {
 
     if (!opt.svg.empty()) {
         HeatMap m;
-        m.title = "Sensitivity per block: " + model.path();
-        m.value_label = std::string(loss == "kl" ? "mean KL (nats) with only that block quantized" : "proxy '" + loss + "' of the block") +
+        m.title = "Sensitivity per block: " + std::filesystem::path(model.path()).filename().string();
+        m.value_label = std::string(loss == "kl" || loss == "kl_split" ? "mean KL (nats) with only that block quantized" : "proxy '" + loss + "' of the block") +
                         (unit == AllocationUnitKind::block && !done.empty() ? "; outlined: the allocation at " + std::to_string(done.front().target).substr(0, 4) + " bpw" : "");
         for (int l = 0; l < L; ++l) m.row_labels.push_back("blk." + std::to_string(l));
         for (const auto& c : candidates) m.column_labels.push_back(qforge::to_string(c));
         for (int l = 0; l < L; ++l)
             for (std::size_t k = 0; k < K; ++k) {
-                m.values.push_back(loss_value(table.block[k][std::size_t(l)], loss == "kl" ? "kl" : loss));
+                m.values.push_back(loss_value(table.block[k][std::size_t(l)], loss == "kl_split" ? "kl" : loss));
                 if (unit == AllocationUnitKind::block && !done.empty()) m.marked.push_back(done.front().a.allocation.choice[std::size_t(l)] == int(k));
             }
         write_heat_map(opt.svg, m);
@@ -306,8 +309,9 @@ void add_allocate(CLI::App& app, int& status) {
         ->delimiter(',')
         ->check(finite_in(0.01, 64.0));
     sub->add_option("--unit", o->unit, "what gets one scheme: block (its seven linears) or linear")->check(CLI::IsMember({"block", "linear"}))->capture_default_str();
-    sub->add_option("--loss", o->loss, "the loss to minimise: kl (measured), output, hessian_diag, weight (proxies); auto: kl for blocks, output for linears")
-        ->check(CLI::IsMember({"auto", "kl", "output", "hessian_diag", "weight"}))
+    sub->add_option("--loss", o->loss, "the loss to minimise: kl (measured), output, hessian_diag, weight (proxies), kl_split (linear units: each block's measured KL "
+                    "shared among its linears by their output errors); auto: kl for blocks, kl_split for linears (output with --proxy-only)")
+        ->check(CLI::IsMember({"auto", "kl", "kl_split", "output", "hessian_diag", "weight"}))
         ->capture_default_str();
     sub->add_flag("--measure-linears", o->measure_linears, "also measure the KL of each linear layer alone (7x the blocks' cost)");
     sub->add_flag("--proxy-only", o->proxy_only, "measure no KL per unit (no Spearman rho): the allocation minimises the --loss proxy");

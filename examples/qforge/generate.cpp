@@ -91,6 +91,7 @@ int run(const GenerateOptions& opt) {
     } else {
         std::printf("\n");
     }
+    std::fflush(stdout);  // the text and its newline before the statistics, when both go to one file
     std::fprintf(stderr, "%zu prompt tokens in %.3f s, %d generated in %.3f s (%.1f tokens/s)\n", ids.size(), prompt_seconds, generated,
                  decode_seconds, decode_rate);
     return 0;

@@ -129,8 +129,8 @@ inline std::string heat_map_svg(const HeatMap& m) {
     const std::size_t R = m.row_labels.size(), C = m.column_labels.size();
     if (m.values.size() != R * C || (!m.marked.empty() && m.marked.size() != R * C))
         throw qforge::InvalidArgument("heat map: " + std::to_string(m.values.size()) + " values for " + std::to_string(R) + " x " + std::to_string(C) + " cells");
-    const double cw = 96, ch = 18, left = 70, top = 60, bottom = 30;
-    const double W = left + cw * double(C) + 20, H = top + ch * double(R) + bottom;
+    const double cw = 96, ch = 18, left = 70, top = 76, bottom = 30;
+    const double W = std::max(left + cw * double(C) + 20, 700.0), H = top + ch * double(R) + bottom;
     double lo = std::numeric_limits<double>::infinity(), hi = -lo;
     for (const double v : m.values)
         if (v > 0 && std::isfinite(v)) lo = std::min(lo, std::log10(v)), hi = std::max(hi, std::log10(v));
@@ -142,8 +142,10 @@ inline std::string heat_map_svg(const HeatMap& m) {
     out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"18\" font-size=\"14\">%s</text>\n", left, detail::xml_escaped(m.title).c_str());
     out += buf;
-    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"34\" fill=\"#555\">%s (colour: log10, white %.3g .. dark red %.3g)</text>\n", left,
-                  detail::xml_escaped(m.value_label).c_str(), std::pow(10.0, lo), std::pow(10.0, hi));
+    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"34\" fill=\"#555\">%s</text>\n", left, detail::xml_escaped(m.value_label).c_str());
+    out += buf;
+    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"50\" fill=\"#555\">colour: log10 of the value, white %.3g .. dark red %.3g</text>\n", left,
+                  std::pow(10.0, lo), std::pow(10.0, hi));
     out += buf;
     for (std::size_t c = 0; c < C; ++c) {
         std::snprintf(buf, sizeof buf, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", left + cw * (double(c) + 0.5), top - 6,

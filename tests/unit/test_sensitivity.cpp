@@ -183,6 +183,23 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
                                       << " bpw, predicted KL " << a.allocation.loss << ", measured " << measured);
             BOOST_TEST(measured > 0.0);
         }
+    // kl_split: a block's measured KL shared among its linears, summing back to it per candidate
+    {
+        llama::AllocationRequest r;
+        r.unit = llama::AllocationUnitKind::linear;
+        r.loss = "kl_split";
+        r.target_bpw = 3.6;
+        const auto a = llama::allocate_bits(table, r);
+        BOOST_TEST(a.allocation.bytes <= a.budget_bytes);
+        r.target_bpw = 100;  // every unit at its least loss: the widest candidate, whose shares sum to each block's KL
+        const auto all = llama::allocate_bits(table, r);
+        double sum = 0, blocks = 0;
+        for (const auto& u : all.units) sum += u.candidates.back().loss;
+        for (int l = 0; l < w.config.n_layers; ++l) blocks += table.block.back()[std::size_t(l)].kl;
+        BOOST_TEST(sum == blocks, boost::test_tools::tolerance(1e-12));
+        r.unit = llama::AllocationUnitKind::block;
+        BOOST_CHECK_THROW(llama::allocate_bits(table, r), InvalidArgument);
+    }
     // kl per linear without measure_linears is refused, by name
     so.measure_linears = false;
     const auto blocks_only = llama::measure_sensitivity(trace, candidates, so);

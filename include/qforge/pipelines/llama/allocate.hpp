@@ -23,7 +23,9 @@ enum class AllocationUnitKind { block, linear };
 struct AllocationRequest {
     double target_bpw = 4.0;
     AllocationUnitKind unit = AllocationUnitKind::block;
-    std::string loss = "kl";      ///< one of loss_measures
+    /// one of loss_measures, or (linear units) "kl_split": each block's measured KL shared among
+    /// its linears in proportion to their output errors (one measurement per block, not seven)
+    std::string loss = "kl";
     bool lagrangian = false;      ///< the Lagrangian solver (bound and gap) instead of the exact one
 };
 
@@ -50,6 +52,15 @@ inline BitAllocation allocate_bits(const SensitivityTable& t, const AllocationRe
     if (!(r.target_bpw > 0.0) || !std::isfinite(r.target_bpw)) throw InvalidArgument("allocation: the target bits per weight must be positive");
     const std::size_t K = t.candidates.size(), L = t.block.front().size();
     BitAllocation out;
+    if (r.loss == "kl_split" && r.unit != AllocationUnitKind::linear)
+        throw InvalidArgument("allocation: the kl_split loss shares a block's KL among its linears: it is for linear units");
+    const auto loss_of_measure = [&](const UnitLoss& u, const std::string& measure, const std::string& name) {
+        const double v = loss_value(u, measure);
+        if (std::isnan(v))
+            throw InvalidArgument("allocation: unit " + name + " has no '" + measure + "' loss in the table" +
+                                  (r.loss == "kl" ? " (measured KL per linear needs measure_linears)" : ""));
+        return std::max(v, 0.0);
+    };
     const auto loss_of = [&](const UnitLoss& u, const std::string& name) {
         const double v = loss_value(u, r.loss);
         if (std::isnan(v))
@@ -69,7 +80,16 @@ inline BitAllocation allocate_bits(const SensitivityTable& t, const AllocationRe
         } else {
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 AllocationUnit u{block_linear_name(int(l), block_linears[i].member), {}};
-                for (std::size_t k = 0; k < K; ++k) u.candidates.push_back({t.linear[k][l][i].bytes, loss_of(t.linear[k][l][i], u.name)});
+                for (std::size_t k = 0; k < K; ++k) {
+                    double v;
+                    if (r.loss == "kl_split") {  // the block's measured KL, shared by its linears' output errors
+                        const double block_kl = loss_of_measure(t.block[k][l], "kl", u.name), share = t.block[k][l].output;
+                        v = share > 0.0 ? block_kl * t.linear[k][l][i].output / share : block_kl / double(block_linears.size());
+                    } else {
+                        v = loss_of(t.linear[k][l][i], u.name);
+                    }
+                    u.candidates.push_back({t.linear[k][l][i].bytes, v});
+                }
                 unit_tensors.push_back({u.name});
                 out.units.push_back(std::move(u));
             }
