@@ -107,6 +107,8 @@ std::string unwritable(const qforge::RuntimeScheme& s) {
         return "',had' layers cannot be written yet (no container, GGUF or checkpoint field holds the transform); evaluate them with qforge eval";
     if (s.pq)
         return "PQ layers cannot be written yet (no container, GGUF or checkpoint layout holds PQ codes and codebooks); evaluate them with qforge eval";
+    if (s.options.salient > 0.0f)
+        return "',salient=' layers cannot be written yet (no container, GGUF or checkpoint field holds the FP16 channels); evaluate them with qforge eval";
     return {};
 }
 

@@ -263,5 +263,13 @@ expect_error "measure-linears" "$q" allocate --unit linear --loss kl --target-bp
 expect_error "\{bpw\}" "$q" allocate --target-bpw 3,4 --out "$tmp/x.json"
 expect_error "target-bpw" "$q" allocate --target-bpw nan
 expect_error "target-bpw 1.*below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 1 --calib-tokens 256 --no-verify
+# salient channels kept in FP16 (#17): evaluated with their bytes counted; refused by quantize
+# before any work (no stored layout holds them), like ',had' and PQ
+"$q" eval --max-tokens 300 --calib-tokens 512 --scheme gptq:w3g32a --scheme gptq:w3g32a,salient=3 --json > "$tmp/sal.json" || fail "eval ,salient="
+json "$tmp/sal.json" 'd["rows"][1]["label"] == "gptq:w3g32a,salient=3"' \
+  'd["rows"][1]["bits_per_weight"] > d["rows"][0]["bits_per_weight"] + 0.3'
+expect_error "',salient=' layers cannot be written" "$q" quantize --scheme gptq:w3g32a,salient=1 --out "$tmp/sal.safetensors"
+[ ! -e "$tmp/sal.safetensors" ] || fail "a refused quantize left an output file"
+expect_error "salient=.*is for gptq" "$q" eval --scheme rtn:w4g32a,salient=1
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"

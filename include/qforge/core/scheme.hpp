@@ -127,6 +127,9 @@ struct SchemeOptions {
     bool static_groups = false;  ///< GPTQ only
     float damp = 0.01f;          ///< GPTQ only: fraction of the mean Hessian diagonal
     bool hadamard = false;       ///< `,had`: a randomized Hadamard transform on the inputs (rtn, gptq)
+    /// `,salient=P`: the P% input channels of largest activation magnitude kept in FP16, the rest
+    /// on the grid (quantizers/salient.hpp; gptq). 0: none.
+    float salient = 0.0f;
     friend constexpr bool operator==(const SchemeOptions&, const SchemeOptions&) = default;
 };
 
@@ -214,6 +217,13 @@ inline std::string to_string(const RuntimeScheme& s) {
         std::snprintf(buf, sizeof buf, "%g", double(s.options.damp));
         if (std::strtof(buf, nullptr) != s.options.damp) std::snprintf(buf, sizeof buf, "%.9g", double(s.options.damp));
         out += ",damp=";
+        out += buf;
+    }
+    if (s.options.salient != 0.0f) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", double(s.options.salient));
+        if (std::strtof(buf, nullptr) != s.options.salient) std::snprintf(buf, sizeof buf, "%.9g", double(s.options.salient));
+        out += ",salient=";
         out += buf;
     }
     return out;
@@ -343,6 +353,15 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
             const float d = std::strtof(value.c_str(), &end);
             if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
             s.options.damp = d;
+        } else if (opt.substr(0, 8) == "salient=") {
+            if (s.method != "gptq")
+                return fail("option 'salient=' is for gptq (it picks input channels by the activation magnitudes of GPTQ's Hessian)");
+            const std::string value(opt.substr(8));
+            char* end = nullptr;
+            const float p = std::strtof(value.c_str(), &end);
+            if (value.empty() || *end != '\0' || !(p > 0.0f && p <= 50.0f))
+                return fail("salient= is the percentage of input channels kept in FP16, in (0, 50]");
+            s.options.salient = p;
         } else if (opt == "act" || opt == "static" || opt.substr(0, 5) == "damp=") {
             return fail("option '" + std::string(opt) + "' is for methods with GPTQ's options (gptq, awq+gptq) only");
         } else {
@@ -350,6 +369,8 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         }
         options = next == std::string_view::npos ? "" : options.substr(next + 1);
     }
+    if (s.options.salient > 0.0f && (s.pq || s.options.hadamard || !s.spec.block.empty()))
+        return fail("option 'salient=' keeps original input channels of a scalar grid: not with a PQ grid, ',had' (which mixes the channels) or a GGUF block type");
     if (s.pq && (s.options.clip || s.options.act_order || s.options.static_groups || s.spec.scale_type != ScaleType::f16))
         return fail("a PQ grid takes the options had and damp= only (its codebooks are fitted by k-means, its columns stay in their blocks' order)");
     if (!s.spec.block.empty() && s.options.act_order && !s.options.static_groups)

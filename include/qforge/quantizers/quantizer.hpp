@@ -70,23 +70,31 @@ struct QuantizedLayer {
     std::vector<int> column_order;
     std::vector<float> input_scales;
     std::shared_ptr<const HadamardTransform> input_transform;  ///< `,had`: T on the inputs, or null
+    /// `,salient=P` (quantizers/salient.hpp): the input channels kept in FP16, ascending, and
+    /// their weights (rows x wide_columns.size(), row-major, fp16-exact). Then `q` holds the other
+    /// columns only and `column_order` (never empty) names the original column of each of them.
+    std::vector<int> wide_columns;
+    std::vector<float> wide_values;
     std::string note;       ///< what was adjusted (GPTQ damping raised, dead inputs), empty if nothing
     float alpha = 0.0f;     ///< AWQ: the exponent chosen
 
     bool is_pq() const noexcept { return pq.rows > 0; }
     int rows() const noexcept { return is_pq() ? pq.rows : q.rows; }
-    int cols() const noexcept { return is_pq() ? pq.cols : q.cols; }
+    int cols() const noexcept { return is_pq() ? pq.cols : q.cols + int(wide_columns.size()); }
 
     /// Ŵ, rows x cols row-major in the original column order and units.
     std::vector<float> dequantize() const {
-        std::vector<float> w = is_pq() ? pq.dequantize() : std::vector<float>(std::size_t(q.rows) * std::size_t(q.cols));
-        for (int r = 0; r < q.rows; ++r)  // a PQ layer has no rows here
+        const std::size_t C = std::size_t(cols()), K = wide_columns.size();
+        std::vector<float> w = is_pq() ? pq.dequantize() : std::vector<float>(std::size_t(q.rows) * C);
+        for (int r = 0; r < q.rows; ++r) {  // a PQ layer has no rows here
             for (int k = 0; k < q.cols; ++k) {
                 const std::size_t c = std::size_t(column_order.empty() ? k : column_order[std::size_t(k)]);
                 float v = q.dequantize(r, k);
                 if (!input_scales.empty()) v /= input_scales[c];
-                w[std::size_t(r) * std::size_t(q.cols) + c] = v;
+                w[std::size_t(r) * C + c] = v;
             }
+            for (std::size_t j = 0; j < K; ++j) w[std::size_t(r) * C + std::size_t(wide_columns[j])] = wide_values[std::size_t(r) * K + j];
+        }
         if (input_transform) {
             std::vector<float> tmp(static_cast<std::size_t>(cols()));
             for (int r = 0; r < rows(); ++r) input_transform->apply_transpose(w.data() + std::size_t(r) * std::size_t(cols()), tmp.data());

@@ -16,6 +16,7 @@
 #include "qforge/quantizers/gptq.hpp"
 #include "qforge/quantizers/quantizer.hpp"
 #include "qforge/quantizers/rtn.hpp"
+#include "qforge/quantizers/salient.hpp"
 #include "qforge/quantizers/twq.hpp"
 
 namespace qforge {
@@ -61,12 +62,18 @@ QuantizedLayer with_hadamard(MatrixView<const float> w, const RuntimeScheme& s, 
     return quantize_with_hadamard(Fn, w, s, c, o);
 }
 
+/// A method's quantize with `,salient=P` first (quantize_with_salient, quantizers/salient.hpp).
+template <LayerQuantizeFn Fn>
+QuantizedLayer with_salient(MatrixView<const float> w, const RuntimeScheme& s, const LayerCalibration& c, const QuantizeSettings& o) {
+    return quantize_with_salient(Fn, w, s, c, o);
+}
+
 template <class Tag>
 constexpr MethodEntry method_entry() {
     static_assert(Tag::info.pipeline != Pipeline::activation_scaled || requires { &quantizer<Tag>::round; },
                   "qforge: a method of the activation_scaled pipeline must give its quantizer a round(...) (the final "
                   "quantizer on scaled weights)");
-    MethodEntry e{Tag::info, &with_block_fallback<&with_hadamard<&quantizer<Tag>::quantize>>, nullptr};
+    MethodEntry e{Tag::info, &with_block_fallback<&with_salient<&with_hadamard<&quantizer<Tag>::quantize>>>, nullptr};
     if constexpr (requires { &quantizer<Tag>::round; }) e.round = &with_block_fallback<&quantizer<Tag>::round>;
     return e;
 }

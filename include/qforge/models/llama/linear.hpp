@@ -20,6 +20,14 @@ namespace qforge::llama {
 using qforge::Fp32Matrix;
 using qforge::LinearWeights;
 
+/// Input channels a layer keeps in FP16 beside its quantized weights (`,salient=P`,
+/// quantizers/salient.hpp): their original indices, ascending, and their weights (rows x
+/// columns.size(), row-major, fp16-exact values).
+struct WideColumns {
+    std::vector<int> columns;
+    std::vector<float> values;
+};
+
 /// A linear layer: its weights, and optionally the order of its input columns.
 ///
 /// `input_order` serves GPTQ act-order checkpoints with dynamic groups, whose groups are runs of
@@ -30,11 +38,32 @@ using qforge::LinearWeights;
 ///
 /// `input_transform` (`,had`, linalg/hadamard.hpp): the weights are W Tᵀ and the layer applies T
 /// to its input first (then the input order, if any); dequantizing gives W back.
+///
+/// `wide` (`,salient=P`): the layer's input has cols() = the weights' columns + the kept ones;
+/// `input_order` then names the original column of each weight column (a subset: never the
+/// kept ones), and Y = X[:, order] Wᵀ + X[:, kept] Vᵀ.
 class Linear {
 public:
     Linear() = default;
-    explicit Linear(LinearWeights w, std::vector<int> input_order = {}, std::shared_ptr<const HadamardTransform> input_transform = nullptr)
-        : w_(std::move(w)), order_(std::move(input_order)), transform_(std::move(input_transform)) {
+    explicit Linear(LinearWeights w, std::vector<int> input_order = {}, std::shared_ptr<const HadamardTransform> input_transform = nullptr,
+                    std::shared_ptr<const WideColumns> wide = nullptr)
+        : w_(std::move(w)), order_(std::move(input_order)), transform_(std::move(input_transform)), wide_(std::move(wide)) {
+        if (wide_) {
+            const int stored = stored_cols(), k = int(wide_->columns.size());
+            if (transform_) throw InvalidArgument("Linear: kept FP16 input channels and an input transform do not combine");
+            if (k == 0 || wide_->values.size() != std::size_t(k) * std::size_t(rows()) || order_.size() != std::size_t(stored))
+                throw InvalidArgument("Linear: kept FP16 input channels need their rows x channels weights and the order of the other columns");
+            std::vector<char> seen(std::size_t(stored + k), 0);
+            for (const int c : wide_->columns) {
+                if (c < 0 || c >= stored + k || seen[std::size_t(c)]) throw InvalidArgument("Linear: a kept input channel is out of range or repeated");
+                seen[std::size_t(c)] = 1;
+            }
+            for (const int c : order_) {
+                if (c < 0 || c >= stored + k || seen[std::size_t(c)]) throw InvalidArgument("Linear: the input order repeats a column or names a kept one");
+                seen[std::size_t(c)] = 1;
+            }
+            return;
+        }
         if (transform_ && transform_->n != cols())
             throw InvalidArgument("Linear: the input transform is " + std::to_string(transform_->n) + " wide, the layer has " + std::to_string(cols()) + " columns");
         if (!order_.empty()) {
@@ -55,9 +84,14 @@ public:
     int rows() const {
         return std::visit([](const auto& w) { return w.rows; }, w_);
     }
-    int cols() const {
+    /// Input width: the stored weights' columns plus any kept FP16 channels.
+    int cols() const { return stored_cols() + (wide_ ? int(wide_->columns.size()) : 0); }
+    /// Columns of the stored (quantized) weights.
+    int stored_cols() const {
         return std::visit([](const auto& w) { return w.cols; }, w_);
     }
+    /// The input channels kept in FP16 (`,salient=P`), or null.
+    const std::shared_ptr<const WideColumns>& wide() const noexcept { return wide_; }
     const LinearWeights& weights() const noexcept { return w_; }
 
     /// Stored bytes of the layer: packed codes, scales, zeros/minimums, and the input order of
@@ -71,7 +105,9 @@ public:
                        else return w.bytes();
                    },
                    w_) +
-               order_.size() * sizeof(std::int32_t) + (transform_ ? sizeof(std::uint64_t) : 0);
+               (wide_ && std::is_sorted(order_.begin(), order_.end()) ? 0 : order_.size() * sizeof(std::int32_t)) +
+               (transform_ ? sizeof(std::uint64_t) : 0) +
+               (wide_ ? wide_->columns.size() * (sizeof(std::int32_t) + 2 * std::size_t(rows())) : 0);
     }
 
     /// y = W x (one activation).
@@ -106,7 +142,7 @@ public:
         if (layers.size() != ys.size())
             throw InvalidArgument("Linear::forward_together: " + std::to_string(layers.size()) + " layers, " + std::to_string(ys.size()) + " outputs");
         bool own_input = false;
-        for (const Linear* l : layers) own_input = own_input || !l->order_.empty() || l->transform_;
+        for (const Linear* l : layers) own_input = own_input || !l->order_.empty() || l->transform_ || l->wide_;
         if (own_input) {  // act-order and transformed layers prepare their own input
             for (std::size_t i = 0; i < layers.size(); ++i) layers[i]->forward(x, ys[i], backend);
             return;
@@ -123,11 +159,20 @@ public:
 private:
     void forward_plain(MatrixView<const float> x, MatrixView<float> y, const Backend& backend) const {
         if (!order_.empty()) {
-            if (x.cols != order_.size()) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(order_.size()));
-            std::vector<float> gathered(x.rows * x.cols);
+            if (x.cols != std::size_t(cols())) throw InvalidArgument("Linear: input has " + std::to_string(x.cols) + " columns, the layer " + std::to_string(cols()));
+            const std::size_t S = order_.size();
+            std::vector<float> gathered(x.rows * S);
             for (std::size_t t = 0; t < x.rows; ++t)
-                for (std::size_t k = 0; k < x.cols; ++k) gathered[t * x.cols + k] = x(t, std::size_t(order_[k]));
-            prepared(backend)->forward(MatrixView<const float>(gathered.data(), x.rows, x.cols), y);
+                for (std::size_t k = 0; k < S; ++k) gathered[t * S + k] = x(t, std::size_t(order_[k]));
+            prepared(backend)->forward(MatrixView<const float>(gathered.data(), x.rows, S), y);
+            if (wide_) {  // Y += X[:, kept] Vᵀ
+                const std::size_t K = wide_->columns.size();
+                std::vector<float> kept(x.rows * K);
+                for (std::size_t t = 0; t < x.rows; ++t)
+                    for (std::size_t j = 0; j < K; ++j) kept[t * K + j] = x(t, std::size_t(wide_->columns[j]));
+                backend.gemm_fp32_add(MatrixView<const float>(wide_->values.data(), std::size_t(rows()), K), MatrixView<const float>(kept.data(), x.rows, K), y,
+                                      1.0f);
+            }
             return;
         }
         prepared(backend)->forward(x, y);
@@ -166,6 +211,7 @@ private:
     LinearWeights w_;
     std::vector<int> order_;
     std::shared_ptr<const HadamardTransform> transform_;
+    std::shared_ptr<const WideColumns> wide_;
     mutable Prepared prepared_;
 };
 

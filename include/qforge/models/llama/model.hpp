@@ -375,6 +375,14 @@ inline Linear packed_linear(const QuantizedMatrix& q, std::vector<int> input_ord
 inline Linear packed_linear(const QuantizedLayer& r, int r0 = 0, int r1 = 0) {
     const bool cut = r1 > 0 && (r0 != 0 || r1 != r.rows());
     if (r.is_pq()) return Linear(LinearWeights(cut ? r.pq.row_range(r0, r1) : r.pq), r.column_order, r.input_transform);
+    if (!r.wide_columns.empty()) {  // the kept FP16 channels' weights, cut to the same rows
+        const Linear stored = packed_linear(cut ? r.q.row_range(r0, r1) : r.q);
+        const std::size_t K = r.wide_columns.size(), first = cut ? std::size_t(r0) : 0, last = cut ? std::size_t(r1) : std::size_t(r.rows());
+        auto wide = std::make_shared<WideColumns>();
+        wide->columns = r.wide_columns;
+        wide->values.assign(r.wide_values.begin() + std::ptrdiff_t(first * K), r.wide_values.begin() + std::ptrdiff_t(last * K));
+        return Linear(stored.weights(), r.column_order, nullptr, std::move(wide));
+    }
     return packed_linear(cut ? r.q.row_range(r0, r1) : r.q, r.column_order, r.input_transform);
 }
 
@@ -403,14 +411,20 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
 /// The same layer with its packed weights dequantized back to FP32 on `backend`, columns in the
 /// original order and untransformed (an input transform's Tᵀ applied to each row).
 inline Linear dequantized_linear(const Linear& layer, const Backend& backend = {}) {
-    Fp32Matrix m{layer.rows(), layer.cols(), std::vector<float>(std::size_t(layer.rows()) * std::size_t(layer.cols()))};
-    backend.dequantize(layer.weights(), MatrixView<float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols)));
+    const std::size_t R = std::size_t(layer.rows()), S = std::size_t(layer.stored_cols()), C = std::size_t(layer.cols());
+    Fp32Matrix m{layer.rows(), layer.stored_cols(), std::vector<float>(R * S)};
+    backend.dequantize(layer.weights(), MatrixView<float>(m.data.data(), R, S));
     const auto& order = layer.input_order();
-    const std::size_t C = std::size_t(m.cols);
-    if (!order.empty()) {
-        std::vector<float> out(m.data.size());
-        for (std::size_t r = 0; r < std::size_t(m.rows); ++r)
-            for (std::size_t k = 0; k < C; ++k) out[r * C + std::size_t(order[k])] = m.data[r * C + k];
+    if (!order.empty()) {  // stored column k is input column order[k]; kept FP16 channels fill the others
+        std::vector<float> out(R * C);
+        for (std::size_t r = 0; r < R; ++r)
+            for (std::size_t k = 0; k < S; ++k) out[r * C + std::size_t(order[k])] = m.data[r * S + k];
+        if (const auto& wide = layer.wide()) {
+            const std::size_t K = wide->columns.size();
+            for (std::size_t r = 0; r < R; ++r)
+                for (std::size_t j = 0; j < K; ++j) out[r * C + std::size_t(wide->columns[j])] = wide->values[r * K + j];
+        }
+        m.cols = int(C);
         m.data = std::move(out);
     }
     if (const auto& t = layer.input_transform()) {

@@ -26,11 +26,13 @@ struct TensorLayout {
     bool ordered = false;  ///< the weights' columns are in their own order (Linear::input_order)
 };
 
-/// Throws InvalidArgument for a layer with an input transform (`,had`) or PQ weights: no stored
-/// layout has a field for them yet.
+/// Throws InvalidArgument for a layer with an input transform (`,had`), kept FP16 input channels
+/// (`,salient=`) or PQ weights: no stored layout has a field for them yet.
 inline TensorLayout layout_of(const Linear& l) {
     if (l.input_transform())
         throw InvalidArgument("a layer with a Hadamard input transform (',had') has no stored layout yet (container, GGUF and checkpoints lack the field)");
+    if (l.wide())
+        throw InvalidArgument("a layer with input channels kept in FP16 (',salient=') has no stored layout yet (container, GGUF and checkpoints lack the field)");
     TensorLayout t = std::visit(
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
