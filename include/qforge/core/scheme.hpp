@@ -212,20 +212,16 @@ inline std::string to_string(const RuntimeScheme& s) {
     if (s.options.act_order) out += ",act";
     if (s.options.static_groups) out += ",static";
     if (s.options.hadamard) out += ",had";
-    if (s.options.damp != 0.01f) {
+    // the shortest text that reads back as the same float, so canonical text round-trips
+    const auto value = [&](const char* key, float v) {
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%g", double(s.options.damp));
-        if (std::strtof(buf, nullptr) != s.options.damp) std::snprintf(buf, sizeof buf, "%.9g", double(s.options.damp));
-        out += ",damp=";
+        std::snprintf(buf, sizeof buf, "%g", double(v));
+        if (std::strtof(buf, nullptr) != v) std::snprintf(buf, sizeof buf, "%.9g", double(v));
+        out += key;
         out += buf;
-    }
-    if (s.options.salient != 0.0f) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%g", double(s.options.salient));
-        if (std::strtof(buf, nullptr) != s.options.salient) std::snprintf(buf, sizeof buf, "%.9g", double(s.options.salient));
-        out += ",salient=";
-        out += buf;
-    }
+    };
+    if (s.options.damp != 0.01f) value(",damp=", s.options.damp);
+    if (s.options.salient != 0.0f) value(",salient=", s.options.salient);
     return out;
 }
 
