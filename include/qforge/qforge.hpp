@@ -19,5 +19,7 @@
 #include "qforge/formats/gguf.hpp"
 #include "qforge/io/llama2c.hpp"
 #include "qforge/metrics/output_error.hpp"
+#include "qforge/metrics/rank_correlation.hpp"
+#include "qforge/mixed/allocation.hpp"
 #include "qforge/metrics/weight_error.hpp"
 #include "qforge/quantizers/registry.hpp"
