@@ -2,6 +2,7 @@
 // alone with each candidate scheme: measured KL and the cheap proxies, with how well each proxy
 // ranks units like the measured KL), then a bit allocation per --target-bpw, written as a
 // per-tensor scheme map and checked by quantizing the model from that map and measuring it.
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -46,6 +47,25 @@ std::string map_path(const std::string& out, double bpw) {
     return out.substr(0, at) + buf + out.substr(at + 5);
 }
 
+/// The candidate schemes of --candidates: comma-separated, where a piece without a method
+/// (`act`, `salient=1`) is an option of the scheme before it (`gptq:w4g128a,salient=1`).
+std::vector<std::string> candidate_texts(const std::vector<std::string>& args) {
+    std::vector<std::string> out;
+    for (const auto& arg : args) {
+        std::size_t at = 0;
+        bool first = true;
+        while (at <= arg.size()) {
+            const std::size_t comma = std::min(arg.find(',', at), arg.size());
+            const std::string piece = arg.substr(at, comma - at);
+            if (first || piece.find(':') != std::string::npos || out.empty()) out.push_back(piece);
+            else out.back() += "," + piece;
+            first = false;
+            at = comma + 1;
+        }
+    }
+    return out;
+}
+
 /// ρ of `proxy` against the measured KL over the (unit, candidate) pairs of `units`.
 double rho(const std::vector<const qforge::llama::UnitLoss*>& units, const char* proxy) {
     std::vector<double> a, b;
@@ -58,7 +78,19 @@ int run_allocate(const AllocateCliOptions& opt) {
     using namespace qforge::llama;
     const auto start = std::chrono::steady_clock::now();
     std::vector<qforge::RuntimeScheme> candidates;
-    for (const auto& s : opt.candidates) candidates.push_back(qforge::parse_scheme(s));  // fail before any work
+    for (const auto& text : candidate_texts(opt.candidates)) {  // fail before any work, naming the option
+        try {
+            candidates.push_back(qforge::parse_scheme(text));
+        } catch (const qforge::InvalidArgument& e) {
+            throw CLI::ValidationError("--candidates", e.what());
+        }
+        for (std::size_t i = 0; i + 1 < candidates.size(); ++i)
+            if (candidates[i] == candidates.back())
+                throw CLI::ValidationError("--candidates", qforge::to_string(candidates.back()) + " is given twice");
+    }
+    for (std::size_t i = 0; i < opt.budgets.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            if (opt.budgets[i] == opt.budgets[j]) throw CLI::ValidationError("--target-bpw", std::to_string(opt.budgets[i]) + " is given twice");
     if (candidates.empty())
         for (const char* s : {"gptq:w2g64a", "gptq:w3g128a", "gptq:w4g128a", "gptq:w8g128s"}) candidates.push_back(qforge::parse_scheme(s));
     for (const auto& c : candidates) {
@@ -97,6 +129,39 @@ int run_allocate(const AllocateCliOptions& opt) {
     const ReferenceTrace trace(reference, calib, co);
     trace_bar.finish();
     const double trace_s = seconds_since(start);
+
+    // every budget checked against the smallest choice before the table (minutes on a real model):
+    // the blocks share their shapes, so block 0 quantized with each candidate gives every block's bytes
+    {
+        const BlockStats stats0 = trace.block_stats(0);
+        qforge::QuantizeSettings qs;
+        qs.backend = backend;
+        std::array<std::uint64_t, 7> least_linear;
+        least_linear.fill(std::numeric_limits<std::uint64_t>::max());
+        std::uint64_t least_block = std::numeric_limits<std::uint64_t>::max(), params = 0;
+        for (const auto& c : candidates) {
+            const Layer q = quantize_block_alone(reference.layers[0], 0, stats0, c, qs);
+            std::uint64_t block = 0;
+            for (std::size_t i = 0; i < block_linears.size(); ++i) {
+                const std::uint64_t b = (q.*block_linears[i].member).bytes();
+                block += b;
+                least_linear[i] = std::min(least_linear[i], b);
+            }
+            least_block = std::min(least_block, block);
+        }
+        for (const auto& b : block_linears) params += std::uint64_t((reference.layers[0].*b.member).rows()) * std::uint64_t((reference.layers[0].*b.member).cols());
+        std::uint64_t least = 0;
+        for (const auto v : least_linear) least += v;
+        least = std::uint64_t(reference.config.n_layers) * (unit == AllocationUnitKind::block ? least_block : least);
+        params *= std::uint64_t(reference.config.n_layers);
+        for (const double target : opt.budgets)
+            if (std::uint64_t(std::floor(target * double(params) / 8.0)) < least) {
+                char buf[160];
+                std::snprintf(buf, sizeof buf, "%g bits per weight is below the smallest choice (%.4f bpw, every %s at its smallest candidate)", target,
+                              8.0 * double(least) / double(params), opt.unit.c_str());
+                throw CLI::ValidationError("--target-bpw", buf);
+            }
+    }
 
     SensitivityOptions so;
     so.measure_linears = opt.measure_linears;
@@ -183,14 +248,12 @@ int run_allocate(const AllocateCliOptions& opt) {
                                  .add("units", qforge::io::Json(std::move(units)))
                                  .json();
         a.map.extra.emplace_back("allocation", summary);
-        std::string path;
-        if (!opt.out.empty()) {
-            path = map_path(opt.out, target);
-            qforge::io::write_scheme_map(path, a.map);
-        }
+        const std::string path = opt.out.empty() ? std::string() : map_path(opt.out, target);
         allocations_json.push_back(summary);
         done.push_back({target, a.bpw(), a.allocation.loss, measured, a.allocation.gap(), a.allocation.exact, path, std::move(a)});
     }
+    for (const auto& d : done)  // every allocation succeeded: now the files
+        if (!d.path.empty()) qforge::io::write_scheme_map(d.path, d.a.map);
     const double total_s = seconds_since(start);
 
     if (!opt.svg.empty()) {
@@ -239,8 +302,14 @@ int run_allocate(const AllocateCliOptions& opt) {
         return 0;
     }
 
-    std::printf("Sensitivity of %s: mean KL (nats) from the reference on %zu calibration tokens with only that block quantized\n",
-                model.path().c_str(), calib.size());
+    // --proxy-only measured no KL: its table shows the proxy minimised, and there is no rho
+    const std::string shown = opt.proxy_only ? loss : "kl";
+    if (opt.proxy_only)
+        std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %zu calibration tokens (--proxy-only: no KL measured)\n",
+                    model.path().c_str(), loss.c_str(), calib.size());
+    else
+        std::printf("Sensitivity of %s: mean KL (nats) from the reference on %zu calibration tokens with only that block quantized\n",
+                    model.path().c_str(), calib.size());
     std::printf("| block |");
     for (const auto& c : candidates) std::printf(" %14s |", qforge::to_string(c).c_str());
     std::printf("\n|---|");
@@ -248,23 +317,25 @@ int run_allocate(const AllocateCliOptions& opt) {
     std::printf("\n");
     for (int l = 0; l < L; ++l) {
         std::printf("| %5d |", l);
-        for (std::size_t k = 0; k < K; ++k) std::printf(" %14.5f |", table.block[k][std::size_t(l)].kl);
+        for (std::size_t k = 0; k < K; ++k) std::printf(" %14.6g |", loss_value(table.block[k][std::size_t(l)], shown));
         std::printf("\n");
     }
-    std::printf("\nHow each proxy ranks units like the measured KL (Spearman's rho over every unit and candidate; per candidate: across blocks)\n");
-    std::printf("| proxy | blocks |");
-    if (opt.measure_linears) std::printf(" linears |");
-    for (const auto& c : candidates) std::printf(" %s |", qforge::to_string(c).c_str());
-    std::printf("\n");
-    for (const char* p : proxies) {
-        std::printf("| %s | %.3f |", p, rho(blocks_all, p));
-        if (opt.measure_linears) std::printf(" %.3f |", rho(linears_all, p));
-        for (std::size_t k = 0; k < K; ++k) {
-            std::vector<const UnitLoss*> one;
-            for (int l = 0; l < L; ++l) one.push_back(&table.block[k][std::size_t(l)]);
-            std::printf(" %.3f |", rho(one, p));
-        }
+    if (!opt.proxy_only) {
+        std::printf("\nHow each proxy ranks units like the measured KL (Spearman's rho over every unit and candidate; per candidate: across blocks)\n");
+        std::printf("| proxy | blocks |");
+        if (opt.measure_linears) std::printf(" linears |");
+        for (const auto& c : candidates) std::printf(" %s |", qforge::to_string(c).c_str());
         std::printf("\n");
+        for (const char* p : proxies) {
+            std::printf("| %s | %.3f |", p, rho(blocks_all, p));
+            if (opt.measure_linears) std::printf(" %.3f |", rho(linears_all, p));
+            for (std::size_t k = 0; k < K; ++k) {
+                std::vector<const UnitLoss*> one;
+                for (int l = 0; l < L; ++l) one.push_back(&table.block[k][std::size_t(l)]);
+                std::printf(" %.3f |", rho(one, p));
+            }
+            std::printf("\n");
+        }
     }
     std::printf("\nAllocations (unit %s, loss %s): predicted = sum of the chosen units' losses; measured = KL of the model quantized from the map\n",
                 opt.unit.c_str(), loss.c_str());
@@ -302,8 +373,9 @@ void add_allocate(CLI::App& app, int& status) {
     sub->add_option("--text", o->text, "calibration text when --calib is not given (default: $QFORGE_DATA/eval/wikitext-2-raw/wiki.test.raw, "
                                        "after its first 16384 tokens, the slice qforge eval scores by default)");
     add_calib_options(*sub, o->calib);
-    sub->add_option("--candidates", o->candidates, "candidate schemes, one method (default: gptq:w2g64a gptq:w3g128a gptq:w4g128a gptq:w8g128s)")
-        ->delimiter(',');
+    sub->add_option("--candidates", o->candidates,
+                    "candidate schemes, one method, comma-separated or repeated; a piece without 'method:' is an option of the scheme "
+                    "before it (gptq:w3g128a,gptq:w3g128a,salient=1) (default: gptq:w2g64a gptq:w3g128a gptq:w4g128a gptq:w8g128s)");
     sub->add_option("--target-bpw", o->budgets, "average bits per weight of the decoder's linear layers (repeatable, or comma-separated)")
         ->required()
         ->delimiter(',')

@@ -262,7 +262,16 @@ expect_error "only rtn: and gptq:" "$q" allocate --candidates awq:w4g32a --targe
 expect_error "measure-linears" "$q" allocate --unit linear --loss kl --target-bpw 3
 expect_error "\{bpw\}" "$q" allocate --target-bpw 3,4 --out "$tmp/x.json"
 expect_error "target-bpw" "$q" allocate --target-bpw nan
-expect_error "target-bpw 1.*below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 1 --calib-tokens 256 --no-verify
+expect_error "target-bpw.*1 bits per weight is below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 6,1 \
+  --calib-tokens 256 --out "$tmp/low-{bpw}.json"
+[ ! -e "$tmp/low-6.json" ] || fail "a refused allocation left a map for another budget"
+expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w2g32a,rtn:w4g32a --target-bpw 3
+expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3,3.0
+expect_error "candidates.*bad scheme" "$q" allocate --candidates rtn:w9g32a --target-bpw 3
+# a candidate with options: the pieces without 'method:' belong to the scheme before them
+"$q" allocate --candidates gptq:w3g32a,gptq:w3g32a,salient=3,act --target-bpw 4 --calib-tokens 256 --no-verify --json > "$tmp/als.json" \
+  || fail "allocate with an option in a candidate"
+json "$tmp/als.json" 'd["blocks"][0]["candidates"][1]["scheme"] == "gptq:w3g32a,act,salient=3"'
 # salient channels kept in FP16 (#17): evaluated with their bytes counted; refused by quantize
 # before any work (no stored layout holds them), like ',had' and PQ
 "$q" eval --max-tokens 300 --calib-tokens 512 --scheme gptq:w3g32a --scheme gptq:w3g32a,salient=3 --json > "$tmp/sal.json" || fail "eval ,salient="
