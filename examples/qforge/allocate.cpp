@@ -133,14 +133,14 @@ int run_allocate(const AllocateCliOptions& opt) {
     // every budget checked against the smallest choice before the table (minutes on a real model):
     // the blocks share their shapes, so block 0 quantized with each candidate gives every block's bytes
     {
-        const BlockStats stats0 = trace.block_stats(0);
+        const BlockHessians h0 = block_hessians(trace.block_stats(0));
         qforge::QuantizeSettings qs;
         qs.backend = backend;
         std::array<std::uint64_t, 7> least_linear;
         least_linear.fill(std::numeric_limits<std::uint64_t>::max());
         std::uint64_t least_block = std::numeric_limits<std::uint64_t>::max(), params = 0;
         for (const auto& c : candidates) {
-            const Layer q = quantize_block_alone(reference.layers[0], 0, stats0, c, qs);
+            const Layer q = quantize_block_alone(reference.layers[0], 0, h0, c, qs);
             std::uint64_t block = 0;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const std::uint64_t b = (q.*block_linears[i].member).bytes();

@@ -14,6 +14,7 @@
 #include <qforge/pipelines/llama/neurons.hpp>
 #include <qforge/sources/llama/source.hpp>
 
+#include <qforge/io/gguf.hpp>
 #include <qforge/io/scheme_map.hpp>
 #include <qforge/models/llama/size.hpp>
 
@@ -28,7 +29,7 @@ struct EvalCliOptions {
     ModelOptions model;
     CalibOptions calib;
     std::string text, kernels = "fp32", flores, flores_lines = "507-1012", neurons, svg;
-    std::vector<std::string> schemes, twq_targets, scheme_maps;
+    std::vector<std::string> schemes, twq_targets, scheme_maps, compare;
     long max_tokens = 16384;
     int context = 0, threads = 0, flores_max_lines = 100;
     bool json = false;
@@ -241,6 +242,49 @@ int run(const EvalCliOptions& opt) {
         }
         add_row({label, "map " + map.scheme.method, std::move(q)}, bar, start);
     }
+    // other files of the same model (llama.cpp's quantizations of it): their block linears as
+    // stored, everything else (embeddings, norms, head) the reference's, as in every scheme's row
+    for (const auto& path : opt.compare) {
+        ModelOptions mo;
+        mo.model = path;
+        // only its block linears are used: its own tokenizer when it has one, else the reference's
+        auto other = [&] {
+            try {
+                return Model::open(mo);
+            } catch (const qforge::Error&) {
+                mo.tokenizer = model.tokenizer_path();
+                return Model::open(mo);
+            }
+        }();
+        const auto& w = other.weights();
+        if (w.config.n_layers != stored.config.n_layers)
+            throw qforge::FileError(path, "has " + std::to_string(w.config.n_layers) + " blocks; the reference " + model.path() + " has " +
+                                              std::to_string(stored.config.n_layers) + " (--compare takes files of the same model)");
+        Row r{std::filesystem::path(path).filename().string() + " (" + stored_format(w) + ")", "compared files", stored};
+        for (int l = 0; l < stored.config.n_layers; ++l)
+            for (const auto& b : qforge::llama::block_linears) {
+                const auto& mine = stored.layers[std::size_t(l)].*b.member;
+                const auto& theirs = w.layers[std::size_t(l)].*b.member;
+                if (mine.rows() != theirs.rows() || mine.cols() != theirs.cols())
+                    throw qforge::FileError(path, "tensor " + qforge::llama::block_linear_name(l, b.member) + " is " + std::to_string(theirs.rows()) + "x" +
+                                                      std::to_string(theirs.cols()) + "; the reference's is " + std::to_string(mine.rows()) + "x" +
+                                                      std::to_string(mine.cols()) + " (--compare takes files of the same model)");
+                r.weights.layers[std::size_t(l)].*b.member = theirs;
+            }
+        Progress bar("load " + r.label);
+        add_row(std::move(r), bar, std::chrono::steady_clock::now());
+        rows.back().quantize_seconds = std::nan("");  // made elsewhere: no time of ours
+        if (other.kind() == "gguf") {  // bits as the file stores them: an F16 tensor is FP32 once read
+            const auto file = qforge::io::GgufFile::open(path);
+            double bits = 0, params = 0;
+            for (int l = 0; l < stored.config.n_layers; ++l)
+                for (const auto& b : qforge::llama::block_linears) {
+                    const auto& t = file.tensor(qforge::llama::block_linear_name(l, b.member));
+                    bits += 8.0 * double(t.bytes), params += double(t.elements());
+                }
+            rows.back().bits_per_weight = bits / params;
+        }
+    }
     if (!packed) head_as_fp32(reference.weights);  // its blocks are FP32 already
 
     qforge::llama::EvalOptions o;
@@ -437,10 +481,13 @@ int run(const EvalCliOptions& opt) {
                 std::string(10, '-').c_str());
     std::printf("| %-28s | %9.4f | %8s | %9s | %7s | %6.2f | %9.2f | %8s |\n", reference.label.c_str(), ref_ppl, "-", "-", "-",
                 reference.bits_per_weight, reference.size_mb, "-");
-    for (std::size_t i = 0; i < rows.size(); ++i)
-        std::printf("| %-28s | %9.4f | %+8.2f | %9.5f | %6.2f%% | %6.2f | %9.2f | %8.2f |\n", rows[i].label.c_str(), stats[i].perplexity(),
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        char qs[32] = "-";  // a compared file was made elsewhere
+        if (!std::isnan(rows[i].quantize_seconds)) std::snprintf(qs, sizeof qs, "%.2f", rows[i].quantize_seconds);
+        std::printf("| %-28s | %9.4f | %+8.2f | %9.5f | %6.2f%% | %6.2f | %9.2f | %8s |\n", rows[i].label.c_str(), stats[i].perplexity(),
                     100.0 * (stats[i].perplexity() / ref_ppl - 1.0), stats[i].mean_kl(), 100.0 * stats[i].top1(), rows[i].bits_per_weight,
-                    rows[i].size_mb, rows[i].quantize_seconds);
+                    rows[i].size_mb, qs);
+    }
     if (!languages.empty()) {
         std::printf("\nFLORES per language: PPL / reference PPL (reference PPL in the first row)\n\n| %-28s |", "scheme");
         for (const auto& l : languages) std::printf(" %8.8s |", l.c_str());
@@ -513,6 +560,10 @@ void add_eval(CLI::App& app, int& status) {
                     "a per-tensor scheme map to evaluate (JSON: the run's scheme and each listed tensor's own; docs/conventions.md; "
                     "repeatable, one row each)")
         ->check(CLI::ExistingFile);
+    sub->add_option("--compare", o->compare,
+                    "another file of the same model (e.g. llama.cpp's quantization of it; GGUF, safetensors, llama2.c): one row with "
+                    "its block linears as stored and the reference's embeddings, norms and head (repeatable)")
+        ->check(CLI::ExistingPath);
     sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
     sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");
     add_threads_option(*sub, o->threads);

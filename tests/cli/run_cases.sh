@@ -280,5 +280,20 @@ json "$tmp/sal.json" 'd["rows"][1]["label"] == "gptq:w3g32a,salient=3"' \
 expect_error "',salient=' layers cannot be written" "$q" quantize --scheme gptq:w3g32a,salient=1 --out "$tmp/sal.safetensors"
 [ ! -e "$tmp/sal.safetensors" ] || fail "a refused quantize left an output file"
 expect_error "salient=.*is for gptq" "$q" eval --scheme rtn:w4g32a,salient=1
+# eval --compare (#17): another file of the same model as a row, its block linears as stored: the
+# reference written as F32 GGUF scores as the reference (KLD 0, its PPL); a Q4_0 export's row has
+# the bits per weight its writer reported; a file of another model is refused naming it
+"$q" convert --outtype f32 --format gguf --out "$tmp/cmp32.gguf" > /dev/null 2>&1 || fail "convert to F32 GGUF for --compare"
+"$q" quantize --scheme rtn:q4_0 --format gguf --out "$tmp/cmp4.gguf" --json > "$tmp/cmpq.json" 2>/dev/null || fail "quantize to GGUF for --compare"
+"$q" eval --max-tokens 300 --scheme rtn:w4g32a --compare "$tmp/cmp32.gguf" --compare "$tmp/cmp4.gguf" --json > "$tmp/cmp.json" || fail "eval --compare"
+json "$tmp/cmp.json" 'len(d["rows"]) == 3' 'd["rows"][1]["label"] == "cmp32.gguf (FP32)"' 'd["rows"][1]["quantize_seconds"] is None' \
+  'd["rows"][1]["kld"] == 0 and d["rows"][1]["ppl"] == d["reference"]["ppl"] and d["rows"][1]["bits_per_weight"] == 32' \
+  'd["rows"][2]["label"] == "cmp4.gguf (Q4_0)" and d["rows"][2]["kld"] > 0'
+python3 - "$tmp/cmp.json" "$tmp/cmpq.json" <<'PY' || fail "eval --compare: the file's bits per weight differ from its writer's"
+import json, sys
+e, q = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert abs(e["rows"][2]["bits_per_weight"] - q["file_bits_per_weight"]) < 1e-9, (e["rows"][2]["bits_per_weight"], q["file_bits_per_weight"])
+PY
+expect_error "SmolLM2-135M-Instruct.Q4_1.gguf: has 30 blocks; the reference .* has 5" "$q" eval --max-tokens 300 --compare "$M"
 [ "$failures" = 0 ] || { echo "cases: $failures checks failed"; exit 1; }
 echo "cases: all checks passed"

@@ -77,6 +77,19 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
     return true;
 }
 
+/// GPTQ's steps inside a block, in order: the site whose inputs' Hessian serves the linears that
+/// read it (stacked into one matrix when they share a scheme). Also the sensitivity table's
+/// order (sensitivity.hpp), so that a block quantized alone is quantized as the pipeline does.
+struct GptqStep {
+    Site site;
+    std::vector<Linear Layer::*> members;
+    const char* what;
+};
+inline const std::vector<GptqStep> gptq_block_steps = {{Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}, "q/k/v"},
+                                                        {Site::attention_output, {&Layer::wo}, "o"},
+                                                        {Site::mlp_input, {&Layer::w1, &Layer::w3}, "gate/up"},
+                                                        {Site::mlp_hidden, {&Layer::w2}, "down"}};
+
 /// One decoder block quantized by a method of the sequential_hessian pipeline (GPTQ), its
 /// Hessians from `cal`'s hidden states (which must be at block `l`); `cal` then advances through
 /// the quantized block. `block`: the block with FP32 linears, taken by value and reused as the
@@ -84,15 +97,7 @@ inline bool quantize_stacked(const Layer& block, Layer& q, const std::vector<Lin
 /// block's FP32 weights are held, not two. Returns the block with packed linears (norms kept).
 inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
                                  const QuantizeSettings& settings) {
-    struct Step {
-        Site site;
-        std::vector<Linear Layer::*> members;
-        const char* what;
-    };
-    const std::vector<Step> steps = {{Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}, "q/k/v"},
-                                     {Site::attention_output, {&Layer::wo}, "o"},
-                                     {Site::mlp_input, {&Layer::w1, &Layer::w3}, "gate/up"},
-                                     {Site::mlp_hidden, {&Layer::w2}, "down"}};
+    const auto& steps = gptq_block_steps;
     const int blocks = cal.layers();
     // `block` is what calibration runs: quantized layers dequantized, so inputs pass through
     // exactly Ŵ (weight-only, as evaluation) and the batched FP32 GEMM does the work.

@@ -72,7 +72,7 @@ public:
                 std::copy_n(ref_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, x.begin() + std::ptrdiff_t(t * D));
             }
             run_from(0, ref_, nullptr, x.data(), int(n), offset, hidden_.data());
-            const auto logits = head(x.data(), int(n));
+            const auto logits = head_of(ref_, x.data(), int(n));
             parallel_for(n, options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
                 for (std::size_t t = t0; t < t1; ++t) {
                     const auto l = logits.row(t);
@@ -170,8 +170,7 @@ private:
         }
     }
 
-    /// Final norm and head of x (n x dim): the logits, n x vocab (valid until the next call).
-    MatrixView<const float> head(const float* x, int n) const { return head_of(ref_, x, n); }
+    /// Final norm and head of `model` on x (n x dim): the logits, n x vocab (valid until the next call).
     MatrixView<const float> head_of(const Weights& model, const float* x, int n) const {
         const Config& c = model.config;
         const std::size_t D = std::size_t(c.dim), V = std::size_t(c.vocab_size), N = std::size_t(n);
@@ -263,11 +262,23 @@ struct SensitivityOptions {
     std::function<void(const std::string&)> note;  ///< the quantizers' notes
 };
 
-/// Block l of the reference quantized with `scheme` alone, on `stats`' Hessians (reference
-/// inputs) for a calibrated method of the sequential-Hessian pipeline (GPTQ; stacked as the
-/// model pipeline stacks q/k/v and gate/up), directly for one needing no calibration (RTN).
-/// InvalidArgument for another pipeline's method (AWQ's scales span layers: not one unit).
-inline Layer quantize_block_alone(const Layer& block, int l, const BlockStats& stats, const RuntimeScheme& scheme, const QuantizeSettings& settings,
+/// One block's input Hessians, indexed by Site (mlp_gate's left empty: no linear reads it).
+using BlockHessians = std::array<std::vector<float>, site_count>;
+
+/// The Hessians of `stats`' sites (each cols x cols, FP32).
+inline BlockHessians block_hessians(const BlockStats& stats) {
+    BlockHessians h;
+    for (int s = 0; s < site_count; ++s)
+        if (Site(s) != Site::mlp_gate) h[std::size_t(s)] = stats.at(Site(s)).hessian();
+    return h;
+}
+
+/// Block l of the reference quantized with `scheme` alone, on `h` (block_hessians of the
+/// reference's inputs) for a calibrated method of the sequential-Hessian pipeline (GPTQ; in
+/// gptq_block_steps' order, stacked as the model pipeline stacks q/k/v and gate/up), directly for
+/// one needing no calibration (RTN). InvalidArgument for another pipeline's method (AWQ's
+/// scales span layers: not one unit).
+inline Layer quantize_block_alone(const Layer& block, int l, const BlockHessians& h, const RuntimeScheme& scheme, const QuantizeSettings& settings,
                                   std::string* note = nullptr) {
     const MethodEntry& method = find_method(scheme.method);
     Layer q;
@@ -279,16 +290,11 @@ inline Layer quantize_block_alone(const Layer& block, int l, const BlockStats& s
             q.*b.member = with_tensor_context({}, block_linear_name(l, b.member),
                                               [&] { return quantize_linear(block.*b.member, scheme, settings.backend, nullptr, &notes); });
     } else if (method.info.pipeline == Pipeline::sequential_hessian) {
-        const std::vector<std::pair<Site, std::vector<Linear Layer::*>>> steps = {
-            {Site::attention_input, {&Layer::wq, &Layer::wk, &Layer::wv}},
-            {Site::attention_output, {&Layer::wo}},
-            {Site::mlp_input, {&Layer::w1, &Layer::w3}},
-            {Site::mlp_hidden, {&Layer::w2}}};
-        for (const auto& [site, members] : steps) {
-            const auto h = stats.at(site).hessian();
-            if (!quantize_stacked(block, q, members, h, scheme, settings, notes))
-                for (const auto m : members)
-                    q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, h, scheme, settings, &notes); });
+        for (const auto& step : gptq_block_steps) {
+            const auto& hs = h[std::size_t(step.site)];
+            if (!quantize_stacked(block, q, step.members, hs, scheme, settings, notes))
+                for (const auto m : step.members)
+                    q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, hs, scheme, settings, &notes); });
         }
     } else {
         throw InvalidArgument("sensitivity: scheme '" + to_string(scheme) + "' is of the " + std::string(method.info.name) +
@@ -349,14 +355,11 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     for (int l = 0; l < L; ++l) {
         const Layer& block = ref.layers[std::size_t(l)];
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
-        const BlockStats stats = trace.block_stats(l);
-        std::array<std::vector<float>, site_count> h;
-        for (int s = 0; s < site_count; ++s)
-            if (Site(s) != Site::mlp_gate) h[std::size_t(s)] = stats.at(Site(s)).hessian();
+        const BlockHessians h = block_hessians(trace.block_stats(l));
         for (std::size_t k = 0; k < K; ++k) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
             std::string note;
-            const Layer q = quantize_block_alone(block, l, stats, candidates[k], o.settings, &note);
+            const Layer q = quantize_block_alone(block, l, h, candidates[k], o.settings, &note);
             if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
             UnitLoss sum;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
