@@ -3,6 +3,7 @@
 // ranks units like the measured KL), then a bit allocation per --target-bpw, written as a
 // per-tensor scheme map and checked by quantizing the model from that map and measuring it.
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -38,13 +39,19 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+/// A budget as text: the shortest form that reads back as the same double ("3.203125", not
+/// "%g"'s "3.20312", which named another budget's file).
+std::string budget_text(double bpw) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, bpw);
+    return std::string(buf, r.ptr);
+}
+
 /// `--out` for budget b: the path, with "{bpw}" replaced by the budget ("3.5") when it holds one.
 std::string map_path(const std::string& out, double bpw) {
     const auto at = out.find("{bpw}");
     if (at == std::string::npos) return out;
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", bpw);
-    return out.substr(0, at) + buf + out.substr(at + 5);
+    return out.substr(0, at) + budget_text(bpw) + out.substr(at + 5);
 }
 
 /// The candidate schemes of --candidates: comma-separated, where a piece without a method
@@ -90,7 +97,7 @@ int run_allocate(const AllocateCliOptions& opt) {
     }
     for (std::size_t i = 0; i < opt.budgets.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
-            if (opt.budgets[i] == opt.budgets[j]) throw CLI::ValidationError("--target-bpw", std::to_string(opt.budgets[i]) + " is given twice");
+            if (opt.budgets[i] == opt.budgets[j]) throw CLI::ValidationError("--target-bpw", budget_text(opt.budgets[i]) + " is given twice");
     if (candidates.empty())
         for (const char* s : {"gptq:w2g64a", "gptq:w3g128a", "gptq:w4g128a", "gptq:w8g128s"}) candidates.push_back(qforge::parse_scheme(s));
     for (const auto& c : candidates) {
@@ -157,9 +164,9 @@ int run_allocate(const AllocateCliOptions& opt) {
         for (const double target : opt.budgets)
             if (std::uint64_t(std::floor(target * double(params) / 8.0)) < least) {
                 char buf[160];
-                std::snprintf(buf, sizeof buf, "%g bits per weight is below the smallest choice (%.4f bpw, every %s at its smallest candidate)", target,
+                std::snprintf(buf, sizeof buf, " bits per weight is below the smallest choice (%.4f bpw, every %s at its smallest candidate)",
                               8.0 * double(least) / double(params), opt.unit.c_str());
-                throw CLI::ValidationError("--target-bpw", buf);
+                throw CLI::ValidationError("--target-bpw", budget_text(target) + buf);
             }
     }
 
@@ -207,9 +214,7 @@ int run_allocate(const AllocateCliOptions& opt) {
         try {
             a = allocate_bits(table, r);
         } catch (const qforge::InvalidArgument& e) {
-            char what[32];
-            std::snprintf(what, sizeof what, "%g", target);
-            throw qforge::InvalidArgument(std::string("--target-bpw ") + what + ": " + e.what());
+            throw qforge::InvalidArgument("--target-bpw " + budget_text(target) + ": " + e.what());
         }
         double measured = std::numeric_limits<double>::quiet_NaN();
         if (!opt.no_verify) {

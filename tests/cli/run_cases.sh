@@ -265,6 +265,11 @@ expect_error "target-bpw" "$q" allocate --target-bpw nan
 expect_error "target-bpw.*1 bits per weight is below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 6,1 \
   --calib-tokens 256 --out "$tmp/low-{bpw}.json"
 [ ! -e "$tmp/low-6.json" ] || fail "a refused allocation left a map for another budget"
+# {bpw} is the budget as given, to the last digit ("%g" once wrote 3.203125's map as 3.20312)
+"$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.203125,3.5 --calib-tokens 256 --no-verify --out "$tmp/fine-{bpw}.json" \
+  > /dev/null 2>&1 || fail "allocate with a budget of 7 significant digits"
+[ -f "$tmp/fine-3.203125.json" ] && [ -f "$tmp/fine-3.5.json" ] || fail "allocate --out {bpw}: $(ls "$tmp" | grep fine-)"
+expect_error "3.0000001 is given twice|3.0000001.*given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.0000001,3.0000001
 expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w2g32a,rtn:w4g32a --target-bpw 3
 expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3,3.0
 expect_error "candidates.*bad scheme" "$q" allocate --candidates rtn:w9g32a --target-bpw 3
