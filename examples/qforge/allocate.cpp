@@ -77,7 +77,7 @@ std::vector<std::string> candidate_texts(const std::vector<std::string>& args) {
 double rho(const std::vector<const qforge::llama::UnitLoss*>& units, const char* proxy) {
     std::vector<double> a, b;
     for (const auto* u : units)
-        if (!std::isnan(u->kl)) a.push_back(qforge::llama::loss_value(*u, proxy)), b.push_back(u->kl);
+        if (!std::isnan(u->kl) && !std::isnan(qforge::llama::loss_value(*u, proxy))) a.push_back(qforge::llama::loss_value(*u, proxy)), b.push_back(u->kl);
     return a.size() < 2 ? std::numeric_limits<double>::quiet_NaN() : qforge::spearman(a, b);
 }
 
@@ -105,9 +105,17 @@ int run_allocate(const AllocateCliOptions& opt) {
             throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) + " and " + qforge::to_string(c) +
                                                            " have different methods: a scheme map has one method (its tensors change the grid)");
         const auto& info = qforge::method_of(c);
-        if (info.needs_calibration() && info.pipeline != qforge::Pipeline::sequential_hessian)
-            throw CLI::ValidationError("--candidates", qforge::to_string(c) + ": only rtn: and gptq: candidates are quantized one unit at a time");
+        if (info.needs_targets)
+            throw CLI::ValidationError("--candidates", qforge::to_string(c) + ": " + std::string(info.name) +
+                                                           " needs neuron targets; candidates are rtn:, gptq:, awq: or awq+gptq: schemes");
     }
+    // AWQ stores W diag(s), its scales shared within a group and folded into the norms: no linear
+    // is quantized alone and W − Ŵ is no error of it, so only whole blocks and their measured KL
+    const bool scaled = qforge::method_of(candidates.front()).pipeline == qforge::Pipeline::activation_scaled;
+    if (scaled && (opt.unit != "block" || opt.measure_linears || opt.proxy_only || (opt.loss != "auto" && opt.loss != "kl")))
+        throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) +
+                                                       ": an activation-scaled method's blocks are measured whole: --unit block, --loss kl, "
+                                                       "no --measure-linears or --proxy-only");
     const AllocationUnitKind unit = opt.unit == "block" ? AllocationUnitKind::block : AllocationUnitKind::linear;
     const std::string loss = opt.loss != "auto"                                                             ? opt.loss
                              : opt.proxy_only                                                                  ? "output"
@@ -140,14 +148,15 @@ int run_allocate(const AllocateCliOptions& opt) {
     // every budget checked against the smallest choice before the table (minutes on a real model):
     // the blocks share their shapes, so block 0 quantized with each candidate gives every block's bytes
     {
-        const BlockHessians h0 = block_hessians(trace.block_stats(0));
+        const BlockStats stats0 = trace.block_stats(0);
+        const BlockHessians h0 = block_hessians(stats0);
         qforge::QuantizeSettings qs;
         qs.backend = backend;
         std::array<std::uint64_t, 7> least_linear;
         least_linear.fill(std::numeric_limits<std::uint64_t>::max());
         std::uint64_t least_block = std::numeric_limits<std::uint64_t>::max(), params = 0;
         for (const auto& c : candidates) {
-            const Layer q = quantize_block_alone(reference.layers[0], 0, h0, c, qs);
+            const Layer q = quantize_block_alone(reference.layers[0], 0, reference.config, stats0, h0, c, qs);
             std::uint64_t block = 0;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const std::uint64_t b = (q.*block_linears[i].member).bytes();
@@ -371,7 +380,8 @@ void add_allocate(CLI::App& app, int& status) {
         "scheme of each unit minimising the summed loss within that average bits per weight of the decoder's linear layers\n"
         "(exact: dynamic programming over the Pareto frontier), written as a scheme map (--out) for qforge quantize/eval\n"
         "--scheme-map, and checked by quantizing the model from the map (the real pipeline) and measuring its KL.\n"
-        "Candidates share one method (rtn: or gptq:). docs/mixed.md.");
+        "Candidates share one method: rtn:, gptq:, awq: or awq+gptq: (the AWQ methods' blocks are measured whole, by KL:\n"
+        "their stored weights are scaled, so the proxies are not defined for them). docs/mixed.md.");
     auto o = std::make_shared<AllocateCliOptions>();
     o->calib.calib_tokens = 2048;
     add_model_options(*sub, o->model);

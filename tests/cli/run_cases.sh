@@ -258,7 +258,15 @@ e, m = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert abs(e["rows"][0]["bits_per_weight"] - m["allocation"]["bpw"]) < 1e-9, (e["rows"][0]["bits_per_weight"], m["allocation"]["bpw"])
 PY
 expect_error "different methods" "$q" allocate --candidates rtn:w2g32a,gptq:w4g32a --target-bpw 3
-expect_error "only rtn: and gptq:" "$q" allocate --candidates awq:w4g32a --target-bpw 3
+# AWQ candidates: blocks measured whole (their scales fold into the norms); TWQ needs targets
+"$q" allocate --candidates awq:w2g32a,awq:w4g32a --target-bpw 3 --calib-tokens 256 --out "$tmp/awq-map.json" --json > "$tmp/alawq.json" \
+  2> "$tmp/alawq.err" || fail "allocate with awq candidates: $(cat "$tmp/alawq.err")"
+json "$tmp/alawq.json" 'all(b["candidates"][0]["kl"] > b["candidates"][1]["kl"] for b in d["blocks"])' \
+  'd["allocations"][0]["bpw"] <= 3 and d["allocations"][0]["measured_kl"] > 0'
+"$q" eval --max-tokens 300 --calib-tokens 256 --scheme-map "$tmp/awq-map.json" --json > "$tmp/eawq.json" || fail "eval of an awq map"
+expect_error "measured whole" "$q" allocate --candidates awq:w4g32a --unit linear --target-bpw 3
+expect_error "measured whole" "$q" allocate --candidates awq:w4g32a --loss output --target-bpw 3
+expect_error "neuron targets" "$q" allocate --candidates twq:w4g32a --target-bpw 3
 expect_error "measure-linears" "$q" allocate --unit linear --loss kl --target-bpw 3
 expect_error "\{bpw\}" "$q" allocate --target-bpw 3,4 --out "$tmp/x.json"
 expect_error "target-bpw" "$q" allocate --target-bpw nan

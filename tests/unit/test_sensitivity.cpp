@@ -13,6 +13,7 @@
 #include "qforge/metrics/rank_correlation.hpp"
 #include "qforge/models/llama/size.hpp"
 #include "qforge/pipelines/llama/allocate.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/pipelines/llama/quantize_model.hpp"
 
 using namespace qforge;
@@ -92,6 +93,45 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         BOOST_TEST(trace.kl_of(one) == got, boost::test_tools::tolerance(1e-9));
     }
     BOOST_CHECK_THROW(trace.kl_with_block(5, w.layers[0]), InvalidArgument);
+}
+
+// AWQ advances through the FP32 block (AutoAWQ's convention), so every block of the pipeline sees
+// the reference's inputs: each block quantized alone on the trace's statistics is the pipeline's
+// block, bit for bit. AWQ's proxies are not defined (the stored weights are scaled) and a linear
+// alone is refused.
+BOOST_AUTO_TEST_CASE(awq_blocks_alone_are_the_pipelines_blocks, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
+    const auto tokens = tokens_of(w, 512, 3);
+    const llama::ReferenceTrace trace(w, tokens, calibration(256));
+    const auto scheme = parse_scheme("awq:w3g32a");
+    llama::ModelQuantizeOptions mo;
+    mo.calibration = calibration(256);
+    const auto model = llama::awq_quantize_model(w, tokens, scheme, mo);
+    const QuantizeSettings qs = mo.run_settings();
+    for (int l = 0; l < w.config.n_layers; ++l) {
+        const auto stats = trace.block_stats(l);
+        const auto alone = llama::quantize_block_alone(w.layers[std::size_t(l)], l, w.config, stats, llama::block_hessians(stats), scheme, qs);
+        const auto& piped = model.layers[std::size_t(l)];
+        BOOST_TEST(alone.attention_norm == piped.attention_norm);
+        BOOST_TEST(alone.ffn_norm == piped.ffn_norm);
+        for (const auto& b : llama::block_linears) {
+            const auto x = llama::dequantized_linear(alone.*b.member), y = llama::dequantized_linear(piped.*b.member);
+            BOOST_TEST((std::get<Fp32Matrix>(x.weights()).data == std::get<Fp32Matrix>(y.weights()).data), "block " << l << " " << b.gguf);
+        }
+    }
+    llama::SensitivityOptions so;
+    so.settings = qs;
+    const std::vector<RuntimeScheme> candidates{scheme, parse_scheme("awq:w4g32a")};
+    const auto table = llama::measure_sensitivity(trace, candidates, so);
+    for (int l = 0; l < w.config.n_layers; ++l) {
+        BOOST_TEST(table.block[1][std::size_t(l)].kl < table.block[0][std::size_t(l)].kl);
+        BOOST_TEST(std::isnan(table.block[0][std::size_t(l)].output));
+        std::uint64_t bytes = 0;
+        for (const auto& b : llama::block_linears) bytes += (model.layers[std::size_t(l)].*b.member).bytes();
+        BOOST_TEST(table.block[0][std::size_t(l)].bytes == bytes);
+    }
+    so.measure_linears = true;
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { llama::measure_sensitivity(trace, candidates, so); }), {"awq:w3g32a", "measure blocks"}));
 }
 
 BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
@@ -212,7 +252,7 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
     BOOST_CHECK_THROW(llama::allocate_bits(blocks_only, r), InvalidArgument);
     const auto t2 = llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("gptq:w3g32a")}, so);
     BOOST_TEST(t2.block[0][0].kl > 0.0);
-    BOOST_CHECK_THROW(llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("awq:w3g32a")}, so), InvalidArgument);
+    BOOST_CHECK_THROW(llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("twq:w3g32a")}, so), InvalidArgument);
     llama::SensitivityTable bad = table;
     bad.candidates[1] = parse_scheme("gptq:w3g32a");
     BOOST_CHECK_THROW(llama::allocate_bits(bad, llama::AllocationRequest{}), InvalidArgument);

@@ -95,25 +95,20 @@ inline const MethodEntry& awq_method(const RuntimeScheme& scheme, const ModelQua
     return method;
 }
 
-/// One decoder block quantized by a method of the activation_scaled pipeline (AWQ, AWQ+GPTQ,
-/// TWQ): statistics from `cal`'s hidden states (at block `l`), scales searched and folded, the
-/// method's `round` as the final quantizer; `cal` then advances: to the original FP32 block's
-/// outputs (resumed from the capture at the down projection), or through the quantized block
-/// for methods that `advance_quantized`. `block`: FP32 linears, taken by
-/// value and scaled in place. Returns the block with packed linears and the folded norms.
-inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
-                                const QuantizeSettings& settings, std::vector<BlockScales>* report = nullptr) {
+/// Block `l` (`scaled`: FP32 linears, scaled in place) quantized by a method of the
+/// activation_scaled pipeline from `stats`, its inputs' statistics at the four linear-input
+/// sites (mean |x| and H): scales searched (`bs`) and folded, each linear rounded by the
+/// method's `round` (for methods that `advance_quantized`, `scaled`'s linears then hold their
+/// dequantized form). The core of awq_quantize_block, and one unit of the sensitivity table
+/// (sensitivity.hpp) on the reference's statistics. `release_stats`, when given, is called once
+/// `stats` is no longer read (the pipeline frees its accumulators there, before the rounding).
+/// Returns the packed block, norms folded.
+inline Layer awq_block_from_stats(const BlockStats& stats, Layer& scaled, int l, const Config& c, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
+                                  const QuantizeSettings& settings, BlockScales& bs, const std::function<void()>& release_stats = {}) {
     const MethodEntry& method = find_method(scheme.method);
-    const Config& c = cal.config();
     const AwqOptions ao = awq_options(settings);
     const auto tie = gqa_tie(c);
     const int blocks = c.n_layers;
-    if (o.progress) o.progress(l, blocks, "capture");
-    auto stats = cal.capture(scaled, 0xFu);
-    // the capture stopped at the down projection's input with the original weights: the next
-    // block's inputs are this block's original FP32 outputs (as AutoAWQ feeds the next layer),
-    // finished from there with the unscaled down projection instead of a second run of the block
-    const Linear original_down = method.info.advance_quantized ? Linear{} : scaled.w2;
     // TWQ weights of this block's targeted neurons
     std::vector<float> neuron_weight(std::size_t(c.hidden_dim), 1.0f);
     if (o.targets)
@@ -126,7 +121,6 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
         const auto& m = std::get<Fp32Matrix>(lin.weights());
         return MatrixView<const float>(m.data.data(), std::size_t(m.rows), std::size_t(m.cols));
     };
-    BlockScales bs;
     if (o.progress) o.progress(l, blocks, "search scales");
     // an error in a scale search names the tensors that share the scales
     const auto names = [&](std::initializer_list<Linear Layer::*> members) {
@@ -171,7 +165,7 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
     };
     const auto h_qkv = scale_hessian(a.hessian(), bs.qkv), h_o = scale_hessian(ao_stats.hessian(), bs.o),
                h_gu = scale_hessian(mi.hessian(), bs.gate_up), h_dn = scale_hessian(h_down, bs.down);
-    stats = BlockStats();  // the accumulators (doubles) go before the quantizer's work
+    if (release_stats) release_stats();  // the accumulators (doubles) may go before the quantizer's work
     for (const Member& m : {Member{&Layer::wq, &h_qkv, &bs.qkv}, Member{&Layer::wk, &h_qkv, &bs.qkv}, Member{&Layer::wv, &h_qkv, &bs.qkv},
                             Member{&Layer::wo, &h_o, &bs.o}, Member{&Layer::w1, &h_gu, &bs.gate_up}, Member{&Layer::w3, &h_gu, &bs.gate_up},
                             Member{&Layer::w2, &h_dn, &bs.down}}) {
@@ -185,6 +179,27 @@ inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, 
         // the next block's inputs go through the quantized layer: its scaled FP32 form is not needed again
         if (method.info.advance_quantized) scaled.*m.m = dequantized_linear(q.*m.m, settings.backend);
     }
+    return q;
+}
+
+/// One decoder block quantized by a method of the activation_scaled pipeline (AWQ, AWQ+GPTQ,
+/// TWQ): statistics from `cal`'s hidden states (at block `l`), then awq_block_from_stats; `cal`
+/// then advances: to the original FP32 block's outputs (resumed from the capture at the down
+/// projection), or through the quantized block for methods that `advance_quantized`. `block`:
+/// FP32 linears, taken by value and scaled in place. Returns the block with packed linears and
+/// the folded norms.
+inline Layer awq_quantize_block(LayerwiseCalibration& cal, Layer scaled, int l, const RuntimeScheme& scheme, const ModelQuantizeOptions& o,
+                                const QuantizeSettings& settings, std::vector<BlockScales>* report = nullptr) {
+    const MethodEntry& method = find_method(scheme.method);
+    const int blocks = cal.config().n_layers;
+    if (o.progress) o.progress(l, blocks, "capture");
+    auto stats = cal.capture(scaled, 0xFu);
+    // the capture stopped at the down projection's input with the original weights: the next
+    // block's inputs are this block's original FP32 outputs (as AutoAWQ feeds the next layer),
+    // finished from there with the unscaled down projection instead of a second run of the block
+    const Linear original_down = method.info.advance_quantized ? Linear{} : scaled.w2;
+    BlockScales bs;
+    Layer q = awq_block_from_stats(stats, scaled, l, cal.config(), scheme, o, settings, bs, [&] { stats = BlockStats(); });
     if (report) report->push_back(bs);
     if (o.progress) o.progress(l, blocks, "advance");
     if (method.info.advance_quantized) {

@@ -19,8 +19,10 @@
 ///
 /// Units are quantized on the reference's inputs (each alone, so no earlier unit's error reaches
 /// them): GPTQ's Hessians are the unquantized block's (GPTQ without true-sequential), the same
-/// Hessians the proxies use. A model quantized from an allocation runs the real pipeline
-/// (true-sequential GPTQ) and its loss is measured, not predicted.
+/// Hessians the proxies use; AWQ's scales are searched on the block's reference statistics, as
+/// its pipeline does (it advances through the FP32 block, so its blocks equal these). A model
+/// quantized from an allocation runs the real pipeline (true-sequential GPTQ) and its loss is
+/// measured, not predicted.
 #include <array>
 #include <cmath>
 #include <functional>
@@ -31,6 +33,7 @@
 
 #include "qforge/core/parallel.hpp"
 #include "qforge/metrics/next_token.hpp"
+#include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/pipelines/llama/calibration.hpp"
 #include "qforge/pipelines/llama/gptq.hpp"
 #include "qforge/quantizers/registry.hpp"
@@ -273,13 +276,15 @@ inline BlockHessians block_hessians(const BlockStats& stats) {
     return h;
 }
 
-/// Block l of the reference quantized with `scheme` alone, on `h` (block_hessians of the
-/// reference's inputs) for a calibrated method of the sequential-Hessian pipeline (GPTQ; in
-/// gptq_block_steps' order, stacked as the model pipeline stacks q/k/v and gate/up), directly for
-/// one needing no calibration (RTN). InvalidArgument for another pipeline's method (AWQ's
-/// scales span layers: not one unit).
-inline Layer quantize_block_alone(const Layer& block, int l, const BlockHessians& h, const RuntimeScheme& scheme, const QuantizeSettings& settings,
-                                  std::string* note = nullptr) {
+/// Block l of the reference quantized with `scheme` alone, from the reference's inputs to it:
+/// `stats` (the four linear-input sites) and `h` (block_hessians of them). A method of the
+/// sequential-Hessian pipeline (GPTQ) runs in gptq_block_steps' order, stacked as the model
+/// pipeline stacks q/k/v and gate/up; one of the activation-scaled pipeline (AWQ, AWQ+GPTQ)
+/// searches its scales on `stats` and folds them into the block's own norms and linears
+/// (awq_block_from_stats), so the block still maps the same inputs to outputs; one needing no
+/// calibration (RTN) runs directly. InvalidArgument for TWQ (it needs neuron targets).
+inline Layer quantize_block_alone(const Layer& block, int l, const Config& c, const BlockStats& stats, const BlockHessians& h, const RuntimeScheme& scheme,
+                                  const QuantizeSettings& settings, std::string* note = nullptr) {
     const MethodEntry& method = find_method(scheme.method);
     Layer q;
     q.attention_norm = block.attention_norm;
@@ -296,9 +301,14 @@ inline Layer quantize_block_alone(const Layer& block, int l, const BlockHessians
                 for (const auto m : step.members)
                     q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, hs, scheme, settings, &notes); });
         }
+    } else if (method.info.pipeline == Pipeline::activation_scaled && !method.info.needs_targets) {
+        Layer scaled = block;
+        ModelQuantizeOptions o;  // one scheme for every layer
+        BlockScales bs;
+        q = awq_block_from_stats(stats, scaled, l, c, scheme, o, settings, bs);
     } else {
-        throw InvalidArgument("sensitivity: scheme '" + to_string(scheme) + "' is of the " + std::string(method.info.name) +
-                              " pipeline, whose scales span several layers: only RTN and GPTQ candidates are quantized one unit at a time");
+        throw InvalidArgument("sensitivity: scheme '" + to_string(scheme) + "': " + std::string(method.info.name) +
+                              " needs neuron targets; candidates are quantized one block at a time by rtn, gptq, awq or awq+gptq");
     }
     if (note && !notes.empty()) *note += notes;
     return q;
@@ -329,15 +339,19 @@ inline UnitLoss linear_proxies(const Linear& w, const Linear& q, const std::vect
     return u;
 }
 
-/// The table for `candidates` (each RTN or GPTQ; InvalidArgument otherwise, before any work).
+/// The table for `candidates` (each rtn, gptq, awq or awq+gptq; InvalidArgument for TWQ, before any work).
 /// The reference's block linears must be FP32. Blocks run one at a time: one block's Hessians
 /// are held, and each candidate's quantized block only while it is measured.
 inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::span<const RuntimeScheme> candidates, const SensitivityOptions& o) {
     if (candidates.empty()) throw InvalidArgument("sensitivity: no candidate schemes");
     for (const auto& s : candidates) {
         const auto& info = find_method(s.method).info;
-        if (info.needs_calibration() && info.pipeline != Pipeline::sequential_hessian)
-            throw InvalidArgument("sensitivity: scheme '" + to_string(s) + "': only RTN and GPTQ candidates are quantized one unit at a time");
+        if (info.needs_targets)
+            throw InvalidArgument("sensitivity: scheme '" + to_string(s) + "': " + std::string(info.name) +
+                                  " needs neuron targets; candidates are rtn, gptq, awq or awq+gptq schemes");
+        if (info.pipeline == Pipeline::activation_scaled && o.measure_linears)
+            throw InvalidArgument("sensitivity: scheme '" + to_string(s) + "': no linear of an " + std::string(info.name) +
+                                  " block is quantized alone (its scales are shared with its group and folded into the norms): measure blocks");
     }
     const Weights& ref = trace.reference();
     for (int l = 0; l < ref.config.n_layers; ++l)
@@ -355,16 +369,27 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     for (int l = 0; l < L; ++l) {
         const Layer& block = ref.layers[std::size_t(l)];
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
-        const BlockHessians h = block_hessians(trace.block_stats(l));
+        const BlockStats stats = trace.block_stats(l);
+        const BlockHessians h = block_hessians(stats);
         for (std::size_t k = 0; k < K; ++k) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
             std::string note;
-            const Layer q = quantize_block_alone(block, l, h, candidates[k], o.settings, &note);
+            const Layer q = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], o.settings, &note);
             if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
             UnitLoss sum;
+            // an activation-scaled block stores W diag(s) (and rows scaled by the next group's s):
+            // W − Ŵ is no error of it, so its proxies are not defined (NaN); its bytes are
+            const bool scaled = find_method(candidates[k].method).info.pipeline == Pipeline::activation_scaled;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const auto m = block_linears[i].member;
-                UnitLoss u = linear_proxies(block.*m, q.*m, h[std::size_t(input_site(block_linears[i].short_name))], o.settings.backend);
+                UnitLoss u;
+                if (scaled) {
+                    u.weight = u.hessian_diag = u.output = std::numeric_limits<double>::quiet_NaN();
+                    u.bytes = (q.*m).bytes();
+                    u.params = std::uint64_t((block.*m).rows()) * std::uint64_t((block.*m).cols());
+                } else {
+                    u = linear_proxies(block.*m, q.*m, h[std::size_t(input_site(block_linears[i].short_name))], o.settings.backend);
+                }
                 if (o.measure_linears) {
                     Layer one = block;
                     one.*m = q.*m;
