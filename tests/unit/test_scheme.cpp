@@ -165,7 +165,11 @@ BOOST_AUTO_TEST_CASE(pq_grids) {
         {"gptq:pq2n64g1024,act", "options had and damp= only"},
         {"rtn:pq2n64g1024,clip", "options had and damp= only"},
     };
-    for (const auto& [t, why] : bad) BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { parse_scheme(t); }), {"bad scheme", why}), t);
+    for (const auto& [t, why] : bad) {
+        const std::string e = qtest::error_of<InvalidArgument>([&] { parse_scheme(t); });
+        BOOST_TEST(qtest::has_all(e, {"bad scheme", why, "e.g. gptq:pq2n64g1024"}), t);  // a PQ example, not the scalar grids'
+        BOOST_TEST(e.find("rtn:w4g128a") == std::string::npos, t);
+    }
 }
 
 // Per-tensor scheme maps (io/scheme_map.hpp): written and read back equal, other keys kept, and

@@ -229,9 +229,10 @@ inline std::string to_string(const RuntimeScheme& s) {
 /// passes the registry's); throws InvalidArgument quoting the text and saying what is wrong.
 inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodInfo> methods,
                                   std::span<const Codebook* const> codebooks = {}, std::span<const QuantSpec> block_grids = {}) {
+    // the example follows the kind of grid being read: a PQ grid's error shows a PQ grid
+    std::string_view examples = "rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip";
     const auto fail = [&](const std::string& why) -> RuntimeScheme {
-        throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why +
-                              " (expected e.g. rtn:w4g128a, rtn:w3s, rtn:w4g32m,clip)");
+        throw InvalidArgument("bad scheme '" + std::string(text) + "': " + why + " (expected e.g. " + std::string(examples) + ")");
     };
     RuntimeScheme s;
     const auto colon = text.find(':');
@@ -267,6 +268,7 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         s.spec = *block;  // the type fixes bits, group, zero point and scales
         grid = {};
     } else if (grid.substr(0, 2) == "pq") {
+        examples = "gptq:pq2n64g1024, rtn:pq4n256g2048c8,had";
         if (!method->pq_grid) return fail("a product-quantization grid is for rtn (plain PQ) and gptq (GPTQ-PQ), not " + s.method);
         grid.remove_prefix(2);
         PqSpec p;
