@@ -40,7 +40,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }
 
 /// A budget as text: the shortest form that reads back as the same double ("3.203125", not
-/// "%g"'s "3.20312", which named another budget's file).
+/// "%g"'s "3.20312", which named another budget's file; "3.50" is "3.5", "4.0" is "4").
 std::string budget_text(double bpw) {
     char buf[64];
     const auto r = std::to_chars(buf, buf + sizeof buf, bpw);
@@ -112,10 +112,17 @@ int run_allocate(const AllocateCliOptions& opt) {
     // AWQ stores W diag(s), its scales shared within a group and folded into the norms: no linear
     // is quantized alone and W − Ŵ is no error of it, so only whole blocks and their measured KL
     const bool scaled = qforge::method_of(candidates.front()).pipeline == qforge::Pipeline::activation_scaled;
-    if (scaled && (opt.unit != "block" || opt.measure_linears || opt.proxy_only || (opt.loss != "auto" && opt.loss != "kl")))
-        throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) +
-                                                       ": an activation-scaled method's blocks are measured whole: --unit block, --loss kl, "
-                                                       "no --measure-linears or --proxy-only");
+    if (scaled) {
+        const std::string given = opt.unit != "block"                       ? "--unit " + opt.unit
+                                  : opt.measure_linears                     ? std::string("--measure-linears")
+                                  : opt.proxy_only                          ? std::string("--proxy-only")
+                                  : opt.loss != "auto" && opt.loss != "kl" ? "--loss " + opt.loss
+                                                                            : std::string();
+        if (!given.empty())
+            throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) + " with " + given +
+                                                           ": an activation-scaled method's blocks are measured whole (--unit block, --loss kl, "
+                                                           "no --measure-linears or --proxy-only)");
+    }
     const AllocationUnitKind unit = opt.unit == "block" ? AllocationUnitKind::block : AllocationUnitKind::linear;
     const std::string loss = opt.loss != "auto"                                                             ? opt.loss
                              : opt.proxy_only                                                                  ? "output"
@@ -405,7 +412,9 @@ void add_allocate(CLI::App& app, int& status) {
     sub->add_option("--solver", o->solver, "exact (Pareto-frontier dynamic programming) or lagrangian (its bound and gap reported)")
         ->check(CLI::IsMember({"exact", "lagrangian"}))
         ->capture_default_str();
-    sub->add_option("--out", o->out, "write the scheme map (JSON) there; with several budgets the path must hold {bpw}");
+    sub->add_option("--out", o->out,
+                    "write the scheme map (JSON) there; with several budgets the path must hold {bpw} (the budget's shortest exact "
+                    "form: 3.203125, 3.5 for 3.50, 4 for 4.0)");
     sub->add_option("--svg", o->svg, "a heat map of the per-block sensitivity (SVG; checked before any work)")->check(writable_output());
     sub->add_flag("--no-verify", o->no_verify, "do not quantize and measure the model of each allocation");
     add_threads_option(*sub, o->threads);

@@ -229,6 +229,14 @@ int run(const EvalCliOptions& opt) {
     // per-tensor scheme maps (written by hand, or by a bit allocation): one row each
     for (const auto& [path, map] : maps) {
         const std::string label = "map:" + std::filesystem::path(path).filename().string();
+        // an allocation's map records the calibration tokens its model was measured with: another
+        // count builds another model from the same map (said, not refused: both are legitimate)
+        for (const auto& [key, value] : map.extra)
+            if (key == "allocation" && qforge::method_of(map.scheme).needs_calibration())
+                if (const auto* n = value.find("calibration_tokens"); n && n->is_number() && long(n->as_double()) != opt.calib.calib_tokens)
+                    std::fprintf(stderr, "note: %s was allocated with %ld calibration tokens; this run quantizes it with %ld "
+                                         "(--calib-tokens %ld builds the model the allocation measured)\n",
+                                 path.c_str(), long(n->as_double()), long(opt.calib.calib_tokens), long(n->as_double()));
         Progress bar("quantize " + label);
         const auto start = std::chrono::steady_clock::now();
         if (qforge::method_of(map.scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());

@@ -265,7 +265,10 @@ json "$tmp/alawq.json" 'all(b["candidates"][0]["kl"] > b["candidates"][1]["kl"] 
   'd["allocations"][0]["bpw"] <= 3 and d["allocations"][0]["measured_kl"] > 0'
 "$q" eval --max-tokens 300 --calib-tokens 256 --scheme-map "$tmp/awq-map.json" --json > "$tmp/eawq.json" || fail "eval of an awq map"
 expect_error "measured whole" "$q" allocate --candidates awq:w4g32a --unit linear --target-bpw 3
-expect_error "measured whole" "$q" allocate --candidates awq:w4g32a --loss output --target-bpw 3
+expect_error "with --loss output: .*measured whole" "$q" allocate --candidates awq:w4g32a --loss output --target-bpw 3
+# a map allocated with other calibration tokens than the run's: said (the model differs)
+"$q" eval --max-tokens 300 --scheme-map "$tmp/awq-map.json" > /dev/null 2> "$tmp/eawq2.err" || fail "eval of an awq map (default tokens)"
+grep -q "allocated with 256 calibration tokens; this run quantizes it with 8192" "$tmp/eawq2.err" || fail "no note on the map's calibration tokens: $(cat "$tmp/eawq2.err")"
 expect_error "neuron targets" "$q" allocate --candidates twq:w4g32a --target-bpw 3
 expect_error "measure-linears" "$q" allocate --unit linear --loss kl --target-bpw 3
 expect_error "\{bpw\}" "$q" allocate --target-bpw 3,4 --out "$tmp/x.json"
@@ -273,7 +276,7 @@ expect_error "target-bpw" "$q" allocate --target-bpw nan
 expect_error "target-bpw.*1 bits per weight is below the smallest choice.*bpw" "$q" allocate --candidates rtn:w4g32a,rtn:w8g32s --target-bpw 6,1 \
   --calib-tokens 256 --out "$tmp/low-{bpw}.json"
 [ ! -e "$tmp/low-6.json" ] || fail "a refused allocation left a map for another budget"
-# {bpw} is the budget as given, to the last digit ("%g" once wrote 3.203125's map as 3.20312)
+# {bpw} is the budget's shortest exact form ("%g" once wrote 3.203125's map as 3.20312)
 "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.203125,3.5 --calib-tokens 256 --no-verify --out "$tmp/fine-{bpw}.json" \
   > /dev/null 2>&1 || fail "allocate with a budget of 7 significant digits"
 [ -f "$tmp/fine-3.203125.json" ] && [ -f "$tmp/fine-3.5.json" ] || fail "allocate --out {bpw}: $(ls "$tmp" | grep fine-)"
