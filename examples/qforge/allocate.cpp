@@ -251,21 +251,21 @@ int run_allocate(const AllocateCliOptions& opt) {
                                 .add("unit", a.units[u].name)
                                 .add("scheme", qforge::to_string(candidates[std::size_t(k)]))
                                 .add("loss", a.units[u].candidates[std::size_t(k)].loss)
-                                .add("bytes", double(a.units[u].candidates[std::size_t(k)].bytes))
+                                .add("bytes", std::int64_t(a.units[u].candidates[std::size_t(k)].bytes))
                                 .json());
         }
         const auto summary = JsonObject()
                                  .add("target_bpw", target)
                                  .add("bpw", a.bpw())
-                                 .add("budget_bytes", double(a.budget_bytes))
-                                 .add("bytes", double(a.allocation.bytes))
+                                 .add("budget_bytes", std::int64_t(a.budget_bytes))
+                                 .add("bytes", std::int64_t(a.allocation.bytes))
                                  .add("unit", opt.unit)
                                  .add("loss", loss)
                                  .add("solver", a.allocation.exact ? "exact" : "lagrangian")
                                  .add("predicted_loss", a.allocation.loss)
                                  .add("lower_bound", a.allocation.lower_bound)
                                  .add("measured_kl", measured)
-                                 .add("calibration_tokens", double(calib.size()))
+                                 .add("calibration_tokens", std::int64_t(calib.size()))
                                  .add("units", qforge::io::Json(std::move(units)))
                                  .json();
         a.map.extra.emplace_back("allocation", summary);
@@ -304,7 +304,7 @@ int run_allocate(const AllocateCliOptions& opt) {
                                   .add("output", u.output)
                                   .add("hessian_diag", u.hessian_diag)
                                   .add("weight", u.weight)
-                                  .add("bytes", double(u.bytes))
+                                  .add("bytes", std::int64_t(u.bytes))
                                   .json());
             }
             blocks.push_back(JsonObject().add("block", l).add("candidates", qforge::io::Json(std::move(per))).json());
@@ -315,7 +315,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             for (const char* p : proxies) spearman_json.add(std::string("linears_") + p, rho(linears_all, p));
         print_json(JsonObject()
                        .add("model", model.path())
-                       .add("calibration_tokens", double(calib.size()))
+                       .add("calibration_tokens", std::int64_t(calib.size()))
                        .add("blocks", qforge::io::Json(std::move(blocks)))
                        .add("spearman", spearman_json.json())
                        .add("allocations", qforge::io::Json(std::move(allocations_json)))

@@ -247,7 +247,7 @@ expect_error "without --scheme" "$q" quantize --scheme rtn:w4g32a --scheme-map "
 # --scheme-map) hold the bytes the allocation counted; bad requests refused before any work
 "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a,rtn:w8g32s --target-bpw 3,5 --calib-tokens 512 \
   --out "$tmp/alloc-{bpw}.json" --svg "$tmp/heat.svg" --json > "$tmp/al.json" 2> "$tmp/al.err" || fail "allocate: $(cat "$tmp/al.err")"
-json "$tmp/al.json" 'len(d["allocations"]) == 2' 'all(a["bpw"] <= a["target_bpw"] for a in d["allocations"])' \
+json "$tmp/al.json" 'isinstance(d["calibration_tokens"], int) and isinstance(d["allocations"][0]["bytes"], int)' 'len(d["allocations"]) == 2' 'all(a["bpw"] <= a["target_bpw"] for a in d["allocations"])' \
   'all(a["measured_kl"] > 0 for a in d["allocations"])' 'd["allocations"][0]["predicted_loss"] > d["allocations"][1]["predicted_loss"]' \
   'len(d["blocks"]) == 5 and all(b["candidates"][0]["kl"] > b["candidates"][2]["kl"] for b in d["blocks"])'
 grep -q "<svg" "$tmp/heat.svg" || fail "allocate --svg wrote no SVG"
