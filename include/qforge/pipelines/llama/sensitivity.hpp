@@ -23,6 +23,7 @@
 /// its pipeline does (it advances through the FP32 block, so its blocks equal these). A model
 /// quantized from an allocation runs the real pipeline (true-sequential GPTQ) and its loss is
 /// measured, not predicted.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <functional>
@@ -360,6 +361,8 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
                 throw InvalidArgument("sensitivity: tensor " + block_linear_name(l, b.member) + " of the reference is not FP32 (dequantize it first)");
     const int L = ref.config.n_layers;
     const std::size_t K = candidates.size();
+    const bool all_scaled = std::all_of(candidates.begin(), candidates.end(),
+                                        [](const RuntimeScheme& c) { return find_method(c.method).info.pipeline == Pipeline::activation_scaled; });
     SensitivityTable t;
     t.candidates.assign(candidates.begin(), candidates.end());
     t.block.assign(K, std::vector<UnitLoss>(std::size_t(L)));
@@ -370,7 +373,8 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         const Layer& block = ref.layers[std::size_t(l)];
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
         const BlockStats stats = trace.block_stats(l);
-        const BlockHessians h = block_hessians(stats);
+        // GPTQ and the proxies read the Hessians; an AWQ-only table would not (AWQ forms its own)
+        const BlockHessians h = all_scaled ? BlockHessians{} : block_hessians(stats);
         for (std::size_t k = 0; k < K; ++k) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
             std::string note;
