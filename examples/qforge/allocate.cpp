@@ -28,7 +28,8 @@ namespace {
 struct AllocateCliOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string text, unit = "block", loss = "auto", solver = "exact", out, svg;
+    std::string text, unit = "block", loss = "auto", solver = "exact", out, svg, anchor;
+    long kl_tokens = 256;
     std::vector<std::string> candidates;
     std::vector<double> budgets;
     bool measure_linears = false, proxy_only = false, no_verify = false, json = false;
@@ -115,24 +116,41 @@ int run_allocate(const AllocateCliOptions& opt) {
     if (scaled) {
         const std::string given = opt.unit != "block"                       ? "--unit " + opt.unit
                                   : opt.measure_linears                     ? std::string("--measure-linears")
-                                  : opt.proxy_only                          ? std::string("--proxy-only")
-                                  : opt.loss != "auto" && opt.loss != "kl" ? "--loss " + opt.loss
+                                  : opt.loss != "auto" && opt.loss != "kl" && opt.loss != "anchored" && opt.loss != "block_output" ? "--loss " + opt.loss
+                                  : opt.proxy_only && opt.loss != "block_output" ? std::string("--proxy-only without --loss block_output")
                                                                             : std::string();
         if (!given.empty())
             throw CLI::ValidationError("--candidates", qforge::to_string(candidates.front()) + " with " + given +
-                                                           ": an activation-scaled method's blocks are measured whole (--unit block, --loss kl, "
-                                                           "no --measure-linears or --proxy-only)");
+                                                           ": an activation-scaled method's blocks are measured whole (--unit block; --loss kl, "
+                                                           "anchored or block_output; no --measure-linears)");
     }
     const AllocationUnitKind unit = opt.unit == "block" ? AllocationUnitKind::block : AllocationUnitKind::linear;
     const std::string loss = opt.loss != "auto"                                                             ? opt.loss
                              : opt.proxy_only                                                                  ? "output"
-                             : unit == AllocationUnitKind::block || opt.measure_linears                      ? "kl"
+                             : opt.measure_linears                                                           ? "kl"
+                             : unit == AllocationUnitKind::block                                             ? "anchored"
                                                                                                              : "kl_split";
     if (loss == "kl" && unit == AllocationUnitKind::linear && !opt.measure_linears)
         throw CLI::ValidationError("--loss", "kl per linear needs --measure-linears (7x the blocks' cost), or use a proxy (--loss output)");
     if (loss == "kl_split" && unit != AllocationUnitKind::linear) throw CLI::ValidationError("--loss", "kl_split is for --unit linear");
-    if (opt.proxy_only && (loss == "kl" || loss == "kl_split" || opt.measure_linears))
-        throw CLI::ValidationError("--proxy-only", "measures no KL: give a proxy as --loss (output, hessian_diag, weight) and no --measure-linears");
+    if (opt.proxy_only && (loss == "kl" || loss == "kl_split" || loss == "anchored" || opt.measure_linears))
+        throw CLI::ValidationError("--proxy-only", "measures no KL: give a proxy as --loss (output, hessian_diag, weight, block_output) and no --measure-linears");
+    if ((loss == "anchored" || loss == "block_output") && unit != AllocationUnitKind::block)
+        throw CLI::ValidationError("--loss", loss + " is a block's measure: use it with --unit block");
+    int anchor = -1;
+    if (!opt.anchor.empty()) {
+        qforge::RuntimeScheme a;
+        try {
+            a = qforge::parse_scheme(opt.anchor);
+        } catch (const qforge::InvalidArgument& e) {
+            throw CLI::ValidationError("--anchor", e.what());
+        }
+        for (std::size_t k = 0; k < candidates.size(); ++k)
+            if (candidates[k] == a) anchor = int(k);
+        if (anchor < 0) throw CLI::ValidationError("--anchor", qforge::to_string(a) + " is not one of the candidates");
+        if (opt.proxy_only) throw CLI::ValidationError("--anchor", "--proxy-only measures no KL, the anchor's neither");
+    }
+
     if (opt.budgets.size() > 1 && !opt.out.empty() && opt.out.find("{bpw}") == std::string::npos)
         throw CLI::ValidationError("--out", "several --target-bpw: the path must hold {bpw} (one map per budget)");
 
@@ -162,6 +180,7 @@ int run_allocate(const AllocateCliOptions& opt) {
         std::array<std::uint64_t, 7> least_linear;
         least_linear.fill(std::numeric_limits<std::uint64_t>::max());
         std::uint64_t least_block = std::numeric_limits<std::uint64_t>::max(), params = 0;
+        std::vector<std::uint64_t> block0_bytes;
         for (const auto& c : candidates) {
             const Layer q = quantize_block_alone(reference.layers[0], 0, reference.config, stats0, h0, c, qs);
             std::uint64_t block = 0;
@@ -171,12 +190,16 @@ int run_allocate(const AllocateCliOptions& opt) {
                 least_linear[i] = std::min(least_linear[i], b);
             }
             least_block = std::min(least_block, block);
+            block0_bytes.push_back(block);
         }
         for (const auto& b : block_linears) params += std::uint64_t((reference.layers[0].*b.member).rows()) * std::uint64_t((reference.layers[0].*b.member).cols());
         std::uint64_t least = 0;
         for (const auto v : least_linear) least += v;
         least = std::uint64_t(reference.config.n_layers) * (unit == AllocationUnitKind::block ? least_block : least);
         params *= std::uint64_t(reference.config.n_layers);
+        // the default anchor: the narrowest candidate, whose larger errors its KL measures best
+        // (docs/mixed.md: it allocated within 6% of the fully measured table on SmolLM2)
+        if (anchor < 0 && !opt.proxy_only) anchor = int(std::min_element(block0_bytes.begin(), block0_bytes.end()) - block0_bytes.begin());
         for (const double target : opt.budgets)
             if (std::uint64_t(std::floor(target * double(params) / 8.0)) < least) {
                 char buf[160];
@@ -186,9 +209,13 @@ int run_allocate(const AllocateCliOptions& opt) {
             }
     }
 
+    const long kl_tokens = opt.kl_tokens > 0 ? std::min<long>(opt.kl_tokens, long(calib.size())) : long(calib.size());
     SensitivityOptions so;
     so.measure_linears = opt.measure_linears;
-    so.measure_blocks = !opt.proxy_only;
+    // the anchored loss measures the anchor's KL only: that is its saving
+    so.measure_blocks = !opt.proxy_only && loss != "anchored";
+    so.anchor = anchor;
+    so.kl_tokens = opt.kl_tokens;
     so.settings.backend = backend;
     Progress bar("sensitivity");
     so.progress = [&](long done, long total, const std::string& what) { bar.update(double(done), double(total), what); };
@@ -210,7 +237,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             blocks_all.push_back(&table.block[k][std::size_t(l)]);
             for (const auto& u : table.linear[k][std::size_t(l)]) linears_all.push_back(&u);
         }
-    const char* proxies[] = {"output", "hessian_diag", "weight"};
+    const char* proxies[] = {"output", "hessian_diag", "weight", "block_output", "anchored"};
 
     qforge::io::Json::Array allocations_json;
     struct Done {
@@ -304,6 +331,8 @@ int run_allocate(const AllocateCliOptions& opt) {
                                   .add("output", u.output)
                                   .add("hessian_diag", u.hessian_diag)
                                   .add("weight", u.weight)
+                                  .add("block_output", u.block_output)
+                                  .add("anchored", u.anchored)
                                   .add("bytes", std::int64_t(u.bytes))
                                   .json());
             }
@@ -316,6 +345,8 @@ int run_allocate(const AllocateCliOptions& opt) {
         print_json(JsonObject()
                        .add("model", model.path())
                        .add("calibration_tokens", std::int64_t(calib.size()))
+                       .add("kl_tokens", std::int64_t(kl_tokens))
+                       .add("anchor", anchor < 0 ? qforge::io::Json() : qforge::io::Json(qforge::to_string(candidates[std::size_t(anchor)])))
                        .add("blocks", qforge::io::Json(std::move(blocks)))
                        .add("spearman", spearman_json.json())
                        .add("allocations", qforge::io::Json(std::move(allocations_json)))
@@ -324,13 +355,17 @@ int run_allocate(const AllocateCliOptions& opt) {
     }
 
     // --proxy-only measured no KL: its table shows the proxy minimised, and there is no rho
-    const std::string shown = opt.proxy_only ? loss : "kl";
+    const std::string shown = opt.proxy_only || loss == "anchored" ? loss : "kl";
     if (opt.proxy_only)
         std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %zu calibration tokens (--proxy-only: no KL measured)\n",
                     model.path().c_str(), loss.c_str(), calib.size());
+    else if (loss == "anchored")
+        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %zu calibration tokens: "
+                    "measured for the anchor %s, estimated for the others (its KL times their block output error over its)\n",
+                    model.path().c_str(), kl_tokens, calib.size(), qforge::to_string(candidates[std::size_t(anchor)]).c_str());
     else
-        std::printf("Sensitivity of %s: mean KL (nats) from the reference on %zu calibration tokens with only that block quantized\n",
-                    model.path().c_str(), calib.size());
+        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %zu calibration tokens\n",
+                    model.path().c_str(), kl_tokens, calib.size());
     std::printf("| block |");
     for (const auto& c : candidates) std::printf(" %14s |", qforge::to_string(c).c_str());
     std::printf("\n|---|");
@@ -341,7 +376,7 @@ int run_allocate(const AllocateCliOptions& opt) {
         for (std::size_t k = 0; k < K; ++k) std::printf(" %14.6g |", loss_value(table.block[k][std::size_t(l)], shown));
         std::printf("\n");
     }
-    if (!opt.proxy_only) {
+    if (!opt.proxy_only && loss != "anchored") {
         std::printf("\nHow each proxy ranks units like the measured KL (Spearman's rho over every unit and candidate; per candidate: across blocks)\n");
         std::printf("| proxy | blocks |");
         if (opt.measure_linears) std::printf(" linears |");
@@ -381,14 +416,17 @@ void add_allocate(CLI::App& app, int& status) {
     sub->footer(
         "Each block of the decoder (and with --measure-linears each of its linear layers) is quantized alone with each candidate\n"
         "scheme on the reference's calibration inputs; the loss it causes is the model's mean KL divergence from the reference\n"
-        "on the calibration tokens (measured; blocks before it are not run again), next to three proxies: the layer output\n"
-        "error on the calibration data (output), the Hessian-diagonal-weighted weight error (hessian_diag) and the plain weight\n"
-        "error (weight); Spearman's rho says how well each ranks units like the measured KL. Then, per --target-bpw, the\n"
-        "scheme of each unit minimising the summed loss within that average bits per weight of the decoder's linear layers\n"
-        "(exact: dynamic programming over the Pareto frontier), written as a scheme map (--out) for qforge quantize/eval\n"
-        "--scheme-map, and checked by quantizing the model from the map (the real pipeline) and measuring its KL.\n"
-        "Candidates share one method: rtn:, gptq:, awq: or awq+gptq: (the AWQ methods' blocks are measured whole, by KL:\n"
-        "their stored weights are scaled, so the proxies are not defined for them). docs/mixed.md.");
+        "(blocks before it are not run again) on the first --kl-tokens calibration tokens. By default (--loss anchored) that KL\n"
+        "is measured for one candidate, the --anchor, and estimated for the others as the anchor's KL times their block output\n"
+        "error over the anchor's: the rest of the network's amplification measured once per block (--loss kl measures every\n"
+        "candidate: that many times the cost). Next to it four proxies: the layer output error on the calibration data\n"
+        "(output), the Hessian-diagonal-weighted weight error (hessian_diag), the plain weight error (weight) and the block's\n"
+        "output error (block_output); with measured KL, Spearman's rho says how well each ranks units like it. Then, per\n"
+        "--target-bpw, the scheme of each unit minimising the summed loss within that average bits per weight of the decoder's\n"
+        "linear layers (exact: dynamic programming over the Pareto frontier), written as a scheme map (--out) for qforge\n"
+        "quantize/eval --scheme-map, and checked by quantizing the model from the map (the real pipeline) and measuring its KL.\n"
+        "Candidates share one method: rtn:, gptq:, awq: or awq+gptq: (the AWQ methods' blocks are measured whole: their stored\n"
+        "weights are scaled, so only the KL and block_output are defined for them). docs/mixed.md.");
     auto o = std::make_shared<AllocateCliOptions>();
     o->calib.calib_tokens = 2048;
     add_model_options(*sub, o->model);
@@ -403,9 +441,19 @@ void add_allocate(CLI::App& app, int& status) {
         ->delimiter(',')
         ->check(finite_in(0.01, 64.0));
     sub->add_option("--unit", o->unit, "what gets one scheme: block (its seven linears) or linear")->check(CLI::IsMember({"block", "linear"}))->capture_default_str();
-    sub->add_option("--loss", o->loss, "the loss to minimise: kl (measured), output, hessian_diag, weight (proxies), kl_split (linear units: each block's measured KL "
-                    "shared among its linears by their output errors); auto: kl for blocks, kl_split for linears (output with --proxy-only)")
-        ->check(CLI::IsMember({"auto", "kl", "kl_split", "output", "hessian_diag", "weight"}))
+    sub->add_option("--loss", o->loss, "the loss to minimise: kl (measured), output, hessian_diag, weight, block_output (proxies), anchored (blocks: the --anchor's "
+                    "measured KL scaled by each candidate's block output error), kl_split (linear units: each block's measured KL "
+                    "shared among its linears by their output errors); auto: anchored for blocks, kl_split for linears (output with --proxy-only)")
+        ->check(CLI::IsMember({"auto", "kl", "kl_split", "output", "hessian_diag", "weight", "block_output", "anchored"}))
+        ->capture_default_str();
+    sub->add_option("--anchor", o->anchor,
+                    "the candidate whose KL is measured on every block; the others' KL estimated as the anchor's times their block "
+                    "output error over the anchor's (--loss anchored: only the anchor's KL measured, 1/candidates of the cost; default: the "
+                    "narrowest candidate)");
+    sub->add_option("--kl-tokens", o->kl_tokens,
+                    "measure the KL and the block output errors on the first N calibration tokens only (0: all; the cost of the KL is "
+                    "linear in N); the statistics and Hessians, and so the quantized blocks, use all of them")
+        ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     sub->add_flag("--measure-linears", o->measure_linears, "also measure the KL of each linear layer alone (7x the blocks' cost)");
     sub->add_flag("--proxy-only", o->proxy_only, "measure no KL per unit (no Spearman rho): the allocation minimises the --loss proxy");

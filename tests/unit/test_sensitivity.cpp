@@ -6,6 +6,7 @@
 // and read back, quantizing the same model bit for bit.
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 #include <random>
 
 #include "common.hpp"
@@ -80,17 +81,37 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         llama::Weights one = w;
         one.layers[std::size_t(l)] = rtn.layers[std::size_t(l)];
         // independently: Session runs of both models per sequence, KL per position from the logits
-        double sum = 0;
+        std::vector<double> per_position;
         for (const auto seq : llama::calibration_sequences(tokens, 128)) {
             llama::Session a(w, Backend::cpu(Isa::scalar, 1), 128), b(one, Backend::cpu(Isa::scalar, 1), 128);
             const auto la = a.forward_batch(seq, 0), lb = b.forward_batch(seq, 0);
-            for (std::size_t t = 0; t < seq.size(); ++t) sum += kl_divergence(la.row(t), lb.row(t));
+            for (std::size_t t = 0; t < seq.size(); ++t) per_position.push_back(kl_divergence(la.row(t), lb.row(t)));
         }
-        const double expected = sum / 300.0, got = trace.kl_with_block(l, rtn.layers[std::size_t(l)]);
+        const double expected = std::accumulate(per_position.begin(), per_position.end(), 0.0) / 300.0, got = trace.kl_with_block(l, rtn.layers[std::size_t(l)]);
         BOOST_TEST_MESSAGE("block " << l << ": KL " << got << " (Session runs " << expected << ")");
         BOOST_TEST(expected > 1e-4);
         BOOST_TEST(got == expected, boost::test_tools::tolerance(1e-4));
         BOOST_TEST(trace.kl_of(one) == got, boost::test_tools::tolerance(1e-9));
+        // on a prefix: the first sequence whole and 72 positions of the second (cut, not re-run whole)
+        const double prefix = std::accumulate(per_position.begin(), per_position.begin() + 200, 0.0) / 200.0;
+        BOOST_TEST(trace.kl_with_block(l, rtn.layers[std::size_t(l)], 200) == prefix, boost::test_tools::tolerance(1e-4));
+        BOOST_TEST(std::abs(prefix - expected) > 1e-6);  // the prefix is another mean: the check can tell them apart
+        BOOST_TEST(trace.kl_with_block(l, rtn.layers[std::size_t(l)], 5000) == got);  // more than there are: all of them
+
+        // the block's output error, independently: the residual stream leaving block l in a trace
+        // of the model with block l replaced (its blocks before l are the reference's)
+        const llama::ReferenceTrace replaced(one, tokens, calibration(128));
+        const auto a = trace.block_output(l), b = replaced.block_output(l);
+        double sq = 0, sq200 = 0;
+        for (std::size_t i = 0; i < a.rows * a.cols; ++i) {
+            const double d2 = (double(a.data[i]) - double(b.data[i])) * (double(a.data[i]) - double(b.data[i]));
+            sq += d2;
+            if (i < 200 * a.cols) sq200 += d2;
+        }
+        BOOST_TEST(sq > 0.0);
+        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)]) == sq / 300.0, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)], 200) == sq200 / 200.0, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(trace.block_output_error(l, w.layers[std::size_t(l)]) == 0.0);  // the reference's own block
     }
     BOOST_CHECK_THROW(trace.kl_with_block(5, w.layers[0]), InvalidArgument);
 }
@@ -126,6 +147,8 @@ BOOST_AUTO_TEST_CASE(awq_blocks_alone_are_the_pipelines_blocks, *boost::unit_tes
     for (int l = 0; l < w.config.n_layers; ++l) {
         BOOST_TEST(table.block[1][std::size_t(l)].kl < table.block[0][std::size_t(l)].kl);
         BOOST_TEST(std::isnan(table.block[0][std::size_t(l)].output));
+        // the block output error is defined for AWQ's blocks: they map the same inputs to outputs
+        BOOST_TEST(table.block[1][std::size_t(l)].block_output < table.block[0][std::size_t(l)].block_output);
         std::uint64_t bytes = 0;
         for (const auto& b : llama::block_linears) bytes += (model.layers[std::size_t(l)].*b.member).bytes();
         BOOST_TEST(table.block[0][std::size_t(l)].bytes == bytes);
@@ -250,6 +273,35 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
     BOOST_CHECK_NO_THROW(llama::allocate_bits(blocks_only, r));
     r.loss = "nonsense";
     BOOST_CHECK_THROW(llama::allocate_bits(blocks_only, r), InvalidArgument);
+    // the anchored estimate: the anchor's measured KL scaled by the block output errors, by its
+    // definition; without measure_blocks only the anchor's KL is measured, the same values
+    so.anchor = 1;
+    const auto anchored_all = llama::measure_sensitivity(trace, candidates, so);
+    so.measure_blocks = false;
+    const auto anchored = llama::measure_sensitivity(trace, candidates, so);
+    for (int l = 0; l < w.config.n_layers; ++l) {
+        const auto& a = anchored.block[1][std::size_t(l)];
+        BOOST_TEST(a.kl == blocks_only.block[1][std::size_t(l)].kl);
+        BOOST_TEST(a.block_output > 0.0);
+        for (std::size_t k = 0; k < candidates.size(); ++k) {
+            const auto& u = anchored.block[k][std::size_t(l)];
+            BOOST_TEST(u.block_output == blocks_only.block[k][std::size_t(l)].block_output);
+            BOOST_TEST(u.anchored == a.kl * u.block_output / a.block_output, boost::test_tools::tolerance(1e-12));
+            BOOST_TEST(u.anchored == anchored_all.block[k][std::size_t(l)].anchored);
+            BOOST_TEST(std::isnan(u.kl) == (k != 1));
+            if (k > 0) BOOST_TEST(u.block_output < anchored.block[k - 1][std::size_t(l)].block_output);
+        }
+    }
+    r = llama::AllocationRequest{};
+    r.loss = "anchored";
+    r.target_bpw = 3.6;
+    BOOST_TEST(llama::allocate_bits(anchored, r).allocation.bytes <= llama::allocate_bits(anchored, r).budget_bytes);
+    r.loss = "kl";
+    BOOST_CHECK_THROW(llama::allocate_bits(anchored, r), InvalidArgument);  // the others' KL was not measured
+    so.anchor = 4;
+    BOOST_CHECK_THROW(llama::measure_sensitivity(trace, candidates, so), InvalidArgument);
+    so.anchor = -1;
+    so.measure_blocks = true;
     const auto t2 = llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("gptq:w3g32a")}, so);
     BOOST_TEST(t2.block[0][0].kl > 0.0);
     BOOST_CHECK_THROW(llama::measure_sensitivity(trace, std::vector<RuntimeScheme>{parse_scheme("twq:w3g32a")}, so), InvalidArgument);

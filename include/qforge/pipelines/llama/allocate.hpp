@@ -23,8 +23,9 @@ enum class AllocationUnitKind { block, linear };
 struct AllocationRequest {
     double target_bpw = 4.0;
     AllocationUnitKind unit = AllocationUnitKind::block;
-    /// one of loss_measures, or (linear units) "kl_split": each block's measured KL shared among
-    /// its linears in proportion to their output errors (one measurement per block, not seven)
+    /// one of loss_measures (block_output and anchored: blocks only), or (linear units)
+    /// "kl_split": each block's measured KL shared among its linears in proportion to their
+    /// output errors (one measurement per block, not seven)
     std::string loss = "kl";
     bool lagrangian = false;      ///< the Lagrangian solver (bound and gap) instead of the exact one
 };

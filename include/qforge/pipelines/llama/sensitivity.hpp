@@ -12,7 +12,20 @@
 /// - `output`:       Σ_ij ΔW_ij (ΔW H)_ij = (2/n) Σ_t ‖ΔW x_t‖²  (the layer's output error on
 ///                   the calibration data; GPTQ's objective)
 ///
-/// A block's proxies are its seven layers' sums. The measured loss reuses the reference's hidden
+/// A block's proxies are its seven layers' sums, and one more per block, defined for every method
+/// (AWQ's scaled blocks too):
+///
+/// - `block_output`: (1/n) Σ_t ‖f̂_l(h_t) − f_l(h_t)‖²  (the block's output error on the residual
+///                   stream, f_l the reference block, f̂_l the quantized one, h_t its reference
+///                   inputs; one block pass per candidate)
+///
+/// and an estimate of the KL from one measured candidate (the anchor a) per block:
+///
+/// - `anchored`:     KL(l, a) · block_output(l, c) / block_output(l, a)  (the anchor's measured KL
+///                   scaled by how much larger the block's own output error is: the rest of the
+///                   network's amplification is measured once per block, not once per candidate)
+///
+/// The measured loss reuses the reference's hidden
 /// states entering every block (`ReferenceTrace`): a model that differs from the reference only
 /// in block l runs from block l on, never through blocks 0..l-1 again, so a block at depth l
 /// costs (L − l) blocks plus the head.
@@ -43,9 +56,10 @@
 namespace qforge::llama {
 
 /// The reference model's pass over calibration sequences, kept: the hidden states entering each
-/// block (blocks x tokens x dim floats) and each position's next-token distribution p (tokens x
-/// vocab floats, with Σ p·l and Σ p in double). Every sequence starts at position 0. Memory:
-/// 4 · tokens · (blocks · dim + vocab) bytes (SmolLM2-135M on 2048 tokens: 0.55 GB).
+/// block and leaving the last one ((blocks + 1) x tokens x dim floats) and each position's
+/// next-token distribution p (tokens x vocab floats, with Σ p·l and Σ p in double). Every
+/// sequence starts at position 0. Memory: 4 · tokens · ((blocks + 1) · dim + vocab) bytes
+/// (SmolLM2-135M on 2048 tokens: 0.55 GB).
 class ReferenceTrace {
 public:
     /// Runs `reference` (which must outlive the trace) over `tokens` cut into sequences of
@@ -58,7 +72,7 @@ public:
         for (const auto s : sequences) lengths_.push_back(int(s.size()));
         tokens_ = long(tokens.size());
         const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), V = std::size_t(c.vocab_size);
-        hidden_.resize(std::size_t(c.n_layers) * T * D);
+        hidden_.resize(std::size_t(c.n_layers + 1) * T * D);
         p_.resize(T * V);
         p_dot_l_.resize(T);
         p_sum_.resize(T);
@@ -108,6 +122,41 @@ public:
         return {hidden_.data() + std::size_t(l) * T * D, T, D};
     }
 
+    /// The reference block l's outputs on hidden(l): the residual stream leaving it, tokens x dim.
+    MatrixView<const float> block_output(int l) const {
+        check_layer(l);
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(ref_.config.dim);
+        return {hidden_.data() + std::size_t(l + 1) * T * D, T, D};
+    }
+
+    /// Mean over the calibration positions of ‖block(h_t) − f_l(h_t)‖², the squared error of the
+    /// residual stream leaving block l when `block` replaces it (on the reference's inputs); with
+    /// `max_tokens` > 0 over the first max_tokens positions (as kl_with_block).
+    double block_output_error(int l, const Layer& block, long max_tokens = 0) const {
+        check_layer(l);
+        const Config& c = ref_.config;
+        const std::size_t D = std::size_t(c.dim);
+        const long counted = max_tokens > 0 ? std::min(max_tokens, tokens_) : tokens_;
+        std::vector<float> x;
+        double sum = 0.0;  // in position order: the same at any thread count
+        std::size_t offset = 0;
+        for (const int whole : lengths_) {
+            if (long(offset) >= counted) break;
+            const int n = int(std::min<long>(whole, counted - long(offset)));
+            const auto in = hidden(l);
+            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+            fit_cache();
+            run_block(c, block, l, x.data(), n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
+            const float* ref = block_output(l).data + offset * D;
+            for (std::size_t i = 0; i < std::size_t(n) * D; ++i) {
+                const double d = double(x[i]) - double(ref[i]);
+                sum += d * d;
+            }
+            offset += std::size_t(n);
+        }
+        return sum / double(counted);
+    }
+
     /// Statistics (with Hessians) of block l's four linear-input sites when the reference's block
     /// l runs on the reference's hidden states.
     BlockStats block_stats(int l) const {
@@ -133,9 +182,11 @@ public:
 
     /// Mean KL(P_ref ‖ P) in nats over every position of the calibration sequences, of the
     /// reference with block l replaced by `block` (same shapes; its linears FP32 or packed).
-    double kl_with_block(int l, const Layer& block) const {
+    /// With `max_tokens` > 0, over the first max_tokens positions only (the sequences in order,
+    /// the last one cut: a causal model's prefix is exact), at that fraction of the cost.
+    double kl_with_block(int l, const Layer& block, long max_tokens = 0) const {
         check_layer(l);
-        return kl_from(l, ref_, &block);
+        return kl_from(l, ref_, &block, max_tokens);
     }
 
     /// The same for a whole model of the reference's configuration (an allocated, quantized model).
@@ -161,8 +212,8 @@ private:
     }
 
     /// Runs blocks l.. of `model` (block l replaced by `replace` when given) on x (n x dim,
-    /// in place); with `record` (blocks x tokens x dim), stores each block's input at rows
-    /// [offset, offset + n) of its block's slice.
+    /// in place); with `record` ((blocks + 1) x tokens x dim), stores each block's input, and the
+    /// last block's output, at rows [offset, offset + n) of its slice.
     void run_from(int l, const Weights& model, const Layer* replace, float* x, int n, std::size_t offset, float* record) const {
         const Config& c = model.config;
         const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), N = std::size_t(n);
@@ -172,6 +223,7 @@ private:
             const Layer& block = (replace && b == l) ? *replace : model.layers[std::size_t(b)];
             run_block(c, block, b, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
         }
+        if (record) std::copy_n(x, N * D, record + std::size_t(c.n_layers) * T * D + offset * D);
     }
 
     /// Final norm and head of `model` on x (n x dim): the logits, n x vocab (valid until the next call).
@@ -185,12 +237,15 @@ private:
         return {logits_.data(), N, V};
     }
 
-    double kl_from(int l, const Weights& model, const Layer* replace) const {
+    double kl_from(int l, const Weights& model, const Layer* replace, long max_tokens = 0) const {
         const std::size_t D = std::size_t(model.config.dim), V = std::size_t(model.config.vocab_size);
-        std::vector<double> kl(std::size_t(tokens_), 0.0);
+        const long counted = max_tokens > 0 ? std::min(max_tokens, tokens_) : tokens_;
+        std::vector<double> kl(std::size_t(counted), 0.0);
         std::vector<float> x;
         std::size_t offset = 0;
-        for (const int n : lengths_) {
+        for (const int whole : lengths_) {
+            if (long(offset) >= counted) break;
+            const int n = int(std::min<long>(whole, counted - long(offset)));
             const auto in = hidden(l);
             x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
             run_from(l, model, replace, x.data(), n, offset, nullptr);
@@ -210,7 +265,7 @@ private:
         }
         double sum = 0.0;  // in position order: the same at any thread count
         for (const double v : kl) sum += v;
-        return sum / double(tokens_);
+        return sum / double(counted);
     }
 
     const Weights& ref_;
@@ -229,6 +284,9 @@ private:
 struct UnitLoss {
     double kl = std::numeric_limits<double>::quiet_NaN();  ///< measured mean KL (nats); NaN: not measured
     double weight = 0.0, hessian_diag = 0.0, output = 0.0; ///< the proxies (file comment)
+    /// blocks only (NaN for a linear): the block's output error, and the KL estimated from the
+    /// anchor's (file comment; NaN without an anchor)
+    double block_output = std::numeric_limits<double>::quiet_NaN(), anchored = std::numeric_limits<double>::quiet_NaN();
     std::uint64_t bytes = 0;                               ///< stored bytes (Linear::bytes)
     std::uint64_t params = 0;                              ///< weights
     UnitLoss& operator+=(const UnitLoss& o) {
@@ -238,7 +296,7 @@ struct UnitLoss {
 };
 
 /// The names of the loss measures, in the order `loss_value` takes them.
-inline constexpr std::array<const char*, 4> loss_measures{"kl", "output", "hessian_diag", "weight"};
+inline constexpr std::array<const char*, 6> loss_measures{"kl", "output", "hessian_diag", "weight", "block_output", "anchored"};
 
 /// The measure `name` (one of loss_measures) of `u`; InvalidArgument for another name.
 inline double loss_value(const UnitLoss& u, std::string_view name) {
@@ -246,7 +304,9 @@ inline double loss_value(const UnitLoss& u, std::string_view name) {
     if (name == "output") return u.output;
     if (name == "hessian_diag") return u.hessian_diag;
     if (name == "weight") return u.weight;
-    throw InvalidArgument("unknown loss measure '" + std::string(name) + "' (kl, output, hessian_diag, weight)");
+    if (name == "block_output") return u.block_output;
+    if (name == "anchored") return u.anchored;
+    throw InvalidArgument("unknown loss measure '" + std::string(name) + "' (kl, output, hessian_diag, weight, block_output, anchored)");
 }
 
 /// The sensitivity table: per candidate, per block, the block's loss and each linear's
@@ -260,6 +320,13 @@ struct SensitivityTable {
 struct SensitivityOptions {
     bool measure_blocks = true;    ///< measured KL per (block, candidate): (L − l) blocks + head each
     bool measure_linears = false;  ///< measured KL per (linear, candidate) too: 7x the blocks' cost
+    /// the candidate (index) whose measured KL per block anchors the `anchored` estimate of the
+    /// others; its KL is measured even without measure_blocks (-1: no anchor, `anchored` NaN)
+    int anchor = -1;
+    /// the KL and the block output error measured on the first kl_tokens calibration positions
+    /// (0: all; the anchor's ratio then compares the two on the same positions); the statistics
+    /// and Hessians, and so the quantized blocks, use every calibration token
+    long kl_tokens = 0;
     QuantizeSettings settings{};   ///< the quantizers' settings (GPTQ block, damping; backend)
     /// (units done, units in all, what) as the work goes
     std::function<void(long, long, const std::string&)> progress;
@@ -345,6 +412,9 @@ inline UnitLoss linear_proxies(const Linear& w, const Linear& q, const std::vect
 /// are held, and each candidate's quantized block only while it is measured.
 inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::span<const RuntimeScheme> candidates, const SensitivityOptions& o) {
     if (candidates.empty()) throw InvalidArgument("sensitivity: no candidate schemes");
+    if (o.anchor >= int(candidates.size()))
+        throw InvalidArgument("sensitivity: anchor candidate " + std::to_string(o.anchor) + " of " + std::to_string(candidates.size()));
+    if (o.kl_tokens < 0) throw InvalidArgument("sensitivity: a negative number of KL tokens");
     for (const auto& s : candidates) {
         const auto& info = find_method(s.method).info;
         if (info.needs_targets)
@@ -402,9 +472,20 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
                 sum += u;
                 t.linear[k][std::size_t(l)][i] = u;
             }
-            if (o.measure_blocks) sum.kl = trace.kl_with_block(l, q);
+            sum.block_output = trace.block_output_error(l, q, o.kl_tokens);
+            if (o.measure_blocks || int(k) == o.anchor) sum.kl = trace.kl_with_block(l, q, o.kl_tokens);
             t.block[k][std::size_t(l)] = sum;
             ++done;
+        }
+        if (o.anchor >= 0) {
+            const UnitLoss& a = t.block[std::size_t(o.anchor)][std::size_t(l)];
+            if (!(a.block_output > 0.0))
+                throw InvalidArgument("sensitivity: the anchor " + to_string(candidates[std::size_t(o.anchor)]) + " leaves block " + std::to_string(l) +
+                                      "'s output unchanged, so it measures nothing to scale by: anchor a narrower candidate");
+            for (std::size_t k = 0; k < K; ++k) {
+                UnitLoss& u = t.block[k][std::size_t(l)];
+                u.anchored = int(k) == o.anchor ? a.kl : a.kl * u.block_output / a.block_output;
+            }
         }
     }
     if (o.progress) o.progress(done, total, "done");
