@@ -166,7 +166,8 @@ int run_allocate(const AllocateCliOptions& opt) {
     co.backend = backend;
     Progress trace_bar("reference trace");
     co.progress = [&](long done, long total) { trace_bar.update(double(done), double(total)); };
-    const ReferenceTrace trace(reference, calib, co);
+    // the reference's distributions only where a KL is measured: the head and 4 · vocab bytes per position
+    const ReferenceTrace trace(reference, calib, co, opt.kl_tokens);
     trace_bar.finish();
     const double trace_s = seconds_since(start);
 
@@ -209,13 +210,15 @@ int run_allocate(const AllocateCliOptions& opt) {
             }
     }
 
-    const long kl_tokens = opt.kl_tokens > 0 ? std::min<long>(opt.kl_tokens, long(calib.size())) : long(calib.size());
+    const long kl_tokens = trace.kl_tokens();
     SensitivityOptions so;
     so.measure_linears = opt.measure_linears;
     // the anchored loss measures the anchor's KL only: that is its saving
     so.measure_blocks = !opt.proxy_only && loss != "anchored";
     so.anchor = anchor;
     so.kl_tokens = opt.kl_tokens;
+    // the per-linear proxies when a loss or a rank correlation reads them (not for the anchored loss)
+    so.proxies = loss != "anchored" && loss != "block_output";
     so.settings.backend = backend;
     Progress bar("sensitivity");
     so.progress = [&](long done, long total, const std::string& what) { bar.update(double(done), double(total), what); };
@@ -293,6 +296,7 @@ int run_allocate(const AllocateCliOptions& opt) {
                                  .add("lower_bound", a.allocation.lower_bound)
                                  .add("measured_kl", measured)
                                  .add("calibration_tokens", std::int64_t(calib.size()))
+                                 .add("kl_tokens", std::int64_t(trace.kl_tokens()))
                                  .add("units", qforge::io::Json(std::move(units)))
                                  .json();
         a.map.extra.emplace_back("allocation", summary);
@@ -393,8 +397,9 @@ int run_allocate(const AllocateCliOptions& opt) {
             std::printf("\n");
         }
     }
-    std::printf("\nAllocations (unit %s, loss %s): predicted = sum of the chosen units' losses; measured = KL of the model quantized from the map\n",
-                opt.unit.c_str(), loss.c_str());
+    std::printf("\nAllocations (unit %s, loss %s): predicted = sum of the chosen units' losses; measured = KL of the model quantized from the map "
+                "(both on the first %ld calibration tokens)\n",
+                opt.unit.c_str(), loss.c_str(), kl_tokens);
     std::printf("| target bpw | bpw | predicted | measured KL | solver | map |\n|---|---|---|---|---|---|\n");
     for (const auto& d : done)
         std::printf("| %.3f | %.4f | %.5f | %.5f | %s%s | %s |\n", d.target, d.bpw, d.predicted, d.measured, d.exact ? "exact" : "lagrangian",

@@ -249,7 +249,18 @@ expect_error "without --scheme" "$q" quantize --scheme rtn:w4g32a --scheme-map "
   --out "$tmp/alloc-{bpw}.json" --svg "$tmp/heat.svg" --json > "$tmp/al.json" 2> "$tmp/al.err" || fail "allocate: $(cat "$tmp/al.err")"
 json "$tmp/al.json" 'isinstance(d["calibration_tokens"], int) and isinstance(d["allocations"][0]["bytes"], int)' 'len(d["allocations"]) == 2' 'all(a["bpw"] <= a["target_bpw"] for a in d["allocations"])' \
   'all(a["measured_kl"] > 0 for a in d["allocations"])' 'd["allocations"][0]["predicted_loss"] > d["allocations"][1]["predicted_loss"]' \
-  'len(d["blocks"]) == 5 and all(b["candidates"][0]["kl"] > b["candidates"][2]["kl"] for b in d["blocks"])'
+  'len(d["blocks"]) == 5 and all(b["candidates"][0]["anchored"] > b["candidates"][2]["anchored"] for b in d["blocks"])' \
+  'd["anchor"] == "rtn:w2g32a" and d["kl_tokens"] == 256 and d["allocations"][0]["loss"] == "anchored"' \
+  'all(b["candidates"][0]["kl"] == b["candidates"][0]["anchored"] > 0 and b["candidates"][1]["kl"] is None for b in d["blocks"])'
+# --loss kl measures every candidate (on all the tokens with --kl-tokens 0) and ranks the estimates against it
+"$q" allocate --candidates rtn:w2g32a,rtn:w4g32a,rtn:w8g32s --target-bpw 3 --calib-tokens 512 --loss kl --kl-tokens 0 --no-verify --json > "$tmp/alkl.json" \
+  || fail "allocate --loss kl"
+json "$tmp/alkl.json" 'd["kl_tokens"] == 512 and all(c["kl"] > 0 for b in d["blocks"] for c in b["candidates"])' \
+  '-1 <= d["spearman"]["blocks_anchored"] <= 1 and d["blocks"][0]["candidates"][0]["kl"] != d["blocks"][0]["candidates"][0]["block_output"]'
+expect_error "anchor.*rtn:w3g32a is not one of the candidates" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --anchor rtn:w3g32a --target-bpw 3
+expect_error "anchor.*proxy-only" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --anchor rtn:w2g32a --proxy-only --loss output --target-bpw 3
+expect_error "anchored is a block's measure" "$q" allocate --unit linear --loss anchored --target-bpw 3
+expect_error "kl-tokens" "$q" allocate --kl-tokens -5 --target-bpw 3
 grep -q "<svg" "$tmp/heat.svg" || fail "allocate --svg wrote no SVG"
 "$q" eval --max-tokens 300 --scheme-map "$tmp/alloc-3.json" --json > "$tmp/ea.json" || fail "eval of an allocated map"
 python3 - "$tmp/ea.json" "$tmp/alloc-3.json" <<'PY' || fail "the allocated map's bpw differs from the allocation's"
@@ -261,7 +272,7 @@ expect_error "different methods" "$q" allocate --candidates rtn:w2g32a,gptq:w4g3
 # AWQ candidates: blocks measured whole (their scales fold into the norms); TWQ needs targets
 "$q" allocate --candidates awq:w2g32a,awq:w4g32a --target-bpw 3 --calib-tokens 256 --out "$tmp/awq-map.json" --json > "$tmp/alawq.json" \
   2> "$tmp/alawq.err" || fail "allocate with awq candidates: $(cat "$tmp/alawq.err")"
-json "$tmp/alawq.json" 'all(b["candidates"][0]["kl"] > b["candidates"][1]["kl"] for b in d["blocks"])' \
+json "$tmp/alawq.json" 'all(b["candidates"][0]["anchored"] > b["candidates"][1]["anchored"] for b in d["blocks"])' \
   'd["allocations"][0]["bpw"] <= 3 and d["allocations"][0]["measured_kl"] > 0'
 "$q" eval --max-tokens 300 --calib-tokens 256 --scheme-map "$tmp/awq-map.json" --json > "$tmp/eawq.json" || fail "eval of an awq map"
 expect_error "measured whole" "$q" allocate --candidates awq:w4g32a --unit linear --target-bpw 3

@@ -97,6 +97,12 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         BOOST_TEST(trace.kl_with_block(l, rtn.layers[std::size_t(l)], 200) == prefix, boost::test_tools::tolerance(1e-4));
         BOOST_TEST(std::abs(prefix - expected) > 1e-6);  // the prefix is another mean: the check can tell them apart
         BOOST_TEST(trace.kl_with_block(l, rtn.layers[std::size_t(l)], 5000) == got);  // more than there are: all of them
+        // a trace keeping the distributions of the first 200 positions only: the same prefix KL
+        const llama::ReferenceTrace short_trace(w, tokens, calibration(128), 200);
+        BOOST_TEST(short_trace.kl_tokens() == 200);
+        BOOST_TEST(short_trace.bytes() < trace.bytes());
+        BOOST_TEST(short_trace.kl_with_block(l, rtn.layers[std::size_t(l)]) == trace.kl_with_block(l, rtn.layers[std::size_t(l)], 200));
+        BOOST_TEST(short_trace.kl_of(one) == short_trace.kl_with_block(l, rtn.layers[std::size_t(l)]), boost::test_tools::tolerance(1e-9));
 
         // the block's output error, independently: the residual stream leaving block l in a trace
         // of the model with block l replaced (its blocks before l are the reference's)
@@ -292,6 +298,17 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
             if (k > 0) BOOST_TEST(u.block_output < anchored.block[k - 1][std::size_t(l)].block_output);
         }
     }
+    // without the per-linear proxies (what the anchored loss skips): the same estimates, NaN proxies
+    so.proxies = false;
+    const auto lean = llama::measure_sensitivity(trace, candidates, so);
+    so.proxies = true;
+    for (int l = 0; l < w.config.n_layers; ++l)
+        for (std::size_t k = 0; k < candidates.size(); ++k) {
+            BOOST_TEST(lean.block[k][std::size_t(l)].anchored == anchored.block[k][std::size_t(l)].anchored);
+            BOOST_TEST(lean.block[k][std::size_t(l)].bytes == anchored.block[k][std::size_t(l)].bytes);
+            BOOST_TEST(std::isnan(lean.block[k][std::size_t(l)].output));
+            BOOST_TEST(std::isnan(lean.linear[k][std::size_t(l)][0].weight));
+        }
     r = llama::AllocationRequest{};
     r.loss = "anchored";
     r.target_bpw = 3.6;

@@ -57,26 +57,32 @@ namespace qforge::llama {
 
 /// The reference model's pass over calibration sequences, kept: the hidden states entering each
 /// block and leaving the last one ((blocks + 1) x tokens x dim floats) and each position's
-/// next-token distribution p (tokens x vocab floats, with Σ p·l and Σ p in double). Every
-/// sequence starts at position 0. Memory: 4 · tokens · ((blocks + 1) · dim + vocab) bytes
-/// (SmolLM2-135M on 2048 tokens: 0.55 GB).
+/// next-token distribution p (kl tokens x vocab floats, with Σ p·l and Σ p in double) on the
+/// first `kl_tokens` positions, the only ones a KL is measured on. Every sequence starts at
+/// position 0. Memory: 4 · (tokens · (blocks + 1) · dim + kl tokens · vocab) bytes (SmolLM2-135M
+/// on 2048 tokens, all of them for the KL: 0.55 GB; 256 for the KL: 0.19 GB).
 class ReferenceTrace {
 public:
     /// Runs `reference` (which must outlive the trace) over `tokens` cut into sequences of
-    /// o.sequence_length (calibration_sequences). Throws InvalidArgument for a token out of range
-    /// or no tokens; InvalidData when the reference's activations leave float's range.
-    ReferenceTrace(const Weights& reference, std::span<const int> tokens, CalibrationOptions o) : ref_(reference), options_(std::move(o)) {
+    /// o.sequence_length (calibration_sequences); the KL is measurable on the first `kl_tokens`
+    /// positions (0 or more than there are: all). Throws InvalidArgument for a token out of
+    /// range, no tokens or negative kl_tokens; InvalidData when the reference's activations
+    /// leave float's range.
+    ReferenceTrace(const Weights& reference, std::span<const int> tokens, CalibrationOptions o, long kl_tokens = 0)
+        : ref_(reference), options_(std::move(o)) {
         const Config& c = ref_.config;
+        if (kl_tokens < 0) throw InvalidArgument("reference trace: a negative number of KL tokens");
         options_.sequence_length = std::min(options_.sequence_length, c.seq_len);
         const auto sequences = calibration_sequences(tokens, options_.sequence_length);
         for (const auto s : sequences) lengths_.push_back(int(s.size()));
         tokens_ = long(tokens.size());
-        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), V = std::size_t(c.vocab_size);
+        kl_tokens_ = kl_tokens > 0 ? std::min(kl_tokens, tokens_) : tokens_;
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim), V = std::size_t(c.vocab_size), K = std::size_t(kl_tokens_);
         hidden_.resize(std::size_t(c.n_layers + 1) * T * D);
-        p_.resize(T * V);
-        p_dot_l_.resize(T);
-        p_sum_.resize(T);
-        log_z_.resize(T);
+        p_.resize(K * V);
+        p_dot_l_.resize(K);
+        p_sum_.resize(K);
+        log_z_.resize(K);
         std::size_t offset = 0;
         for (std::size_t i = 0; i < sequences.size(); ++i) {
             const auto seq = sequences[i];
@@ -90,8 +96,10 @@ public:
                 std::copy_n(ref_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, x.begin() + std::ptrdiff_t(t * D));
             }
             run_from(0, ref_, nullptr, x.data(), int(n), offset, hidden_.data());
-            const auto logits = head_of(ref_, x.data(), int(n));
-            parallel_for(n, options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
+            // the head only where a KL is measured (on SmolLM2 it costs about eight blocks)
+            const std::size_t kept = std::min(n, K - std::min(K, offset));
+            const auto logits = kept ? head_of(ref_, x.data(), int(kept)) : MatrixView<const float>();
+            if (kept) parallel_for(kept, options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
                 for (std::size_t t = t0; t < t1; ++t) {
                     const auto l = logits.row(t);
                     const double z = log_sum_exp(l);
@@ -113,6 +121,8 @@ public:
     const Weights& reference() const noexcept { return ref_; }
     int layers() const noexcept { return ref_.config.n_layers; }
     long tokens() const noexcept { return tokens_; }
+    /// The positions a KL is measured on (the first ones).
+    long kl_tokens() const noexcept { return kl_tokens_; }
     std::size_t bytes() const noexcept { return (hidden_.size() + p_.size()) * sizeof(float) + 3 * p_dot_l_.size() * sizeof(double); }
 
     /// The reference's hidden states entering block l, tokens x dim.
@@ -183,13 +193,15 @@ public:
     /// Mean KL(P_ref ‖ P) in nats over every position of the calibration sequences, of the
     /// reference with block l replaced by `block` (same shapes; its linears FP32 or packed).
     /// With `max_tokens` > 0, over the first max_tokens positions only (the sequences in order,
-    /// the last one cut: a causal model's prefix is exact), at that fraction of the cost.
+    /// the last one cut: a causal model's prefix is exact), at that fraction of the cost; 0 or
+    /// more than kl_tokens(): all kl_tokens() of them.
     double kl_with_block(int l, const Layer& block, long max_tokens = 0) const {
         check_layer(l);
         return kl_from(l, ref_, &block, max_tokens);
     }
 
-    /// The same for a whole model of the reference's configuration (an allocated, quantized model).
+    /// The same for a whole model of the reference's configuration (an allocated, quantized
+    /// model), on the kl_tokens() positions.
     double kl_of(const Weights& model) const {
         const Config& a = model.config, &b = ref_.config;
         if (a.dim != b.dim || a.hidden_dim != b.hidden_dim || a.n_layers != b.n_layers || a.n_heads != b.n_heads ||
@@ -239,7 +251,7 @@ private:
 
     double kl_from(int l, const Weights& model, const Layer* replace, long max_tokens = 0) const {
         const std::size_t D = std::size_t(model.config.dim), V = std::size_t(model.config.vocab_size);
-        const long counted = max_tokens > 0 ? std::min(max_tokens, tokens_) : tokens_;
+        const long counted = max_tokens > 0 ? std::min(max_tokens, kl_tokens_) : kl_tokens_;
         std::vector<double> kl(std::size_t(counted), 0.0);
         std::vector<float> x;
         std::size_t offset = 0;
@@ -271,7 +283,7 @@ private:
     const Weights& ref_;
     CalibrationOptions options_;
     std::vector<int> lengths_;
-    long tokens_ = 0;
+    long tokens_ = 0, kl_tokens_ = 0;
     std::vector<float> hidden_, p_;
     std::vector<double> p_dot_l_, p_sum_, log_z_;
     // work buffers of the runs (the trace is used from one thread at a time)
@@ -327,6 +339,10 @@ struct SensitivityOptions {
     /// (0: all; the anchor's ratio then compares the two on the same positions); the statistics
     /// and Hessians, and so the quantized blocks, use every calibration token
     long kl_tokens = 0;
+    /// the three per-linear proxies (output, hessian_diag, weight: a ΔW·H product per linear, on
+    /// SmolLM2 about a fifth of a GPTQ candidate's cost); off, they are NaN (the anchored loss
+    /// and the block output error do not read them)
+    bool proxies = true;
     QuantizeSettings settings{};   ///< the quantizers' settings (GPTQ block, damping; backend)
     /// (units done, units in all, what) as the work goes
     std::function<void(long, long, const std::string&)> progress;
@@ -433,6 +449,10 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     const std::size_t K = candidates.size();
     const bool all_scaled = std::all_of(candidates.begin(), candidates.end(),
                                         [](const RuntimeScheme& c) { return find_method(c.method).info.pipeline == Pipeline::activation_scaled; });
+    const bool any_hessian = std::any_of(candidates.begin(), candidates.end(), [](const RuntimeScheme& c) {
+        const auto& info = find_method(c.method).info;
+        return info.needs_calibration() && info.pipeline == Pipeline::sequential_hessian;
+    });
     SensitivityTable t;
     t.candidates.assign(candidates.begin(), candidates.end());
     t.block.assign(K, std::vector<UnitLoss>(std::size_t(L)));
@@ -444,7 +464,7 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
         const BlockStats stats = trace.block_stats(l);
         // GPTQ and the proxies read the Hessians; an AWQ-only table would not (AWQ forms its own)
-        const BlockHessians h = all_scaled ? BlockHessians{} : block_hessians(stats);
+        const BlockHessians h = all_scaled || (!o.proxies && !any_hessian) ? BlockHessians{} : block_hessians(stats);
         for (std::size_t k = 0; k < K; ++k) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
             std::string note;
@@ -452,12 +472,13 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
             if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
             UnitLoss sum;
             // an activation-scaled block stores W diag(s) (and rows scaled by the next group's s):
-            // W − Ŵ is no error of it, so its proxies are not defined (NaN); its bytes are
+            // W − Ŵ is no error of it, so its proxies are not defined (NaN); its bytes are. Proxies
+            // not asked for are NaN too
             const bool scaled = find_method(candidates[k].method).info.pipeline == Pipeline::activation_scaled;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const auto m = block_linears[i].member;
                 UnitLoss u;
-                if (scaled) {
+                if (scaled || !o.proxies) {
                     u.weight = u.hessian_diag = u.output = std::numeric_limits<double>::quiet_NaN();
                     u.bytes = (q.*m).bytes();
                     u.params = std::uint64_t((block.*m).rows()) * std::uint64_t((block.*m).cols());
@@ -467,7 +488,7 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
                 if (o.measure_linears) {
                     Layer one = block;
                     one.*m = q.*m;
-                    u.kl = trace.kl_with_block(l, one);
+                    u.kl = trace.kl_with_block(l, one, o.kl_tokens);
                 }
                 sum += u;
                 t.linear[k][std::size_t(l)][i] = u;
