@@ -30,6 +30,7 @@ struct AllocateCliOptions {
     CalibOptions calib;
     std::string text, unit = "block", loss = "auto", solver = "exact", out, svg, anchor;
     long kl_tokens = 256;
+    bool kl_tokens_given = false;  ///< asked for: more than the calibration holds is refused, not capped
     std::vector<std::string> candidates;
     std::vector<double> budgets;
     bool measure_linears = false, proxy_only = false, no_verify = false, json = false;
@@ -166,6 +167,9 @@ int run_allocate(const AllocateCliOptions& opt) {
     co.backend = backend;
     Progress trace_bar("reference trace");
     co.progress = [&](long done, long total) { trace_bar.update(double(done), double(total)); };
+    if (opt.kl_tokens_given && opt.kl_tokens > long(calib.size()))
+        throw CLI::ValidationError("--kl-tokens", std::to_string(opt.kl_tokens) + " is more than the " + std::to_string(calib.size()) +
+                                                      " calibration tokens (0 measures on all of them)");
     // the reference's distributions only where a KL is measured: the head and 4 · vocab bytes per position
     const ReferenceTrace trace(reference, calib, co, opt.kl_tokens);
     trace_bar.finish();
@@ -297,6 +301,7 @@ int run_allocate(const AllocateCliOptions& opt) {
                                  .add("measured_kl", measured)
                                  .add("calibration_tokens", std::int64_t(calib.size()))
                                  .add("kl_tokens", std::int64_t(trace.kl_tokens()))
+                                 .add("anchor", anchor < 0 ? qforge::io::Json() : qforge::io::Json(qforge::to_string(candidates[std::size_t(anchor)])))
                                  .add("units", qforge::io::Json(std::move(units)))
                                  .json();
         a.map.extra.emplace_back("allocation", summary);
@@ -311,8 +316,11 @@ int run_allocate(const AllocateCliOptions& opt) {
     if (!opt.svg.empty()) {
         HeatMap m;
         m.title = "Sensitivity per block: " + std::filesystem::path(model.path()).filename().string();
-        m.value_label = std::string(loss == "kl" || loss == "kl_split" ? "mean KL (nats) with only that block quantized" : "proxy '" + loss + "' of the block") +
-                        (unit == AllocationUnitKind::block && !done.empty() ? "; outlined: the allocation at " + std::to_string(done.front().target).substr(0, 4) + " bpw" : "");
+        const std::string what = loss == "kl" || loss == "kl_split" ? "mean KL (nats) with only that block quantized"
+                                 : loss == "anchored" ? "mean KL (nats) with only that block quantized (measured for " +
+                                                            qforge::to_string(candidates[std::size_t(anchor)]) + ", estimated for the others)"
+                                                      : "proxy '" + loss + "' of the block";
+        m.value_label = what + (unit == AllocationUnitKind::block && !done.empty() ? "; outlined: the allocation at " + budget_text(done.front().target) + " bpw" : "");
         for (int l = 0; l < L; ++l) m.row_labels.push_back("blk." + std::to_string(l));
         for (const auto& c : candidates) m.column_labels.push_back(qforge::to_string(c));
         for (int l = 0; l < L; ++l)
@@ -342,17 +350,20 @@ int run_allocate(const AllocateCliOptions& opt) {
             }
             blocks.push_back(JsonObject().add("block", l).add("candidates", qforge::io::Json(std::move(per))).json());
         }
+        // ρ only where every candidate's KL was measured (the anchored loss measures the anchor's alone)
         JsonObject spearman_json;
-        for (const char* p : proxies) spearman_json.add(std::string("blocks_") + p, rho(blocks_all, p));
-        if (opt.measure_linears)
-            for (const char* p : proxies) spearman_json.add(std::string("linears_") + p, rho(linears_all, p));
+        if (so.measure_blocks) {
+            for (const char* p : proxies) spearman_json.add(std::string("blocks_") + p, rho(blocks_all, p));
+            if (opt.measure_linears)
+                for (const char* p : proxies) spearman_json.add(std::string("linears_") + p, rho(linears_all, p));
+        }
         print_json(JsonObject()
                        .add("model", model.path())
                        .add("calibration_tokens", std::int64_t(calib.size()))
                        .add("kl_tokens", std::int64_t(kl_tokens))
                        .add("anchor", anchor < 0 ? qforge::io::Json() : qforge::io::Json(qforge::to_string(candidates[std::size_t(anchor)])))
                        .add("blocks", qforge::io::Json(std::move(blocks)))
-                       .add("spearman", spearman_json.json())
+                       .add("spearman", so.measure_blocks ? spearman_json.json() : qforge::io::Json())
                        .add("allocations", qforge::io::Json(std::move(allocations_json)))
                        .add("seconds", JsonObject().add("trace", trace_s).add("sensitivity", table_s).add("total", total_s).json()));
         return 0;
@@ -361,8 +372,9 @@ int run_allocate(const AllocateCliOptions& opt) {
     // --proxy-only measured no KL: its table shows the proxy minimised, and there is no rho
     const std::string shown = opt.proxy_only || loss == "anchored" ? loss : "kl";
     if (opt.proxy_only)
-        std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %zu calibration tokens (--proxy-only: no KL measured)\n",
-                    model.path().c_str(), loss.c_str(), calib.size());
+        std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %zu calibration tokens (block_output on the first %ld; "
+                    "--proxy-only: no KL measured)\n",
+                    model.path().c_str(), loss.c_str(), calib.size(), kl_tokens);
     else if (loss == "anchored")
         std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %zu calibration tokens: "
                     "measured for the anchor %s, estimated for the others (its KL times their block output error over its)\n",
@@ -402,11 +414,11 @@ int run_allocate(const AllocateCliOptions& opt) {
                 opt.unit.c_str(), loss.c_str(), kl_tokens);
     std::printf("| target bpw | bpw | predicted | measured KL | solver | map |\n|---|---|---|---|---|---|\n");
     for (const auto& d : done)
-        std::printf("| %.3f | %.4f | %.5f | %.5f | %s%s | %s |\n", d.target, d.bpw, d.predicted, d.measured, d.exact ? "exact" : "lagrangian",
+        std::printf("| %s | %.4f | %.5f | %.5f | %s%s | %s |\n", budget_text(d.target).c_str(), d.bpw, d.predicted, d.measured, d.exact ? "exact" : "lagrangian",
                     d.exact ? "" : (" gap " + std::to_string(d.gap)).c_str(), d.path.empty() ? "-" : d.path.c_str());
     if (unit == AllocationUnitKind::block)
         for (const auto& d : done) {
-            std::printf("%.3f bpw:", d.target);
+            std::printf("%s bpw:", budget_text(d.target).c_str());
             for (int l = 0; l < L; ++l) std::printf(" %d:%s", l, qforge::to_string(candidates[std::size_t(d.a.allocation.choice[std::size_t(l)])]).c_str());
             std::printf("\n");
         }
@@ -457,8 +469,9 @@ void add_allocate(CLI::App& app, int& status) {
                     "narrowest candidate)");
     sub->add_option("--kl-tokens", o->kl_tokens,
                     "measure the KL and the block output errors on the first N calibration tokens only (0: all; the cost of the KL is "
-                    "linear in N); the statistics and Hessians, and so the quantized blocks, use all of them")
-        ->check(CLI::NonNegativeNumber)
+                    "linear in N; more than the calibration tokens is refused); the statistics and Hessians, and so the quantized blocks, use all "
+                    "of them")
+        ->check(whole_number())
         ->capture_default_str();
     sub->add_flag("--measure-linears", o->measure_linears, "also measure the KL of each linear layer alone (7x the blocks' cost)");
     sub->add_flag("--proxy-only", o->proxy_only, "measure no KL per unit (no Spearman rho): the allocation minimises the --loss proxy");
@@ -472,7 +485,9 @@ void add_allocate(CLI::App& app, int& status) {
     sub->add_flag("--no-verify", o->no_verify, "do not quantize and measure the model of each allocation");
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout (progress stays on stderr)");
-    sub->callback([o, &status] {
+    sub->callback([o, sub, &status] {
+        if (sub->count("--anchor") && o->anchor.empty()) throw CLI::ValidationError("--anchor", "an empty scheme: give one of the candidates");
+        o->kl_tokens_given = sub->count("--kl-tokens") > 0;
         if (!o->out.empty()) {  // every path an --out template gives, before any work
             const auto check = writable_output();
             for (const double b : o->budgets)

@@ -40,7 +40,25 @@ struct Row {
     std::string family;  ///< the plot's series: method, kind of grid, ',had' (family_of)
     qforge::llama::Weights weights;
     double bits_per_weight = 0, size_mb = 0, quantize_seconds = 0;
+    std::string path = {};  ///< the file a --scheme-map or --compare row came from (empty for --scheme)
 };
+
+/// The option's value given twice (the same scheme, or paths naming the same file): refused, as a
+/// repeated row would be measured twice and shown as two results.
+template <class T, class Same>
+void refuse_repeats(const std::vector<T>& values, const char* option, Same same, const std::vector<std::string>& shown) {
+    for (std::size_t i = 0; i < values.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            if (same(values[i], values[j])) throw CLI::ValidationError(option, shown[i] + " is given twice");
+}
+
+/// Whether two paths name the same file (lexically when one does not exist: its own error comes later).
+bool same_file(const std::string& a, const std::string& b) {
+    std::error_code ea, eb;
+    const bool equivalent = std::filesystem::equivalent(a, b, ea);
+    if (!ea) return equivalent;
+    return std::filesystem::weakly_canonical(a, ea) == std::filesystem::weakly_canonical(b, eb);
+}
 
 /// A scheme's series in `--svg`: its method, its kind of grid (integer, PQ, a codebook, a GGUF
 /// block type) and ',had', so that one line joins the bit widths of one method.
@@ -81,6 +99,13 @@ int run(const EvalCliOptions& opt) {
     if (schemes.empty() && opt.scheme_maps.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g32a", "rtn:w2g32a"};
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
+    {
+        std::vector<std::string> shown;
+        for (const auto& s : parsed) shown.push_back(qforge::to_string(s));
+        refuse_repeats(parsed, "--scheme", [](const auto& a, const auto& b) { return a == b; }, shown);
+    }
+    refuse_repeats(opt.scheme_maps, "--scheme-map", same_file, opt.scheme_maps);
+    refuse_repeats(opt.compare, "--compare", same_file, opt.compare);
     std::vector<std::pair<std::string, qforge::io::SchemeMap>> maps;
     for (const auto& path : opt.scheme_maps) {
         maps.emplace_back(path, qforge::io::read_scheme_map(path));
@@ -248,7 +273,7 @@ int run(const EvalCliOptions& opt) {
         } catch (const qforge::Error& e) {
             throw qforge::FileError(path, e.what());
         }
-        add_row({label, "map " + map.scheme.method, std::move(q)}, bar, start);
+        add_row({label, "map " + map.scheme.method, std::move(q), 0, 0, 0, path}, bar, start);
     }
     // other files of the same model (llama.cpp's quantizations of it): their block linears as
     // stored, everything else (embeddings, norms, head) the reference's, as in every scheme's row
@@ -268,7 +293,7 @@ int run(const EvalCliOptions& opt) {
         if (w.config.n_layers != stored.config.n_layers)
             throw qforge::FileError(path, "has " + std::to_string(w.config.n_layers) + " blocks; the reference " + model.path() + " has " +
                                               std::to_string(stored.config.n_layers) + " (--compare takes files of the same model)");
-        Row r{std::filesystem::path(path).filename().string() + " (" + stored_format(w) + ")", "compared files", stored};
+        Row r{std::filesystem::path(path).filename().string() + " (" + stored_format(w) + ")", "compared files", stored, 0, 0, 0, path};
         for (int l = 0; l < stored.config.n_layers; ++l)
             for (const auto& b : qforge::llama::block_linears) {
                 const auto& mine = stored.layers[std::size_t(l)].*b.member;
@@ -440,7 +465,8 @@ int run(const EvalCliOptions& opt) {
                                    .add("top1", stats[i].top1())
                                    .add("bits_per_weight", rows[i].bits_per_weight)
                                    .add("size_mb", rows[i].size_mb)
-                                   .add("quantize_seconds", rows[i].quantize_seconds));
+                                   .add("quantize_seconds", rows[i].quantize_seconds)
+                                   .add("path", rows[i].path.empty() ? Json() : Json(rows[i].path)));
         j.add("rows", std::move(out_rows)).add("eval_seconds", seconds).add("model_tokens_per_second", rate);
         if (!languages.empty()) {
             const auto numbers = [](const auto& v) {

@@ -54,6 +54,8 @@ int run(const WeightsOptions& opt) {
         parsed.push_back(qforge::parse_scheme(s));
         if (qforge::method_of(parsed.back()).needs_calibration())
             throw CLI::ValidationError("--scheme", "weights measures schemes that need no calibration (rtn) only, got '" + s + "'");
+        for (std::size_t i = 0; i + 1 < parsed.size(); ++i)  // a repeated row would be measured and shown twice
+            if (parsed[i] == parsed.back()) throw CLI::ValidationError("--scheme", qforge::to_string(parsed.back()) + " is given twice");
     }
     const qforge::Backend backend = qforge::Backend::cpu(opt.isa.empty() ? qforge::best_isa() : qforge::parse_isa(opt.isa), opt.threads);
 

@@ -251,7 +251,8 @@ json "$tmp/al.json" 'isinstance(d["calibration_tokens"], int) and isinstance(d["
   'all(a["measured_kl"] > 0 for a in d["allocations"])' 'd["allocations"][0]["predicted_loss"] > d["allocations"][1]["predicted_loss"]' \
   'len(d["blocks"]) == 5 and all(b["candidates"][0]["anchored"] > b["candidates"][2]["anchored"] for b in d["blocks"])' \
   'd["anchor"] == "rtn:w2g32a" and d["kl_tokens"] == 256 and d["allocations"][0]["loss"] == "anchored"' \
-  'all(b["candidates"][0]["kl"] == b["candidates"][0]["anchored"] > 0 and b["candidates"][1]["kl"] is None for b in d["blocks"])'
+  'all(b["candidates"][0]["kl"] == b["candidates"][0]["anchored"] > 0 and b["candidates"][1]["kl"] is None for b in d["blocks"])' \
+  'd["spearman"] is None and d["allocations"][0]["anchor"] == "rtn:w2g32a"'
 # --loss kl measures every candidate (on all the tokens with --kl-tokens 0) and ranks the estimates against it
 "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a,rtn:w8g32s --target-bpw 3 --calib-tokens 512 --loss kl --kl-tokens 0 --no-verify --json > "$tmp/alkl.json" \
   || fail "allocate --loss kl"
@@ -260,7 +261,10 @@ json "$tmp/alkl.json" 'd["kl_tokens"] == 512 and all(c["kl"] > 0 for b in d["blo
 expect_error "anchor.*rtn:w3g32a is not one of the candidates" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --anchor rtn:w3g32a --target-bpw 3
 expect_error "anchor.*proxy-only" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --anchor rtn:w2g32a --proxy-only --loss output --target-bpw 3
 expect_error "anchored is a block's measure" "$q" allocate --unit linear --loss anchored --target-bpw 3
-expect_error "kl-tokens" "$q" allocate --kl-tokens -5 --target-bpw 3
+expect_error "kl-tokens.*whole number" "$q" allocate --kl-tokens -5 --target-bpw 3
+# asked for more KL tokens than the calibration holds: refused, not silently capped (new-user trial)
+expect_error "kl-tokens.*3000 is more than the 1024 calibration tokens" "$q" allocate --kl-tokens 3000 --calib-tokens 1024 --target-bpw 3
+expect_error "anchor.*empty" "$q" allocate --anchor "" --target-bpw 3
 grep -q "<svg" "$tmp/heat.svg" || fail "allocate --svg wrote no SVG"
 "$q" eval --max-tokens 300 --scheme-map "$tmp/alloc-3.json" --json > "$tmp/ea.json" || fail "eval of an allocated map"
 python3 - "$tmp/ea.json" "$tmp/alloc-3.json" <<'PY' || fail "the allocated map's bpw differs from the allocation's"
@@ -289,7 +293,9 @@ expect_error "target-bpw.*1 bits per weight is below the smallest choice.*bpw" "
 [ ! -e "$tmp/low-6.json" ] || fail "a refused allocation left a map for another budget"
 # {bpw} is the budget's shortest exact form ("%g" once wrote 3.203125's map as 3.20312)
 "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.203125,3.5 --calib-tokens 256 --no-verify --out "$tmp/fine-{bpw}.json" \
-  > /dev/null 2>&1 || fail "allocate with a budget of 7 significant digits"
+  --svg "$tmp/fine.svg" > "$tmp/fine.txt" 2>&1 || fail "allocate with a budget of 7 significant digits"
+grep -q "^| 3.203125 |" "$tmp/fine.txt" && grep -q "^3.203125 bpw:" "$tmp/fine.txt" || fail "allocate's table cut the budget 3.203125: $(grep bpw "$tmp/fine.txt")"
+grep -q "allocation at 3.203125 bpw" "$tmp/fine.svg" || fail "the heat map cut the budget 3.203125"
 [ -f "$tmp/fine-3.203125.json" ] && [ -f "$tmp/fine-3.5.json" ] || fail "allocate --out {bpw}: $(ls "$tmp" | grep fine-)"
 expect_error "3.0000001 is given twice|3.0000001.*given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.0000001,3.0000001
 expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w2g32a,rtn:w4g32a --target-bpw 3
@@ -315,7 +321,13 @@ expect_error "salient=.*is for gptq" "$q" eval --scheme rtn:w4g32a,salient=1
 "$q" eval --max-tokens 300 --scheme rtn:w4g32a --compare "$tmp/cmp32.gguf" --compare "$tmp/cmp4.gguf" --json > "$tmp/cmp.json" || fail "eval --compare"
 json "$tmp/cmp.json" 'len(d["rows"]) == 3' 'd["rows"][1]["label"] == "cmp32.gguf (FP32)"' 'd["rows"][1]["quantize_seconds"] is None' \
   'd["rows"][1]["kld"] == 0 and d["rows"][1]["ppl"] == d["reference"]["ppl"] and d["rows"][1]["bits_per_weight"] == 32' \
-  'd["rows"][2]["label"] == "cmp4.gguf (Q4_0)" and d["rows"][2]["kld"] > 0'
+  'd["rows"][2]["label"] == "cmp4.gguf (Q4_0)" and d["rows"][2]["kld"] > 0' \
+  'd["rows"][2]["path"].endswith("cmp4.gguf") and d["rows"][0]["path"] is None'
+# a row asked for twice is refused (it would be measured twice and shown as two results)
+expect_error "compare.*cmp4.gguf is given twice" "$q" eval --max-tokens 300 --compare "$tmp/cmp4.gguf" --compare "$tmp/./cmp4.gguf"
+expect_error "scheme.*rtn:w4g32a is given twice" "$q" eval --max-tokens 300 --scheme rtn:w4g32a --scheme rtn:w4g32a
+expect_error "scheme.*rtn:w4g32a is given twice" "$q" weights --scheme rtn:w4g32a --scheme rtn:w4g32a
+expect_error "scheme-map.*given twice" "$q" eval --max-tokens 300 --scheme-map "$tmp/alloc-3.json" --scheme-map "$tmp/alloc-3.json"
 python3 - "$tmp/cmp.json" "$tmp/cmpq.json" <<'PY' || fail "eval --compare: the file's bits per weight differ from its writer's"
 import json, sys
 e, q = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
