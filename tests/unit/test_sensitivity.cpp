@@ -309,6 +309,17 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
             BOOST_TEST(std::isnan(lean.block[k][std::size_t(l)].output));
             BOOST_TEST(std::isnan(lean.linear[k][std::size_t(l)][0].weight));
         }
+    // a trace keeping fewer distributions than the options ask: both measures on its positions
+    {
+        const llama::ReferenceTrace short_trace(w, tokens, calibration(256), 300);
+        llama::SensitivityOptions all = so;
+        all.kl_tokens = 0;
+        const auto t300 = llama::measure_sensitivity(short_trace, candidates, all);
+        for (int l = 0; l < w.config.n_layers; ++l) {
+            const auto q = llama::quantize_block_alone(w.layers[std::size_t(l)], l, w.config, trace.block_stats(l), {}, candidates[0], so.settings);
+            BOOST_TEST(t300.block[0][std::size_t(l)].block_output == trace.block_output_error(l, q, 300));
+        }
+    }
     r = llama::AllocationRequest{};
     r.loss = "anchored";
     r.target_bpw = 3.6;

@@ -336,8 +336,8 @@ struct SensitivityOptions {
     /// others; its KL is measured even without measure_blocks (-1: no anchor, `anchored` NaN)
     int anchor = -1;
     /// the KL and the block output error measured on the first kl_tokens calibration positions
-    /// (0: all; the anchor's ratio then compares the two on the same positions); the statistics
-    /// and Hessians, and so the quantized blocks, use every calibration token
+    /// (0: all; at most the trace's kl_tokens(): the anchor's ratio compares the two on the same
+    /// positions); the statistics and Hessians, and so the quantized blocks, use every token
     long kl_tokens = 0;
     /// the three per-linear proxies (output, hessian_diag, weight: a ΔW·H product per linear, on
     /// SmolLM2 about a fifth of a GPTQ candidate's cost); off, they are NaN (the anchored loss
@@ -431,6 +431,9 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     if (o.anchor >= int(candidates.size()))
         throw InvalidArgument("sensitivity: anchor candidate " + std::to_string(o.anchor) + " of " + std::to_string(candidates.size()));
     if (o.kl_tokens < 0) throw InvalidArgument("sensitivity: a negative number of KL tokens");
+    // the positions of both the KL and the block output error: the anchor's ratio compares them
+    // on the same ones, also when the trace keeps fewer distributions than asked
+    const long measured = o.kl_tokens > 0 ? std::min(o.kl_tokens, trace.kl_tokens()) : trace.kl_tokens();
     for (const auto& s : candidates) {
         const auto& info = find_method(s.method).info;
         if (info.needs_targets)
@@ -488,13 +491,13 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
                 if (o.measure_linears) {
                     Layer one = block;
                     one.*m = q.*m;
-                    u.kl = trace.kl_with_block(l, one, o.kl_tokens);
+                    u.kl = trace.kl_with_block(l, one, measured);
                 }
                 sum += u;
                 t.linear[k][std::size_t(l)][i] = u;
             }
-            sum.block_output = trace.block_output_error(l, q, o.kl_tokens);
-            if (o.measure_blocks || int(k) == o.anchor) sum.kl = trace.kl_with_block(l, q, o.kl_tokens);
+            sum.block_output = trace.block_output_error(l, q, measured);
+            if (o.measure_blocks || int(k) == o.anchor) sum.kl = trace.kl_with_block(l, q, measured);
             t.block[k][std::size_t(l)] = sum;
             ++done;
         }
