@@ -147,23 +147,16 @@ public:
         const Config& c = ref_.config;
         const std::size_t D = std::size_t(c.dim);
         const long counted = max_tokens > 0 ? std::min(max_tokens, tokens_) : tokens_;
-        std::vector<float> x;
         double sum = 0.0;  // in position order: the same at any thread count
-        std::size_t offset = 0;
-        for (const int whole : lengths_) {
-            if (long(offset) >= counted) break;
-            const int n = int(std::min<long>(whole, counted - long(offset)));
-            const auto in = hidden(l);
-            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+        for_each_sequence(l, counted, [&](std::size_t offset, int n, float* x) {
             fit_cache();
-            run_block(c, block, l, x.data(), n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
+            run_block(c, block, l, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
             const float* ref = block_output(l).data + offset * D;
             for (std::size_t i = 0; i < std::size_t(n) * D; ++i) {
                 const double d = double(x[i]) - double(ref[i]);
                 sum += d * d;
             }
-            offset += std::size_t(n);
-        }
+        });
         return sum / double(counted);
     }
 
@@ -177,16 +170,10 @@ public:
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
             if (site != Site::mlp_gate) stats.at(site).add(x, options_.backend);
         };
-        const std::size_t D = std::size_t(c.dim);
-        std::vector<float> x;
-        std::size_t offset = 0;
-        for (const int n : lengths_) {
-            const auto in = hidden(l);
-            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+        for_each_sequence(l, tokens_, [&](std::size_t, int n, float* x) {
             fit_cache();
-            run_block(c, ref_.layers[std::size_t(l)], l, x.data(), n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, &observer);
-            offset += std::size_t(n);
-        }
+            run_block(c, ref_.layers[std::size_t(l)], l, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, &observer);
+        });
         return stats;
     }
 
@@ -249,19 +236,31 @@ private:
         return {logits_.data(), N, V};
     }
 
-    double kl_from(int l, const Weights& model, const Layer* replace, long max_tokens = 0) const {
-        const std::size_t D = std::size_t(model.config.dim), V = std::size_t(model.config.vocab_size);
-        const long counted = max_tokens > 0 ? std::min(max_tokens, kl_tokens_) : kl_tokens_;
-        std::vector<double> kl(std::size_t(counted), 0.0);
+    /// Calls f(offset, n, x) for each calibration sequence in order, cut so that `counted`
+    /// positions are visited in all (a causal model's prefix is exact): x is a copy of block l's
+    /// reference inputs at positions [offset, offset + n), n x dim, to run in place.
+    template <class F>
+    void for_each_sequence(int l, long counted, F&& f) const {
+        const std::size_t D = std::size_t(ref_.config.dim);
+        const auto in = hidden(l);
         std::vector<float> x;
         std::size_t offset = 0;
         for (const int whole : lengths_) {
             if (long(offset) >= counted) break;
             const int n = int(std::min<long>(whole, counted - long(offset)));
-            const auto in = hidden(l);
             x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
-            run_from(l, model, replace, x.data(), n, offset, nullptr);
-            const auto logits = head_of(model, x.data(), n);
+            f(offset, n, x.data());
+            offset += std::size_t(n);
+        }
+    }
+
+    double kl_from(int l, const Weights& model, const Layer* replace, long max_tokens = 0) const {
+        const std::size_t V = std::size_t(model.config.vocab_size);
+        const long counted = max_tokens > 0 ? std::min(max_tokens, kl_tokens_) : kl_tokens_;
+        std::vector<double> kl(std::size_t(counted), 0.0);
+        for_each_sequence(l, counted, [&](std::size_t offset, int n, float* x) {
+            run_from(l, model, replace, x, n, offset, nullptr);
+            const auto logits = head_of(model, x, n);
             // KL = Σ p (l − q) + (z_q − z_l) Σ p, with p the stored (float) reference probabilities
             parallel_for(std::size_t(n), options_.backend.threads(), [&](std::size_t t0, std::size_t t1) {
                 for (std::size_t t = t0; t < t1; ++t) {
@@ -273,8 +272,7 @@ private:
                     kl[offset + t] = std::max(0.0, p_dot_l_[offset + t] - pq + (zq - log_z_[offset + t]) * p_sum_[offset + t]);
                 }
             }, grain_for(V * 32));
-            offset += std::size_t(n);
-        }
+        });
         double sum = 0.0;  // in position order: the same at any thread count
         for (const double v : kl) sum += v;
         return sum / double(counted);
