@@ -127,8 +127,7 @@ void awq_layer(benchmark::State& state, int rows, int search_rows) {
     }
 }
 
-void hessian_accumulation(benchmark::State& state, bool blas) {
-    const int n = 2048, cols = 4096;
+void hessian_accumulation(benchmark::State& state, bool blas, int n, int cols) {
     const auto x = gaussian(std::size_t(n) * cols, 5, 1.0f);
     double seconds = 0;
     for (auto _ : state) {
@@ -184,7 +183,12 @@ int main(int argc, char** argv) {
     add("sgemm/4096^3/qforge_own", sgemm, false, false);
     for (const bool b : blas ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
         const std::string tag = b ? "/blas" : "/qforge_own";
-        add("hessian/2048x4096" + tag, hessian_accumulation, b)->Iterations(2);
+        add("hessian/2048x4096" + tag, hessian_accumulation, b, 2048, 4096)->Iterations(2);
+        // SmolLM2's sites, one 512-token calibration sequence at a time (as LayerwiseCalibration adds them)
+        add("hessian/512x576" + tag, hessian_accumulation, b, 512, 576)->Iterations(50);
+        add("hessian/512x1536" + tag, hessian_accumulation, b, 512, 1536)->Iterations(20);
+        add("hessian/2048x576" + tag, hessian_accumulation, b, 2048, 576)->Iterations(20);
+        add("hessian/2048x1536" + tag, hessian_accumulation, b, 2048, 1536)->Iterations(10);
         add("gptq/4096x4096/w4g128a" + tag, quantize_layer, 4096, false, b);
         add("gptq/4096x4096/w4g128a,act" + tag, quantize_layer, 4096, true, b);
         if (b == blas) add("gptq/11008x4096/w4g128a" + tag, quantize_layer, 11008, false, b);

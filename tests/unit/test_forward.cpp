@@ -3,6 +3,7 @@
 // checkpoint this test writes (grouped-query attention, unshared classifier); batched prompt
 // processing against one-token decode; the FP32 vector kernels against the scalar oracle.
 #include <cmath>
+#include <cstring>
 #include <complex>
 #include <map>
 #include <filesystem>
@@ -271,6 +272,43 @@ BOOST_AUTO_TEST_CASE(fp32_vector_kernels_match_the_scalar_oracle) {
         for (int c = 0; c < cols; ++c) BOOST_TEST(std::fabs(a[std::size_t(c)] - b[std::size_t(c)]) <= 1e-6f * (1 + std::fabs(a[std::size_t(c)])));
     }
     if (best_isa() != Isa::scalar) BOOST_TEST(simd.isa != scalar.isa);  // the vector kernels really ran
+}
+
+// GPTQ's in-block error feedback for a tile of rows: axpy_columns must round every element as
+// its backend's axpy does on that row (GPTQ's codes stay those of the row-at-a-time loop), on
+// every backend, at every length around the vector width and every tile width up to 2 vectors.
+BOOST_AUTO_TEST_CASE(axpy_columns_rounds_as_axpy_on_each_row) {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    std::vector<Isa> isas{Isa::scalar};
+    if (best_isa() != Isa::scalar) isas.push_back(best_isa());
+    for (const Isa isa : isas) {
+        const auto f = fp32_functions(isa);
+        int checked = 0, mismatched = 0;
+        for (const int width : {1, 5, 8, 16, 17, 32}) {
+            const std::size_t ld = 32;
+            for (int len = 0; len <= 40; ++len) {
+                std::vector<float> x(std::size_t(len) + 1), panel(std::size_t(len + 1) * ld);
+                std::vector<float> alpha(static_cast<std::size_t>(width));
+                for (auto& v : x) v = n(rng);
+                for (auto& v : alpha) v = n(rng);
+                for (auto& v : panel) v = n(rng);
+                std::vector<float> rows(std::size_t(width) * std::size_t(len + 1));  // the same values row-major
+                for (int t = 0; t < width; ++t)
+                    for (int j = 0; j < len; ++j) rows[std::size_t(t * len + j)] = panel[std::size_t(j) * ld + std::size_t(t)];
+                const auto before = panel;
+                f.axpy_columns(alpha.data(), width, x.data(), panel.data(), ld, len);
+                for (int t = 0; t < width; ++t) f.axpy(alpha[std::size_t(t)], x.data(), rows.data() + std::size_t(t * len), len);
+                for (int j = 0; j < len; ++j)
+                    for (std::size_t t = 0; t < ld; ++t) {
+                        const float want = int(t) < width ? rows[t * std::size_t(len) + std::size_t(j)] : before[std::size_t(j) * ld + t];
+                        ++checked;
+                        if (std::memcmp(&want, &panel[std::size_t(j) * ld + t], sizeof(float)) != 0) ++mismatched;
+                    }
+            }
+        }
+        BOOST_TEST(mismatched == 0, f.isa << ": " << mismatched << " of " << checked << " elements differ from axpy's bits");
+    }
 }
 
 // Attention's softmax and the MLP's SwiGLU: the oracle against the formulas in double, the vector

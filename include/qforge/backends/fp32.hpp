@@ -49,6 +49,16 @@ struct Fp32Kernels<Scalar> {
     static void axpy(float alpha, const float* x, float* y, int n) noexcept {
         for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
     }
+    /// `axpy` on `width` rows at once, stored as the columns of a panel: panel[j * ld + t] +=
+    /// alpha[t] * x[j] for t < width, j < n, each element rounded as axpy(alpha[t], x, row t, n)
+    /// rounds it (the same bits). GPTQ's in-block error feedback for a tile of rows: one call per
+    /// column, and no scalar load of an element just written by a vector store.
+    static void axpy_columns(const float* alpha, int width, const float* x, float* panel, std::size_t ld, int n) noexcept {
+        for (int j = 0; j < n; ++j) {
+            float* p = panel + std::size_t(j) * ld;
+            for (int t = 0; t < width; ++t) p[t] += alpha[t] * x[j];
+        }
+    }
     /// The softmax of row[0, n) in place, of the entries scaled by `scale` (attention's 1/sqrt(d)):
     /// row[p] = exp(scale row[p] - m) / sum with m the largest scaled entry and the sum taken in
     /// ascending p. n >= 1. The one softmax of the decoder (prompt products and decode loop), so
@@ -136,6 +146,23 @@ struct Fp32Kernels<Simd<Arch>> {
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
         for (; i < n; ++i) y[i] += alpha * x[i];
+    }
+    /// Fp32Kernels<Scalar>::axpy_columns in this arch's rounding: every element as `axpy` above
+    /// rounds it, one fused multiply-add (its tail's `y + alpha * x` is contracted to one too:
+    /// GNU mode's -ffp-contract=fast; the test compares the two bit for bit at every length).
+    static void axpy_columns(const float* alpha, int width, const float* x, float* panel, std::size_t ld, int n) noexcept {
+        int t0 = 0;
+        for (; t0 + lanes <= width; t0 += lanes) {
+            const batch a = batch::load_unaligned(alpha + t0);
+            for (int j = 0; j < n; ++j) {
+                float* p = panel + std::size_t(j) * ld + t0;
+                xsimd::fma(a, batch(x[j]), batch::load_unaligned(p)).store_unaligned(p);
+            }
+        }
+        for (int j = 0; j < n && t0 < width; ++j) {
+            float* p = panel + std::size_t(j) * ld;
+            for (int t = t0; t < width; ++t) p[t] = std::fma(alpha[t], x[j], p[t]);
+        }
     }
 
     /// softmax and swiglu below read a partial last vector through a copy padded with `fill`.

@@ -137,45 +137,62 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     std::vector<char> have(R * std::size_t(groups), 0);
     std::vector<GroupParams> params(R * std::size_t(groups));
     const Fp32Functions& fns = o.backend.host_fp32();
+    constexpr std::size_t tile_rows = 16;
     for (int i1 = 0; i1 < cols; i1 += block) {
         const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
-        // the block's columns, row by row: each row's in-block error feedback, about bs^2 / 2
-        // multiply-adds plus a grid per group that starts here
-        parallel_for(R, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
-            std::vector<float> values;
-            for (std::size_t r = r0; r < r1; ++r) {
-                float* row = wk.data() + r * C;
+        // the block's columns for a tile of rows at a time, held transposed (column k's tile
+        // values contiguous): each row's in-block error feedback (about bs^2 / 2 multiply-adds)
+        // is one axpy_columns call per column for the whole tile, rounded as a per-row axpy
+        // would, plus a grid per group that starts here
+        parallel_for((R + tile_rows - 1) / tile_rows, o.backend.threads(), [&](std::size_t a0, std::size_t a1) {
+            std::vector<float> values, cols_t(std::size_t(bs) * tile_rows);
+            float alpha[tile_rows];
+            for (std::size_t a = a0; a < a1; ++a) {
+                const std::size_t r0 = a * tile_rows, width = std::min(tile_rows, R - r0);
+                for (std::size_t t = 0; t < width; ++t)
+                    for (int k = i1; k < i2; ++k) cols_t[std::size_t(k - i1) * tile_rows + t] = wk[(r0 + t) * C + std::size_t(k)];
+                // row r0 + t's weight at processing position j as it stands now
+                const auto value = [&](std::size_t t, int j) {
+                    return j >= i1 && j < i2 ? cols_t[std::size_t(j - i1) * tile_rows + t] : wk[(r0 + t) * C + std::size_t(j)];
+                };
                 for (int k = i1; k < i2; ++k) {
                     const int grp = group_of[std::size_t(k)];
-                    GroupParams& p = params[r * std::size_t(groups) + std::size_t(grp)];
-                    if (!have[r * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
-                        if (spec.super) {
-                            // a two-level grid: the whole super-block's grid, from its error-fed
-                            // weights when the loop reaches its first column (superblock.hpp)
-                            const int sb = grp / per_super, g0 = sb * per_super, g1 = std::min(groups, g0 + per_super);
-                            values.clear();
-                            for (int gg = g0; gg < g1; ++gg)
-                                for (const int j : members[std::size_t(gg)]) values.push_back(row[j]);
-                            const SuperBlockParams sp = o.clip_search ? search_super_block(values, spec, o.search, &params[r * std::size_t(groups) + std::size_t(g0)])
-                                                                      : fit_super_block(values, spec, &params[r * std::size_t(groups) + std::size_t(g0)]);
-                            q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2] = sp.d;
-                            q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2 + 1] = sp.dmin;
-                            for (int gg = g0; gg < g1; ++gg) have[r * std::size_t(groups) + std::size_t(gg)] = 1;
-                        } else {
-                            values.clear();
-                            for (const int j : members[std::size_t(grp)]) values.push_back(row[j]);
-                            p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
-                            have[r * std::size_t(groups) + std::size_t(grp)] = 1;
+                    float* col = cols_t.data() + std::size_t(k - i1) * tile_rows;
+                    for (std::size_t t = 0; t < width; ++t) {
+                        const std::size_t r = r0 + t;
+                        GroupParams& p = params[r * std::size_t(groups) + std::size_t(grp)];
+                        if (!have[r * std::size_t(groups) + std::size_t(grp)]) {  // first column: its grid from the weights as they are now
+                            if (spec.super) {
+                                // a two-level grid: the whole super-block's grid, from its error-fed
+                                // weights when the loop reaches its first column (superblock.hpp)
+                                const int sb = grp / per_super, g0 = sb * per_super, g1 = std::min(groups, g0 + per_super);
+                                values.clear();
+                                for (int gg = g0; gg < g1; ++gg)
+                                    for (const int j : members[std::size_t(gg)]) values.push_back(value(t, j));
+                                const SuperBlockParams sp = o.clip_search ? search_super_block(values, spec, o.search, &params[r * std::size_t(groups) + std::size_t(g0)])
+                                                                          : fit_super_block(values, spec, &params[r * std::size_t(groups) + std::size_t(g0)]);
+                                q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2] = sp.d;
+                                q.super[(r * std::size_t(q.supers_per_row()) + std::size_t(sb)) * 2 + 1] = sp.dmin;
+                                for (int gg = g0; gg < g1; ++gg) have[r * std::size_t(groups) + std::size_t(gg)] = 1;
+                            } else {
+                                values.clear();
+                                for (const int j : members[std::size_t(grp)]) values.push_back(value(t, j));
+                                p = o.clip_search ? search_group_params(values, spec, o.search) : find_group_params(values, spec);
+                                have[r * std::size_t(groups) + std::size_t(grp)] = 1;
+                            }
                         }
+                        const std::uint8_t code = quantize_value(col[t], p, spec);
+                        q.codes[r * C + std::size_t(k)] = code;
+                        const float e = (col[t] - dequantize_value(code, p, spec)) / u[std::size_t(k) * C + std::size_t(k)];
+                        err[r * std::size_t(block) + std::size_t(k - i1)] = e;
+                        alpha[t] = -e;
                     }
-                    const std::uint8_t code = quantize_value(row[k], p, spec);
-                    q.codes[r * C + std::size_t(k)] = code;
-                    const float e = (row[k] - dequantize_value(code, p, spec)) / u[std::size_t(k) * C + std::size_t(k)];
-                    err[r * std::size_t(block) + std::size_t(k - i1)] = e;
-                    fns.axpy(-e, u.data() + std::size_t(k) * C + std::size_t(k + 1), row + k + 1, i2 - k - 1);
+                    fns.axpy_columns(alpha, int(width), u.data() + std::size_t(k) * C + std::size_t(k + 1), col + tile_rows, tile_rows, i2 - k - 1);
                 }
+                for (std::size_t t = 0; t < width; ++t)
+                    for (int k = i1; k < i2; ++k) wk[(r0 + t) * C + std::size_t(k)] = cols_t[std::size_t(k - i1) * tile_rows + t];
             }
-        }, std::max<std::size_t>(1, grain_for(std::size_t(bs) * std::size_t(bs) / 2 + C)));
+        }, std::max<std::size_t>(1, grain_for(tile_rows * (std::size_t(bs) * std::size_t(bs) / 2 + C))));
         if (i2 == cols) break;
         // lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one GEMM over all rows (the backend's)
         const std::size_t rest = std::size_t(cols - i2), B = std::size_t(bs);
