@@ -311,6 +311,44 @@ BOOST_AUTO_TEST_CASE(axpy_columns_rounds_as_axpy_on_each_row) {
     }
 }
 
+// Activation statistics per channel (AWQ's mean |x|, the activation probability): the vector
+// build of the kernel must give the loop's bits, on channel ranges that start and end off the
+// vector width, with zeros, negatives and huge values among the activations.
+BOOST_AUTO_TEST_CASE(channel_stats_kernel_is_exact_on_every_backend) {
+    std::mt19937 rng(4);
+    std::normal_distribution<float> n(0.0f, 3.0f);
+    const std::size_t rows = 37, stride = 71;
+    std::vector<float> x(rows * stride);
+    for (auto& v : x) v = n(rng);
+    for (std::size_t i = 0; i < x.size(); i += 13) x[i] = 0.0f;
+    x[5] = 3e38f, x[stride + 5] = 3e38f;  // their sum overflows float, not double
+    std::vector<Isa> isas{Isa::scalar};
+    if (best_isa() != Isa::scalar) isas.push_back(best_isa());
+    for (const auto& [j0, j1] : {std::pair<std::size_t, std::size_t>{0, 71}, {3, 50}, {17, 18}, {0, 16}, {5, 5}}) {
+        // the truth, written out: |x| summed in double in row order, the max, the count of x > 0
+        std::vector<double> want_sum(stride, 0.5);
+        std::vector<float> want_max(stride, 0.25f);
+        std::vector<std::int64_t> want_pos(stride, 2);
+        for (std::size_t t = 0; t < rows; ++t)
+            for (std::size_t j = j0; j < j1; ++j) {
+                const float v = x[t * stride + j];
+                want_sum[j] += double(std::fabs(v));
+                want_max[j] = std::max(want_max[j], std::fabs(v));
+                if (v > 0.0f) ++want_pos[j];
+            }
+        for (const Isa isa : isas) {
+            std::vector<double> sum(stride, 0.5);  // accumulates onto what is there
+            std::vector<float> mx(stride, 0.25f);
+            std::vector<std::int64_t> pos(stride, 2);
+            const auto f = fp32_functions(isa);
+            f.channel_stats(x.data(), rows, stride, j0, j1, sum.data(), mx.data(), pos.data());
+            BOOST_TEST(std::memcmp(sum.data(), want_sum.data(), stride * sizeof(double)) == 0, f.isa << " [" << j0 << ", " << j1 << ")");
+            BOOST_TEST(std::memcmp(mx.data(), want_max.data(), stride * sizeof(float)) == 0, f.isa << " [" << j0 << ", " << j1 << ")");
+            BOOST_TEST(pos == want_pos, f.isa << " [" << j0 << ", " << j1 << ")");
+        }
+    }
+}
+
 // Attention's softmax and the MLP's SwiGLU: the oracle against the formulas in double, the vector
 // kernels (xsimd's exp, a reassociated sum) against the oracle within a few ulp; every length
 // around the vector width, so the padded tail runs.

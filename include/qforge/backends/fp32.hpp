@@ -59,6 +59,22 @@ struct Fp32Kernels<Scalar> {
             for (int t = 0; t < width; ++t) p[t] += alpha[t] * x[j];
         }
     }
+    /// Per-channel statistics of activations x (rows x stride floats, channels [j0, j1)): for each
+    /// channel j, sum_abs[j] += |x| in double in row order, max_abs[j] = max(max_abs[j], |x|),
+    /// positive[j] += (x > 0). Exact, so every backend gives the same bits; the loop has no branch
+    /// so that it vectorises across channels (the arch's compile flags set the width).
+    static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
+                              float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
+        for (std::size_t t = 0; t < rows; ++t) {
+            const float* __restrict row = x + t * stride;
+            for (std::size_t j = j0; j < j1; ++j) {
+                const float v = row[j], a = std::fabs(v);
+                sum_abs[j] += double(a);
+                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
+                positive[j] += v > 0.0f ? 1 : 0;
+            }
+        }
+    }
     /// The softmax of row[0, n) in place, of the entries scaled by `scale` (attention's 1/sqrt(d)):
     /// row[p] = exp(scale row[p] - m) / sum with m the largest scaled entry and the sum taken in
     /// ascending p. n >= 1. The one softmax of the decoder (prompt products and decode loop), so
@@ -146,6 +162,19 @@ struct Fp32Kernels<Simd<Arch>> {
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
         for (; i < n; ++i) y[i] += alpha * x[i];
+    }
+    /// Fp32Kernels<Scalar>::channel_stats compiled with this arch's flags (exact: the same bits).
+    static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
+                              float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
+        for (std::size_t t = 0; t < rows; ++t) {
+            const float* __restrict row = x + t * stride;
+            for (std::size_t j = j0; j < j1; ++j) {
+                const float v = row[j], a = std::fabs(v);
+                sum_abs[j] += double(a);
+                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
+                positive[j] += v > 0.0f ? 1 : 0;
+            }
+        }
     }
     /// Fp32Kernels<Scalar>::axpy_columns in this arch's rounding: every element as `axpy` above
     /// rounds it, one fused multiply-add (its tail's `y + alpha * x` is contracted to one too:

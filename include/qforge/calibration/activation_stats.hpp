@@ -37,21 +37,12 @@ public:
             throw InvalidArgument("activation statistics: rows of " + std::to_string(x.cols) + " values, expected " +
                                   std::to_string(width_));
         // channels split over threads, each channel's sums in token order (the same at any thread
-        // count); no branch in the loop (it vectorises), a non-finite activation found afterwards
+        // count and on any backend: the kernel is exact); a non-finite activation found afterwards
         // from its channel's sum (|x| summed in double cannot overflow from finite floats)
+        const auto stats_kernel = backend.host_fp32().channel_stats;
         parallel_for(width_, backend.threads(), [&](std::size_t j0, std::size_t j1) {
             double* sum_abs = sum_abs_.data();
-            float* max_abs = max_abs_.data();
-            std::int64_t* positive = positive_.data();
-            for (std::size_t t = 0; t < x.rows; ++t) {
-                const float* row = x.row(t).data();
-                for (std::size_t j = j0; j < j1; ++j) {
-                    const float v = row[j], a = std::fabs(v);
-                    sum_abs[j] += double(a);
-                    max_abs[j] = max_abs[j] < a ? a : max_abs[j];
-                    positive[j] += v > 0.0f ? 1 : 0;
-                }
-            }
+            stats_kernel(x.data, x.rows, x.row_stride, j0, j1, sum_abs, max_abs_.data(), positive_.data());
             for (std::size_t j = j0; j < j1; ++j)
                 if (!std::isfinite(sum_abs[j]))
                     for (std::size_t t = 0; t < x.rows; ++t)

@@ -144,6 +144,7 @@ struct Fp32Functions {
     float (*dot)(const float*, const float*, int) noexcept = nullptr;
     void (*axpy)(float, const float*, float*, int) noexcept = nullptr;
     void (*axpy_columns)(const float*, int, const float*, float*, std::size_t, int) noexcept = nullptr;
+    void (*channel_stats)(const float*, std::size_t, std::size_t, std::size_t, std::size_t, double*, float*, std::int64_t*) noexcept = nullptr;
     void (*gemm_rows)(const float*, std::size_t, const float*, std::size_t, int, int, int, int, float*,
                       std::size_t) noexcept = nullptr;
     void (*grid_round)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept = nullptr;
@@ -157,7 +158,7 @@ struct Fp32Functions {
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
-    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::axpy_columns, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
+    return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::axpy_columns, &Fp32Kernels<B>::channel_stats, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
             &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard};
 }
 
