@@ -9,8 +9,15 @@
 // time after a 64-token prompt. QFORGE_THREADS sets the thread count (default: all);
 // QFORGE_BENCH_PROMPT and QFORGE_BENCH_DECODE change the two lengths (llama-bench's -p 512 and
 // -n 128: bench/llamacpp_side_by_side.sh).
+//
+// Prompt rows also print x_sgemm: the forward's matrix-product FLOPs (every linear and the head,
+// 2 per weight and token, plus attention's QK^T and PV over the causal prefix) per second, over
+// the same run's sgemm rate (OpenBLAS 4096^3 on its own threads, best of 3) — how close the FP32
+// forward (the reference of `qforge eval`, calibration's block passes) runs to the tuned GEMM.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -22,6 +29,7 @@
 #include <qforge/io/llama2c.hpp>
 #include <qforge/sources/llama/gguf_loader.hpp>
 #include <qforge/models/llama/model.hpp>
+#include <qforge/runtime/blas.hpp>
 
 #include "bench_models.hpp"
 
@@ -88,6 +96,31 @@ void add(const std::string& model, const std::string& name, Weights w) {
     g_variants.push_back({model, name, std::make_shared<Weights>(std::move(w))});
 }
 
+/// The forward's product FLOPs per token of a `prompt`-token batch from position 0: 2 per weight
+/// of every linear and the head, and attention's QK^T and PV (2 x dim multiply-adds per earlier
+/// position and layer, (prompt + 1) / 2 positions on average).
+double prompt_flops_per_token(const qforge::llama::Config& c, int prompt) {
+    const double D = c.dim, H = c.hidden_dim, KV = c.kv_dim();
+    const double linears = D * D * 2 + D * KV * 2 + 3 * D * H;
+    const double attention = 2.0 * D * (double(prompt) + 1.0) / 2.0;
+    return 2.0 * (double(c.n_layers) * (linears + attention) + D * double(c.vocab_size));
+}
+
+/// OpenBLAS's sgemm rate, 4096^3 on its own threads, best of 3 (GFLOP/s); 0 without the BLAS.
+double sgemm_gflops() {
+    if (!qforge::blas::enabled()) return 0.0;
+    const int n = 4096;
+    std::vector<float> a(std::size_t(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+    double best = 0.0;
+    for (int i = 0; i < 3; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        qforge::blas::sgemm_nt_native(g_threads > 0 ? g_threads : 0, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, 2.0 * double(n) * n * n / s / 1e9);
+    }
+    return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,12 +178,20 @@ int main(int argc, char** argv) {
     }
     RatioReporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
-    std::printf("\n%-34s %12s %12s\n", "model/variant/phase", "tokens/s", "vs fp32");
+    const double sgemm = sgemm_gflops();
+    if (sgemm > 0) std::printf("\nsgemm 4096^3 on OpenBLAS's threads, best of 3: %.1f GFLOP/s\n", sgemm);
+    std::printf("\n%-34s %12s %12s %10s %8s\n", "model/variant/phase", "tokens/s", "vs fp32", "GFLOP/s", "x_sgemm");
     for (const auto& [name, rate] : g_rate) {
         const auto first = name.find('/'), last = name.rfind('/');
         const std::string base = name.substr(0, first) + "/fp32" + name.substr(last);
         const auto it = g_rate.find(base);
-        std::printf("%-34s %12.1f %12s\n", name.c_str(), rate, it == g_rate.end() ? "-" : (std::to_string(rate / it->second).substr(0, 5) + "x").c_str());
+        const bool prompt_row = name.substr(last) == "/prompt";
+        const auto v = std::find_if(g_variants.begin(), g_variants.end(),
+                                    [&](const Variant& x) { return x.model + "/" + x.name + "/prompt" == name; });
+        const double gflops = prompt_row && v != g_variants.end() ? prompt_flops_per_token(v->weights->config, g_prompt) * rate / 1e9 : 0.0;
+        std::printf("%-34s %12.1f %12s", name.c_str(), rate, it == g_rate.end() ? "-" : (std::to_string(rate / it->second).substr(0, 5) + "x").c_str());
+        if (gflops > 0) std::printf(" %10.1f %8.3f\n", gflops, sgemm > 0 ? gflops / sgemm : 0.0);
+        else std::printf(" %10s %8s\n", "-", "-");
     }
     benchmark::Shutdown();
     return 0;
