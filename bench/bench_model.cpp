@@ -10,8 +10,8 @@
 // QFORGE_BENCH_PROMPT and QFORGE_BENCH_DECODE change the two lengths (llama-bench's -p 512 and
 // -n 128: bench/llamacpp_side_by_side.sh).
 //
-// Prompt rows also print x_sgemm: the forward's matrix-product FLOPs (every linear and the head,
-// 2 per weight and token, plus attention's QK^T and PV over the causal prefix) per second, over
+// Prompt rows also print x_sgemm: the forward's matrix-product FLOPs (every block linear, 2 per
+// weight and token, attention's QK^T and PV over the causal prefix, the head on the last token) per second, over
 // the same run's sgemm rate (OpenBLAS 4096^3 on its own threads, best of 3) — how close the FP32
 // forward (the reference of `qforge eval`, calibration's block passes) runs to the tuned GEMM.
 #include <benchmark/benchmark.h>
@@ -96,14 +96,15 @@ void add(const std::string& model, const std::string& name, Weights w) {
     g_variants.push_back({model, name, std::make_shared<Weights>(std::move(w))});
 }
 
-/// The forward's product FLOPs per token of a `prompt`-token batch from position 0: 2 per weight
-/// of every linear and the head, and attention's QK^T and PV (2 x dim multiply-adds per earlier
-/// position and layer, (prompt + 1) / 2 positions on average).
+/// The forward's product FLOPs per token of a `prompt`-token batch from position 0 as `prompt()`
+/// runs it: 2 per weight of every block linear, attention's QK^T and PV (2 x dim multiply-adds
+/// per earlier position and layer, (prompt + 1) / 2 positions on average), and the head for the
+/// last token only (all_logits false), spread over the prompt.
 double prompt_flops_per_token(const qforge::llama::Config& c, int prompt) {
     const double D = c.dim, H = c.hidden_dim, KV = c.kv_dim();
     const double linears = D * D * 2 + D * KV * 2 + 3 * D * H;
     const double attention = 2.0 * D * (double(prompt) + 1.0) / 2.0;
-    return 2.0 * (double(c.n_layers) * (linears + attention) + D * double(c.vocab_size));
+    return 2.0 * (double(c.n_layers) * (linears + attention) + D * double(c.vocab_size) / double(prompt));
 }
 
 /// OpenBLAS's sgemm rate, 4096^3 on its own threads, best of 3 (GFLOP/s); 0 without the BLAS.

@@ -161,7 +161,9 @@ struct Fp32Kernels<Simd<Arch>> {
         const batch a(alpha);
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
-        for (; i < n; ++i) y[i] += alpha * x[i];
+        // the tail fused as the vectors are, in every build: an optimised build contracted
+        // `y + alpha * x` to one FMA anyway (GNU mode), an -O0 one (the sanitizer stage) did not
+        for (; i < n; ++i) y[i] = std::fma(alpha, x[i], y[i]);
     }
     /// Fp32Kernels<Scalar>::channel_stats compiled with this arch's flags (exact: the same bits).
     static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
@@ -177,8 +179,7 @@ struct Fp32Kernels<Simd<Arch>> {
         }
     }
     /// Fp32Kernels<Scalar>::axpy_columns in this arch's rounding: every element as `axpy` above
-    /// rounds it, one fused multiply-add (its tail's `y + alpha * x` is contracted to one too:
-    /// GNU mode's -ffp-contract=fast; the test compares the two bit for bit at every length).
+    /// rounds it, one fused multiply-add (the test compares the two bit for bit at every length).
     static void axpy_columns(const float* alpha, int width, const float* x, float* panel, std::size_t ld, int n) noexcept {
         int t0 = 0;
         for (; t0 + lanes <= width; t0 += lanes) {
