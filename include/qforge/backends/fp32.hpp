@@ -161,9 +161,7 @@ struct Fp32Kernels<Simd<Arch>> {
         const batch a(alpha);
         int i = 0;
         for (; i + lanes <= n; i += lanes) xsimd::fma(a, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
-        // the tail fused as the vectors are, in every build: an optimised build contracted
-        // `y + alpha * x` to one FMA anyway (GNU mode), an -O0 one (the sanitizer stage) did not
-        for (; i < n; ++i) y[i] = std::fma(alpha, x[i], y[i]);
+        for (; i < n; ++i) y[i] += alpha * x[i];
     }
     /// Fp32Kernels<Scalar>::channel_stats compiled with this arch's flags (exact: the same bits).
     static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
@@ -179,19 +177,35 @@ struct Fp32Kernels<Simd<Arch>> {
         }
     }
     /// Fp32Kernels<Scalar>::axpy_columns in this arch's rounding: every element as `axpy` above
-    /// rounds it, one fused multiply-add (the test compares the two bit for bit at every length).
+    /// rounds it. Row t's element j went through axpy's vector part when j < n rounded down to
+    /// the lanes, else through its scalar tail; xsimd::fma is a true FMA on fma3<avx2> but the
+    /// generic x * y + z on avx512f (fused only where the compiler contracts it: GNU mode,
+    /// optimised builds, not the -O0 sanitizer build), so each column takes the same expression
+    /// that element took in axpy (the test compares the two bit for bit in both builds).
     static void axpy_columns(const float* alpha, int width, const float* x, float* panel, std::size_t ld, int n) noexcept {
+        const int vector_part = n / lanes * lanes;
         int t0 = 0;
         for (; t0 + lanes <= width; t0 += lanes) {
             const batch a = batch::load_unaligned(alpha + t0);
-            for (int j = 0; j < n; ++j) {
+            for (int j = 0; j < vector_part; ++j) {
                 float* p = panel + std::size_t(j) * ld + t0;
                 xsimd::fma(a, batch(x[j]), batch::load_unaligned(p)).store_unaligned(p);
             }
+            for (int j = vector_part; j < n; ++j) {
+                float* p = panel + std::size_t(j) * ld + t0;
+                for (int t = 0; t < lanes; ++t) p[t] += alpha[t0 + t] * x[j];
+            }
         }
-        for (int j = 0; j < n && t0 < width; ++j) {
+        if (t0 == width) return;
+        const int rest = width - t0;
+        const batch a = load_tail(alpha + t0, rest, 0.0f);
+        for (int j = 0; j < vector_part; ++j) {
+            float* p = panel + std::size_t(j) * ld + t0;
+            store_tail(xsimd::fma(a, batch(x[j]), load_tail(p, rest, 0.0f)), p, rest);
+        }
+        for (int j = vector_part; j < n; ++j) {
             float* p = panel + std::size_t(j) * ld;
-            for (int t = t0; t < width; ++t) p[t] = std::fma(alpha[t], x[j], p[t]);
+            for (int t = t0; t < width; ++t) p[t] += alpha[t] * x[j];
         }
     }
 
