@@ -16,13 +16,19 @@
 #   reference unpacking of every layer equals what qforge imports (tests/peer/hf_checkpoint.py);
 #   such a directory with a tokenizer.json becomes a GGUF whose tokenizer keys are SmolLM2's own
 #   (tests/peer/tokenizer_json.py) and which llama.cpp runs.
-# Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR
+# Two parts, two ctests that CI's two cores run side by side (the whole took 175 s after the
+# 272 s environment build, the longest chain of the release stage): PART "convert" (F32, the
+# mixes, the imatrix, Q8_0, stories260K) and "calibrated" (RTN/GPTQ exports, the GPTQ/AWQ
+# checkpoint directories, tokenizer.json).
+# Usage: run_export_peer.sh SOURCE_DIR QFORGE_BINARY TEST_GGUF_BINARY PEER_LOGITS_BINARY DATA_DIR PART
 set -euo pipefail
 src=$1
 qforge=$2
 gguf_bin=$3
 logits_bin=$4
 data=$5
+part=$6
+case $part in convert|calibrated) ;; *) echo "usage: $0 SOURCE_DIR QFORGE TEST_GGUF PEER_LOGITS DATA_DIR convert|calibrated (got '$part')" >&2; exit 2;; esac
 source "$src/tests/peer/env.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -33,6 +39,7 @@ check() {  # FILE LIMIT_KLD [REFERENCE]
   rm -rf "$work/dump"
   "$python" "$src/tests/peer/llamacpp_export.py" "$1" "$text" 128 "$logits_bin" "$2" ${3:+"$3"}
 }
+if [ "$part" = convert ]; then
 # F32: also against the gguf package's own F32 copy of the same model, in llama.cpp
 "$qforge" convert --model "$model" --outtype f32 --format gguf --out "$work/f32.gguf"
 "$python" "$src/tests/peer/gguf_to_f32.py" "$model" "$work/f32_gguf_py.gguf"
@@ -54,6 +61,10 @@ check "$work/mixes/q4_k_m.gguf" 0.01
 rm -rf "$work/mixes" "$work/f32.gguf" "$work/imatrix.gguf" "$work/imatrix.dat" "$work/q4_0_imatrix.gguf"
 "$qforge" convert --model "$model" --outtype q8_0 --format gguf --out "$work/q8_0.gguf"
 check "$work/q8_0.gguf" 0.01
+rm "$work/q8_0.gguf"
+fi
+
+if [ "$part" = calibrated ]; then
 "$qforge" quantize --model "$model" --scheme rtn:q4_0 --format gguf --out "$work/rtn_q4_0.gguf"
 check "$work/rtn_q4_0.gguf" 0.01
 "$qforge" quantize --model "$model" --scheme gptq:q4_1,act,static --calib-tokens 512 --format gguf --out "$work/gptq_q4_1.gguf"
@@ -83,6 +94,9 @@ done
   "$data/eval/flores200/devtest/hin_Deva.devtest"
 check "$work/hf.gguf" 0.01
 rm -rf "$work/hf" "$work/hf.gguf"
+fi
+
+if [ "$part" = convert ]; then
 "$qforge" quantize --model "$data/models/stories260K/stories260K.bin" --scheme rtn:q4_0 --format gguf --out "$work/stories.gguf" 2> "$work/stories.err"
 cat "$work/stories.err"
 grep -q "fallback: blk.0.ffn_down.weight: 172 columns" "$work/stories.err"
@@ -96,3 +110,5 @@ for mix in "${mixes[@]}"; do
   "$qforge" convert --model "$data/models/stories260K/stories260K.bin" --mix $mix --format gguf --out "$work/mixes/$mix.gguf" 2>/dev/null
 done
 "$python" "$src/tests/peer/llamacpp_types.py" "$work/stories_f32.gguf" "$work/mixes" "${mixes[@]}"
+fi
+echo "peer.gguf_export ($part): passed"
