@@ -275,6 +275,13 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
     b1.gemm_fp32(wv, xv, MatrixView<float>(one.data(), n, rows));
     b2.gemm_fp32(wv, xv, MatrixView<float>(two.data(), n, rows));
     BOOST_TEST(one == two);
+    {  // one tile per thread: 600 rows in tiles of 600, 304, 208 and 128
+        std::vector<float> three(oracle.size()), sixteen(oracle.size());
+        Backend::cpu(best_isa(), 3).gemm_fp32(wv, xv, MatrixView<float>(three.data(), n, rows));
+        Backend::cpu(best_isa(), 16).gemm_fp32(wv, xv, MatrixView<float>(sixteen.data(), n, rows));
+        BOOST_TEST(one == three);
+        BOOST_TEST(one == sixteen);
+    }
     {  // cut along the tokens instead (more tokens than weight rows): the same bits at 1 and 3 threads
         const int tokens = 700, out = 40;
         const auto xt = gaussian(std::size_t(tokens) * cols, 14);

@@ -58,7 +58,7 @@ inline bool enabled() {
 std::string name();
 
 /// C = alpha A B^T + beta C, row-major: A is m x k (row stride lda), B is n x k (ldb), C is
-/// m x n (ldc). The larger side of C is cut into tiles fixed by the shape, each one
+/// m x n (ldc). The larger side of C is cut into one tile per thread (at least 128 wide), each one
 /// single-threaded OpenBLAS product, spread over `threads` threads of qforge's own pool (0: all
 /// hardware threads; inline inside a pool chunk): one pool on the cores, and the same bits at
 /// any thread count.

@@ -85,10 +85,16 @@ const Library& library() {
 
 // OpenBLAS runs single-threaded (set once, at load) and qforge's own pool hands out the tiles:
 // two thread pools on the same cores (OpenBLAS's spin-waiting between calls, qforge's between
-// chunks) cost 17% of a whole-model GPTQ run here in scheduler time. Tiles are fixed by the
-// shape alone and each is one single-threaded product, so results do not depend on the thread
-// count.
-int tile_for(int extent) { return std::max(128, (extent / 8 + 15) / 16 * 16); }
+// chunks) cost 17% of a whole-model GPTQ run here in scheduler time. Each tile is one
+// single-threaded product, and results do not depend on the thread count: OpenBLAS's sums run over k in the same order whichever M/N tile an element falls in
+// (unit.backend compares 1, 2, 3 and 16 threads bit for bit).
+// One tile per thread (of at least 128): every tile repacks the whole other operand, so with
+// eighths on 2 threads SmolLM2's prompt products (512 tokens x 576-1536) ran at 184-216 GFLOP/s,
+// with halves at 235-250 (2026-12-06; sgemm 4096^3 290).
+int tile_for(int extent, int threads) {
+    const int t = qforge::detail::ThreadPool::in_pool() ? 1 : (threads > 0 ? threads : default_threads());
+    return std::max(128, ((extent + t - 1) / t + 15) / 16 * 16);
+}
 
 // The serialised, OpenBLAS-threaded product: only the benchmark's baseline uses it.
 std::mutex& native_mutex() {
@@ -140,7 +146,7 @@ void sgemm_nt(int threads, int m, int n, int k, float alpha, const float* a, std
     const Library& lib = library();
     // cut the larger of C's two sides into tiles; each tile reads all of the other operand
     const bool by_rows = m >= n;
-    const int extent = by_rows ? m : n, tile = tile_for(extent);
+    const int extent = by_rows ? m : n, tile = tile_for(extent, threads);
     const std::size_t tiles = std::size_t((extent + tile - 1) / tile);
     const std::size_t work = std::size_t(tile) * std::size_t(by_rows ? n : m) * std::size_t(std::max(k, 1));
     parallel_for(
