@@ -34,6 +34,25 @@ struct AffineGrid {
     bool fused_min = false;
 };
 
+namespace detail {
+/// Fp32Kernels::channel_stats's one loop. Templated on the backend tag only so that each
+/// instruction set's TU compiles its own symbol with its own flags (one shared inline function
+/// would be compiled with several sets of flags and the linker would keep either copy).
+template <class Tag>
+inline void channel_stats_loop(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
+                               float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
+        for (std::size_t t = 0; t < rows; ++t) {
+            const float* __restrict row = x + t * stride;
+            for (std::size_t j = j0; j < j1; ++j) {
+                const float v = row[j], a = std::fabs(v);
+                sum_abs[j] += double(a);
+                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
+                positive[j] += v > 0.0f ? 1 : 0;
+            }
+        }
+}
+}  // namespace detail
+
 template <class B>
 struct Fp32Kernels {
     static_assert(sizeof(B) == 0, "qforge: no FP32 kernels for this backend; include its header");
@@ -65,15 +84,7 @@ struct Fp32Kernels<Scalar> {
     /// so that it vectorises across channels (the arch's compile flags set the width).
     static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
                               float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
-        for (std::size_t t = 0; t < rows; ++t) {
-            const float* __restrict row = x + t * stride;
-            for (std::size_t j = j0; j < j1; ++j) {
-                const float v = row[j], a = std::fabs(v);
-                sum_abs[j] += double(a);
-                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
-                positive[j] += v > 0.0f ? 1 : 0;
-            }
-        }
+        detail::channel_stats_loop<Scalar>(x, rows, stride, j0, j1, sum_abs, max_abs, positive);
     }
     /// The softmax of row[0, n) in place, of the entries scaled by `scale` (attention's 1/sqrt(d)):
     /// row[p] = exp(scale row[p] - m) / sum with m the largest scaled entry and the sum taken in
@@ -166,15 +177,7 @@ struct Fp32Kernels<Simd<Arch>> {
     /// Fp32Kernels<Scalar>::channel_stats compiled with this arch's flags (exact: the same bits).
     static void channel_stats(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
                               float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
-        for (std::size_t t = 0; t < rows; ++t) {
-            const float* __restrict row = x + t * stride;
-            for (std::size_t j = j0; j < j1; ++j) {
-                const float v = row[j], a = std::fabs(v);
-                sum_abs[j] += double(a);
-                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
-                positive[j] += v > 0.0f ? 1 : 0;
-            }
-        }
+        detail::channel_stats_loop<Simd<Arch>>(x, rows, stride, j0, j1, sum_abs, max_abs, positive);
     }
     /// Fp32Kernels<Scalar>::axpy_columns in this arch's rounding: every element as `axpy` above
     /// rounds it. Row t's element j went through axpy's vector part when j < n rounded down to
