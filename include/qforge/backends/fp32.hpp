@@ -41,15 +41,15 @@ namespace detail {
 template <class Tag>
 inline void channel_stats_loop(const float* x, std::size_t rows, std::size_t stride, std::size_t j0, std::size_t j1, double* __restrict sum_abs,
                                float* __restrict max_abs, std::int64_t* __restrict positive) noexcept {
-        for (std::size_t t = 0; t < rows; ++t) {
-            const float* __restrict row = x + t * stride;
-            for (std::size_t j = j0; j < j1; ++j) {
-                const float v = row[j], a = std::fabs(v);
-                sum_abs[j] += double(a);
-                max_abs[j] = max_abs[j] < a ? a : max_abs[j];
-                positive[j] += v > 0.0f ? 1 : 0;
-            }
+    for (std::size_t t = 0; t < rows; ++t) {
+        const float* __restrict row = x + t * stride;
+        for (std::size_t j = j0; j < j1; ++j) {
+            const float v = row[j], a = std::fabs(v);
+            sum_abs[j] += double(a);
+            max_abs[j] = max_abs[j] < a ? a : max_abs[j];
+            positive[j] += v > 0.0f ? 1 : 0;
         }
+    }
 }
 }  // namespace detail
 

@@ -86,13 +86,17 @@ const Library& library() {
 // OpenBLAS runs single-threaded (set once, at load) and qforge's own pool hands out the tiles:
 // two thread pools on the same cores (OpenBLAS's spin-waiting between calls, qforge's between
 // chunks) cost 17% of a whole-model GPTQ run here in scheduler time. Each tile is one
-// single-threaded product, and results do not depend on the thread count: OpenBLAS's sums run over k in the same order whichever M/N tile an element falls in
-// (unit.backend compares 1, 2, 3 and 16 threads bit for bit).
+// single-threaded product, and results do not depend on the thread count: OpenBLAS's sums run
+// over k in the same order whichever M/N tile an element falls in (unit.backend compares 1, 2,
+// 3 and 16 threads bit for bit).
+// The threads a call gets: one inside a qforge chunk (the chunk is already a thread's share).
+int threads_here(int threads) { return qforge::detail::ThreadPool::in_pool() ? 1 : (threads > 0 ? threads : default_threads()); }
+
 // One tile per thread (of at least 128): every tile repacks the whole other operand, so with
 // eighths on 2 threads SmolLM2's prompt products (512 tokens x 576-1536) ran at 184-216 GFLOP/s,
 // with halves at 235-250 (2026-12-06; sgemm 4096^3 290).
 int tile_for(int extent, int threads) {
-    const int t = qforge::detail::ThreadPool::in_pool() ? 1 : (threads > 0 ? threads : default_threads());
+    const int t = threads_here(threads);
     return std::max(128, ((extent + t - 1) / t + 15) / 16 * 16);
 }
 
@@ -106,7 +110,7 @@ std::mutex& native_mutex() {
 // OpenBLAS's threads (under a lock, set back to one thread after) unless inside a qforge chunk.
 template <class Fn>
 void with_native_threads(const Library& lib, int threads, Fn&& fn) {
-    const int t = qforge::detail::ThreadPool::in_pool() ? 1 : (threads > 0 ? threads : default_threads());
+    const int t = threads_here(threads);
     if (t == 1) {
         fn();
         return;

@@ -162,11 +162,12 @@ inline constexpr int attend_gemm_min_tokens = 16;
 /// chunks of 128 queries (each chunk's keys end at its last position, so the causal triangle
 /// above the chunk is not computed): scores S = Q K_h^T for the queries of every head that reads
 /// KV head h stacked (grouped-query attention: SmolLM2's 3 heads per KV head make one product of
-/// 384 rows instead of three of 128, 2.4x the GFLOP/s on OpenBLAS, 2026-12-06), the masked softmax
-/// row by row, then S V_h with V_h transposed once per KV head. Each output is a sum over positions in ascending order of
-/// P[t, p] * V[p, i] with P[t, p] = exp(s - max) / sum: on the scalar backend the same
-/// operations in the same order as the per-token loop (masked positions add 0 * v), so a prompt
-/// run this way equals one-token decoding bit for bit there.
+/// 384 rows instead of three of 128: 130-214 GFLOP/s against 91-141 on OpenBLAS, 2026-12-06),
+/// the masked softmax row by row, then S V_h with V_h transposed once per KV head. Each output is
+/// a sum over positions in ascending order of P[t, p] * V[p, i] with P[t, p] = exp(s - max) /
+/// sum: on the scalar backend the same operations in the same order as the per-token loop
+/// (masked positions add 0 * v), so a prompt run this way equals one-token decoding bit for bit
+/// there.
 inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
     const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), hs = std::size_t(c.head_size());
     const std::size_t heads = std::size_t(c.n_heads), group = heads / std::size_t(c.n_kv_heads), L = std::size_t(pos0 + n);
