@@ -35,7 +35,7 @@ trap 'rm -rf "$work"' EXIT
 text=$data/eval/wikitext-2-raw/wiki.test.raw
 check() {  # FILE LIMIT_KLD [REFERENCE]
   "$python" "$src/tests/peer/gguf_dequant.py" "$1" "$work/dump"
-  QFORGE_GGUF_PEER_DIR=$work/dump QFORGE_GGUF_PEER_FILE=$1 "$gguf_bin" --run_test=gguf_matches_gguf_py --log_level=message
+  QFORGE_GGUF_PEER_DIR=$work/dump QFORGE_GGUF_PEER_FILE=$1 "$gguf_bin" --run_test=test_gguf/gguf_matches_gguf_py --log_level=message
   rm -rf "$work/dump"
   "$python" "$src/tests/peer/llamacpp_export.py" "$1" "$text" 128 "$logits_bin" "$2" ${3:+"$3"}
 }

@@ -14,9 +14,9 @@ source "$src/tests/peer/env.sh"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$python" "$src/tests/peer/gguf_dequant.py" "$model" "$out/smollm2"
-QFORGE_GGUF_PEER_DIR=$out/smollm2 QFORGE_GGUF_PEER_FILE=$model "$bin" --run_test=gguf_matches_gguf_py --log_level=message
+QFORGE_GGUF_PEER_DIR=$out/smollm2 QFORGE_GGUF_PEER_FILE=$model "$bin" --run_test=test_gguf/gguf_matches_gguf_py --log_level=message
 "$python" "$src/tests/peer/gguf_kquants.py" "$out/kquants.gguf"
 "$python" "$src/tests/peer/gguf_dequant.py" "$out/kquants.gguf" "$out/kquants"
-QFORGE_GGUF_PEER_DIR=$out/kquants QFORGE_GGUF_PEER_FILE=$out/kquants.gguf "$bin" --run_test=gguf_matches_gguf_py --log_level=message
+QFORGE_GGUF_PEER_DIR=$out/kquants QFORGE_GGUF_PEER_FILE=$out/kquants.gguf "$bin" --run_test=test_gguf/gguf_matches_gguf_py --log_level=message
 "$python" "$src/tests/peer/ggml_quantize.py" "$out/ggml.gguf" 16 768 7
-QFORGE_GGML_PEER_FILE=$out/ggml.gguf "$export_bin" --run_test=rtn_matches_ggml_blocks --log_level=message
+QFORGE_GGML_PEER_FILE=$out/ggml.gguf "$export_bin" --run_test=test_gguf_export/rtn_matches_ggml_blocks --log_level=message

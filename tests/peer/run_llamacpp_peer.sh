@@ -16,10 +16,10 @@ source "$src/tests/peer/env.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" "$src/tests/peer/llamacpp_encode.py" "$model" "$data/eval/flores200/devtest" 100 "$work/bpe_ids.txt"
-QFORGE_BPE_PEER_IDS=$work/bpe_ids.txt QFORGE_SMOLLM2=$model "$bpe_bin" --run_test=bpe_matches_peer_ids --log_level=message
+QFORGE_BPE_PEER_IDS=$work/bpe_ids.txt QFORGE_SMOLLM2=$model "$bpe_bin" --run_test=test_bpe/bpe_matches_peer_ids --log_level=message
 "$python" "$src/tests/peer/spm_gguf.py" "$data/models/llama2-tokenizer/tokenizer.bin" "$work/spm.gguf"
 "$python" "$src/tests/peer/llamacpp_encode.py" "$work/spm.gguf" "$data/eval/flores200/devtest" 100 "$work/spm_ids.txt"
-QFORGE_SPM_PEER_IDS=$work/spm_ids.txt QFORGE_SPM_GGUF=$work/spm.gguf QFORGE_DATA=$data "$spm_bin" --run_test=spm_matches_peer_ids \
+QFORGE_SPM_PEER_IDS=$work/spm_ids.txt QFORGE_SPM_GGUF=$work/spm.gguf QFORGE_DATA=$data "$spm_bin" --run_test=test_spm/spm_matches_peer_ids \
   --log_level=message
 "$python" "$src/tests/peer/gguf_to_f32.py" "$model" "$work/smollm2_f32.gguf"
 "$python" "$src/tests/peer/llamacpp_logits.py" "$model" "$work/smollm2_f32.gguf" "$data/eval/wikitext-2-raw/wiki.test.raw" 256 \

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE allocation
 // The bit-allocation solvers against brute force on random small instances: the exact solver's
 // loss is the optimum, within the budget; the Lagrangian choice is within the budget, its loss
 // at or above the optimum and its lower bound at or below it. Bad input is refused by name.
@@ -8,6 +7,7 @@
 #include "qforge/mixed/allocation.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_allocation)
 
 namespace {
 struct Brute {
@@ -86,3 +86,5 @@ BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
     BOOST_TEST(a.bytes == 25u);
     BOOST_TEST(a.loss == 2.5);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

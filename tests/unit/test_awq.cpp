@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE awq
 #include <bit>
 // AWQ: folding scales leaves the FP32 model unchanged; α = 0 without clipping is RTN exactly; on a
 // layer with planted salient input channels AWQ's output error is at most 0.8x RTN's; the clip
@@ -16,6 +15,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_awq)
 
 namespace {
 const char* model_file = "models/stories260K/stories260K.bin";
@@ -467,3 +467,5 @@ BOOST_AUTO_TEST_CASE(search_measures_each_layer_on_its_grid) {
         BOOST_TEST(std::abs(shared.error[k] - mixed.error[k]) > 1e-3 * mixed.error[k]);  // b on 4 bits is another search
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE backend
 // The backend handle: the CPU backend's products equal the kernels it wraps (every registry
 // format, bit for bit with the scalar oracle), and the model, calibration, GPTQ and evaluation
 // run every product through the backend they are given: a backend that records its calls and
@@ -15,6 +14,7 @@
 #include "qforge/pipelines/llama/quantize_model.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_backend)
 
 namespace {
 
@@ -391,3 +391,5 @@ BOOST_AUTO_TEST_CASE(calibration_gptq_and_evaluation_run_on_the_given_backend) {
     BOOST_TEST(sa.mean_nll() == sb.mean_nll());  // same kernels, same order: bit for bit
     BOOST_TEST(sa.mean_kl() == sb.mean_kl());
 }
+
+BOOST_AUTO_TEST_SUITE_END()

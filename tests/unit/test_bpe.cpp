@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE bpe
 #include <algorithm>
 #include <climits>
 #include <filesystem>
@@ -13,6 +12,7 @@
 #include "qforge/io/hf_tokenizer.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_bpe)
 
 namespace {
 const char* flores = "eval/flores200/devtest";
@@ -265,3 +265,5 @@ BOOST_AUTO_TEST_CASE(smollm2_matches_rescanning_reference, *boost::unit_test::pr
     }
     for (const auto& t : texts) BOOST_TEST_REQUIRE((tok.encode(t) == reference.encode(t)), t);  // letters: one pre-token
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE calibration
 #include <cmath>
 
 #include "common.hpp"
@@ -7,6 +6,7 @@
 
 using namespace qforge;
 namespace tt = boost::test_tools;
+BOOST_AUTO_TEST_SUITE(test_calibration)
 
 BOOST_AUTO_TEST_CASE(statistics_by_hand) {
     // X (3 tokens x 2 channels); X^T X = [[11, -4.5], [-4.5, 20.25]]
@@ -230,3 +230,5 @@ BOOST_AUTO_TEST_CASE(resuming_without_a_stopped_capture_is_refused) {
     lw.advance(b0, true);
     BOOST_CHECK_THROW(lw.capture(w.layers[1], site(llama::Site::mlp_hidden), true), InvalidArgument);  // a new block
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE codebook
 // Codebook grids (grids/) and their packed formats: the tables equal the published ones, the
 // scheme text names them, RTN rounds to the nearest level with the documented scale, GPTQ and
 // AWQ run on them, and packing is exact.
@@ -12,6 +11,7 @@
 #include "qforge/runtime/backend.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_codebook)
 
 namespace {
 std::vector<float> hessian_of_random_inputs(int cols, unsigned seed) {
@@ -279,3 +279,5 @@ BOOST_AUTO_TEST_CASE(nf4_double_quant_format) {
     BOOST_TEST(qtest::has_all(NF4_DQ::fault(bad), {"offset"}));
     BOOST_TEST(NF4_DQ::fault(p).empty());
 }
+
+BOOST_AUTO_TEST_SUITE_END()

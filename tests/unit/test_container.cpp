@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE container
 // qforge's native container: round trip bit for bit, per-tensor rules, tied heads, errors on
 // bad files, no partial output, and streaming quantization whose peak memory stays near one
 // weight (the source is larger than what the process ever holds).
@@ -20,6 +19,7 @@
 
 using namespace qforge;
 namespace fs = std::filesystem;
+BOOST_AUTO_TEST_SUITE(test_container)
 
 namespace {
 std::string tmp(const std::string& name) { return (fs::temp_directory_path() / name).string(); }
@@ -587,3 +587,5 @@ BOOST_AUTO_TEST_CASE(quantizing_source_memory_independent_of_depth) {
     BOOST_TEST(two < 8 * 64.0);  // far below the 8-block model's FP32 weights
 #endif
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE formats
 #include <random>
 
 #include "common.hpp"
@@ -10,6 +9,7 @@
 #include "qforge/quantizers/rtn.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_formats)
 
 static_assert(Format<Dense<2>> && Format<Dense<3>> && Format<Dense<4>> && Format<Dense<8>>);
 static_assert(Format<Q4_0> && Format<Q4_1> && Format<Q8_0>);
@@ -209,3 +209,5 @@ BOOST_AUTO_TEST_CASE(k_quants_round_trip_and_errors) {
     BOOST_TEST(back.sc[5] == 40);
     BOOST_TEST(back.m[5] == 17);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

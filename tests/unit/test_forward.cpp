@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE forward
 // The decoder against a straightforward implementation written here, on a tiny random
 // checkpoint this test writes (grouped-query attention, unshared classifier); batched prompt
 // processing against one-token decode; the FP32 vector kernels against the scalar oracle.
@@ -15,6 +14,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_forward)
 
 namespace {
 
@@ -421,3 +421,5 @@ BOOST_AUTO_TEST_CASE(attention_as_products_matches_one_token_decode) {
         BOOST_TEST(worst < 1e-4, isa_name(isa) << ": largest difference " << worst);
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

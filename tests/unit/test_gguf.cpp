@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE gguf
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include "qforge/quantizers/rtn.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_gguf)
 using io::GgufFile;
 
 namespace {
@@ -409,3 +409,5 @@ BOOST_AUTO_TEST_CASE(low_bit_blocks_by_hand) {
         BOOST_TEST(out[128] == -1.0f);
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

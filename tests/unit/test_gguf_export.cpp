@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE gguf_export
 // The GGUF writer and the model export: what is written reads back identically (metadata of every
 // type, tensors of every type written), exported weights equal qforge's own quantization of the
 // same weights byte for byte, rows that do not fit a block fall back to F16 and say so, and a
@@ -26,6 +25,7 @@
 
 using namespace qforge;
 namespace fs = std::filesystem;
+BOOST_AUTO_TEST_SUITE(test_gguf_export)
 
 namespace {
 std::string tmp(const std::string& name) { return (fs::temp_directory_path() / name).string(); }
@@ -558,3 +558,5 @@ BOOST_AUTO_TEST_CASE(rtn_matches_ggml_blocks, *boost::unit_test::precondition(ne
         }
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE gptq
 // GPTQ against independent truths: the blocked linear algebra against its definitions; H = I
 // gives RTN exactly; a straightforward double-precision OBS implementation (explicit inverse,
 // one column at a time, as the paper derives it) gives the same codes; a one-row case by hand;
@@ -10,6 +9,7 @@
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_gptq)
 
 namespace {
 
@@ -335,3 +335,5 @@ BOOST_AUTO_TEST_CASE(damping_dead_inputs_and_bad_input) {
     nan_h[5] = NAN;
     BOOST_CHECK_THROW(gptq_quantize(MatrixView<const float>(w.data(), rows, cols), nan_h, spec, {}), InvalidData);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

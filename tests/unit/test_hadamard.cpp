@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE hadamard
 // The randomized Hadamard transform: every built-in H_m is a Hadamard matrix (H Hᵀ = m I); T is
 // orthogonal (T then Tᵀ gives x back to 1e-6; T's columns against a dense T built by hand);
 // a linear layer's outputs are unchanged when its rows are transformed and its inputs too; every
@@ -15,6 +14,7 @@
 #include "qforge/sources/llama/source.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_hadamard)
 
 namespace {
 std::vector<float> normal(std::size_t n, unsigned seed) {
@@ -227,3 +227,5 @@ BOOST_AUTO_TEST_CASE(tiled_transpose_is_the_transpose) {
         }
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

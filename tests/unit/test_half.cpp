@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE half
 #include <immintrin.h>
 
 #include <bit>
@@ -9,6 +8,7 @@
 #include "qforge/core/half.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_half)
 
 BOOST_AUTO_TEST_CASE(known_values) {
     BOOST_TEST(float_to_half(0.5f) == 0x3800);
@@ -46,3 +46,5 @@ BOOST_AUTO_TEST_CASE(matches_f16c) {
         BOOST_TEST_REQUIRE(std::bit_cast<std::uint32_t>(half_to_float(hw)) == std::bit_cast<std::uint32_t>(_cvtsh_ss(hw)));
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE hf
 // Hugging Face checkpoints: a tiny sharded checkpoint this test writes (config.json, two
 // safetensors shards, an index; F16/BF16/F32 tensors; q/k in Hugging Face's rotate-half order)
 // loads into a model whose logits equal a straightforward double-precision forward that applies
@@ -22,6 +21,7 @@
 
 using namespace qforge;
 namespace fs = std::filesystem;
+BOOST_AUTO_TEST_SUITE(test_hf)
 
 namespace {
 
@@ -795,3 +795,5 @@ BOOST_AUTO_TEST_CASE(bad_gptq_checkpoints_name_file_and_layer) {
                                       "said to be symmetric"}));
     fs::remove_all(dir);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

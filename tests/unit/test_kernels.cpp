@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE kernels
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -10,6 +9,7 @@
 #include "qforge/runtime/dispatch.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_kernels)
 
 namespace {
 
@@ -471,3 +471,5 @@ BOOST_AUTO_TEST_CASE(quantize_sub_equals_the_scalar_definition) {
         }
     BOOST_TEST(checked >= 6 * act_sub_block);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

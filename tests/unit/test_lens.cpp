@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE lens
 // The logit lens' last layer is the model's own output: its mean p(next) and top-1 rate equal
 // those computed from Session logits; the lens agrees across instruction sets; bad input.
 #include <cmath>
@@ -8,6 +7,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_lens)
 
 BOOST_AUTO_TEST_CASE(last_layer_is_the_model_output) {
     const auto w = qtest::random_llama(qtest::tiny_config(3), 71);
@@ -44,3 +44,5 @@ BOOST_AUTO_TEST_CASE(last_layer_is_the_model_output) {
     BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1}, context, Backend::cpu(Isa::scalar)), InvalidArgument);
     BOOST_CHECK_THROW(llama::logit_lens(w, std::vector<int>{1, 999}, context, Backend::cpu(Isa::scalar)), InvalidArgument);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

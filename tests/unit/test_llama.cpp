@@ -1,11 +1,13 @@
-#define BOOST_TEST_MODULE llama
 #include <cmath>
 
 #include "common.hpp"
 #include "qforge/io/llama2c_tokenizer.hpp"
 #include "qforge/models/llama/model.hpp"
+#include "qforge/models/llama/sampler.hpp"
+#include "qforge/models/llama/evaluate.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_llama)
 
 namespace {
 const char* model_file = "models/stories260K/stories260K.bin";
@@ -79,8 +81,6 @@ BOOST_AUTO_TEST_CASE(packed_forward_matches_dequantized_forward,
     BOOST_TEST(greedy(packed, tok, 60, best_isa()) == greedy(reference, tok, 60, Isa::scalar));
 }
 
-#include "qforge/models/llama/sampler.hpp"
-
 BOOST_AUTO_TEST_CASE(temperature_zero_is_greedy) {
     const std::vector<float> logits{0.1f, 2.0f, -1.0f, 1.9f};
     llama::Sampler s(0.0f, 1.0f, 1);
@@ -112,8 +112,6 @@ BOOST_AUTO_TEST_CASE(sampled_frequencies_follow_the_softmax) {
     llama::Sampler nucleus(1.0f, 0.3f, 7);
     for (int i = 0; i < 100; ++i) BOOST_TEST(nucleus.next(logits) == 2);
 }
-
-#include "qforge/models/llama/evaluate.hpp"
 
 namespace {
 const char* story =
@@ -195,3 +193,5 @@ BOOST_AUTO_TEST_CASE(perplexity_windows_and_lockstep, *boost::unit_test::precond
         previous_kl = stats.mean_kl();
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE llama2c
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +7,7 @@
 #include "qforge/io/llama2c.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_llama2c)
 using qforge::io::Llama2cCheckpoint;
 
 namespace {
@@ -93,3 +93,5 @@ BOOST_AUTO_TEST_CASE(a_non_finite_weight_names_its_tensor) {
                m.find("non-finite") != std::string::npos;
     });
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE llama_gguf
 #include <cmath>
 #include <filesystem>
 
@@ -9,6 +8,7 @@
 
 using namespace qforge;
 namespace fs = std::filesystem;
+BOOST_AUTO_TEST_SUITE(test_llama_gguf)
 
 namespace {
 /// Whether the case file is there; when it is not, says so, and fails under QFORGE_REQUIRE_DATA=1.
@@ -103,3 +103,5 @@ BOOST_AUTO_TEST_CASE(smollm2_vocab_decodes_bytes, *boost::unit_test::preconditio
     BOOST_TEST_REQUIRE(space_the >= 0);
     BOOST_TEST(vocab.decode(space_the) == " the");
 }
+
+BOOST_AUTO_TEST_SUITE_END()

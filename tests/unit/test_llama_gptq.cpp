@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE llama_gptq
 // GPTQ on a whole model: stories260K quantized block by block on text sampled from the model
 // itself, evaluated on other samples: GPTQ's KL divergence from FP32 below RTN's at 3 and 2 bits;
 // act-order layers (columns in their own order) give the same logits packed as dequantized, and
@@ -16,6 +15,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_llama_gptq)
 
 namespace {
 const char* model_file = "models/stories260K/stories260K.bin";
@@ -236,3 +236,5 @@ BOOST_AUTO_TEST_CASE(pq_grids_on_stories260k, *boost::unit_test::precondition(qt
     // a PQ layer has no stored layout yet: refused by name, not written wrongly
     BOOST_CHECK_THROW(llama::layout_of(g.layers[0].wq), InvalidArgument);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

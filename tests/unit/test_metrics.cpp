@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE metrics
 #include <cmath>
 
 #include "common.hpp"
@@ -6,6 +5,7 @@
 #include "qforge/metrics/weight_error.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_metrics)
 
 BOOST_AUTO_TEST_CASE(weight_error_by_hand) {
     const std::vector<float> w{1, -2, 3, 4}, w_hat{1, -2.5f, 3, 3};
@@ -31,3 +31,5 @@ BOOST_AUTO_TEST_CASE(output_error_by_hand) {
                                    MatrixView<const float>(x3.data(), 1, 3)),
                       InvalidArgument);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE neurons
 // LAPE neuron selection on planted probabilities, activation probability against a hand count,
 // the random control, and the neuron-set file (round trip, errors).
 #include <filesystem>
@@ -9,6 +8,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_neurons)
 
 BOOST_AUTO_TEST_CASE(lape_on_planted_probabilities) {
     // 4 corpora, 3 layers x 50 neurons, probabilities ~0.3 everywhere except a few planted ones
@@ -107,3 +107,5 @@ BOOST_AUTO_TEST_CASE(neuron_file_round_trip_and_errors) {
         BOOST_TEST(std::string(e.what()).find("qf_neurons.json") != std::string::npos);
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE parallel
 // parallel_for: every index exactly once in contiguous chunks of at least a grain, small loops on
 // the calling thread, the first failing chunk's exception, nested loops serial, many back-to-back
 // calls and calls while busy threads compete; and the callers' results bit for bit the same
@@ -24,6 +23,7 @@
 #include "tiny_llama.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_parallel)
 
 namespace {
 
@@ -365,3 +365,5 @@ BOOST_AUTO_TEST_CASE(model_forward_and_perplexity_match_across_thread_counts) {
         BOOST_TEST((s == s1), "evaluate, threads " << threads);
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

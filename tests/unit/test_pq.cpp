@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE pq
 // Product quantization: k-means recovers separable clusters and is deterministic for a seed;
 // PQ codes pack and unpack exactly and the bits per weight follow from the stored bytes; with
 // d = 1 and a fixed codebook holding a scalar grid's levels GPTQ-PQ is scalar GPTQ bit for bit;
@@ -15,6 +14,7 @@
 #include "qforge/runtime/dispatch.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_pq)
 
 namespace {
 std::vector<float> normal(std::size_t n, unsigned seed, float sd = 1.0f) {
@@ -372,3 +372,5 @@ BOOST_AUTO_TEST_CASE(pq_weights_on_the_cpu_backend) {
         BOOST_CHECK_THROW(b.linear(lw, MatrixView<const float>(x.data(), 1, 95), MatrixView<float>(y.data(), 1, 130)), InvalidArgument);
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

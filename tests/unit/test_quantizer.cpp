@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE quantizer
 // The method extension point: compile-time schemes for every method equal the registry's runtime
 // path for the same text and the algorithm functions called directly with the same options, bit
 // for bit; the registry's errors name what is wrong.
@@ -8,6 +7,7 @@
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_quantizer)
 
 namespace {
 constexpr int rows = 24, cols = 96;
@@ -157,3 +157,5 @@ BOOST_AUTO_TEST_CASE(registry_lists_each_method_once_and_errors_name_the_problem
     BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([&] { quantize<Scheme<Awq, Int<4>, Group<32>>>(v, {&h, nullptr, nullptr}); }),
                               {"awq", "mean |x|"}));
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE rtn
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -11,6 +10,7 @@
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_rtn)
 
 namespace {
 QuantizedMatrix rtn(const std::vector<float>& w, int rows, int cols, QuantSpec spec, bool clip = false, int threads = 1) {
@@ -231,3 +231,5 @@ BOOST_AUTO_TEST_CASE(error_decreases_with_bits_on_real_weights,
         }
     }
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE salient
 // `,salient=P` (quantizers/salient.hpp): the kept channels are the top P% by H's diagonal and
 // hold fp16(W) exactly; the other columns are exactly GPTQ's result on (W_r, H_rr), act-order
 // composed; the layer's product equals X Ŵᵀ (double reference); bytes as documented; the
@@ -16,6 +15,7 @@
 #include "qforge/sources/llama/source.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_salient)
 
 namespace {
 struct Problem {
@@ -179,3 +179,5 @@ BOOST_AUTO_TEST_CASE(stories260k_kl, *boost::unit_test::precondition(qtest::need
         }
     BOOST_TEST(extra > 0u);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,9 +1,9 @@
-#define BOOST_TEST_MODULE scheme
 #include "common.hpp"
 #include "qforge/io/scheme_map.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_scheme)
 
 BOOST_AUTO_TEST_CASE(compile_time_scheme_text_and_spec) {
     using S = Scheme<Rtn, Int<4>, Group<128>, Asym>;
@@ -208,3 +208,5 @@ BOOST_AUTO_TEST_CASE(scheme_maps_round_trip_and_refuse_bad_files) {
     BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { io::read_scheme_map("/nonexistent/map.json"); }), {"/nonexistent/map.json", "cannot open"}));
     BOOST_TEST(qtest::has_all(qtest::error_of<FileError>([&] { io::read_scheme_map("/tmp"); }), {"/tmp", "is a directory"}));
 }
+
+BOOST_AUTO_TEST_SUITE_END()

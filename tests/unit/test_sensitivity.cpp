@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE sensitivity
 // Issue #17's sensitivity table and allocation on stories260K: Spearman's ρ against a
 // by-definition reference; the reference trace's KL against Session runs and kl_divergence
 // (an independent route); the proxies against their definitions on the site's activations;
@@ -18,6 +17,7 @@
 #include "qforge/pipelines/llama/quantize_model.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_sensitivity)
 
 namespace {
 const char* model_file = "models/stories260K/stories260K.bin";
@@ -337,3 +337,5 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
     bad.candidates[1] = parse_scheme("gptq:w3g32a");
     BOOST_CHECK_THROW(llama::allocate_bits(bad, llama::AllocationRequest{}), InvalidArgument);
 }
+
+BOOST_AUTO_TEST_SUITE_END()

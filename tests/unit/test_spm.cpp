@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE spm
 // SentencePiece-style BPE (GGUF "llama" tokenizers): a hand-built vocabulary, agreement with the
 // llama2.c tokenizer on the 32000-token Llama 2 vocabulary over FLORES text in ten languages,
 // and (peer label) with llama.cpp's own tokenizer on a GGUF written from that vocabulary.
@@ -13,6 +12,7 @@
 #include "qforge/io/spm_tokenizer.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_spm)
 
 namespace {
 const char* llama_tokenizer = "models/llama2-tokenizer/tokenizer.bin";
@@ -131,3 +131,5 @@ BOOST_AUTO_TEST_CASE(spm_matches_peer_ids, *boost::unit_test::precondition(needs
     BOOST_TEST(lines >= 1000u);
     BOOST_TEST_MESSAGE(lines << " FLORES lines: qforge's ids equal llama.cpp's");
 }
+
+BOOST_AUTO_TEST_SUITE_END()

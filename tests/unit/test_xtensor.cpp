@@ -1,4 +1,3 @@
-#define BOOST_TEST_MODULE xtensor
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xview.hpp>
 
@@ -6,6 +5,7 @@
 #include "qforge/core/xtensor.hpp"
 
 using namespace qforge;
+BOOST_AUTO_TEST_SUITE(test_xtensor)
 
 BOOST_AUTO_TEST_CASE(expressions_quantize_like_views) {
     const auto w = qtest::random_weights(6 * 80, 9);
@@ -33,3 +33,5 @@ BOOST_AUTO_TEST_CASE(wrong_rank_is_a_clear_error) {
     const xt::xtensor<float, 1> v = xt::ones<float>({8});
     BOOST_CHECK_THROW((quantize<Scheme<Rtn, Int<4>>>(v)), InvalidArgument);
 }
+
+BOOST_AUTO_TEST_SUITE_END()
