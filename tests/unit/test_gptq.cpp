@@ -336,4 +336,40 @@ BOOST_AUTO_TEST_CASE(damping_dead_inputs_and_bad_input) {
     BOOST_CHECK_THROW(gptq_quantize(MatrixView<const float>(w.data(), rows, cols), nan_h, spec, {}), InvalidData);
 }
 
+// A factor cache (QuantizeSettings::gptq_factor_cache, as the sensitivity table uses one per
+// block) changes no bit: the same schemes quantize the same codes with and without it; it holds
+// one factor per (H, order, damping), and another H of the same size is not taken for the first.
+BOOST_AUTO_TEST_CASE(factor_cache_changes_no_bit) {
+    const int rows = 24, cols = 96;
+    const auto x = correlated_inputs(300, cols, 11);
+    const auto h = hessian_of(x, 300, cols);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> w(std::size_t(rows) * std::size_t(cols));
+    for (auto& v : w) v = nd(rng);
+    const MatrixView<const float> wv(w.data(), rows, cols);
+    QuantizeSettings plain, cached;
+    cached.gptq_factor_cache = std::make_shared<detail::GptqFactorCache>();
+    const auto equal = [&](const QuantizedLayer& a, const QuantizedLayer& b) {
+        if (a.column_order != b.column_order) return false;
+        for (int r = 0; r < rows; ++r)
+            for (int k = 0; k < cols; ++k)
+                if (a.q.dequantize(r, k) != b.q.dequantize(r, k)) return false;
+        return true;
+    };
+    std::size_t expected_factors = 0;
+    for (const char* text : {"gptq:w4g32a", "gptq:w3g32a", "gptq:w2g16a", "gptq:w4g32a,act", "gptq:w3g32s,act"}) {
+        const auto s = parse_scheme(text);
+        const auto a = quantize(wv, s, {&h}, plain), b = quantize(wv, s, {&h}, cached);
+        BOOST_TEST(equal(a, b), text);
+        if (std::string(text) == "gptq:w4g32a" || std::string(text) == "gptq:w4g32a,act") ++expected_factors;  // a new order each
+        BOOST_TEST(cached.gptq_factor_cache->factors() == expected_factors, text);
+    }
+    auto h2 = h;
+    h2[5] *= 1.5f, h2[std::size_t(5) * std::size_t(cols)] *= 1.5f;  // still symmetric
+    const auto s = parse_scheme("gptq:w4g32a");
+    BOOST_TEST(equal(quantize(wv, s, {&h2}, plain), quantize(wv, s, {&h2}, cached)));
+    BOOST_TEST(cached.gptq_factor_cache->factors() == expected_factors + 1);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

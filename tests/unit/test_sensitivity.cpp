@@ -3,6 +3,7 @@
 // (an independent route); the proxies against their definitions on the site's activations;
 // an allocation's bytes equal to the quantized model's, within the budget, and its map, saved
 // and read back, quantizing the same model bit for bit.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
@@ -120,6 +121,36 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         BOOST_TEST(trace.block_output_error(l, w.layers[std::size_t(l)]) == 0.0);  // the reference's own block
     }
     BOOST_CHECK_THROW(trace.kl_with_block(5, w.layers[0]), InvalidArgument);
+}
+
+// A trace keeping the KL on the first positions runs the model over the sequences holding them
+// only; the other sequences' hidden states are filled a block at a time when read, or by
+// block_stats' pass in block order. Either way every state equals an eager trace's, bit for bit.
+BOOST_AUTO_TEST_CASE(lazily_filled_states_equal_the_eager_trace, *boost::unit_test::precondition(qtest::needs_data{model_file})) {
+    const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
+    const auto tokens = tokens_of(w, 300, 5);  // sequences of 128, 128 and a tail of 44
+    const llama::ReferenceTrace eager(w, tokens, calibration(128));
+    const llama::ReferenceTrace by_stats(w, tokens, calibration(128), 100), by_reads(w, tokens, calibration(128), 100);
+    const auto same = [](MatrixView<const float> a, MatrixView<const float> b) {
+        return a.rows == b.rows && a.cols == b.cols && std::equal(a.data, a.data + a.rows * a.cols, b.data);
+    };
+    const int L = w.config.n_layers;
+    for (int l = 0; l < L; ++l) {
+        // in block order, as measure_sensitivity reads it: the statistics' pass fills block l + 1's inputs
+        const auto s = by_stats.block_stats(l), e = eager.block_stats(l);
+        for (const auto site : {llama::Site::attention_input, llama::Site::attention_output, llama::Site::mlp_input, llama::Site::mlp_hidden})
+            BOOST_TEST((s.at(site).hessian() == e.at(site).hessian()), "block " << l << " site " << int(site));
+        BOOST_TEST(same(by_stats.block_output(l), eager.block_output(l)), "block " << l << " (filled by block_stats)");
+    }
+    // read last block first: every block before it is run on the later sequences
+    BOOST_TEST(same(by_reads.block_output(L - 1), eager.block_output(L - 1)));
+    for (int l = 0; l < L; ++l) BOOST_TEST(same(by_reads.hidden(l), eager.hidden(l)), "block " << l << " (filled when read)");
+    // the prefix's losses are the eager trace's; over every position, the states read are filled first
+    const auto rtn = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w2g32a")); });
+    const llama::ReferenceTrace fresh(w, tokens, calibration(128), 100);
+    BOOST_TEST(fresh.block_output_error(2, rtn.layers[2], 100) == eager.block_output_error(2, rtn.layers[2], 100));
+    BOOST_TEST(fresh.block_output_error(2, rtn.layers[2]) == eager.block_output_error(2, rtn.layers[2]));
+    BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100));
 }
 
 // AWQ advances through the FP32 block (AutoAWQ's convention), so every block of the pipeline sees

@@ -55,6 +55,8 @@ struct GptqOptions {
     bool clip_search = false; ///< MSE clip search for each group's grid
     ClipSearch search{};
     Backend backend;  ///< Cholesky GEMMs, the lazy-batch updates' FP32 kernels, row threads
+    /// where set, H's checked diagonal and U come from (and go to) this memo (gptq_factor.hpp)
+    std::shared_ptr<detail::GptqFactorCache> factor_cache;
 };
 
 struct GptqResult {
@@ -88,7 +90,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     require_int_shape(w.rows, w.cols, "GPTQ weight matrix");
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols);
-    auto hd = detail::hessian_diagonal(hessian, C, "GPTQ");
+    auto hd = o.factor_cache ? o.factor_cache->diagonal(hessian, C, "GPTQ") : detail::hessian_diagonal(hessian, C, "GPTQ");
     const std::vector<float>& diag = hd.diag;
     const std::vector<bool>& dead = hd.dead;
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
@@ -111,7 +113,8 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
             }
     }, grain_for(C));
 
-    auto factor = detail::gptq_inverse_factor(hessian, order, diag, o.damp, o.backend);
+    auto factor = o.factor_cache ? o.factor_cache->factor(hessian, order, diag, o.damp, o.backend)
+                                 : detail::gptq_inverse_factor(hessian, order, diag, o.damp, o.backend);
     std::vector<float>& u = factor.u;
     res.note += factor.note;
     res.damp = factor.damp;
@@ -250,6 +253,7 @@ inline GptqOptions gptq_options(const RuntimeScheme& s, const QuantizeSettings& 
     g.clip_search = clip;
     g.search = o.clip_search;
     g.backend = o.backend;
+    g.factor_cache = o.gptq_factor_cache;
     return g;
 }
 

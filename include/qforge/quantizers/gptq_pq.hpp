@@ -42,6 +42,8 @@ struct GptqPqOptions {
     /// levels with d = 1 make GPTQ-PQ scalar GPTQ (the check); its values are rounded to storage.
     const std::vector<float>* fixed_codebook = nullptr;
     Backend backend;             ///< the factorisation's and the lazy batches' products, row-block threads
+    /// where set, H's checked diagonal and U come from (and go to) this memo (gptq_factor.hpp)
+    std::shared_ptr<detail::GptqFactorCache> factor_cache;
 };
 
 struct GptqPqResult {
@@ -69,7 +71,8 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
     PqMatrix& q = res.q;
     std::vector<float> wk(R * C);
     // without a Hessian (plain PQ of `pq_quantize`): every dimension weighs 1, no input is dead
-    auto hd = hessian ? detail::hessian_diagonal(*hessian, C, "GPTQ-PQ") : detail::HessianDiagonal{std::vector<float>(C, 1.0f), std::vector<bool>(C, false), 0};
+    auto hd = hessian ? (o.factor_cache ? o.factor_cache->diagonal(*hessian, C, "GPTQ-PQ") : detail::hessian_diagonal(*hessian, C, "GPTQ-PQ"))
+                      : detail::HessianDiagonal{std::vector<float>(C, 1.0f), std::vector<bool>(C, false), 0};
     const std::vector<float>& diag = hd.diag;
     const std::vector<bool>& dead = hd.dead;
     res.dead_columns = hd.dead_count;
@@ -82,7 +85,8 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
     if (o.error_feedback) {
         std::vector<int> order(C);
         for (std::size_t i = 0; i < C; ++i) order[i] = int(i);
-        auto f = detail::gptq_inverse_factor(*hessian, order, diag, o.damp, o.backend);
+        auto f = o.factor_cache ? o.factor_cache->factor(*hessian, order, diag, o.damp, o.backend)
+                                : detail::gptq_inverse_factor(*hessian, order, diag, o.damp, o.backend);
         u = std::move(f.u);
         res.damp = f.damp;
         res.note += f.note;
@@ -197,6 +201,7 @@ inline GptqPqOptions gptq_pq_options(const RuntimeScheme& s, const QuantizeSetti
     p.damp = s.options.damp;
     p.block_size = o.gptq_block;
     p.backend = o.backend;
+    p.factor_cache = o.gptq_factor_cache;
     return p;
 }
 

@@ -28,6 +28,10 @@
 
 namespace qforge {
 
+namespace detail {
+class GptqFactorCache;  // quantizers/gptq_factor.hpp
+}
+
 /// Settings of the MSE clip search: shrink factors 1 - max_shrink * i / grid, i = 0..grid.
 struct ClipSearch {
     int grid = 20;
@@ -53,6 +57,9 @@ struct QuantizeSettings {
     bool awq_clip = true;       ///< AWQ: search each group's clipping range after scaling
     int awq_search_rows = 512;  ///< AWQ: output rows per layer the α search measures (0: all)
     int awq_coarse_step = 5;    ///< AWQ: the α search's coarse step (1: every grid point; AwqOptions::coarse_step)
+    /// GPTQ, GPTQ-PQ: a memo of H's checked diagonal and inverse factor, for a caller quantizing
+    /// the same inputs with several schemes (measure_sensitivity); null: computed every time
+    std::shared_ptr<detail::GptqFactorCache> gptq_factor_cache = nullptr;
 };
 
 /// One quantized layer. Ŵ = the dequantized codes (`q`, or `pq` for a product-quantization grid), column k holding original column

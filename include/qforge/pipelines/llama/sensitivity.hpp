@@ -61,6 +61,13 @@ namespace qforge::llama {
 /// first `kl_tokens` positions, the only ones a KL is measured on. Every sequence starts at
 /// position 0. Memory: 4 · (tokens · (blocks + 1) · dim + kl tokens · vocab) bytes (SmolLM2-135M
 /// on 2048 tokens, all of them for the KL: 0.55 GB; 256 for the KL: 0.19 GB).
+///
+/// The construction runs the whole model over the sequences that hold the KL positions only; the
+/// hidden states of later sequences are filled a block at a time when first read, and
+/// `block_stats(l)` fills block l + 1's from the pass it makes anyway, so a table built in block
+/// order (measure_sensitivity) runs the reference once over those tokens, not twice (SmolLM2,
+/// 2048 tokens, 256 for the KL: the trace 3.0 s -> ~0.8 s). The same blocks run on the same
+/// sequences either way, so every value is the same.
 class ReferenceTrace {
 public:
     /// Runs `reference` (which must outlive the trace) over `tokens` cut into sequences of
@@ -83,18 +90,19 @@ public:
         p_dot_l_.resize(K);
         p_sum_.resize(K);
         log_z_.resize(K);
+        // the embedding rows are block 0's input, for every sequence
+        for (std::size_t t = 0; t < T; ++t) {
+            const int tok = tokens[t];
+            if (tok < 0 || tok >= c.vocab_size) throw InvalidArgument("calibration token id " + std::to_string(tok) + " out of range");
+            std::copy_n(ref_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, hidden_.begin() + std::ptrdiff_t(t * D));
+        }
         std::size_t offset = 0;
-        for (std::size_t i = 0; i < sequences.size(); ++i) {
+        for (std::size_t i = 0; i < sequences.size() && offset < K; ++i) {
             const auto seq = sequences[i];
             const std::size_t n = seq.size();
-            // the embedding rows are block 0's input; every later block's input is the residual
-            // stream after the previous block, taken by running the blocks one at a time
-            std::vector<float> x(n * D);
-            for (std::size_t t = 0; t < n; ++t) {
-                const int tok = seq[t];
-                if (tok < 0 || tok >= c.vocab_size) throw InvalidArgument("calibration token id " + std::to_string(tok) + " out of range");
-                std::copy_n(ref_.token_embedding.begin() + std::ptrdiff_t(std::size_t(tok) * D), D, x.begin() + std::ptrdiff_t(t * D));
-            }
+            // every later block's input is the residual stream after the previous block, taken by
+            // running the blocks one at a time
+            std::vector<float> x(hidden_.begin() + std::ptrdiff_t(offset * D), hidden_.begin() + std::ptrdiff_t((offset + n) * D));
             run_from(0, ref_, nullptr, x.data(), int(n), offset, hidden_.data());
             // the head only where a KL is measured (on SmolLM2 it costs about eight blocks)
             const std::size_t kept = std::min(n, K - std::min(K, offset));
@@ -116,6 +124,10 @@ public:
             offset += n;
             if (options_.progress) options_.progress(long(i + 1), long(sequences.size()));
         }
+        // [0, covered_): every block's states; later positions: block 0's until filled
+        covered_ = offset;
+        filled_ = covered_ == T ? c.n_layers : 0;
+        if (options_.progress) options_.progress(long(sequences.size()), long(sequences.size()));
     }
 
     const Weights& reference() const noexcept { return ref_; }
@@ -125,16 +137,19 @@ public:
     long kl_tokens() const noexcept { return kl_tokens_; }
     std::size_t bytes() const noexcept { return (hidden_.size() + p_.size()) * sizeof(float) + 3 * p_dot_l_.size() * sizeof(double); }
 
-    /// The reference's hidden states entering block l, tokens x dim.
+    /// The reference's hidden states entering block l, tokens x dim (filled first if they are not).
     MatrixView<const float> hidden(int l) const {
         check_layer(l);
+        fill_to(l);
         const std::size_t T = std::size_t(tokens_), D = std::size_t(ref_.config.dim);
         return {hidden_.data() + std::size_t(l) * T * D, T, D};
     }
 
-    /// The reference block l's outputs on hidden(l): the residual stream leaving it, tokens x dim.
+    /// The reference block l's outputs on hidden(l): the residual stream leaving it, tokens x dim
+    /// (filled first if they are not).
     MatrixView<const float> block_output(int l) const {
         check_layer(l);
+        fill_to(l + 1);
         const std::size_t T = std::size_t(tokens_), D = std::size_t(ref_.config.dim);
         return {hidden_.data() + std::size_t(l + 1) * T * D, T, D};
     }
@@ -151,7 +166,7 @@ public:
         for_each_sequence(l, counted, [&](std::size_t offset, int n, float* x) {
             fit_cache();
             run_block(c, block, l, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
-            const float* ref = block_output(l).data + offset * D;
+            const float* ref = output_rows(l, counted) + offset * D;
             for (std::size_t i = 0; i < std::size_t(n) * D; ++i) {
                 const double d = double(x[i]) - double(ref[i]);
                 sum += d * d;
@@ -170,10 +185,16 @@ public:
         const Observer observer = [&](int, Site site, MatrixView<const float> x) {
             if (site != Site::mlp_gate) stats.at(site).add(x, options_.backend);
         };
-        for_each_sequence(l, tokens_, [&](std::size_t, int n, float* x) {
+        // the pass is block l's reference pass: where block l + 1's inputs are not filled yet, it fills them
+        if (std::size_t(tokens_) > covered_) fill_to(l);
+        const bool fills = filled_ == l;
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim);
+        for_each_sequence(l, tokens_, [&](std::size_t offset, int n, float* x) {
             fit_cache();
             run_block(c, ref_.layers[std::size_t(l)], l, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, &observer);
+            if (fills && offset >= covered_) std::copy_n(x, std::size_t(n) * D, hidden_.data() + std::size_t(l + 1) * T * D + offset * D);
         });
+        if (fills) filled_ = l + 1;
         return stats;
     }
 
@@ -210,6 +231,36 @@ private:
         if (kc_.size() != n) kc_.assign(n, 0.0f), vc_.assign(n, 0.0f);
     }
 
+    /// Block l's input rows, valid for the first `counted` positions (filled first where needed).
+    const float* input_rows(int l, long counted) const {
+        if (std::size_t(counted) > covered_) fill_to(l);
+        return hidden_.data() + std::size_t(l) * std::size_t(tokens_) * std::size_t(ref_.config.dim);
+    }
+    /// Block l's output rows, valid for the first `counted` positions.
+    const float* output_rows(int l, long counted) const {
+        if (std::size_t(counted) > covered_) fill_to(l + 1);
+        return hidden_.data() + std::size_t(l + 1) * std::size_t(tokens_) * std::size_t(ref_.config.dim);
+    }
+    /// Makes the inputs of blocks 0..b complete at every position: runs block filled_, then the
+    /// next, on the positions from covered_ on, sequence by sequence as the construction does.
+    void fill_to(int b) const {
+        const Config& c = ref_.config;
+        const std::size_t T = std::size_t(tokens_), D = std::size_t(c.dim);
+        for (; filled_ < b; ++filled_) {
+            const int l = filled_;
+            std::size_t offset = 0;
+            for (const int n : lengths_) {
+                if (offset >= covered_) {
+                    float* x = hidden_.data() + std::size_t(l + 1) * T * D + offset * D;
+                    std::copy_n(hidden_.data() + std::size_t(l) * T * D + offset * D, std::size_t(n) * D, x);
+                    fit_cache();
+                    run_block(c, ref_.layers[std::size_t(l)], l, x, n, 0, kc_.data(), vc_.data(), rope(), scratch_, options_.backend, nullptr);
+                }
+                offset += std::size_t(n);
+            }
+        }
+    }
+
     /// Runs blocks l.. of `model` (block l replaced by `replace` when given) on x (n x dim,
     /// in place); with `record` ((blocks + 1) x tokens x dim), stores each block's input, and the
     /// last block's output, at rows [offset, offset + n) of its slice.
@@ -242,13 +293,13 @@ private:
     template <class F>
     void for_each_sequence(int l, long counted, F&& f) const {
         const std::size_t D = std::size_t(ref_.config.dim);
-        const auto in = hidden(l);
+        const float* in = input_rows(l, counted);
         std::vector<float> x;
         std::size_t offset = 0;
         for (const int whole : lengths_) {
             if (long(offset) >= counted) break;
             const int n = int(std::min<long>(whole, counted - long(offset)));
-            x.assign(in.data + offset * D, in.data + (offset + std::size_t(n)) * D);
+            x.assign(in + offset * D, in + (offset + std::size_t(n)) * D);
             f(offset, n, x.data());
             offset += std::size_t(n);
         }
@@ -282,7 +333,10 @@ private:
     CalibrationOptions options_;
     std::vector<int> lengths_;
     long tokens_ = 0, kl_tokens_ = 0;
-    std::vector<float> hidden_, p_;
+    mutable std::vector<float> hidden_;  // later sequences' rows filled when first read (fill_to)
+    std::vector<float> p_;
+    std::size_t covered_ = 0;  // positions whose states are all filled by the construction
+    mutable int filled_ = 0;   // blocks 0..filled_'s inputs are filled at every position
     std::vector<double> p_dot_l_, p_sum_, log_z_;
     // work buffers of the runs (the trace is used from one thread at a time)
     mutable std::vector<float> kc_, vc_, normed_, logits_;
@@ -466,10 +520,13 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         const BlockStats stats = trace.block_stats(l);
         // GPTQ and the proxies read the Hessians; an AWQ-only table would not (AWQ forms its own)
         const BlockHessians h = all_scaled || (!o.proxies && !any_hessian) ? BlockHessians{} : block_hessians(stats);
+        // the candidates share the block's Hessians: each is checked and factorised once
+        QuantizeSettings settings = o.settings;
+        settings.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
         for (std::size_t k = 0; k < K; ++k) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
             std::string note;
-            const Layer q = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], o.settings, &note);
+            const Layer q = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], settings, &note);
             if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
             UnitLoss sum;
             // an activation-scaled block stores W diag(s) (and rows scaled by the next group's s):
