@@ -66,8 +66,8 @@ namespace qforge::llama {
 /// hidden states of later sequences are filled a block at a time when first read, and
 /// `block_stats(l)` fills block l + 1's from the pass it makes anyway, so a table built in block
 /// order (measure_sensitivity) runs the reference once over those tokens, not twice (SmolLM2,
-/// 2048 tokens, 256 for the KL: the trace 3.0 s -> ~0.8 s). The same blocks run on the same
-/// sequences either way, so every value is the same.
+/// 2048 tokens, 256 for the KL: `qforge allocate`'s trace phase, the model's loading included,
+/// 5.0 -> 2.3 s). The same blocks run on the same sequences either way, so every value is the same.
 class ReferenceTrace {
 public:
     /// Runs `reference` (which must outlive the trace) over `tokens` cut into sequences of
