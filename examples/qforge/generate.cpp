@@ -29,7 +29,7 @@ int run(const GenerateOptions& opt) {
     qforge::llama::Weights quantized;
     const qforge::llama::Weights* weights = &model.weights();
     if (!opt.scheme.empty()) {
-        const auto scheme = qforge::parse_scheme(opt.scheme);
+        const auto scheme = parse_scheme_option(opt.scheme);
         if (qforge::method_of(scheme).needs_calibration())
             throw CLI::ValidationError("--scheme", "generate quantizes with RTN only; " +
                                        std::string(scheme.pq || scheme.options.hadamard || scheme.options.salient > 0.0f

@@ -43,7 +43,7 @@ struct LensOptions {
 
 int run(const LensOptions& opt) {
     std::optional<qforge::RuntimeScheme> scheme;
-    if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    if (!opt.scheme.empty()) scheme = parse_scheme_option(opt.scheme);
     auto model = Model::open(opt.model);
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
     const qforge::Backend backend = qforge::Backend::best_cpu(opt.threads);

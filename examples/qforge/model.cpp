@@ -313,7 +313,8 @@ void Progress::update(double done, double total, const std::string& note) {
     const double f = total > 0 ? std::min(1.0, done / total) : 0.0;
     const int width = 28, filled = int(f * width + 0.5);
     const double eta = f > 0 ? elapsed * (1 - f) / f : 0.0;
-    std::fprintf(stderr, "%s%-32.32s [%s%s] %5.1f%% %6.1fs eta %5.1fs %-28.28s%s", terminal ? "\r" : "", label_.c_str(),
+    // the whole label: cut to a column, "gptq:w4g128a,act,damp=0.1" read as damp=0
+    std::fprintf(stderr, "%s%-32s [%s%s] %5.1f%% %6.1fs eta %5.1fs %-28.28s%s", terminal ? "\r" : "", label_.c_str(),
                  std::string(std::size_t(filled), '#').c_str(), std::string(std::size_t(width - filled), '.').c_str(), 100 * f, elapsed, eta,
                  note.c_str(), terminal ? "" : "\n");
     std::fflush(stderr);
@@ -334,7 +335,7 @@ void Progress::finish() {
     static const bool terminal = isatty(fileno(stderr)) != 0;
     if (!current_.empty()) phase("");  // closes the last phase
     if (drawn_ && terminal) std::fprintf(stderr, "\n");
-    if (drawn_ && !terminal) std::fprintf(stderr, "%-32.32s done in %.1f s\n", label_.c_str(), now() - start_);
+    if (drawn_ && !terminal) std::fprintf(stderr, "%-32s done in %.1f s\n", label_.c_str(), now() - start_);
     if (drawn_ && phases_.size() > 1) {
         std::string line;
         for (const auto& [name, seconds] : phases_)

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <qforge/core/parallel.hpp>
+#include <qforge/quantizers/registry.hpp>
 #include <qforge/io/output_path.hpp>
 
 namespace cli {
@@ -129,6 +130,14 @@ void print_json(const qforge::io::Json& value) {
     const std::string text = value.dump();
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fputc('\n', stdout);
+}
+
+qforge::RuntimeScheme parse_scheme_option(const std::string& text, const std::string& option) {
+    try {
+        return qforge::parse_scheme(text);
+    } catch (const qforge::InvalidArgument& e) {
+        throw CLI::ValidationError(option, e.what());
+    }
 }
 
 }  // namespace cli

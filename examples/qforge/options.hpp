@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include <qforge/core/scheme.hpp>
 #include <qforge/io/json.hpp>
 
 namespace cli {
@@ -70,5 +71,9 @@ public:
 private:
     qforge::io::Json::Object members_;
 };
+
+/// qforge::parse_scheme for the value of `option`: a bad scheme is a usage error naming the
+/// option and the value (CLI::ValidationError, exit 2), as CLI11 reports its own checks.
+qforge::RuntimeScheme parse_scheme_option(const std::string& text, const std::string& option = "--scheme");
 
 }  // namespace cli

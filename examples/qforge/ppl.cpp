@@ -39,7 +39,7 @@ int run(const PplOptions& opt) {
     std::string scheme_text = "none";
     const bool compare = !opt.scheme.empty();
     if (compare) {
-        const auto scheme = qforge::parse_scheme(opt.scheme);
+        const auto scheme = parse_scheme_option(opt.scheme);
         if (qforge::method_of(scheme).needs_calibration())
             throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
         scheme_text = qforge::to_string(scheme);

@@ -145,7 +145,7 @@ int run(QuantizeOptions opt) {
         overrides.emplace_back(rule.substr(0, eq), action);
     }
     std::optional<qforge::RuntimeScheme> scheme;
-    if (!opt.scheme.empty()) scheme = qforge::parse_scheme(opt.scheme);
+    if (!opt.scheme.empty()) scheme = parse_scheme_option(opt.scheme);
     // --scheme-map: the run's scheme and each listed tensor's own (written by hand, or by a bit allocation)
     std::optional<qforge::io::SchemeMap> scheme_map;
     if (!opt.scheme_map.empty()) {

@@ -51,7 +51,7 @@ int run(const WeightsOptions& opt) {
                    "rtn:w3g128a,clip", "rtn:w3g64s,clip", "rtn:w2g64a", "rtn:w2g64a,clip"};
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) {
-        parsed.push_back(qforge::parse_scheme(s));
+        parsed.push_back(parse_scheme_option(s));
         if (qforge::method_of(parsed.back()).needs_calibration())
             throw CLI::ValidationError("--scheme", "weights measures schemes that need no calibration (rtn) only, got '" + s + "'");
         for (std::size_t i = 0; i + 1 < parsed.size(); ++i)  // a repeated row would be measured and shown twice

@@ -140,6 +140,12 @@ else
 fi
 # row 12: an option no format can store is not in the grammar
 expect_error "'f32' is not offered" "$q" eval --scheme rtn:w4g32a,f32
+# a bad scheme is a usage error naming the option and the value, in every subcommand that takes one
+for sub in eval ppl lens generate weights; do
+  expect_error "--scheme: bad scheme 'gptq:w5g7q': unknown zero-point letter 'q'" "$q" $sub --scheme gptq:w5g7q
+done
+expect_error "--scheme: bad scheme 'gptq:w5g7q': unknown zero-point letter 'q'" "$q" quantize --scheme gptq:w5g7q --out "$tmp/never.qf"
+[ ! -e "$tmp/never.qf" ] || fail "a refused quantize left $tmp/never.qf"
 
 # row 9: the model's own add-BOS setting (SmolLM2: tokenizer.ggml.add_bos_token = false), with an override
 "$q" generate --model "$M" --prompt Hello --max-tokens 1 --json > "$tmp/b.json" 2>/dev/null
