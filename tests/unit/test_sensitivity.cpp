@@ -4,12 +4,14 @@
 // an allocation's bytes equal to the quantized model's, within the budget, and its map, saved
 // and read back, quantizing the same model bit for bit.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
 #include <random>
 
 #include "common.hpp"
+#include "tiny_llama.hpp"
 #include "qforge/io/llama2c.hpp"
 #include "qforge/metrics/rank_correlation.hpp"
 #include "qforge/models/llama/size.hpp"
@@ -151,6 +153,44 @@ BOOST_AUTO_TEST_CASE(lazily_filled_states_equal_the_eager_trace, *boost::unit_te
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2], 100) == eager.block_output_error(2, rtn.layers[2], 100));
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2]) == eager.block_output_error(2, rtn.layers[2]));
     BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100));
+}
+
+// The candidates of a block are quantized side by side, each on one thread: the table is the
+// same bits on 1 and 2 threads. Layers of 256 and 384 columns: OpenBLAS factorises matrices that
+// size on its threads when asked to, with other roundings than on one (what the candidates ran
+// on before, and what this checks against).
+BOOST_AUTO_TEST_CASE(the_table_is_the_same_on_one_and_two_threads) {
+    auto c = qtest::tiny_config(2);
+    c.dim = 256, c.hidden_dim = 384, c.n_heads = 4, c.n_kv_heads = 2, c.vocab_size = 64, c.seq_len = 64;
+    const auto w = qtest::random_llama(c, 7);
+    const auto tokens = qtest::random_tokens(192, c.vocab_size, 3);
+    const std::vector<RuntimeScheme> candidates{parse_scheme("gptq:w3g64a"), parse_scheme("gptq:w4g64a"), parse_scheme("gptq:w4g64a,act"),
+                                                parse_scheme("rtn:w4g64a"), parse_scheme("awq:w3g64a")};
+    std::vector<llama::SensitivityTable> tables;
+    for (const int threads : {1, 2}) {
+        llama::CalibrationOptions co;
+        co.sequence_length = 64;
+        co.backend = Backend::cpu(best_isa(), threads);
+        const llama::ReferenceTrace trace(w, tokens, co);
+        llama::SensitivityOptions so;
+        so.settings.backend = co.backend;
+        so.anchor = 0;
+        tables.push_back(llama::measure_sensitivity(trace, candidates, so));
+    }
+    const auto bits = [](double v) { return std::bit_cast<std::uint64_t>(v); };  // NaN equal to itself
+    const auto same = [&](const llama::UnitLoss& a, const llama::UnitLoss& b) {
+        return bits(a.kl) == bits(b.kl) && bits(a.weight) == bits(b.weight) && bits(a.hessian_diag) == bits(b.hessian_diag) &&
+               bits(a.output) == bits(b.output) && bits(a.block_output) == bits(b.block_output) && bits(a.anchored) == bits(b.anchored) &&
+               a.bytes == b.bytes && a.params == b.params;
+    };
+    for (std::size_t k = 0; k < candidates.size(); ++k)
+        for (int l = 0; l < c.n_layers; ++l) {
+            BOOST_TEST(same(tables[0].block[k][std::size_t(l)], tables[1].block[k][std::size_t(l)]), to_string(candidates[k]) << " block " << l);
+            for (std::size_t i = 0; i < 7; ++i)
+                BOOST_TEST(same(tables[0].linear[k][std::size_t(l)][i], tables[1].linear[k][std::size_t(l)][i]),
+                           to_string(candidates[k]) << " block " << l << " linear " << i);
+        }
+    BOOST_TEST(tables[0].block[0][0].kl > 0.0);
 }
 
 // AWQ advances through the FP32 block (AutoAWQ's convention), so every block of the pipeline sees

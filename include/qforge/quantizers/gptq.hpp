@@ -90,7 +90,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
     require_int_shape(w.rows, w.cols, "GPTQ weight matrix");
     const int rows = int(w.rows), cols = int(w.cols);
     const std::size_t C = std::size_t(cols);
-    auto hd = o.factor_cache ? o.factor_cache->diagonal(hessian, C, "GPTQ") : detail::hessian_diagonal(hessian, C, "GPTQ");
+    auto hd = detail::hessian_diagonal(o.factor_cache.get(), hessian, C, "GPTQ");
     const std::vector<float>& diag = hd.diag;
     const std::vector<bool>& dead = hd.dead;
     if (!(o.damp >= 0.0f) || o.block_size < 1) throw InvalidArgument("GPTQ: damping must be >= 0 and the block size >= 1");
@@ -113,8 +113,7 @@ inline GptqResult gptq_quantize(MatrixView<const float> w, const std::vector<flo
             }
     }, grain_for(C));
 
-    auto factor = o.factor_cache ? o.factor_cache->factor(hessian, order, diag, o.damp, o.backend)
-                                 : detail::gptq_inverse_factor(hessian, order, diag, o.damp, o.backend);
+    auto factor = detail::gptq_inverse_factor(o.factor_cache.get(), hessian, order, diag, o.damp, o.backend);
     std::vector<float>& u = factor.u;
     res.note += factor.note;
     res.damp = factor.damp;

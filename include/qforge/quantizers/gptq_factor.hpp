@@ -2,7 +2,6 @@
 /// @file
 /// What GPTQ and GPTQ-PQ (quantizers/gptq.hpp, gptq_pq.hpp) share before their column loops: the
 /// Hessian's checks and dead inputs, and U, the upper Cholesky factor of the damped H⁻¹.
-#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -86,11 +85,12 @@ inline GptqFactor gptq_inverse_factor(const std::vector<float>& hessian, const s
 
 /// What GPTQ derives from H alone — the checked diagonal and U — kept for a caller that quantizes
 /// the same inputs with several schemes (the sensitivity table's candidates: four GPTQ grids on
-/// one block's Hessians factorised it four times, about 6% of `qforge allocate`'s samples on
+/// one block's Hessians factorised it four times, about 7% of `qforge allocate`'s samples on
 /// SmolLM2). An entry is found by H's whole contents, the processing order and the damping asked
 /// for, which are all the factorisation reads, so a hit is the value it would compute. Entries
 /// live as long as the cache (one block's, in measure_sensitivity); calls may come from several
-/// threads.
+/// threads, and one asking for a factor that another is computing waits for it rather than
+/// computing it again.
 class GptqFactorCache {
 public:
     /// hessian_diagonal(hessian, C, who), computed once per H.
@@ -107,6 +107,7 @@ public:
     }
     /// gptq_inverse_factor(hessian, order, diag, damp, backend), computed once per (H, order, damp).
     GptqFactor factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp, const Backend& backend) {
+        const std::lock_guard computing(compute_mutex_);
         {
             std::lock_guard lock(mutex_);
             for (const auto& e : factors_)
@@ -134,9 +135,20 @@ private:
         GptqFactor value;
     };
     mutable std::mutex mutex_;
+    std::mutex compute_mutex_;  // held while a factor is computed (factorisations one at a time)
     std::vector<std::unique_ptr<DiagonalEntry>> diagonals_;
     std::vector<std::unique_ptr<FactorEntry>> factors_;
 };
+
+/// hessian_diagonal through `cache` when there is one.
+inline HessianDiagonal hessian_diagonal(GptqFactorCache* cache, const std::vector<float>& hessian, std::size_t C, const char* who) {
+    return cache ? cache->diagonal(hessian, C, who) : hessian_diagonal(hessian, C, who);
+}
+/// gptq_inverse_factor through `cache` when there is one.
+inline GptqFactor gptq_inverse_factor(GptqFactorCache* cache, const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag,
+                                      float damp, const Backend& backend) {
+    return cache ? cache->factor(hessian, order, diag, damp, backend) : gptq_inverse_factor(hessian, order, diag, damp, backend);
+}
 }  // namespace detail
 
 }  // namespace qforge

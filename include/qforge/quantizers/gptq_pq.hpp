@@ -71,7 +71,7 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
     PqMatrix& q = res.q;
     std::vector<float> wk(R * C);
     // without a Hessian (plain PQ of `pq_quantize`): every dimension weighs 1, no input is dead
-    auto hd = hessian ? (o.factor_cache ? o.factor_cache->diagonal(*hessian, C, "GPTQ-PQ") : detail::hessian_diagonal(*hessian, C, "GPTQ-PQ"))
+    auto hd = hessian ? detail::hessian_diagonal(o.factor_cache.get(), *hessian, C, "GPTQ-PQ")
                       : detail::HessianDiagonal{std::vector<float>(C, 1.0f), std::vector<bool>(C, false), 0};
     const std::vector<float>& diag = hd.diag;
     const std::vector<bool>& dead = hd.dead;
@@ -85,8 +85,7 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
     if (o.error_feedback) {
         std::vector<int> order(C);
         for (std::size_t i = 0; i < C; ++i) order[i] = int(i);
-        auto f = o.factor_cache ? o.factor_cache->factor(*hessian, order, diag, o.damp, o.backend)
-                                : detail::gptq_inverse_factor(*hessian, order, diag, o.damp, o.backend);
+        auto f = detail::gptq_inverse_factor(o.factor_cache.get(), *hessian, order, diag, o.damp, o.backend);
         u = std::move(f.u);
         res.damp = f.damp;
         res.note += f.note;

@@ -41,6 +41,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -475,6 +476,14 @@ inline UnitLoss linear_proxies(const Linear& w, const Linear& q, const std::vect
     return u;
 }
 
+/// `b` on one thread when it is the CPU backend (its instruction set and BLAS choice kept);
+/// nullopt for another backend (a device runs its own parallel work) or one already on one thread.
+inline std::optional<Backend> one_thread_cpu(const Backend& b) {
+    const auto* cpu = dynamic_cast<const CpuBackend*>(&b.implementation());
+    if (!cpu || b.threads() == 1) return std::nullopt;
+    return Backend::cpu(cpu->isa(), 1, cpu->uses_blas());
+}
+
 /// The table for `candidates` (each rtn, gptq, awq or awq+gptq; InvalidArgument for TWQ, before any work).
 /// The reference's block linears must be FP32. Blocks run one at a time: one block's Hessians
 /// are held, and each candidate's quantized block only while it is measured.
@@ -523,33 +532,55 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         // the candidates share the block's Hessians: each is checked and factorised once
         QuantizeSettings settings = o.settings;
         settings.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
-        for (std::size_t k = 0; k < K; ++k) {
-            if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
-            std::string note;
-            const Layer q = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], settings, &note);
-            if (o.note && !note.empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + note);
-            UnitLoss sum;
+        // Quantizing a block is partly serial (GPTQ's column loop, AWQ's per-group searches), so
+        // on a CPU the candidates run side by side, each on one thread (alone on its own,
+        // copied backend: the same bits whether the pool runs the tasks or they run in turn,
+        // and at any thread count, which LAPACK's threaded factorisations would not give).
+        // The passes through the trace after them stay in order on every thread.
+        const std::optional<Backend> one = K > 1 ? one_thread_cpu(o.settings.backend) : std::nullopt;
+        if (one) settings.backend = *one;
+        std::vector<Layer> quantized(K);
+        std::vector<std::string> notes(K);
+        const auto quantize_candidate = [&](std::size_t k) {
+            quantized[k] = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], settings, &notes[k]);
             // an activation-scaled block stores W diag(s) (and rows scaled by the next group's s):
             // W − Ŵ is no error of it, so its proxies are not defined (NaN); its bytes are. Proxies
             // not asked for are NaN too
             const bool scaled = find_method(candidates[k].method).info.pipeline == Pipeline::activation_scaled;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const auto m = block_linears[i].member;
-                UnitLoss u;
+                UnitLoss& u = t.linear[k][std::size_t(l)][i];
                 if (scaled || !o.proxies) {
                     u.weight = u.hessian_diag = u.output = std::numeric_limits<double>::quiet_NaN();
-                    u.bytes = (q.*m).bytes();
+                    u.bytes = (quantized[k].*m).bytes();
                     u.params = std::uint64_t((block.*m).rows()) * std::uint64_t((block.*m).cols());
                 } else {
-                    u = linear_proxies(block.*m, q.*m, h[std::size_t(input_site(block_linears[i].short_name))], o.settings.backend);
+                    u = linear_proxies(block.*m, quantized[k].*m, h[std::size_t(input_site(block_linears[i].short_name))], settings.backend);
                 }
+            }
+        };
+        if (one) {
+            if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + std::to_string(K) + " candidates");
+            parallel_for(K, o.settings.backend.threads(), [&](std::size_t k0, std::size_t k1) {
+                for (std::size_t k = k0; k < k1; ++k) quantize_candidate(k);
+            });
+        }
+        for (std::size_t k = 0; k < K; ++k) {
+            if (!one) {
+                if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
+                quantize_candidate(k);
+            }
+            const Layer& q = quantized[k];
+            if (o.note && !notes[k].empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + notes[k]);
+            UnitLoss sum;
+            for (std::size_t i = 0; i < block_linears.size(); ++i) {
+                UnitLoss& u = t.linear[k][std::size_t(l)][i];
                 if (o.measure_linears) {
-                    Layer one = block;
-                    one.*m = q.*m;
-                    u.kl = trace.kl_with_block(l, one, measured);
+                    Layer one_linear = block;
+                    one_linear.*block_linears[i].member = q.*block_linears[i].member;
+                    u.kl = trace.kl_with_block(l, one_linear, measured);
                 }
                 sum += u;
-                t.linear[k][std::size_t(l)][i] = u;
             }
             sum.block_output = trace.block_output_error(l, q, measured);
             if (o.measure_blocks || int(k) == o.anchor) sum.kl = trace.kl_with_block(l, q, measured);
