@@ -372,4 +372,31 @@ BOOST_AUTO_TEST_CASE(factor_cache_changes_no_bit) {
     BOOST_TEST(cached.gptq_factor_cache->factors() == expected_factors + 1);
 }
 
+// The factorisation's rounding does not depend on the thread count: on OpenBLAS, spotrf and
+// strtri run on one thread (their threaded versions round otherwise, from about 150 columns),
+// so GPTQ gives the same codes on 1, 2 and 3 threads. 320 columns, over that size.
+BOOST_AUTO_TEST_CASE(the_same_codes_on_any_thread_count) {
+    const int rows = 64, cols = 320;
+    const auto x = correlated_inputs(700, cols, 21);
+    const auto h = hessian_of(x, 700, cols);
+    std::mt19937 rng(6);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> w(std::size_t(rows) * std::size_t(cols));
+    for (auto& v : w) v = nd(rng);
+    const MatrixView<const float> wv(w.data(), rows, cols);
+    for (const char* text : {"gptq:w4g64a", "gptq:w3g64a,act"}) {
+        std::vector<std::vector<float>> deq;
+        for (const int threads : {1, 2, 3}) {
+            QuantizeSettings o;
+            o.backend = Backend::cpu(best_isa(), threads);
+            const auto q = quantize(wv, parse_scheme(text), {&h}, o);
+            auto& d = deq.emplace_back();
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) d.push_back(q.q.dequantize(r, k));
+        }
+        BOOST_TEST((deq[0] == deq[1]), text << ": 1 and 2 threads");
+        BOOST_TEST((deq[0] == deq[2]), text << ": 1 and 3 threads");
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -246,23 +246,27 @@ void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda,
     });
 }
 
-// Row-major lower = column-major upper: LAPACK is called with 'U' on the same memory.
-bool cholesky_lower(int threads, int n, float* a) {
+// Row-major lower = column-major upper: LAPACK is called with 'U' on the same memory. On one
+// thread whatever `threads` says: OpenBLAS 0.3.21's threaded spotrf and strtri round otherwise
+// than its single-threaded ones (from about 150 columns; checked for 192 to 4096), which made
+// GPTQ's codes depend on the thread count. One thread costs 1-3 ms more for SmolLM2's 1536
+// columns and about 0.2 s for 4096 (2026-12-07).
+bool cholesky_lower(int /*threads*/, int n, float* a) {
     if (n == 0) return true;
     const Library& lib = library();
     int info = 0;
-    with_native_threads(lib, threads, [&] { lib.spotrf("U", &n, a, &n, &info, 1); });
+    lib.spotrf("U", &n, a, &n, &info, 1);
     if (info != 0) return false;
     for (int i = 0; i < n; ++i)
         for (int j = i + 1; j < n; ++j) a[std::size_t(i) * std::size_t(n) + std::size_t(j)] = 0.0f;
     return true;
 }
 
-void invert_lower(int threads, int n, float* l) {
+void invert_lower(int /*threads*/, int n, float* l) {
     if (n == 0) return;
     const Library& lib = library();
     int info = 0;
-    with_native_threads(lib, threads, [&] { lib.strtri("U", "N", &n, l, &n, &info, 1, 1); });  // info > 0: a zero diagonal, excluded by the contract
+    lib.strtri("U", "N", &n, l, &n, &info, 1, 1);  // one thread: see cholesky_lower  // info > 0: a zero diagonal, excluded by the contract
 }
 
 }  // namespace qforge::blas
