@@ -248,7 +248,7 @@ int run(const EvalCliOptions& opt) {
         }
         Progress bar("quantize " + qforge::to_string(scheme));
         const auto start = std::chrono::steady_clock::now();
-        if (qforge::method_of(scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        if (qforge::needs_calibration(scheme) && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         add_row({qforge::to_string(scheme), family_of(scheme), quantize_model(reference.weights, scheme, calib, opt.calib, backend, bar, model.path())}, bar, start);
     }
     // per-tensor scheme maps (written by hand, or by a bit allocation): one row each
@@ -257,14 +257,14 @@ int run(const EvalCliOptions& opt) {
         // an allocation's map records the calibration tokens its model was measured with: another
         // count builds another model from the same map (said, not refused: both are legitimate)
         for (const auto& [key, value] : map.extra)
-            if (key == "allocation" && qforge::method_of(map.scheme).needs_calibration())
+            if (key == "allocation" && qforge::llama::run_pipeline(map.scheme, map.tensors) != qforge::Pipeline::independent)
                 if (const auto* n = value.find("calibration_tokens"); n && n->is_number() && long(n->as_double()) != opt.calib.calib_tokens)
                     std::fprintf(stderr, "note: %s was allocated with %ld calibration tokens; this run quantizes it with %ld "
                                          "(--calib-tokens %ld builds the model the allocation measured)\n",
                                  path.c_str(), long(n->as_double()), long(opt.calib.calib_tokens), long(n->as_double()));
         Progress bar("quantize " + label);
         const auto start = std::chrono::steady_clock::now();
-        if (qforge::method_of(map.scheme).needs_calibration() && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        if (qforge::llama::run_pipeline(map.scheme, map.tensors) != qforge::Pipeline::independent && calib.empty()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         auto mo = model_quantize_options(reference.weights.config, map.scheme, opt.calib, backend, bar);
         mo.tensor_schemes = map.tensors;
         qforge::llama::Weights q;

@@ -30,7 +30,7 @@ int run(const GenerateOptions& opt) {
     const qforge::llama::Weights* weights = &model.weights();
     if (!opt.scheme.empty()) {
         const auto scheme = parse_scheme_option(opt.scheme);
-        if (qforge::method_of(scheme).needs_calibration())
+        if (qforge::needs_calibration(scheme))
             throw CLI::ValidationError("--scheme", "generate quantizes with RTN only; " +
                                        std::string(scheme.pq || scheme.options.hadamard || scheme.options.salient > 0.0f
                                                        ? "PQ, ',had' and ',salient=' models cannot be written yet, so evaluate " + qforge::to_string(scheme) + " with 'qforge eval'"

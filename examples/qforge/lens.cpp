@@ -54,7 +54,7 @@ int run(const LensOptions& opt) {
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, backend));
     if (scheme) {
         std::vector<int> calib;
-        if (qforge::method_of(*scheme).needs_calibration()) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
+        if (qforge::needs_calibration(*scheme)) calib = calibration_tokens(opt.calib, model, text_path, tokens.size());
         Progress bar("quantize " + qforge::to_string(*scheme));
         const auto q = quantize_model(reference, *scheme, calib, opt.calib, backend, bar, model.path());
         bar.finish();

@@ -40,7 +40,7 @@ int run(const PplOptions& opt) {
     const bool compare = !opt.scheme.empty();
     if (compare) {
         const auto scheme = parse_scheme_option(opt.scheme);
-        if (qforge::method_of(scheme).needs_calibration())
+        if (qforge::needs_calibration(scheme))
             throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
         scheme_text = qforge::to_string(scheme);
         auto fp32 = qforge::llama::dequantized_weights(reference);

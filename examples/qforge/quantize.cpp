@@ -139,7 +139,7 @@ int run(QuantizeOptions opt) {
         if (action != "f32" && action != "keep" && action != "f16") {
             const auto s = qforge::parse_scheme(action);
             if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--override", "'" + rule + "': " + why);
-            if (qforge::method_of(s).needs_calibration())
+            if (qforge::needs_calibration(s))
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         }
         overrides.emplace_back(rule.substr(0, eq), action);
@@ -224,7 +224,7 @@ int run(QuantizeOptions opt) {
     // --imatrix: RTN rounds as llama-quantize does with it (the 32-weight GGUF grids)
     std::optional<qforge::io::Imatrix> imatrix;
     if (!opt.imatrix.empty()) {
-        if (scheme && qforge::method_of(*scheme).needs_calibration())
+        if (scheme && qforge::needs_calibration(*scheme))
             throw CLI::ValidationError("--imatrix", "weights RTN's rounding (as llama-quantize); " + qforge::to_string(*scheme) +
                                                         " calibrates on its own statistics (--calib)");
         imatrix = qforge::io::Imatrix::load(opt.imatrix);
@@ -250,7 +250,7 @@ int run(QuantizeOptions opt) {
     std::unique_ptr<qforge::llama::QuantizingSource> calibrated;
     std::unique_ptr<Progress> calibrated_bar;
     if (scheme) {
-        if (qforge::method_of(*scheme).needs_calibration()) {
+        if (qforge::needs_calibration(*scheme)) {
             // an override on a block linear would act on the calibrated method's output (f32 = its
             // dequantized weights, rtn = quantized twice): refused, naming the tensor
             for (int l = 0; l < model.source().config().n_layers; ++l)

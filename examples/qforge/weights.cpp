@@ -52,7 +52,7 @@ int run(const WeightsOptions& opt) {
     std::vector<qforge::RuntimeScheme> parsed;
     for (const auto& s : schemes) {
         parsed.push_back(parse_scheme_option(s));
-        if (qforge::method_of(parsed.back()).needs_calibration())
+        if (qforge::needs_calibration(parsed.back()))
             throw CLI::ValidationError("--scheme", "weights measures schemes that need no calibration (rtn) only, got '" + s + "'");
         for (std::size_t i = 0; i + 1 < parsed.size(); ++i)  // a repeated row would be measured and shown twice
             if (parsed[i] == parsed.back()) throw CLI::ValidationError("--scheme", qforge::to_string(parsed.back()) + " is given twice");

@@ -318,7 +318,16 @@ json "$tmp/sal.json" 'd["rows"][1]["label"] == "gptq:w3g32a,salient=3"' \
   'd["rows"][1]["bits_per_weight"] > d["rows"][0]["bits_per_weight"] + 0.3'
 expect_error "',salient=' layers cannot be written" "$q" quantize --scheme gptq:w3g32a,salient=1 --out "$tmp/sal.safetensors"
 [ ! -e "$tmp/sal.safetensors" ] || fail "a refused quantize left an output file"
-expect_error "salient=.*is for gptq" "$q" eval --scheme rtn:w4g32a,salient=1
+# RTN and AWQ keep salient channels too (RTN calibrates to find them): lower KLD than without
+"$q" eval --max-tokens 300 --calib-tokens 512 --scheme rtn:w3g32a --scheme rtn:w3g32a,salient=3 --scheme awq:w3g32a,salient=3 --json > "$tmp/rsal.json" \
+  || fail "eval rtn/awq ,salient="
+json "$tmp/rsal.json" 'd["rows"][1]["label"] == "rtn:w3g32a,salient=3"' 'd["rows"][1]["kld"] < d["rows"][0]["kld"]' \
+  'd["rows"][1]["bits_per_weight"] > d["rows"][0]["bits_per_weight"] + 0.3' 'd["rows"][2]["bits_per_weight"] == d["rows"][1]["bits_per_weight"]'
+# an allocation mixing RTN with and without kept channels: its map checked through the calibrated pipeline
+"$q" allocate --candidates rtn:w3g32a,rtn:w3g32a,salient=3 --target-bpw 4 --calib-tokens 256 --json > "$tmp/alr.json" \
+  || fail "allocate rtn candidates with and without salient channels"
+json "$tmp/alr.json" 'd["allocations"][0]["measured_kl"] is not None and d["allocations"][0]["measured_kl"] > 0'
+expect_error "salient=' keeps original input channels" "$q" eval --scheme rtn:w4g32a,salient=1,had
 # eval --compare (#17): another file of the same model as a row, its block linears as stored: the
 # reference written as F32 GGUF scores as the reference (KLD 0, its PPL); a Q4_0 export's row has
 # the bits per weight its writer reported; a file of another model is refused naming it

@@ -1,8 +1,8 @@
 // `,salient=P` (quantizers/salient.hpp): the kept channels are the top P% by H's diagonal and
 // hold fp16(W) exactly; the other columns are exactly GPTQ's result on (W_r, H_rr), act-order
 // composed; the layer's product equals X Ŵᵀ (double reference); bytes as documented; the
-// scheme text round-trips and its bad combinations are refused; on stories260K the kept
-// channels lower GPTQ's 3-bit KL divergence.
+// scheme text round-trips and its bad combinations are refused; RTN and AWQ keep the same
+// channels; on stories260K the kept channels lower GPTQ's, RTN's and AWQ's 3-bit KL divergence.
 #include <algorithm>
 #include <numeric>
 #include <random>
@@ -12,6 +12,7 @@
 #include "qforge/models/llama/evaluate.hpp"
 #include "qforge/models/llama/size.hpp"
 #include "qforge/pipelines/llama/gptq.hpp"
+#include "qforge/pipelines/llama/quantize_model.hpp"
 #include "qforge/sources/llama/source.hpp"
 
 using namespace qforge;
@@ -61,7 +62,19 @@ BOOST_AUTO_TEST_CASE(scheme_text) {
         BOOST_TEST((parse_scheme(to_string(s)) == s));
     }
     BOOST_TEST(to_string(parse_scheme("gptq:w3g128a,salient=1")) == "gptq:w3g128a,salient=1");
-    for (const char* bad : {"rtn:w4g32a,salient=1", "awq:w4g128a,salient=1", "gptq:w3g128a,salient=0", "gptq:w3g128a,salient=60",
+    // any method: RTN then calibrates (the kept channels are picked by H's diagonal); the others
+    // keep their pipelines
+    for (const char* text : {"rtn:w4g32a,salient=1", "awq:w4g128a,salient=1", "awq+gptq:w3g128a,salient=2"})
+        BOOST_TEST((parse_scheme(to_string(parse_scheme(text))) == parse_scheme(text)), text);
+    BOOST_TEST((pipeline_of(parse_scheme("rtn:w4g32a,salient=1")) == Pipeline::sequential_hessian));
+    BOOST_TEST((pipeline_of(parse_scheme("rtn:w4g32a")) == Pipeline::independent));
+    BOOST_TEST((pipeline_of(parse_scheme("awq:w4g128a,salient=1")) == Pipeline::activation_scaled));
+    BOOST_TEST(needs_calibration(parse_scheme("rtn:w4g32a,salient=1")));
+    BOOST_TEST(!needs_calibration(parse_scheme("rtn:w4g32a")));
+    BOOST_TEST((llama::run_pipeline(parse_scheme("rtn:w4g32a"), {{"blk.0.attn_q.weight", parse_scheme("rtn:w3g32a,salient=2")}}) ==
+                Pipeline::sequential_hessian));
+    BOOST_TEST((llama::run_pipeline(parse_scheme("rtn:w4g32a"), {{"blk.0.attn_q.weight", parse_scheme("rtn:w3g32a")}}) == Pipeline::independent));
+    for (const char* bad : {"rtn:w4g32a,salient=1,had", "awq:q4_0,salient=1", "rtn:pq2n64g1024,salient=1", "gptq:w3g128a,salient=0", "gptq:w3g128a,salient=60",
                             "gptq:w3g128a,salient=x", "gptq:w3g128a,salient=", "gptq:w3g128a,had,salient=1", "gptq:pq2n64g1024,salient=1",
                             "gptq:q4_k,salient=1", "gptq:w3g128a,salient=1,salient=2"})
         BOOST_CHECK_THROW(parse_scheme(bad), InvalidArgument);
@@ -149,6 +162,60 @@ BOOST_AUTO_TEST_CASE(kept_channels_and_the_rest) {
     BOOST_CHECK_THROW(quantize(MatrixView<const float>(p.w.data(), p.rows, p.cols), parse_scheme("gptq:w3g64a,salient=2"), none), InvalidArgument);
 }
 
+// RTN keeping salient channels: the same channels as GPTQ would keep (H's diagonal), the rest
+// exactly RTN's codes on W_r (its groups counted along the remaining columns); without a Hessian
+// refused, and quantize_linear (no calibration) refuses the scheme.
+BOOST_AUTO_TEST_CASE(rtn_and_awq_keep_the_same_channels) {
+    const auto p = problem(32, 192, 256, 4);
+    LayerCalibration c;
+    c.hessian = &p.h;
+    const MatrixView<const float> wv(p.w.data(), p.rows, p.cols);
+    const auto by_gptq = quantize(wv, parse_scheme("gptq:w3g32a,salient=3"), c);
+    for (const char* text : {"rtn:w3g32a,salient=3", "rtn:w4g64s,salient=3"}) {
+        const auto s = parse_scheme(text);
+        const auto r = quantize(wv, s, c);
+        BOOST_TEST(r.wide_columns == by_gptq.wide_columns, boost::test_tools::per_element());
+        BOOST_TEST(r.wide_columns.size() == 6u);  // 3% of 192
+        std::vector<int> rest;
+        for (int j = 0; j < int(p.cols); ++j)
+            if (!std::binary_search(r.wide_columns.begin(), r.wide_columns.end(), j)) rest.push_back(j);
+        std::vector<float> wr(p.rows * rest.size());
+        for (std::size_t i = 0; i < p.rows; ++i)
+            for (std::size_t k = 0; k < rest.size(); ++k) wr[i * rest.size() + k] = p.w[i * p.cols + std::size_t(rest[k])];
+        auto plain = s;
+        plain.options.salient = 0.0f;
+        const auto alone = quantize(MatrixView<const float>(wr.data(), p.rows, rest.size()), plain);
+        BOOST_TEST((alone.q.codes == r.q.codes), text);
+        BOOST_TEST((alone.q.scales == r.q.scales), text);
+        const auto w_hat = r.dequantize();
+        for (std::size_t i = 0; i < p.rows; ++i)
+            for (const int j : r.wide_columns) BOOST_TEST(w_hat[i * p.cols + std::size_t(j)] == round_to_half(p.w[i * p.cols + std::size_t(j)]));
+        BOOST_CHECK_THROW(quantize(wv, s, LayerCalibration{}), InvalidArgument);
+        const llama::Linear fp(llama::Fp32Matrix{int(p.rows), int(p.cols), p.w});
+        BOOST_CHECK_THROW(llama::quantize_linear(fp, s), InvalidArgument);
+    }
+    // AWQ's final rounding (the activation-scaled pipeline's, on the scaled weights and the scaled
+    // inputs' Hessian): the same channels by that Hessian, the rest AWQ's rounding of W_r on H_rr
+    const auto s = parse_scheme("awq:w3g32a,salient=3");
+    const auto r = find_method("awq").round(wv, s, c, QuantizeSettings{});
+    BOOST_TEST(r.wide_columns == by_gptq.wide_columns, boost::test_tools::per_element());
+    std::vector<int> rest;
+    for (int j = 0; j < int(p.cols); ++j)
+        if (!std::binary_search(r.wide_columns.begin(), r.wide_columns.end(), j)) rest.push_back(j);
+    std::vector<float> wr(p.rows * rest.size()), hr(rest.size() * rest.size());
+    for (std::size_t i = 0; i < p.rows; ++i)
+        for (std::size_t k = 0; k < rest.size(); ++k) wr[i * rest.size() + k] = p.w[i * p.cols + std::size_t(rest[k])];
+    for (std::size_t i = 0; i < rest.size(); ++i)
+        for (std::size_t k = 0; k < rest.size(); ++k) hr[i * rest.size() + k] = p.h[std::size_t(rest[i]) * p.cols + std::size_t(rest[k])];
+    auto plain = s;
+    plain.options.salient = 0.0f;
+    LayerCalibration cr;
+    cr.hessian = &hr;
+    const auto alone = find_method("awq").round(MatrixView<const float>(wr.data(), p.rows, rest.size()), plain, cr, QuantizeSettings{});
+    BOOST_TEST((alone.q.codes == r.q.codes));
+    BOOST_TEST((alone.q.scales == r.q.scales));
+}
+
 BOOST_AUTO_TEST_CASE(stories260k_kl, *boost::unit_test::precondition(qtest::needs_data{"models/stories260K/stories260K.bin"})) {
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path("models/stories260K/stories260K.bin")));
     std::mt19937_64 rng(3);
@@ -178,6 +245,25 @@ BOOST_AUTO_TEST_CASE(stories260k_kl, *boost::unit_test::precondition(qtest::need
             extra += l.wide()->columns.size() * (4 + 2 * std::size_t(l.rows()));
         }
     BOOST_TEST(extra > 0u);
+
+    // RTN (calibrated for its channels, the GPTQ pipeline's block order) and AWQ (kept channels in
+    // its final rounding): lower KL than without, every block linear with its channels
+    for (const auto& [without, with] : {std::pair{"rtn:w3g32a", "rtn:w3g32a,salient=3"}, std::pair{"awq:w3g32a", "awq:w3g32a,salient=3"}}) {
+        const auto a = llama::quantize_model(w, calib, parse_scheme(without), o), b = llama::quantize_model(w, calib, parse_scheme(with), o);
+        const double kl_a = llama::evaluate(a, &w, eval, e).mean_kl(), kl_b = llama::evaluate(b, &w, eval, e).mean_kl();
+        BOOST_TEST_MESSAGE(without << " KL " << kl_a << " at " << llama::block_bits_per_weight(a) << " bpw; " << with << " KL " << kl_b << " at "
+                                   << llama::block_bits_per_weight(b) << " bpw");
+        BOOST_TEST(kl_b < kl_a, with);
+        BOOST_TEST(llama::block_bits_per_weight(b) > llama::block_bits_per_weight(a));
+        for (const auto& L : b.layers)
+            for (const auto& bl : llama::block_linears) {
+                const auto& l = L.*bl.member;
+                BOOST_REQUIRE(l.wide());
+                BOOST_TEST(l.wide()->columns.size() == std::size_t(salient_count(3.0f, l.cols())));
+            }
+    }
+    // without calibration tokens RTN with salient channels is refused before any work
+    BOOST_CHECK_THROW(llama::quantize_model(w, {}, parse_scheme("rtn:w3g32a,salient=3"), o), InvalidArgument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -128,7 +128,7 @@ struct SchemeOptions {
     float damp = 0.01f;          ///< GPTQ only: fraction of the mean Hessian diagonal
     bool hadamard = false;       ///< `,had`: a randomized Hadamard transform on the inputs (rtn, gptq)
     /// `,salient=P`: the P% input channels of largest activation magnitude kept in FP16, the rest
-    /// on the grid (quantizers/salient.hpp; gptq). 0: none.
+    /// on the grid (quantizers/salient.hpp; any method: RTN then calibrates to find them). 0: none.
     float salient = 0.0f;
     friend constexpr bool operator==(const SchemeOptions&, const SchemeOptions&) = default;
 };
@@ -352,8 +352,6 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
             if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
             s.options.damp = d;
         } else if (opt.substr(0, 8) == "salient=") {
-            if (s.method != "gptq")
-                return fail("option 'salient=' is for gptq (it picks input channels by the activation magnitudes of GPTQ's Hessian)");
             const std::string value(opt.substr(8));
             char* end = nullptr;
             const float p = std::strtof(value.c_str(), &end);

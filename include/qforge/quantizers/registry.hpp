@@ -3,7 +3,7 @@
 /// The one runtime registry of methods: the text form of a scheme (`gptq:w4g128a,act`) reaches
 /// the same `quantizer<Tag>` specialisations as `quantize<Scheme<Gptq, ...>>`. Adding a method
 /// means one file in quantizers/ and one tag in `Methods` below; nothing else compares method
-/// names (model drivers read `MethodInfo`, the CLI asks `info.needs_calibration()`).
+/// names (model drivers read `MethodInfo` and `pipeline_of`, the CLI asks `needs_calibration(scheme)`).
 #include <array>
 #include <span>
 #include <string>
@@ -74,7 +74,9 @@ constexpr MethodEntry method_entry() {
                   "qforge: a method of the activation_scaled pipeline must give its quantizer a round(...) (the final "
                   "quantizer on scaled weights)");
     MethodEntry e{Tag::info, &with_block_fallback<&with_salient<&with_hadamard<&quantizer<Tag>::quantize>>>, nullptr};
-    if constexpr (requires { &quantizer<Tag>::round; }) e.round = &with_block_fallback<&quantizer<Tag>::round>;
+    // the activation-scaled pipeline's final rounding keeps salient channels too (picked by the
+    // scaled inputs' H diagonal, the Hessian it is given)
+    if constexpr (requires { &quantizer<Tag>::round; }) e.round = &with_block_fallback<&with_salient<&quantizer<Tag>::round>>;
     return e;
 }
 template <class... Tags>
@@ -104,6 +106,18 @@ inline RuntimeScheme parse_scheme(std::string_view text) { return parse_scheme(t
 
 /// The method facts of a parsed scheme.
 inline const MethodInfo& method_of(const RuntimeScheme& s) { return find_method(s.method).info; }
+
+/// The pipeline a scheme runs in: its method's, except that `,salient=P` on a method that needs
+/// no calibration (RTN) runs in the sequential-Hessian one: the kept channels are picked by their
+/// inputs' mean square (H's diagonal), which only calibration gives. RTN itself ignores the
+/// Hessian, so its other columns are rounded as without calibration.
+inline Pipeline pipeline_of(const RuntimeScheme& s) {
+    const Pipeline p = method_of(s).pipeline;
+    return p == Pipeline::independent && s.options.salient > 0.0f ? Pipeline::sequential_hessian : p;
+}
+
+/// Whether quantizing with `s` needs calibration tokens (pipeline_of is not independent).
+inline bool needs_calibration(const RuntimeScheme& s) { return pipeline_of(s) != Pipeline::independent; }
 
 /// Quantizes one layer with a scheme known at run time: the same specialisation, bit for bit, as
 /// `quantize<S>` for the compile-time scheme with that text.

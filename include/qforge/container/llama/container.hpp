@@ -382,7 +382,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
         if (action == "f32") out = {"f32", {}, rows, cols};
         else if (action != "keep") {
             const auto scheme = parse_scheme(action);
-            if (method_of(scheme).needs_calibration() && !o.quantize)
+            if (needs_calibration(scheme) && !o.quantize)
                 throw InvalidArgument(src.label() + ": tensor " + name + ": scheme '" + action + "' needs a quantizer for method '" +
                                       scheme.method + "'");
             out = with_tensor_context(src.label(), name, [&] { return scheme_layout(scheme, rows, cols); });

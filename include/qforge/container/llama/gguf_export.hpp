@@ -119,7 +119,7 @@ inline GgufExportReport write_gguf(const ModelSource& src, const std::string& pa
             type = *t;
         } else {
             const auto scheme = parse_scheme(action);
-            if (method_of(scheme).needs_calibration() && !o.quantize)
+            if (needs_calibration(scheme) && !o.quantize)
                 throw InvalidArgument(src.label() + ": tensor " + name + ": scheme '" + action + "' needs a quantizer for method '" +
                                       scheme.method + "'");
             action = to_string(scheme);

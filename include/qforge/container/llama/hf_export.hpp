@@ -110,7 +110,7 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
                                   "' asks for it unquantized");
         } else {
             const auto scheme = parse_scheme(action);
-            if (method_of(scheme).needs_calibration() && !o.quantize)
+            if (needs_calibration(scheme) && !o.quantize)
                 throw InvalidArgument(src.label() + ": tensor " + name + ": scheme '" + action + "' needs a quantizer for method '" + scheme.method + "'");
             action = to_string(scheme);
             l = with_tensor_context(src.label(), name, [&] { return scheme_layout(scheme, rows, cols); });

@@ -429,7 +429,7 @@ inline Linear quantize_linear(const Linear& layer, const RuntimeScheme& scheme, 
     if (!fp32) throw InvalidArgument("quantize_linear: the layer is already quantized");
     if (!layer.input_order().empty()) throw InvalidArgument("quantize_linear: the layer has a column order; dequantize it first");
     const MethodEntry& method = find_method(scheme.method);
-    if (method.info.needs_calibration())
+    if (needs_calibration(scheme))
         throw InvalidArgument("quantize_linear: scheme '" + to_string(scheme) + "' needs calibration (llama::quantize_model)");
     QuantizeSettings o;
     o.backend = backend;

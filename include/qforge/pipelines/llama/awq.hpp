@@ -174,7 +174,7 @@ inline Layer awq_block_from_stats(const BlockStats& stats, Layer& scaled, int l,
             LayerCalibration calib;
             calib.hessian = m.h;
             const auto res = method.round(w, o.scheme_for(block_linear_name(l, m.m), scheme), calib, settings);
-            return packed_linear(res.q, res.column_order);
+            return packed_linear(res);  // its column order and any channels kept in FP16 (,salient=)
         });
         // the next block's inputs go through the quantized layer: its scaled FP32 form is not needed again
         if (method.info.advance_quantized) scaled.*m.m = dequantized_linear(q.*m.m, settings.backend);

@@ -145,8 +145,8 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
 /// are kept. `model`'s block linears must be FP32 (dequantize packed sources first).
 inline Weights gptq_quantize_model(const Weights& model, std::span<const int> tokens, const RuntimeScheme& scheme,
                                    const ModelQuantizeOptions& o = {}) {
-    if (method_of(scheme).pipeline != Pipeline::sequential_hessian)
-        throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not of the sequential-Hessian pipeline (gptq)");
+    if (pipeline_of(scheme) != Pipeline::sequential_hessian)
+        throw InvalidArgument("gptq_quantize_model: scheme '" + to_string(scheme) + "' is not of the sequential-Hessian pipeline (gptq, rtn with ',salient=')");
     check_tensor_schemes(model.config, scheme, o);
     Weights out = model;
     LayerwiseCalibration cal(model, tokens, o.calibration);

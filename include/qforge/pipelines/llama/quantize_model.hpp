@@ -1,7 +1,8 @@
 #pragma once
 /// @file
-/// One entry point for quantizing a Llama decoder with any scheme: the method's pipeline
-/// (MethodInfo::pipeline, from the registry) picks the block driver — every layer on its own
+/// One entry point for quantizing a Llama decoder with any scheme: the scheme's pipeline
+/// (run_pipeline: MethodInfo::pipeline from the registry, or the sequential-Hessian one for RTN
+/// keeping salient channels) picks the block driver — every layer on its own
 /// (independent), GPTQ's sequential Hessians (pipelines/llama/gptq.hpp), or AWQ's folded scales
 /// (pipelines/llama/awq.hpp). Embeddings, norms (except where AWQ folds scales) and the head are
 /// kept as they are.
@@ -10,6 +11,7 @@
 /// (tokens x dim) and nothing of the blocks already done, so a caller that reads each block's
 /// weights just before and writes its output just after (QuantizingSource) quantizes a model of
 /// any depth in the memory of one block. `quantize_model` runs it over a model in memory.
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +22,17 @@
 
 namespace qforge::llama {
 
+/// The pipeline of a run with `scheme` and per-tensor schemes `tensors` (a scheme map):
+/// pipeline_of(scheme), or the sequential-Hessian one when an RTN tensor keeps salient channels
+/// (`,salient=P`: calibration finds them; RTN rounds the other columns as it does without).
+inline Pipeline run_pipeline(const RuntimeScheme& scheme, const std::map<std::string, RuntimeScheme>& tensors = {}) {
+    const Pipeline p = pipeline_of(scheme);
+    if (p != Pipeline::independent) return p;
+    for (const auto& [name, s] : tensors)
+        if (pipeline_of(s) != Pipeline::independent) return pipeline_of(s);
+    return p;
+}
+
 class BlockQuantizer {
 public:
     /// `token_embedding`: vocab_size x dim (only the calibration tokens' rows are copied; the
@@ -29,11 +42,11 @@ public:
     BlockQuantizer(const Config& config, std::span<const float> token_embedding, std::span<const int> tokens, RuntimeScheme scheme,
                    ModelQuantizeOptions options = {}, std::string label = {})
         : config_(config), scheme_(std::move(scheme)), options_(std::move(options)), label_(std::move(label)),
-          method_(&find_method(scheme_.method)), settings_(options_.run_settings()) {
-        if (method_->info.needs_calibration() && tokens.empty()) throw InvalidArgument(to_string(scheme_) + " needs calibration tokens");
+          pipeline_(run_pipeline(scheme_, options_.tensor_schemes)), settings_(options_.run_settings()) {
+        if (pipeline_ != Pipeline::independent && tokens.empty()) throw InvalidArgument(to_string(scheme_) + " needs calibration tokens");
         check_tensor_schemes(config_, scheme_, options_);
-        if (method_->info.pipeline == Pipeline::activation_scaled) awq_method(scheme_, options_, std::size_t(config_.n_layers));
-        if (method_->info.pipeline != Pipeline::independent)
+        if (pipeline_ == Pipeline::activation_scaled) awq_method(scheme_, options_, std::size_t(config_.n_layers));
+        if (pipeline_ != Pipeline::independent)
             calibration_.emplace(config_, token_embedding, tokens, options_.calibration);
     }
 
@@ -49,7 +62,7 @@ public:
         const int l = next_;
         const int blocks = config_.n_layers;
         Layer q;
-        switch (method_->info.pipeline) {
+        switch (pipeline_) {
             case Pipeline::sequential_hessian:
                 q = with_context(label_, [&] { return gptq_quantize_block(*calibration_, std::move(fp32), l, scheme_, options_, settings_); });
                 break;
@@ -83,7 +96,7 @@ private:
     RuntimeScheme scheme_;
     ModelQuantizeOptions options_;
     std::string label_;
-    const MethodEntry* method_;
+    Pipeline pipeline_;
     QuantizeSettings settings_;
     std::optional<LayerwiseCalibration> calibration_;
     int next_ = 0;

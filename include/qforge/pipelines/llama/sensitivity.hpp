@@ -427,18 +427,19 @@ inline Layer quantize_block_alone(const Layer& block, int l, const Config& c, co
     q.attention_norm = block.attention_norm;
     q.ffn_norm = block.ffn_norm;
     std::string notes;
-    if (!method.info.needs_calibration()) {
+    const Pipeline pipeline = pipeline_of(scheme);
+    if (pipeline == Pipeline::independent) {
         for (const auto& b : block_linears)
             q.*b.member = with_tensor_context({}, block_linear_name(l, b.member),
                                               [&] { return quantize_linear(block.*b.member, scheme, settings.backend, nullptr, &notes); });
-    } else if (method.info.pipeline == Pipeline::sequential_hessian) {
+    } else if (pipeline == Pipeline::sequential_hessian) {
         for (const auto& step : gptq_block_steps) {
             const auto& hs = h[std::size_t(step.site)];
             if (!quantize_stacked(block, q, step.members, hs, scheme, settings, notes))
                 for (const auto m : step.members)
                     q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, hs, scheme, settings, &notes); });
         }
-    } else if (method.info.pipeline == Pipeline::activation_scaled && !method.info.needs_targets) {
+    } else if (pipeline == Pipeline::activation_scaled && !method.info.needs_targets) {
         Layer scaled = block;
         ModelQuantizeOptions o;  // one scheme for every layer
         BlockScales bs;
@@ -513,10 +514,8 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     const std::size_t K = candidates.size();
     const bool all_scaled = std::all_of(candidates.begin(), candidates.end(),
                                         [](const RuntimeScheme& c) { return find_method(c.method).info.pipeline == Pipeline::activation_scaled; });
-    const bool any_hessian = std::any_of(candidates.begin(), candidates.end(), [](const RuntimeScheme& c) {
-        const auto& info = find_method(c.method).info;
-        return info.needs_calibration() && info.pipeline == Pipeline::sequential_hessian;
-    });
+    const bool any_hessian = std::any_of(candidates.begin(), candidates.end(),
+                                         [](const RuntimeScheme& c) { return pipeline_of(c) == Pipeline::sequential_hessian; });
     SensitivityTable t;
     t.candidates.assign(candidates.begin(), candidates.end());
     t.block.assign(K, std::vector<UnitLoss>(std::size_t(L)));
