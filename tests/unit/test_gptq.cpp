@@ -2,10 +2,12 @@
 // gives RTN exactly; a straightforward double-precision OBS implementation (explicit inverse,
 // one column at a time, as the paper derives it) gives the same codes; a one-row case by hand;
 // correlated inputs make GPTQ's output error well below RTN's; act-order's g_idx and static groups.
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "common.hpp"
+#include "qforge/linalg/cholesky.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 using namespace qforge;
@@ -396,6 +398,49 @@ BOOST_AUTO_TEST_CASE(the_same_codes_on_any_thread_count) {
         }
         BOOST_TEST((deq[0] == deq[1]), text << ": 1 and 2 threads");
         BOOST_TEST((deq[0] == deq[2]), text << ": 1 and 3 threads");
+    }
+}
+
+// The factorisations behind GPTQ's U, past the size where the BLAS path cuts them into tiles
+// (512): the same bits on 1, 2 and 3 threads, L L^T = A and L L^{-1} = I to float rounding.
+BOOST_AUTO_TEST_CASE(factorisations_the_same_on_any_thread_count) {
+    for (const int n : {700, 1100}) {
+        const auto x = correlated_inputs(2 * n, n, 31);
+        auto a = hessian_of(x, 2 * n, n);
+        for (int i = 0; i < n; ++i) a[std::size_t(i) * std::size_t(n) + std::size_t(i)] += 0.01f;
+        std::vector<std::vector<float>> factors, inverses;
+        for (const int threads : {1, 2, 3}) {
+            const Backend b = Backend::cpu(best_isa(), threads);
+            auto l = a;
+            BOOST_REQUIRE(linalg::cholesky_lower(l.data(), n, b));
+            factors.push_back(l);
+            linalg::invert_lower(l.data(), n, b);
+            inverses.push_back(l);
+        }
+        BOOST_TEST((factors[0] == factors[1]), n << ": Cholesky, 1 and 2 threads");
+        BOOST_TEST((factors[0] == factors[2]), n << ": Cholesky, 1 and 3 threads");
+        BOOST_TEST((inverses[0] == inverses[1]), n << ": inverse, 1 and 2 threads");
+        BOOST_TEST((inverses[0] == inverses[2]), n << ": inverse, 1 and 3 threads");
+        const auto& L = factors[0];
+        const auto& Li = inverses[0];
+        const std::size_t N = std::size_t(n);
+        double worst_a = 0, worst_i = 0, scale = 0;
+        for (std::size_t i = 0; i < N; ++i) scale = std::max(scale, double(a[i * N + i]));
+        for (std::size_t i = 0; i < N; ++i)
+            for (std::size_t j = 0; j < N; ++j) {
+                if (j > i) {
+                    BOOST_TEST(L[i * N + j] == 0.0f);
+                    BOOST_TEST(Li[i * N + j] == 0.0f);
+                }
+                double llt = 0, lli = 0;
+                for (std::size_t k = 0; k <= std::min(i, j); ++k) llt += double(L[i * N + k]) * double(L[j * N + k]);
+                for (std::size_t k = j; k <= i; ++k) lli += double(L[i * N + k]) * double(Li[k * N + j]);
+                worst_a = std::max(worst_a, std::fabs(llt - double(a[i * N + j])));
+                worst_i = std::max(worst_i, std::fabs(lli - (i == j ? 1.0 : 0.0)));
+            }
+        BOOST_TEST_MESSAGE(n << ": |L L^T - A| <= " << worst_a << " (diagonal up to " << scale << "), |L L^-1 - I| <= " << worst_i);
+        BOOST_TEST(worst_a <= 1e-5 * scale);
+        BOOST_TEST(worst_i <= 1e-4);
     }
 }
 

@@ -25,11 +25,12 @@ namespace qforge::blas {
 
 namespace {
 // CBLAS's enumerations (cblas.h) and the 32-bit-integer interface of Debian's libopenblas0.
-enum : int { row_major = 101, no_trans = 111, trans = 112, lower = 122 };
+enum : int { row_major = 101, no_trans = 111, trans = 112, lower = 122, left = 141, right = 142, non_unit = 131 };
 
 struct Library {
     void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int) = nullptr;
     void (*set_num_threads)(int) = nullptr;
+    void (*strsm)(int, int, int, int, int, int, int, float, const float*, int, float*, int) = nullptr;
     // Fortran LAPACK: arguments by pointer, then the hidden lengths of the character arguments
     void (*spotrf)(const char*, const int*, float*, const int*, int*, std::size_t) = nullptr;
     void (*strtri)(const char*, const char*, const int*, float*, const int*, int*, std::size_t, std::size_t) = nullptr;
@@ -51,7 +52,8 @@ Library load() {
     Library lib;
     if (!std::getenv("OPENBLAS_CORETYPE"))
         if (const char* core = core_for(best_isa())) setenv("OPENBLAS_CORETYPE", core, 0);
-    // OpenBLAS's threads work only inside LAPACK's factorisations; after each they spun on
+    // OpenBLAS's threads once worked inside LAPACK's factorisations (all its calls run on one thread
+    // now, set below, but a caller's openblas_set_num_threads could start them); after each they spun on
     // sched_yield for 2^28 cycles by default, taking a core from qforge's pool: 13% of a
     // whole-SmolLM2 GPTQ profile. 2^4 cycles (OpenBLAS's least) puts them to sleep at once.
     setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
@@ -69,6 +71,7 @@ Library load() {
     };
     sym(lib.sgemm, "cblas_sgemm");
     sym(lib.set_num_threads, "openblas_set_num_threads");
+    sym(lib.strsm, "cblas_strsm");
     sym(lib.spotrf, "spotrf_");
     sym(lib.strtri, "strtri_");
     sym(lib.get_config, "openblas_get_config");
@@ -246,27 +249,101 @@ void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda,
     });
 }
 
-// Row-major lower = column-major upper: LAPACK is called with 'U' on the same memory. On one
-// thread whatever `threads` says: OpenBLAS 0.3.21's threaded spotrf and strtri round otherwise
-// than its single-threaded ones (from about 150 columns; checked for 192 to 4096), which made
-// GPTQ's codes depend on the thread count. One thread costs 1-3 ms more for SmolLM2's 1536
-// columns and about 0.2 s for 4096 (2026-12-07).
-bool cholesky_lower(int /*threads*/, int n, float* a) {
+// The factorisations are cut into tiles of a fixed size (factor_tile), each one single-threaded
+// LAPACK or BLAS call, handed out by qforge's pool: what every element's rounding goes through
+// depends on n alone, never on the thread count. OpenBLAS 0.3.21's own threaded spotrf and
+// strtri round otherwise than its single-threaded ones (from about 150 columns; checked for 192
+// to 4096), which made GPTQ's codes depend on the thread count. Up to 2 tiles: one
+// single-threaded call (576 columns: 1.2-1.6 ms for spotrf against 2.5-2.7 ms threaded).
+constexpr int factor_tile = 256;
+
+// Row-major lower = column-major upper: LAPACK is called with 'U' on the same memory.
+// Right-looking blocked Cholesky: the diagonal tile (spotrf), the panel under it (row tiles,
+// X L_kk^T = A_ik by strsm), the trailing lower triangle (tiles, A_IJ -= P_I P_J^T by sgemm).
+bool cholesky_lower(int threads, int n, float* a) {
     if (n == 0) return true;
     const Library& lib = library();
+    const std::size_t N = std::size_t(n);
     int info = 0;
-    lib.spotrf("U", &n, a, &n, &info, 1);
-    if (info != 0) return false;
+    if (n <= 2 * factor_tile) {
+        lib.spotrf("U", &n, a, &n, &info, 1);
+        if (info != 0) return false;
+    } else {
+        std::vector<std::pair<int, int>> tiles;  // trailing (I, J), J <= I, in tile units
+        for (int k0 = 0; k0 < n; k0 += factor_tile) {
+            const int b = std::min(factor_tile, n - k0), k1 = k0 + b, m = n - k1;
+            float* diag = a + std::size_t(k0) * N + std::size_t(k0);
+            lib.spotrf("U", &b, diag, &n, &info, 1);
+            if (info != 0) return false;
+            if (m == 0) break;
+            const int t = (m + factor_tile - 1) / factor_tile;
+            parallel_for(std::size_t(t), threads, [&](std::size_t i0, std::size_t i1) {
+                for (std::size_t i = i0; i < i1; ++i) {
+                    const int r0 = k1 + int(i) * factor_tile, rows = std::min(factor_tile, n - r0);
+                    lib.strsm(row_major, right, lower, trans, non_unit, rows, b, 1.0f, diag, n, a + std::size_t(r0) * N + std::size_t(k0), n);
+                }
+            });
+            tiles.clear();
+            for (int i = 0; i < t; ++i)
+                for (int j = 0; j <= i; ++j) tiles.emplace_back(i, j);
+            parallel_for(tiles.size(), threads, [&](std::size_t c0, std::size_t c1) {
+                for (std::size_t c = c0; c < c1; ++c) {
+                    const int r0 = k1 + tiles[c].first * factor_tile, c0j = k1 + tiles[c].second * factor_tile;
+                    const int rows = std::min(factor_tile, n - r0), cols = std::min(factor_tile, n - c0j);
+                    lib.sgemm(row_major, no_trans, trans, rows, cols, b, -1.0f, a + std::size_t(r0) * N + std::size_t(k0), n,
+                              a + std::size_t(c0j) * N + std::size_t(k0), n, 1.0f, a + std::size_t(r0) * N + std::size_t(c0j), n);
+                }
+            });
+        }
+    }
     for (int i = 0; i < n; ++i)
-        for (int j = i + 1; j < n; ++j) a[std::size_t(i) * std::size_t(n) + std::size_t(j)] = 0.0f;
+        for (int j = i + 1; j < n; ++j) a[std::size_t(i) * N + std::size_t(j)] = 0.0f;
     return true;
 }
 
-void invert_lower(int /*threads*/, int n, float* l) {
+// LAPACK's blocked strtri for a lower triangle, from the last diagonal tile up, with its two
+// products in tiles: for the column panel B under tile j (rows below it), B <- T B with T the
+// already-inverted lower-right part (row tiles of sgemm into a scratch panel: T's strict upper
+// triangle is zero), then B <- -B L_jj^{-1} (row tiles of strsm), then L_jj <- L_jj^{-1} (strtri).
+void invert_lower(int threads, int n, float* l) {
     if (n == 0) return;
     const Library& lib = library();
-    int info = 0;
-    lib.strtri("U", "N", &n, l, &n, &info, 1, 1);  // one thread: see cholesky_lower  // info > 0: a zero diagonal, excluded by the contract
+    const std::size_t N = std::size_t(n);
+    int info = 0;  // info > 0: a zero diagonal, excluded by the contract
+    if (n <= 2 * factor_tile) {
+        lib.strtri("U", "N", &n, l, &n, &info, 1, 1);
+        return;
+    }
+    std::vector<float> panel;
+    const int last = (n - 1) / factor_tile * factor_tile;
+    for (int j0 = last; j0 >= 0; j0 -= factor_tile) {
+        const int b = std::min(factor_tile, n - j0), j1 = j0 + b, m = n - j1;
+        float* diag = l + std::size_t(j0) * N + std::size_t(j0);
+        if (m > 0) {
+            float* B = l + std::size_t(j1) * N + std::size_t(j0);  // m x b, stride N
+            panel.assign(std::size_t(m) * std::size_t(b), 0.0f);
+            const int t = (m + factor_tile - 1) / factor_tile;
+            parallel_for(std::size_t(t), threads, [&](std::size_t i0, std::size_t i1) {
+                for (std::size_t c = i0; c < i1; ++c) {
+                    const int i = t - 1 - int(c);  // the deepest rows first: the last tile claimed is the shortest
+                    const int r0 = i * factor_tile, rows = std::min(factor_tile, m - r0), depth = r0 + rows;
+                    // rows r0.. of T B: T's rows r0.. up to its diagonal (the rest is zero)
+                    lib.sgemm(row_major, no_trans, no_trans, rows, b, depth, 1.0f, l + std::size_t(j1 + r0) * N + std::size_t(j1), n, B, n, 0.0f,
+                              panel.data() + std::size_t(r0) * std::size_t(b), b);
+                }
+            });
+            parallel_for(std::size_t(t), threads, [&](std::size_t i0, std::size_t i1) {
+                for (std::size_t i = i0; i < i1; ++i) {
+                    const int r0 = int(i) * factor_tile, rows = std::min(factor_tile, m - r0);
+                    float* out = B + std::size_t(r0) * N;
+                    for (int r = 0; r < rows; ++r)
+                        std::copy_n(panel.data() + std::size_t(r0 + r) * std::size_t(b), b, out + std::size_t(r) * N);
+                    lib.strsm(row_major, right, lower, no_trans, non_unit, rows, b, -1.0f, diag, n, out, n);
+                }
+            });
+        }
+        lib.strtri("U", "N", &b, diag, &n, &info, 1, 1);
+    }
 }
 
 }  // namespace qforge::blas
