@@ -79,12 +79,14 @@ void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, 
 /// double from a thread's tile buffer while it is in cache (no n x n float product, no mirror).
 void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, double* acc, std::size_t ldacc, bool overwrite);
 
-/// LAPACK's spotrf on row-major n x n `a`, on one thread whatever `threads` says (OpenBLAS's
-/// threaded factorisation rounds otherwise, and results must not depend on the thread count):
-/// its lower triangle becomes L (L L^T = A), the strict upper triangle zeroed. False when A is
-/// not positive definite.
+/// The Cholesky factor of row-major n x n `a`: its lower triangle becomes L (L L^T = A), the
+/// strict upper triangle zeroed; false when A is not positive definite. LAPACK's spotrf, in tiles
+/// of a size fixed by n (single-threaded spotrf/strsm/sgemm calls on up to `threads` of qforge's
+/// threads), so the result is the same bits on any thread count (OpenBLAS's own threaded spotrf
+/// rounds otherwise than its single-threaded one).
 bool cholesky_lower(int threads, int n, float* a);
-/// LAPACK's strtri on row-major lower-triangular `l` (n x n), on one thread: L becomes L^{-1}.
+/// LAPACK's strtri on row-major lower-triangular `l` (n x n): L becomes L^{-1}; in fixed tiles as
+/// cholesky_lower, the same bits on any thread count.
 void invert_lower(int threads, int n, float* l);
 #else
 // Without a BLAS nothing calls these (enabled() is false); defined so that callers compile.
