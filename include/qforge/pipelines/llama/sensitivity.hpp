@@ -532,10 +532,10 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         QuantizeSettings settings = o.settings;
         settings.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
         // Quantizing a block is partly serial (GPTQ's column loop, AWQ's per-group searches), so
-        // on a CPU the candidates run side by side, each on one thread (alone on its own,
-        // copied backend: the same bits whether the pool runs the tasks or they run in turn,
-        // and at any thread count, which LAPACK's threaded factorisations would not give).
-        // The passes through the trace after them stay in order on every thread.
+        // on a CPU the candidates run side by side, each on one thread (a copy of the backend
+        // on one thread: no pool inside the pool's tasks; every product and factorisation gives
+        // the same bits on any thread count, so the table does too). The passes through the
+        // trace after them stay in order on every thread.
         const std::optional<Backend> one = K > 1 ? one_thread_cpu(o.settings.backend) : std::nullopt;
         if (one) settings.backend = *one;
         std::vector<Layer> quantized(K);
