@@ -43,6 +43,13 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 /// A budget as text: the shortest form that reads back as the same double ("3.203125", not
 /// "%g"'s "3.20312", which named another budget's file; "3.50" is "3.5", "4.0" is "4").
+// a loss as the table prints it
+std::string fixed5(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.5f", v);
+    return b;
+}
+
 std::string budget_text(double bpw) {
     char buf[64];
     const auto r = std::to_chars(buf, buf + sizeof buf, bpw);
@@ -414,7 +421,8 @@ int run_allocate(const AllocateCliOptions& opt) {
                 opt.unit.c_str(), loss.c_str(), kl_tokens);
     std::printf("| target bpw | bpw | predicted | measured KL | solver | map |\n|---|---|---|---|---|---|\n");
     for (const auto& d : done)
-        std::printf("| %s | %.4f | %.5f | %.5f | %s%s | %s |\n", budget_text(d.target).c_str(), d.bpw, d.predicted, d.measured, d.exact ? "exact" : "lagrangian",
+        std::printf("| %s | %.4f | %.5f | %s | %s%s | %s |\n", budget_text(d.target).c_str(), d.bpw, d.predicted,
+                    std::isnan(d.measured) ? "- (not verified)" : fixed5(d.measured).c_str(), d.exact ? "exact" : "lagrangian",
                     d.exact ? "" : (" gap " + std::to_string(d.gap)).c_str(), d.path.empty() ? "-" : d.path.c_str());
     if (unit == AllocationUnitKind::block)
         for (const auto& d : done) {

@@ -344,7 +344,7 @@ void Progress::finish() {
                 std::snprintf(part, sizeof part, "%s%s %.1f s", line.empty() ? "" : ", ", name.c_str(), seconds);
                 line += part;
             }
-        std::fprintf(stderr, "%-32.32s time by phase: %s\n", label_.c_str(), line.c_str());
+        std::fprintf(stderr, "%-32s time by phase: %s\n", label_.c_str(), line.c_str());  // the whole label (cut, damp=0.1 read as damp=0)
     }
     drawn_ = false;
     phases_.clear();

@@ -41,7 +41,11 @@ int run(const PplOptions& opt) {
     if (compare) {
         const auto scheme = parse_scheme_option(opt.scheme);
         if (qforge::needs_calibration(scheme))
-            throw qforge::InvalidArgument("ppl --scheme quantizes with RTN only; use 'qforge eval' for " + scheme.method + " schemes");
+            throw qforge::InvalidArgument("ppl --scheme quantizes without calibration; " + qforge::to_string(scheme) +
+                                          " needs calibration tokens (" +
+                                          (qforge::method_of(scheme).needs_calibration() ? scheme.method + " calibrates"
+                                                                                         : std::string("its ',salient=' channels are picked by their activations")) +
+                                          "): use 'qforge eval', which calibrates");
         scheme_text = qforge::to_string(scheme);
         auto fp32 = qforge::llama::dequantized_weights(reference);
         const auto quantized = qforge::llama::quantize_block_linears(fp32, scheme, o.backend, model.path());

@@ -131,13 +131,19 @@ int run(QuantizeOptions opt) {
     // every action is checked before any work
     std::vector<std::pair<std::string, std::string>> overrides;
     for (const auto& rule : opt.overrides) {
-        const auto eq = rule.rfind('=');
+        // at the first '=': tensor names have none, a scheme may (damp=0.1, salient=1)
+        const auto eq = rule.find('=');
         if (eq == std::string::npos || eq == 0 || eq + 1 == rule.size())
             throw CLI::ValidationError("--override", "needs PATTERN=ACTION, got '" + rule + "'");
         const std::string action = rule.substr(eq + 1);
         if (action == "f16" && !gguf) throw CLI::ValidationError("--override", "'" + rule + "': f16 is a GGUF type (--format gguf)");
         if (action != "f32" && action != "keep" && action != "f16") {
-            const auto s = qforge::parse_scheme(action);
+            qforge::RuntimeScheme s;
+            try {
+                s = qforge::parse_scheme(action);
+            } catch (const qforge::InvalidArgument& e) {
+                throw CLI::ValidationError("--override", "'" + rule + "': " + e.what());
+            }
             if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--override", "'" + rule + "': " + why);
             if (qforge::needs_calibration(s))
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");

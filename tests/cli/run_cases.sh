@@ -328,6 +328,16 @@ json "$tmp/rsal.json" 'd["rows"][1]["label"] == "rtn:w3g32a,salient=3"' 'd["rows
   || fail "allocate rtn candidates with and without salient channels"
 json "$tmp/alr.json" 'd["allocations"][0]["measured_kl"] is not None and d["allocations"][0]["measured_kl"] > 0'
 expect_error "salient=' keeps original input channels" "$q" eval --scheme rtn:w4g32a,salient=1,had
+# a scheme with '=' in an --override action (PATTERN=ACTION splits at the first '='): refused for
+# what it is (no stored layout), as a usage error
+expect_error "salient=' layers cannot be written" "$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w3g32a,salient=1' --out "$tmp/ov.safetensors"
+[ ! -e "$tmp/ov.safetensors" ] || fail "a refused quantize left an output file"
+"$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w2g32a,clip' --out "$tmp/ov2.safetensors" > /dev/null 2>&1 \
+  || fail "--override with an option"
+expect_error "override.*bad scheme" "$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w9g32a' --out "$tmp/ov3.safetensors"
+# ppl quantizes without calibration: a calibrated scheme is refused saying why (RTN's salient channels too)
+expect_error "needs calibration tokens.*salient" "$q" ppl --max-tokens 300 --scheme rtn:w4g32a,salient=1
+expect_error "needs calibration tokens.*gptq calibrates" "$q" ppl --max-tokens 300 --scheme gptq:w4g32a
 # eval --compare (#17): another file of the same model as a row, its block linears as stored: the
 # reference written as F32 GGUF scores as the reference (KLD 0, its PPL); a Q4_0 export's row has
 # the bits per weight its writer reported; a file of another model is refused naming it
