@@ -75,9 +75,12 @@ BOOST_AUTO_TEST_CASE(scheme_text) {
                 Pipeline::sequential_hessian));
     BOOST_TEST((llama::run_pipeline(parse_scheme("rtn:w4g32a"), {{"blk.0.attn_q.weight", parse_scheme("rtn:w3g32a")}}) == Pipeline::independent));
     for (const char* bad : {"rtn:w4g32a,salient=1,had", "awq:q4_0,salient=1", "rtn:pq2n64g1024,salient=1", "gptq:w3g128a,salient=0", "gptq:w3g128a,salient=60",
-                            "gptq:w3g128a,salient=x", "gptq:w3g128a,salient=", "gptq:w3g128a,had,salient=1", "gptq:pq2n64g1024,salient=1",
+                            "gptq:w3g128a,salient=x", "gptq:w3g128a,salient=", "rtn:w3g128a,salient", "gptq:w3g128a,had,salient=1", "gptq:pq2n64g1024,salient=1",
                             "gptq:q4_k,salient=1", "gptq:w3g128a,salient=1,salient=2"})
         BOOST_CHECK_THROW(parse_scheme(bad), InvalidArgument);
+    // the option without its value says what the value is
+    BOOST_CHECK_EXCEPTION(parse_scheme("rtn:w3g128a,salient"), InvalidArgument,
+                          [](const InvalidArgument& e) { return std::string(e.what()).find("salient= needs the percentage") != std::string::npos; });
 }
 
 BOOST_AUTO_TEST_CASE(kept_channels_and_the_rest) {

@@ -351,6 +351,8 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
             const float d = std::strtof(value.c_str(), &end);
             if (value.empty() || *end != '\0' || !(d >= 0.0f && d <= 1.0f)) return fail("damp must be a fraction in [0, 1]");
             s.options.damp = d;
+        } else if (opt == "salient") {
+            return fail("salient= needs the percentage of input channels kept in FP16, in (0, 50] (e.g. salient=1)");
         } else if (opt.substr(0, 8) == "salient=") {
             const std::string value(opt.substr(8));
             char* end = nullptr;
