@@ -431,6 +431,72 @@ BOOST_AUTO_TEST_CASE(grid_round_equals_quantize_value) {
     BOOST_TEST(!affine_grid(GroupParams{}, spec));
 }
 
+// The codebook rounding kernel (codebook_round) against quantize_value/dequantize_value, bit for
+// bit, on the scalar table and every vector instruction set: NF4 and IQ4_NL, fp16 scales from
+// the groups' own ranges and shrunk ones (values past the end levels), lengths 1 to 40 (vector
+// tails), values exactly halfway between two neighbouring levels (the lower level wins: a power-
+// of-two scale keeps w / scale exact), a NaN (code 0, as the scalar scan gives), codes, values
+// and residuals alike.
+BOOST_AUTO_TEST_CASE(codebook_round_equals_quantize_value) {
+    std::vector<Isa> isas = vector_isas();
+    isas.insert(isas.begin(), Isa::scalar);
+    int checked = 0, ties = 0;
+    for (const Codebook* cb : {&nf4_codebook, &iq4nl_codebook})
+        for (const float shrink : {1.0f, 0.6f})
+            for (int n = 1; n <= 40; ++n)
+                for (unsigned seed = 0; seed < 3; ++seed) {
+                    QuantSpec spec{4, 64, ZeroPoint::symmetric, ScaleType::f16, cb};
+                    auto values = qtest::random_weights(std::size_t(n), 300 + unsigned(n) * 7 + seed);
+                    GroupParams p = find_group_params(values, spec, shrink);
+                    if (seed == 2) {  // a power-of-two scale, every third value halfway between levels k and k+1
+                        p.scale = 0.25f;
+                        for (std::size_t j = 0; j < values.size(); j += 3) {
+                            const std::size_t k = j % (cb->levels.size() - 1);
+                            values[j] = p.scale * (0.5f * (cb->levels[k] + cb->levels[k + 1]));
+                            ties += (values[j] / p.scale == 0.5f * (cb->levels[k] + cb->levels[k + 1])) ? 1 : 0;
+                        }
+                        if (n > 5) values[4] = std::numeric_limits<float>::quiet_NaN();
+                    }
+                    BOOST_TEST_REQUIRE(p.scale != 0.0f);
+                    std::vector<std::uint8_t> want_codes(values.size());
+                    std::vector<float> want_values(values.size()), want_residuals(values.size());
+                    for (std::size_t j = 0; j < values.size(); ++j) {
+                        want_codes[j] = quantize_value(values[j], p, spec);
+                        want_values[j] = dequantize_value(want_codes[j], p, spec);
+                        want_residuals[j] = values[j] - want_values[j];
+                    }
+                    for (const Isa isa : isas) {
+                        const auto fns = fp32_functions(isa);
+                        const RoundingKernels k{fns.grid_round, fns.codebook_round};
+                        std::vector<std::uint8_t> codes(values.size());
+                        std::vector<float> got(values.size()), residuals(values.size());
+                        round_group(values, p, spec, k, codes.data(), got.data(), false);
+                        round_group(values, p, spec, k, nullptr, residuals.data(), true);
+                        const std::string what = std::string(isa_name(isa)) + " " + std::string(cb->name) + " n " + std::to_string(n) +
+                                                 " seed " + std::to_string(seed);
+                        BOOST_TEST(codes == want_codes, what);
+                        BOOST_TEST(bitwise_equal(got, want_values), what);
+                        BOOST_TEST(bitwise_equal(residuals, want_residuals), what);
+                        ++checked;
+                    }
+                }
+    BOOST_TEST(checked >= 2 * 2 * 40 * 3 * 2);
+    BOOST_TEST(ties > 100);  // the halfway values are exact halfway points
+}
+
+// Codebook::anchor looks only at the two ends (the levels ascend): it equals a scan of every
+// level for each registered codebook, and the ascending order holds (grids/registry.hpp asserts
+// it at compile time).
+BOOST_AUTO_TEST_CASE(codebook_anchor_is_the_largest_magnitude) {
+    for (const Codebook* cb : codebooks) {
+        int scan = 0;
+        for (int i = 1; i < int(cb->levels.size()); ++i)
+            if (std::fabs(cb->levels[std::size_t(i)]) > std::fabs(cb->levels[std::size_t(scan)])) scan = i;
+        BOOST_TEST(cb->anchor() == scan, cb->name);
+        BOOST_TEST(std::is_sorted(cb->levels.begin(), cb->levels.end()), cb->name);
+    }
+}
+
 // The vector activation quantizer (Fp32Functions::quantize_sub) against the scalar definition,
 // bit for bit: every length 1..128 (vector tails), values exactly halfway between two levels
 // (round-half-to-even), the maximum at the first and the last entry, an all-zero block (q left

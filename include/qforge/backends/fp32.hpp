@@ -117,6 +117,27 @@ struct Fp32Kernels<Scalar> {
             if (out) out[i] = residual ? w[i] - grid_value(c, g) : grid_value(c, g);
         }
     }
+    /// n weights onto a codebook grid (NF4, IQ4_NL): t = w / scale, its nearest of the `count`
+    /// ascending `levels`, the lower one on ties (a scan from the lowest keeping the first
+    /// strictly smaller distance); `codes` (if not null) gets the level's index, `out` (if not
+    /// null) scale * level, or w minus it when `residual`. The rule of rtn.hpp's quantize_value /
+    /// dequantize_value for codebook specs. `scale` must not be 0 (a zero-range group's codes
+    /// are the caller's rule).
+    static void codebook_round(const float* w, int n, const float* levels, int count, float scale, std::uint8_t* codes, float* out,
+                               bool residual) noexcept {
+        for (int i = 0; i < n; ++i) {
+            const float t = w[i] / scale;
+            int best = 0;
+            float best_d = std::fabs(t - levels[0]);
+            for (int k = 1; k < count; ++k)
+                if (const float d = std::fabs(t - levels[k]); d < best_d) best_d = d, best = k;
+            if (codes) codes[i] = std::uint8_t(best);
+            if (out) {
+                const float v = scale * levels[best];
+                out[i] = residual ? w[i] - v : v;
+            }
+        }
+    }
     /// One activation sub-block to 8 bits (activation.hpp's quantize_sub_scalar).
     static float quantize_sub(const float* x, int n, std::int8_t* q, std::int32_t* total) noexcept {
         return quantize_sub_scalar(x, n, q, total);
@@ -303,6 +324,37 @@ struct Fp32Kernels<Simd<Arch>> {
             }
         }
         if (i < n) Fp32Kernels<Scalar>::grid_round(w + i, n - i, g, codes ? codes + i : nullptr, out ? out + i : nullptr, residual);
+    }
+
+    /// Fp32Kernels<Scalar>::codebook_round with one lane per weight: the same division,
+    /// distances and strict comparisons level by level, so the same index and value. The scalar
+    /// scan was 55% of `qforge quantize --scheme awq:iq4nlg32` (its clip search rounds every group
+    /// 21 times).
+    static void codebook_round(const float* w, int n, const float* levels, int count, float scale, std::uint8_t* codes, float* out,
+                               bool residual) noexcept {
+        const batch s(scale);
+        int i = 0;
+        for (; i + lanes <= n; i += lanes) {
+            const batch wv = batch::load_unaligned(w + i), t = wv / s;
+            batch best_level(levels[0]), best_index(0.0f), best_d = xsimd::abs(t - best_level);
+            for (int k = 1; k < count; ++k) {
+                const batch level(levels[k]), d = xsimd::abs(t - level);
+                const auto nearer = d < best_d;
+                best_d = xsimd::select(nearer, d, best_d);
+                best_level = xsimd::select(nearer, level, best_level);
+                best_index = xsimd::select(nearer, batch(float(k)), best_index);
+            }
+            if (codes) {
+                alignas(64) std::int32_t k[lanes];
+                xsimd::to_int(best_index).store_aligned(k);
+                for (int j = 0; j < lanes; ++j) codes[i + j] = std::uint8_t(k[j]);
+            }
+            if (out) {
+                const batch v = s * best_level;
+                (residual ? wv - v : v).store_unaligned(out + i);
+            }
+        }
+        if (i < n) Fp32Kernels<Scalar>::codebook_round(w + i, n - i, levels, count, scale, codes ? codes + i : nullptr, out ? out + i : nullptr, residual);
     }
 
     /// quantize_sub_scalar with one lane per entry: the maximum of |x| is exact in any order, and

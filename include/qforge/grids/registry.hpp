@@ -23,4 +23,15 @@ constexpr auto codebook_table(grid_list<G...>) {
 
 inline constexpr auto codebooks = detail::codebook_table(Grids{});
 
+namespace detail {
+constexpr bool codebooks_ascend() {
+    for (const Codebook* c : codebooks)
+        for (std::size_t i = 1; i < c->levels.size(); ++i)
+            if (!(c->levels[i - 1] < c->levels[i])) return false;
+    return true;
+}
+}  // namespace detail
+static_assert(detail::codebooks_ascend(),
+              "qforge: a codebook's levels must ascend (Codebook::anchor looks at the two ends; the rounding's 'lower level on ties' is the first index)");
+
 }  // namespace qforge

@@ -118,7 +118,7 @@ inline std::vector<float> scaled_rtn(MatrixView<const float> w, const std::vecto
 inline void scaled_rtn_error_into(MatrixView<const float> w, const std::vector<float>& s, const QuantSpec& spec, const Backend& backend, float* d) {
     const std::size_t R = w.rows, C = w.cols;
     const int g = spec.group_length(int(C)), groups = spec.groups_per_row(int(C));
-    const GridRoundFn grid_round = backend.host_fp32().grid_round;
+    const RoundingKernels rounding{backend.host_fp32().grid_round, backend.host_fp32().codebook_round};
     parallel_for(R, backend.threads(), [&](std::size_t r0, std::size_t r1) {
         std::vector<float> ws(C);
         for (std::size_t r = r0; r < r1; ++r) {
@@ -135,7 +135,7 @@ inline void scaled_rtn_error_into(MatrixView<const float> w, const std::vector<f
                     rethrow_with_context("row " + std::to_string(r) + ", group " + std::to_string(gi) + " (columns " + std::to_string(c0) + "-" +
                                          std::to_string(c0 + n - 1) + ")");
                 }
-                round_group(values, p, spec, grid_round, nullptr, dr + c0, false);
+                round_group(values, p, spec, rounding, nullptr, dr + c0, false);
             }
             for (std::size_t c = 0; c < C; ++c) dr[c] = row[c] - dr[c] / s[c];
         }
@@ -328,7 +328,7 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
     const int g = spec.group_length(cols), groups = q.groups_per_row();
     const int shrinks = o.clip_search.grid + 1;
     const Fp32Functions& fns = o.backend.host_fp32();
-    const GridRoundFn grid_round = fns.grid_round;
+    const RoundingKernels rounding{fns.grid_round, fns.codebook_round};
     const auto shrink_of = [&](int k) { return 1.0f - o.clip_search.max_shrink * float(k) / float(o.clip_search.grid); };
     constexpr std::size_t block_rows = 32;  // D of 32 x 21 rows: a product large enough for the BLAS
     const std::size_t blocks = (std::size_t(rows) + block_rows - 1) / block_rows;
@@ -355,7 +355,7 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
                     const GroupRange range = group_range(values, spec);
                     for (int k = 0; k < shrinks; ++k) {
                         const GroupParams p = group_params(range, spec, shrink_of(k));
-                        round_group(values, p, spec, grid_round, nullptr, d.data() + (i * std::size_t(shrinks) + std::size_t(k)) * N, true);
+                        round_group(values, p, spec, rounding, nullptr, d.data() + (i * std::size_t(shrinks) + std::size_t(k)) * N, true);
                     }
                 }
                 const std::size_t m = nr * std::size_t(shrinks);
@@ -384,7 +384,7 @@ inline QuantizedMatrix awq_clip_quantize(MatrixView<const float> w, const std::v
                     q.scales[idx] = best.scale;
                     if (spec.zero == ZeroPoint::integer) q.zeros[idx] = std::uint8_t(best.zero);
                     if (spec.zero == ZeroPoint::float_min) q.mins[idx] = best.min;
-                    round_group(values, best, spec, grid_round, q.codes.data() + r * C + std::size_t(c0), nullptr, false);
+                    round_group(values, best, spec, rounding, q.codes.data() + r * C + std::size_t(c0), nullptr, false);
                 }
             }
         }

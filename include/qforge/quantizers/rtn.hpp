@@ -255,16 +255,29 @@ inline std::optional<AffineGrid> affine_grid(const GroupParams& p, const QuantSp
     return g;
 }
 
-/// The function type of Fp32Functions::grid_round (runtime/dispatch.hpp).
+/// The function types of Fp32Functions::grid_round and ::codebook_round (runtime/dispatch.hpp).
 using GridRoundFn = void (*)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept;
+using CodebookRoundFn = void (*)(const float*, int, const float*, int, float, std::uint8_t*, float*, bool) noexcept;
+
+/// The rounding kernels round_group uses, from a backend's Fp32Functions; a null one falls back
+/// to quantize_value.
+struct RoundingKernels {
+    GridRoundFn grid = nullptr;
+    CodebookRoundFn codebook = nullptr;
+};
 
 /// `values` onto the grid `p`: codes (if not null), and into `out` (if not null) each value's
-/// dequantized form, or the value minus it when `residual`. Affine grids run on `grid_round` (a
-/// backend's vector kernel), the others on quantize_value; the results are the same either way.
-inline void round_group(std::span<const float> values, const GroupParams& p, const QuantSpec& spec, GridRoundFn grid_round,
+/// dequantized form, or the value minus it when `residual`. Affine grids run on `k.grid`,
+/// codebook grids on `k.codebook` (a backend's vector kernels), zero scales and missing kernels
+/// on quantize_value; the results are the same either way.
+inline void round_group(std::span<const float> values, const GroupParams& p, const QuantSpec& spec, const RoundingKernels& k,
                         std::uint8_t* codes, float* out, bool residual) noexcept {
-    if (const auto g = affine_grid(p, spec); g && grid_round) {
-        grid_round(values.data(), int(values.size()), *g, codes, out, residual);
+    if (const auto g = affine_grid(p, spec); g && k.grid) {
+        k.grid(values.data(), int(values.size()), *g, codes, out, residual);
+        return;
+    }
+    if (const Codebook* cb = spec.codebook; cb && p.scale != 0.0f && k.codebook) {
+        k.codebook(values.data(), int(values.size()), cb->levels.data(), int(cb->levels.size()), p.scale, codes, out, residual);
         return;
     }
     for (std::size_t j = 0; j < values.size(); ++j) {

@@ -148,6 +148,7 @@ struct Fp32Functions {
     void (*gemm_rows)(const float*, std::size_t, const float*, std::size_t, int, int, int, int, float*,
                       std::size_t) noexcept = nullptr;
     void (*grid_round)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept = nullptr;
+    void (*codebook_round)(const float*, int, const float*, int, float, std::uint8_t*, float*, bool) noexcept = nullptr;
     QuantizeSubFn quantize_sub = nullptr;
     void (*softmax)(float*, int, float) noexcept = nullptr;
     void (*swiglu)(float*, const float*, std::size_t) noexcept = nullptr;
@@ -159,7 +160,7 @@ struct Fp32Functions {
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
     return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::axpy_columns, &Fp32Kernels<B>::channel_stats, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
-            &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard};
+            &Fp32Kernels<B>::codebook_round, &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.
