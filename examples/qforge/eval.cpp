@@ -275,8 +275,9 @@ int run(const EvalCliOptions& opt) {
         }
         add_row({label, "map " + map.scheme.method, std::move(q), 0, 0, 0, path}, bar, start);
     }
-    // other files of the same model (llama.cpp's quantizations of it): their block linears as
-    // stored, everything else (embeddings, norms, head) the reference's, as in every scheme's row
+    // other files of the same model (llama.cpp's quantizations of it, qforge's own files): their
+    // block linears as stored and their block norms, the embeddings, final norm and head the
+    // reference's, as in every scheme's row
     for (const auto& path : opt.compare) {
         ModelOptions mo;
         mo.model = path;
@@ -304,6 +305,16 @@ int run(const EvalCliOptions& opt) {
                                                       std::to_string(mine.cols()) + " (--compare takes files of the same model)");
                 r.weights.layers[std::size_t(l)].*b.member = theirs;
             }
+        // and its block norms: AWQ folds its input scales into them (a qforge container of an
+        // awq: model), and llama.cpp's files store the reference's own
+        for (int l = 0; l < stored.config.n_layers; ++l) {
+            auto& mine = r.weights.layers[std::size_t(l)];
+            const auto& theirs = w.layers[std::size_t(l)];
+            if (theirs.attention_norm.size() != mine.attention_norm.size() || theirs.ffn_norm.size() != mine.ffn_norm.size())
+                throw qforge::FileError(path, "block " + std::to_string(l) + "'s norms have another width than the reference's (--compare takes files of the same model)");
+            mine.attention_norm = theirs.attention_norm;
+            mine.ffn_norm = theirs.ffn_norm;
+        }
         Progress bar("load " + r.label);
         add_row(std::move(r), bar, std::chrono::steady_clock::now());
         rows.back().quantize_seconds = std::nan("");  // made elsewhere: no time of ours
@@ -596,7 +607,8 @@ void add_eval(CLI::App& app, int& status) {
         ->check(CLI::ExistingFile);
     sub->add_option("--compare", o->compare,
                     "another file of the same model (e.g. llama.cpp's quantization of it; GGUF, safetensors, llama2.c): one row with "
-                    "its block linears as stored and the reference's embeddings, norms and head (repeatable)")
+                    "its block linears and block norms as stored (AWQ folds its scales into the norms) and the reference's embeddings, final norm "
+                    "and head (repeatable)")
         ->check(CLI::ExistingPath);
     sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
     sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");

@@ -32,8 +32,8 @@ int run(const GenerateOptions& opt) {
         const auto scheme = parse_scheme_option(opt.scheme);
         if (qforge::needs_calibration(scheme))
             throw CLI::ValidationError("--scheme", "generate quantizes with RTN only; " +
-                                       std::string(scheme.pq || scheme.options.hadamard || scheme.options.salient > 0.0f
-                                                       ? "PQ, ',had' and ',salient=' models cannot be written yet, so evaluate " + qforge::to_string(scheme) + " with 'qforge eval'"
+                                       std::string(scheme.pq || scheme.options.hadamard
+                                                       ? "PQ and ',had' models cannot be written yet, so evaluate " + qforge::to_string(scheme) + " with 'qforge eval'"
                                                        : "write a " + scheme.method + " model with 'qforge quantize' and generate from it"));
         quantized = qforge::llama::quantize_block_linears(qforge::llama::dequantized_weights(*weights), scheme, qforge::Backend::best_cpu(opt.threads), model.path());
         weights = &quantized;

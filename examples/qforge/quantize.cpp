@@ -100,15 +100,16 @@ std::string fixed3(double v) {
     return b;
 }
 
-/// Why layers of `s` cannot be written by any output format yet (empty: they can): the stored
-/// layouts have no field for an input transform (`,had`) nor for PQ codes and codebooks.
-std::string unwritable(const qforge::RuntimeScheme& s) {
+/// Why layers of `s` cannot be written in `format` (empty: they can): the stored layouts have no
+/// field for an input transform (`,had`) nor for PQ codes and codebooks; kept FP16 channels
+/// (`,salient=`) only the qforge container holds.
+std::string unwritable(const qforge::RuntimeScheme& s, const std::string& format) {
     if (s.options.hadamard)
         return "',had' layers cannot be written yet (no container, GGUF or checkpoint field holds the transform); evaluate them with qforge eval";
     if (s.pq)
         return "PQ layers cannot be written yet (no container, GGUF or checkpoint layout holds PQ codes and codebooks); evaluate them with qforge eval";
-    if (s.options.salient > 0.0f)
-        return "',salient=' layers cannot be written yet (no container, GGUF or checkpoint field holds the FP16 channels); evaluate them with qforge eval";
+    if (s.options.salient > 0.0f && format != "qforge")
+        return "',salient=' layers keep input channels in FP16, which " + format + " files have no field for; write them with --format qforge";
     return {};
 }
 
@@ -144,7 +145,9 @@ int run(QuantizeOptions opt) {
             } catch (const qforge::InvalidArgument& e) {
                 throw CLI::ValidationError("--override", "'" + rule + "': " + e.what());
             }
-            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--override", "'" + rule + "': " + why);
+            if (const auto why = unwritable(s, opt.format); !why.empty()) throw CLI::ValidationError("--override", "'" + rule + "': " + why);
+            if (s.options.salient > 0.0f)
+                throw CLI::ValidationError("--override", "'" + rule + "': ',salient=' picks channels by calibration activations: give it through --scheme or --scheme-map");
             if (qforge::needs_calibration(s))
                 throw CLI::ValidationError("--override", "'" + rule + "': only rtn schemes, f32 or keep (calibrated methods apply through --scheme)");
         }
@@ -159,16 +162,16 @@ int run(QuantizeOptions opt) {
         if (hf) throw CLI::ValidationError("--scheme-map", "a " + opt.format + " checkpoint has one grid for every layer (one quantization_config)");
         scheme_map = qforge::io::read_scheme_map(opt.scheme_map);
         scheme = scheme_map->scheme;
-        if (const auto why = unwritable(*scheme); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": \"scheme\": " + why);
+        if (const auto why = unwritable(*scheme, opt.format); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": \"scheme\": " + why);
         for (const auto& [name, s] : scheme_map->tensors) {
-            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "': " + why);
+            if (const auto why = unwritable(s, opt.format); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "': " + why);
             if (s.method != scheme->method)
                 throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": tensor '" + name + "': " + qforge::to_string(s) + " has another method than the map's " +
                                                                qforge::to_string(*scheme) + " (a per-tensor scheme changes the grid and options, not the method)");
         }
     }
     if (scheme)
-        if (const auto why = unwritable(*scheme); !why.empty()) throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': " + why);
+        if (const auto why = unwritable(*scheme, opt.format); !why.empty()) throw CLI::ValidationError("--scheme", "'" + opt.scheme + "': " + why);
     // --mix: llama.cpp's per-tensor types, on the scheme's method (RTN without --scheme)
     const qforge::llama::TypeMix* mix = nullptr;
     if (!opt.mix.empty()) {
@@ -188,7 +191,7 @@ int run(QuantizeOptions opt) {
             if (opt.outtype.find(':') != std::string::npos)
                 throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': a grid without a method (e.g. w4g32a, q4_0): --outtype rounds with RTN");
             const auto s = qforge::parse_scheme("rtn:" + opt.outtype);
-            if (const auto why = unwritable(s); !why.empty()) throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': " + why);
+            if (const auto why = unwritable(s, opt.format); !why.empty()) throw CLI::ValidationError("--outtype", "'" + opt.outtype + "': " + why);
             action = qforge::to_string(s);
         }
         overrides.insert(overrides.begin(), {hf ? "blk.*" : "*", action});  // a checkpoint keeps the embedding and head F16

@@ -311,13 +311,22 @@ expect_error "candidates.*bad scheme" "$q" allocate --candidates rtn:w9g32a --ta
 "$q" allocate --candidates gptq:w3g32a,gptq:w3g32a,salient=3,act --target-bpw 4 --calib-tokens 256 --no-verify --json > "$tmp/als.json" \
   || fail "allocate with an option in a candidate"
 json "$tmp/als.json" 'd["blocks"][0]["candidates"][1]["scheme"] == "gptq:w3g32a,act,salient=3"'
-# salient channels kept in FP16 (#17): evaluated with their bytes counted; refused by quantize
-# before any work (no stored layout holds them), like ',had' and PQ
+# salient channels kept in FP16 (#17): evaluated with their bytes counted; written by quantize
+# into a qforge container (its salient parts), which scores what the in-memory model scores
+# (the same calibration slice: quantize skips the first 16384 tokens); GGUF refuses them before
+# any work
 "$q" eval --max-tokens 300 --calib-tokens 512 --scheme gptq:w3g32a --scheme gptq:w3g32a,salient=3 --json > "$tmp/sal.json" || fail "eval ,salient="
 json "$tmp/sal.json" 'd["rows"][1]["label"] == "gptq:w3g32a,salient=3"' \
   'd["rows"][1]["bits_per_weight"] > d["rows"][0]["bits_per_weight"] + 0.3'
-expect_error "',salient=' layers cannot be written" "$q" quantize --scheme gptq:w3g32a,salient=1 --out "$tmp/sal.safetensors"
-[ ! -e "$tmp/sal.safetensors" ] || fail "a refused quantize left an output file"
+for s in gptq:w3g32a,act,salient=3 awq:w3g32a,salient=3 awq:w3g32a; do
+  f="$tmp/sal-${s//[:,=]/_}.safetensors"
+  "$q" quantize --scheme "$s" --calib-tokens 512 --out "$f" > /dev/null 2>&1 || fail "quantize $s into a container"
+  # the file's block norms too: AWQ folds its scales into them (--compare once took the reference's)
+  "$q" eval --max-tokens 300 --calib-tokens 512 --calib-skip 16384 --scheme "$s" --compare "$f" --json > "$tmp/salf.json" || fail "eval --compare $f"
+  json "$tmp/salf.json" 'd["rows"][0]["kld"] == d["rows"][1]["kld"]' 'd["rows"][0]["bits_per_weight"] == d["rows"][1]["bits_per_weight"]'
+done
+expect_error "',salient=' layers keep input channels in FP16.*--format qforge" "$q" quantize --scheme gptq:w3g32a,salient=1 --format gguf --out "$tmp/sal.gguf"
+[ ! -e "$tmp/sal.gguf" ] || fail "a refused quantize left an output file"
 # RTN and AWQ keep salient channels too (RTN calibrates to find them): lower KLD than without
 "$q" eval --max-tokens 300 --calib-tokens 512 --scheme rtn:w3g32a --scheme rtn:w3g32a,salient=3 --scheme awq:w3g32a,salient=3 --json > "$tmp/rsal.json" \
   || fail "eval rtn/awq ,salient="
@@ -329,8 +338,8 @@ json "$tmp/rsal.json" 'd["rows"][1]["label"] == "rtn:w3g32a,salient=3"' 'd["rows
 json "$tmp/alr.json" 'd["allocations"][0]["measured_kl"] is not None and d["allocations"][0]["measured_kl"] > 0'
 expect_error "salient=' keeps original input channels" "$q" eval --scheme rtn:w4g32a,salient=1,had
 # a scheme with '=' in an --override action (PATTERN=ACTION splits at the first '='): refused for
-# what it is (no stored layout), as a usage error
-expect_error "salient=' layers cannot be written" "$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w3g32a,salient=1' --out "$tmp/ov.safetensors"
+# what it is (kept channels need calibration, which overrides do not run), as a usage error
+expect_error "salient=' picks channels by calibration" "$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w3g32a,salient=1' --out "$tmp/ov.safetensors"
 [ ! -e "$tmp/ov.safetensors" ] || fail "a refused quantize left an output file"
 "$q" quantize --scheme rtn:w4g32a --override 'blk.0.attn_q.weight=rtn:w2g32a,clip' --out "$tmp/ov2.safetensors" > /dev/null 2>&1 \
   || fail "--override with an option"

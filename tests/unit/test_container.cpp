@@ -480,7 +480,10 @@ BOOST_AUTO_TEST_CASE(quantizing_source_equals_in_memory_quantization) {
     const auto c = qtest::tiny_config(3);
     const auto w = qtest::random_llama(c, 41);
     const auto tokens = qtest::random_tokens(40, c.vocab_size, 42);
-    for (const char* text : {"gptq:w4g16a,act", "awq:w3g16a", "awq+gptq:w4g16s", "rtn:w4g16a"}) {
+    // the last four keep input channels in FP16 (`,salient=`): the container's salient parts,
+    // with the act-order column order stored beside them or implied (ascending)
+    for (const char* text : {"gptq:w4g16a,act", "awq:w3g16a", "awq+gptq:w4g16s", "rtn:w4g16a", "gptq:w4g16a,salient=10", "gptq:w3g16a,act,salient=10",
+                             "rtn:w4g16a,salient=10", "awq:w3g16a,salient=10"}) {
         BOOST_TEST_CONTEXT(text) {
             const auto scheme = parse_scheme(text);
             llama::ModelQuantizeOptions mo;
@@ -505,11 +508,20 @@ BOOST_AUTO_TEST_CASE(quantizing_source_equals_in_memory_quantization) {
                     const auto& el = e.*b.member;
                     BOOST_TEST(llama::layout_of(gl).format == llama::layout_of(el).format, name);
                     BOOST_TEST(gl.input_order() == el.input_order(), name);
+                    BOOST_TEST(bool(gl.wide()) == bool(el.wide()), name);
+                    BOOST_TEST(bool(el.wide()) == (scheme.options.salient > 0.0f), name);
+                    if (gl.wide() && el.wide()) {
+                        BOOST_TEST(gl.wide()->columns == el.wide()->columns, name);
+                        BOOST_TEST(gl.wide()->values == el.wide()->values, name);
+                    }
+                    BOOST_TEST(gl.bytes() == el.bytes(), name);
                     const auto gv = std::get<llama::Fp32Matrix>(llama::dequantized_linear(gl).weights()).data;
                     const auto ev = std::get<llama::Fp32Matrix>(llama::dequantized_linear(el).weights()).data;
                     BOOST_TEST(gv == ev, name << " " << boost::test_tools::per_element());
                 }
             }
+            const std::vector<int> window(tokens.begin(), tokens.begin() + c.seq_len);
+            BOOST_TEST(logits_of(back, window) == logits_of(expected, window), boost::test_tools::per_element());
             // block l+1's first read from the source comes after the writer took block l's last
             // tensor, and after exactly the 9 tensors of each block before it
             const auto at = [&](const std::string& entry) { return std::find(src.log.begin(), src.log.end(), entry) - src.log.begin(); };

@@ -38,7 +38,8 @@ std::vector<std::pair<std::string, std::string>> block_rules(const std::string& 
 
 /// The bytes of a packed linear's blocks.
 std::vector<std::uint8_t> blocks_of(const llama::Linear& l) {
-    const auto b = llama::detail::part_bytes(l, ".blocks");
+    std::vector<std::uint8_t> unused;
+    const auto b = llama::detail::part_bytes(l, ".blocks", unused);
     return {b.begin(), b.end()};
 }
 }  // namespace

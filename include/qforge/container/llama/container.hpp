@@ -19,7 +19,11 @@
 /// `W.zeros` (U8) or `W.mins` (F16) for asymmetric grids; GGUF block formats -> `W.blocks` (U8,
 /// rows x bytes per row, llama.cpp's block structs). A weight whose columns are in their own
 /// order (GPTQ act-order with dynamic groups; `"ordered": true`) also has `W.order` (I32, cols):
-/// column k multiplies input x[order[k]]. No `output.weight` means the head is tied to
+/// column k multiplies input x[order[k]]. A weight with K input channels kept in FP16
+/// (`,salient=P`; `"salient": K`, `cols` the layer's whole input width) has its packed parts
+/// over the cols - K other columns, `W.salient_columns` (I32, K: the kept channels, ascending)
+/// and `W.salient_values` (F16, rows x K); its packed columns are the other channels in
+/// ascending order, or `W.order` (I32, cols - K) when `"ordered"`. No `output.weight` means the head is tied to
 /// `token_embd.weight`. Layer q/k rows are in the adjacent-pair RoPE order (as llama.cpp).
 #include <fnmatch.h>
 
@@ -63,11 +67,15 @@ inline std::optional<Storage> storage_of(const std::string& stored_as) {
 inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector);
 inline std::vector<Part> parts_of(const TensorLayout& l, bool vector) {
     auto p = parts_of_values(l, vector);
-    if (l.ordered) p.push_back({".order", "I32", {std::uint64_t(l.cols)}});
+    if (l.ordered) p.push_back({".order", "I32", {std::uint64_t(l.packed_cols())}});
+    if (l.salient > 0) {
+        p.push_back({".salient_columns", "I32", {std::uint64_t(l.salient)}});
+        p.push_back({".salient_values", "F16", {std::uint64_t(l.rows), std::uint64_t(l.salient)}});
+    }
     return p;
 }
 inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
-    const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.cols);
+    const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.packed_cols());
     if (l.format == "f32") return {{"", "F32", vector ? std::vector<std::uint64_t>{R * C} : std::vector<std::uint64_t>{R, C}}};
     std::vector<Part> p;
     if (!visit_stored_format(l, [&](auto f) {
@@ -90,9 +98,21 @@ inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
 
 inline std::span<const std::uint8_t> bytes_of(const void* p, std::size_t n) { return {static_cast<const std::uint8_t*>(p), n}; }
 
-/// The bytes of part `suffix` of a weight.
-inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::string& suffix) {
+/// The bytes of part `suffix` of a weight; `scratch` holds those converted for storage (the kept
+/// FP16 channels).
+inline std::span<const std::uint8_t> part_bytes(const Linear& l, const std::string& suffix, std::vector<std::uint8_t>& scratch) {
     if (suffix == ".order") return bytes_of(l.input_order().data(), l.input_order().size() * sizeof(int));
+    if (suffix == ".salient_columns" || suffix == ".salient_values") {
+        const auto& wide = l.wide();
+        if (!wide) throw InvalidArgument("container: part " + suffix + " of a layer without kept FP16 channels");
+        if (suffix == ".salient_columns") return bytes_of(wide->columns.data(), wide->columns.size() * sizeof(int));
+        scratch.resize(wide->values.size() * 2);
+        for (std::size_t i = 0; i < wide->values.size(); ++i) {
+            const std::uint16_t h = float_to_half(wide->values[i]);
+            std::memcpy(scratch.data() + 2 * i, &h, 2);
+        }
+        return scratch;
+    }
     return std::visit(
         [&](const auto& w) -> std::span<const std::uint8_t> {
             using T = std::decay_t<decltype(w)>;
@@ -208,7 +228,11 @@ public:
                     l.spec = TensorLayout{}.spec;
                 }
                 if (const auto* ord = t.find("ordered")) l.ordered = ord->as_bool();
+                if (const auto* sal = t.find("salient")) l.salient = int(sal->as_int());
                 if (l.rows <= 0 || l.cols <= 0) throw FileError(path, "tensor " + name + " has a bad shape");
+                if (l.salient < 0 || l.salient >= l.cols || (l.salient > 0 && l.format == "f32"))
+                    throw FileError(path, "tensor " + name + ": " + std::to_string(l.salient) + " kept FP16 channels of " + std::to_string(l.cols) +
+                                              " inputs" + (l.format == "f32" ? " on an FP32 weight" : "") + " (0 <= salient < cols, packed weights only)");
                 // every part must be there with the size the layout implies
                 for (const auto& part : detail::parts_of(l, false)) {
                     const auto* st = f_.find(name + part.suffix);
@@ -275,15 +299,48 @@ private:
         return it->second;
     }
     Linear read(const std::string& name, const TensorLayout& l) const {
-        Linear lin = read_values(name, l);
-        if (!l.ordered) return lin;
-        const auto& t = f_.tensor(name + ".order");
-        std::vector<int> order(std::size_t(l.cols));
-        std::memcpy(order.data(), t.bytes.data(), t.bytes.size());
+        TensorLayout packed = l;
+        packed.cols = l.packed_cols();
+        packed.salient = 0;
+        Linear lin = read_values(name, packed);
+        if (!l.ordered && l.salient == 0) return lin;
+        std::vector<int> order;
+        if (l.ordered) {
+            const auto& t = f_.tensor(name + ".order");
+            order.resize(std::size_t(l.packed_cols()));
+            std::memcpy(order.data(), t.bytes.data(), t.bytes.size());
+        }
+        if (l.salient == 0) {
+            try {
+                return Linear(lin.weights(), std::move(order));
+            } catch (const InvalidArgument& e) {
+                throw FileError(label_, "tensor " + name + ".order: " + e.what());
+            }
+        }
+        auto wide = std::make_shared<WideColumns>();
+        wide->columns.resize(std::size_t(l.salient));
+        const auto& cols = f_.tensor(name + ".salient_columns");
+        std::memcpy(wide->columns.data(), cols.bytes.data(), cols.bytes.size());
+        wide->values = f_.to_float(f_.tensor(name + ".salient_values"));
+        for (std::size_t i = 0; i < wide->values.size(); ++i)
+            if (!std::isfinite(wide->values[i]))
+                throw FileError(label_, "tensor " + name + ".salient_values: entry " + std::to_string(i) + " (row " + std::to_string(i / wide->columns.size()) +
+                                            ") is not finite");
+        for (std::size_t j = 0; j < wide->columns.size(); ++j)
+            if (wide->columns[j] < 0 || wide->columns[j] >= l.cols || (j > 0 && wide->columns[j] <= wide->columns[j - 1]))
+                throw FileError(label_, "tensor " + name + ".salient_columns: entry " + std::to_string(j) + " is " + std::to_string(wide->columns[j]) +
+                                            " (the kept channels ascend, each below " + std::to_string(l.cols) + ")");
+        if (!l.ordered) {  // the other channels, ascending
+            order.reserve(std::size_t(l.packed_cols()));
+            for (int c = 0, at = 0; c < l.cols; ++c) {
+                if (at < l.salient && wide->columns[std::size_t(at)] == c) ++at;
+                else order.push_back(c);
+            }
+        }
         try {
-            return Linear(lin.weights(), std::move(order));
+            return Linear(lin.weights(), std::move(order), nullptr, std::move(wide));
         } catch (const InvalidArgument& e) {
-            throw FileError(label_, "tensor " + name + ".order: " + e.what());
+            throw FileError(label_, "tensor " + name + " (kept FP16 channels and column order): " + e.what());
         }
     }
     Linear read_values(const std::string& name, const TensorLayout& l) const {
@@ -419,6 +476,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
             t.emplace_back("scheme", io::Json(produced_by.empty() ? std::string("keep") : produced_by));
         }
         if (e.layout.ordered) t.emplace_back("ordered", io::Json(true));
+        if (e.layout.salient > 0) t.emplace_back("salient", io::Json(e.layout.salient));
         tensors.emplace_back(e.name, io::Json(std::move(t)));
     }
     w.metadata("qforge.format", container_format);
@@ -443,6 +501,7 @@ inline void write_container(const ModelSource& src, const std::string& path, con
     std::size_t current = entries.size();
     Linear weight;
     std::vector<float> values;
+    std::vector<std::uint8_t> scratch;
     w.write(path, [&](std::size_t i, std::span<std::uint8_t> out) {
         const Slot& slot = slots[i];
         const Entry& e = entries[slot.entry];
@@ -460,12 +519,16 @@ inline void write_container(const ModelSource& src, const std::string& path, con
                 if (e.action == "keep") weight = std::move(stored);
                 else if (e.action == "f32") weight = dequantized_linear(stored);
                 else weight = quantize(e.name, dequantized_linear(stored), parse_scheme(e.action));
-                if (layout_of(weight).format != e.layout.format || layout_of(weight).ordered != e.layout.ordered)
-                    throw InvalidArgument(e.name + ": the quantizer produced a " + layout_of(weight).format + " weight" +
-                                          (layout_of(weight).ordered ? " with a column order" : "") + ", the plan says " + e.layout.format);
+                const TensorLayout got = layout_of(weight);
+                // a kept-channel layer's act-order that left the others ascending is still stored
+                const bool order_ok = got.ordered == e.layout.ordered || (e.layout.salient > 0 && e.layout.ordered);
+                if (got.format != e.layout.format || !order_ok || got.salient != e.layout.salient)
+                    throw InvalidArgument(e.name + ": the quantizer produced a " + got.format + " weight" + (got.ordered ? " with a column order" : "") +
+                                          (got.salient ? " keeping " + std::to_string(got.salient) + " FP16 channels" : std::string()) + ", the plan says " +
+                                          e.layout.format + (e.layout.salient ? " keeping " + std::to_string(e.layout.salient) : std::string()));
             }
         }
-        const auto bytes = e.vector ? detail::bytes_of(values.data(), values.size() * 4) : detail::part_bytes(weight, slot.suffix);
+        const auto bytes = e.vector ? detail::bytes_of(values.data(), values.size() * 4) : detail::part_bytes(weight, slot.suffix, scratch);
         if (bytes.size() != out.size())
             throw InvalidArgument(e.name + slot.suffix + ": " + std::to_string(bytes.size()) + " bytes, the header promised " +
                                   std::to_string(out.size()));

@@ -62,7 +62,7 @@ struct GgufExportReport {
 namespace detail {
 /// The ggml type of a stored layout, or nullopt when GGUF has none for it.
 inline std::optional<GgmlType> gguf_type_of(const TensorLayout& l) {
-    if (l.ordered) return std::nullopt;
+    if (l.ordered || l.salient > 0) return std::nullopt;
     if (l.format == "f32") return GgmlType::F32;
     std::optional<GgmlType> out;
     visit_stored_format(l, [&](auto f) { out = decltype(f)::type::info.gguf; });
@@ -114,6 +114,7 @@ inline GgufExportReport write_gguf(const ModelSource& src, const std::string& pa
                 throw InvalidArgument(src.label() + ": tensor " + name + " is stored as " + stored.format +
                                       (stored.format == "dense" ? " (" + std::to_string(stored.spec.bits) + "-bit, group " + std::to_string(stored.spec.group_size) + ")" : "") +
                                       (stored.ordered ? " with an act-order column order" : "") +
+                                      (stored.salient ? " keeping " + std::to_string(stored.salient) + " input channels in FP16 (',salient=')" : std::string()) +
                                       ", which no GGUF type holds: quantize it onto a GGUF grid (" + detail::gguf_scheme_names() +
                                       "; act-order with ',static'), or write it as f16/f32");
             type = *t;
@@ -132,6 +133,9 @@ inline GgufExportReport write_gguf(const ModelSource& src, const std::string& pa
                                       detail::gguf_scheme_names());
             if (scheme.options.act_order && !scheme.options.static_groups)
                 throw InvalidArgument(src.label() + ": tensor " + name + ": '" + action + "' keeps a column order GGUF cannot store; add ',static'");
+            if (scheme.options.salient > 0.0f)
+                throw InvalidArgument(src.label() + ": tensor " + name + ": '" + action +
+                                      "' keeps input channels in FP16, which no GGUF type holds; write it as a qforge container (--format qforge)");
             const auto fit = fitting_block_grid(scheme.spec, cols);
             const GgmlType asked_type = *asked;
             GgmlType got = GgmlType::F16;  // F16 when no block type holds the rows
@@ -196,7 +200,8 @@ inline GgufExportReport write_gguf(const ModelSource& src, const std::string& pa
                 if (!got || *got != e.type)
                     throw InvalidArgument(e.name + ": the quantizer produced a " + layout_of(weight).format + " weight, the plan says " +
                                           std::string(ggml_type_info(e.type).name));
-                const auto bytes = detail::part_bytes(weight, ".blocks");
+                std::vector<std::uint8_t> unused;  // blocks are stored as they are
+                const auto bytes = detail::part_bytes(weight, ".blocks", unused);
                 if (bytes.size() != out.size())
                     throw InvalidArgument(e.name + ": " + std::to_string(bytes.size()) + " bytes, the header promised " + std::to_string(out.size()));
                 std::memcpy(out.data(), bytes.data(), bytes.size());

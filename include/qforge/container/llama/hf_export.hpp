@@ -119,6 +119,9 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
             return l.format == "f32" ? std::string("stored as FP32 (give a scheme, e.g. --scheme gptq:w4g128s)")
                                      : "stored as " + l.format + (l.format == "dense" ? " " + std::to_string(l.spec.bits) + "-bit" : std::string());
         };
+        if (l.salient > 0)
+            throw InvalidArgument(src.label() + ": tensor " + name + " keeps " + std::to_string(l.salient) + " input channels in FP16 (',salient='), which " +
+                                  o.format + " checkpoints have no field for; write it as a qforge container (--format qforge)");
         if (l.format != "dense" || l.spec.zero == ZeroPoint::float_min)
             throw InvalidArgument(src.label() + ": tensor " + name + " is " + what() +
                                   (l.format == "dense" ? " with float minimums ('m')" : "") + "; " + o.format +

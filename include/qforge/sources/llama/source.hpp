@@ -5,6 +5,7 @@
 /// tensors the llama.cpp way (`blk.3.attn_q.weight`) and materialises a tensor only when asked,
 /// so quantizing can stream a checkpoint larger than RAM: take a tensor, quantize it, write it,
 /// `release` it.
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <string>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "qforge/models/llama/model.hpp"
+#include "qforge/quantizers/salient.hpp"
 
 namespace qforge::llama {
 
@@ -22,17 +24,20 @@ namespace qforge::llama {
 struct TensorLayout {
     std::string format = "f32";
     QuantSpec spec{};
-    int rows = 0, cols = 0;
+    int rows = 0, cols = 0;  ///< the layer's shape: outputs x inputs (kept FP16 channels included)
     bool ordered = false;  ///< the weights' columns are in their own order (Linear::input_order)
+    /// Input channels kept in FP16 beside the packed weights (`,salient=P`, Linear::wide): the
+    /// packed weights have cols - salient columns, the others in ascending order unless `ordered`.
+    int salient = 0;
+    /// Columns of the packed weights.
+    int packed_cols() const noexcept { return cols - salient; }
 };
 
-/// Throws InvalidArgument for a layer with an input transform (`,had`), kept FP16 input channels
-/// (`,salient=`) or PQ weights: no stored layout has a field for them yet.
+/// Throws InvalidArgument for a layer with an input transform (`,had`) or PQ weights: no stored
+/// layout has a field for them yet.
 inline TensorLayout layout_of(const Linear& l) {
     if (l.input_transform())
         throw InvalidArgument("a layer with a Hadamard input transform (',had') has no stored layout yet (container, GGUF and checkpoints lack the field)");
-    if (l.wide())
-        throw InvalidArgument("a layer with input channels kept in FP16 (',salient=') has no stored layout yet (container, GGUF and checkpoints lack the field)");
     TensorLayout t = std::visit(
         [](const auto& w) -> TensorLayout {
             using T = std::decay_t<decltype(w)>;
@@ -42,7 +47,14 @@ inline TensorLayout layout_of(const Linear& l) {
             else return {std::string(format_of_packed<T>::info.stored_as), w.spec, w.rows, w.cols};
         },
         l.weights());
-    t.ordered = !l.input_order().empty();
+    if (const auto& wide = l.wide()) {
+        t.salient = int(wide->columns.size());
+        t.cols = l.cols();
+        // the kept channels imply the others' ascending order; only act-order's is stored
+        t.ordered = !std::is_sorted(l.input_order().begin(), l.input_order().end());
+    } else {
+        t.ordered = !l.input_order().empty();
+    }
     return t;
 }
 
@@ -91,16 +103,19 @@ inline std::pair<int, std::string> block_tensor_slot(const std::string& name, in
 /// for its grid; `ordered` for act-order with dynamic groups, whose columns keep GPTQ's
 /// processing order). InvalidArgument when no packed format stores that grid at that shape.
 inline TensorLayout scheme_layout(const RuntimeScheme& scheme, int rows, int cols) {
+    // `,salient=P` keeps salient_count(P, cols) channels in FP16; the grid packs the others
+    const int salient = scheme.options.salient > 0.0f ? salient_count(scheme.options.salient, cols) : 0;
+    const int packed = cols - salient;
     // a GGUF block grid whose blocks do not divide the row: llama-quantize's fallback type, as the
     // quantizers apply it (quantizers/registry.hpp)
-    const auto spec = fitting_block_grid(scheme.spec, cols);
+    const auto spec = fitting_block_grid(scheme.spec, packed);
     if (!spec)
-        throw InvalidArgument(std::to_string(cols) + " columns are not whole blocks of " + std::string(scheme.spec.block) +
+        throw InvalidArgument(std::to_string(packed) + " columns are not whole blocks of " + std::string(scheme.spec.block) +
                               " nor of its fallback type: no GGUF block grid holds this layer");
     std::string format;
-    if (!visit_packing_format(*spec, rows, cols, [&](auto f) { format = decltype(f)::type::info.stored_as; }))
+    if (!visit_packing_format(*spec, rows, packed, [&](auto f) { format = decltype(f)::type::info.stored_as; }))
         throw InvalidArgument("no packed format stores the grid of '" + to_string(scheme) + "' (formats/registry.hpp)");
-    return {format, *spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups};
+    return {format, *spec, rows, cols, scheme.options.act_order && !scheme.options.static_groups, salient};
 }
 
 inline std::pair<int, int> block_linear_shape(const Config& c, const BlockLinear& b) {
