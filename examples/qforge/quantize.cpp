@@ -233,7 +233,7 @@ int run(QuantizeOptions opt) {
     // --imatrix: RTN rounds as llama-quantize does with it (the 32-weight GGUF grids)
     std::optional<qforge::io::Imatrix> imatrix;
     if (!opt.imatrix.empty()) {
-        if (scheme && qforge::needs_calibration(*scheme))
+        if (scheme && qforge::llama::run_pipeline(*scheme, mix_schemes) != qforge::Pipeline::independent)
             throw CLI::ValidationError("--imatrix", "weights RTN's rounding (as llama-quantize); " + qforge::to_string(*scheme) +
                                                         " calibrates on its own statistics (--calib)");
         imatrix = qforge::io::Imatrix::load(opt.imatrix);
@@ -259,7 +259,8 @@ int run(QuantizeOptions opt) {
     std::unique_ptr<qforge::llama::QuantizingSource> calibrated;
     std::unique_ptr<Progress> calibrated_bar;
     if (scheme) {
-        if (qforge::needs_calibration(*scheme)) {
+        // calibrated: the scheme's method, or a map's tensor keeping salient channels under RTN
+        if (qforge::llama::run_pipeline(*scheme, mix_schemes) != qforge::Pipeline::independent) {
             // an override on a block linear would act on the calibrated method's output (f32 = its
             // dequantized weights, rtn = quantized twice): refused, naming the tensor
             for (int l = 0; l < model.source().config().n_layers; ++l)

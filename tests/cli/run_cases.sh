@@ -336,6 +336,14 @@ json "$tmp/rsal.json" 'd["rows"][1]["label"] == "rtn:w3g32a,salient=3"' 'd["rows
 "$q" allocate --candidates rtn:w3g32a,rtn:w3g32a,salient=3 --target-bpw 4 --calib-tokens 256 --json > "$tmp/alr.json" \
   || fail "allocate rtn candidates with and without salient channels"
 json "$tmp/alr.json" 'd["allocations"][0]["measured_kl"] is not None and d["allocations"][0]["measured_kl"] > 0'
+# its map written by quantize (an RTN map with kept channels calibrates; it once went the
+# uncalibrated route and stopped at the first salient tensor) scores what eval's map row scores
+"$q" allocate --candidates rtn:w3g32a,rtn:w3g32a,salient=3 --target-bpw 4 --calib-tokens 512 --no-verify --out "$tmp/alr-map.json" > /dev/null 2>&1 \
+  || fail "allocate --out with rtn salient candidates"
+"$q" quantize --scheme-map "$tmp/alr-map.json" --calib-tokens 512 --out "$tmp/alr.safetensors" > /dev/null 2>&1 || fail "quantize an rtn map with salient tensors"
+"$q" eval --max-tokens 300 --calib-tokens 512 --calib-skip 16384 --scheme-map "$tmp/alr-map.json" --compare "$tmp/alr.safetensors" --json > "$tmp/alrf.json" \
+  || fail "eval the written rtn salient map"
+json "$tmp/alrf.json" 'd["rows"][0]["kld"] == d["rows"][1]["kld"]' 'd["rows"][0]["bits_per_weight"] == d["rows"][1]["bits_per_weight"]'
 expect_error "salient=' keeps original input channels" "$q" eval --scheme rtn:w4g32a,salient=1,had
 # a scheme with '=' in an --override action (PATTERN=ACTION splits at the first '='): refused for
 # what it is (kept channels need calibration, which overrides do not run), as a usage error
