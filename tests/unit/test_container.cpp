@@ -297,6 +297,49 @@ BOOST_AUTO_TEST_CASE(bad_files_and_failed_writes) {
     BOOST_TEST(!fs::exists(failed));
 }
 
+// A stored layer with kept FP16 channels (`,salient=`) is checked at load: kept channels that do
+// not ascend, and a non-finite kept weight, are errors naming the file and the part.
+BOOST_AUTO_TEST_CASE(salient_parts_checked_at_load) {
+    const auto c = qtest::tiny_config(1);
+    const auto w = qtest::random_llama(c, 51);
+    const auto tokens = qtest::random_tokens(40, c.vocab_size, 52);
+    llama::ModelQuantizeOptions mo;
+    mo.calibration.backend = Backend::cpu(Isa::scalar, 1);
+    const llama::WeightsSource src(w, "memory");
+    const llama::QuantizingSource quantizing(src, tokens, parse_scheme("gptq:w4g16a,salient=10"), mo);
+    const auto path = tmp("qf_salient.safetensors");
+    llama::write_container(quantizing, path, with_rules({}, 1));
+    const auto fields = io::Json::parse(io::SafetensorsFile::open(path).metadata().at("qforge.tensors"));
+    BOOST_TEST(fields.at("blk.0.attn_q.weight").at("salient").as_int() == 3);  // round(10% of 32)
+    BOOST_TEST(!fields.at("blk.0.attn_q.weight").find("ordered"));              // the others ascend: no order stored
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    // where a tensor's data sits in the file: after the 8-byte length and the JSON header
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const auto header = io::Json::parse(std::string_view(bytes.data() + 8, std::size_t(n)));
+    const auto data_at = [&](const std::string& name) { return std::size_t(8 + n + std::uint64_t(header.at(name).at("data_offsets").as_array()[0].as_int())); };
+    const auto write = [](const std::string& p, const std::string& b) {
+        std::ofstream(p, std::ios::binary).write(b.data(), std::streamsize(b.size()));
+        return p;
+    };
+    const auto load = [&](const std::string& p) { return qtest::error_of([&] { (void)llama::load_weights(llama::ContainerSource(p)); }); };
+    BOOST_TEST(load(path) == "(no error)");
+    std::string repeated = bytes;  // the second kept channel made the first's
+    std::memcpy(repeated.data() + data_at("blk.0.attn_q.weight.salient_columns") + 4, repeated.data() + data_at("blk.0.attn_q.weight.salient_columns"), 4);
+    BOOST_TEST(qtest::has_all(load(write(tmp("qf_sal_cols.safetensors"), repeated)),
+                              {"qf_sal_cols.safetensors", "blk.0.attn_q.weight.salient_columns", "entry 1", "ascend"}));
+    std::string nan = bytes;  // an F16 NaN among the kept weights
+    const std::uint16_t h = 0x7e00;
+    std::memcpy(nan.data() + data_at("blk.0.ffn_down.weight.salient_values") + 2 * 5, &h, 2);
+    BOOST_TEST(qtest::has_all(load(write(tmp("qf_sal_nan.safetensors"), nan)),
+                              {"qf_sal_nan.safetensors", "blk.0.ffn_down.weight.salient_values", "non-finite value at element 5"}));
+    for (const char* p : {"qf_salient.safetensors", "qf_sal_cols.safetensors", "qf_sal_nan.safetensors"}) fs::remove(tmp(p));
+}
+
 // The context helpers of core/error.hpp: the type survives, context is added once, and a tensor
 // context adds only what the message lacks.
 BOOST_AUTO_TEST_CASE(error_context_helpers) {

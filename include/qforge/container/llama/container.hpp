@@ -321,11 +321,7 @@ private:
         wide->columns.resize(std::size_t(l.salient));
         const auto& cols = f_.tensor(name + ".salient_columns");
         std::memcpy(wide->columns.data(), cols.bytes.data(), cols.bytes.size());
-        wide->values = f_.to_float(f_.tensor(name + ".salient_values"));
-        for (std::size_t i = 0; i < wide->values.size(); ++i)
-            if (!std::isfinite(wide->values[i]))
-                throw FileError(label_, "tensor " + name + ".salient_values: entry " + std::to_string(i) + " (row " + std::to_string(i / wide->columns.size()) +
-                                            ") is not finite");
+        wide->values = f_.to_float(f_.tensor(name + ".salient_values"));  // refuses a non-finite value, naming it
         for (std::size_t j = 0; j < wide->columns.size(); ++j)
             if (wide->columns[j] < 0 || wide->columns[j] >= l.cols || (j > 0 && wide->columns[j] <= wide->columns[j - 1]))
                 throw FileError(label_, "tensor " + name + ".salient_columns: entry " + std::to_string(j) + " is " + std::to_string(wide->columns[j]) +
