@@ -159,7 +159,13 @@ BOOST_AUTO_TEST_CASE(kept_channels_and_the_rest) {
         const auto half = llama::packed_linear(r, 32, 64);
         const auto deq_half = std::get<Fp32Matrix>(llama::dequantized_linear(half).weights()).data;
         BOOST_TEST((deq_half == std::vector<float>(w_hat.begin() + 32 * 256, w_hat.end())));
-        BOOST_CHECK_THROW(llama::layout_of(layer), InvalidArgument);  // no writer stores them yet
+        // the container's layout: the layer's whole width, the kept channels, the packed columns
+        // (an order stored only when act-order left the others out of ascending order)
+        const auto lay = llama::layout_of(layer);
+        BOOST_TEST(lay.cols == layer.cols());
+        BOOST_TEST(lay.salient == int(layer.wide()->columns.size()));
+        BOOST_TEST(lay.packed_cols() == layer.stored_cols());
+        BOOST_TEST(lay.ordered == !std::is_sorted(layer.input_order().begin(), layer.input_order().end()));
     }
     LayerCalibration none;
     BOOST_CHECK_THROW(quantize(MatrixView<const float>(p.w.data(), p.rows, p.cols), parse_scheme("gptq:w3g64a,salient=2"), none), InvalidArgument);
