@@ -255,7 +255,7 @@ inline std::optional<AffineGrid> affine_grid(const GroupParams& p, const QuantSp
     return g;
 }
 
-/// The function types of Fp32Functions::grid_round and ::codebook_round (runtime/dispatch.hpp).
+/// The function types of Fp32Functions::grid_round and Fp32Functions::codebook_round (runtime/dispatch.hpp).
 using GridRoundFn = void (*)(const float*, int, const AffineGrid&, std::uint8_t*, float*, bool) noexcept;
 using CodebookRoundFn = void (*)(const float*, int, const float*, int, float, std::uint8_t*, float*, bool) noexcept;
 
