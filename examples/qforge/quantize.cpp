@@ -159,7 +159,7 @@ int run(QuantizeOptions opt) {
     std::optional<qforge::io::SchemeMap> scheme_map;
     if (!opt.scheme_map.empty()) {
         if (scheme || !opt.mix.empty()) throw CLI::ValidationError("--scheme-map", "the map gives every decoder weight its scheme; give it without --scheme and --mix");
-        if (hf) throw CLI::ValidationError("--scheme-map", "a " + opt.format + " checkpoint has one grid for every layer (one quantization_config)");
+        if (hf) throw CLI::ValidationError("--scheme-map", "the " + opt.format + " checkpoint format has one grid for every layer (one quantization_config)");
         scheme_map = qforge::io::read_scheme_map(opt.scheme_map);
         scheme = scheme_map->scheme;
         if (const auto why = unwritable(*scheme, opt.format); !why.empty()) throw CLI::ValidationError("--scheme-map", opt.scheme_map + ": \"scheme\": " + why);
@@ -177,7 +177,7 @@ int run(QuantizeOptions opt) {
     if (!opt.mix.empty()) {
         mix = &qforge::llama::find_type_mix(opt.mix);
         if (opt.outtype != "keep") throw CLI::ValidationError("--mix", "--mix and --outtype both say what every weight becomes; give one");
-        if (hf) throw CLI::ValidationError("--mix", "a " + opt.format + " checkpoint has one grid for every layer (one quantization_config); --mix gives each tensor its own type (--format gguf)");
+        if (hf) throw CLI::ValidationError("--mix", "the " + opt.format + " checkpoint format has one grid for every layer (one quantization_config); --mix gives each tensor its own type (--format gguf)");
         if (!scheme) scheme = qforge::parse_scheme("rtn:" + std::string(mix->base));
         if (scheme->spec.block != mix->base)
             throw CLI::ValidationError("--mix", std::string(mix->name) + " quantizes most weights as " + std::string(mix->base) + " and raises some; --scheme " +

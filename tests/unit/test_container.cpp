@@ -523,10 +523,12 @@ BOOST_AUTO_TEST_CASE(quantizing_source_equals_in_memory_quantization) {
     const auto c = qtest::tiny_config(3);
     const auto w = qtest::random_llama(c, 41);
     const auto tokens = qtest::random_tokens(40, c.vocab_size, 42);
-    // the last four keep input channels in FP16 (`,salient=`): the container's salient parts,
-    // with the act-order column order stored beside them or implied (ascending)
+    // the last five keep input channels in FP16 (`,salient=`): the container's salient parts,
+    // with the act-order column order stored beside them or implied (ascending); the last one
+    // has fewer groups per row than the whole layer would (32 -> 19 columns in groups of 8: the
+    // header once counted the scales over all 32)
     for (const char* text : {"gptq:w4g16a,act", "awq:w3g16a", "awq+gptq:w4g16s", "rtn:w4g16a", "gptq:w4g16a,salient=10", "gptq:w3g16a,act,salient=10",
-                             "rtn:w4g16a,salient=10", "awq:w3g16a,salient=10"}) {
+                             "rtn:w4g16a,salient=10", "awq:w3g16a,salient=10", "rtn:w4g8a,salient=40"}) {
         BOOST_TEST_CONTEXT(text) {
             const auto scheme = parse_scheme(text);
             llama::ModelQuantizeOptions mo;

@@ -76,8 +76,11 @@ BOOST_AUTO_TEST_CASE(scheme_text) {
     BOOST_TEST((llama::run_pipeline(parse_scheme("rtn:w4g32a"), {{"blk.0.attn_q.weight", parse_scheme("rtn:w3g32a")}}) == Pipeline::independent));
     for (const char* bad : {"rtn:w4g32a,salient=1,had", "awq:q4_0,salient=1", "rtn:pq2n64g1024,salient=1", "gptq:w3g128a,salient=0", "gptq:w3g128a,salient=60",
                             "gptq:w3g128a,salient=x", "gptq:w3g128a,salient=", "rtn:w3g128a,salient", "gptq:w3g128a,had,salient=1", "gptq:pq2n64g1024,salient=1",
-                            "gptq:q4_k,salient=1", "gptq:w3g128a,salient=1,salient=2"})
+                            "gptq:q4_k,salient=1", "gptq:w3g128a,salient=1,salient=2", "rtn:iq4nlg32,salient=3", "awq:nf4g64,salient=1"})
         BOOST_CHECK_THROW(parse_scheme(bad), InvalidArgument);
+    // a codebook grid's blocks would need the remaining columns to fill whole blocks: refused by
+    // the parser, saying so (it failed later, in the packing, naming neither tensor nor cause)
+    BOOST_TEST(qtest::has_all(qtest::error_of<InvalidArgument>([] { parse_scheme("rtn:iq4nlg32,salient=3"); }), {"codebook grid", "whole blocks"}));
     // the option without its value says what the value is
     BOOST_CHECK_EXCEPTION(parse_scheme("rtn:w3g128a,salient"), InvalidArgument,
                           [](const InvalidArgument& e) { return std::string(e.what()).find("salient= needs the percentage") != std::string::npos; });

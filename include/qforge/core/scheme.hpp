@@ -367,8 +367,9 @@ inline RuntimeScheme parse_scheme(std::string_view text, std::span<const MethodI
         }
         options = next == std::string_view::npos ? "" : options.substr(next + 1);
     }
-    if (s.options.salient > 0.0f && (s.pq || s.options.hadamard || !s.spec.block.empty()))
-        return fail("option 'salient=' keeps original input channels of a scalar grid: not with a PQ grid, ',had' (which mixes the channels) or a GGUF block type");
+    if (s.options.salient > 0.0f && (s.pq || s.options.hadamard || !s.spec.block.empty() || s.spec.codebook))
+        return fail("option 'salient=' keeps original input channels of a scalar grid: not with a PQ grid, ',had' (which mixes the channels), a GGUF block "
+                    "type or a codebook grid (their blocks would need the remaining columns to fill whole blocks)");
     if (s.pq && (s.options.clip || s.options.act_order || s.options.static_groups || s.spec.scale_type != ScaleType::f16))
         return fail("a PQ grid takes the options had and damp= only (its codebooks are fitted by k-means, its columns stay in their blocks' order)");
     if (!s.spec.block.empty() && s.options.act_order && !s.options.static_groups)

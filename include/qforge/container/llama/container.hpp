@@ -75,7 +75,9 @@ inline std::vector<Part> parts_of(const TensorLayout& l, bool vector) {
     return p;
 }
 inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
-    const auto R = std::uint64_t(l.rows), C = std::uint64_t(l.packed_cols());
+    // the packed weights' own width: a layer keeping FP16 channels packs the other columns only
+    const int packed = l.packed_cols();
+    const auto R = std::uint64_t(l.rows), C = std::uint64_t(packed);
     if (l.format == "f32") return {{"", "F32", vector ? std::vector<std::uint64_t>{R * C} : std::vector<std::uint64_t>{R, C}}};
     std::vector<Part> p;
     if (!visit_stored_format(l, [&](auto f) {
@@ -84,9 +86,9 @@ inline std::vector<Part> parts_of_values(const TensorLayout& l, bool vector) {
                 using B = typename F::block_type;
                 p = {{".blocks", "U8", {R, C / block_fields<B>::weights * sizeof(B)}}};
                 if constexpr (requires { F::table_parts(0, 0); })  // float tables beside the blocks (double-quantized scales)
-                    for (const auto& [suffix, n] : F::table_parts(l.rows, l.cols)) p.push_back({suffix, "F32", {std::uint64_t(n)}});
+                    for (const auto& [suffix, n] : F::table_parts(l.rows, packed)) p.push_back({suffix, "F32", {std::uint64_t(n)}});
             } else {
-                const auto G = std::uint64_t(l.spec.groups_per_row(l.cols));
+                const auto G = std::uint64_t(l.spec.groups_per_row(packed));
                 p = {{".codes", "U8", {R, (C * std::uint64_t(l.spec.bits) + 7) / 8}}, {".scales", "F16", {R, G}}};
                 if (l.spec.zero == ZeroPoint::integer) p.push_back({".zeros", "U8", {R, G}});
                 if (l.spec.zero == ZeroPoint::float_min) p.push_back({".mins", "F16", {R, G}});

@@ -137,7 +137,7 @@ inline HfExportReport write_hf_checkpoint(const ModelSource& src, const std::str
         } else if (grid->spec.bits != l.spec.bits || grid->spec.group_size != g || (!awq && grid->spec.zero != l.spec.zero)) {
             throw InvalidArgument(src.label() + ": tensor " + name + " is " + std::to_string(l.spec.bits) + "-bit, group " + std::to_string(g) +
                                   ", but " + grid_from + " is " + std::to_string(grid->spec.bits) + "-bit, group " + std::to_string(grid->spec.group_size) +
-                                  ": a " + o.format + " checkpoint has one quantization_config for every layer");
+                                  ": the " + o.format + " checkpoint format has one quantization_config for every layer");
         }
         if (g > 0 && cols % g != 0)
             throw InvalidArgument(src.label() + ": tensor " + name + ": " + std::to_string(cols) + " inputs are not whole groups of " + std::to_string(g) +

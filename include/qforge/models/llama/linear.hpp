@@ -59,7 +59,9 @@ public:
                 seen[std::size_t(c)] = 1;
             }
             for (const int c : order_) {
-                if (c < 0 || c >= stored + k || seen[std::size_t(c)]) throw InvalidArgument("Linear: the input order repeats a column or names a kept one");
+                if (c < 0 || c >= stored + k)
+                    throw InvalidArgument("Linear: the input order names column " + std::to_string(c) + " of " + std::to_string(stored + k));
+                if (seen[std::size_t(c)]) throw InvalidArgument("Linear: the input order repeats column " + std::to_string(c) + " or names a kept one");
                 seen[std::size_t(c)] = 1;
             }
             return;
