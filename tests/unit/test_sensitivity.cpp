@@ -13,6 +13,7 @@
 #include "common.hpp"
 #include "tiny_llama.hpp"
 #include "qforge/io/llama2c.hpp"
+#include "qforge/runtime/blas.hpp"
 #include "qforge/metrics/rank_correlation.hpp"
 #include "qforge/models/llama/size.hpp"
 #include "qforge/pipelines/llama/allocate.hpp"
@@ -77,6 +78,11 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
     const auto w = llama::from_llama2c(io::Llama2cCheckpoint::load(qtest::data_path(model_file)));
     const auto tokens = tokens_of(w, 300, 1);  // sequences of 128, 128 and a tail of 44
     const llama::ReferenceTrace trace(w, tokens, calibration(128));
+    // the same quantity by two routes (a whole model's run, a block's; a prefix, the whole): equal
+    // to rounding of the sums, unless the BLAS's kernels round a product's rows otherwise when
+    // it holds fewer of them (blas::cut_invariant; Haswell's kernels: relative 3e-9 seen)
+    const double routes = blas::enabled() && !blas::cut_invariant() ? 1e-7 : 1e-9;
+    if (routes > 1e-9) BOOST_TEST_MESSAGE("the BLAS's kernels are not cut-invariant (" << blas::name() << "): routes compared to 1e-7");
     BOOST_TEST(trace.tokens() == 300);
     BOOST_TEST(trace.kl_of(w) == 0.0);  // the same model: the same logits, bit for bit
     const auto rtn = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w2g32a")); });
@@ -94,7 +100,7 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         BOOST_TEST_MESSAGE("block " << l << ": KL " << got << " (Session runs " << expected << ")");
         BOOST_TEST(expected > 1e-4);
         BOOST_TEST(got == expected, boost::test_tools::tolerance(1e-4));
-        BOOST_TEST(trace.kl_of(one) == got, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(trace.kl_of(one) == got, boost::test_tools::tolerance(routes));
         // on a prefix: the first sequence whole and 72 positions of the second (cut, not re-run whole)
         const double prefix = std::accumulate(per_position.begin(), per_position.begin() + 200, 0.0) / 200.0;
         BOOST_TEST(trace.kl_with_block(l, rtn.layers[std::size_t(l)], 200) == prefix, boost::test_tools::tolerance(1e-4));
@@ -105,7 +111,7 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
         BOOST_TEST(short_trace.kl_tokens() == 200);
         BOOST_TEST(short_trace.bytes() < trace.bytes());
         BOOST_TEST(short_trace.kl_with_block(l, rtn.layers[std::size_t(l)]) == trace.kl_with_block(l, rtn.layers[std::size_t(l)], 200));
-        BOOST_TEST(short_trace.kl_of(one) == short_trace.kl_with_block(l, rtn.layers[std::size_t(l)]), boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(short_trace.kl_of(one) == short_trace.kl_with_block(l, rtn.layers[std::size_t(l)]), boost::test_tools::tolerance(routes));
 
         // the block's output error, independently: the residual stream leaving block l in a trace
         // of the model with block l replaced (its blocks before l are the reference's)
@@ -118,8 +124,8 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
             if (i < 200 * a.cols) sq200 += d2;
         }
         BOOST_TEST(sq > 0.0);
-        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)]) == sq / 300.0, boost::test_tools::tolerance(1e-9));
-        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)], 200) == sq200 / 200.0, boost::test_tools::tolerance(1e-9));
+        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)]) == sq / 300.0, boost::test_tools::tolerance(routes));
+        BOOST_TEST(trace.block_output_error(l, rtn.layers[std::size_t(l)], 200) == sq200 / 200.0, boost::test_tools::tolerance(routes));
         BOOST_TEST(trace.block_output_error(l, w.layers[std::size_t(l)]) == 0.0);  // the reference's own block
     }
     BOOST_CHECK_THROW(trace.kl_with_block(5, w.layers[0]), InvalidArgument);
@@ -152,7 +158,12 @@ BOOST_AUTO_TEST_CASE(lazily_filled_states_equal_the_eager_trace, *boost::unit_te
     const llama::ReferenceTrace fresh(w, tokens, calibration(128), 100);
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2], 100) == eager.block_output_error(2, rtn.layers[2], 100));
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2]) == eager.block_output_error(2, rtn.layers[2]));
-    BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100));
+    if (blas::enabled() && !blas::cut_invariant()) {  // a prefix of 100 rows against the whole's first 100: see blas::cut_invariant
+        BOOST_TEST_MESSAGE("the BLAS's kernels are not cut-invariant (" << blas::name() << "): prefix KL compared to 1e-7");
+        BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100), boost::test_tools::tolerance(1e-7));
+    } else {
+        BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100));
+    }
 }
 
 // The candidates of a block are quantized side by side, each on one thread: the table is the

@@ -12,7 +12,10 @@
 /// of the BLAS, and a machine without it runs on qforge's own kernels. If the environment does
 /// not set OPENBLAS_CORETYPE, qforge sets it from the instruction set it uses itself (SkylakeX
 /// for avx512_vnni, Haswell for avx2) before loading: OpenBLAS 0.3.21 takes CPUs newer than
-/// itself for SSE3 ones. `QFORGE_BLAS=off` in the environment turns the BLAS off at run time (to
+/// itself for SSE3 ones. Products are cut into tiles on qforge's pool; at load a probe checks
+/// whether the kernel set gives an element the same bits in any tile (SkylakeX's do, Haswell's
+/// do not): only then do tiles follow the thread count, else they are fixed by the shape, so
+/// results never depend on the thread count (`name()` says which). `QFORGE_BLAS=off` in the environment turns the BLAS off at run time (to
 /// measure qforge's own kernels, or to rule it out).
 #include <cstddef>
 #include <cstdlib>
@@ -35,7 +38,15 @@ constexpr bool compiled() noexcept {
 bool loaded();
 /// Why it did not load ("" when it did).
 std::string problem();
+/// Whether the loaded kernel set gives an element of a product the same bits whichever tile of
+/// it, and whichever count of rows, it is computed in (probed once at load on a 37 x 600 x 301
+/// and a 700 x 40 x 301 product cut into tiles of 128-240; SkylakeX's kernels do, Haswell's do
+/// not). Where it does not, tiles are fixed by the shape (results still do not depend on the
+/// thread count), but a product over a prefix of the rows may round otherwise than the same
+/// rows of the whole product (ReferenceTrace's prefixes, docs/performance.md).
+bool cut_invariant();
 #else
+inline bool cut_invariant() { return true; }
 inline bool loaded() { return false; }
 inline std::string problem() { return "qforge::dispatch was built without the BLAS glue (QFORGE_BLAS=OFF)"; }
 #endif

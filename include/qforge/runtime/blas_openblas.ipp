@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -37,6 +38,9 @@ struct Library {
     char* (*get_config)() = nullptr;
     char* (*get_corename)() = nullptr;
     bool loaded = false;
+    /// Whether this kernel set gives an element the same bits whichever tile of a product it is
+    /// computed in (probed at load: `cut_invariant`); only then may tiles follow the thread count.
+    bool tiles_by_threads = false;
     std::string problem;  // why it is not loaded
 };
 
@@ -81,8 +85,45 @@ Library load() {
     return lib;
 }
 
+// Whether products cut into tiles (of 128 or more along either side of C, as sgemm_nt cuts
+// them) give the bits of the whole product. SkylakeX's kernels do; Haswell's do not (2026-12-07,
+// Zen 5 VM with OPENBLAS_CORETYPE=Haswell in its environment: the last 8 columns of each tile
+// are summed otherwise, 799-1319 of 22200 elements of a 37 x 600 x 301 product differ with tiles
+// of 128-256). Tiles that follow the thread count would then make results depend on it.
+bool cut_invariant(const Library& lib) {
+    const int m = 37, n = 600, k = 301, tall = 700, narrow = 40;
+    std::vector<float> a(std::size_t(tall) * k), b(std::size_t(n) * k);
+    std::uint32_t state = 12345;  // any fixed, sign-mixed values will do
+    const auto next = [&] {
+        state = state * 1664525u + 1013904223u;
+        return float(int(state >> 8) - (1 << 23)) / float(1 << 23);
+    };
+    for (auto& v : a) v = next();
+    for (auto& v : b) v = next();
+    const auto same = [&](int rows, int cols, bool cut_rows, int tile) {
+        std::vector<float> whole(std::size_t(rows) * cols), cut(whole.size());
+        lib.sgemm(row_major, no_trans, trans, rows, cols, k, 1.0f, a.data(), k, b.data(), k, 0.0f, whole.data(), cols);
+        const int extent = cut_rows ? rows : cols;
+        for (int i0 = 0; i0 < extent; i0 += tile) {
+            const int len = std::min(tile, extent - i0);
+            if (cut_rows)
+                lib.sgemm(row_major, no_trans, trans, len, cols, k, 1.0f, a.data() + std::size_t(i0) * k, k, b.data(), k, 0.0f,
+                          cut.data() + std::size_t(i0) * cols, cols);
+            else
+                lib.sgemm(row_major, no_trans, trans, rows, len, k, 1.0f, a.data(), k, b.data() + std::size_t(i0) * k, k, 0.0f,
+                          cut.data() + i0, cols);
+        }
+        return whole == cut;
+    };
+    return same(m, n, false, 128) && same(m, n, false, 208) && same(tall, narrow, true, 128) && same(tall, narrow, true, 240);
+}
+
 const Library& library() {
-    static const Library lib = load();
+    static const Library lib = [] {
+        Library l = load();
+        if (l.loaded) l.tiles_by_threads = cut_invariant(l);
+        return l;
+    }();
     return lib;
 }
 
@@ -97,9 +138,10 @@ int threads_here(int threads) { return qforge::detail::ThreadPool::in_pool() ? 1
 
 // One tile per thread (of at least 128): every tile repacks the whole other operand, so with
 // eighths on 2 threads SmolLM2's prompt products (512 tokens x 576-1536) ran at 184-216 GFLOP/s,
-// with halves at 235-250 (2026-12-06; sgemm 4096^3 290).
+// with halves at 235-250 (2026-12-06; sgemm 4096^3 290). With a kernel set whose bits depend on
+// the cut (`cut_invariant`), eighths fixed by the extent alone, whatever the thread count.
 int tile_for(int extent, int threads) {
-    const int t = threads_here(threads);
+    const int t = library().tiles_by_threads ? threads_here(threads) : 8;
     return std::max(128, ((extent + t - 1) / t + 15) / 16 * 16);
 }
 
@@ -137,12 +179,15 @@ void mirror_lower(int n, float* c, std::size_t ldc) {
 
 bool loaded() { return library().loaded; }
 
+bool cut_invariant() { return !library().loaded || library().tiles_by_threads; }
+
 std::string name() {
     const Library& lib = library();
     if (!lib.loaded) return {};
     const char* config = lib.get_config();
     const char* core = lib.get_corename();
-    return std::string(config ? config : "OpenBLAS") + ", kernels " + (core ? core : "?");
+    return std::string(config ? config : "OpenBLAS") + ", kernels " + (core ? core : "?") +
+           (lib.tiles_by_threads ? "" : " (its bits depend on how a product is cut: tiles fixed by shape, not by thread count)");
 }
 
 std::string problem() { return library().problem; }
