@@ -158,23 +158,27 @@ inline void rmsnorm_rows(float* out, const float* x, int n, std::size_t width, c
 inline constexpr int attend_gemm_min_tokens = 16;
 
 /// `attend` for a block of tokens as two products per KV head on the backend's FP32 GEMM, in
-/// chunks of 128 queries (each chunk's keys end at its last position, so the causal triangle
+/// chunks of 64 queries (each chunk's keys end at its last position, so the causal triangle
 /// above the chunk is not computed): scores S = Q K_h^T for the queries of every head that reads
 /// KV head h stacked (grouped-query attention: SmolLM2's 3 heads per KV head make one product of
-/// 384 rows instead of three of 128: 130-214 GFLOP/s against 91-141 on OpenBLAS, 2026-12-06),
+/// 384 rows instead of three of 128 with the chunks of 128 of 2026-12-06: 130-214 GFLOP/s against
+/// 91-141 on OpenBLAS),
 /// the masked softmax row by row, then S V_h with V_h transposed once per KV head. Each output is
 /// a sum over positions in ascending order of P[t, p] * V[p, i] with P[t, p] = exp(s - max) /
 /// sum: on the scalar backend the same operations in the same order as the per-token loop
 /// (masked positions add 0 * v), so a prompt run this way equals one-token decoding bit for bit
 /// there.
 ///
-/// Each (KV head, chunk) is one task on one thread: its scores (at most 384 x 512 floats for
+/// Each (KV head, chunk) is one task on one thread: its scores (at most 192 x 512 floats for
 /// SmolLM2's 512-token windows) go from the product through the softmax into S V_h while they
-/// are in that core's L2. Each product cut over the threads instead, with every head's scores
-/// written before any softmax (9 x 128 x 512 floats a chunk), left qkv + RoPE + attention at
-/// 191-199 ms of a 570 ms SmolLM2 512-token forward (2026-12-07, Zen 4). Tasks run largest
-/// chunk first; which thread runs one does not change its bits (each product is one
-/// single-threaded call inside a task, and OpenBLAS sums over k in the same order).
+/// are in that core's L2. Before, each product was cut over the threads and every head's scores
+/// written before any softmax (9 x 128 x 512 floats a chunk): qkv + RoPE + attention took
+/// 191-199 ms of a 570 ms SmolLM2 512-token forward (2026-12-07, Zen 4). Chunks of 64 rather
+/// than 128 compute less of the masked triangle (1.125x the causal products' work at 512 tokens
+/// against 1.25x): the whole forward's best of 6 runs 317-322 ms against 328-354 ms with 128 and
+/// 335-382 ms before (2026-12-07, Zen 5, the three builds interleaved). Tasks run largest chunk
+/// first; which thread runs one does not change its bits (blas.hpp: tiles follow the thread
+/// count only where the kernels round alike in any tile).
 inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
     const std::size_t D = std::size_t(c.dim), KV = std::size_t(c.kv_dim()), hs = std::size_t(c.head_size());
     const std::size_t kv_heads = std::size_t(c.n_kv_heads), group = std::size_t(c.n_heads) / kv_heads, L = std::size_t(pos0 + n);

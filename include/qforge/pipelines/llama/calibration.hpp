@@ -161,7 +161,7 @@ public:
 
     /// Bytes held between calls: hidden states, one block's KV cache and scratch. Independent
     /// of the number of blocks. Not counted: attention's per-thread task buffers (`attend_gemm`:
-    /// a KV head's stacked queries, scores and outputs for one chunk of 128 tokens, per thread).
+    /// a KV head's stacked queries, scores and outputs for one chunk of 64 tokens, per thread).
     std::size_t bytes() const noexcept {
         return (hidden_.size() + work_.size() + key_cache_.size() + value_cache_.size() + rope_.cos.size() + rope_.sin.size() +
                 scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2 + scratch_.vt.size() + resume_x_.size() + resume_act_.size() +
