@@ -176,7 +176,9 @@ inline constexpr int attend_gemm_min_tokens = 16;
 /// 191-199 ms of a 570 ms SmolLM2 512-token forward (2026-12-07, Zen 4). Chunks of 64 rather
 /// than 128 compute less of the masked triangle (1.125x the causal products' work at 512 tokens
 /// against 1.25x): the whole forward's best of 6 runs 317-322 ms against 328-354 ms with 128 and
-/// 335-382 ms before (2026-12-07, Zen 5, the three builds interleaved). Tasks run largest chunk
+/// 335-382 ms before in three interleaved rounds (2026-12-07, Zen 5); in two later rounds before
+/// and after were within noise (best 317 and 322 ms before, 313 and 316 after): a gain of 0-5%,
+/// and no 9 x 128 x L score buffer. Tasks run largest chunk
 /// first; which thread runs one does not change its bits (blas.hpp: tiles follow the thread
 /// count only where the kernels round alike in any tile).
 inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const float* vc, int n, int pos0, const Backend& backend) {
