@@ -114,7 +114,7 @@ struct Rope {
 /// Buffers one decoder block needs for n tokens.
 struct BlockScratch {
     std::vector<float> xb, xb2, q, k, v, hb, hb2;
-    std::vector<float> vt;  ///< attend_gemm's transposed values (its tasks' scores are per thread)
+    std::vector<float> vt;  ///< attend_gemm's transposed values (its tasks' buffers live for the call)
     /// Where a block's activations at one of the four linear-input sites are (`run_block`):
     /// the MLP's hidden layer in hb, the others in xb.
     std::vector<float>& site(int site_index) noexcept { return site_index == 3 ? hb : xb; }
@@ -192,13 +192,13 @@ inline void attend_gemm(const Config& c, BlockScratch& s, const float* kc, const
         for (std::size_t p = 0; p < L; ++p)
             for (std::size_t i = 0; i < hs; ++i) s.vt[(kh * hs + i) * L + p] = vc[p * KV + kh * hs + i];
     const std::size_t chunks = (std::size_t(n) + chunk - 1) / chunk;
-    // one task's buffers, per thread: a KV head's stacked queries (head-major, then token), their
-    // scores and outputs
-    struct Buffers {
-        std::vector<float> qg, scores, og;
-    };
-    static thread_local Buffers buf;
     parallel_for(kv_heads * chunks, backend.threads(), [&](std::size_t j0, std::size_t j1) {
+        // a task's buffers, per call of this loop (not thread_local: the pool's threads outlive
+        // the leak check, which reported them): a KV head's stacked queries (head-major, then
+        // token), their scores and outputs; after the first calls glibc serves them from its heap
+        struct {
+            std::vector<float> qg, scores, og;
+        } buf;
         for (std::size_t j = j0; j < j1; ++j) {
             const std::size_t kh = j % kv_heads, t0 = (chunks - 1 - j / kv_heads) * chunk;
             const std::size_t rows = std::min(chunk, std::size_t(n) - t0), keys = std::size_t(pos0) + t0 + rows, g_rows = group * rows;

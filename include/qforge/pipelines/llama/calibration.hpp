@@ -160,8 +160,8 @@ public:
     MatrixView<const float> hidden() const { return {hidden_.data(), std::size_t(tokens()), std::size_t(config_.dim)}; }
 
     /// Bytes held between calls: hidden states, one block's KV cache and scratch. Independent
-    /// of the number of blocks. Not counted: attention's per-thread task buffers (`attend_gemm`:
-    /// a KV head's stacked queries, scores and outputs for one chunk of 64 tokens, per thread).
+    /// of the number of blocks. Not counted: attention's task buffers, alive during the call only
+    /// (`attend_gemm`: a KV head's stacked queries, scores and outputs for 64 tokens, per thread).
     std::size_t bytes() const noexcept {
         return (hidden_.size() + work_.size() + key_cache_.size() + value_cache_.size() + rope_.cos.size() + rope_.sin.size() +
                 scratch_.xb.size() * 3 + scratch_.k.size() * 2 + scratch_.hb.size() * 2 + scratch_.vt.size() + resume_x_.size() + resume_act_.size() +
