@@ -108,24 +108,55 @@ void check_formats(format_list<F...>) {
         ...);
 }
 
-/// The Hessian's running sum (gram_fp32_accumulate): the lower triangle is gram_fp32's FP32
-/// values added in double, bit for bit (the BLAS path fuses the sum into its tiles; the default
-/// goes through gram_fp32), written and not added on the first batch, the upper triangle untouched.
-void check_gram_accumulate(const Backend& b, const std::vector<float>& x, int n, int cols) {
+/// The Hessian's running sum (gram_fp32_accumulate), in FP32: the first batch's lower triangle
+/// is gram_fp32's values bit for bit, written (the accumulator's earlier contents never read);
+/// a short second batch (within one of OpenBLAS's k chunks) adds gram_fp32's values in float,
+/// bit for bit (the BLAS path through sgemm's beta = 1, the default through a temporary); a long
+/// third batch adds to rounding. The default path leaves the upper triangle alone.
+void check_gram_accumulate(const Backend& b, const std::vector<float>& x, int n, int cols, bool blas_path) {
     const std::size_t c = std::size_t(cols);
     const MatrixView<const float> xv(x.data(), std::size_t(n), c), x20(x.data() + 5 * c, 20, c);
     std::vector<float> ga(c * c), gb(c * c);
     b.gram_fp32(xv, MatrixView<float>(ga.data(), c, c));
     b.gram_fp32(x20, MatrixView<float>(gb.data(), c, c));
-    std::vector<double> acc(c * c, -7.0);
-    b.gram_fp32_accumulate(xv, MatrixView<double>(acc.data(), c, c), true);
-    b.gram_fp32_accumulate(x20, MatrixView<double>(acc.data(), c, c), false);
-    std::size_t wrong = 0;
+    std::vector<float> acc(c * c, -7.0f);
+    b.gram_fp32_accumulate(xv, MatrixView<float>(acc.data(), c, c), true);
+    std::size_t wrong = 0, touched = 0;
     for (std::size_t i = 0; i < c; ++i)
-        for (std::size_t j = 0; j < c; ++j) wrong += acc[i * c + j] != (j <= i ? double(ga[i * c + j]) + double(gb[i * c + j]) : -7.0);
-    BOOST_TEST(wrong == 0u, b.name() << ", " << cols << " channels: " << wrong << " accumulator elements differ");
-    std::vector<double> small(4);
-    BOOST_CHECK_THROW(b.gram_fp32_accumulate(xv, MatrixView<double>(small.data(), 2, 2), true), InvalidArgument);
+        for (std::size_t j = 0; j <= i; ++j) wrong += acc[i * c + j] != ga[i * c + j];
+    BOOST_TEST(wrong == 0u, b.name() << ", " << cols << " channels, first batch: " << wrong << " elements differ from gram_fp32");
+    b.gram_fp32_accumulate(x20, MatrixView<float>(acc.data(), c, c), false);
+    wrong = 0;
+    for (std::size_t i = 0; i < c; ++i)
+        for (std::size_t j = 0; j < c; ++j) {
+            if (j <= i)
+                wrong += acc[i * c + j] != ga[i * c + j] + gb[i * c + j];
+            else
+                touched += acc[i * c + j] != -7.0f;
+        }
+    BOOST_TEST(wrong == 0u, b.name() << ", " << cols << " channels, second batch: " << wrong << " accumulator elements differ");
+    if (!blas_path) BOOST_TEST(touched == 0u, b.name() << ": " << touched << " elements above the diagonal written");
+    // a batch of 1500 rows (OpenBLAS's k chunks are a few hundred): to rounding, against double
+    // sums; |sum_t x_ti x_tj| <= |x_i| |x_j| bounds each sum's terms
+    const int long_rows = 1500;
+    const auto xl = gaussian(std::size_t(long_rows) * c, 77);
+    const MatrixView<const float> xlv(xl.data(), std::size_t(long_rows), c);
+    const std::vector<float> before = acc;
+    b.gram_fp32_accumulate(xlv, MatrixView<float>(acc.data(), c, c), false);
+    std::vector<double> norm(c, 0.0);
+    for (int t = 0; t < long_rows; ++t)
+        for (std::size_t j = 0; j < c; ++j) norm[j] += double(xl[std::size_t(t) * c + j]) * xl[std::size_t(t) * c + j];
+    for (auto& v : norm) v = std::sqrt(v);
+    std::size_t far = 0;
+    for (std::size_t i = 0; i < c; i += 7)  // a sample of rows: the exact sums cost long_rows c^2 / 7
+        for (std::size_t j = 0; j <= i; ++j) {
+            double sum = before[i * c + j];
+            for (int t = 0; t < long_rows; ++t) sum += double(xl[std::size_t(t) * c + i]) * xl[std::size_t(t) * c + j];
+            far += std::fabs(acc[i * c + j] - sum) > 1.2e-7 * (long_rows * norm[i] * norm[j] + 2 * std::fabs(before[i * c + j]));
+        }
+    BOOST_TEST(far == 0u, b.name() << ", " << cols << " channels, a long batch: " << far << " sampled elements beyond rounding");
+    std::vector<float> small(4);
+    BOOST_CHECK_THROW(b.gram_fp32_accumulate(xv, MatrixView<float>(small.data(), 2, 2), true), InvalidArgument);
 }
 
 }  // namespace
@@ -318,7 +349,8 @@ BOOST_AUTO_TEST_CASE(blas_products_agree_with_the_oracle) {
             for (int t = 0; t < n; ++t) s += std::fabs(double(x[std::size_t(t) * cols + i]) * x[std::size_t(t) * cols + j]);
             BOOST_TEST(std::fabs(double(g[std::size_t(i) * cols + j]) - g_oracle[std::size_t(i) * cols + j]) <= n * 1.2e-7 * s);
         }
-    for (const Backend& b : {b2, Backend::cpu(best_isa(), 2, false)}) check_gram_accumulate(b, x, n, cols);
+    check_gram_accumulate(b2, x, n, cols, true);
+    check_gram_accumulate(Backend::cpu(best_isa(), 2, false), x, n, cols, false);
     std::vector<float> bad(5);
     BOOST_CHECK_THROW(b2.gram_fp32(xv, MatrixView<float>(bad.data(), 1, 5)), InvalidArgument);
     BOOST_CHECK_THROW(b2.gemm_fp32(wv, MatrixView<const float>(x.data(), n, cols - 1), MatrixView<float>(one.data(), n, rows)), InvalidArgument);
@@ -350,7 +382,7 @@ BOOST_AUTO_TEST_CASE(blas_gram_of_a_wide_layer) {
         }
     BOOST_TEST(asymmetric == 0u);
     BOOST_TEST(far == 0u, far << " elements differ from qforge's own Gram matrix by more than rounding");
-    check_gram_accumulate(b2, x, n, cols);
+    check_gram_accumulate(b2, x, n, cols, true);
 }
 
 BOOST_AUTO_TEST_CASE(the_model_runs_every_product_on_its_backend) {

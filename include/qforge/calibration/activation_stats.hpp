@@ -4,8 +4,8 @@
 /// the input Hessian H = 2 X^T X / n (GPTQ's OBS error feedback), per-channel mean |x| and max
 /// |x| (AWQ's scale search), and per-channel activation probability P(x > 0) (selecting
 /// neurons that fire for a language or domain). Accumulated over batches of rows of X (one row
-/// per token); the Hessian in double across batches (its lower triangle only), its per-batch
-/// products by the FP32 GEMM (Backend::gram_fp32_accumulate).
+/// per token); X^T X in FP32 (its lower triangle only; GPTQ's reference accumulates H in FP32
+/// too), each batch's product added by the FP32 GEMM (Backend::gram_fp32_accumulate).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -51,11 +51,14 @@ public:
                                               ", channel " + std::to_string(j));
         }, grain_for(x.rows * 4));
         if (with_hessian_ && x.rows > 0) {
-            // allocated, not zeroed: the first batch's product is written, not added (on a 4096-wide
-            // layer zeroing and first-touching 128 MiB took about 8% of one batch's accumulation)
+            // allocated, not zeroed: the first batch's product is written, not added (zeroing and
+            // first-touching a 4096-wide layer's accumulator cost about 8% of one batch's
+            // accumulation). FP32, not double: a later batch then adds in the GEMM itself, with no
+            // tile buffer and half the memory (the double accumulator's conversion pass and page
+            // faults cost 10-15% of a 2048 x 4096 batch, 2026-12-07).
             const bool first = !xtx_;
-            if (first) xtx_.reset(new double[width_ * width_]);
-            backend.gram_fp32_accumulate(x, MatrixView<double>(xtx_.get(), width_, width_), first);
+            if (first) xtx_.reset(new float[width_ * width_]);
+            backend.gram_fp32_accumulate(x, MatrixView<float>(xtx_.get(), width_, width_), first);
         }
         count_ += long(x.rows);
     }
@@ -68,7 +71,7 @@ public:
         const double scale = 2.0 / double(count_);
         const std::size_t w = width_;
         for (std::size_t i = 0; i < w; ++i)
-            for (std::size_t j = 0; j <= i; ++j) h[i * w + j] = float(xtx_[i * w + j] * scale);
+            for (std::size_t j = 0; j <= i; ++j) h[i * w + j] = float(double(xtx_[i * w + j]) * scale);
         constexpr std::size_t tile = 64;  // the upper triangle mirrored in square tiles (cache-friendly on wide layers)
         for (std::size_t i0 = 0; i0 < w; i0 += tile)
             for (std::size_t j0 = i0; j0 < w; j0 += tile)
@@ -91,7 +94,7 @@ public:
 
     /// Bytes held (what layer-at-a-time capture keeps bounded).
     std::size_t bytes() const noexcept {
-        return (xtx_ ? width_ * width_ * sizeof(double) : 0) + sum_abs_.size() * sizeof(double) + max_abs_.size() * sizeof(float) +
+        return (xtx_ ? width_ * width_ * sizeof(float) : 0) + sum_abs_.size() * sizeof(double) + max_abs_.size() * sizeof(float) +
                positive_.size() * sizeof(std::int64_t);
     }
 
@@ -99,7 +102,7 @@ private:
     std::size_t width_ = 0;
     bool with_hessian_ = false;
     long count_ = 0;
-    std::unique_ptr<double[]> xtx_;  // X^T X's lower triangle (row-major, width x width), from the first batch on
+    std::unique_ptr<float[]> xtx_;  // X^T X's lower triangle (row-major, width x width), from the first batch on
     std::vector<double> sum_abs_;
     std::vector<float> max_abs_;
     std::vector<std::int64_t> positive_;

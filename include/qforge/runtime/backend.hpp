@@ -57,13 +57,16 @@ public:
     /// G = X^T X in FP32 (both triangles): X is n x cols, G is cols x cols (the calibration
     /// Hessian's products, a SYRK). The default transposes X and calls `gemm_fp32`.
     virtual void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const;
-    /// The running sum of the calibration Hessians: the lower triangle of `acc` (cols x cols
-    /// doubles, diagonal included) becomes acc + X^T X, or X^T X when `overwrite` (acc's earlier
-    /// contents are then never read, so it need not be initialised). X^T X's elements are the FP32
-    /// values `gram_fp32` computes, each added in double; the strict upper triangle is not
-    /// touched. Throws InvalidArgument on a shape mismatch. The default calls `gram_fp32` into a
-    /// cols x cols temporary; the CPU backend on the BLAS adds each tile while it is in cache.
-    virtual void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<double> acc, bool overwrite) const;
+    /// The running sum of the calibration Hessians, in FP32 as GPTQ's reference accumulates H:
+    /// the lower triangle of `acc` (cols x cols floats, diagonal included) becomes X^T X when
+    /// `overwrite` (acc's earlier contents are then never read, so it need not be initialised;
+    /// the values are `gram_fp32`'s, bit for bit), else acc + X^T X. Elements above the diagonal
+    /// may be written (a backend's diagonal blocks); hold on to the lower triangle only. Throws
+    /// InvalidArgument on a shape mismatch. The default adds `gram_fp32`'s values from a cols x
+    /// cols temporary; the CPU backend on the BLAS runs sgemm with beta = 1 straight into `acc`
+    /// (for a batch longer than one of OpenBLAS's k chunks, the chunks' partial sums are added in
+    /// turn: the same to rounding, not bit for bit).
+    virtual void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<float> acc, bool overwrite) const;
     /// In place: the lower triangle of SPD `a` (n x n, row-major) becomes L with L L^T = A, the
     /// strict upper triangle zeroed. False (a partly overwritten) when A is not positive
     /// definite. The default is qforge's blocked factorisation on `gemm_fp32`.
@@ -152,7 +155,7 @@ inline void BackendInterface::gram_fp32(MatrixView<const float> x, MatrixView<fl
     gemm_fp32(xtv, xtv, g);
 }
 
-inline void BackendInterface::gram_fp32_accumulate(MatrixView<const float> x, MatrixView<double> acc, bool overwrite) const {
+inline void BackendInterface::gram_fp32_accumulate(MatrixView<const float> x, MatrixView<float> acc, bool overwrite) const {
     if (acc.rows != x.cols || acc.cols != x.cols)
         throw InvalidArgument("gram_fp32_accumulate: X is " + std::to_string(x.rows) + " x " + std::to_string(x.cols) +
                               ", the accumulator must be " + std::to_string(x.cols) + " x " + std::to_string(x.cols) + ", is " +
@@ -161,9 +164,9 @@ inline void BackendInterface::gram_fp32_accumulate(MatrixView<const float> x, Ma
     gram_fp32(x, MatrixView<float>(g.data(), x.cols, x.cols));
     parallel_for(x.cols, threads(), [&](std::size_t i0, std::size_t i1) {
         for (std::size_t i = i0; i < i1; ++i) {
-            double* a = acc.data + i * acc.row_stride;
+            float* a = acc.data + i * acc.row_stride;
             const float* gi = g.data() + i * x.cols;
-            for (std::size_t j = 0; j <= i; ++j) a[j] = overwrite ? double(gi[j]) : a[j] + double(gi[j]);
+            for (std::size_t j = 0; j <= i; ++j) a[j] = overwrite ? gi[j] : a[j] + gi[j];
         }
     }, grain_for(x.cols));
 }
@@ -290,7 +293,7 @@ public:
         detail::require_gram_shape(x, g);
         blas::gram(threads_, int(x.cols), int(x.rows), x.data, x.row_stride, g.data, g.row_stride);
     }
-    void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<double> acc, bool overwrite) const override {
+    void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<float> acc, bool overwrite) const override {
         if (!blas_ || x.rows == 0) return BackendInterface::gram_fp32_accumulate(x, acc, overwrite);
         if (acc.rows != x.cols || acc.cols != x.cols) return BackendInterface::gram_fp32_accumulate(x, acc, overwrite);  // throws
         blas::gram_accumulate(threads_, int(x.cols), int(x.rows), x.data, x.row_stride, acc.data, acc.row_stride, overwrite);
@@ -438,7 +441,7 @@ public:
         impl_->gemm_fp32_add(w, x, y, alpha);
     }
     void gram_fp32(MatrixView<const float> x, MatrixView<float> g) const { impl_->gram_fp32(x, g); }
-    void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<double> acc, bool overwrite) const {
+    void gram_fp32_accumulate(MatrixView<const float> x, MatrixView<float> acc, bool overwrite) const {
         impl_->gram_fp32_accumulate(x, acc, overwrite);
     }
     void linear(const LinearWeights& w, MatrixView<const float> x, MatrixView<float> y) const { impl_->linear(w, x, y); }

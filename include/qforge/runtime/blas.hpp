@@ -82,13 +82,15 @@ void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float*
                      std::size_t ldb, float beta, float* c, std::size_t ldc);
 
 /// C = A^T A (n x n, both triangles written), row-major A of k rows x n columns (row stride lda):
-/// the lower triangle's square tiles spread over qforge's pool as in sgemm_nt.
+/// the lower triangle's blocks (fixed by n) spread over qforge's pool.
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc);
 
-/// The lower triangle (diagonal included) of row-major doubles `acc` (n x n, row stride ldacc)
-/// becomes acc + A^T A, or A^T A when `overwrite`: `gram`'s tiles, bit for bit, each added in
-/// double from a thread's tile buffer while it is in cache (no n x n float product, no mirror).
-void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, double* acc, std::size_t ldacc, bool overwrite);
+/// Row-major floats `acc` (n x n, row stride ldacc): its lower triangle (diagonal included)
+/// becomes A^T A when `overwrite` (`gram`'s blocks, bit for bit), else acc + A^T A through
+/// sgemm's beta = 1 on the same blocks (OpenBLAS adds the partial sums of each chunk of the k
+/// rows to acc in turn: for k within one chunk, gram's values added in float). Elements of the
+/// strict upper triangle inside the diagonal blocks are written too; the rest are not touched.
+void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, float* acc, std::size_t ldacc, bool overwrite);
 
 /// The Cholesky factor of row-major n x n `a`: its lower triangle becomes L (L L^T = A), the
 /// strict upper triangle zeroed; false when A is not positive definite. LAPACK's spotrf, in tiles
@@ -110,7 +112,7 @@ inline void sgemm_nt_native(int, int, int, int, float, const float*, std::size_t
     std::abort();
 }
 inline void gram(int, int, int, const float*, std::size_t, float*, std::size_t) { std::abort(); }
-inline void gram_accumulate(int, int, int, const float*, std::size_t, double*, std::size_t, bool) { std::abort(); }
+inline void gram_accumulate(int, int, int, const float*, std::size_t, float*, std::size_t, bool) { std::abort(); }
 inline bool cholesky_lower(int, int, float*) { std::abort(); }
 inline void invert_lower(int, int, float*) { std::abort(); }
 #endif

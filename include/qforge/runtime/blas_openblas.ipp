@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -225,72 +226,73 @@ void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float*
 }
 
 namespace {
-/// The lower triangle of A^T A as square tiles, each one single-threaded sgemm on qforge's pool:
-/// OpenBLAS's ssyrk ran at 40% of its sgemm rate here, the tiles (about 5/8 of the full
-/// product's FLOPs) at its full rate. `tile_fn(i0, j0, mi, nj, scratch)` runs once per tile
-/// (j0 <= i0) with a per-chunk scratch of tile x tile floats.
-template <class TileFn>
-void for_gram_tiles(int threads, int n, int k, TileFn&& tile_fn) {
-    const int tile = std::max(128, (n / 8 + 63) / 64 * 64);
+/// The lower triangle of A^T A as blocks, each one single-threaded sgemm on qforge's pool
+/// (OpenBLAS's ssyrk ran at 40% of its sgemm rate here, these blocks at nearly its full rate).
+/// Square tiles of n/8 and at least 512; off the diagonal a block is one tile of rows by up to
+/// two tiles of columns (the row tile's operand packed once for both), and a diagonal tile is
+/// its lower-left quarter and its two diagonal halves, recursively down to squares under 256
+/// (a diagonal square's upper half is computed and thrown away: the smaller the squares, the less).
+/// On 2026-12-07's Zen 5 VM (bench_gptq, 2 threads) a 2048 x 4096 X^T X ran at 326-339 GFLOP/s
+/// this way (with the FP32 accumulator) against 280-317 with square tiles of n/8 (docs/performance.md,
+/// "2026-12-07, later", also for the tile sizes tried). Blocks depend on n alone,
+/// never on the thread count (under some kernel sets, and OpenBLAS's small-matrix paths, an
+/// element's rounding depends on its call's shape; see cut_invariant). They are handed out one
+/// at a time, largest first, so the threads finish together.
+/// `block_fn(i0, j0, mi, nj)` runs once per block: rows i0.., columns j0.., j0 <= i0.
+template <class BlockFn>
+void for_gram_blocks(int threads, int n, BlockFn&& block_fn) {
+    const int tile = std::max(512, (n / 8 + 63) / 64 * 64);
     const int nt = (n + tile - 1) / tile;
     struct Block {
-        int i0, j0, size;  // rows i0.., columns j0.., j0 <= i0, at most size x size
+        int i0, j0, mi, nj;
     };
     std::vector<Block> blocks;
-    for (int i = 0; i < nt; ++i)
-        for (int j = 0; j <= i; ++j) {
-            if (i != j || tile < 256) {
-                blocks.push_back({i * tile, j * tile, tile});
-                continue;
-            }
-            // a diagonal tile as three half tiles (the fourth is the mirror): 3/4 of its FLOPs,
-            // 5% of the whole product's on a 4096-wide layer
-            const int h = tile / 2;
-            blocks.push_back({i * tile, i * tile, h});
-            blocks.push_back({i * tile + h, i * tile, h});
-            blocks.push_back({i * tile + h, i * tile + h, h});
+    for (int i = 1; i < nt; ++i)
+        for (int j = 0; j < i; j += 2) blocks.push_back({i * tile, j * tile, std::min(tile, n - i * tile), std::min(2, i - j) * tile});
+    // a diagonal tile of 256 or more: its lower-left quarter, then each diagonal half in turn
+    const auto diagonal = [&](auto&& self, int o, int s) -> void {
+        const int m = std::min(s, n - o);
+        if (m <= 0) return;
+        if (s < 256) {
+            blocks.push_back({o, o, m, m});
+            return;
         }
-    parallel_for(
-        blocks.size(), threads,
-        [&](std::size_t b0, std::size_t b1) {
-            std::vector<float> scratch;
-            for (std::size_t bi = b0; bi < b1; ++bi) {
-                const Block b = blocks[bi];
-                if (b.i0 >= n || b.j0 >= n) continue;  // a half tile past the last row
-                tile_fn(b.i0, b.j0, std::min(b.size, n - b.i0), std::min(b.size, n - b.j0), tile, scratch);
-            }
-        },
-        grain_for(std::size_t(tile) * std::size_t(tile) * std::size_t(std::max(k, 1))));
+        const int h = s / 2;
+        if (m > h) blocks.push_back({o + h, o, m - h, h});
+        self(self, o, h);
+        self(self, o + h, h);
+    };
+    for (int i = 0; i < nt; ++i) diagonal(diagonal, i * tile, tile);
+    std::stable_sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return std::size_t(a.mi) * a.nj > std::size_t(b.mi) * b.nj; });
+    std::atomic<std::size_t> next{0};
+    const int t = threads_here(threads);
+    parallel_for(std::size_t(t), t, [&](std::size_t, std::size_t) {
+        for (std::size_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < blocks.size();)
+            block_fn(blocks[b].i0, blocks[b].j0, blocks[b].mi, blocks[b].nj);
+    });
+}
+
+// C[i0:, j0:] = A[:, i0:]^T A[:, j0:] (+ C when beta is 1); row-major A^T is A read transposed
+void gram_block(const Library& lib, int k, const float* a, std::size_t lda, float beta, float* c, std::size_t ldc, int i0, int j0,
+                int mi, int nj) {
+    lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), beta,
+              c + std::size_t(i0) * ldc + std::size_t(j0), int(ldc));
 }
 }  // namespace
 
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc) {
     if (n == 0) return;
     const Library& lib = library();
-    for_gram_tiles(threads, n, k, [&](int i0, int j0, int mi, int nj, int, std::vector<float>&) {
-        // C[i0:, j0:] = A[:, i0:]^T A[:, j0:]; row-major A^T is A read transposed
-        lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), 0.0f,
-                  c + std::size_t(i0) * ldc + std::size_t(j0), int(ldc));
-    });
+    for_gram_blocks(threads, n, [&](int i0, int j0, int mi, int nj) { gram_block(lib, k, a, lda, 0.0f, c, ldc, i0, j0, mi, nj); });
     mirror_lower(n, c, ldc);
 }
 
-void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, double* acc, std::size_t ldacc, bool overwrite) {
+void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, float* acc, std::size_t ldacc, bool overwrite) {
     if (n == 0) return;
     const Library& lib = library();
-    for_gram_tiles(threads, n, k, [&](int i0, int j0, int mi, int nj, int tile, std::vector<float>& scratch) {
-        scratch.resize(std::size_t(tile) * std::size_t(tile));
-        // the same call as gram's for this tile (the same bits), into the scratch with stride nj
-        lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), 0.0f, scratch.data(), nj);
-        for (int i = 0; i < mi; ++i) {
-            double* row = acc + std::size_t(i0 + i) * ldacc + std::size_t(j0);
-            const float* t = scratch.data() + std::size_t(i) * std::size_t(nj);
-            const int jn = i0 == j0 ? i + 1 : nj;  // a diagonal tile's upper part is the mirror
-            if (overwrite)
-                for (int j = 0; j < jn; ++j) row[j] = double(t[j]);
-            else
-                for (int j = 0; j < jn; ++j) row[j] += double(t[j]);
-        }
+    // straight into the accumulator: no tile buffer, no second pass over the result
+    for_gram_blocks(threads, n, [&](int i0, int j0, int mi, int nj) {
+        gram_block(lib, k, a, lda, overwrite ? 0.0f : 1.0f, acc, ldacc, i0, j0, mi, nj);
     });
 }
 
