@@ -51,6 +51,16 @@ llama::CalibrationOptions calibration(int length) {
     o.backend = Backend::cpu(best_isa(), 2);
     return o;
 }
+
+/// Whether the BLAS's kernels may round a product's rows otherwise when it holds fewer of them
+/// (blas::cut_invariant false; Haswell's kernels: relative 3e-9 seen): the callers then compare
+/// `what` to 1e-7 instead of bit for bit or 1e-9, and the log says so.
+bool routes_round_apart(const char* what) {
+    const bool apart = blas::enabled() && !blas::cut_invariant();
+    if (apart) BOOST_TEST_MESSAGE("the BLAS's kernels are not cut-invariant (" << blas::name() << "): " << what << " compared to 1e-7");
+    return apart;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(spearman_matches_its_definition) {
@@ -79,10 +89,8 @@ BOOST_AUTO_TEST_CASE(trace_kl_equals_session_runs, *boost::unit_test::preconditi
     const auto tokens = tokens_of(w, 300, 1);  // sequences of 128, 128 and a tail of 44
     const llama::ReferenceTrace trace(w, tokens, calibration(128));
     // the same quantity by two routes (a whole model's run, a block's; a prefix, the whole): equal
-    // to rounding of the sums, unless the BLAS's kernels round a product's rows otherwise when
-    // it holds fewer of them (blas::cut_invariant; Haswell's kernels: relative 3e-9 seen)
-    const double routes = blas::enabled() && !blas::cut_invariant() ? 1e-7 : 1e-9;
-    if (routes > 1e-9) BOOST_TEST_MESSAGE("the BLAS's kernels are not cut-invariant (" << blas::name() << "): routes compared to 1e-7");
+    // to rounding of the sums
+    const double routes = routes_round_apart("the two routes") ? 1e-7 : 1e-9;
     BOOST_TEST(trace.tokens() == 300);
     BOOST_TEST(trace.kl_of(w) == 0.0);  // the same model: the same logits, bit for bit
     const auto rtn = llama::map_block_linears(w, [](const llama::Linear& l) { return llama::quantize_linear(l, parse_scheme("rtn:w2g32a")); });
@@ -158,8 +166,7 @@ BOOST_AUTO_TEST_CASE(lazily_filled_states_equal_the_eager_trace, *boost::unit_te
     const llama::ReferenceTrace fresh(w, tokens, calibration(128), 100);
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2], 100) == eager.block_output_error(2, rtn.layers[2], 100));
     BOOST_TEST(fresh.block_output_error(2, rtn.layers[2]) == eager.block_output_error(2, rtn.layers[2]));
-    if (blas::enabled() && !blas::cut_invariant()) {  // a prefix of 100 rows against the whole's first 100: see blas::cut_invariant
-        BOOST_TEST_MESSAGE("the BLAS's kernels are not cut-invariant (" << blas::name() << "): prefix KL compared to 1e-7");
+    if (routes_round_apart("a prefix of 100 rows and the whole's first 100")) {
         BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100), boost::test_tools::tolerance(1e-7));
     } else {
         BOOST_TEST(fresh.kl_with_block(2, rtn.layers[2]) == eager.kl_with_block(2, rtn.layers[2], 100));
