@@ -1,12 +1,14 @@
 // `qforge allocate`: the sensitivity table of a model (each block, optionally each linear, quantized
 // alone with each candidate scheme: measured KL and the cheap proxies, with how well each proxy
-// ranks units like the measured KL), then a bit allocation per --target-bpw, written as a
-// per-tensor scheme map and checked by quantizing the model from that map and measuring it.
+// ranks units like the measured KL; or a table saved by --save-table, read with --table), then a
+// bit allocation per --target-bpw, written as a per-tensor scheme map and checked by quantizing
+// the model from that map and measuring it.
 #include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -17,6 +19,7 @@
 #include <qforge/models/llama/size.hpp>
 #include <qforge/pipelines/llama/allocate.hpp>
 #include <qforge/pipelines/llama/quantize_model.hpp>
+#include <qforge/pipelines/llama/sensitivity_file.hpp>
 
 #include "commands.hpp"
 #include "model.hpp"
@@ -28,7 +31,7 @@ namespace {
 struct AllocateCliOptions {
     ModelOptions model;
     CalibOptions calib;
-    std::string text, unit = "block", loss = "auto", solver = "exact", out, svg, anchor;
+    std::string text, unit = "block", loss = "auto", solver = "exact", out, svg, anchor, table, save_table;
     long kl_tokens = 256;
     bool kl_tokens_given = false;  ///< asked for: more than the calibration holds is refused, not capped
     std::vector<std::string> candidates;
@@ -107,6 +110,20 @@ int run_allocate(const AllocateCliOptions& opt) {
     for (std::size_t i = 0; i < opt.budgets.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
             if (opt.budgets[i] == opt.budgets[j]) throw CLI::ValidationError("--target-bpw", budget_text(opt.budgets[i]) + " is given twice");
+    // --table: the saved table instead of measuring one (its candidates; --candidates, if given, must be them)
+    std::optional<SensitivityFile> saved;
+    if (!opt.table.empty()) {
+        const char* measuring = opt.measure_linears ? "--measure-linears" : opt.proxy_only ? "--proxy-only" : !opt.anchor.empty() ? "--anchor"
+                                : !opt.save_table.empty() ? "--save-table" : nullptr;
+        if (measuring) throw CLI::ValidationError("--table", std::string(measuring) + " says how to measure a table; --table reads one (" + opt.table + ")");
+        saved = read_sensitivity_file(opt.table);
+        if (!candidates.empty() && candidates != saved->table.candidates) {
+            std::string have;
+            for (const auto& c : saved->table.candidates) have += (have.empty() ? "" : ",") + qforge::to_string(c);
+            throw CLI::ValidationError("--candidates", "the table " + opt.table + " was measured for the candidates " + have + "; leave --candidates out or give those");
+        }
+        candidates = saved->table.candidates;
+    }
     if (candidates.empty())
         for (const char* s : {"gptq:w2g64a", "gptq:w3g128a", "gptq:w4g128a", "gptq:w8g128s"}) candidates.push_back(qforge::parse_scheme(s));
     for (const auto& c : candidates) {
@@ -177,15 +194,31 @@ int run_allocate(const AllocateCliOptions& opt) {
     if (opt.kl_tokens_given && opt.kl_tokens > long(calib.size()))
         throw CLI::ValidationError("--kl-tokens", std::to_string(opt.kl_tokens) + " is more than the " + std::to_string(calib.size()) +
                                                       " calibration tokens (0 measures on all of them)");
-    // the reference's distributions only where a KL is measured: the head and 4 · vocab bytes per position
-    const ReferenceTrace trace(reference, calib, co, opt.kl_tokens);
+    const int L = reference.config.n_layers;
+    if (saved) {  // the table must be of this model's blocks, and a verified KL on the table's tokens
+        check_table_fits(*saved, reference, opt.table, model.path());
+        if (opt.kl_tokens_given && opt.kl_tokens != saved->kl_tokens)
+            throw CLI::ValidationError("--kl-tokens", "the table " + opt.table + " was measured on the first " + std::to_string(saved->kl_tokens) +
+                                                          " calibration tokens; leave --kl-tokens out or give that");
+        if (!opt.no_verify && (long(calib.size()) != saved->calibration_tokens || qforge::llama::token_hash(calib) != saved->calibration_hash))
+            throw CLI::ValidationError("--table", "the table " + opt.table + " was measured on other calibration tokens (" + std::to_string(saved->calibration_tokens) +
+                                                      ") than this run's (" + std::to_string(calib.size()) +
+                                                      "): the measured KL of a map would not compare with its prediction. Give the same --calib, "
+                                                      "--calib-tokens and --calib-skip, or --no-verify");
+    }
+    // the reference's distributions only where a KL is measured: the head and 4 · vocab bytes per
+    // position; a read table needs the trace only to verify its allocations
+    std::optional<ReferenceTrace> trace;
+    if (!saved || !opt.no_verify) trace.emplace(reference, calib, co, saved ? saved->kl_tokens : opt.kl_tokens);
     trace_bar.finish();
     const double trace_s = seconds_since(start);
 
     // every budget checked against the smallest choice before the table (minutes on a real model):
     // the blocks share their shapes, so block 0 quantized with each candidate gives every block's bytes
-    {
-        const BlockStats stats0 = trace.block_stats(0);
+    if (saved) {
+        anchor = saved->anchor;
+    } else {
+        const BlockStats stats0 = trace->block_stats(0);
         const BlockHessians h0 = block_hessians(stats0);
         qforge::QuantizeSettings qs;
         qs.backend = backend;
@@ -221,7 +254,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             }
     }
 
-    const long kl_tokens = trace.kl_tokens();
+    const long kl_tokens = trace ? trace->kl_tokens() : saved->kl_tokens;
     SensitivityOptions so;
     so.measure_linears = opt.measure_linears;
     // the anchored loss measures the anchor's KL only: that is its saving
@@ -238,11 +271,18 @@ int run_allocate(const AllocateCliOptions& opt) {
         std::fprintf(stderr, "%s\n", line.c_str());
     };
     const auto table_start = std::chrono::steady_clock::now();
-    const SensitivityTable table = measure_sensitivity(trace, candidates, so);
+    const SensitivityTable table = saved ? saved->table : measure_sensitivity(*trace, candidates, so);
     bar.finish();
     const double table_s = seconds_since(table_start);
-    const int L = reference.config.n_layers;
     const std::size_t K = candidates.size();
+    if (!opt.save_table.empty())
+        write_sensitivity_file(opt.save_table, {table, model.path(), long(calib.size()), kl_tokens, token_hash(calib), anchor});
+    // every block's KL measured for every candidate (ρ is defined): --loss kl, or a table saved from one
+    bool all_kl = true;
+    for (const auto& per : table.block)
+        for (const auto& u : per) all_kl = all_kl && !std::isnan(u.kl);
+    const bool rho_defined = saved ? all_kl : so.measure_blocks;
+    const long calib_count = saved ? saved->calibration_tokens : long(calib.size());  // the table's
 
     // how well each proxy ranks like the measured KL
     std::vector<const UnitLoss*> blocks_all, linears_all;
@@ -283,7 +323,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             if (block_bytes(q) != a.allocation.bytes)
                 throw qforge::InvalidData("allocation: the quantized model holds " + std::to_string(block_bytes(q)) + " bytes, the allocation counted " +
                                           std::to_string(a.allocation.bytes));
-            measured = trace.kl_of(q);
+            measured = trace->kl_of(q);
         }
         qforge::io::Json::Array units;
         for (std::size_t u = 0; u < a.units.size(); ++u) {
@@ -306,8 +346,8 @@ int run_allocate(const AllocateCliOptions& opt) {
                                  .add("predicted_loss", a.allocation.loss)
                                  .add("lower_bound", a.allocation.lower_bound)
                                  .add("measured_kl", measured)
-                                 .add("calibration_tokens", std::int64_t(calib.size()))
-                                 .add("kl_tokens", std::int64_t(trace.kl_tokens()))
+                                 .add("calibration_tokens", std::int64_t(calib_count))
+                                 .add("kl_tokens", std::int64_t(kl_tokens))
                                  .add("anchor", anchor < 0 ? qforge::io::Json() : qforge::io::Json(qforge::to_string(candidates[std::size_t(anchor)])))
                                  .add("units", qforge::io::Json(std::move(units)))
                                  .json();
@@ -359,36 +399,38 @@ int run_allocate(const AllocateCliOptions& opt) {
         }
         // ρ only where every candidate's KL was measured (the anchored loss measures the anchor's alone)
         JsonObject spearman_json;
-        if (so.measure_blocks) {
+        if (rho_defined) {
             for (const char* p : proxies) spearman_json.add(std::string("blocks_") + p, rho(blocks_all, p));
             if (opt.measure_linears)
                 for (const char* p : proxies) spearman_json.add(std::string("linears_") + p, rho(linears_all, p));
         }
         print_json(JsonObject()
                        .add("model", model.path())
-                       .add("calibration_tokens", std::int64_t(calib.size()))
+                       .add("table", saved ? qforge::io::Json(opt.table) : qforge::io::Json())
+                       .add("calibration_tokens", std::int64_t(calib_count))
                        .add("kl_tokens", std::int64_t(kl_tokens))
                        .add("anchor", anchor < 0 ? qforge::io::Json() : qforge::io::Json(qforge::to_string(candidates[std::size_t(anchor)])))
                        .add("blocks", qforge::io::Json(std::move(blocks)))
-                       .add("spearman", so.measure_blocks ? spearman_json.json() : qforge::io::Json())
+                       .add("spearman", rho_defined ? spearman_json.json() : qforge::io::Json())
                        .add("allocations", qforge::io::Json(std::move(allocations_json)))
                        .add("seconds", JsonObject().add("trace", trace_s).add("sensitivity", table_s).add("total", total_s).json()));
         return 0;
     }
 
     // --proxy-only measured no KL: its table shows the proxy minimised, and there is no rho
-    const std::string shown = opt.proxy_only || loss == "anchored" ? loss : "kl";
-    if (opt.proxy_only)
-        std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %zu calibration tokens (block_output on the first %ld; "
-                    "--proxy-only: no KL measured)\n",
-                    model.path().c_str(), loss.c_str(), calib.size(), kl_tokens);
-    else if (loss == "anchored")
-        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %zu calibration tokens: "
+    const std::string shown = loss == "anchored" ? loss : rho_defined ? "kl" : loss;
+    if (saved) std::printf("The sensitivity table read from %s (measured on %s)\n", opt.table.c_str(), saved->model.c_str());
+    if (shown != "kl" && shown != "anchored")
+        std::printf("Sensitivity of %s: proxy '%s' of each block quantized alone on %ld calibration tokens (block_output on the first %ld; "
+                    "no KL measured)\n",
+                    model.path().c_str(), loss.c_str(), calib_count, kl_tokens);
+    else if (shown == "anchored")
+        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %ld calibration tokens: "
                     "measured for the anchor %s, estimated for the others (its KL times their block output error over its)\n",
-                    model.path().c_str(), kl_tokens, calib.size(), qforge::to_string(candidates[std::size_t(anchor)]).c_str());
+                    model.path().c_str(), kl_tokens, calib_count, qforge::to_string(candidates[std::size_t(anchor)]).c_str());
     else
-        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %zu calibration tokens\n",
-                    model.path().c_str(), kl_tokens, calib.size());
+        std::printf("Sensitivity of %s: mean KL (nats) from the reference with only that block quantized, on the first %ld of %ld calibration tokens\n",
+                    model.path().c_str(), kl_tokens, calib_count);
     std::printf("| block |");
     for (const auto& c : candidates) std::printf(" %14s |", qforge::to_string(c).c_str());
     std::printf("\n|---|");
@@ -399,7 +441,7 @@ int run_allocate(const AllocateCliOptions& opt) {
         for (std::size_t k = 0; k < K; ++k) std::printf(" %14.6g |", loss_value(table.block[k][std::size_t(l)], shown));
         std::printf("\n");
     }
-    if (!opt.proxy_only && loss != "anchored") {
+    if (rho_defined) {
         std::printf("\nHow each proxy ranks units like the measured KL (Spearman's rho over every unit and candidate; per candidate: across blocks)\n");
         std::printf("| proxy | blocks |");
         if (opt.measure_linears) std::printf(" linears |");
@@ -430,7 +472,8 @@ int run_allocate(const AllocateCliOptions& opt) {
             for (int l = 0; l < L; ++l) std::printf(" %d:%s", l, qforge::to_string(candidates[std::size_t(d.a.allocation.choice[std::size_t(l)])]).c_str());
             std::printf("\n");
         }
-    std::printf("\ntime: reference trace %.1f s, sensitivity table %.1f s, total %.1f s (%d threads)\n", trace_s, table_s, total_s, opt.threads ? opt.threads : qforge::default_threads());
+    std::printf("\ntime: reference trace %.1f s, sensitivity table %.1f s%s, total %.1f s (%d threads)\n", trace_s, table_s, saved ? " (read)" : "", total_s,
+                opt.threads ? opt.threads : qforge::default_threads());
     return 0;
 }
 
@@ -491,6 +534,15 @@ void add_allocate(CLI::App& app, int& status) {
                     "form: 3.203125, 3.5 for 3.50, 4 for 4.0)");
     sub->add_option("--svg", o->svg, "a heat map of the per-block sensitivity (SVG; checked before any work)")->check(writable_output());
     sub->add_flag("--no-verify", o->no_verify, "do not quantize and measure the model of each allocation");
+    sub->add_option("--save-table", o->save_table,
+                    "write the sensitivity table there (JSON) once measured, for --table: more budgets, another --loss, --unit or --solver "
+                    "without measuring again (checked before any work)")
+        ->check(writable_output());
+    sub->add_option("--table", o->table,
+                    "allocate from a table written by --save-table instead of measuring one: its candidates (--candidates, if given, "
+                    "must be them), checked against the model's blocks; verifying a map needs the table's calibration tokens, else "
+                    "--no-verify (no reference pass at all)")
+        ->check(CLI::ExistingFile);
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout (progress stays on stderr)");
     sub->callback([o, sub, &status] {

@@ -303,6 +303,30 @@ expect_error "target-bpw.*1 bits per weight is below the smallest choice.*bpw" "
 grep -q "^| 3.203125 |" "$tmp/fine.txt" && grep -q "^3.203125 bpw:" "$tmp/fine.txt" || fail "allocate's table cut the budget 3.203125: $(grep bpw "$tmp/fine.txt")"
 grep -q "allocation at 3.203125 bpw" "$tmp/fine.svg" || fail "the heat map cut the budget 3.203125"
 [ -f "$tmp/fine-3.203125.json" ] && [ -f "$tmp/fine-3.5.json" ] || fail "allocate --out {bpw}: $(ls "$tmp" | grep fine-)"
+# --save-table, then --table: the same maps without measuring again (the file's doubles read back
+# exactly), other budgets from it, verified on the table's calibration tokens; a table that does
+# not fit the run is refused before any work
+"$q" allocate --candidates gptq:w2g32a,gptq:w4g32a,gptq:w8g32s --target-bpw 3 --calib-tokens 512 --no-verify --save-table "$tmp/table.json" \
+  --out "$tmp/t1-{bpw}.json" > /dev/null 2>&1 || fail "allocate --save-table"
+"$q" allocate --table "$tmp/table.json" --target-bpw 3,4.5 --no-verify --out "$tmp/t2-{bpw}.json" > "$tmp/t2.txt" 2>&1 || fail "allocate --table: $(cat "$tmp/t2.txt")"
+cmp -s "$tmp/t1-3.json" "$tmp/t2-3.json" || fail "the map from a saved table differs: $(diff <(tr , '\n' < "$tmp/t1-3.json") <(tr , '\n' < "$tmp/t2-3.json"))"
+grep -q "sensitivity table 0.0 s (read)" "$tmp/t2.txt" || fail "allocate --table measured: $(tail -2 "$tmp/t2.txt")"
+"$q" allocate --table "$tmp/table.json" --target-bpw 4 --calib-tokens 512 --loss block_output --json > "$tmp/t3.json" || fail "allocate --table, verified"
+json "$tmp/t3.json" 'd["table"].endswith("table.json") and d["allocations"][0]["measured_kl"] > 0 and d["allocations"][0]["loss"] == "block_output"' \
+  'd["calibration_tokens"] == 512 and d["kl_tokens"] == 256'
+expect_error "table.*other calibration tokens \\(512\\) than this run's \\(1024\\)" "$q" allocate --table "$tmp/table.json" --target-bpw 4 --calib-tokens 1024
+expect_error "candidates.*gptq:w2g32a,gptq:w4g32a,gptq:w8g32s" "$q" allocate --table "$tmp/table.json" --candidates gptq:w2g32a --target-bpw 4 --no-verify
+expect_error "table.*--save-table says how to measure" "$q" allocate --table "$tmp/table.json" --save-table "$tmp/t4.json" --target-bpw 4 --no-verify
+expect_error "kl-tokens.*first 256" "$q" allocate --table "$tmp/table.json" --kl-tokens 128 --target-bpw 4 --no-verify
+python3 - "$tmp/table.json" "$tmp/table6.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["blocks"].pop(); d["linears"].pop()
+json.dump(d, open(sys.argv[2], "w"))
+PY
+expect_error "table6.json.*a table of 4 blocks; the model .* has 5" "$q" allocate --table "$tmp/table6.json" --target-bpw 4 --no-verify
+expect_error "table.*File does not exist" "$q" allocate --table "$tmp/none.json" --target-bpw 4
+expect_error "alloc-3.json.*not a sensitivity table" "$q" allocate --table "$tmp/alloc-3.json" --target-bpw 4 --no-verify
 expect_error "3.0000001 is given twice|3.0000001.*given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3.0000001,3.0000001
 expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w2g32a,rtn:w4g32a --target-bpw 3
 expect_error "given twice" "$q" allocate --candidates rtn:w2g32a,rtn:w4g32a --target-bpw 3,3.0

@@ -19,6 +19,7 @@
 #include "qforge/pipelines/llama/allocate.hpp"
 #include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/pipelines/llama/quantize_model.hpp"
+#include "qforge/pipelines/llama/sensitivity_file.hpp"
 
 using namespace qforge;
 BOOST_AUTO_TEST_SUITE(test_sensitivity)
@@ -425,6 +426,113 @@ BOOST_AUTO_TEST_CASE(proxies_and_allocation, *boost::unit_test::precondition(qte
     llama::SensitivityTable bad = table;
     bad.candidates[1] = parse_scheme("gptq:w3g32a");
     BOOST_CHECK_THROW(llama::allocate_bits(bad, llama::AllocationRequest{}), InvalidArgument);
+}
+
+// A table written by --save-table reads back to the same doubles (NaN where nothing was
+// measured), so an allocation from the file equals the one from the table, map and all; each
+// kind of bad file is refused naming the key.
+BOOST_AUTO_TEST_CASE(a_saved_table_reads_back_bit_for_bit) {
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    llama::SensitivityFile f;
+    f.table.candidates = {parse_scheme("gptq:w2g64a"), parse_scheme("gptq:w3g128a,had"), parse_scheme("gptq:pq2n16g64")};
+    const std::size_t K = 3, L = 6;
+    const auto unit = [&](bool block, std::uint64_t params) {
+        llama::UnitLoss x;
+        x.kl = u(rng) < 0.3 ? std::numeric_limits<double>::quiet_NaN() : u(rng) * 1e-3 / 3.0;  // not representable in few digits
+        x.output = std::exp(40.0 * (u(rng) - 0.5)), x.hessian_diag = u(rng), x.weight = u(rng) / 7.0;
+        x.block_output = block ? u(rng) : std::numeric_limits<double>::quiet_NaN();
+        x.anchored = block ? u(rng) : std::numeric_limits<double>::quiet_NaN();
+        x.bytes = 1000 + rng() % 100000, x.params = params;
+        return x;
+    };
+    f.table.block.assign(K, std::vector<llama::UnitLoss>(L));
+    f.table.linear.assign(K, std::vector<std::array<llama::UnitLoss, 7>>(L));
+    for (std::size_t l = 0; l < L; ++l)
+        for (std::size_t k = 0; k < K; ++k) {
+            f.table.block[k][l] = unit(true, 70000 + l);
+            for (auto& x : f.table.linear[k][l]) x = unit(false, 10000);
+        }
+    f.model = "m.gguf", f.calibration_tokens = 2048, f.kl_tokens = 256, f.anchor = 1;
+    const std::vector<int> tokens{1, 2, 3, 70000, -1};
+    f.calibration_hash = llama::token_hash(tokens);
+    const auto text = llama::sensitivity_file_json(f);
+    const auto g = llama::parse_sensitivity_file(text, "t.json");
+    BOOST_TEST(g.model == f.model);
+    BOOST_TEST(g.calibration_tokens == 2048);
+    BOOST_TEST(g.kl_tokens == 256);
+    BOOST_TEST(g.anchor == 1);
+    BOOST_TEST(g.calibration_hash == f.calibration_hash);
+    BOOST_TEST((g.table.candidates == f.table.candidates));
+    const auto same = [](const llama::UnitLoss& a, const llama::UnitLoss& b) {
+        const auto eq = [](double x, double y) { return std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y) || (std::isnan(x) && std::isnan(y)); };
+        return eq(a.kl, b.kl) && eq(a.output, b.output) && eq(a.hessian_diag, b.hessian_diag) && eq(a.weight, b.weight) && eq(a.block_output, b.block_output) &&
+               eq(a.anchored, b.anchored) && a.bytes == b.bytes && a.params == b.params;
+    };
+    for (std::size_t k = 0; k < K; ++k)
+        for (std::size_t l = 0; l < L; ++l) {
+            BOOST_TEST(same(g.table.block[k][l], f.table.block[k][l]), "block " << l << " candidate " << k);
+            for (std::size_t i = 0; i < 7; ++i) BOOST_TEST(same(g.table.linear[k][l][i], f.table.linear[k][l][i]));
+        }
+    for (const char* loss : {"anchored", "output", "weight"}) {
+        llama::AllocationRequest r;
+        r.loss = loss;
+        r.target_bpw = 8.0 * double(f.table.block[1][0].bytes + f.table.block[2][0].bytes) / 2.0 / 70000.0;
+        const auto a = llama::allocate_bits(f.table, r), b = llama::allocate_bits(g.table, r);
+        BOOST_TEST(a.allocation.choice == b.allocation.choice, loss);
+        BOOST_TEST(std::bit_cast<std::uint64_t>(a.allocation.loss) == std::bit_cast<std::uint64_t>(b.allocation.loss));
+        BOOST_TEST(io::scheme_map_json(a.map) == io::scheme_map_json(b.map));
+    }
+    // the hash is of the ids in order: a change, or a swap, is another hash
+    BOOST_TEST(llama::token_hash(std::vector<int>{1, 2, 3, 70000, -2}) != f.calibration_hash);
+    BOOST_TEST(llama::token_hash(std::vector<int>{2, 1, 3, 70000, -1}) != f.calibration_hash);
+    BOOST_TEST(llama::token_hash(std::vector<int>{}) == 0xcbf29ce484222325ull);  // FNV-1a's offset basis
+
+    const auto refused = [&](const std::string& from, const std::string& to, const std::string& says) {
+        std::string bad = text;
+        const auto at = bad.find(from);
+        BOOST_REQUIRE_MESSAGE(at != std::string::npos, from);
+        bad.replace(at, from.size(), to);
+        try {
+            llama::parse_sensitivity_file(bad, "t.json");
+            BOOST_ERROR("accepted: " << to);
+        } catch (const FileError& e) {
+            BOOST_TEST(std::string(e.what()).find("t.json") != std::string::npos);
+            BOOST_TEST(std::string(e.what()).find(says) != std::string::npos, e.what() << " (expected '" << says << "')");
+        }
+    };
+    refused("qforge.sensitivity_table", "qforge.scheme_map", "not a sensitivity table");
+    refused("\"version\":1", "\"version\":2", "\"version\" must be 1");
+    refused("\"gptq:w2g64a\"", "\"rtn:w2g64a\"", "candidates[1]: gptq:w3g128a,had has another method than rtn:w2g64a");
+    refused("\"gptq:pq2n16g64\"", "\"gptq:w2g64a\"", "listed twice");
+    refused("\"gptq:w2g64a\"", "\"gptq:w2g64q\"", "candidates[0]");        // the grammar refuses it
+    refused("\"anchor\":1", "\"anchor\":3", "anchor: candidate 3 of 3");
+    refused("\"kl_tokens\":256", "\"kl_tokens\":4096", "more than calibration.tokens");
+    refused("\"fnv1a64\":\"", "\"fnv1a64\":\"x", "16 lowercase hex digits");
+    refused("\"params\":70000}", "\"params\":70001}", "blocks[0][1].params");  // another candidate of block 0 counts other weights
+    refused("\"bytes\":", "\"bytes\":-", ".bytes: expected a whole number >= 1");
+    refused("\"output\":", "\"output\":\"x\",\"o\":", ".output: expected a number or null");
+    refused("]],\"linears\":[[[", "],[]],\"linears\":[[[", "linears: 6 entries, 7 expected");  // a seventh block
+    refused("\"blocks\":[[{", "\"blocks\":[[{\"kl\":1},{", "blocks[0]: 4 entries, 3 expected");
+    refused("\"linears\":[[[", "\"linears\":[[[],[", "linears[0]: 4 entries, 3 expected");
+    refused("\"linears\":[[[{", "\"linears\":[[[{},{", "linears[0][0]: 8 entries, 7 expected");
+    refused("{\"format\"", "[{\"format\"", "not a sensitivity table");
+
+    // a table fits a model of as many blocks with the same weights each, and no other
+    const auto w = qtest::random_llama(qtest::tiny_config(2), 3);
+    std::uint64_t params = 0;
+    for (const auto& b : llama::block_linears) params += std::uint64_t((w.layers[0].*b.member).rows()) * std::uint64_t((w.layers[0].*b.member).cols());
+    llama::SensitivityFile fit;
+    fit.table.block.assign(2, std::vector<llama::UnitLoss>(2));
+    for (auto& per : fit.table.block)
+        for (auto& x : per) x.params = params;
+    BOOST_CHECK_NO_THROW(llama::check_table_fits(fit, w, "t.json", "tiny"));
+    fit.table.block[0][1].params = params + 1;
+    BOOST_CHECK_EXCEPTION(llama::check_table_fits(fit, w, "t.json", "tiny"), FileError,
+                          [](const FileError& e) { return std::string(e.what()).find("block 1 has") != std::string::npos; });
+    for (auto& per : fit.table.block) per.resize(3, per.front());
+    BOOST_CHECK_EXCEPTION(llama::check_table_fits(fit, w, "t.json", "tiny"), FileError,
+                          [](const FileError& e) { return std::string(e.what()).find("a table of 3 blocks; the model tiny has 2") != std::string::npos; });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

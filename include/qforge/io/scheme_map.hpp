@@ -11,15 +11,13 @@
 /// Tensor names are GGUF's (`blk.N.attn_q.weight`); whether they name block linears of a model,
 /// and whether every scheme has the run's method, is checked where the map is applied
 /// (llama::check_tensor_schemes). Written whole or not at all (io::write_file_atomically).
-#include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "qforge/core/error.hpp"
 #include "qforge/io/json.hpp"
 #include "qforge/io/output_path.hpp"
+#include "qforge/io/text_file.hpp"
 #include "qforge/quantizers/registry.hpp"
 
 namespace qforge::io {
@@ -76,15 +74,7 @@ inline SchemeMap parse_scheme_map(std::string_view text, const std::string& labe
 }
 
 /// Reads a scheme map file (FileError when it cannot be opened or is a directory; parse_scheme_map's errors).
-inline SchemeMap read_scheme_map(const std::string& path) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) throw FileError(path, "is a directory; a scheme map (JSON) is needed");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return parse_scheme_map(ss.str(), path);
-}
+inline SchemeMap read_scheme_map(const std::string& path) { return parse_scheme_map(read_text_file(path, "a scheme map (JSON)"), path); }
 
 /// Writes the map to `path` atomically.
 inline void write_scheme_map(const std::string& path, const SchemeMap& m) { write_file_atomically(path, scheme_map_json(m)); }

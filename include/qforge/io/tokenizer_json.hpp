@@ -5,13 +5,12 @@
 /// (io/gguf_tokenizer.hpp, does not). Refused by name, as FileError naming the file: a model
 /// type other than BPE, `ignore_merges`, a normalizer, and JSON that is not a tokenizer.json.
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "qforge/core/error.hpp"
 #include "qforge/io/json.hpp"
+#include "qforge/io/text_file.hpp"
 
 namespace qforge::io {
 
@@ -28,12 +27,9 @@ struct TokenizerJson {
 };
 
 inline TokenizerJson read_tokenizer_json(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = read_text_file(path, "a tokenizer.json");
     try {
-        const Json j = Json::parse(ss.str());
+        const Json j = Json::parse(text);
         const Json& model = j.at("model");
         if (model.at("type").as_string() != "BPE") throw FileError(path, "model type '" + model.at("type").as_string() + "' is not BPE");
         if (const auto* im = model.find("ignore_merges"); im && im->as_bool()) throw FileError(path, "BPE with ignore_merges is not supported");

@@ -17,17 +17,16 @@
 ///               "method": "lape" | "random", "sets": {"<name>": [[ids of block 0], ..., [ids of block L-1]]}}
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <filesystem>
 #include <map>
 #include <numeric>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "qforge/io/json.hpp"
 #include "qforge/io/output_path.hpp"
+#include "qforge/io/text_file.hpp"
 #include "qforge/pipelines/llama/awq.hpp"
 #include "qforge/models/llama/model.hpp"
 
@@ -160,13 +159,10 @@ inline void write_neuron_sets(const std::string& path, const std::map<std::strin
 }
 
 inline std::map<std::string, NeuronSet> read_neuron_sets(const std::string& path, int layers, int hidden) {
-    std::ifstream in(path);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = io::read_text_file(path, "a neuron file (JSON)");
     std::map<std::string, NeuronSet> out;
     try {
-        const auto j = io::Json::parse(ss.str());
+        const auto j = io::Json::parse(text);
         if (j.at("format").as_string() != "qforge-neurons") throw FileError(path, "not a qforge neuron file");
         if (j.at("version").as_int() != 1) throw FileError(path, "neuron file version " + std::to_string(j.at("version").as_int()) + " is not supported");
         if (j.at("layers").as_int() != layers || j.at("hidden").as_int() != hidden)

@@ -14,15 +14,14 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "qforge/io/json.hpp"
 #include "qforge/io/safetensors.hpp"
+#include "qforge/io/text_file.hpp"
 #include "qforge/sources/llama/hf_quantized.hpp"
 #include "qforge/sources/llama/source.hpp"
 
@@ -30,12 +29,9 @@ namespace qforge::llama {
 
 namespace detail {
 inline io::Json read_json(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw FileError(path, "cannot open file");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = io::read_text_file(path, "a JSON file");
     try {
-        return io::Json::parse(ss.str());
+        return io::Json::parse(text);
     } catch (const InvalidData& e) {
         throw FileError(path, e.what());
     }
