@@ -2,9 +2,12 @@
 // over the same windows of the text, so the reference runs once and no logits are stored.
 #include <chrono>
 #include <cmath>
-#include <filesystem>
+#include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,8 +35,30 @@ struct EvalCliOptions {
     std::vector<std::string> schemes, twq_targets, scheme_maps, compare;
     long max_tokens = 16384;
     int context = 0, threads = 0, flores_max_lines = 100;
+    long models_in_memory = 0;  ///< rows evaluated together at most (0: as many as half the available memory holds)
     bool json = false;
 };
+
+/// The memory the system could give this process now (Linux: MemAvailable), or 0 when unknown.
+std::uint64_t available_memory() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::uint64_t kib = 0;
+    std::string unit;
+    while (in >> key >> kib >> unit)
+        if (key == "MemAvailable:") return kib * 1024;
+    return 0;
+}
+
+/// Bytes a model's weights hold in memory: every tensor as it is stored there.
+std::uint64_t held_bytes(const qforge::llama::Weights& w) {
+    std::uint64_t n = (w.token_embedding.size() + w.norm.size()) * 4 + w.output.bytes();
+    for (const auto& L : w.layers) {
+        n += (L.attention_norm.size() + L.ffn_norm.size()) * 4;
+        for (const auto& b : qforge::llama::block_linears) n += (L.*b.member).bytes();
+    }
+    return n;
+}
 
 struct Row {
     std::string label;
@@ -143,6 +168,8 @@ int run(const EvalCliOptions& opt) {
     };
     std::vector<TwqPair> twq_pairs;
     std::vector<Row> rows;
+    std::size_t total_rows = maps.size() + opt.compare.size() + (format != "FP32" && packed ? 1 : 0);  // every row this run makes
+    for (const auto& scheme : parsed) total_rows += qforge::method_of(scheme).needs_targets ? 2 * opt.twq_targets.size() : 1;
     Row reference{format == "FP32" ? "FP32" : format + "-ref", "reference",
                   qforge::llama::dequantized_weights(stored)};
     measure(reference, tied);  // the head as stored (the reference is defined by its values)
@@ -167,6 +194,110 @@ int run(const EvalCliOptions& opt) {
         return out;
     };
     const auto flores_tokens = [&](const std::string& lang, int first, int last) { return flores_lines(lang, first, last).tokens; };
+
+    // Rows are evaluated in groups, each against the reference in lockstep, and their weights
+    // released: memory holds one group, not every row (35 SmolLM2 rows in FP32 outgrew 24 GB).
+    // A row's figures do not depend on the rows beside it, so the grouping changes only the time
+    // (the reference runs once per group).
+    qforge::llama::EvalOptions o;
+    o.context = context_or_default(opt.context, stored.config.seq_len);
+    o.backend = backend;
+    std::vector<qforge::NextTokenStats> stats;  // per row, as its group is evaluated
+    std::size_t evaluated = 0, groups = 0;             // rows [0, evaluated) are done
+    double seconds = 0;                                // evaluation time, every group
+    // per-language FLORES perplexity, normalised by the reference's
+    std::vector<std::string> languages;
+    int flores_first = 0, flores_last = 0;
+    if (!opt.flores.empty()) {
+        languages = flores_languages(flores_dir);
+        const auto [first, last_all] = parse_lines(opt.flores_lines);
+        flores_first = first, flores_last = std::min(last_all, first + opt.flores_max_lines - 1);
+    }
+    std::vector<std::vector<double>> normalised;  // [row][language]
+    std::vector<double> ref_language_ppl;
+    // Per-token ratios favour languages split into many easy tokens; the same content per
+    // sentence makes the added NLL per sentence comparable across languages.
+    std::vector<std::vector<double>> added_nll;  // [row][language], nats per sentence
+    std::vector<long> language_tokens;           // scored tokens per language
+    std::vector<std::size_t> language_sentences;
+    std::vector<std::vector<std::vector<double>>> sentence_nlls;  // [row][language]: each sentence's mean NLL
+    const std::size_t bos = model.tokenizer().add_bos && model.tokenizer().bos >= 0 ? 1 : 0;
+    const auto sentence_nll = [bos](const std::vector<double>& token_nll, const Lines& lines) {
+        std::vector<double> out;
+        for (std::size_t i = 0; i < lines.starts.size(); ++i) {
+            const std::size_t end = i + 1 < lines.starts.size() ? lines.starts[i + 1] - bos : lines.tokens.size();
+            double sum = 0;
+            int n = 0;
+            for (std::size_t t = lines.starts[i]; t < end; ++t)  // the line's own tokens, not its BOS
+                if (!std::isnan(token_nll[t])) sum += token_nll[t], ++n;
+            out.push_back(n ? sum / n : std::nan(""));
+        }
+        return out;
+    };
+    std::uint64_t group_budget = 0;  // bytes of rows held before their group is evaluated (0: not yet known)
+    const auto evaluate_group = [&] {
+        if (evaluated == rows.size()) return;
+        ++groups;
+        // the reference's head in FP32 for the evaluation only: rows still to be quantized copy it as stored
+        std::optional<qforge::llama::Linear> stored_head;
+        if (!packed && !std::holds_alternative<qforge::Fp32Matrix>(reference.weights.output.weights())) {
+            stored_head = reference.weights.output;
+            head_as_fp32(reference.weights);
+        }
+        std::vector<const qforge::llama::Weights*> models;
+        for (std::size_t i = evaluated; i < rows.size(); ++i) models.push_back(&rows[i].weights);
+        Progress bar("evaluate " + std::to_string(models.size() + 1) + " models" + (groups > 1 || rows.size() < total_rows ? " (group " + std::to_string(groups) + ")" : ""));
+        auto eo = o;
+        eo.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
+        const auto start = std::chrono::steady_clock::now();
+        const auto group_stats = qforge::llama::evaluate_all(models, &reference.weights, tokens, eo);
+        bar.finish();
+        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        stats.insert(stats.end(), group_stats.begin(), group_stats.end());
+        normalised.resize(rows.size()), added_nll.resize(rows.size()), sentence_nlls.resize(rows.size());
+        if (!languages.empty()) {
+            Progress fbar("FLORES per language");
+            const bool first_group = ref_language_ppl.empty();
+            for (std::size_t k = 0; k < languages.size(); ++k) {
+                const auto lines = flores_lines(languages[k], flores_first, flores_last);
+                auto fo = o;
+                fo.progress = nullptr;
+                std::vector<std::vector<double>> token_nll;
+                fo.token_nll = &token_nll;
+                const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lines.tokens, fo);
+                if (first_group) {
+                    ref_language_ppl.push_back(ls.front().reference_perplexity());
+                    language_tokens.push_back(ls.front().tokens);
+                    language_sentences.push_back(lines.starts.size());
+                }
+                for (std::size_t m = 0; m < models.size(); ++m) {
+                    const std::size_t row = evaluated + m;
+                    normalised[row].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
+                    added_nll[row].push_back(std::log(normalised[row].back()) * double(ls[m].tokens) / double(lines.starts.size()));
+                    sentence_nlls[row].push_back(sentence_nll(token_nll[m], lines));
+                }
+                fbar.update(double(k + 1), double(languages.size()), languages[k]);
+            }
+            fbar.finish();
+        }
+        if (stored_head) reference.weights.output = std::move(*stored_head);
+        for (std::size_t i = evaluated; i < rows.size(); ++i) rows[i].weights = qforge::llama::Weights{};  // evaluated: its figures are kept
+        evaluated = rows.size();
+    };
+    // after each new row: its group is evaluated once the rows held reach the budget
+    const auto maybe_evaluate = [&] {
+        if (group_budget == 0) {
+            const std::uint64_t row = std::max<std::uint64_t>(1, held_bytes(rows.back().weights));
+            const std::uint64_t free = available_memory();
+            const std::uint64_t per_group = opt.models_in_memory > 0 ? std::uint64_t(opt.models_in_memory)
+                                            : free > 0                ? std::max<std::uint64_t>(1, free / 2 / row)
+                                                                      : std::uint64_t(total_rows);
+            group_budget = per_group * row;
+        }
+        std::uint64_t held = 0;
+        for (std::size_t i = evaluated; i < rows.size(); ++i) held += std::max<std::uint64_t>(1, held_bytes(rows[i].weights));
+        if (held >= group_budget) evaluate_group();
+    };
     // a quantized model's row: timed, measured (bits per weight as stored), dequantized for the
     // FP32 kernels unless --kernels packed
     const auto add_row = [&](Row r, Progress& bar, std::chrono::steady_clock::time_point start) {
@@ -178,6 +309,7 @@ int run(const EvalCliOptions& opt) {
             head_as_fp32(r.weights);
         }
         rows.push_back(std::move(r));
+        maybe_evaluate();
     };
     for (const auto& scheme : parsed) {
         if (qforge::method_of(scheme).needs_targets) {  // one row per target language with its LAPE set, one with the random control
@@ -242,6 +374,7 @@ int run(const EvalCliOptions& opt) {
                         head_as_fp32(x->weights);
                     }
                     rows.push_back(std::move(*x));
+                    maybe_evaluate();
                 }
             }
             continue;
@@ -329,28 +462,8 @@ int run(const EvalCliOptions& opt) {
             rows.back().bits_per_weight = bits / params;
         }
     }
-    if (!packed) head_as_fp32(reference.weights);  // its blocks are FP32 already
-
-    qforge::llama::EvalOptions o;
-    o.context = context_or_default(opt.context, stored.config.seq_len);
-    o.backend = backend;
-    Progress bar("evaluate " + std::to_string(rows.size() + 1) + " models");
-    o.progress = [&](long done, long total) { bar.update(double(done), double(total)); };
-    std::vector<const qforge::llama::Weights*> models;
-    for (const auto& r : rows) models.push_back(&r.weights);
-    const auto start = std::chrono::steady_clock::now();
-    const auto stats = qforge::llama::evaluate_all(models, &reference.weights, tokens, o);
-    bar.finish();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    // per-language FLORES perplexity, normalised by the reference's
-    std::vector<std::string> languages;
-    std::vector<std::vector<double>> normalised;  // [model][language]
-    std::vector<double> ref_language_ppl;
-    // Per-token ratios favour languages split into many easy tokens; the same content per
-    // sentence makes the added NLL per sentence comparable across languages.
-    std::vector<std::vector<double>> added_nll;  // [model][language], nats per sentence
-    std::vector<long> language_tokens;           // scored tokens per language
-    std::vector<std::size_t> language_sentences;
+    evaluate_group();  // the rows since the last group
+    if (!packed) head_as_fp32(reference.weights);  // as every row was evaluated (its blocks are FP32 already)
     // TWQ against its random control (and against plain AWQ of the same scheme, when evaluated)
     // on the target's evaluation lines: per-sentence mean NLL differences from the same
     // evaluation as the table, 95% bootstrap interval over sentences (2000 resamples, fixed seed)
@@ -360,19 +473,6 @@ int run(const EvalCliOptions& opt) {
         std::size_t sentences = 0;
     };
     std::vector<Interval> intervals;
-    const std::size_t bos = model.tokenizer().add_bos && model.tokenizer().bos >= 0 ? 1 : 0;
-    const auto sentence_nll = [bos](const std::vector<double>& token_nll, const Lines& lines) {
-        std::vector<double> out;
-        for (std::size_t i = 0; i < lines.starts.size(); ++i) {
-            const std::size_t end = i + 1 < lines.starts.size() ? lines.starts[i + 1] - bos : lines.tokens.size();
-            double sum = 0;
-            int n = 0;
-            for (std::size_t t = lines.starts[i]; t < end; ++t)  // the line's own tokens, not its BOS
-                if (!std::isnan(token_nll[t])) sum += token_nll[t], ++n;
-            out.push_back(n ? sum / n : std::nan(""));
-        }
-        return out;
-    };
     const auto bootstrap = [](const std::vector<double>& a, const std::vector<double>& b) {
         std::vector<double> diff;
         for (std::size_t i = 0; i < a.size(); ++i)
@@ -393,44 +493,20 @@ int run(const EvalCliOptions& opt) {
         iv.lo = means[50], iv.hi = means[1949];
         return iv;
     };
-    if (!opt.flores.empty()) {
-        languages = flores_languages(flores_dir);
-        const auto [first, last_all] = parse_lines(opt.flores_lines);
-        const int last = std::min(last_all, first + opt.flores_max_lines - 1);
-        normalised.assign(rows.size(), {});
-        added_nll.assign(rows.size(), {});
-        Progress fbar("FLORES per language");
-        for (std::size_t k = 0; k < languages.size(); ++k) {
-            const auto lines = flores_lines(languages[k], first, last);
-            auto fo = o;
-            fo.progress = nullptr;
-            std::vector<std::vector<double>> token_nll;
-            fo.token_nll = &token_nll;
-            const auto ls = qforge::llama::evaluate_all(models, &reference.weights, lines.tokens, fo);
-            ref_language_ppl.push_back(ls.front().reference_perplexity());
-            language_tokens.push_back(ls.front().tokens);
-            language_sentences.push_back(lines.starts.size());
-            for (std::size_t m = 0; m < rows.size(); ++m) {
-                normalised[m].push_back(ls[m].perplexity() / ls[m].reference_perplexity());
-                added_nll[m].push_back(std::log(normalised[m].back()) * double(ls[m].tokens) / double(lines.starts.size()));
-            }
-            for (const auto& pair : twq_pairs) {
-                if (pair.target != languages[k]) continue;
-                const auto twq = sentence_nll(token_nll[pair.lape], lines);
-                auto iv = bootstrap(twq, sentence_nll(token_nll[pair.control], lines));
-                iv.target = pair.target, iv.against = "random control";
-                intervals.push_back(iv);
-                for (std::size_t m = 0; m < rows.size(); ++m)
-                    if (rows[m].label == pair.awq_label) {
-                        iv = bootstrap(twq, sentence_nll(token_nll[m], lines));
-                        iv.target = pair.target, iv.against = pair.awq_label;
-                        intervals.push_back(iv);
-                    }
-            }
-            fbar.update(double(k + 1), double(languages.size()), languages[k]);
+    for (std::size_t k = 0; k < languages.size(); ++k)
+        for (const auto& pair : twq_pairs) {
+            if (pair.target != languages[k]) continue;
+            const auto& twq = sentence_nlls[pair.lape][k];
+            auto iv = bootstrap(twq, sentence_nlls[pair.control][k]);
+            iv.target = pair.target, iv.against = "random control";
+            intervals.push_back(iv);
+            for (std::size_t m = 0; m < rows.size(); ++m)
+                if (rows[m].label == pair.awq_label) {
+                    iv = bootstrap(twq, sentence_nlls[m][k]);
+                    iv.target = pair.target, iv.against = pair.awq_label;
+                    intervals.push_back(iv);
+                }
         }
-        fbar.finish();
-    }
     const auto mean_of = [](const std::vector<double>& v) {
         double s = 0;
         for (const double x : v) s += x;
@@ -438,7 +514,7 @@ int run(const EvalCliOptions& opt) {
     };
     const double ref_ppl = stats.front().reference_perplexity();
     const long scored = stats.front().tokens;
-    const double rate = double(scored) * double(rows.size() + 1) / seconds;
+    const double rate = double(scored) * double(rows.size() + groups) / seconds;  // model passes: each group's rows and its reference
     if (!opt.svg.empty()) {
         Plot p;
         p.title = "perplexity against bits per weight: " + std::filesystem::path(model.path()).filename().string() + ", " + std::to_string(scored) + " tokens";
@@ -559,8 +635,8 @@ int run(const EvalCliOptions& opt) {
     for (const auto& iv : intervals)
         std::printf("  %s vs %s (%zu sentences): %+.4f [%+.4f, %+.4f]%s\n", iv.target.c_str(), iv.against.c_str(), iv.sentences, iv.mean, iv.lo,
                     iv.hi, iv.hi < 0 ? " TWQ better" : iv.lo > 0 ? " TWQ worse" : " no clear difference");
-    std::printf("\nevaluation: %.1f s for %zu models in lockstep (%.0f model-tokens/s, %s, %d threads)\n", seconds, rows.size() + 1, rate,
-                backend.name().c_str(), threads ? threads : qforge::default_threads());
+    std::printf("\nevaluation: %.1f s for %zu models in lockstep with the reference, in %zu group%s (%.0f model-tokens/s, %s, %d threads)\n", seconds,
+                rows.size(), groups, groups == 1 ? "" : "s", rate, backend.name().c_str(), threads ? threads : qforge::default_threads());
     return 0;
 }
 
@@ -612,6 +688,12 @@ void add_eval(CLI::App& app, int& status) {
         ->check(CLI::ExistingPath);
     sub->add_option("--neurons", o->neurons, "neuron sets (qforge neurons) for twq:... schemes");
     sub->add_option("--twq-target", o->twq_targets, "target language of twq:... schemes (repeatable)");
+    sub->add_option("--models-in-memory", o->models_in_memory,
+                    "evaluate the rows in groups of at most N models held in memory, each group beside the reference and then released "
+                    "(0: as many as half the available memory holds; the figures do not depend on it, the time a little: the reference "
+                    "runs once per group)")
+        ->check(CLI::Range(0L, long(1) << 20))
+        ->capture_default_str();
     add_threads_option(*sub, o->threads);
     sub->add_flag("--json", o->json, "one JSON object on stdout (progress stays on stderr)");
     sub->callback([o, &status] { status = run(*o); });

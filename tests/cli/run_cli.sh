@@ -154,6 +154,19 @@ assert [t["against"] for t in iv] == ["random control", "awq:w3g32a"], iv
 for t in iv:
     assert t["target"] == "fra_Latn" and t["sentences"] == 3 and t["ci95"][0] <= t["mean_nll_difference"] <= t["ci95"][1], t
 PY
+# the same rows evaluated one model at a time (each beside the reference, then released, as a long
+# eval does when its rows outgrow memory): every figure equal, FLORES and the TWQ intervals too
+"$q" eval --max-tokens 600 --context 128 --scheme rtn:w3g32a --scheme awq:w3g32a --scheme twq:w3g32a --neurons "$tmp/n.json" \
+  --twq-target fra_Latn --flores "$data/eval/flores200/devtest" --flores-max-lines 3 --calib-tokens 512 --models-in-memory 1 --json > "$tmp/awq1.json"
+python3 - "$tmp/awq.json" "$tmp/awq1.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for d in (a, b):
+    del d["eval_seconds"], d["model_tokens_per_second"]
+    for r in d["rows"]:
+        del r["quantize_seconds"]
+assert a == b, [(k, a[k], b.get(k)) for k in a if a[k] != b.get(k)]
+PY
 
 # logit lens: the last layer reads the model's own output; the plot is written
 "$q" lens --max-tokens 400 --context 128 --scheme rtn:w4g32a --svg "$tmp/lens.svg" --json > "$tmp/lens.json"
