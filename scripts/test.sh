@@ -54,7 +54,7 @@ if command -v clang++ >/dev/null; then
         "-DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null
   cmake --build build/ci-fuzz --target fuzzers -j"$jobs"
   seconds=${QFORGE_FUZZ_SECONDS:-30}
-  for f in scheme llama2c quantize gguf safetensors; do
+  for f in scheme llama2c quantize gguf safetensors tables; do
     corpus=build/ci-fuzz/corpus_$f
     mkdir -p "$corpus"
     ./build/ci-fuzz/tests/fuzz_$f -max_total_time="$seconds" -rss_limit_mb=2048 "$corpus" tests/fuzz/seeds/$f 2>&1 | tail -3

@@ -128,10 +128,12 @@ inline Layer gptq_quantize_block(LayerwiseCalibration& cal, Layer block, int l, 
             if (same == by_scheme.end()) by_scheme.push_back({s, {member}});
             else same->second.push_back(member);
         }
-        for (const auto& [s, members] : by_scheme)
-            if (!quantize_stacked(block, q, members, h, *s, settings, note))
-                for (const auto member : members)  // one by one: also what names the tensor and row of an error
-                    q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, *s, settings, &note); });
+        for (const auto& entry : by_scheme) {  // not a structured binding: the lambda below captures the scheme
+            const RuntimeScheme& s = *entry.first;
+            if (!quantize_stacked(block, q, entry.second, h, s, settings, note))
+                for (const auto member : entry.second)  // one by one: also what names the tensor and row of an error
+                    q.*member = with_tensor_context({}, block_linear_name(l, member), [&] { return hessian_linear(block.*member, h, s, settings, &note); });
+        }
         for (const auto member : step.members) block.*member = dequantized_linear(q.*member, settings.backend);
     }
     if (!note.empty() && o.note) o.note("block " + std::to_string(l) + ": " + note);

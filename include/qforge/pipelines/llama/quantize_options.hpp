@@ -59,7 +59,8 @@ struct ModelQuantizeOptions {
 inline void check_tensor_schemes(const Config& c, const RuntimeScheme& scheme, const ModelQuantizeOptions& o) {
     for (const auto& [name, s] : o.tensor_schemes) {
         const auto [l, what] = block_tensor_slot(name, c.n_layers);
-        const bool linear = l >= 0 && std::any_of(block_linears.begin(), block_linears.end(), [&](const BlockLinear& b) { return b.gguf == what; });
+        const auto& slot = what;  // a lambda cannot capture a structured binding before C++20's P1091 (clang < 16)
+        const bool linear = l >= 0 && std::any_of(block_linears.begin(), block_linears.end(), [&](const BlockLinear& b) { return b.gguf == slot; });
         if (!linear)
             throw InvalidArgument("per-tensor scheme for '" + name + "': not a block linear of this model (blk.0.attn_q.weight ... blk." +
                                   std::to_string(c.n_layers - 1) + ".ffn_down.weight)");
