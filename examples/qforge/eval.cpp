@@ -288,12 +288,14 @@ int run(const EvalCliOptions& opt) {
     // the memory available at the first row: the rest is for the reference, the sessions and the
     // quantizers' own work (a 35-row SmolLM2 eval with half peaked at 21.9 of 24 GB)
     const auto maybe_evaluate = [&] {
+        if (opt.models_in_memory > 0) {  // asked for: a count of rows, whatever their size
+            if (rows.size() - evaluated >= std::size_t(opt.models_in_memory)) evaluate_group();
+            return;
+        }
         if (group_budget == 0) {
             const std::uint64_t row = std::max<std::uint64_t>(1, held_bytes(rows.back().weights));
             const std::uint64_t free = available_memory();
-            const std::uint64_t per_group = opt.models_in_memory > 0 ? std::uint64_t(opt.models_in_memory)
-                                            : free > 0                ? std::max<std::uint64_t>(1, free / 4 / row)
-                                                                      : std::uint64_t(total_rows);
+            const std::uint64_t per_group = free > 0 ? std::max<std::uint64_t>(1, free / 4 / row) : std::uint64_t(total_rows);
             group_budget = per_group * row;
         }
         std::uint64_t held = 0;
