@@ -237,7 +237,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             least_block = std::min(least_block, block);
             block0_bytes.push_back(block);
         }
-        for (const auto& b : block_linears) params += std::uint64_t((reference.layers[0].*b.member).rows()) * std::uint64_t((reference.layers[0].*b.member).cols());
+        params = layer_params(reference.layers[0]);
         std::uint64_t least = 0;
         for (const auto v : least_linear) least += v;
         least = std::uint64_t(reference.config.n_layers) * (unit == AllocationUnitKind::block ? least_block : least);

@@ -467,7 +467,6 @@ int run(const EvalCliOptions& opt) {
         }
     }
     evaluate_group();  // the rows since the last group
-    if (!packed) head_as_fp32(reference.weights);  // as every row was evaluated (its blocks are FP32 already)
     // TWQ against its random control (and against plain AWQ of the same scheme, when evaluated)
     // on the target's evaluation lines: per-sentence mean NLL differences from the same
     // evaluation as the table, 95% bootstrap interval over sentences (2000 resamples, fixed seed)

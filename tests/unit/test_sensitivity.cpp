@@ -520,7 +520,7 @@ BOOST_AUTO_TEST_CASE(a_saved_table_reads_back_bit_for_bit) {
 
     // a table fits a model of as many blocks with the same weights each, and no other
     const auto w = qtest::random_llama(qtest::tiny_config(2), 3);
-    std::uint64_t params = 0;
+    std::uint64_t params = 0;  // counted here, not by size.hpp's layer_params that check_table_fits calls
     for (const auto& b : llama::block_linears) params += std::uint64_t((w.layers[0].*b.member).rows()) * std::uint64_t((w.layers[0].*b.member).cols());
     llama::SensitivityFile fit;
     fit.table.block.assign(2, std::vector<llama::UnitLoss>(2));

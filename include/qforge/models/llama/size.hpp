@@ -11,11 +11,17 @@
 
 namespace qforge::llama {
 
+/// Weights (parameters) of one block's seven linear layers.
+inline std::size_t layer_params(const Layer& L) {
+    std::size_t n = 0;
+    for (const auto& b : block_linears) n += std::size_t((L.*b.member).rows()) * std::size_t((L.*b.member).cols());
+    return n;
+}
+
 /// Weights (parameters) of the decoder's linear layers.
 inline std::size_t block_params(const Weights& w) {
     std::size_t n = 0;
-    for (const auto& L : w.layers)
-        for (const auto& b : block_linears) n += std::size_t((L.*b.member).rows()) * std::size_t((L.*b.member).cols());
+    for (const auto& L : w.layers) n += layer_params(L);
     return n;
 }
 

@@ -29,6 +29,7 @@
 #include "qforge/io/json.hpp"
 #include "qforge/io/output_path.hpp"
 #include "qforge/io/text_file.hpp"
+#include "qforge/models/llama/size.hpp"
 #include "qforge/pipelines/llama/sensitivity.hpp"
 
 namespace qforge::llama {
@@ -228,9 +229,7 @@ inline void check_table_fits(const SensitivityFile& f, const Weights& model, con
         throw FileError(label, "a table of " + std::to_string(f.table.block.empty() ? 0 : f.table.block.front().size()) + " blocks; the model " +
                                    model_name + " has " + std::to_string(L));
     for (std::size_t l = 0; l < L; ++l) {
-        std::uint64_t params = 0;
-        for (const auto& b : block_linears)
-            params += std::uint64_t((model.layers[l].*b.member).rows()) * std::uint64_t((model.layers[l].*b.member).cols());
+        const std::uint64_t params = layer_params(model.layers[l]);
         if (f.table.block.front()[l].params != params)
             throw FileError(label, "block " + std::to_string(l) + " has " + std::to_string(f.table.block.front()[l].params) + " weights in the table, " +
                                        std::to_string(params) + " in the model " + model_name);
