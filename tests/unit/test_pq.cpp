@@ -100,6 +100,83 @@ BOOST_AUTO_TEST_CASE(kmeans_recovers_separable_clusters) {
     }
 }
 
+// The nearest-centroid search (backends/centroids.hpp): the oracle against a plain loop over
+// every (point, centroid) pair, then every usable vector kernel against the oracle bit for bit
+// (codes and distances): d 1 to 17 (17: past the vector lanes' 16), k 1 to 300 (the oracle's
+// chunks of 256), point counts around the lanes' passes, shared and per-point weights, zero
+// weights, strided points, and repeated centroids (the lowest index wins a tie).
+BOOST_AUTO_TEST_CASE(nearest_centroids_equal_the_oracle) {
+    std::mt19937 rng(51);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f), w(0.0f, 3.0f);
+    int cases = 0, ties = 0;
+    for (const int d : {1, 2, 3, 4, 8, 16, 17})
+        for (const int k : {1, 2, 5, 16, 64, 300})
+            for (const std::size_t n : {std::size_t(1), std::size_t(7), std::size_t(16), std::size_t(17), std::size_t(64), std::size_t(75)})
+                for (const bool shared : {true, false}) {
+                    const std::size_t D = std::size_t(d), stride = D + 3;
+                    std::vector<float> x(n * stride), h(shared ? D : n * D), c(std::size_t(k) * D), ct(c.size());
+                    for (auto& v : x) v = u(rng);
+                    for (auto& v : h) v = w(rng) < 0.4f ? 0.0f : w(rng);
+                    for (auto& v : c) v = u(rng);
+                    if (k > 3)  // centroid k-1 repeats centroid 1, and point 0 sits on it
+                        for (std::size_t j = 0; j < D; ++j) c[std::size_t(k - 1) * D + j] = c[D + j], x[j] = c[D + j];
+                    qforge::detail::transpose_centroids(c.data(), k, d, ct.data());
+                    const std::size_t h_stride = shared ? 0 : D;
+                    std::vector<std::uint16_t> want(n);
+                    std::vector<double> want_dist(n);
+                    for (std::size_t i = 0; i < n; ++i) {
+                        int best = -1;
+                        for (int cc = 0; cc < k; ++cc) {
+                            double s = 0.0;
+                            for (std::size_t j = 0; j < D; ++j) {
+                                const double e = double(x[i * stride + j]) - double(c[std::size_t(cc) * D + j]);
+                                s += double(h[i * h_stride + j]) * e * e;
+                            }
+                            if (best < 0 || s < want_dist[i]) best = cc, want_dist[i] = s;
+                        }
+                        want[i] = std::uint16_t(best);
+                    }
+                    if (k > 3 && want[0] == 1) ++ties;  // 1 and k-1 both at distance 0: 1 must win
+                    std::vector<Isa> isas = {Isa::scalar, Isa::avx2, Isa::avx512_vnni};
+                    for (const Isa isa : isas) {
+                        if (!isa_usable(isa)) continue;
+                        std::vector<std::uint16_t> got(n, 9999);
+                        std::vector<double> dist(n, -1.0);
+                        fp32_functions(isa).nearest_centroids(x.data(), stride, h.data(), h_stride, n, d, ct.data(), k, got.data(), dist.data());
+                        const std::string what = std::string(isa_name(isa)) + " d " + std::to_string(d) + " k " + std::to_string(k) + " n " +
+                                                 std::to_string(n) + (shared ? " shared" : " per point");
+                        BOOST_TEST_REQUIRE(got == want, what);
+                        for (std::size_t i = 0; i < n; ++i)
+                            BOOST_TEST_REQUIRE(std::bit_cast<std::uint64_t>(dist[i]) == std::bit_cast<std::uint64_t>(want_dist[i]), what << " point " << i);
+                    }
+                    ++cases;
+                }
+    for (const Isa isa : {Isa::avx2, Isa::avx512_vnni})
+        if (!isa_usable(isa)) BOOST_TEST_MESSAGE("nearest centroids: " << isa_name(isa) << " not usable here, not checked");
+    BOOST_TEST_MESSAGE(cases << " cases, " << ties << " with a tie at distance 0");
+    BOOST_TEST(ties > 0);
+}
+
+// k-means gives the same centroids, assignment and inertia whichever search runs it.
+BOOST_AUTO_TEST_CASE(kmeans_the_same_on_every_kernel) {
+    for (const int d : {2, 4})
+        for (const bool shared : {true, false}) {
+            const auto pts = normal(std::size_t(1024 * d), 61 + unsigned(d));
+            std::vector<float> h = normal(shared ? std::size_t(d) : pts.size(), 62);
+            for (auto& v : h) v = std::fabs(v);
+            const auto oracle = kmeans(pts, d, 64, h, {.iterations = 25, .seed = 7});
+            BOOST_TEST(oracle.iterations > 2);
+            for (const Isa isa : {Isa::avx2, Isa::avx512_vnni}) {
+                if (!isa_usable(isa)) continue;
+                const auto r = kmeans(pts, d, 64, h, {.iterations = 25, .seed = 7, .nearest = fp32_functions(isa).nearest_centroids});
+                BOOST_TEST(r.centroids == oracle.centroids, isa_name(isa));
+                BOOST_TEST(r.assignment == oracle.assignment, isa_name(isa));
+                BOOST_TEST(std::bit_cast<std::uint64_t>(r.inertia) == std::bit_cast<std::uint64_t>(oracle.inertia), isa_name(isa));
+                BOOST_TEST(r.iterations == oracle.iterations, isa_name(isa));
+            }
+        }
+}
+
 BOOST_AUTO_TEST_CASE(kmeans_weights_and_errors) {
     // two points per dimension pattern: with weight only on dimension 0, one centroid must split
     // the points by their first coordinate (the second does not count)

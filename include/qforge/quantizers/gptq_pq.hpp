@@ -113,7 +113,8 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
         const int i2 = std::min(cols, i1 + block), bs = i2 - i1;
         parallel_for(std::size_t(row_blocks), threads, [&](std::size_t b0, std::size_t b1) {
             std::vector<float> points, pw, ct(N * D);
-            std::vector<double> scratch(N);
+            std::vector<std::uint16_t> codes(PqSpec::block_rows);
+            std::vector<double> dist(PqSpec::block_rows);
             int transposed = -1;  // the codebook held in ct
             for (std::size_t rb = b0; rb < b1; ++rb) {
                 const int r0 = int(rb) * PqSpec::block_rows, r1 = std::min(rows, r0 + PqSpec::block_rows);
@@ -130,16 +131,19 @@ inline GptqPqResult pq_quantize_impl(MatrixView<const float> w, const std::vecto
                             }
                         KmeansOptions ko = o.kmeans;
                         ko.seed = o.kmeans.seed ^ (0x9E3779B97F4A7C15ull * std::uint64_t(book + 1));
+                        if (!ko.nearest) ko.nearest = fns.nearest_centroids;
                         const auto km = kmeans(points, spec.d, spec.n, pw, ko);
                         q.set_codebook(book, km.centroids.data());
                     }
                     const float* cb = q.codebook(book);
                     if (book != transposed) detail::transpose_centroids(cb, spec.n, spec.d, ct.data()), transposed = book;
-                    const float* wt = weight.data() + k;
+                    // every row's sub-vector at k has had its earlier columns' feedback (rows are
+                    // independent), so the block's rows are searched at once, then fed back
+                    fns.nearest_centroids(wk.data() + std::size_t(r0) * C + std::size_t(k), C, weight.data() + k, 0, std::size_t(r1 - r0), spec.d, ct.data(),
+                                          spec.n, codes.data(), dist.data());
                     for (int r = r0; r < r1; ++r) {
                         float* row = wk.data() + std::size_t(r) * C;
-                        double dist = 0.0;
-                        const int code = detail::nearest_centroid(row + k, ct.data(), spec.n, wt, spec.d, scratch.data(), dist);
+                        const int code = codes[std::size_t(r - r0)];
                         q.codes[std::size_t(r) * std::size_t(per_row) + std::size_t(k / spec.d)] = std::uint16_t(code);
                         if (!o.error_feedback) continue;
                         const float* c = cb + std::size_t(code) * D;

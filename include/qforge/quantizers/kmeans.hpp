@@ -7,7 +7,8 @@
 ///
 /// Deterministic for a seed on every platform: the random numbers come from SplitMix64 and are
 /// mapped to [0, 1) by hand (the standard distributions are implementation-defined), sums are in
-/// double and in point order, and ties go to the lowest centroid index.
+/// double and in point order, and ties go to the lowest centroid index, whichever
+/// nearest-centroid kernel (backends/centroids.hpp) searches.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/backends/centroids.hpp"
 #include "qforge/core/error.hpp"
 #include "qforge/core/random.hpp"
 
@@ -23,6 +25,9 @@ namespace qforge {
 struct KmeansOptions {
     int iterations = 25;       ///< Lloyd iterations at most (stops earlier when no point moves)
     std::uint64_t seed = 0;    ///< k-means++'s random choices
+    /// The nearest-centroid search (a backend's Fp32Functions::nearest_centroids); null: the
+    /// scalar oracle. Every kernel gives the same bits, so the result does not depend on it.
+    NearestCentroidsFn nearest = nullptr;
 };
 
 struct KmeansResult {
@@ -33,40 +38,10 @@ struct KmeansResult {
 };
 
 namespace detail {
-inline double weighted_sq(const float* x, const float* c, const float* h, int d) noexcept {
-    double s = 0.0;
-    for (int j = 0; j < d; ++j) {
-        const double e = double(x[j]) - double(c[j]);
-        s += double(h[j]) * e * e;
-    }
-    return s;
-}
-/// Centroids k x d (row-major) as d x k, the layout the distance loops below run over.
+/// Centroids k x d (row-major) as d x k, the layout the nearest-centroid search takes.
 inline void transpose_centroids(const float* c, int k, int d, float* ct) noexcept {
     for (int i = 0; i < k; ++i)
         for (int j = 0; j < d; ++j) ct[std::size_t(j) * std::size_t(k) + std::size_t(i)] = c[std::size_t(i) * std::size_t(d) + std::size_t(j)];
-}
-/// The nearest of k centroids (`ct`: d x k, transpose_centroids) to x under the weights h, the
-/// lowest index on ties; its distance in `dist`. `s` is scratch for k doubles. Each distance is
-/// weighted_sq's sum in the same order; the loops run over centroids so that they vectorise
-/// (the assignments of k-means and of GPTQ-PQ were most of a PQ run's time).
-inline int nearest_centroid(const float* x, const float* ct, int k, const float* h, int d, double* s, double& dist) noexcept {
-    const std::size_t K = std::size_t(k);
-    for (std::size_t c = 0; c < K; ++c) s[c] = 0.0;
-    for (int j = 0; j < d; ++j) {
-        const double xj = x[j], hj = h[j];
-        const float* cj = ct + std::size_t(j) * K;
-        for (std::size_t c = 0; c < K; ++c) {
-            const double e = xj - double(cj[c]);
-            s[c] += hj * e * e;
-        }
-    }
-    // the first minimum (four running minima instead of one gained nothing measurable)
-    std::size_t best = 0;
-    for (std::size_t c = 1; c < K; ++c)
-        if (s[c] < s[best]) best = c;
-    dist = s[best];
-    return int(best);
 }
 }  // namespace detail
 
@@ -91,7 +66,11 @@ inline KmeansResult kmeans(std::span<const float> points, int d, int k, std::spa
         if (!std::isfinite(v)) throw InvalidData("k-means: a point has a non-finite coordinate");
     const float* x = points.data();
     const bool per_point = h.size() != D || n == 1;
-    const auto wt = [&](std::size_t i) { return h.data() + (per_point ? i * D : 0); };
+    const std::size_t h_stride = per_point ? D : 0;
+    const auto wt = [&](std::size_t i) { return h.data() + i * h_stride; };
+    const NearestCentroidsFn search = o.nearest ? o.nearest : &CentroidKernels<Scalar>::nearest;
+    std::vector<std::uint16_t> codes(n);
+    std::vector<double> dist(n);
 
     KmeansResult r;
     r.centroids.resize(std::size_t(k) * D);
@@ -102,7 +81,8 @@ inline KmeansResult kmeans(std::span<const float> points, int d, int k, std::spa
     std::vector<double> nearest(n);
     std::size_t first = std::min(n - 1, std::size_t(rng.uniform() * double(n)));
     std::copy_n(x + first * D, D, r.centroids.data());
-    for (std::size_t i = 0; i < n; ++i) nearest[i] = detail::weighted_sq(x + i * D, r.centroids.data(), wt(i), d);
+    // a single centre's distances: the search over one centroid (d x 1 is the centre itself)
+    search(x, D, h.data(), h_stride, n, d, r.centroids.data(), 1, codes.data(), nearest.data());
     for (int c = 1; c < k; ++c) {
         double total = 0.0;
         for (const double v : nearest) total += v;
@@ -123,24 +103,23 @@ inline KmeansResult kmeans(std::span<const float> points, int d, int k, std::spa
         }
         float* cc = r.centroids.data() + std::size_t(c) * D;
         std::copy_n(x + pick * D, D, cc);
-        for (std::size_t i = 0; i < n; ++i) nearest[i] = std::min(nearest[i], detail::weighted_sq(x + i * D, cc, wt(i), d));
+        search(x, D, h.data(), h_stride, n, d, cc, 1, codes.data(), dist.data());
+        for (std::size_t i = 0; i < n; ++i) nearest[i] = std::min(nearest[i], dist[i]);
     }
     // Lloyd: assign, then move each centre to its points' weighted mean, dimension by dimension
     std::vector<double> sum(std::size_t(k) * D), wsum(sum.size()), plain(sum.size());
     std::vector<std::size_t> count(static_cast<std::size_t>(k));
     std::vector<float> ct(r.centroids.size());
-    std::vector<double> scratch(static_cast<std::size_t>(k));
     bool moved = true;
     for (int it = 0; it <= o.iterations && moved; ++it) {
         moved = false;
         r.inertia = 0.0;
         detail::transpose_centroids(r.centroids.data(), k, d, ct.data());
+        search(x, D, h.data(), h_stride, n, d, ct.data(), k, codes.data(), dist.data());
         for (std::size_t i = 0; i < n; ++i) {
-            double dist = 0.0;
-            const int c = detail::nearest_centroid(x + i * D, ct.data(), k, wt(i), d, scratch.data(), dist);
-            if (it == 0 || r.assignment[i] != std::uint16_t(c)) moved = true;
-            r.assignment[i] = std::uint16_t(c);
-            r.inertia += dist;
+            if (it == 0 || r.assignment[i] != codes[i]) moved = true;
+            r.assignment[i] = codes[i];
+            r.inertia += dist[i];
         }
         if (!moved || it == o.iterations) break;
         std::fill(sum.begin(), sum.end(), 0.0);

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "qforge/backends/centroids.hpp"
 #include "qforge/backends/fp32.hpp"
 #include "qforge/backends/kernels.hpp"
 #include "qforge/backends/pq.hpp"
@@ -155,12 +156,14 @@ struct Fp32Functions {
     PqGemvFn pq_gemv = nullptr;  ///< row blocks of a product-quantized GEMV (backends/pq.hpp)
     /// the randomized Hadamard transform in place (linalg/hadamard.hpp): x, n floats of scratch, transpose
     void (*hadamard)(const HadamardTransform&, float*, float*, bool) noexcept = nullptr;
+    NearestCentroidsFn nearest_centroids = nullptr;  ///< k-means' and GPTQ-PQ's nearest-centroid search (backends/centroids.hpp)
 };
 
 template <class B>
 constexpr Fp32Functions fp32_functions_of() noexcept {
     return {B::name(), &Fp32Kernels<B>::dot, &Fp32Kernels<B>::axpy, &Fp32Kernels<B>::axpy_columns, &Fp32Kernels<B>::channel_stats, &Fp32Kernels<B>::gemm_rows, &Fp32Kernels<B>::grid_round,
-            &Fp32Kernels<B>::codebook_round, &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard};
+            &Fp32Kernels<B>::codebook_round, &Fp32Kernels<B>::quantize_sub, &Fp32Kernels<B>::softmax, &Fp32Kernels<B>::swiglu, &PqKernels<B>::gemv, &Fp32Kernels<B>::hadamard,
+            &CentroidKernels<B>::nearest};
 }
 
 /// Defined, for each tag in QFORGE_DISPATCH_ARCHS, by qforge::dispatch.

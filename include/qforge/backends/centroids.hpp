@@ -1,0 +1,202 @@
+#pragma once
+/// @file
+/// The nearest-centroid search of vector quantization: k-means' assignment and seeding steps
+/// (quantizers/kmeans.hpp) and GPTQ-PQ's rounding of each sub-vector (quantizers/gptq_pq.hpp).
+/// For point x (d floats) with non-negative weights h (d floats), the distance to centroid c is
+///     D(x, c) = Σ_j h_j (x_j − c_j)²,
+/// computed in double as e_j = x_j − c_j, t_j = (h_j · e_j) · e_j, summed from j = 0 upwards
+/// (starting at 0.0); the nearest centroid is the lowest index among the smallest distances.
+///
+/// `CentroidKernels<Scalar>` is the oracle. `CentroidKernels<Simd<Arch>>` puts one point in each
+/// double lane (AVX2: 4, AVX-512: 8; two registers of points per pass) and runs the centroids in
+/// order with a strict comparison, so each lane keeps the first minimum: the same operations in
+/// the same order, the same codes and distances bit for bit (tests/unit/test_pq.cpp). A product
+/// t_j is never fused into the running sum: both kernels keep the compiler from contracting it
+/// where FMA is available (optimised GNU-mode builds would otherwise, in the vector TUs only).
+/// The scalar search was 76% of a whole-SmolLM2 `gptq:pq2n64g1024c8` run and 39% of
+/// `gptq:pq4n16g256` (perf, 2026-12-07); docs/pq.md has the before/after.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "qforge/backends/backend.hpp"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/// Keeps double `t` rounded as a product before it is added (no FMA contraction across it). A
+/// macro, not an inline function: the TUs that include this are compiled with different flags.
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && defined(__FMA__)
+#define QFORGE_KEEP_ROUNDED(t) __asm__("" : "+x"(t))
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define QFORGE_KEEP_ROUNDED(t) __asm__("" : "+w"(t))
+#else
+#define QFORGE_KEEP_ROUNDED(t) ((void)0)
+#endif
+
+namespace qforge {
+
+/// For each of `n` points (point i: d floats at x + i·x_stride; its weights d floats at
+/// h + i·h_stride, or h itself for every point when h_stride is 0), the nearest of the k
+/// centroids `ct` (transposed: d x k, centroid c's coordinate j at ct[j·k + c]) under the
+/// weighted distance above: its index in codes[i] and its distance in dist[i]. Requires
+/// 1 <= k <= 65536 (k-means checks); the vector kernels hold d <= 16 in their lanes and hand
+/// longer points to the oracle.
+using NearestCentroidsFn = void (*)(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct,
+                                    int k, std::uint16_t* codes, double* dist) noexcept;
+
+template <class B>
+struct CentroidKernels {
+    static_assert(sizeof(B) == 0, "qforge: no nearest-centroid kernels for this backend; include its header");
+};
+
+/// The oracle: one point at a time, the centroids in chunks of 256 (each distance summed over j
+/// in order; a later chunk replaces the best only when strictly nearer).
+template <>
+struct CentroidKernels<Scalar> {
+    static void nearest(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
+                        std::uint16_t* codes, double* dist) noexcept {
+        constexpr int chunk = 256;
+        double s[chunk];
+        const std::size_t K = std::size_t(k);
+        for (std::size_t i = 0; i < n; ++i) {
+            const float* xi = x + i * x_stride;
+            const float* hi = h + i * h_stride;
+            double best = 0.0;
+            int best_c = -1;
+            for (int c0 = 0; c0 < k; c0 += chunk) {
+                const int m = std::min(chunk, k - c0);
+                for (int c = 0; c < m; ++c) s[c] = 0.0;
+                for (int j = 0; j < d; ++j) {
+                    const double xj = xi[j], hj = hi[j];
+                    const float* cj = ct + std::size_t(j) * K + std::size_t(c0);
+                    for (int c = 0; c < m; ++c) {
+                        const double e = xj - double(cj[c]);
+                        double t = hj * e * e;
+                        QFORGE_KEEP_ROUNDED(t);
+                        s[c] += t;
+                    }
+                }
+                for (int c = 0; c < m; ++c)
+                    if (best_c < 0 || s[c] < best) best = s[c], best_c = c0 + c;
+            }
+            codes[i] = std::uint16_t(best_c);
+            dist[i] = best;
+        }
+    }
+};
+
+namespace detail {
+#if defined(__AVX2__) && defined(__FMA__)
+/// Four double lanes. Templated on the backend tag, as the search below, so that each
+/// instruction set's TU compiles its own symbols with its own flags.
+template <class Tag>
+struct CentroidLanes256 {
+    using V = __m256d;
+    static constexpr int L = 4;
+    static V load(const double* p) noexcept { return _mm256_load_pd(p); }
+    static V set1(double v) noexcept { return _mm256_set1_pd(v); }
+    static V sub(V a, V b) noexcept { return _mm256_sub_pd(a, b); }
+    static V mul(V a, V b) noexcept { return _mm256_mul_pd(a, b); }
+    static V add(V a, V b) noexcept { return _mm256_add_pd(a, b); }
+    static void keep(V& v) noexcept { __asm__("" : "+x"(v)); }
+    /// (best, index) replaced by (s, c) in the lanes where s < best
+    static void take_smaller(V s, V c, V& best, V& index) noexcept {
+        const V m = _mm256_cmp_pd(s, best, _CMP_LT_OQ);
+        best = _mm256_blendv_pd(best, s, m);
+        index = _mm256_blendv_pd(index, c, m);
+    }
+    static void store(double* p, V v) noexcept { _mm256_store_pd(p, v); }
+};
+#endif
+#if defined(__AVX512F__)
+/// Eight double lanes.
+template <class Tag>
+struct CentroidLanes512 {
+    using V = __m512d;
+    static constexpr int L = 8;
+    static V load(const double* p) noexcept { return _mm512_load_pd(p); }
+    static V set1(double v) noexcept { return _mm512_set1_pd(v); }
+    static V sub(V a, V b) noexcept { return _mm512_sub_pd(a, b); }
+    static V mul(V a, V b) noexcept { return _mm512_mul_pd(a, b); }
+    static V add(V a, V b) noexcept { return _mm512_add_pd(a, b); }
+    static void keep(V& v) noexcept { __asm__("" : "+v"(v)); }
+    static void take_smaller(V s, V c, V& best, V& index) noexcept {
+        const __mmask8 m = _mm512_cmp_pd_mask(s, best, _CMP_LT_OQ);
+        best = _mm512_mask_blend_pd(m, best, s);
+        index = _mm512_mask_blend_pd(m, index, c);
+    }
+    static void store(double* p, V v) noexcept { _mm512_store_pd(p, v); }
+};
+#endif
+
+/// Points in passes of U registers of T::L lanes; a last pass that is not full repeats its last
+/// point in the spare lanes and stores only the real ones.
+template <class T, class Tag>
+void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
+                             std::uint16_t* codes, double* dist) noexcept {
+    using V = typename T::V;
+    constexpr int L = T::L, U = 2, P = L * U;
+    alignas(64) double xb[16 * P], hb[16 * P], out_best[P], out_index[P];
+    const std::size_t K = std::size_t(k);
+    for (std::size_t i0 = 0; i0 < n; i0 += P) {
+        const std::size_t count = std::min(std::size_t(P), n - i0);
+        for (std::size_t l = 0; l < std::size_t(P); ++l) {
+            const std::size_t p = i0 + std::min(l, count - 1);
+            const float* xi = x + p * x_stride;
+            const float* hi = h + p * h_stride;
+            for (int j = 0; j < d; ++j) xb[j * P + int(l)] = xi[j], hb[j * P + int(l)] = hi[j];
+        }
+        V best[U], index[U];
+        for (int c = 0; c < k; ++c) {
+            V s[U];
+            for (int j = 0; j < d; ++j) {
+                const V cj = T::set1(double(ct[std::size_t(j) * K + std::size_t(c)]));
+                for (int u = 0; u < U; ++u) {
+                    const V e = T::sub(T::load(xb + j * P + u * L), cj);
+                    V t = T::mul(T::mul(T::load(hb + j * P + u * L), e), e);
+                    T::keep(t);
+                    s[u] = j == 0 ? t : T::add(s[u], t);  // 0.0 + t is t: t >= +0
+                }
+            }
+            if (c == 0) {
+                for (int u = 0; u < U; ++u) best[u] = s[u], index[u] = T::set1(0.0);
+            } else {
+                const V cv = T::set1(double(c));
+                for (int u = 0; u < U; ++u) T::take_smaller(s[u], cv, best[u], index[u]);
+            }
+        }
+        for (int u = 0; u < U; ++u) T::store(out_best + u * L, best[u]), T::store(out_index + u * L, index[u]);
+        for (std::size_t l = 0; l < count; ++l) {
+            codes[i0 + l] = std::uint16_t(out_index[l]);
+            dist[i0 + l] = out_best[l];
+        }
+    }
+}
+}  // namespace detail
+
+template <class Arch>
+struct CentroidKernels<Simd<Arch>> {
+    static void nearest(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
+                        std::uint16_t* codes, double* dist) noexcept {
+        if (d > 16) return CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+#if defined(__AVX2__) && defined(__FMA__)
+        using Tag = Simd<Arch>;
+        if constexpr (std::is_same_v<Arch, simd::avx512_vnni>) {
+#if defined(__AVX512F__)
+            detail::nearest_centroids_lanes<detail::CentroidLanes512<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+#else
+            CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+#endif
+        } else {
+            detail::nearest_centroids_lanes<detail::CentroidLanes256<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+        }
+#else
+        CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+#endif
+    }
+};
+
+}  // namespace qforge
