@@ -8,13 +8,13 @@
 /// (starting at 0.0); the nearest centroid is the lowest index among the smallest distances.
 ///
 /// `CentroidKernels<Scalar>` is the oracle. `CentroidKernels<Simd<Arch>>` puts one point in each
-/// double lane (AVX2: 4, AVX-512: 8; two registers of points per pass) and runs the centroids in
+/// double lane (AVX2: 4, AVX-512: 8; two or four registers of points per pass) and runs the centroids in
 /// order with a strict comparison, so each lane keeps the first minimum: the same operations in
 /// the same order, the same codes and distances bit for bit (tests/unit/test_pq.cpp). A product
 /// t_j is never fused into the running sum: both kernels keep the compiler from contracting it
 /// where FMA is available (optimised GNU-mode builds would otherwise, in the vector TUs only).
 /// The scalar search was 76% of a whole-SmolLM2 `gptq:pq2n64g1024c8` run and 39% of
-/// `gptq:pq4n16g256` (perf, 2026-12-07); docs/pq.md has the before/after.
+/// `gptq:pq4n16g256` (perf, 2026-12-07); docs/pq.md has the before and after.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -133,14 +133,29 @@ struct CentroidLanes512 {
 #endif
 
 /// Points in passes of U registers of T::L lanes; a last pass that is not full repeats its last
-/// point in the spare lanes and stores only the real ones.
-template <class T, class Tag>
-void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
+/// point in the spare lanes and stores only the real ones. DC > 0 fixes d at compile time (the
+/// loops over coordinates and registers unroll and the points stay in registers); 0 reads `d`.
+template <class T, class Tag, int DC, int U>
+void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d_run, const float* ct, int k,
                              std::uint16_t* codes, double* dist) noexcept {
     using V = typename T::V;
-    constexpr int L = T::L, U = 2, P = L * U;
+    constexpr int L = T::L, P = L * U;
+    const int d = DC > 0 ? DC : d_run;
     alignas(64) double xb[16 * P], hb[16 * P], out_best[P], out_index[P];
     const std::size_t K = std::size_t(k);
+    const auto distances = [&](int c, V* s) {
+#pragma GCC unroll 16
+        for (int j = 0; j < d; ++j) {
+            const V cj = T::set1(double(ct[std::size_t(j) * K + std::size_t(c)]));
+#pragma GCC unroll 8
+            for (int u = 0; u < U; ++u) {
+                const V e = T::sub(T::load(xb + j * P + u * L), cj);
+                V t = T::mul(T::mul(T::load(hb + j * P + u * L), e), e);
+                T::keep(t);
+                s[u] = j == 0 ? t : T::add(s[u], t);  // 0.0 + t is t: t >= +0
+            }
+        }
+    };
     for (std::size_t i0 = 0; i0 < n; i0 += P) {
         const std::size_t count = std::min(std::size_t(P), n - i0);
         for (std::size_t l = 0; l < std::size_t(P); ++l) {
@@ -150,29 +165,35 @@ void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* 
             for (int j = 0; j < d; ++j) xb[j * P + int(l)] = xi[j], hb[j * P + int(l)] = hi[j];
         }
         V best[U], index[U];
-        for (int c = 0; c < k; ++c) {
+        distances(0, best);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) index[u] = T::set1(0.0);
+        const V one = T::set1(1.0);
+        V cv = T::set1(0.0);
+        for (int c = 1; c < k; ++c) {
             V s[U];
-            for (int j = 0; j < d; ++j) {
-                const V cj = T::set1(double(ct[std::size_t(j) * K + std::size_t(c)]));
-                for (int u = 0; u < U; ++u) {
-                    const V e = T::sub(T::load(xb + j * P + u * L), cj);
-                    V t = T::mul(T::mul(T::load(hb + j * P + u * L), e), e);
-                    T::keep(t);
-                    s[u] = j == 0 ? t : T::add(s[u], t);  // 0.0 + t is t: t >= +0
-                }
-            }
-            if (c == 0) {
-                for (int u = 0; u < U; ++u) best[u] = s[u], index[u] = T::set1(0.0);
-            } else {
-                const V cv = T::set1(double(c));
-                for (int u = 0; u < U; ++u) T::take_smaller(s[u], cv, best[u], index[u]);
-            }
+            distances(c, s);
+            cv = T::add(cv, one);  // c, exactly (integers below 2^53)
+#pragma GCC unroll 8
+            for (int u = 0; u < U; ++u) T::take_smaller(s[u], cv, best[u], index[u]);
         }
         for (int u = 0; u < U; ++u) T::store(out_best + u * L, best[u]), T::store(out_index + u * L, index[u]);
         for (std::size_t l = 0; l < count; ++l) {
             codes[i0 + l] = std::uint16_t(out_index[l]);
             dist[i0 + l] = out_best[l];
         }
+    }
+}
+
+/// The search with d fixed at compile time for the sub-vector lengths PQ uses most.
+template <class T, class Tag>
+void nearest_centroids_by_d(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
+                            std::uint16_t* codes, double* dist) noexcept {
+    switch (d) {
+        case 1: return nearest_centroids_lanes<T, Tag, 1, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+        case 2: return nearest_centroids_lanes<T, Tag, 2, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+        case 4: return nearest_centroids_lanes<T, Tag, 4, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+        default: return nearest_centroids_lanes<T, Tag, 0, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
     }
 }
 }  // namespace detail
@@ -186,12 +207,12 @@ struct CentroidKernels<Simd<Arch>> {
         using Tag = Simd<Arch>;
         if constexpr (std::is_same_v<Arch, simd::avx512_vnni>) {
 #if defined(__AVX512F__)
-            detail::nearest_centroids_lanes<detail::CentroidLanes512<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+            detail::nearest_centroids_by_d<detail::CentroidLanes512<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
 #else
             CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
 #endif
         } else {
-            detail::nearest_centroids_lanes<detail::CentroidLanes256<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+            detail::nearest_centroids_by_d<detail::CentroidLanes256<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
         }
 #else
         CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
