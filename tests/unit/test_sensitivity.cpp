@@ -174,8 +174,8 @@ BOOST_AUTO_TEST_CASE(lazily_filled_states_equal_the_eager_trace, *boost::unit_te
     }
 }
 
-// The candidates of a block are quantized side by side, each on one thread: the table is the
-// same bits on 1 and 2 threads. Layers of 256 and 384 columns: OpenBLAS factorises matrices that
+// The candidates of a block are quantized side by side, each on one thread, the slowest (PQ)
+// handed out first: the table is the same bits on 1 and 2 threads. Layers of 256 and 384 columns: OpenBLAS factorises matrices that
 // size on its threads when asked to, with other roundings than on one (what the candidates ran
 // on before, and what this checks against).
 BOOST_AUTO_TEST_CASE(the_table_is_the_same_on_one_and_two_threads) {
@@ -184,7 +184,7 @@ BOOST_AUTO_TEST_CASE(the_table_is_the_same_on_one_and_two_threads) {
     const auto w = qtest::random_llama(c, 7);
     const auto tokens = qtest::random_tokens(192, c.vocab_size, 3);
     const std::vector<RuntimeScheme> candidates{parse_scheme("gptq:w3g64a"), parse_scheme("gptq:w4g64a"), parse_scheme("gptq:w4g64a,act"),
-                                                parse_scheme("rtn:w4g64a"), parse_scheme("awq:w3g64a")};
+                                                parse_scheme("rtn:w4g64a"), parse_scheme("gptq:pq2n16g64"), parse_scheme("awq:w3g64a")};
     std::vector<llama::SensitivityTable> tables;
     for (const int threads : {1, 2}) {
         llama::CalibrationOptions co;

@@ -522,6 +522,16 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     t.linear.assign(K, std::vector<std::array<UnitLoss, 7>>(std::size_t(L)));
     const long total = long(L) * long(K);
     long done = 0;
+    // The pool hands candidates out in this order, one at a time: the slowest first, so that no
+    // thread is left with a long one while the others idle (PQ's k-means and nearest-centroid
+    // search cost about n per weight, n its centroids; every scalar grid far less). Only the
+    // order of the work changes, not what any candidate computes.
+    std::vector<std::size_t> longest_first(K);
+    for (std::size_t k = 0; k < K; ++k) longest_first[k] = k;
+    std::stable_sort(longest_first.begin(), longest_first.end(), [&](std::size_t a, std::size_t b) {
+        const auto cost = [&](std::size_t k) { return candidates[k].pq ? candidates[k].pq->n : 0; };
+        return cost(a) > cost(b);
+    });
     for (int l = 0; l < L; ++l) {
         const Layer& block = ref.layers[std::size_t(l)];
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
@@ -561,7 +571,7 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         if (one) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + std::to_string(K) + " candidates");
             parallel_for(K, o.settings.backend.threads(), [&](std::size_t k0, std::size_t k1) {
-                for (std::size_t k = k0; k < k1; ++k) quantize_candidate(k);
+                for (std::size_t k = k0; k < k1; ++k) quantize_candidate(longest_first[k]);
             });
         }
         for (std::size_t k = 0; k < K; ++k) {
