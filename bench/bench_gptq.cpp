@@ -1,10 +1,11 @@
 // The FP32-bound parts of calibrated quantization on CPU, each printed as a fraction of the same
 // run's sgemm rate (the tuned BLAS's C = A B^T, 4096 x 4096 x 4096; qforge's own FP32 GEMM when no
 // BLAS is linked) and, where it applies, next to qforge's own kernels (QFORGE_BLAS-free path):
-// the Hessian accumulation X^T X over 2048 tokens of 4096 channels, GPTQ on a 4096x4096 and an
+// the Hessian accumulation X^T X over 2048 tokens of 4096 channels (in one batch, and in four of
+// 512 as calibration adds its windows; SmolLM2's widths too), GPTQ on a 4096x4096 and an
 // 11008x4096 layer (w4g128a, with and without act-order) against its FLOP count, and AWQ's scale
 // + clip search on a 4096x4096 layer (the α search on a 512-row sample and on every row), and
-// GPTQ-PQ on a 4096x4096 layer as a multiple of the same run's scalar GPTQ time.
+// GPTQ-PQ and plain PQ on a 4096x4096 layer as multiples of the same run's scalar GPTQ time.
 // QFORGE_THREADS sets the thread count (default: all).
 #include <benchmark/benchmark.h>
 
