@@ -184,7 +184,7 @@ int run_allocate(const AllocateCliOptions& opt) {
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
     // after eval's default slice (16384 tokens), so a default `qforge eval` never scores calibration text
     const auto calib = calibration_tokens(opt.calib, model, text_path, 16384);
-    const Weights reference = dequantized_weights(model.weights());
+    const Weights reference = dequantized_weights(model.weights(), backend);
 
     CalibrationOptions co;
     co.sequence_length = std::min(512, reference.config.seq_len);

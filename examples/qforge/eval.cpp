@@ -115,8 +115,8 @@ std::string stored_format(const qforge::llama::Weights& w) {
 /// `--kernels fp32` runs the output head as its FP32 values too: a GGUF's Q8_0 head would
 /// otherwise run on the integer kernels, 8-bit activations and all, and be a third of the
 /// evaluation's time (its 49152 rows are re-read for every token).
-void head_as_fp32(qforge::llama::Weights& w) {
-    if (!std::holds_alternative<qforge::Fp32Matrix>(w.output.weights())) w.output = qforge::llama::dequantized_linear(w.output);
+void head_as_fp32(qforge::llama::Weights& w, const qforge::Backend& backend) {
+    if (!std::holds_alternative<qforge::Fp32Matrix>(w.output.weights())) w.output = qforge::llama::dequantized_linear(w.output, backend);
 }
 
 int run(const EvalCliOptions& opt) {
@@ -171,7 +171,7 @@ int run(const EvalCliOptions& opt) {
     std::size_t total_rows = maps.size() + opt.compare.size() + (format != "FP32" && packed ? 1 : 0);  // every row this run makes
     for (const auto& scheme : parsed) total_rows += qforge::method_of(scheme).needs_targets ? 2 * opt.twq_targets.size() : 1;
     Row reference{format == "FP32" ? "FP32" : format + "-ref", "reference",
-                  qforge::llama::dequantized_weights(stored)};
+                  qforge::llama::dequantized_weights(stored, backend)};
     measure(reference, tied);  // the head as stored (the reference is defined by its values)
     if (format != "FP32" && packed) {
         rows.push_back({format + " (as stored)", "as stored", stored});
@@ -242,7 +242,7 @@ int run(const EvalCliOptions& opt) {
         std::optional<qforge::llama::Linear> stored_head;
         if (!packed && !std::holds_alternative<qforge::Fp32Matrix>(reference.weights.output.weights())) {
             stored_head = reference.weights.output;
-            head_as_fp32(reference.weights);
+            head_as_fp32(reference.weights, backend);
         }
         std::vector<const qforge::llama::Weights*> models;
         for (std::size_t i = evaluated; i < rows.size(); ++i) models.push_back(&rows[i].weights);
@@ -309,8 +309,8 @@ int run(const EvalCliOptions& opt) {
         r.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         measure(r, tied);
         if (!packed) {
-            r.weights = qforge::llama::dequantized_weights(r.weights);
-            head_as_fp32(r.weights);
+            r.weights = qforge::llama::dequantized_weights(r.weights, backend);
+            head_as_fp32(r.weights, backend);
         }
         rows.push_back(std::move(r));
         maybe_evaluate();
@@ -374,8 +374,8 @@ int run(const EvalCliOptions& opt) {
                 twq_pairs.push_back({target, qforge::to_string(awq), rows.size(), rows.size() + 1});
                 for (Row* x : {&r, &c}) {
                     if (!packed) {
-                        x->weights = qforge::llama::dequantized_weights(x->weights);
-                        head_as_fp32(x->weights);
+                        x->weights = qforge::llama::dequantized_weights(x->weights, backend);
+                        head_as_fp32(x->weights, backend);
                     }
                     rows.push_back(std::move(*x));
                     maybe_evaluate();

@@ -48,7 +48,7 @@ int run(const LensOptions& opt) {
     const std::string text_path = opt.text.empty() ? data_dir() + "/eval/wikitext-2-raw/wiki.test.raw" : opt.text;
     const qforge::Backend backend = qforge::Backend::best_cpu(opt.threads);
     const auto tokens = tokens_to_score(model, text_path, std::size_t(opt.max_tokens));
-    const auto reference = qforge::llama::dequantized_weights(model.weights());
+    const auto reference = qforge::llama::dequantized_weights(model.weights(), backend);
     const int context = context_or_default(opt.context, reference.config.seq_len);
     std::vector<std::pair<std::string, std::vector<qforge::llama::LensLayer>>> series;
     series.emplace_back("reference", qforge::llama::logit_lens(reference, tokens, context, backend));
@@ -58,7 +58,7 @@ int run(const LensOptions& opt) {
         Progress bar("quantize " + qforge::to_string(*scheme));
         const auto q = quantize_model(reference, *scheme, calib, opt.calib, backend, bar, model.path());
         bar.finish();
-        const auto fp = qforge::llama::dequantized_weights(q);
+        const auto fp = qforge::llama::dequantized_weights(q, backend);
         series.emplace_back(qforge::to_string(*scheme), qforge::llama::logit_lens(fp, tokens, context, backend));
     }
     if (!opt.svg.empty()) write_svg(opt.svg, series);

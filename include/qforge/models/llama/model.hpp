@@ -475,8 +475,13 @@ inline Linear dequantized_linear(const Linear& layer, const Backend& backend = {
         m.data = std::move(out);
     }
     if (const auto& t = layer.input_transform()) {
-        std::vector<float> tmp(C);
-        for (std::size_t r = 0; r < std::size_t(m.rows); ++r) t->apply_transpose(m.data.data() + r * C, tmp.data());
+        // the backend's transform kernel (bit for bit the oracle rht_apply, tests/unit/test_hadamard.cpp),
+        // rows on its threads: the scalar transform was 14% of a whole-model gptq:w3g128a,had run
+        const auto hadamard = backend.host_fp32().hadamard;
+        parallel_for(std::size_t(m.rows), backend.threads(), [&](std::size_t r0, std::size_t r1) {
+            std::vector<float> tmp(C);
+            for (std::size_t r = r0; r < r1; ++r) hadamard(*t, m.data.data() + r * C, tmp.data(), true);
+        }, grain_for(C * 8));
     }
     return Linear(std::move(m));
 }
@@ -493,8 +498,8 @@ Weights map_block_linears(const Weights& w, Fn&& fn) {
 
 /// The model with every decoder linear layer in FP32: how a packed checkpoint (a GGUF model's
 /// Q4_1 blocks) serves as the weight-only reference, computed without 8-bit activations.
-inline Weights dequantized_weights(const Weights& w) {
-    return map_block_linears(w, [](const Linear& l) { return dequantized_linear(l); });
+inline Weights dequantized_weights(const Weights& w, const Backend& backend = {}) {
+    return map_block_linears(w, [&](const Linear& l) { return dequantized_linear(l, backend); });
 }
 
 }  // namespace qforge::llama
