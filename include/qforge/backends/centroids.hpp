@@ -8,8 +8,8 @@
 /// (starting at 0.0); the nearest centroid is the lowest index among the smallest distances.
 ///
 /// `CentroidKernels<Scalar>` is the oracle. `CentroidKernels<Simd<Arch>>` puts one point in each
-/// double lane (AVX2: 4, AVX-512: 8; two or four registers of points per pass) and runs the centroids in
-/// order with a strict comparison, so each lane keeps the first minimum: the same operations in
+/// double lane of the arch's xsimd batch (AVX2: 4, AVX-512: 8; two or four registers of points
+/// per pass) and runs the centroids in order with a strict comparison, so each lane keeps the first minimum: the same operations in
 /// the same order, the same codes and distances bit for bit (tests/unit/test_pq.cpp). A product
 /// t_j is never fused into the running sum: both kernels keep the compiler from contracting it
 /// where FMA is available (optimised GNU-mode builds would otherwise, in the vector TUs only).
@@ -18,13 +18,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "qforge/backends/backend.hpp"
-
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 /// Keeps double `t` rounded as a product before it is added (no FMA contraction across it). A
 /// macro, not an inline function: the TUs that include this are compiled with different flags.
@@ -88,71 +83,38 @@ struct CentroidKernels<Scalar> {
     }
 };
 
-namespace detail {
-#if defined(__AVX2__) && defined(__FMA__)
-/// Four double lanes. Templated on the backend tag, as the search below, so that each
-/// instruction set's TU compiles its own symbols with its own flags.
-template <class Tag>
-struct CentroidLanes256 {
-    using V = __m256d;
-    static constexpr int L = 4;
-    static V load(const double* p) noexcept { return _mm256_load_pd(p); }
-    static V set1(double v) noexcept { return _mm256_set1_pd(v); }
-    static V sub(V a, V b) noexcept { return _mm256_sub_pd(a, b); }
-    static V mul(V a, V b) noexcept { return _mm256_mul_pd(a, b); }
-    static V add(V a, V b) noexcept { return _mm256_add_pd(a, b); }
-    static void keep(V& v) noexcept { __asm__("" : "+x"(v)); }
-    /// (best, index) replaced by (s, c) in the lanes where s < best
-    static void take_smaller(V s, V c, V& best, V& index) noexcept {
-        const V m = _mm256_cmp_pd(s, best, _CMP_LT_OQ);
-        best = _mm256_blendv_pd(best, s, m);
-        index = _mm256_blendv_pd(index, c, m);
-    }
-    static void store(double* p, V v) noexcept { _mm256_store_pd(p, v); }
-};
-#endif
-#if defined(__AVX512F__)
-/// Eight double lanes.
-template <class Tag>
-struct CentroidLanes512 {
-    using V = __m512d;
-    static constexpr int L = 8;
-    static V load(const double* p) noexcept { return _mm512_load_pd(p); }
-    static V set1(double v) noexcept { return _mm512_set1_pd(v); }
-    static V sub(V a, V b) noexcept { return _mm512_sub_pd(a, b); }
-    static V mul(V a, V b) noexcept { return _mm512_mul_pd(a, b); }
-    static V add(V a, V b) noexcept { return _mm512_add_pd(a, b); }
-    static void keep(V& v) noexcept { __asm__("" : "+v"(v)); }
-    static void take_smaller(V s, V c, V& best, V& index) noexcept {
-        const __mmask8 m = _mm512_cmp_pd_mask(s, best, _CMP_LT_OQ);
-        best = _mm512_mask_blend_pd(m, best, s);
-        index = _mm512_mask_blend_pd(m, index, c);
-    }
-    static void store(double* p, V v) noexcept { _mm512_store_pd(p, v); }
-};
-#endif
+}  // namespace qforge
 
-/// Points in passes of U registers of T::L lanes; a last pass that is not full repeats its last
-/// point in the spare lanes and stores only the real ones. DC > 0 fixes d at compile time (the
-/// loops over coordinates and registers unroll and the points stay in registers); 0 reads `d`.
-template <class T, class Tag, int DC, int U>
+#if __has_include(<xsimd/xsimd.hpp>)
+#include <xsimd/xsimd.hpp>
+
+namespace qforge {
+namespace detail {
+/// Points in passes of U registers of the arch's double lanes; a last pass that is not full
+/// repeats its last point in the spare lanes and stores only the real ones. DC > 0 fixes d at
+/// compile time (the loops over coordinates and registers unroll and the points stay in
+/// registers); 0 reads `d_run`. Templated on the arch, so each instruction set's TU compiles its
+/// own symbols with its own flags.
+template <class Arch, int DC, int U>
 void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d_run, const float* ct, int k,
                              std::uint16_t* codes, double* dist) noexcept {
-    using V = typename T::V;
-    constexpr int L = T::L, P = L * U;
+    using V = xsimd::batch<double, typename Arch::xsimd_float_arch>;
+    constexpr int L = int(V::size), P = L * U;
     const int d = DC > 0 ? DC : d_run;
     alignas(64) double xb[16 * P], hb[16 * P], out_best[P], out_index[P];
     const std::size_t K = std::size_t(k);
     const auto distances = [&](int c, V* s) {
 #pragma GCC unroll 16
         for (int j = 0; j < d; ++j) {
-            const V cj = T::set1(double(ct[std::size_t(j) * K + std::size_t(c)]));
+            const V cj(double(ct[std::size_t(j) * K + std::size_t(c)]));
 #pragma GCC unroll 8
             for (int u = 0; u < U; ++u) {
-                const V e = T::sub(T::load(xb + j * P + u * L), cj);
-                V t = T::mul(T::mul(T::load(hb + j * P + u * L), e), e);
-                T::keep(t);
-                s[u] = j == 0 ? t : T::add(s[u], t);  // 0.0 + t is t: t >= +0
+                const V e = V::load_aligned(xb + j * P + u * L) - cj;
+                V t = (V::load_aligned(hb + j * P + u * L) * e) * e;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+                __asm__("" : "+v"(t.data));  // the product stays rounded: no FMA contraction into the sum
+#endif
+                s[u] = j == 0 ? t : s[u] + t;  // 0.0 + t is t: t >= +0
             }
         }
     };
@@ -167,57 +129,45 @@ void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* 
         V best[U], index[U];
         distances(0, best);
 #pragma GCC unroll 8
-        for (int u = 0; u < U; ++u) index[u] = T::set1(0.0);
-        const V one = T::set1(1.0);
-        V cv = T::set1(0.0);
+        for (int u = 0; u < U; ++u) index[u] = V(0.0);
+        const V one(1.0);
+        V cv(0.0);
         for (int c = 1; c < k; ++c) {
             V s[U];
             distances(c, s);
-            cv = T::add(cv, one);  // c, exactly (integers below 2^53)
+            cv = cv + one;  // c, exactly (integers below 2^53)
 #pragma GCC unroll 8
-            for (int u = 0; u < U; ++u) T::take_smaller(s[u], cv, best[u], index[u]);
+            for (int u = 0; u < U; ++u) {
+                const auto nearer = s[u] < best[u];  // strict: each lane keeps its first minimum
+                best[u] = xsimd::select(nearer, s[u], best[u]);
+                index[u] = xsimd::select(nearer, cv, index[u]);
+            }
         }
-        for (int u = 0; u < U; ++u) T::store(out_best + u * L, best[u]), T::store(out_index + u * L, index[u]);
+        for (int u = 0; u < U; ++u) best[u].store_aligned(out_best + u * L), index[u].store_aligned(out_index + u * L);
         for (std::size_t l = 0; l < count; ++l) {
             codes[i0 + l] = std::uint16_t(out_index[l]);
             dist[i0 + l] = out_best[l];
         }
     }
 }
-
-/// The search with d fixed at compile time for the sub-vector lengths PQ uses most.
-template <class T, class Tag>
-void nearest_centroids_by_d(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
-                            std::uint16_t* codes, double* dist) noexcept {
-    switch (d) {
-        case 1: return nearest_centroids_lanes<T, Tag, 1, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-        case 2: return nearest_centroids_lanes<T, Tag, 2, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-        case 4: return nearest_centroids_lanes<T, Tag, 4, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-        default: return nearest_centroids_lanes<T, Tag, 0, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-    }
-}
 }  // namespace detail
 
+/// d = 1, 2 and 4 (PQ's usual sub-vector lengths) compiled as constants, four registers of points
+/// for d <= 2; d up to 16 read at run time; longer points go to the oracle.
 template <class Arch>
 struct CentroidKernels<Simd<Arch>> {
     static void nearest(const float* x, std::size_t x_stride, const float* h, std::size_t h_stride, std::size_t n, int d, const float* ct, int k,
                         std::uint16_t* codes, double* dist) noexcept {
-        if (d > 16) return CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-#if defined(__AVX2__) && defined(__FMA__)
-        using Tag = Simd<Arch>;
-        if constexpr (std::is_same_v<Arch, simd::avx512_vnni>) {
-#if defined(__AVX512F__)
-            detail::nearest_centroids_by_d<detail::CentroidLanes512<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-#else
-            CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-#endif
-        } else {
-            detail::nearest_centroids_by_d<detail::CentroidLanes256<Tag>, Tag>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+        switch (d) {
+            case 1: return detail::nearest_centroids_lanes<Arch, 1, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+            case 2: return detail::nearest_centroids_lanes<Arch, 2, 4>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+            case 4: return detail::nearest_centroids_lanes<Arch, 4, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+            default:
+                if (d > 16) return CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
+                return detail::nearest_centroids_lanes<Arch, 0, 2>(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
         }
-#else
-        CentroidKernels<Scalar>::nearest(x, x_stride, h, h_stride, n, d, ct, k, codes, dist);
-#endif
     }
 };
 
 }  // namespace qforge
+#endif
