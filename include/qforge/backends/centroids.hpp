@@ -106,7 +106,7 @@ void nearest_centroids_lanes(const float* x, std::size_t x_stride, const float* 
     const auto distances = [&](int c, V* s) {
 #pragma GCC unroll 16
         for (int j = 0; j < d; ++j) {
-            const V cj(double(ct[std::size_t(j) * K + std::size_t(c)]));
+            const V cj(static_cast<double>(ct[std::size_t(j) * K + std::size_t(c)]));
 #pragma GCC unroll 8
             for (int u = 0; u < U; ++u) {
                 const V e = V::load_aligned(xb + j * P + u * L) - cj;
