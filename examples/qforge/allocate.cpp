@@ -220,14 +220,23 @@ int run_allocate(const AllocateCliOptions& opt) {
     } else {
         const BlockStats stats0 = trace->block_stats(0);
         const BlockHessians h0 = block_hessians(stats0);
+        // the candidates side by side, each on one thread, sharing the block's factors and
+        // transforms, as the table quantizes them (the same bits on any thread count)
         qforge::QuantizeSettings qs;
         qs.backend = backend;
+        qs.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
+        qs.hadamard_cache = std::make_shared<qforge::detail::HadamardCache>();
+        const auto one = candidates.size() > 1 ? qforge::llama::one_thread_cpu(backend) : std::nullopt;
+        if (one) qs.backend = *one;
+        std::vector<Layer> block0(candidates.size());
+        qforge::parallel_for(candidates.size(), one ? backend.threads() : 1, [&](std::size_t k0, std::size_t k1) {
+            for (std::size_t k = k0; k < k1; ++k) block0[k] = quantize_block_alone(reference.layers[0], 0, reference.config, stats0, h0, candidates[k], qs);
+        });
         std::array<std::uint64_t, 7> least_linear;
         least_linear.fill(std::numeric_limits<std::uint64_t>::max());
         std::uint64_t least_block = std::numeric_limits<std::uint64_t>::max(), params = 0;
         std::vector<std::uint64_t> block0_bytes;
-        for (const auto& c : candidates) {
-            const Layer q = quantize_block_alone(reference.layers[0], 0, reference.config, stats0, h0, c, qs);
+        for (const Layer& q : block0) {
             std::uint64_t block = 0;
             for (std::size_t i = 0; i < block_linears.size(); ++i) {
                 const std::uint64_t b = (q.*block_linears[i].member).bytes();

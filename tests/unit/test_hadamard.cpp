@@ -228,4 +228,32 @@ BOOST_AUTO_TEST_CASE(tiled_transpose_is_the_transpose) {
     }
 }
 
+// A transform cache (QuantizeSettings::hadamard_cache, one per block in the sensitivity table)
+// changes no bit: `,had` schemes quantize the same codes with and without it, it transforms a
+// layer's weights and Hessian once for all of them, and other weights of the same shape are not
+// taken for the first.
+BOOST_AUTO_TEST_CASE(transform_cache_changes_no_bit) {
+    const int rows = 32, cols = 576, tokens = 700;
+    const auto w = outlier_weights(rows, cols, 31);
+    const auto x = normal(std::size_t(tokens) * std::size_t(cols), 32);
+    const auto h = qtest::hessian_of(x, tokens, cols);
+    const MatrixView<const float> wv(w.data(), std::size_t(rows), std::size_t(cols));
+    QuantizeSettings plain, cached;
+    cached.hadamard_cache = std::make_shared<detail::HadamardCache>();
+    for (const char* text : {"gptq:w4g64a,had", "gptq:w3g128a,had", "rtn:w4g32a,had"}) {
+        const auto s = parse_scheme(text);
+        const auto a = quantize(wv, s, {&h}, plain), b = quantize(wv, s, {&h}, cached);
+        BOOST_TEST(a.q.codes == b.q.codes, text);
+        BOOST_TEST(a.dequantize() == b.dequantize(), text);
+    }
+    BOOST_TEST(cached.hadamard_cache->weights.size() == 1u);
+    BOOST_TEST(cached.hadamard_cache->hessians.size() == 1u);  // RTN reads no Hessian
+    auto w2 = w;
+    w2[7] += 1.0f;
+    const auto s = parse_scheme("gptq:w4g64a,had");
+    const MatrixView<const float> w2v(w2.data(), std::size_t(rows), std::size_t(cols));
+    BOOST_TEST(quantize(w2v, s, {&h}, plain).q.codes == quantize(w2v, s, {&h}, cached).q.codes);
+    BOOST_TEST(cached.hadamard_cache->weights.size() == 2u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -14,6 +14,7 @@
 
 #include "common.hpp"
 #include "qforge/calibration/activation_stats.hpp"
+#include "qforge/core/once_cache.hpp"
 #include "qforge/core/parallel.hpp"
 #include "qforge/models/llama/evaluate.hpp"
 #include "qforge/quantizers/awq.hpp"
@@ -364,6 +365,49 @@ BOOST_AUTO_TEST_CASE(model_forward_and_perplexity_match_across_thread_counts) {
         BOOST_TEST((l == l1), "logits, threads " << threads);
         BOOST_TEST((s == s1), "evaluate, threads " << threads);
     }
+}
+
+// OnceCache (core/once_cache.hpp, the sensitivity table's memo of factors and transforms): one
+// computation per key however many threads ask; different keys compute side by side (key 1's
+// computation waits until key 2's has started, which a cache computing one key at a time never
+// lets happen: it would report the timeout below rather than hang); an exception reaches every
+// caller of its key.
+BOOST_AUTO_TEST_CASE(once_cache_computes_each_key_once_and_keys_side_by_side) {
+    detail::OnceCache<int, int> cache;
+    std::atomic<int> made{0};
+    std::atomic<bool> first_started{false}, second_started{false};
+    std::vector<int> got(8, -1);
+    const auto ask = [&](int i) {
+        const int key = i % 2 == 0 ? 1 : 2;
+        got[std::size_t(i)] = cache.get(key, [&] {
+            ++made;
+            if (key == 2) {
+                second_started = true;
+                return 20;
+            }
+            first_started = true;
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (!second_started && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+            return second_started ? 10 : -10;  // -10: key 2 never ran beside key 1
+        });
+    };
+    std::vector<std::thread> threads;
+    threads.emplace_back(ask, 0);
+    while (!first_started) std::this_thread::yield();  // key 1 is being computed
+    for (int i = 1; i < 8; ++i) threads.emplace_back(ask, i);
+    for (auto& t : threads) t.join();
+    BOOST_TEST(made.load() == 2);
+    BOOST_TEST(cache.size() == 2u);
+    for (int i = 0; i < 8; ++i) BOOST_TEST(got[std::size_t(i)] == (i % 2 == 0 ? 10 : 20), "thread " << i);
+
+    int calls = 0;
+    const auto fail = [&]() -> int {
+        ++calls;
+        throw std::runtime_error("no value");
+    };
+    BOOST_CHECK_THROW(cache.get(3, fail), std::runtime_error);
+    BOOST_CHECK_THROW(cache.get(3, fail), std::runtime_error);  // the same error, not a second try
+    BOOST_TEST(calls == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,11 +4,11 @@
 /// Hessian's checks and dead inputs, and U, the upper Cholesky factor of the damped H⁻¹.
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "qforge/core/error.hpp"
+#include "qforge/core/once_cache.hpp"
 #include "qforge/core/parallel.hpp"
 #include "qforge/linalg/cholesky.hpp"
 
@@ -89,57 +89,31 @@ inline GptqFactor gptq_inverse_factor(const std::vector<float>& hessian, const s
 /// SmolLM2). An entry is found by H's whole contents, the processing order and the damping asked
 /// for, which are all the factorisation reads, so a hit is the value it would compute. Entries
 /// live as long as the cache (one block's, in measure_sensitivity); calls may come from several
-/// threads, and one asking for a factor that another is computing waits for it rather than
-/// computing it again.
+/// threads: one asking for a factor that another is computing waits for it rather than computing
+/// it again, and different factors are computed side by side (core/once_cache.hpp).
 class GptqFactorCache {
 public:
     /// hessian_diagonal(hessian, C, who), computed once per H.
     HessianDiagonal diagonal(const std::vector<float>& hessian, std::size_t C, const char* who) {
-        {
-            std::lock_guard lock(mutex_);
-            for (const auto& e : diagonals_)
-                if (e->hessian == hessian) return e->value;
-        }
-        auto e = std::make_unique<DiagonalEntry>(DiagonalEntry{hessian, hessian_diagonal(hessian, C, who)});
-        std::lock_guard lock(mutex_);
-        diagonals_.push_back(std::move(e));
-        return diagonals_.back()->value;
+        return diagonals_.get(hessian, [&] { return hessian_diagonal(hessian, C, who); });
     }
     /// gptq_inverse_factor(hessian, order, diag, damp, backend), computed once per (H, order, damp).
     GptqFactor factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp, const Backend& backend) {
-        const std::lock_guard computing(compute_mutex_);
-        {
-            std::lock_guard lock(mutex_);
-            for (const auto& e : factors_)
-                if (e->damp == damp && e->order == order && e->hessian == hessian) return e->value;
-        }
-        auto e = std::make_unique<FactorEntry>(FactorEntry{hessian, order, damp, gptq_inverse_factor(hessian, order, diag, damp, backend)});
-        std::lock_guard lock(mutex_);
-        factors_.push_back(std::move(e));
-        return factors_.back()->value;
+        return factors_.get(FactorKey{hessian, order, damp}, [&] { return gptq_inverse_factor(hessian, order, diag, damp, backend); });
     }
-    std::size_t factors() const {
-        std::lock_guard lock(mutex_);
-        return factors_.size();
-    }
+    std::size_t factors() const { return factors_.size(); }
 
 private:
-    struct DiagonalEntry {
-        std::vector<float> hessian;
-        HessianDiagonal value;
-    };
-    struct FactorEntry {
+    struct FactorKey {
         std::vector<float> hessian;
         std::vector<int> order;
         float damp;
-        GptqFactor value;
+        // damping first: the cheapest comparison that tells keys apart
+        bool operator==(const FactorKey& o) const { return damp == o.damp && order == o.order && hessian == o.hessian; }
     };
-    mutable std::mutex mutex_;
-    std::mutex compute_mutex_;  // held while a factor is computed (factorisations one at a time)
-    std::vector<std::unique_ptr<DiagonalEntry>> diagonals_;
-    std::vector<std::unique_ptr<FactorEntry>> factors_;
+    OnceCache<std::vector<float>, HessianDiagonal> diagonals_;
+    OnceCache<FactorKey, GptqFactor> factors_;
 };
-
 /// hessian_diagonal through `cache` when there is one.
 inline HessianDiagonal hessian_diagonal(GptqFactorCache* cache, const std::vector<float>& hessian, std::size_t C, const char* who) {
     return cache ? cache->diagonal(hessian, C, who) : hessian_diagonal(hessian, C, who);

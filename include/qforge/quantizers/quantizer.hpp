@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/core/once_cache.hpp"
 #include "qforge/core/parallel.hpp"
 #include "qforge/core/quantized.hpp"
 #include "qforge/core/scheme.hpp"
@@ -30,6 +31,7 @@ namespace qforge {
 
 namespace detail {
 class GptqFactorCache;  // quantizers/gptq_factor.hpp
+struct HadamardCache;    // below
 }
 
 /// Settings of the MSE clip search: shrink factors 1 - max_shrink * i / grid, i = 0..grid.
@@ -60,6 +62,8 @@ struct QuantizeSettings {
     /// GPTQ, GPTQ-PQ: a memo of H's checked diagonal and inverse factor, for a caller quantizing
     /// the same inputs with several schemes (measure_sensitivity); null: computed every time
     std::shared_ptr<detail::GptqFactorCache> gptq_factor_cache = nullptr;
+    /// `,had`: a memo of the transformed weights and Hessians, for the same callers; null: transformed every time
+    std::shared_ptr<detail::HadamardCache> hadamard_cache = nullptr;
 };
 
 /// One quantized layer. Ŵ = the dequantized codes (`q`, or `pq` for a product-quantization grid), column k holding original column
@@ -147,6 +151,21 @@ inline void transpose_square(float* a, std::size_t n, int threads) {
 }
 }  // namespace detail
 
+namespace detail {
+/// `,had`'s transformed inputs (W Tᵀ, T H Tᵀ) kept for a caller that quantizes the same layer
+/// with several `,had` schemes (measure_sensitivity's candidates; about half of what `,had`
+/// added to each candidate there). Found by the width and the whole input, which fix T (one
+/// seed per width) and so the output: a hit is what the transform would compute.
+struct HadamardCache {
+    struct Key {
+        std::size_t width;
+        std::vector<float> values;  ///< W (rows x width) or H (width x width), row-major
+        bool operator==(const Key&) const = default;
+    };
+    OnceCache<Key, std::shared_ptr<const std::vector<float>>> weights, hessians;
+};
+}  // namespace detail
+
 /// The seed of a width's `,had` transform: fixed per width, so layers that read the same input
 /// (a block's q/k/v, its gate and up) share one transform.
 constexpr std::uint64_t hadamard_seed(int width) noexcept { return 0x9A11C0DEull + std::uint64_t(width); }
@@ -171,29 +190,42 @@ QuantizedLayer quantize_with_hadamard(Fn&& fn, MatrixView<const float> w, const 
     }
     const std::size_t R = w.rows, C = w.cols;
     const Fp32Functions& fns = o.backend.host_fp32();
-    std::vector<float> wt(R * C);
-    parallel_for(R, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
-        std::vector<float> tmp(C);
-        for (std::size_t r = r0; r < r1; ++r) {
-            std::copy_n(w.row(r).data(), C, wt.data() + r * C);
-            fns.hadamard(*t, wt.data() + r * C, tmp.data(), false);
-        }
-    }, grain_for(C * 16));
-    LayerCalibration ct = c;
-    std::vector<float> ht;
-    if (c.hessian) {
-        // T H Tᵀ: the rows of H transformed (H Tᵀ), then the rows of its transpose (H symmetric)
-        ht = *c.hessian;
+    const auto transform_rows = [&] {
+        auto wt = std::make_shared<std::vector<float>>(R * C);
+        parallel_for(R, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
+            std::vector<float> tmp(C);
+            for (std::size_t r = r0; r < r1; ++r) {
+                std::copy_n(w.row(r).data(), C, wt->data() + r * C);
+                fns.hadamard(*t, wt->data() + r * C, tmp.data(), false);
+            }
+        }, grain_for(C * 16));
+        return std::shared_ptr<const std::vector<float>>(std::move(wt));
+    };
+    // T H Tᵀ: the rows of H transformed (H Tᵀ), then the rows of its transpose (H symmetric)
+    const auto transform_hessian = [&] {
+        auto ht = std::make_shared<std::vector<float>>(*c.hessian);
         for (int pass = 0; pass < 2; ++pass) {
             parallel_for(C, o.backend.threads(), [&](std::size_t r0, std::size_t r1) {
                 std::vector<float> tmp(C);
-                for (std::size_t r = r0; r < r1; ++r) fns.hadamard(*t, ht.data() + r * C, tmp.data(), false);
+                for (std::size_t r = r0; r < r1; ++r) fns.hadamard(*t, ht->data() + r * C, tmp.data(), false);
             }, grain_for(C * 16));
-            detail::transpose_square(ht.data(), C, o.backend.threads());
+            detail::transpose_square(ht->data(), C, o.backend.threads());
         }
-        ct.hessian = &ht;
+        return std::shared_ptr<const std::vector<float>>(std::move(ht));
+    };
+    std::shared_ptr<const std::vector<float>> wt, ht;
+    if (o.hadamard_cache) {
+        std::vector<float> key(R * C);
+        for (std::size_t r = 0; r < R; ++r) std::copy_n(w.row(r).data(), C, key.data() + r * C);
+        wt = o.hadamard_cache->weights.get({C, std::move(key)}, transform_rows);
+        if (c.hessian) ht = o.hadamard_cache->hessians.get({C, *c.hessian}, transform_hessian);
+    } else {
+        wt = transform_rows();
+        if (c.hessian) ht = transform_hessian();
     }
-    QuantizedLayer out = fn(MatrixView<const float>(wt.data(), R, C), s, ct, o);
+    LayerCalibration ct = c;
+    if (ht) ct.hessian = ht.get();
+    QuantizedLayer out = fn(MatrixView<const float>(wt->data(), R, C), s, ct, o);
     out.input_transform = std::move(t);
     return out;
 }

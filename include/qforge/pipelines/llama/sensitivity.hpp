@@ -538,9 +538,11 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         const BlockStats stats = trace.block_stats(l);
         // GPTQ and the proxies read the Hessians; an AWQ-only table would not (AWQ forms its own)
         const BlockHessians h = all_scaled || (!o.proxies && !any_hessian) ? BlockHessians{} : block_hessians(stats);
-        // the candidates share the block's Hessians: each is checked and factorised once
+        // the candidates share the block's Hessians: each is checked and factorised once, and
+        // transformed once for the `,had` candidates (with their weights)
         QuantizeSettings settings = o.settings;
         settings.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
+        settings.hadamard_cache = std::make_shared<qforge::detail::HadamardCache>();
         // Quantizing a block is partly serial (GPTQ's column loop, AWQ's per-group searches), so
         // on a CPU the candidates run side by side, each on one thread (a copy of the backend
         // on one thread: no pool inside the pool's tasks; every product and factorisation gives
