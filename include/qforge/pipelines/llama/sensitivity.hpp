@@ -413,32 +413,33 @@ inline BlockHessians block_hessians(const BlockStats& stats) {
     return h;
 }
 
-/// Block l of the reference quantized with `scheme` alone, from the reference's inputs to it:
-/// `stats` (the four linear-input sites) and `h` (block_hessians of them). A method of the
-/// sequential-Hessian pipeline (GPTQ) runs in gptq_block_steps' order, stacked as the model
-/// pipeline stacks q/k/v and gate/up; one of the activation-scaled pipeline (AWQ, AWQ+GPTQ)
-/// searches its scales on `stats` and folds them into the block's own norms and linears
-/// (awq_block_from_stats), so the block still maps the same inputs to outputs; one needing no
-/// calibration (RTN) runs directly. InvalidArgument for TWQ (it needs neuron targets).
-inline Layer quantize_block_alone(const Layer& block, int l, const Config& c, const BlockStats& stats, const BlockHessians& h, const RuntimeScheme& scheme,
-                                  const QuantizeSettings& settings, std::string* note = nullptr) {
+/// How many independent parts quantize_block_part cuts a block into for `scheme`: GPTQ's steps
+/// (each reads the reference's Hessian of its site only), RTN's linears, one for an
+/// activation-scaled method (its scales fold across the block's linears).
+inline std::size_t block_parts(const RuntimeScheme& scheme) {
+    switch (pipeline_of(scheme)) {
+        case Pipeline::independent: return block_linears.size();
+        case Pipeline::sequential_hessian: return gptq_block_steps.size();
+        default: return 1;
+    }
+}
+
+/// Part `part` (< block_parts(scheme)) of quantize_block_alone: it sets only that part's linears of
+/// `q` (all of `q` for an activation-scaled method, whose one part is the whole block), so the parts
+/// of one block can run side by side into the same `q`, and appends its notes to `notes`.
+inline void quantize_block_part(const Layer& block, int l, const Config& c, const BlockStats& stats, const BlockHessians& h, const RuntimeScheme& scheme,
+                                const QuantizeSettings& settings, std::size_t part, Layer& q, std::string& notes) {
     const MethodEntry& method = find_method(scheme.method);
-    Layer q;
-    q.attention_norm = block.attention_norm;
-    q.ffn_norm = block.ffn_norm;
-    std::string notes;
     const Pipeline pipeline = pipeline_of(scheme);
     if (pipeline == Pipeline::independent) {
-        for (const auto& b : block_linears)
-            q.*b.member = with_tensor_context({}, block_linear_name(l, b.member),
-                                              [&] { return quantize_linear(block.*b.member, scheme, settings.backend, nullptr, &notes); });
+        const auto m = block_linears.at(part).member;
+        q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return quantize_linear(block.*m, scheme, settings.backend, nullptr, &notes); });
     } else if (pipeline == Pipeline::sequential_hessian) {
-        for (const auto& step : gptq_block_steps) {
-            const auto& hs = h[std::size_t(step.site)];
-            if (!quantize_stacked(block, q, step.members, hs, scheme, settings, notes))
-                for (const auto m : step.members)
-                    q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, hs, scheme, settings, &notes); });
-        }
+        const auto& step = gptq_block_steps.at(part);
+        const auto& hs = h[std::size_t(step.site)];
+        if (!quantize_stacked(block, q, step.members, hs, scheme, settings, notes))
+            for (const auto m : step.members)
+                q.*m = with_tensor_context({}, block_linear_name(l, m), [&] { return hessian_linear(block.*m, hs, scheme, settings, &notes); });
     } else if (pipeline == Pipeline::activation_scaled && !method.info.needs_targets) {
         Layer scaled = block;
         ModelQuantizeOptions o;  // one scheme for every layer
@@ -448,6 +449,22 @@ inline Layer quantize_block_alone(const Layer& block, int l, const Config& c, co
         throw InvalidArgument("sensitivity: scheme '" + to_string(scheme) + "': " + std::string(method.info.name) +
                               " needs neuron targets; candidates are quantized one block at a time by rtn, gptq, awq or awq+gptq");
     }
+}
+
+/// Block l of the reference quantized with `scheme` alone, from the reference's inputs to it:
+/// `stats` (the four linear-input sites) and `h` (block_hessians of them). A method of the
+/// sequential-Hessian pipeline (GPTQ) runs in gptq_block_steps' order, stacked as the model
+/// pipeline stacks q/k/v and gate/up; one of the activation-scaled pipeline (AWQ, AWQ+GPTQ)
+/// searches its scales on `stats` and folds them into the block's own norms and linears
+/// (awq_block_from_stats), so the block still maps the same inputs to outputs; one needing no
+/// calibration (RTN) runs directly. InvalidArgument for TWQ (it needs neuron targets).
+inline Layer quantize_block_alone(const Layer& block, int l, const Config& c, const BlockStats& stats, const BlockHessians& h, const RuntimeScheme& scheme,
+                                  const QuantizeSettings& settings, std::string* note = nullptr) {
+    Layer q;
+    q.attention_norm = block.attention_norm;
+    q.ffn_norm = block.ffn_norm;
+    std::string notes;
+    for (std::size_t part = 0; part < block_parts(scheme); ++part) quantize_block_part(block, l, c, stats, h, scheme, settings, part, q, notes);
     if (note && !notes.empty()) *note += notes;
     return q;
 }
@@ -522,16 +539,34 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
     t.linear.assign(K, std::vector<std::array<UnitLoss, 7>>(std::size_t(L)));
     const long total = long(L) * long(K);
     long done = 0;
-    // The pool hands candidates out in this order, one at a time: the slowest first, so that no
-    // thread is left with a long one while the others idle (PQ's k-means and nearest-centroid
-    // search cost about n per weight, n its centroids; every scalar grid far less). Only the
-    // order of the work changes, not what any candidate computes.
-    std::vector<std::size_t> longest_first(K);
-    for (std::size_t k = 0; k < K; ++k) longest_first[k] = k;
-    std::stable_sort(longest_first.begin(), longest_first.end(), [&](std::size_t a, std::size_t b) {
-        const auto cost = [&](std::size_t k) { return candidates[k].pq ? candidates[k].pq->n : 0; };
-        return cost(a) > cost(b);
-    });
+    // A block's work is cut into (candidate, part) tasks (block_parts: GPTQ's four steps, RTN's
+    // seven linears, an AWQ block whole), which the pool hands out one at a time, the slowest
+    // first, so that no thread is left with a long one while the others idle: a PQ grid's
+    // k-means and nearest-centroid search cost about n per weight (n its centroids), GPTQ's
+    // column loop about the layer's columns per weight. Only the order of the work changes,
+    // not what any task computes.
+    const auto task_cost = [&](std::size_t k, std::size_t part) {
+        const RuntimeScheme& s = candidates[k];
+        const Layer& b = ref.layers[0];
+        const auto linear_cost = [&](Linear Layer::*m) {
+            const double rows = double((b.*m).rows()), cols = double((b.*m).cols());
+            return rows * cols * (cols + (s.pq ? 64.0 * double(s.pq->n) : 0.0));
+        };
+        double c = 0.0;
+        switch (pipeline_of(s)) {
+            case Pipeline::independent: c = linear_cost(block_linears[part].member); break;
+            case Pipeline::sequential_hessian:
+                for (const auto m : gptq_block_steps[part].members) c += linear_cost(m);
+                break;
+            default:
+                for (const auto& bl : block_linears) c += linear_cost(bl.member);
+        }
+        return c;
+    };
+    std::vector<std::pair<std::size_t, std::size_t>> tasks;  // (candidate, part), the slowest first
+    for (std::size_t k = 0; k < K; ++k)
+        for (std::size_t part = 0; part < block_parts(candidates[k]); ++part) tasks.emplace_back(k, part);
+    std::stable_sort(tasks.begin(), tasks.end(), [&](const auto& a, const auto& b) { return task_cost(a.first, a.second) > task_cost(b.first, b.second); });
     for (int l = 0; l < L; ++l) {
         const Layer& block = ref.layers[std::size_t(l)];
         if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": Hessians");
@@ -544,43 +579,56 @@ inline SensitivityTable measure_sensitivity(const ReferenceTrace& trace, std::sp
         settings.gptq_factor_cache = std::make_shared<qforge::detail::GptqFactorCache>();
         settings.hadamard_cache = std::make_shared<qforge::detail::HadamardCache>();
         // Quantizing a block is partly serial (GPTQ's column loop, AWQ's per-group searches), so
-        // on a CPU the candidates run side by side, each on one thread (a copy of the backend
-        // on one thread: no pool inside the pool's tasks; every product and factorisation gives
-        // the same bits on any thread count, so the table does too). The passes through the
-        // trace after them stay in order on every thread.
-        const std::optional<Backend> one = K > 1 ? one_thread_cpu(o.settings.backend) : std::nullopt;
+        // on a CPU the tasks run side by side, each on one thread (a copy of the backend on one
+        // thread: no pool inside the pool's tasks; every product and factorisation gives the
+        // same bits on any thread count, so the table does too). The passes through the trace
+        // after them stay in order on every thread.
+        const std::optional<Backend> one = tasks.size() > 1 ? one_thread_cpu(o.settings.backend) : std::nullopt;
         if (one) settings.backend = *one;
         std::vector<Layer> quantized(K);
-        std::vector<std::string> notes(K);
-        const auto quantize_candidate = [&](std::size_t k) {
-            quantized[k] = quantize_block_alone(block, l, ref.config, stats, h, candidates[k], settings, &notes[k]);
+        for (auto& q : quantized) {
+            q.attention_norm = block.attention_norm;
+            q.ffn_norm = block.ffn_norm;
+        }
+        std::vector<std::vector<std::string>> part_notes(K);
+        for (std::size_t k = 0; k < K; ++k) part_notes[k].resize(block_parts(candidates[k]));
+        const auto quantize_part = [&](std::size_t k, std::size_t part) {
+            quantize_block_part(block, l, ref.config, stats, h, candidates[k], settings, part, quantized[k], part_notes[k][part]);
+        };
+        // the proxies of candidate k's linear i, once its block is quantized
+        const auto measure_proxies = [&](std::size_t k, std::size_t i) {
             // an activation-scaled block stores W diag(s) (and rows scaled by the next group's s):
             // W − Ŵ is no error of it, so its proxies are not defined (NaN); its bytes are. Proxies
             // not asked for are NaN too
             const bool scaled = find_method(candidates[k].method).info.pipeline == Pipeline::activation_scaled;
-            for (std::size_t i = 0; i < block_linears.size(); ++i) {
-                const auto m = block_linears[i].member;
-                UnitLoss& u = t.linear[k][std::size_t(l)][i];
-                if (scaled || !o.proxies) {
-                    u.weight = u.hessian_diag = u.output = std::numeric_limits<double>::quiet_NaN();
-                    u.bytes = (quantized[k].*m).bytes();
-                    u.params = std::uint64_t((block.*m).rows()) * std::uint64_t((block.*m).cols());
-                } else {
-                    u = linear_proxies(block.*m, quantized[k].*m, h[std::size_t(input_site(block_linears[i].short_name))], settings.backend);
-                }
+            const auto m = block_linears[i].member;
+            UnitLoss& u = t.linear[k][std::size_t(l)][i];
+            if (scaled || !o.proxies) {
+                u.weight = u.hessian_diag = u.output = std::numeric_limits<double>::quiet_NaN();
+                u.bytes = (quantized[k].*m).bytes();
+                u.params = std::uint64_t((block.*m).rows()) * std::uint64_t((block.*m).cols());
+            } else {
+                u = linear_proxies(block.*m, quantized[k].*m, h[std::size_t(input_site(block_linears[i].short_name))], settings.backend);
             }
         };
+        const std::size_t n_linears = block_linears.size();
         if (one) {
             if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + std::to_string(K) + " candidates");
-            parallel_for(K, o.settings.backend.threads(), [&](std::size_t k0, std::size_t k1) {
-                for (std::size_t k = k0; k < k1; ++k) quantize_candidate(longest_first[k]);
+            parallel_for(tasks.size(), o.settings.backend.threads(), [&](std::size_t t0, std::size_t t1) {
+                for (std::size_t i = t0; i < t1; ++i) quantize_part(tasks[i].first, tasks[i].second);
+            });
+            parallel_for(K * n_linears, o.settings.backend.threads(), [&](std::size_t t0, std::size_t t1) {
+                for (std::size_t i = t0; i < t1; ++i) measure_proxies(i / n_linears, i % n_linears);
             });
         }
+        std::vector<std::string> notes(K);
         for (std::size_t k = 0; k < K; ++k) {
             if (!one) {
                 if (o.progress) o.progress(done, total, "block " + std::to_string(l) + ": " + to_string(candidates[k]));
-                quantize_candidate(k);
+                for (std::size_t part = 0; part < block_parts(candidates[k]); ++part) quantize_part(k, part);
+                for (std::size_t i = 0; i < n_linears; ++i) measure_proxies(k, i);
             }
+            for (const auto& n : part_notes[k]) notes[k] += n;
             const Layer& q = quantized[k];
             if (o.note && !notes[k].empty()) o.note(to_string(candidates[k]) + ": block " + std::to_string(l) + ": " + notes[k]);
             UnitLoss sum;
