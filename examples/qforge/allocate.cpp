@@ -481,7 +481,7 @@ int run_allocate(const AllocateCliOptions& opt) {
             for (int l = 0; l < L; ++l) std::printf(" %d:%s", l, qforge::to_string(candidates[std::size_t(d.a.allocation.choice[std::size_t(l)])]).c_str());
             std::printf("\n");
         }
-    std::printf("\ntime: reference trace %.1f s, sensitivity table %.1f s%s, total %.1f s (%d threads)\n", trace_s, table_s, saved ? " (read)" : "", total_s,
+    std::printf("\ntime: loading and reference trace %.1f s, sensitivity table %.1f s%s, total %.1f s (%d threads)\n", trace_s, table_s, saved ? " (read)" : "", total_s,
                 opt.threads ? opt.threads : qforge::default_threads());
     return 0;
 }
