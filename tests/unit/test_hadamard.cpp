@@ -254,6 +254,10 @@ BOOST_AUTO_TEST_CASE(transform_cache_changes_no_bit) {
     const MatrixView<const float> w2v(w2.data(), std::size_t(rows), std::size_t(cols));
     BOOST_TEST(quantize(w2v, s, {&h}, plain).q.codes == quantize(w2v, s, {&h}, cached).q.codes);
     BOOST_TEST(cached.hadamard_cache->weights.size() == 2u);
+    // a Hessian of the wrong size is refused before the transform reads it, cache or not
+    const std::vector<float> small(std::size_t(cols) * 3);
+    BOOST_CHECK_THROW(quantize(wv, s, {&small}, plain), InvalidArgument);
+    BOOST_CHECK_THROW(quantize(wv, s, {&small}, cached), InvalidArgument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

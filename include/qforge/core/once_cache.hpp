@@ -13,24 +13,29 @@
 
 namespace qforge::detail {
 
-/// get(key, make): make() for the first caller of a key (keys compared with ==, whole), the same
-/// value for every later one; a caller asking for a key that another thread is computing waits
+/// get(probe, make): make() for the first caller of a key (found by `key == probe`, whole; the
+/// Key is built from the probe only when it is new, so a probe of references costs no copy on a
+/// hit), the same value for every later one; a caller asking for a key that another thread is computing waits
 /// for that value instead of computing it again, while different keys compute side by side. An
 /// exception from make() reaches every caller of that key. Entries live as long as the cache.
 template <class Key, class Value>
 class OnceCache {
 public:
-    Value get(const Key& key, const std::function<Value()>& make) {
+    template <class Probe>
+    Value get(const Probe& probe, const std::function<Value()>& make) {
         std::shared_future<Value> value;
         std::promise<Value> mine;
         bool first = false;
         {
             std::lock_guard lock(mutex_);
             for (const auto& e : entries_)
-                if (e->key == key) value = e->value;
+                if (e->key == probe) {
+                    value = e->value;
+                    break;
+                }
             if (!value.valid()) {
                 value = mine.get_future().share();
-                entries_.push_back(std::make_unique<Entry>(Entry{key, value}));
+                entries_.push_back(std::make_unique<Entry>(Entry{Key(probe), value}));
                 first = true;
             }
         }

@@ -99,17 +99,23 @@ public:
     }
     /// gptq_inverse_factor(hessian, order, diag, damp, backend), computed once per (H, order, damp).
     GptqFactor factor(const std::vector<float>& hessian, const std::vector<int>& order, const std::vector<float>& diag, float damp, const Backend& backend) {
-        return factors_.get(FactorKey{hessian, order, damp}, [&] { return gptq_inverse_factor(hessian, order, diag, damp, backend); });
+        return factors_.get(FactorProbe{hessian, order, damp}, [&] { return gptq_inverse_factor(hessian, order, diag, damp, backend); });
     }
     std::size_t factors() const { return factors_.size(); }
 
 private:
+    struct FactorProbe {  // what a lookup compares, by reference: H is copied only into a new entry
+        const std::vector<float>& hessian;
+        const std::vector<int>& order;
+        float damp;
+    };
     struct FactorKey {
         std::vector<float> hessian;
         std::vector<int> order;
         float damp;
+        explicit FactorKey(const FactorProbe& p) : hessian(p.hessian), order(p.order), damp(p.damp) {}
         // damping first: the cheapest comparison that tells keys apart
-        bool operator==(const FactorKey& o) const { return damp == o.damp && order == o.order && hessian == o.hessian; }
+        bool operator==(const FactorProbe& o) const { return damp == o.damp && order == o.order && hessian == o.hessian; }
     };
     OnceCache<std::vector<float>, HessianDiagonal> diagonals_;
     OnceCache<FactorKey, GptqFactor> factors_;

@@ -160,7 +160,16 @@ struct HadamardCache {
     struct Key {
         std::size_t width;
         std::vector<float> values;  ///< W (rows x width) or H (width x width), row-major
-        bool operator==(const Key&) const = default;
+        /// a new entry's copy of the probed matrix (a lookup compares the caller's, copying nothing)
+        explicit Key(MatrixView<const float> m) : width(m.cols), values(m.rows * m.cols) {
+            for (std::size_t r = 0; r < m.rows; ++r) std::copy_n(m.row(r).data(), m.cols, values.data() + r * m.cols);
+        }
+        bool operator==(MatrixView<const float> m) const {
+            if (m.cols != width || m.rows * m.cols != values.size()) return false;
+            for (std::size_t r = 0; r < m.rows; ++r)
+                if (!std::equal(m.row(r).begin(), m.row(r).end(), values.begin() + std::ptrdiff_t(r * width))) return false;
+            return true;
+        }
     };
     OnceCache<Key, std::shared_ptr<const std::vector<float>>> weights, hessians;
 };
@@ -189,6 +198,9 @@ QuantizedLayer quantize_with_hadamard(Fn&& fn, MatrixView<const float> w, const 
         return out;
     }
     const std::size_t R = w.rows, C = w.cols;
+    if (c.hessian && c.hessian->size() != C * C)  // the transform reads it as C x C before the method checks it
+        throw InvalidArgument("',had': the Hessian has " + std::to_string(c.hessian->size()) + " entries, a " + std::to_string(C) + "-column layer needs " +
+                              std::to_string(C * C));
     const Fp32Functions& fns = o.backend.host_fp32();
     const auto transform_rows = [&] {
         auto wt = std::make_shared<std::vector<float>>(R * C);
@@ -215,10 +227,8 @@ QuantizedLayer quantize_with_hadamard(Fn&& fn, MatrixView<const float> w, const 
     };
     std::shared_ptr<const std::vector<float>> wt, ht;
     if (o.hadamard_cache) {
-        std::vector<float> key(R * C);
-        for (std::size_t r = 0; r < R; ++r) std::copy_n(w.row(r).data(), C, key.data() + r * C);
-        wt = o.hadamard_cache->weights.get({C, std::move(key)}, transform_rows);
-        if (c.hessian) ht = o.hadamard_cache->hessians.get({C, *c.hessian}, transform_hessian);
+        wt = o.hadamard_cache->weights.get(w, transform_rows);
+        if (c.hessian) ht = o.hadamard_cache->hessians.get(MatrixView<const float>(c.hessian->data(), C, C), transform_hessian);
     } else {
         wt = transform_rows();
         if (c.hessian) ht = transform_hessian();
