@@ -89,7 +89,7 @@ void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, 
 /// becomes A^T A when `overwrite` (`gram`'s blocks, bit for bit), else acc + A^T A through
 /// sgemm's beta = 1 on the same blocks (OpenBLAS adds the partial sums of each chunk of the k
 /// rows to acc in turn: for k within one chunk, gram's values added in float). Elements of the
-/// strict upper triangle inside the diagonal blocks are written too; the rest are not touched.
+/// strict upper triangle inside the diagonal blocks may be written; the rest are not touched.
 void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda, float* acc, std::size_t ldacc, bool overwrite);
 
 /// The Cholesky factor of row-major n x n `a`: its lower triangle becomes L (L L^T = A), the

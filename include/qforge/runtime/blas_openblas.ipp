@@ -33,6 +33,7 @@ struct Library {
     void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int) = nullptr;
     void (*set_num_threads)(int) = nullptr;
     void (*strsm)(int, int, int, int, int, int, int, float, const float*, int, float*, int) = nullptr;
+    void (*ssyrk)(int, int, int, int, int, float, const float*, int, float, float*, int) = nullptr;
     // Fortran LAPACK: arguments by pointer, then the hidden lengths of the character arguments
     void (*spotrf)(const char*, const int*, float*, const int*, int*, std::size_t) = nullptr;
     void (*strtri)(const char*, const char*, const int*, float*, const int*, int*, std::size_t, std::size_t) = nullptr;
@@ -77,6 +78,7 @@ Library load() {
     sym(lib.sgemm, "cblas_sgemm");
     sym(lib.set_num_threads, "openblas_set_num_threads");
     sym(lib.strsm, "cblas_strsm");
+    sym(lib.ssyrk, "cblas_ssyrk");
     sym(lib.spotrf, "spotrf_");
     sym(lib.strtri, "strtri_");
     sym(lib.get_config, "openblas_get_config");
@@ -226,64 +228,78 @@ void sgemm_nt_native(int threads, int m, int n, int k, float alpha, const float*
 }
 
 namespace {
-/// The lower triangle of A^T A as blocks, each one single-threaded sgemm on qforge's pool
-/// (OpenBLAS's ssyrk ran at 40% of its sgemm rate here, these blocks at nearly its full rate).
+/// The lower triangle of A^T A as blocks, each one single-threaded call on qforge's pool.
 /// Square tiles of n/8 and at least 512; off the diagonal a block is one tile of rows by up to
-/// two tiles of columns (the row tile's operand packed once for both), and a diagonal tile is
-/// its lower-left quarter and its two diagonal halves, recursively down to squares under 256
-/// (a diagonal square's upper half is computed and thrown away: the smaller the squares, the less).
-/// On 2026-12-07's Zen 5 VM (bench_gptq, 2 threads) a 2048 x 4096 X^T X ran at 326-339 GFLOP/s
-/// this way (with the FP32 accumulator) against 280-317 with square tiles of n/8 (docs/performance.md,
-/// "2026-12-07, later", also for the tile sizes tried). Blocks depend on n alone,
-/// never on the thread count (under some kernel sets, and OpenBLAS's small-matrix paths, an
-/// element's rounding depends on its call's shape; see cut_invariant). They are handed out one
-/// at a time, largest first, so the threads finish together.
-/// `block_fn(i0, j0, mi, nj)` runs once per block: rows i0.., columns j0.., j0 <= i0.
+/// two tiles of columns (the row tile's operand packed once for both), one sgemm. A diagonal tile
+/// is its lower-left quarter (one sgemm) and its two diagonal halves, recursively; a half below
+/// the leaf size is one call: where the kernel set is cut-invariant (SkylakeX's) an ssyrk on
+/// halves under 512, which gives the bits of the sgemm squares (checked on widths 576-4096 and
+/// k of 37-2048; not a last square of one column, as in 513 columns, which the small-matrix
+/// path sums otherwise) without computing the half of each square that is thrown away: 6-15%
+/// faster on SmolLM2's 576 and 1536 columns. One ssyrk per whole diagonal tile was slower there
+/// (one thread held a 512-wide tile while the other had nothing left). Otherwise (Haswell's
+/// kernels, where the products already ran at 0.86-0.93 of sgemm) squares under 256, each one
+/// sgemm, which keeps the bits of every Hessian made with them. docs/performance.md
+/// ("2026-12-07, later" and "2026-12-07, night") gives the sizes tried and the rates.
+/// Blocks depend on n alone, never on the thread count (under some kernel sets, and OpenBLAS's
+/// small-matrix paths, an element's rounding depends on its call's shape; see cut_invariant).
+/// They are handed out one at a time, largest first, so the threads finish together.
+/// `block_fn(i0, j0, mi, nj, diagonal)` runs once per block: rows i0.., columns j0.., j0 <= i0;
+/// `diagonal`: the lower triangle of the mi x mi square at (i0, i0) (nj == mi, j0 == i0).
 template <class BlockFn>
-void for_gram_blocks(int threads, int n, BlockFn&& block_fn) {
+void for_gram_blocks(int threads, int n, bool syrk_diagonal, BlockFn&& block_fn) {
     const int tile = std::max(512, (n / 8 + 63) / 64 * 64);
     const int nt = (n + tile - 1) / tile;
     struct Block {
         int i0, j0, mi, nj;
+        bool diagonal;
     };
     std::vector<Block> blocks;
     for (int i = 1; i < nt; ++i)
-        for (int j = 0; j < i; j += 2) blocks.push_back({i * tile, j * tile, std::min(tile, n - i * tile), std::min(2, i - j) * tile});
-    // a diagonal tile of 256 or more: its lower-left quarter, then each diagonal half in turn
+        for (int j = 0; j < i; j += 2)
+            blocks.push_back({i * tile, j * tile, std::min(tile, n - i * tile), std::min(2, i - j) * tile, false});
+    // a diagonal tile at or above the leaf size: its lower-left quarter, then each diagonal half in turn
     const auto diagonal = [&](auto&& self, int o, int s) -> void {
         const int m = std::min(s, n - o);
         if (m <= 0) return;
-        if (s < 256) {
-            blocks.push_back({o, o, m, m});
+        if (s < (syrk_diagonal ? 512 : 256)) {
+            blocks.push_back({o, o, m, m, syrk_diagonal});
             return;
         }
         const int h = s / 2;
-        if (m > h) blocks.push_back({o + h, o, m - h, h});
+        if (m > h) blocks.push_back({o + h, o, m - h, h, false});
         self(self, o, h);
         self(self, o + h, h);
     };
     for (int i = 0; i < nt; ++i) diagonal(diagonal, i * tile, tile);
-    std::stable_sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return std::size_t(a.mi) * a.nj > std::size_t(b.mi) * b.nj; });
+    // a diagonal block's work is half its square's
+    const auto work = [](const Block& b) { return std::size_t(b.mi) * std::size_t(b.nj) / (b.diagonal ? 2 : 1); };
+    std::stable_sort(blocks.begin(), blocks.end(), [&](const Block& a, const Block& b) { return work(a) > work(b); });
     std::atomic<std::size_t> next{0};
     const int t = threads_here(threads);
     parallel_for(std::size_t(t), t, [&](std::size_t, std::size_t) {
         for (std::size_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < blocks.size();)
-            block_fn(blocks[b].i0, blocks[b].j0, blocks[b].mi, blocks[b].nj);
+            block_fn(blocks[b].i0, blocks[b].j0, blocks[b].mi, blocks[b].nj, blocks[b].diagonal);
     });
 }
 
 // C[i0:, j0:] = A[:, i0:]^T A[:, j0:] (+ C when beta is 1); row-major A^T is A read transposed
 void gram_block(const Library& lib, int k, const float* a, std::size_t lda, float beta, float* c, std::size_t ldc, int i0, int j0,
-                int mi, int nj) {
-    lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), beta,
-              c + std::size_t(i0) * ldc + std::size_t(j0), int(ldc));
+                int mi, int nj, bool diagonal) {
+    float* ci = c + std::size_t(i0) * ldc + std::size_t(j0);
+    if (diagonal)
+        lib.ssyrk(row_major, lower, trans, mi, k, 1.0f, a + i0, int(lda), beta, ci, int(ldc));
+    else
+        lib.sgemm(row_major, trans, no_trans, mi, nj, k, 1.0f, a + i0, int(lda), a + j0, int(lda), beta, ci, int(ldc));
 }
 }  // namespace
 
 void gram(int threads, int n, int k, const float* a, std::size_t lda, float* c, std::size_t ldc) {
     if (n == 0) return;
     const Library& lib = library();
-    for_gram_blocks(threads, n, [&](int i0, int j0, int mi, int nj) { gram_block(lib, k, a, lda, 0.0f, c, ldc, i0, j0, mi, nj); });
+    for_gram_blocks(threads, n, lib.tiles_by_threads, [&](int i0, int j0, int mi, int nj, bool diagonal) {
+        gram_block(lib, k, a, lda, 0.0f, c, ldc, i0, j0, mi, nj, diagonal);
+    });
     mirror_lower(n, c, ldc);
 }
 
@@ -291,8 +307,8 @@ void gram_accumulate(int threads, int n, int k, const float* a, std::size_t lda,
     if (n == 0) return;
     const Library& lib = library();
     // straight into the accumulator: no tile buffer, no second pass over the result
-    for_gram_blocks(threads, n, [&](int i0, int j0, int mi, int nj) {
-        gram_block(lib, k, a, lda, overwrite ? 0.0f : 1.0f, acc, ldacc, i0, j0, mi, nj);
+    for_gram_blocks(threads, n, lib.tiles_by_threads, [&](int i0, int j0, int mi, int nj, bool diagonal) {
+        gram_block(lib, k, a, lda, overwrite ? 0.0f : 1.0f, acc, ldacc, i0, j0, mi, nj, diagonal);
     });
 }
 
