@@ -112,7 +112,7 @@ public:
 
 void shapes(benchmark::internal::Benchmark* b, long group) {
     for (const auto& [rows, cols] : std::vector<std::pair<long, long>>{{1536, 576}, {576, 1536}, {4096, 4096}})
-        for (long n : {8L, 16L, 32L, 128L}) b->Args({rows, cols, n, group});
+        for (long n : {8L, 16L, 32L, 64L, 128L}) b->Args({rows, cols, n, group});
     b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 

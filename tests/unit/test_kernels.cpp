@@ -181,6 +181,15 @@ BOOST_AUTO_TEST_CASE(vector_paths_are_really_there) {
         const auto f = row_functions<Dense<4>>(Isa::avx2);
         BOOST_TEST(f.isa == "avx2");
         BOOST_TEST(f.gemv_rows != row_functions<Dense<4>>(Isa::scalar).gemv_rows);
+        // prompts over row panels: Dense 2-4 bit from gemm_panel_min_tokens, Q4_0/Q4_1's blocks
+        // from their own count; 8-bit codes keep the row kernels
+        BOOST_TEST(f.panel_kernel);
+        BOOST_TEST(f.panel_min_tokens == gemm_panel_min_tokens);
+        BOOST_TEST(row_functions<Q4_0>(Isa::avx2).panel_kernel);
+        BOOST_TEST(row_functions<Q4_1>(Isa::avx2).panel_kernel);
+        BOOST_TEST(row_functions<Q4_0>(Isa::avx2).panel_min_tokens > gemm_panel_min_tokens);
+        BOOST_TEST(row_functions<Q4_1>(Isa::avx2).panel_min_tokens > gemm_panel_min_tokens);
+        BOOST_TEST(!row_functions<Q8_0>(Isa::avx2).panel_kernel);
     }
     if (simd::avx512_vnni::available()) {
         BOOST_TEST_REQUIRE(isa_usable(Isa::avx512_vnni));

@@ -20,6 +20,13 @@
 
 namespace qforge {
 
+/// From this many activations the panel kernel's one decode of each weight per product pays for
+/// its packing (a backend may give its own figure per codec: Primitives::panel_min_tokens):
+/// bench_gemm on the Zen 4 VM (2026-12-04), SmolLM2's two MLP shapes with Dense<4> g128, Q4_0
+/// and Q4_1: at 8 activations the panels were faster on 2 of the 6 (29-65 GMAC/s, the row
+/// kernels 29-63), at 16 on 4 of 6 (38-107 against 42-66; the two Q4_1 shapes lost).
+inline constexpr std::size_t gemm_panel_min_tokens = 16;
+
 template <class B, class F>
 struct Kernels {
     using traits = FormatTraits<F>;
@@ -334,11 +341,17 @@ struct Kernels {
     // ---- tiled GEMM over row panels (panel.hpp) ----
 
     /// Whether this backend has a vector kernel for panels of this codec (AVX-512 VNNI: every
-    /// codec; AVX2: Dense 2/3/4-bit); without one the tiled GEMM still runs (the plain loops
-    /// below), for tests, but gemm() keeps the per-row kernels.
+    /// codec; AVX2: Dense 2/3/4-bit, Q4_0, Q4_1); without one the tiled GEMM still runs (the plain
+    /// loops below), for tests, but gemm() keeps the per-row kernels.
     static constexpr bool has_panel_kernel = requires(const RowPanel& p, const QuantizedActivation* xs, const PanelTerms& terms, float* y) {
         prims::template panel_gemm<ZeroPoint::symmetric>(codec{}, p, xs, 1, terms, y, std::size_t(1));
     };
+    /// From how many activations gemm() takes the panel kernel: the backend's own figure for this
+    /// codec where it gives one, else gemm_panel_min_tokens.
+    static constexpr int panel_min_tokens = [] {
+        if constexpr (requires { prims::template panel_min_tokens<codec>; }) return prims::template panel_min_tokens<codec>;
+        else return int(gemm_panel_min_tokens);
+    }();
 
     /// A thread's panel buffers, sized for one matrix and one cut of the activations.
     struct PanelBuffer {

@@ -96,6 +96,8 @@ struct RowFunctions {
     PanelTerms (*panel_terms)(const View&, const QuantizedActivation*, int) = nullptr;
     /// Whether gemm_tiled_rows runs a vector panel kernel (else plain loops, kept for tests).
     bool panel_kernel = false;
+    /// From how many activations gemm() takes gemm_tiled_rows (with a vector panel kernel).
+    std::size_t panel_min_tokens = gemm_panel_min_tokens;
     /// Row panels kept with the weights (PanelSet) and the GEMV over them.
     PanelSet (*panel_set_for)(const View&) = nullptr;
     void (*build_panels)(const View&, int, int, PanelSet&) noexcept = nullptr;
@@ -113,6 +115,7 @@ constexpr RowFunctions<F> row_functions_of() noexcept {
             &Kernels<B, F>::gemm_tiled_rows,
             &Kernels<B, F>::panel_terms,
             Kernels<B, F>::has_panel_kernel,
+            std::size_t(Kernels<B, F>::panel_min_tokens),
             &Kernels<B, F>::panel_set_for,
             &Kernels<B, F>::build_panels,
             &Kernels<B, F>::panel_gemv_rows,
@@ -300,15 +303,10 @@ void gemv_panels(const PanelSet& s, std::span<const float> x, std::span<float> y
 }
 
 /// How a packed GEMM runs: `automatic` takes the tiled panel kernel where the instruction set
-/// has one and there are at least gemm_panel_min_tokens activations, else the row kernels.
+/// has one and there are at least its `panel_min_tokens` activations (RowFunctions), else the
+/// row kernels.
 /// `rows` and `panels` force one (tests and benchmarks compare them; both equal the oracle).
 enum class GemmPath { automatic, rows, panels };
-
-/// From this many activations the panel kernel's one decode of each weight per product pays for
-/// its packing: bench_gemm on the Zen 4 VM (2026-12-04), SmolLM2's two MLP shapes with Dense<4>
-/// g128, Q4_0 and Q4_1: at 8 activations the panels were faster on 2 of the 6 (29-65 GMAC/s,
-/// the row kernels 29-63), at 16 on 4 of 6 (38-107 against 42-66; the two Q4_1 shapes lost).
-inline constexpr std::size_t gemm_panel_min_tokens = 16;
 
 /// Y = X W^T: X is n x cols (one activation per row), Y is n x rows.
 template <class F>
@@ -321,7 +319,7 @@ void gemm(const typename F::Packed& w, MatrixView<const float> x, MatrixView<flo
     const auto fns = row_functions<F>(isa);
     const auto view = w.view();
     const bool panels = path == GemmPath::panels ||
-                        (path == GemmPath::automatic && fns.panel_kernel && x.rows >= gemm_panel_min_tokens);
+                        (path == GemmPath::automatic && fns.panel_kernel && x.rows >= fns.panel_min_tokens);
     const LaneOrder order = panels ? LaneOrder::natural : FormatTraits<F>::order;
     std::vector<QuantizedActivation> xs(x.rows);
     const QuantizeSubFn sub = fp32_functions(isa).quantize_sub;

@@ -165,15 +165,21 @@ struct Primitives<Simd<simd::avx2>> : simd::detail::X86<simd::avx2> {
         const std::int32_t c = correction(codec, x, n);
         for (int i = 0; i < 4; ++i) d[i] += c;
     }
+    /// From how many activations `gemm` takes this backend's panel kernel for a codec (else the
+    /// row kernels). The 32-wide GGUF blocks' float steps (a scale, and for Q4_1 a minimum, per
+    /// 32 codes) weigh more on 8 lanes than Dense's per 128: at 16 activations Q4_1's panels lost
+    /// to the row kernels on all three shapes of bench_gemm, and from 32 they won in most paired
+    /// runs, by 1.3-2x from 64 (QFORGE_ISA=avx2 on the Zen 5 VM, 2026-12-07; docs/kernels.md).
+    template <class Codec>
+    static constexpr int panel_min_tokens = std::is_same_v<Codec, NibbleBlock> ? 32 : 16;
     /// The recipe for one row panel (panel.hpp) and n activations, for Dense 2-, 3- and 4-bit
-    /// codes (below 16: vpmaddubsw's pairs stay below 2 * 15 * 127, far from saturation; 8-bit
-    /// and codebook codes keep the row kernels here, and so do the 32-wide GGUF blocks: with
-    /// AVX2 their panels were slower at 16-32 activations (their float steps per 32 codes weigh
-    /// more on 8 lanes) and only 6-28% faster at 128, and one threshold serves every kernel). A 64-byte step is two vectors of 8 rows;
-    /// vpmaddubsw + vpmaddwd give each lane its 4 products, as vpdpbusd does on AVX-512. Every
-    /// lane takes the operations of its row computed alone, in order (Kernels::panel_gemm_plain).
+    /// codes and Q4_0/Q4_1's 4-bit blocks (below 16: vpmaddubsw's pairs stay below 2 * 15 * 127,
+    /// far from saturation; 8-bit and codebook codes keep the row kernels here). A 64-byte step is
+    /// two vectors of 8 rows; vpmaddubsw + vpmaddwd give each lane its 4 products, as vpdpbusd
+    /// does on AVX-512. Every lane takes the operations of its row computed alone, in order
+    /// (Kernels::panel_gemm_plain).
     template <ZeroPoint Zero, class Codec>
-        requires(std::is_same_v<Codec, Bitstream<Codec::bits>> && Codec::bits <= 4)
+        requires((std::is_same_v<Codec, Bitstream<Codec::bits>> && Codec::bits <= 4) || std::is_same_v<Codec, NibbleBlock>)
     [[gnu::noinline]] static void panel_gemm(Codec, const RowPanel& p, const QuantizedActivation* xs, int n,
                                              const PanelTerms& terms, float* y, std::size_t ldy) noexcept {
         constexpr int T = 4, TT = PanelTerms::tokens;
